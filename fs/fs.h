@@ -1,0 +1,126 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * stratafs internals.
+ *
+ * Inode numbers. A lower entry is named by (layer, entry) in the layers'
+ * metadata indexes, so its inode number is ((layer + 1) << 32) | leader,
+ * leader being the entry's hardlink group leader: stable across remounts,
+ * shared by hardlinks, and decodable without any table. The FUSE node id
+ * is the same number (the root is FUSE_ROOT_ID). Files and symlinks need no
+ * daemon memory at all; only directories get a struct dnode, holding the
+ * layers that contribute to them (top first) and, once listed or searched,
+ * the merged child array. dnodes live while the kernel holds a lookup
+ * reference (forget frees them), so memory stays bounded on huge trees.
+ *
+ * Locking: fs->lock protects the dnode hash and lookup counts. A dnode's
+ * merged children are built once under dnode->lock and never change after,
+ * so readers use them without locks. Nothing on the read path takes a lock.
+ */
+#ifndef STRATAFS_FS_H
+#define STRATAFS_FS_H
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "store.h"
+
+struct fs_layer {
+	struct strata_lindex *lx;
+	int datafd;
+};
+
+struct idmap {
+	uint32_t from, to, count;
+};
+
+struct fs_src {
+	uint32_t layer;
+	uint32_t entry;
+};
+
+/* One visible name of a merged directory. */
+struct fs_child {
+	uint32_t layer;
+	uint32_t entry;
+};
+
+struct dnode {
+	fuse_ino_t ino;
+	uint64_t nlookup;		/* protected by fs->lock */
+	struct dnode *hnext;		/* protected by fs->lock */
+	struct fs_src attr;		/* whose attributes the dir shows */
+	uint32_t n_src;
+	struct fs_src *src;		/* contributing layers, top first */
+	pthread_mutex_t lock;		/* serialises the merge */
+	_Atomic bool merged;
+	uint32_t n_children;
+	struct fs_child *children;	/* sorted by name; immutable once merged */
+};
+
+struct fs {
+	struct fs_layer *layers;	/* [0] is the bottom layer */
+	uint32_t n_layers;
+	struct dnode *root;
+	pthread_mutex_t lock;
+	struct dnode **hash;
+	size_t hash_size, n_nodes;
+	double timeout;
+	bool squash_uid, squash_gid;
+	uint32_t squash_uid_to, squash_gid_to;
+	struct idmap *uidmap, *gidmap;
+	size_t n_uidmap, n_gidmap;
+	int statfs_fd;
+	uint64_t total_entries;
+};
+
+static inline fuse_ino_t fs_make_ino(uint32_t layer, uint32_t entry)
+{
+	return ((fuse_ino_t)(layer + 1) << 32) | entry;
+}
+
+static inline const struct strata_lx_entry *
+fs_entry(const struct fs *fs, uint32_t layer, uint32_t entry)
+{
+	return strata_lx_entry(fs->layers[layer].lx, entry);
+}
+
+static inline const char *fs_name(const struct fs *fs, uint32_t layer,
+				  const struct strata_lx_entry *e)
+{
+	return strata_lx_str(fs->layers[layer].lx, e->name_off);
+}
+
+/* node.c */
+int fs_nodes_init(struct fs *fs);
+void fs_nodes_free(struct fs *fs);
+/* Find the dnode for @ino; NULL if none. Borrowed: valid while the kernel
+ * holds a reference, i.e. for the duration of a request on it. */
+struct dnode *fs_dnode_get(struct fs *fs, fuse_ino_t ino);
+/* Find or create the dnode of directory child @c of @parent and take one
+ * lookup reference. Return: the node or NULL (-ENOMEM). */
+struct dnode *fs_dnode_ref(struct fs *fs, struct dnode *parent,
+			   const struct fs_child *c);
+void fs_dnode_forget(struct fs *fs, fuse_ino_t ino, uint64_t n);
+
+/* merge.c */
+/* Build @d's merged child array once. Return: 0 or -ENOMEM. */
+int fs_dir_merge(struct fs *fs, struct dnode *d);
+/* Find @name among @d's merged children. Return: the child or NULL. */
+const struct fs_child *fs_dir_find(struct fs *fs, struct dnode *d,
+				   const char *name, size_t len);
+/* Sources of directory @name in @parent (top first), attribute source and
+ * count. Caller frees *src. */
+int fs_dir_sources(struct fs *fs, struct dnode *parent, const char *name,
+		   size_t len, struct fs_src **src, uint32_t *n,
+		   struct fs_src *attr);
+int fs_root_sources(struct fs *fs, struct dnode *root);
+
+/* ops.c */
+extern const struct fuse_lowlevel_ops fs_ops;
+void fs_fill_stat(struct fs *fs, fuse_ino_t ino, uint32_t layer,
+		  const struct strata_lx_entry *e, uint32_t n_src,
+		  struct stat *st);
+
+#endif

@@ -1,0 +1,377 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * stratafs: mount an OCI image read-only.
+ *
+ *   stratafs [-f] [-d] [-o OPTS] REF MOUNTPOINT
+ *
+ * Everything that can fail for a reason a person can fix (bad reference,
+ * bad image, missing mountpoint, no /dev/fuse) fails before the mount, with
+ * one line on stderr. Without -f the command returns once the mount is live.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "fs.h"
+
+struct options {
+	char *root;
+	char *platform;
+	char *uidmapping, *gidmapping;
+	int squash_uid, squash_gid;
+	int allow_other;
+	int show_help, show_version;
+	char *ref, *mountpoint;
+};
+
+#define OPT(t, p) { t, offsetof(struct options, p), 1 }
+
+static const struct fuse_opt opt_spec[] = {
+	OPT("root=%s", root),
+	OPT("platform=%s", platform),
+	OPT("uidmapping=%s", uidmapping),
+	OPT("gidmapping=%s", gidmapping),
+	{ "squash_to_uid=%d", offsetof(struct options, squash_uid), 0 },
+	{ "squash_to_gid=%d", offsetof(struct options, squash_gid), 0 },
+	{ "allow_other", offsetof(struct options, allow_other), 1 },
+	OPT("-h", show_help),
+	OPT("--help", show_help),
+	OPT("-V", show_version),
+	OPT("--version", show_version),
+	FUSE_OPT_END
+};
+
+static int opt_proc(void *data, const char *arg, int key,
+		    struct fuse_args *outargs)
+{
+	struct options *o = data;
+
+	(void)outargs;
+	if (key == FUSE_OPT_KEY_NONOPT) {
+		if (!o->ref) {
+			o->ref = strdup(arg);
+			return 0;
+		}
+		if (!o->mountpoint) {
+			o->mountpoint = strdup(arg);
+			return 1;	/* fuse_parse_cmdline wants it too */
+		}
+		fprintf(stderr, "stratafs: unexpected argument \"%s\"\n", arg);
+		return -1;
+	}
+	if (key == FUSE_OPT_KEY_OPT && !strcmp(arg, "allow_other"))
+		o->allow_other = 1;
+	return 1;
+}
+
+static void usage(void)
+{
+	printf("usage: stratafs [-f] [-d] [-o OPTIONS] REF MOUNTPOINT\n"
+	       "\n"
+	       "Mount the OCI image REF read-only at MOUNTPOINT.\n"
+	       "REF: NAME[:TAG] (local store), oci:DIR[:TAG|@DIGEST],\n"
+	       "     oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG]\n"
+	       "\n"
+	       "options:\n"
+	       "  -f                     stay in the foreground\n"
+	       "  -d                     debug output (implies -f)\n"
+	       "  -o root=DIR            store root (default $STRATA_ROOT,\n"
+	       "                         /var/lib/strata or $XDG_DATA_HOME/strata)\n"
+	       "  -o platform=OS/ARCH[/VARIANT]  pick from a multi-platform index\n"
+	       "  -o squash_to_uid=N, squash_to_gid=N  show every owner as N\n"
+	       "  -o uidmapping=C:H:N[:C:H:N...], gidmapping=...\n"
+	       "                         show image id C+i as H+i (i < N)\n"
+	       "  -o allow_other         let other users see the mount\n"
+	       "  -h, --help, -V, --version\n"
+	       "\n"
+	       "Unmount with: fusermount3 -u MOUNTPOINT\n");
+}
+
+static int parse_idmap(const char *s, struct idmap **out, size_t *n)
+{
+	cleanup_free char *dup = strdup(s);
+	char *save = NULL, *tok;
+	unsigned long v[3];
+	size_t k = 0, cap = 0;
+	struct idmap *m = NULL;
+
+	if (!dup)
+		return -ENOMEM;
+	for (tok = strtok_r(dup, ":", &save); tok; tok = strtok_r(NULL, ":", &save)) {
+		char *end;
+
+		errno = 0;
+		v[k % 3] = strtoul(tok, &end, 10);
+		if (*end || errno || v[k % 3] > UINT32_MAX) {
+			free(m);
+			return -EINVAL;
+		}
+		if (k % 3 == 2) {
+			if (*n == cap) {
+				cap = cap ? cap * 2 : 4;
+				struct idmap *nm = realloc(m, cap * sizeof(*m));
+
+				if (!nm) {
+					free(m);
+					return -ENOMEM;
+				}
+				m = nm;
+			}
+			m[*n].from = (uint32_t)v[0];
+			m[*n].to = (uint32_t)v[1];
+			m[*n].count = (uint32_t)v[2];
+			(*n)++;
+		}
+		k++;
+	}
+	if (k == 0 || k % 3) {
+		free(m);
+		return -EINVAL;
+	}
+	*out = m;
+	return 0;
+}
+
+static bool user_allow_other(void)
+{
+	cleanup_file FILE *f = fopen("/etc/fuse.conf", "re");
+	char line[256];
+
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f)) {
+		char *p = line;
+
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (!strncmp(p, "user_allow_other", 16))
+			return true;
+	}
+	return false;
+}
+
+static int check_mountpoint(const char *mp)
+{
+	struct stat st;
+
+	if (stat(mp, &st) < 0) {
+		if (errno == ENOENT)
+			fprintf(stderr, "stratafs: mountpoint %s does not exist; "
+				"create it with: mkdir -p %s\n", mp, mp);
+		else if (errno == ENOTCONN)
+			fprintf(stderr, "stratafs: mountpoint %s is a dead FUSE "
+				"mount; clear it with: fusermount3 -u %s\n", mp, mp);
+		else
+			fprintf(stderr, "stratafs: mountpoint %s: %s\n", mp,
+				strerror(errno));
+		return -1;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "stratafs: mountpoint %s is not a directory\n", mp);
+		return -1;
+	}
+	if (access("/dev/fuse", R_OK | W_OK) < 0) {
+		if (errno == ENOENT)
+			fprintf(stderr, "stratafs: /dev/fuse is missing; load the "
+				"module with: modprobe fuse\n");
+		else
+			fprintf(stderr, "stratafs: cannot open /dev/fuse (%s); "
+				"a user needs read/write access to it, e.g. "
+				"chmod 0666 /dev/fuse\n", strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static int open_image(struct fs *fs, struct options *o,
+		      struct strata_store **stp, struct strata_image **imgp)
+{
+	struct strata_err err = { 0 };
+	struct strata_platform plat, *pp = NULL;
+	struct strata_store *st = NULL;
+	struct strata_image *img = NULL;
+	uint32_t i;
+	int r;
+
+	if (o->platform) {
+		if (strata_platform_parse(o->platform, &plat) < 0) {
+			fprintf(stderr, "stratafs: invalid platform \"%s\" "
+				"(want os/arch[/variant])\n", o->platform);
+			return -1;
+		}
+		pp = &plat;
+	}
+	r = strata_store_open(o->root, &st, &err);
+	if (r == 0)
+		r = strata_image_resolve(st, o->ref, pp, &img, &err);
+	if (r == 0)
+		r = strata_cache_ensure(st, img, NULL, &err);
+	if (r == 0 && img->n_layers == 0)
+		r = strata_err_set(&err, -EINVAL, "image %s has no layers",
+				   o->ref);
+	if (r < 0)
+		goto fail;
+	fs->n_layers = (uint32_t)img->n_layers;
+	fs->layers = calloc(img->n_layers, sizeof(*fs->layers));
+	if (!fs->layers) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	for (i = 0; i < fs->n_layers; i++) {
+		r = strata_lindex_open(st, img->layers[i].diff_id,
+				       &fs->layers[i].lx, &err);
+		if (r < 0)
+			goto fail;
+		fs->layers[i].datafd = strata_lx_datafd(fs->layers[i].lx);
+		fs->total_entries += strata_lx_count(fs->layers[i].lx);
+	}
+	fs->statfs_fd = open(strata_store_root(st), O_RDONLY | O_DIRECTORY |
+			     O_CLOEXEC);
+	*stp = st;
+	*imgp = img;
+	return 0;
+fail:
+	fprintf(stderr, "stratafs: %s\n", err.code ? err.msg : strerror(-r));
+	if (img)
+		strata_image_free(img);
+	if (st)
+		strata_store_free(st);
+	return -1;
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct fuse_cmdline_opts copts = { 0 };
+	struct options o = { .squash_uid = -1, .squash_gid = -1 };
+	struct fs fs = { .timeout = 86400.0, .statfs_fd = -1 };
+	struct strata_store *st = NULL;
+	struct strata_image *img = NULL;
+	struct fuse_session *se = NULL;
+	struct fuse_loop_config *lc = NULL;
+	char fsname[600];
+	uint32_t i;
+	int ret = 1;
+
+	strata_log_set_prog("stratafs");
+	if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) < 0)
+		return 2;
+	if (o.show_help) {
+		usage();
+		return 0;
+	}
+	if (o.show_version) {
+		printf("stratafs %s (libfuse %s)\n", STRATA_VERSION,
+		       fuse_pkgversion());
+		return 0;
+	}
+	if (!o.ref || !o.mountpoint) {
+		fprintf(stderr, "usage: stratafs [-f] [-d] [-o OPTIONS] REF "
+			"MOUNTPOINT (see stratafs --help)\n");
+		return 2;
+	}
+	if ((o.uidmapping && parse_idmap(o.uidmapping, &fs.uidmap, &fs.n_uidmap) < 0) ||
+	    (o.gidmapping && parse_idmap(o.gidmapping, &fs.gidmap, &fs.n_gidmap) < 0)) {
+		fprintf(stderr, "stratafs: invalid uidmapping/gidmapping "
+			"(want CONTAINER:HOST:COUNT[:...])\n");
+		return 2;
+	}
+	if (o.squash_uid >= 0) {
+		fs.squash_uid = true;
+		fs.squash_uid_to = (uint32_t)o.squash_uid;
+	}
+	if (o.squash_gid >= 0) {
+		fs.squash_gid = true;
+		fs.squash_gid_to = (uint32_t)o.squash_gid;
+	}
+	if (o.allow_other && geteuid() != 0 && !user_allow_other()) {
+		fprintf(stderr, "stratafs: allow_other needs \"user_allow_other\" "
+			"in /etc/fuse.conf for users other than root\n");
+		return 1;
+	}
+	if (fuse_parse_cmdline(&args, &copts) != 0)
+		return 2;
+	if (check_mountpoint(copts.mountpoint ? copts.mountpoint : o.mountpoint) < 0)
+		goto out;
+	if (open_image(&fs, &o, &st, &img) < 0)
+		goto out;
+	if (fs_nodes_init(&fs) < 0)
+		goto out;
+	fs.root = calloc(1, sizeof(*fs.root));
+	if (!fs.root || fs_root_sources(&fs, fs.root) < 0)
+		goto out;
+	fs.root->ino = FUSE_ROOT_ID;
+	pthread_mutex_init(&fs.root->lock, NULL);
+
+	/* Read-only, and image content is not trusted to carry working
+	 * setuid bits or device nodes onto the host (T1, T3). With
+	 * allow_other the kernel checks permissions from our modes. */
+	for (char *c = o.ref; *c; c++)
+		if (*c == ',' || *c == '\\' || *c == ' ')
+			*c = '_';	/* fsname shows in mount tables */
+	snprintf(fsname, sizeof(fsname),
+		 "-oro,nosuid,nodev,fsname=strata:%s,subtype=stratafs%s",
+		 o.ref, o.allow_other ? ",default_permissions" : "");
+	fuse_opt_add_arg(&args, fsname);
+	se = fuse_session_new(&args, &fs_ops, sizeof(fs_ops), &fs);
+	if (!se)
+		goto out;
+	if (fuse_set_signal_handlers(se) != 0)
+		goto out;
+	if (fuse_session_mount(se, copts.mountpoint) != 0) {
+		fprintf(stderr, "stratafs: cannot mount on %s (already mounted? "
+			"see: findmnt %s)\n", copts.mountpoint, copts.mountpoint);
+		goto out_signals;
+	}
+	if (fuse_daemonize(copts.foreground) != 0)
+		goto out_unmount;
+	lc = fuse_loop_cfg_create();
+	if (!lc)
+		goto out_unmount;
+	fuse_loop_cfg_set_clone_fd(lc, 1);
+	fuse_loop_cfg_set_max_threads(lc, copts.max_threads ? copts.max_threads : 16);
+	fuse_loop_cfg_set_idle_threads(lc, copts.max_idle_threads
+					   ? copts.max_idle_threads : 8);
+	if (copts.singlethread)
+		ret = fuse_session_loop(se) != 0;
+	else
+		ret = fuse_session_loop_mt(se, lc) != 0;
+	fuse_loop_cfg_destroy(lc);
+out_unmount:
+	fuse_session_unmount(se);
+out_signals:
+	fuse_remove_signal_handlers(se);
+out:
+	if (se)
+		fuse_session_destroy(se);
+	for (i = 0; i < fs.n_layers; i++)
+		strata_lindex_close(fs.layers[i].lx);
+	free(fs.layers);
+	if (fs.hash)
+		fs_nodes_free(&fs);
+	else
+		free(fs.root);
+	if (fs.statfs_fd >= 0)
+		close(fs.statfs_fd);
+	free(fs.uidmap);
+	free(fs.gidmap);
+	if (img)
+		strata_image_free(img);
+	if (st)
+		strata_store_free(st);
+	free(copts.mountpoint);
+	fuse_opt_free_args(&args);
+	free(o.ref);
+	free(o.mountpoint);
+	free(o.root);
+	free(o.platform);
+	free(o.uidmapping);
+	free(o.gidmapping);
+	return ret;
+}

@@ -1,0 +1,197 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The layer cache: layers/<alg>/<hex> per diff_id, each holding "index" and
+ * data/. A layer is unpacked under tmp/unpack-<alg>-<hex> while holding the
+ * lock layers/<alg>/<hex>.lock, synced, then renamed into place; a killed
+ * unpack leaves only the temporary directory, which the next unpacker of
+ * that layer removes (it holds the same lock, so nobody else is using it).
+ * Missing layers of one image are unpacked in parallel.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "unpack.h"
+
+struct job {
+	struct strata_store *st;
+	struct strata_image *img;
+	size_t layer;
+	const struct strata_unpack_opts *opts;
+	struct strata_err err;
+	int ret;
+};
+
+struct pool {
+	struct job *jobs;
+	size_t n;
+	atomic_size_t next;
+	_Atomic uint64_t done;
+	uint64_t total;
+};
+
+static void progress_cb(void *ctx, uint64_t bytes)
+{
+	struct pool *p = ctx;
+	uint64_t d = atomic_fetch_add(&p->done, bytes) + bytes;
+
+	strata_progress("unpacking layers", d, p->total);
+}
+
+static bool cached(struct strata_store *st, const char *rel)
+{
+	char path[STRATA_DIGEST_MAX + 32];
+
+	snprintf(path, sizeof(path), "%s/index", rel);
+	return faccessat(st->layers_fd, path, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+static int unpack_one(struct job *j, struct pool *p)
+{
+	struct strata_store *st = j->st;
+	const struct strata_layer *l = &j->img->layers[j->layer];
+	char rel[STRATA_DIGEST_MAX + 8], lockname[STRATA_DIGEST_MAX + 16];
+	char tmpname[STRATA_DIGEST_MAX + 16], blobrel[STRATA_DIGEST_MAX + 8];
+	char sd[32];
+	cleanup_fd int lock = -1, blob = -1, dest = -1;
+	struct strata_unpack_job uj;
+	int r;
+
+	strata_blob_relpath(l->diff_id, rel, sizeof(rel));
+	if (cached(st, rel))
+		return 0;
+	snprintf(lockname, sizeof(lockname), "%s.lock", rel);
+	lock = strata_lock_at(st->layers_fd, lockname, true);
+	if (lock < 0)
+		return strata_err_set(&j->err, lock, "layer cache lock: %s",
+				      strerror(-lock));
+	if (cached(st, rel))
+		return 0;	/* another process unpacked it meanwhile */
+	strata_short_digest(l->digest, sd, sizeof(sd));
+	strata_blob_relpath(l->digest, blobrel, sizeof(blobrel));
+	blob = openat(j->img->blobs_fd, blobrel, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (blob < 0)
+		return strata_err_set(&j->err, -errno, "layer %s: blob %s",
+				      l->digest, errno == ENOENT
+				      ? "missing from the layout"
+				      : strerror(errno));
+	snprintf(tmpname, sizeof(tmpname), "unpack-%s", rel);
+	for (char *c = tmpname; *c; c++)
+		if (*c == '/')
+			*c = '-';
+	strata_rmtree_at(st->tmp_fd, tmpname);
+	if (mkdirat(st->tmp_fd, tmpname, 0755) < 0)
+		return strata_err_set(&j->err, -errno, "cache: %s",
+				      strerror(errno));
+	dest = openat(st->tmp_fd, tmpname, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dest < 0 || mkdirat(dest, "data", 0755) < 0)
+		return strata_err_set(&j->err, -errno, "cache: %s",
+				      strerror(errno));
+	memset(&uj, 0, sizeof(uj));
+	uj.blob_fd = blob;
+	uj.digest = l->digest;
+	uj.size = l->size;
+	uj.diff_id = l->diff_id;
+	uj.compression = l->compression;
+	uj.dest_fd = dest;
+	uj.max_bytes = j->opts && j->opts->max_layer_bytes
+			       ? j->opts->max_layer_bytes : 64ull << 30;
+	uj.max_entries = j->opts && j->opts->max_entries
+				 ? j->opts->max_entries : 16u << 20;
+	uj.progress = progress_cb;
+	uj.progress_ctx = p;
+	r = strata_unpack_layer(&uj, &j->err);
+	if (r == 0 && syncfs(dest) < 0)
+		r = -errno;
+	if (r == 0 && renameat(st->tmp_fd, tmpname, st->layers_fd, rel) < 0)
+		r = strata_err_set(&j->err, -errno, "cache: publishing layer "
+				   "%s: %s", sd, strerror(errno));
+	if (r < 0) {
+		strata_rmtree_at(st->tmp_fd, tmpname);
+		return r;
+	}
+	fsync(st->layers_fd);
+	return 0;
+}
+
+static void *worker(void *arg)
+{
+	struct pool *p = arg;
+
+	for (;;) {
+		size_t i = atomic_fetch_add(&p->next, 1);
+
+		if (i >= p->n)
+			break;
+		p->jobs[i].ret = unpack_one(&p->jobs[i], p);
+	}
+	return NULL;
+}
+
+int strata_cache_ensure(struct strata_store *st, struct strata_image *img,
+			const struct strata_unpack_opts *opts,
+			struct strata_err *err)
+{
+	struct pool p = { 0 };
+	pthread_t threads[16];
+	size_t i, k, nthreads;
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	int r = 0;
+
+	p.jobs = calloc(img->n_layers ? img->n_layers : 1, sizeof(*p.jobs));
+	if (!p.jobs)
+		return -ENOMEM;
+	for (i = 0; i < img->n_layers; i++) {
+		char rel[STRATA_DIGEST_MAX + 8];
+		bool dup = false;
+
+		strata_blob_relpath(img->layers[i].diff_id, rel, sizeof(rel));
+		for (k = 0; k < p.n; k++)
+			if (!strcmp(img->layers[p.jobs[k].layer].diff_id,
+				    img->layers[i].diff_id))
+				dup = true;
+		if (dup || cached(st, rel))
+			continue;
+		p.jobs[p.n].st = st;
+		p.jobs[p.n].img = img;
+		p.jobs[p.n].layer = i;
+		p.jobs[p.n].opts = opts;
+		p.total += (uint64_t)img->layers[i].size;
+		p.n++;
+	}
+	nthreads = (size_t)(opts && opts->jobs > 0 ? opts->jobs
+				: ncpu > 0 ? ncpu : 1);
+	if (nthreads > ARRAY_SIZE(threads))
+		nthreads = ARRAY_SIZE(threads);
+	if (nthreads > p.n)
+		nthreads = p.n;
+	for (i = 0; i < nthreads; i++)
+		if (pthread_create(&threads[i], NULL, worker, &p) != 0)
+			break;
+	if (i == 0 && p.n > 0)
+		worker(&p);
+	nthreads = i;
+	for (i = 0; i < nthreads; i++)
+		pthread_join(threads[i], NULL);
+	strata_progress_done();
+	for (i = 0; i < p.n; i++) {
+		if (p.jobs[i].ret < 0) {
+			r = p.jobs[i].ret;
+			if (p.jobs[i].err.code)
+				strata_err_set(err, r, "image %s: %s",
+					       img->ref_text, p.jobs[i].err.msg);
+			else
+				strata_err_set(err, r, "image %s: layer %zu: %s",
+					       img->ref_text, p.jobs[i].layer,
+					       strerror(-r));
+			break;
+		}
+	}
+	free(p.jobs);
+	return r;
+}

@@ -1,0 +1,240 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * References in the containers-transports(5) spelling, and platforms.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/utsname.h>
+
+#include "store-internal.h"
+
+void strata_ref_free(struct strata_ref *ref)
+{
+	free(ref->path);
+	free(ref->tag);
+	free(ref->digest);
+	free(ref->text);
+	free(ref);
+}
+
+static bool ref_char_ok(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	       (c >= '0' && c <= '9') || strchr("-._:@/+", c);
+}
+
+/* annotations.md ref grammar, loosely: alphanumerics and -._:@/+ only. */
+static bool valid_tag(const char *s)
+{
+	if (!*s || strlen(s) > 255)
+		return false;
+	for (; *s; s++)
+		if (!ref_char_ok(*s))
+			return false;
+	return true;
+}
+
+int strata_store_name(const char *s, char **out, struct strata_err *err)
+{
+	const char *slash = strrchr(s, '/');
+	const char *colon = strrchr(slash ? slash : s, ':');
+	const char *p;
+	char *r;
+
+	if (!*s || *s == ':' || strchr(s, '@'))
+		goto bad;
+	for (p = s; *p; p++)
+		if (!ref_char_ok(*p))
+			goto bad;
+	if (colon && (colon[1] == '\0' || colon == s))
+		goto bad;
+	if (colon)
+		r = strdup(s);
+	else if (asprintf(&r, "%s:latest", s) < 0)
+		r = NULL;
+	if (!r)
+		return -ENOMEM;
+	*out = r;
+	return 0;
+bad:
+	return strata_err_set(err, -EINVAL,
+			      "invalid image name \"%s\" (want NAME[:TAG])", s);
+}
+
+static int split_at_digest(struct strata_ref *r, struct strata_err *err)
+{
+	char *at = strrchr(r->path, '@');
+
+	if (!at)
+		return 0;
+	if (strata_digest_validate(at + 1, strlen(at + 1)) < 0)
+		return strata_err_set(err, -EINVAL,
+				      "reference %s: invalid digest \"%s\"",
+				      r->text, at + 1);
+	r->digest = strdup(at + 1);
+	if (!r->digest)
+		return -ENOMEM;
+	*at = '\0';
+	return 0;
+}
+
+/* Split "PATH:TAG" at the first ':' (paths with ':' cannot carry a tag;
+ * skopeo's oci: transport splits the same way). */
+static int split_tag(struct strata_ref *r, int max_colons,
+		     struct strata_err *err)
+{
+	char *colon = strchr(r->path, ':');
+
+	if (!colon)
+		return 0;
+	*colon = '\0';
+	if (max_colons == 1 && strchr(colon + 1, ':'))
+		return strata_err_set(err, -EINVAL,
+				      "reference %s: too many ':'", r->text);
+	if (!valid_tag(colon + 1))
+		return strata_err_set(err, -EINVAL,
+				      "reference %s: invalid tag \"%s\"",
+				      r->text, colon + 1);
+	r->tag = strdup(colon + 1);
+	return r->tag ? 0 : -ENOMEM;
+}
+
+int strata_ref_parse(const char *s, struct strata_ref **out,
+		     struct strata_err *err)
+{
+	static const struct {
+		const char *prefix;
+		enum strata_ref_kind kind;
+	} kinds[] = {
+		{ "oci:", STRATA_REF_OCI },
+		{ "oci-archive:", STRATA_REF_OCI_ARCHIVE },
+		{ "docker-archive:", STRATA_REF_DOCKER_ARCHIVE },
+	};
+	cleanup_(strata_ref_freep) struct strata_ref *r = NULL;
+	size_t i;
+	int ret;
+
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	r->kind = STRATA_REF_STORE;
+	r->text = strdup(s);
+	if (!r->text)
+		return -ENOMEM;
+	for (i = 0; i < ARRAY_SIZE(kinds); i++) {
+		size_t n = strlen(kinds[i].prefix);
+
+		if (strncmp(s, kinds[i].prefix, n))
+			continue;
+		r->kind = kinds[i].kind;
+		r->path = strdup(s + n);
+		if (!r->path)
+			return -ENOMEM;
+		break;
+	}
+	if (r->kind == STRATA_REF_STORE) {
+		if (strchr(s, '@') || (strchr(s, ':') && !strchr(s, '/') &&
+				       strchr(s, ':') != strrchr(s, ':')))
+			return strata_err_set(err, -EINVAL,
+					      "invalid reference \"%s\"", s);
+		ret = strata_store_name(s, &r->tag, NULL);
+		if (ret == -ENOMEM)
+			return ret;
+		if (ret < 0) {
+			return strata_err_set(err, -EINVAL,
+				"invalid reference \"%s\": use NAME[:TAG], "
+				"oci:DIR[:TAG], oci-archive:FILE[:TAG] or "
+				"docker-archive:FILE[:NAME:TAG]", s);
+		}
+		*out = take_ptr(&r);
+		return 0;
+	}
+	if (r->kind == STRATA_REF_OCI) {
+		ret = split_at_digest(r, err);
+		if (ret < 0)
+			return ret;
+	}
+	if (!r->digest) {
+		ret = split_tag(r, r->kind == STRATA_REF_DOCKER_ARCHIVE ? 2 : 1,
+				err);
+		if (ret < 0)
+			return ret;
+	}
+	if (!r->path[0])
+		return strata_err_set(err, -EINVAL,
+				      "reference %s: missing path", s);
+	if (r->kind == STRATA_REF_DOCKER_ARCHIVE && r->tag &&
+	    !strchr(r->tag, ':')) {
+		char *t;
+
+		if (asprintf(&t, "%s:latest", r->tag) < 0)
+			return -ENOMEM;
+		free(r->tag);
+		r->tag = t;
+	}
+	*out = take_ptr(&r);
+	return 0;
+}
+
+int strata_platform_parse(const char *s, struct strata_platform *out)
+{
+	const char *a = strchr(s, '/');
+	const char *v;
+	size_t n;
+
+	memset(out, 0, sizeof(*out));
+	if (!a || a == s)
+		return -EINVAL;
+	n = (size_t)(a - s);
+	if (n >= sizeof(out->os))
+		return -EINVAL;
+	memcpy(out->os, s, n);
+	a++;
+	v = strchr(a, '/');
+	n = v ? (size_t)(v - a) : strlen(a);
+	if (n == 0 || n >= sizeof(out->arch))
+		return -EINVAL;
+	memcpy(out->arch, a, n);
+	if (v) {
+		v++;
+		if (!*v || strlen(v) >= sizeof(out->variant) || strchr(v, '/'))
+			return -EINVAL;
+		strcpy(out->variant, v);
+	}
+	return 0;
+}
+
+void strata_platform_host(struct strata_platform *out)
+{
+	static const struct {
+		const char *uname, *arch, *variant;
+	} map[] = {
+		{ "x86_64", "amd64", "" },
+		{ "aarch64", "arm64", "v8" },
+		{ "armv7l", "arm", "v7" },
+		{ "armv6l", "arm", "v6" },
+		{ "i686", "386", "" },
+		{ "i386", "386", "" },
+		{ "ppc64le", "ppc64le", "" },
+		{ "s390x", "s390x", "" },
+		{ "riscv64", "riscv64", "" },
+	};
+	struct utsname u;
+	size_t i;
+
+	memset(out, 0, sizeof(*out));
+	strcpy(out->os, "linux");
+	if (uname(&u) < 0) {
+		strcpy(out->arch, "amd64");
+		return;
+	}
+	for (i = 0; i < ARRAY_SIZE(map); i++) {
+		if (!strcmp(u.machine, map[i].uname)) {
+			strcpy(out->arch, map[i].arch);
+			strcpy(out->variant, map[i].variant);
+			return;
+		}
+	}
+	snprintf(out->arch, sizeof(out->arch), "%.31s", u.machine);
+}

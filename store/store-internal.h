@@ -1,0 +1,147 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Declarations shared by the store/ sources only. fs/ and tools/ use store.h. */
+#ifndef STRATA_STORE_INTERNAL_H
+#define STRATA_STORE_INTERNAL_H
+
+#include <json-c/json.h>
+
+#include "store.h"
+
+struct strata_store {
+	char *root;
+	int root_fd;
+	int images_fd;		/* ROOT/images: an OCI layout */
+	int blobs_fd;		/* ROOT/images/blobs */
+	int layers_fd;		/* ROOT/layers */
+	int tmp_fd;		/* ROOT/tmp */
+};
+
+/* JSON documents larger than this are refused before parsing (the bound
+ * containerd uses after CVE-2023-25153). */
+#define STRATA_JSON_MAX (20u << 20)
+
+/* ---- json.c: strict parsing ---- */
+
+/*
+ * Parse @len bytes as one JSON document, strictly: valid UTF-8, no trailing
+ * bytes but whitespace, no duplicate keys, nesting at most 32 deep, no NaN
+ * or single quotes, at most STRATA_JSON_MAX bytes. @what names the document
+ * in messages. Caller puts *out with json_object_put().
+ * Return: 0, -EBADMSG, -EFBIG, -ENOMEM.
+ */
+int strata_json_parse(const char *buf, size_t len, const char *what,
+		      struct json_object **out, struct strata_err *err);
+
+/* Typed getters. A key set to null counts as absent. String results are
+ * borrowed from @obj and refused when they hold a NUL byte.
+ * Return: 0, -ENOENT if absent and @required is false (out untouched),
+ * -EBADMSG for a wrong type, a missing required key or a bad value. */
+int strata_json_string(struct json_object *obj, const char *key,
+		       bool required, const char **out, const char *what,
+		       struct strata_err *err);
+int strata_json_int64(struct json_object *obj, const char *key, bool required,
+		      int64_t min, int64_t max, int64_t *out, const char *what,
+		      struct strata_err *err);
+int strata_json_object(struct json_object *obj, const char *key,
+		       bool required, struct json_object **out,
+		       const char *what, struct strata_err *err);
+int strata_json_array(struct json_object *obj, const char *key,
+		      bool required, struct json_object **out,
+		      const char *what, struct strata_err *err);
+/* Array of strings -> NULL-terminated malloc'd vector (NULL if absent). */
+int strata_json_strv(struct json_object *obj, const char *key, char ***out,
+		     const char *what, struct strata_err *err);
+void strata_strv_free(char **v);
+
+/* ---- fsutil.c ---- */
+
+/* Write @len bytes to @dirfd/@name atomically: temp name, fsync, rename,
+ * fsync of the directory. Return: 0 or negative errno. */
+int strata_write_atomic(int dirfd, const char *name, const void *buf,
+			size_t len, mode_t mode);
+/* Read a whole file of at most @max bytes. Caller frees *out.
+ * Return: 0, -EFBIG when larger, negative errno. */
+int strata_read_file(int dirfd, const char *name, size_t max, char **out,
+		     size_t *len);
+int strata_read_fd(int fd, size_t max, char **out, size_t *len);
+/* mkdir -p relative to @dirfd, mode 0755 (or 0700 for the root). */
+int strata_mkdirat_p(int dirfd, const char *path, mode_t mode);
+/* rm -rf @name below @dirfd, never following symlinks. */
+int strata_rmtree_at(int dirfd, const char *name);
+/* Write all of @buf to @fd. */
+int strata_write_all(int fd, const void *buf, size_t len);
+
+/* ---- lock.c ---- */
+
+/* Take an exclusive (or shared) flock on @dirfd/@name, creating it.
+ * Return: the locked fd (close to unlock) or negative errno. */
+int strata_lock_at(int dirfd, const char *name, bool exclusive);
+
+/* ---- layout.c: reading OCI layouts and blobs ---- */
+
+/* Path of a blob relative to blobs/: "sha256/<hex>". @digest must be valid. */
+void strata_blob_relpath(const char *digest, char *out, size_t len);
+
+/*
+ * Read blob @digest of @size bytes from @blobs_fd, verify size and digest.
+ * Return: 0, -ENOENT (missing), -EBADMSG (mismatch), -EFBIG (> @max).
+ */
+int strata_blob_read(int blobs_fd, const char *digest, int64_t size,
+		     size_t max, char **out, struct strata_err *err);
+
+/* A parsed descriptor; strings borrowed from the JSON object. */
+struct strata_desc {
+	const char *media_type;
+	const char *digest;
+	int64_t size;
+	struct json_object *annotations;	/* borrowed or NULL */
+	struct json_object *platform;		/* borrowed or NULL */
+};
+
+int strata_desc_parse(struct json_object *obj, struct strata_desc *d,
+		      const char *what, struct strata_err *err);
+
+/*
+ * From an index.json (parsed), pick the manifest descriptor named by @tag
+ * (ref.name or io.containerd.image.name) or @digest, or the only one.
+ * On failure the message lists the tags that exist.
+ */
+int strata_index_pick(struct json_object *index, const char *tag,
+		      const char *digest, const char *where,
+		      struct json_object **out, struct strata_err *err);
+
+/*
+ * Resolve starting from a descriptor (manifest or index) in @blobs_fd down
+ * to a manifest for @plat, then config; fill @img. Nested indexes up to
+ * depth 4.
+ */
+int strata_image_from_desc(struct strata_image *img, int blobs_fd,
+			   struct json_object *desc,
+			   const struct strata_platform *plat,
+			   struct strata_err *err);
+
+/* ---- archive.c ---- */
+
+/*
+ * Read an oci-archive or docker-archive into the store's blob directory
+ * and fill @img for @ref.
+ */
+int strata_archive_resolve(struct strata_store *st, const struct strata_ref *ref,
+			   const struct strata_platform *plat,
+			   struct strata_image *img, struct strata_err *err);
+
+/* Store a blob from memory under its sha256 (atomic). @digest_out may be
+ * NULL. */
+int strata_blob_put(int blobs_fd, const void *buf, size_t len,
+		    char *digest_out);
+
+/* ---- store.c ---- */
+int strata_store_index_load(struct strata_store *st, struct json_object **out,
+			    struct strata_err *err);
+
+/* ---- misc ---- */
+bool strata_media_is_manifest(const char *mt);
+bool strata_media_is_index(const char *mt);
+int strata_media_layer_compression(const char *mt);	/* <0 unsupported */
+
+#endif

@@ -1,0 +1,557 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The local store: ROOT/images is an OCI image layout whose index.json tags
+ * images as "NAME:TAG"; ROOT/layers is the layer cache; ROOT/tmp scratch.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pwd.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "store-internal.h"
+
+#define MT_OCI_INDEX "application/vnd.oci.image.index.v1+json"
+#define INDEX_LOCK ".index.lock"
+
+static int default_root(char **out)
+{
+	const char *env = getenv("STRATA_ROOT");
+	const char *xdg = getenv("XDG_DATA_HOME");
+	const char *home = getenv("HOME");
+
+	if (env && *env)
+		*out = strdup(env);
+	else if (geteuid() == 0)
+		*out = strdup("/var/lib/strata");
+	else if (xdg && *xdg == '/')
+		return asprintf(out, "%s/strata", xdg) < 0 ? -ENOMEM : 0;
+	else if (home && *home == '/')
+		return asprintf(out, "%s/.local/share/strata", home) < 0 ? -ENOMEM : 0;
+	else {
+		struct passwd *pw = getpwuid(geteuid());
+
+		if (!pw)
+			return -ENOENT;
+		return asprintf(out, "%s/.local/share/strata", pw->pw_dir) < 0
+			       ? -ENOMEM : 0;
+	}
+	return *out ? 0 : -ENOMEM;
+}
+
+static int open_dir(int at, const char *name, mode_t mode)
+{
+	if (mkdirat(at, name, mode) < 0 && errno != EEXIST)
+		return -errno;
+	int fd = openat(at, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+
+	return fd < 0 ? -errno : fd;
+}
+
+void strata_store_free(struct strata_store *st)
+{
+	int *fds[] = { &st->root_fd, &st->images_fd, &st->blobs_fd,
+		       &st->layers_fd, &st->tmp_fd };
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(fds); i++)
+		if (*fds[i] >= 0)
+			close(*fds[i]);
+	free(st->root);
+	free(st);
+}
+
+int strata_store_open(const char *root, struct strata_store **out,
+		      struct strata_err *err)
+{
+	cleanup_(strata_store_freep) struct strata_store *st = NULL;
+	static const char layout[] = "{\"imageLayoutVersion\":\"1.0.0\"}";
+	int r;
+
+	st = calloc(1, sizeof(*st));
+	if (!st)
+		return -ENOMEM;
+	st->root_fd = st->images_fd = st->blobs_fd = st->layers_fd = -1;
+	st->tmp_fd = -1;
+	if (root)
+		st->root = strdup(root);
+	else if ((r = default_root(&st->root)) < 0)
+		return strata_err_set(err, r, "cannot find a store root: set "
+				      "STRATA_ROOT or use --root");
+	if (!st->root)
+		return -ENOMEM;
+	r = strata_mkdirat_p(AT_FDCWD, st->root, 0700);
+	if (r < 0)
+		return strata_err_set(err, r, "store %s: %s", st->root,
+				      strerror(-r));
+	st->root_fd = open(st->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (st->root_fd < 0)
+		return strata_err_set(err, -errno, "store %s: %s", st->root,
+				      strerror(errno));
+	if ((st->images_fd = open_dir(st->root_fd, "images", 0755)) < 0 ||
+	    (st->layers_fd = open_dir(st->root_fd, "layers", 0755)) < 0 ||
+	    (st->tmp_fd = open_dir(st->root_fd, "tmp", 0700)) < 0) {
+		r = -errno;
+		return strata_err_set(err, r, "store %s: %s", st->root,
+				      strerror(-r));
+	}
+	r = strata_mkdirat_p(st->images_fd, "blobs/sha256", 0755);
+	if (r == 0)
+		r = strata_mkdirat_p(st->images_fd, "blobs/sha512", 0755);
+	if (r == 0)
+		r = strata_mkdirat_p(st->layers_fd, "sha256", 0755);
+	if (r == 0)
+		r = strata_mkdirat_p(st->layers_fd, "sha512", 0755);
+	if (r < 0)
+		return strata_err_set(err, r, "store %s: %s", st->root,
+				      strerror(-r));
+	st->blobs_fd = openat(st->images_fd, "blobs",
+			      O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (st->blobs_fd < 0)
+		return -errno;
+	if (faccessat(st->images_fd, "oci-layout", F_OK, 0) < 0) {
+		r = strata_write_atomic(st->images_fd, "oci-layout", layout,
+					sizeof(layout) - 1, 0644);
+		if (r < 0)
+			return strata_err_set(err, r, "store %s: %s", st->root,
+					      strerror(-r));
+	}
+	*out = take_ptr(&st);
+	return 0;
+}
+
+const char *strata_store_root(const struct strata_store *st)
+{
+	return st->root;
+}
+
+int strata_store_index_load(struct strata_store *st, struct json_object **out,
+			    struct strata_err *err)
+{
+	cleanup_free char *buf = NULL;
+	size_t len;
+	int r;
+
+	r = strata_read_file(st->images_fd, "index.json", STRATA_JSON_MAX, &buf,
+			     &len);
+	if (r == -ENOENT) {
+		struct json_object *o = json_object_new_object();
+
+		json_object_object_add(o, "schemaVersion", json_object_new_int(2));
+		json_object_object_add(o, "mediaType",
+				       json_object_new_string(MT_OCI_INDEX));
+		json_object_object_add(o, "manifests", json_object_new_array());
+		*out = o;
+		return 0;
+	}
+	if (r < 0)
+		return strata_err_set(err, r, "store %s: index.json: %s",
+				      st->root, strerror(-r));
+	return strata_json_parse(buf, len, "store index.json", out, err);
+}
+
+static int index_save(struct strata_store *st, struct json_object *idx)
+{
+	size_t len;
+	const char *s = json_object_to_json_string_length(
+		idx, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+
+	return strata_write_atomic(st->images_fd, "index.json", s, len, 0644);
+}
+
+static const char *ref_name_of(struct json_object *desc)
+{
+	struct json_object *ann, *v;
+
+	if (!json_object_object_get_ex(desc, "annotations", &ann) || !ann ||
+	    !json_object_object_get_ex(ann, "org.opencontainers.image.ref.name",
+				       &v) ||
+	    !json_object_is_type(v, json_type_string))
+		return NULL;
+	return json_object_get_string(v);
+}
+
+/* Copy blob @digest from @src_fd into the store (if missing), verifying. */
+static int copy_blob(struct strata_store *st, int src_fd, const char *digest,
+		     int64_t size, struct strata_err *err)
+{
+	char rel[STRATA_DIGEST_MAX + 8], tmp[64], got[STRATA_DIGEST_MAX];
+	cleanup_fd int in = -1, out = -1;
+	cleanup_(strata_hasher_freep) struct strata_hasher *h = NULL;
+	cleanup_free char *tbuf = NULL;
+	int64_t done = 0;
+	int r;
+
+	strata_blob_relpath(digest, rel, sizeof(rel));
+	if (faccessat(st->blobs_fd, rel, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+		return 0;
+	if (src_fd == st->blobs_fd)
+		return strata_err_set(err, -ENOENT, "blob %s: missing", digest);
+	in = openat(src_fd, rel, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (in < 0)
+		return strata_err_set(err, -errno, "blob %s: %s", digest,
+				      errno == ENOENT ? "missing from the layout"
+						      : strerror(errno));
+	r = strata_hasher_new(digest, &h);
+	if (r < 0)
+		return strata_err_set(err, r, "blob %s: unsupported digest",
+				      digest);
+	snprintf(tmp, sizeof(tmp), ".tmp-blob-%d", (int)getpid());
+	out = openat(st->blobs_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+		     0644);
+	if (out < 0)
+		return -errno;
+	tbuf = malloc(1 << 20);
+	if (!tbuf) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	for (;;) {
+		ssize_t n = read(in, tbuf, 1 << 20);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			r = -errno;
+			goto fail;
+		}
+		if (n == 0)
+			break;
+		done += n;
+		if (done > size)
+			break;
+		strata_hasher_update(h, tbuf, (size_t)n);
+		r = strata_write_all(out, tbuf, (size_t)n);
+		if (r < 0)
+			goto fail;
+		strata_progress("copying blobs", (uint64_t)done, (uint64_t)size);
+	}
+	if (done != size) {
+		r = strata_err_set(err, -EBADMSG,
+				   "blob %s: size mismatch: descriptor says %lld "
+				   "bytes, blob has %s%lld", digest,
+				   (long long)size, done > size ? "more than " : "",
+				   (long long)(done > size ? size : done));
+		goto fail;
+	}
+	strata_hasher_final(h, got);
+	if (strcmp(got, digest)) {
+		r = strata_err_set(err, -EBADMSG,
+				   "blob %s: digest mismatch: content hashes to "
+				   "%s", digest, got);
+		goto fail;
+	}
+	if (fsync(out) < 0 || renameat(st->blobs_fd, tmp, st->blobs_fd, rel) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	return 0;
+fail:
+	unlinkat(st->blobs_fd, tmp, 0);
+	return r;
+}
+
+int strata_store_tag(struct strata_store *st, struct strata_image *img,
+		     const char *name, struct strata_err *err)
+{
+	struct json_object *idx = NULL, *manifests, *desc, *ann;
+	cleanup_fd int lock = -1;
+	size_t i, n;
+	int r;
+
+	if ((r = copy_blob(st, img->blobs_fd, img->config_digest,
+			   img->config_size, err)) < 0 ||
+	    (r = copy_blob(st, img->blobs_fd, img->manifest_digest,
+			   img->manifest_size, err)) < 0)
+		return r;
+	for (i = 0; i < img->n_layers; i++) {
+		r = copy_blob(st, img->blobs_fd, img->layers[i].digest,
+			      img->layers[i].size, err);
+		if (r < 0)
+			return strata_err_wrap(err, r, "layer %zu", i);
+	}
+	strata_progress_done();
+	fsync(st->blobs_fd);
+	lock = strata_lock_at(st->images_fd, INDEX_LOCK, true);
+	if (lock < 0)
+		return strata_err_set(err, lock, "store lock: %s",
+				      strerror(-lock));
+	r = strata_store_index_load(st, &idx, err);
+	if (r < 0)
+		return r;
+	if (strata_json_array(idx, "manifests", true, &manifests, "index.json",
+			      err) < 0) {
+		json_object_put(idx);
+		return -EBADMSG;
+	}
+	n = json_object_array_length(manifests);
+	for (i = n; i-- > 0;) {
+		const char *ref = ref_name_of(json_object_array_get_idx(manifests, i));
+
+		if (ref && !strcmp(ref, name))
+			json_object_array_del_idx(manifests, i, 1);
+	}
+	desc = json_object_new_object();
+	ann = json_object_new_object();
+	json_object_object_add(desc, "mediaType",
+			       json_object_new_string(img->manifest_media_type));
+	json_object_object_add(desc, "digest",
+			       json_object_new_string(img->manifest_digest));
+	json_object_object_add(desc, "size",
+			       json_object_new_int64(img->manifest_size));
+	json_object_object_add(ann, "org.opencontainers.image.ref.name",
+			       json_object_new_string(name));
+	json_object_object_add(desc, "annotations", ann);
+	json_object_array_add(manifests, desc);
+	r = index_save(st, idx);
+	json_object_put(idx);
+	if (r < 0)
+		return strata_err_set(err, r, "store index.json: %s",
+				      strerror(-r));
+	return 0;
+}
+
+int strata_store_list(struct strata_store *st, struct strata_tag_info **out,
+		      size_t *n_out, struct strata_err *err)
+{
+	struct json_object *idx = NULL, *manifests;
+	struct strata_tag_info *tags;
+	size_t i, n, k = 0;
+	int r;
+
+	r = strata_store_index_load(st, &idx, err);
+	if (r < 0)
+		return r;
+	if (strata_json_array(idx, "manifests", true, &manifests, "index.json",
+			      err) < 0) {
+		json_object_put(idx);
+		return -EBADMSG;
+	}
+	n = json_object_array_length(manifests);
+	tags = calloc(n ? n : 1, sizeof(*tags));
+	if (!tags) {
+		json_object_put(idx);
+		return -ENOMEM;
+	}
+	for (i = 0; i < n; i++) {
+		struct json_object *m = json_object_array_get_idx(manifests, i);
+		struct strata_desc d;
+		const char *ref = ref_name_of(m);
+
+		if (!ref || strata_desc_parse(m, &d, "index.json", NULL) < 0)
+			continue;
+		tags[k].name = strdup(ref);
+		tags[k].digest = strdup(d.digest);
+		tags[k].size = d.size;
+		k++;
+	}
+	json_object_put(idx);
+	*out = tags;
+	*n_out = k;
+	return 0;
+}
+
+void strata_tags_free(struct strata_tag_info *tags, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		free(tags[i].name);
+		free(tags[i].digest);
+	}
+	free(tags);
+}
+
+int strata_store_untag(struct strata_store *st, const char *name,
+		       struct strata_err *err)
+{
+	struct json_object *idx = NULL, *manifests;
+	cleanup_fd int lock = -1;
+	size_t i, n;
+	bool found = false;
+	int r;
+
+	lock = strata_lock_at(st->images_fd, INDEX_LOCK, true);
+	if (lock < 0)
+		return lock;
+	r = strata_store_index_load(st, &idx, err);
+	if (r < 0)
+		return r;
+	if (strata_json_array(idx, "manifests", true, &manifests, "index.json",
+			      err) < 0) {
+		json_object_put(idx);
+		return -EBADMSG;
+	}
+	n = json_object_array_length(manifests);
+	for (i = n; i-- > 0;) {
+		const char *ref = ref_name_of(json_object_array_get_idx(manifests, i));
+
+		if (ref && !strcmp(ref, name)) {
+			json_object_array_del_idx(manifests, i, 1);
+			found = true;
+		}
+	}
+	if (!found) {
+		struct json_object *dummy;
+
+		strata_index_pick(idx, name, NULL, "store", &dummy, err);
+		json_object_put(idx);
+		return -ENOENT;
+	}
+	r = index_save(st, idx);
+	json_object_put(idx);
+	return r;
+}
+
+void strata_image_free(struct strata_image *img)
+{
+	size_t i;
+
+	free(img->ref_text);
+	free(img->manifest_digest);
+	free(img->manifest_media_type);
+	free(img->config_digest);
+	free(img->config_media_type);
+	free(img->created);
+	free(img->author);
+	strata_strv_free(img->env);
+	strata_strv_free(img->entrypoint);
+	strata_strv_free(img->cmd);
+	free(img->working_dir);
+	free(img->user);
+	strata_strv_free(img->labels);
+	strata_strv_free(img->exposed_ports);
+	strata_strv_free(img->volumes);
+	free(img->stop_signal);
+	for (i = 0; i < img->n_layers; i++) {
+		free(img->layers[i].media_type);
+		free(img->layers[i].digest);
+		free(img->layers[i].diff_id);
+	}
+	free(img->layers);
+	for (i = 0; i < img->n_history; i++) {
+		free(img->history[i].created);
+		free(img->history[i].created_by);
+		free(img->history[i].author);
+		free(img->history[i].comment);
+	}
+	free(img->history);
+	if (img->blobs_fd >= 0)
+		close(img->blobs_fd);
+	free(img->blobs_desc);
+	free(img);
+}
+
+static int resolve_layout(struct strata_image *img, int layout_fd,
+			  const char *where, const char *tag,
+			  const char *digest, const struct strata_platform *plat,
+			  struct strata_err *err)
+{
+	cleanup_free char *buf = NULL;
+	struct json_object *idx = NULL, *desc;
+	char what[600];
+	size_t len;
+	int r;
+
+	snprintf(what, sizeof(what), "%s: oci-layout", where);
+	r = strata_read_file(layout_fd, "oci-layout", 65536, &buf, &len);
+	if (r < 0)
+		return strata_err_set(err, r == -ENOENT ? -ENOENT : r,
+				      "%s: not an OCI image layout (no "
+				      "oci-layout file)", where);
+	r = strata_json_parse(buf, len, what, &idx, err);
+	if (r < 0)
+		return r;
+	{
+		const char *ver;
+
+		r = strata_json_string(idx, "imageLayoutVersion", true, &ver,
+				       what, err);
+		if (r == 0 && strcmp(ver, "1.0.0"))
+			r = strata_err_set(err, -EOPNOTSUPP,
+					   "%s: unsupported imageLayoutVersion "
+					   "\"%s\"", what, ver);
+		json_object_put(idx);
+		idx = NULL;
+		if (r < 0)
+			return r;
+	}
+	free(buf);
+	buf = NULL;
+	snprintf(what, sizeof(what), "%s: index.json", where);
+	r = strata_read_file(layout_fd, "index.json", STRATA_JSON_MAX, &buf,
+			     &len);
+	if (r < 0)
+		return strata_err_set(err, r, "%s: %s", what, strerror(-r));
+	r = strata_json_parse(buf, len, what, &idx, err);
+	if (r < 0)
+		return r;
+	r = strata_index_pick(idx, tag, digest, where, &desc, err);
+	if (r == 0)
+		r = strata_image_from_desc(img, img->blobs_fd, desc, plat, err);
+	json_object_put(idx);
+	if (r < 0)
+		return strata_err_wrap(err, r, "image %s", img->ref_text);
+	return 0;
+}
+
+int strata_image_resolve(struct strata_store *st, const char *refstr,
+			 const struct strata_platform *plat,
+			 struct strata_image **out, struct strata_err *err)
+{
+	cleanup_(strata_ref_freep) struct strata_ref *ref = NULL;
+	cleanup_(strata_image_freep) struct strata_image *img = NULL;
+	cleanup_fd int dfd = -1;
+	int r;
+
+	r = strata_ref_parse(refstr, &ref, err);
+	if (r < 0)
+		return r;
+	img = calloc(1, sizeof(*img));
+	if (!img)
+		return -ENOMEM;
+	img->blobs_fd = -1;
+	img->ref_text = strdup(refstr);
+	if (!img->ref_text)
+		return -ENOMEM;
+	switch (ref->kind) {
+	case STRATA_REF_STORE:
+		img->blobs_fd = fcntl(st->blobs_fd, F_DUPFD_CLOEXEC, 3);
+		img->blobs_desc = strdup(st->root);
+		r = resolve_layout(img, st->images_fd, "store", ref->tag, NULL,
+				   plat, err);
+		if (r == -ENOENT && !strata_err_isset(err))
+			r = strata_err_set(err, r, "no image %s in the store",
+					   ref->tag);
+		break;
+	case STRATA_REF_OCI:
+		dfd = open(ref->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dfd < 0)
+			return strata_err_set(err, -errno, "%s: %s", ref->path,
+					      strerror(errno));
+		img->blobs_fd = openat(dfd, "blobs",
+				       O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (img->blobs_fd < 0)
+			return strata_err_set(err, -errno,
+					      "%s: not an OCI image layout "
+					      "(no blobs directory)", ref->path);
+		img->blobs_desc = strdup(ref->path);
+		r = resolve_layout(img, dfd, ref->path, ref->tag, ref->digest,
+				   plat, err);
+		break;
+	case STRATA_REF_OCI_ARCHIVE:
+	case STRATA_REF_DOCKER_ARCHIVE:
+		img->blobs_fd = fcntl(st->blobs_fd, F_DUPFD_CLOEXEC, 3);
+		img->blobs_desc = strdup(ref->path);
+		r = strata_archive_resolve(st, ref, plat, img, err);
+		break;
+	default:
+		r = -EINVAL;
+	}
+	if (r < 0)
+		return r;
+	*out = take_ptr(&img);
+	return 0;
+}

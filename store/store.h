@@ -1,0 +1,318 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * strata store: the one header fs/ and tools/ include.
+ *
+ * References name images; the store resolves them to a manifest, a config and
+ * layer descriptors, verifying every blob it reads; the layer cache unpacks
+ * each layer once (keyed by diff_id) into content files plus a metadata index
+ * (struct strata_lx_*) that stratafs serves from.
+ *
+ * Errors: functions return 0 (or a count) on success and a negative errno on
+ * failure; those taking a struct strata_err * also record a message naming
+ * the image, blob and entry.
+ */
+#ifndef STRATA_STORE_H
+#define STRATA_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "cleanup.h"
+#include "error.h"
+#include "log.h"
+
+/* ---- digests ----------------------------------------------------------- */
+
+#define STRATA_DIGEST_MAX 160	/* "sha512:" + 128 hex + NUL, with room */
+
+/*
+ * Check @s against the OCI digest grammar, and for sha256/sha512 the exact
+ * lower-case hex length. @len is the string length (embedded NULs refused).
+ * Return: 0, -EINVAL for a malformed digest, -EOPNOTSUPP for a well-formed
+ * digest of an algorithm strata cannot verify.
+ */
+int strata_digest_validate(const char *s, size_t len);
+
+struct strata_hasher;	/* streaming sha256 or sha512 */
+
+/* Start hashing with the algorithm named by @digest's prefix ("sha256:...").
+ * Return: 0, -EOPNOTSUPP, -ENOMEM. Caller frees with strata_hasher_free(). */
+int strata_hasher_new(const char *digest, struct strata_hasher **out);
+int strata_hasher_new_alg(const char *alg, struct strata_hasher **out);
+void strata_hasher_update(struct strata_hasher *h, const void *buf, size_t n);
+/* Write "alg:hex" into @out (STRATA_DIGEST_MAX bytes). */
+void strata_hasher_final(struct strata_hasher *h, char *out);
+void strata_hasher_free(struct strata_hasher *h);
+static inline void strata_hasher_freep(struct strata_hasher **h)
+{
+	if (*h)
+		strata_hasher_free(*h);
+}
+
+/* sha256 of a buffer, as "sha256:hex" into @out (STRATA_DIGEST_MAX). */
+void strata_sha256(const void *buf, size_t n, char *out);
+
+/* ---- references -------------------------------------------------------- */
+
+enum strata_ref_kind {
+	STRATA_REF_OCI,			/* oci:DIR[:TAG|@DIGEST] */
+	STRATA_REF_OCI_ARCHIVE,		/* oci-archive:FILE[:TAG] */
+	STRATA_REF_DOCKER_ARCHIVE,	/* docker-archive:FILE[:NAME:TAG] */
+	STRATA_REF_STORE,		/* NAME[:TAG] in the default store */
+};
+
+struct strata_ref {
+	enum strata_ref_kind kind;
+	char *path;	/* DIR or FILE; NULL for STRATA_REF_STORE */
+	char *tag;	/* tag, "NAME:TAG" for docker-archive and store; or NULL */
+	char *digest;	/* "@DIGEST" form, or NULL */
+	char *text;	/* the reference as given */
+};
+
+/*
+ * Parse a containers-transports(5) reference. A store reference gets the
+ * default tag "latest". Return: 0, -EINVAL (message in @err), -ENOMEM.
+ * Caller frees *out with strata_ref_free().
+ */
+int strata_ref_parse(const char *s, struct strata_ref **out,
+		     struct strata_err *err);
+void strata_ref_free(struct strata_ref *ref);
+static inline void strata_ref_freep(struct strata_ref **r)
+{
+	if (*r)
+		strata_ref_free(*r);
+}
+
+/* Normalise "NAME[:TAG]" for the store into "NAME:TAG" (malloc'd).
+ * Return: 0, -EINVAL if the name is not a valid reference name. */
+int strata_store_name(const char *s, char **out, struct strata_err *err);
+
+/* ---- platforms ---------------------------------------------------------- */
+
+struct strata_platform {
+	char os[32];
+	char arch[32];
+	char variant[32];	/* "" when unset */
+};
+
+/* Parse "os/arch[/variant]". Return: 0 or -EINVAL. */
+int strata_platform_parse(const char *s, struct strata_platform *out);
+/* The platform strata runs on, in Go GOOS/GOARCH spelling. */
+void strata_platform_host(struct strata_platform *out);
+
+/* ---- store and images -------------------------------------------------- */
+
+struct strata_store;
+
+/*
+ * Open (creating if needed) the store at @root, or when NULL at $STRATA_ROOT,
+ * /var/lib/strata (root) or $XDG_DATA_HOME/strata. Caller frees with
+ * strata_store_free().
+ */
+int strata_store_open(const char *root, struct strata_store **out,
+		      struct strata_err *err);
+void strata_store_free(struct strata_store *st);
+static inline void strata_store_freep(struct strata_store **s)
+{
+	if (*s)
+		strata_store_free(*s);
+}
+/* Borrowed, valid while @st lives. */
+const char *strata_store_root(const struct strata_store *st);
+
+struct strata_history {
+	char *created, *created_by, *author, *comment;
+	bool empty_layer;
+};
+
+struct strata_layer {
+	char *media_type;
+	char *digest;		/* blob digest (compressed) */
+	int64_t size;
+	char *diff_id;		/* from the config, verified at unpack */
+	int compression;	/* enum strata_compression */
+};
+
+enum strata_compression {
+	STRATA_COMP_NONE,
+	STRATA_COMP_GZIP,
+	STRATA_COMP_ZSTD,
+	STRATA_COMP_SNIFF,	/* docker's ambiguous uncompressed types */
+};
+
+/* A resolved image: everything inspect shows and a mount needs. */
+struct strata_image {
+	char *ref_text;			/* what the user typed */
+	char *manifest_digest;
+	char *manifest_media_type;
+	int64_t manifest_size;
+	char *config_digest;
+	char *config_media_type;
+	int64_t config_size;
+	struct strata_platform platform;
+	char *created;
+	char *author;
+	char **env;			/* NULL-terminated lists, or NULL */
+	char **entrypoint;
+	char **cmd;
+	char *working_dir;
+	char *user;
+	char **labels;			/* "K=V" */
+	char **exposed_ports;
+	char **volumes;
+	char *stop_signal;
+	size_t n_layers;
+	struct strata_layer *layers;
+	size_t n_history;
+	struct strata_history *history;
+	int blobs_fd;			/* dirfd of the blobs/ directory */
+	char *blobs_desc;		/* where blobs come from, for messages */
+};
+
+/*
+ * Resolve @ref (any kind) to an image: index.json -> (index -> platform) ->
+ * manifest -> config, each verified against its descriptor. Archives are
+ * read once into the store's blob directory (content-addressed, so repeated
+ * use costs no space). @plat NULL means the host platform.
+ * Caller frees *out with strata_image_free().
+ */
+int strata_image_resolve(struct strata_store *st, const char *ref,
+			 const struct strata_platform *plat,
+			 struct strata_image **out, struct strata_err *err);
+void strata_image_free(struct strata_image *img);
+static inline void strata_image_freep(struct strata_image **i)
+{
+	if (*i)
+		strata_image_free(*i);
+}
+
+/*
+ * Copy @img (manifest, config, layer blobs; all verified) into the store
+ * and point tag @name ("NAME:TAG") at it, replacing an older image of that
+ * name. Return: 0 or negative errno.
+ */
+int strata_store_tag(struct strata_store *st, struct strata_image *img,
+		     const char *name, struct strata_err *err);
+
+struct strata_tag_info {
+	char *name;		/* "NAME:TAG" */
+	char *digest;		/* manifest digest */
+	int64_t size;		/* manifest + config + layer blobs */
+};
+
+/* List tags of the store. Caller frees with strata_tags_free(). */
+int strata_store_list(struct strata_store *st, struct strata_tag_info **out,
+		      size_t *n, struct strata_err *err);
+void strata_tags_free(struct strata_tag_info *tags, size_t n);
+
+/* Remove tag @name. Return: 0, -ENOENT (message lists existing tags). */
+int strata_store_untag(struct strata_store *st, const char *name,
+		       struct strata_err *err);
+
+/* ---- layer cache ------------------------------------------------------- */
+
+struct strata_unpack_opts {
+	uint64_t max_layer_bytes;	/* uncompressed; 0 = default (64 GiB) */
+	uint64_t max_entries;		/* per layer; 0 = default (16M) */
+	int jobs;			/* parallel layers; 0 = number of CPUs */
+};
+
+/*
+ * Make sure every layer of @img is unpacked in the cache: missing layers are
+ * unpacked in parallel, each verified (size, digest, diff_id) before it is
+ * published under layers/<alg>/<hex>. Concurrent callers are serialised per
+ * layer with file locks; a killed unpack leaves only a temporary directory
+ * that is never trusted. Return: 0 or negative errno.
+ */
+int strata_cache_ensure(struct strata_store *st, struct strata_image *img,
+			const struct strata_unpack_opts *opts,
+			struct strata_err *err);
+
+/*
+ * Open the cached layer with diff_id @diff_id read-only.
+ * Return: 0, -ENOENT when not cached, -EBADMSG for a corrupt index.
+ * Caller frees with strata_lindex_close().
+ */
+struct strata_lindex;
+int strata_lindex_open(struct strata_store *st, const char *diff_id,
+		       struct strata_lindex **out, struct strata_err *err);
+void strata_lindex_close(struct strata_lindex *lx);
+
+/* ---- the per-layer metadata index ------------------------------------- */
+
+/*
+ * On-disk format (host endianness; the cache is local), mmap'd read-only:
+ *   header | entries[n] | strings | xattrs
+ * Entry 0 is the layer root. A directory's children are contiguous,
+ * starting at `first_child`, sorted by name (bytewise, shorter first), so
+ * lookups are binary searches. Whiteouts are entries with
+ * STRATA_LX_WHITEOUT carrying the name they delete; a whiteout that names an
+ * entry of the same layer is folded into it at unpack (OCI: whiteouts apply
+ * only to lower layers; a directory that is whited out and recreated in one
+ * layer becomes opaque). Hardlinked names all carry the attributes of their
+ * group and `leader` = the group leader's index (the inode identity).
+ * Content of a regular file is the file data/<data_id> (none when 0).
+ */
+#define STRATA_LX_MAGIC "STRTLX02"
+
+enum {
+	STRATA_LX_WHITEOUT = 1 << 0,	/* deletes `name` in lower layers */
+	STRATA_LX_OPAQUE = 1 << 1,	/* dir hides lower layers' content */
+	STRATA_LX_IMPLIED = 1 << 2,	/* dir not in the tar, made for a child */
+	STRATA_LX_HARDLINK = 1 << 3,	/* regular file shares content */
+};
+
+struct strata_lx_header {
+	char magic[8];
+	uint32_t version;
+	uint32_t n_entries;
+	uint64_t entries_off;
+	uint64_t strings_off;
+	uint64_t strings_len;
+	uint64_t xattrs_off;
+	uint64_t xattrs_len;
+	uint64_t data_bytes;		/* sum of regular file sizes */
+	uint64_t file_size;		/* whole index, for validation */
+};
+
+struct strata_lx_entry {
+	uint32_t parent;
+	uint32_t name_off;		/* into strings */
+	uint16_t name_len;
+	uint16_t flags;
+	uint32_t mode;			/* st_mode incl. file type; 0 = whiteout */
+	uint32_t uid;
+	uint32_t gid;
+	uint64_t size;			/* regular: bytes; symlink: target length */
+	int64_t mtime_sec;
+	uint32_t mtime_nsec;
+	uint32_t nlink;
+	uint64_t rdev;
+	uint32_t link;			/* symlink: target string offset */
+	uint32_t first_child;
+	uint32_t n_children;
+	uint32_t xattr_off;		/* into xattrs; records: u16 name_len,
+					 * u32 value_len, name, value */
+	uint32_t xattr_len;
+	uint32_t data_id;		/* content file number, 0 = empty */
+	uint32_t leader;		/* hardlink group leader (self if none) */
+};
+
+/* Borrowed views into an open index; valid until strata_lindex_close(). */
+uint32_t strata_lx_count(const struct strata_lindex *lx);
+const struct strata_lx_entry *strata_lx_entry(const struct strata_lindex *lx,
+					      uint32_t i);
+const char *strata_lx_str(const struct strata_lindex *lx, uint32_t off);
+const uint8_t *strata_lx_xattrs(const struct strata_lindex *lx,
+				const struct strata_lx_entry *e);
+/* dirfd of the layer's content directory (files named by data_id). */
+int strata_lx_datafd(const struct strata_lindex *lx);
+/* Find child @name of directory entry @dir. Return: index, or UINT32_MAX. */
+uint32_t strata_lx_lookup(const struct strata_lindex *lx, uint32_t dir,
+			  const char *name, size_t len);
+/* Compare two names as the index orders them. */
+int strata_lx_namecmp(const char *a, size_t alen, const char *b, size_t blen);
+
+#endif

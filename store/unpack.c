@@ -1,0 +1,1087 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Unpacking one layer into the cache.
+ *
+ * One pass over the blob: the compressed bytes are counted and hashed
+ * (descriptor size and digest), decompressed here with zlib/zstd (so the
+ * gzip trailer CRC is checked, which libarchive skips), hashed again
+ * (diff_id) and handed to libarchive's tar reader. Trailing bytes after the
+ * tar's end blocks are drained into the diff_id hash too, as umoci does.
+ *
+ * Names from the tar never become host paths: a regular file's content goes
+ * to data/<n> (n a counter), and names, owners, modes, times, xattrs,
+ * devices, links and whiteouts go to the metadata index. So no entry can
+ * write outside the cache, and no setuid file or device node is created.
+ * Nothing is published until every check has passed.
+ */
+#include <archive.h>
+#include <archive_entry.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include "unpack.h"
+
+#define BUF_SIZE (1u << 20)
+#define NONE UINT32_MAX
+#define PATH_MAX_BYTES 4096
+#define NAME_MAX_BYTES 255
+
+/* ---- the decompressing, hashing reader ---- */
+
+struct reader {
+	int fd;
+	int comp;
+	uint64_t want_size;
+	uint64_t compressed, uncompressed, max_uncompressed;
+	struct strata_hasher *blob_h, *diff_h;
+	unsigned char *in, *out;
+	size_t in_pos, in_len;
+	bool in_eof, stream_end, junk;
+	z_stream z;
+	bool z_ready;
+	ZSTD_DStream *zs;
+	int error;
+	char msg[256];
+	void (*progress)(void *ctx, uint64_t bytes);
+	void *progress_ctx;
+};
+
+static int fill_input(struct reader *r)
+{
+	ssize_t n;
+
+	if (r->in_pos < r->in_len || r->in_eof)
+		return 0;
+	do {
+		n = read(r->fd, r->in, BUF_SIZE);
+	} while (n < 0 && errno == EINTR);
+	if (n < 0) {
+		r->error = -errno;
+		snprintf(r->msg, sizeof(r->msg), "read: %s", strerror(errno));
+		return -1;
+	}
+	r->in_pos = 0;
+	r->in_len = (size_t)n;
+	if (n == 0) {
+		r->in_eof = true;
+		return 0;
+	}
+	r->compressed += (uint64_t)n;
+	if (r->compressed > r->want_size) {
+		r->error = -EBADMSG;
+		snprintf(r->msg, sizeof(r->msg),
+			 "size mismatch: descriptor says %llu bytes, blob is "
+			 "longer", (unsigned long long)r->want_size);
+		return -1;
+	}
+	strata_hasher_update(r->blob_h, r->in, (size_t)n);
+	if (r->progress)
+		r->progress(r->progress_ctx, (uint64_t)n);
+	return 0;
+}
+
+static void fail(struct reader *r, int code, const char *msg)
+{
+	if (!r->error) {
+		r->error = code;
+		snprintf(r->msg, sizeof(r->msg), "%s", msg);
+	}
+}
+
+/* Produce the next chunk of uncompressed bytes. Return: length, 0 at the
+ * end, -1 on error (r->error set). */
+static ssize_t next_chunk(struct reader *r, const void **buf)
+{
+	size_t produced = 0;
+
+	for (;;) {
+		if (fill_input(r) < 0)
+			return -1;
+		if (r->comp == STRATA_COMP_SNIFF) {
+			if (r->in_eof) {
+				r->comp = STRATA_COMP_NONE;
+			} else if (r->in_len - r->in_pos >= 4) {
+				const unsigned char *m = r->in + r->in_pos;
+
+				if (m[0] == 0x1f && m[1] == 0x8b)
+					r->comp = STRATA_COMP_GZIP;
+				else if (m[0] == 0x28 && m[1] == 0xb5 &&
+					 m[2] == 0x2f && m[3] == 0xfd)
+					r->comp = STRATA_COMP_ZSTD;
+				else
+					r->comp = STRATA_COMP_NONE;
+			} else {
+				r->comp = STRATA_COMP_NONE;
+			}
+		}
+		if (r->in_eof)
+			break;
+		if (r->comp == STRATA_COMP_NONE) {
+			*buf = r->in + r->in_pos;
+			produced = r->in_len - r->in_pos;
+			r->in_pos = r->in_len;
+			goto out;
+		}
+		if (r->junk) {
+			r->in_pos = r->in_len;
+			continue;
+		}
+		if (r->comp == STRATA_COMP_GZIP) {
+			int zr;
+
+			if (!r->z_ready) {
+				if (inflateInit2(&r->z, 16 + MAX_WBITS) != Z_OK) {
+					fail(r, -ENOMEM, "zlib init failed");
+					return -1;
+				}
+				r->z_ready = true;
+			}
+			if (r->stream_end) {
+				/* RFC 1952 allows several members; anything
+				 * else after the stream is covered by the blob
+				 * digest and ignored, like umoci does. */
+				if (r->in[r->in_pos] != 0x1f) {
+					r->junk = true;
+					continue;
+				}
+				inflateReset(&r->z);
+				r->stream_end = false;
+			}
+			r->z.next_in = r->in + r->in_pos;
+			r->z.avail_in = (uInt)(r->in_len - r->in_pos);
+			r->z.next_out = r->out;
+			r->z.avail_out = BUF_SIZE;
+			zr = inflate(&r->z, Z_NO_FLUSH);
+			r->in_pos = r->in_len - r->z.avail_in;
+			if (zr == Z_STREAM_END) {
+				r->stream_end = true;
+			} else if (zr != Z_OK && zr != Z_BUF_ERROR) {
+				char m[200];
+
+				snprintf(m, sizeof(m), "corrupt gzip data: %s",
+					 r->z.msg ? r->z.msg : "inflate failed");
+				fail(r, -EBADMSG, m);
+				return -1;
+			}
+			produced = BUF_SIZE - r->z.avail_out;
+		} else {
+			ZSTD_inBuffer ib = { r->in, r->in_len, r->in_pos };
+			ZSTD_outBuffer ob = { r->out, BUF_SIZE, 0 };
+			size_t zr;
+
+			if (!r->zs) {
+				r->zs = ZSTD_createDStream();
+				if (!r->zs || ZSTD_isError(ZSTD_initDStream(r->zs))) {
+					fail(r, -ENOMEM, "zstd init failed");
+					return -1;
+				}
+			}
+			zr = ZSTD_decompressStream(r->zs, &ob, &ib);
+			if (ZSTD_isError(zr)) {
+				char m[200];
+
+				snprintf(m, sizeof(m), "corrupt zstd data: %s",
+					 ZSTD_getErrorName(zr));
+				fail(r, -EBADMSG, m);
+				return -1;
+			}
+			r->stream_end = zr == 0;
+			r->in_pos = ib.pos;
+			produced = ob.pos;
+		}
+		if (produced) {
+			*buf = r->out;
+			goto out;
+		}
+	}
+	/* end of input */
+	if (r->comp == STRATA_COMP_GZIP && !r->stream_end && !r->junk) {
+		fail(r, -EBADMSG, "truncated gzip stream");
+		return -1;
+	}
+	if (r->comp == STRATA_COMP_ZSTD && !r->stream_end) {
+		fail(r, -EBADMSG, "truncated zstd stream");
+		return -1;
+	}
+	return 0;
+out:
+	r->uncompressed += produced;
+	if (r->uncompressed > r->max_uncompressed) {
+		char m[200];
+
+		snprintf(m, sizeof(m), "uncompressed layer exceeds the limit "
+			 "of %llu bytes (decompression bomb?)",
+			 (unsigned long long)r->max_uncompressed);
+		fail(r, -EFBIG, m);
+		return -1;
+	}
+	strata_hasher_update(r->diff_h, *buf, produced);
+	return (ssize_t)produced;
+}
+
+static la_ssize_t archive_read_cb(struct archive *a, void *ctx,
+				  const void **buf)
+{
+	struct reader *r = ctx;
+	ssize_t n = next_chunk(r, buf);
+
+	if (n < 0) {
+		archive_set_error(a, EIO, "%s", r->msg);
+		return -1;
+	}
+	return n;
+}
+
+/* ---- the in-memory tree ---- */
+
+struct unode {
+	uint32_t parent;
+	uint32_t name_off;
+	uint16_t name_len;
+	uint16_t flags;
+	uint32_t mode, uid, gid;
+	uint64_t size;
+	int64_t mtime_sec;
+	uint32_t mtime_nsec;
+	uint64_t rdev;
+	uint32_t leader;	/* hardlink leader */
+	uint32_t nlink;		/* group size, at the leader */
+	uint32_t link_off;	/* symlink target */
+	uint32_t xattr_off, xattr_len;
+	uint32_t data_id;
+	uint32_t first_child, next_sibling, n_children;
+	uint32_t final;
+};
+
+struct tree {
+	struct unode *nodes;
+	uint32_t n, cap;
+	char *str;
+	size_t str_len, str_cap;
+	uint8_t *xat;
+	size_t xat_len, xat_cap;
+	uint32_t *slots;	/* hash of (parent, name) -> node + 1 */
+	size_t n_slots;
+	uint32_t next_data;
+	uint64_t data_bytes;
+};
+
+static int grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+	size_t c = *cap ? *cap : 1024;
+	void *n;
+
+	if (need <= *cap)
+		return 0;
+	while (c < need)
+		c *= 2;
+	n = realloc(*p, c * elem);
+	if (!n)
+		return -ENOMEM;
+	*p = n;
+	*cap = c;
+	return 0;
+}
+
+static int add_str(struct tree *t, const char *s, size_t len, uint32_t *off)
+{
+	if (t->str_len + len + 1 > UINT32_MAX)
+		return -EFBIG;
+	if (grow((void **)&t->str, &t->str_cap, t->str_len + len + 1, 1) < 0)
+		return -ENOMEM;
+	memcpy(t->str + t->str_len, s, len);
+	t->str[t->str_len + len] = '\0';
+	*off = (uint32_t)t->str_len;
+	t->str_len += len + 1;
+	return 0;
+}
+
+static uint64_t hash_key(uint32_t parent, const char *name, size_t len)
+{
+	uint64_t h = 1469598103934665603ull ^ parent;
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		h = (h ^ (unsigned char)name[i]) * 1099511628211ull;
+	return h ^ (h >> 29);
+}
+
+static uint32_t tree_find(struct tree *t, uint32_t parent, const char *name,
+			  size_t len)
+{
+	size_t mask = t->n_slots - 1;
+	size_t i = hash_key(parent, name, len) & mask;
+
+	for (;; i = (i + 1) & mask) {
+		uint32_t s = t->slots[i];
+		struct unode *u;
+
+		if (!s)
+			return NONE;
+		u = &t->nodes[s - 1];
+		if (u->parent == parent && u->name_len == len &&
+		    !memcmp(t->str + u->name_off, name, len) && s - 1 != 0)
+			return s - 1;
+	}
+}
+
+static void slot_insert(struct tree *t, uint32_t idx)
+{
+	struct unode *u = &t->nodes[idx];
+	size_t mask = t->n_slots - 1;
+	size_t i = hash_key(u->parent, t->str + u->name_off, u->name_len) & mask;
+
+	while (t->slots[i])
+		i = (i + 1) & mask;
+	t->slots[i] = idx + 1;
+}
+
+static int rehash(struct tree *t)
+{
+	size_t n = t->n_slots ? t->n_slots * 2 : 4096;
+	uint32_t i;
+
+	free(t->slots);
+	t->slots = calloc(n, sizeof(*t->slots));
+	if (!t->slots)
+		return -ENOMEM;
+	t->n_slots = n;
+	for (i = 1; i < t->n; i++)
+		slot_insert(t, i);
+	return 0;
+}
+
+static int tree_add(struct tree *t, uint32_t parent, const char *name,
+		    size_t len, uint32_t *out)
+{
+	size_t cap = t->cap;
+	struct unode *u;
+	uint32_t idx;
+	int r;
+
+	if (grow((void **)&t->nodes, &cap, (size_t)t->n + 1, sizeof(*u)) < 0)
+		return -ENOMEM;
+	t->cap = (uint32_t)cap;
+	idx = t->n++;
+	u = &t->nodes[idx];
+	memset(u, 0, sizeof(*u));
+	r = add_str(t, name, len, &u->name_off);
+	if (r < 0)
+		return r;
+	u->name_len = (uint16_t)len;
+	u->parent = parent;
+	u->leader = idx;
+	u->nlink = 1;
+	u->first_child = NONE;
+	u->next_sibling = NONE;
+	if (idx) {
+		struct unode *p = &t->nodes[parent];
+
+		u->next_sibling = p->first_child;
+		p->first_child = idx;
+		p->n_children++;
+		if ((size_t)t->n * 2 > t->n_slots) {
+			r = rehash(t);
+			if (r < 0)
+				return r;
+		} else {
+			slot_insert(t, idx);
+		}
+	}
+	*out = idx;
+	return 0;
+}
+
+static void make_implied_dir(struct unode *u)
+{
+	u->mode = S_IFDIR | 0755;
+	u->flags |= STRATA_LX_IMPLIED;
+}
+
+/* ---- entry handling ---- */
+
+struct unpack {
+	struct tree t;
+	struct archive *a;
+	int datafd;
+	const char *layer;	/* short digest for messages */
+	struct strata_err *err;
+	uint64_t max_entries;
+	uint64_t entries;
+	unsigned char *buf;
+};
+
+/* Entry names are printed with control characters escaped. */
+static void printable(const char *s, char *out, size_t len)
+{
+	size_t o = 0;
+
+	for (; *s && o + 5 < len; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c < 0x20 || c == 0x7f)
+			o += (size_t)snprintf(out + o, len - o, "\\x%02x", c);
+		else
+			out[o++] = (char)c;
+	}
+	out[o] = '\0';
+	if (*s && len > 4)
+		strcpy(out + len - 4, "...");
+}
+
+static int entry_error(struct unpack *u, const char *name, int code,
+		       const char *why)
+{
+	char p[300];
+
+	printable(name, p, sizeof(p));
+	return strata_err_set(u->err, code, "layer %s: entry %s: %s",
+			      u->layer, p, why);
+}
+
+struct comps {
+	const char *c[PATH_MAX_BYTES / 2];
+	size_t len[PATH_MAX_BYTES / 2];
+	size_t n;
+};
+
+/*
+ * Split a tar name into components: leading "/" and "./" dropped, "//" and
+ * "." collapsed (P2, P3). ".." is refused (P1), as are names over PATH_MAX
+ * and components over NAME_MAX (P6): truncating could alias two names.
+ */
+static int split_path(struct unpack *u, const char *name, struct comps *c,
+		      char *scratch)
+{
+	size_t len = strlen(name), i = 0;
+	char *s;
+
+	if (len >= PATH_MAX_BYTES)
+		return entry_error(u, name, -ENAMETOOLONG,
+				   "path longer than 4096 bytes");
+	memcpy(scratch, name, len + 1);
+	c->n = 0;
+	s = scratch;
+	while (i <= len) {
+		size_t start = i;
+
+		while (i < len && s[i] != '/')
+			i++;
+		s[i] = '\0';
+		if (i - start == 0 || (i - start == 1 && s[start] == '.')) {
+			i++;
+			continue;
+		}
+		if (i - start == 2 && s[start] == '.' && s[start + 1] == '.')
+			return entry_error(u, name, -EPERM,
+					   "path leaves the layer (\"..\")");
+		if (i - start > NAME_MAX_BYTES)
+			return entry_error(u, name, -ENAMETOOLONG,
+					   "name component longer than 255 "
+					   "bytes");
+		c->c[c->n] = s + start;
+		c->len[c->n] = i - start;
+		c->n++;
+		i++;
+	}
+	return 0;
+}
+
+/* Walk (creating implied directories) to the parent of the last component. */
+static int walk_parent(struct unpack *u, const char *name,
+		       const struct comps *c, uint32_t *out)
+{
+	uint32_t cur = 0;
+	size_t i;
+	int r;
+
+	for (i = 0; i + 1 < c->n; i++) {
+		uint32_t nx = tree_find(&u->t, cur, c->c[i], c->len[i]);
+		struct unode *n;
+
+		if (c->len[i] >= 4 && !memcmp(c->c[i], ".wh.", 4))
+			return entry_error(u, name, -EPERM,
+					   "whiteout prefix \".wh.\" on a "
+					   "directory component");
+		if (nx == NONE) {
+			r = tree_add(&u->t, cur, c->c[i], c->len[i], &nx);
+			if (r < 0)
+				return r;
+			make_implied_dir(&u->t.nodes[nx]);
+		}
+		n = &u->t.nodes[nx];
+		if (n->flags & STRATA_LX_WHITEOUT) {
+			/* whited out, then recreated in the same layer */
+			n->flags = STRATA_LX_OPAQUE;
+			make_implied_dir(n);
+		}
+		if (S_ISLNK(n->mode))
+			return entry_error(u, name, -EPERM,
+					   "path goes through a symlink of the "
+					   "same layer");
+		if (!S_ISDIR(n->mode))
+			return entry_error(u, name, -ENOTDIR,
+					   "parent is not a directory");
+		cur = nx;
+	}
+	*out = cur;
+	return 0;
+}
+
+static int lookup_path(struct unpack *u, const struct comps *c, uint32_t *out)
+{
+	uint32_t cur = 0;
+	size_t i;
+
+	for (i = 0; i < c->n; i++) {
+		cur = tree_find(&u->t, cur, c->c[i], c->len[i]);
+		if (cur == NONE ||
+		    (i + 1 < c->n && !S_ISDIR(u->t.nodes[cur].mode)))
+			return -ENOENT;
+	}
+	*out = cur;
+	return 0;
+}
+
+static int handle_whiteout(struct unpack *u, const char *name, uint32_t parent,
+			   const char *base, size_t blen)
+{
+	const char *target = base + 4;
+	size_t tlen = blen - 4;
+	uint32_t idx;
+	int r;
+
+	if (blen == 12 && !memcmp(base, ".wh..wh..opq", 12)) {
+		u->t.nodes[parent].flags |= STRATA_LX_OPAQUE;
+		return 0;
+	}
+	if (tlen == 0)
+		return entry_error(u, name, -EBADMSG,
+				   "whiteout without a name (\".wh.\")");
+	if ((tlen == 1 && target[0] == '.') ||
+	    (tlen == 2 && target[0] == '.' && target[1] == '.'))
+		return entry_error(u, name, -EPERM,
+				   "whiteout of \".\" or \"..\"");
+	if (tlen >= 4 && !memcmp(target, ".wh.", 4))
+		return 0;	/* AUFS metadata (.wh..wh.plnk etc.): hidden */
+	idx = tree_find(&u->t, parent, target, tlen);
+	if (idx != NONE) {
+		/* OCI: a whiteout never hides an entry of its own layer; a
+		 * directory of this layer with the same name hides what is
+		 * below it, i.e. becomes opaque. */
+		if (S_ISDIR(u->t.nodes[idx].mode))
+			u->t.nodes[idx].flags |= STRATA_LX_OPAQUE;
+		return 0;
+	}
+	r = tree_add(&u->t, parent, target, tlen, &idx);
+	if (r < 0)
+		return r;
+	u->t.nodes[idx].flags = STRATA_LX_WHITEOUT;
+	u->t.nodes[idx].mode = 0;
+	return 0;
+}
+
+static int add_xattrs(struct unpack *u, struct archive_entry *e,
+		      struct unode *n, const char *name)
+{
+	const char *xname;
+	const void *val;
+	size_t vlen;
+	uint32_t start = (uint32_t)u->t.xat_len;
+
+	archive_entry_xattr_reset(e);
+	while (archive_entry_xattr_next(e, &xname, &val, &vlen) == ARCHIVE_OK) {
+		size_t nlen = strlen(xname);
+		size_t need = 6 + nlen + vlen;
+		uint8_t *p;
+
+		/* Overlay bookkeeping in a layer is not ours to interpret,
+		 * and must never leak into a view or an export (T5). */
+		if (!strncmp(xname, "trusted.overlay.", 16) ||
+		    !strncmp(xname, "user.overlay.", 13))
+			continue;
+		if (nlen == 0 || nlen > 255 || vlen > 65536)
+			return entry_error(u, name, -EBADMSG,
+					   "invalid extended attribute");
+		if (u->t.xat_len + need > UINT32_MAX)
+			return -EFBIG;
+		if (grow((void **)&u->t.xat, &u->t.xat_cap,
+			 u->t.xat_len + need, 1) < 0)
+			return -ENOMEM;
+		p = u->t.xat + u->t.xat_len;
+		p[0] = (uint8_t)nlen;
+		p[1] = (uint8_t)(nlen >> 8);
+		p[2] = (uint8_t)vlen;
+		p[3] = (uint8_t)(vlen >> 8);
+		p[4] = (uint8_t)(vlen >> 16);
+		p[5] = (uint8_t)(vlen >> 24);
+		memcpy(p + 6, xname, nlen);
+		memcpy(p + 6 + nlen, val, vlen);
+		u->t.xat_len += need;
+	}
+	n->xattr_off = start;
+	n->xattr_len = (uint32_t)(u->t.xat_len - start);
+	return 0;
+}
+
+static int write_content(struct unpack *u, struct unode *n, const char *name)
+{
+	char fname[16];
+	cleanup_fd int fd = -1;
+	const void *buf;
+	size_t len;
+	la_int64_t off;
+	uint64_t end = 0;
+	int ar;
+
+	n->data_id = ++u->t.next_data;
+	snprintf(fname, sizeof(fname), "%u", n->data_id);
+	fd = openat(u->datafd, fname, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+		    0644);
+	if (fd < 0)
+		return strata_err_set(u->err, -errno, "layer %s: cache: %s",
+				      u->layer, strerror(errno));
+	while ((ar = archive_read_data_block(u->a, &buf, &len, &off)) ==
+	       ARCHIVE_OK) {
+		const char *p = buf;
+
+		if (off < 0 || (uint64_t)off + len > n->size)
+			return entry_error(u, name, -EBADMSG,
+					   "data beyond the entry's size");
+		while (len > 0) {
+			ssize_t w = pwrite(fd, p, len, off);
+
+			if (w < 0) {
+				if (errno == EINTR)
+					continue;
+				return strata_err_set(u->err, -errno,
+						      "layer %s: cache: %s",
+						      u->layer, strerror(errno));
+			}
+			p += w;
+			off += w;
+			len -= (size_t)w;
+		}
+		if ((uint64_t)off > end)
+			end = (uint64_t)off;
+	}
+	if (ar != ARCHIVE_EOF)
+		return entry_error(u, name, -EBADMSG, archive_error_string(u->a)
+				   ? archive_error_string(u->a)
+				   : "truncated data");
+	if (end < n->size && ftruncate(fd, (off_t)n->size) < 0)
+		return -errno;
+	u->t.data_bytes += n->size;
+	return 0;
+}
+
+static int handle_hardlink(struct unpack *u, struct archive_entry *e,
+			   const char *name, uint32_t idx, const char *target,
+			   char *scratch)
+{
+	struct comps *c = malloc(sizeof(*c));
+	struct unode *n = &u->t.nodes[idx], *t;
+	uint32_t ti = 0;
+	int r;
+
+	if (!c)
+		return -ENOMEM;
+	r = split_path(u, target, c, scratch);
+	if (r == 0 && c->n == 0)
+		r = entry_error(u, name, -EPERM, "hardlink to the root");
+	if (r == 0 && lookup_path(u, c, &ti) < 0)
+		r = entry_error(u, name, -EPERM, "hardlink target is not in "
+				"this layer (leaves the layer or is missing)");
+	free(c);
+	if (r < 0)
+		return r;
+	t = &u->t.nodes[ti];
+	n = &u->t.nodes[idx];
+	if (t->flags & STRATA_LX_WHITEOUT || ti == idx)
+		return entry_error(u, name, -EPERM,
+				   "hardlink target is not in this layer");
+	if (S_ISDIR(t->mode))
+		return entry_error(u, name, -EPERM, "hardlink to a directory");
+	if (archive_entry_size_is_set(e) && archive_entry_size(e) > 0 &&
+	    S_ISREG(t->mode) && archive_entry_size(e) != (la_int64_t)t->size)
+		return entry_error(u, name, -EBADMSG,
+				   "hardlink entry carries data");
+	n->leader = t->leader;
+	n->mode = t->mode;
+	u->t.nodes[t->leader].nlink++;
+	return 0;
+}
+
+static int handle_entry(struct unpack *u, struct archive_entry *e)
+{
+	static __thread char scratch[PATH_MAX_BYTES + 1];
+	static __thread char scratch2[PATH_MAX_BYTES + 1];
+	const char *name = archive_entry_pathname(e);
+	const char *hl = archive_entry_hardlink(e);
+	struct comps *c;
+	uint32_t parent = 0, idx;
+	struct unode *n;
+	mode_t type = archive_entry_filetype(e);
+	const char *base;
+	size_t blen;
+	int r;
+
+	if (!name)
+		return entry_error(u, "(no name)", -EBADMSG, "entry without a name");
+	if (++u->entries > u->max_entries)
+		return entry_error(u, name, -EFBIG, "too many entries in the layer");
+	c = malloc(sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	r = split_path(u, name, c, scratch);
+	if (r < 0)
+		goto out;
+	if (c->n == 0) {
+		/* "." or "/": attributes of the layer root (P4) */
+		if (type != AE_IFDIR || hl) {
+			r = entry_error(u, name, -EPERM,
+					"non-directory entry for the root");
+			goto out;
+		}
+		n = &u->t.nodes[0];
+		idx = 0;
+		goto attrs;
+	}
+	r = walk_parent(u, name, c, &parent);
+	if (r < 0)
+		goto out;
+	base = c->c[c->n - 1];
+	blen = c->len[c->n - 1];
+	if (blen >= 4 && !memcmp(base, ".wh.", 4)) {
+		r = handle_whiteout(u, name, parent, base, blen);
+		goto out;
+	}
+	idx = tree_find(&u->t, parent, base, blen);
+	if (idx != NONE) {
+		n = &u->t.nodes[idx];
+		if (n->flags & STRATA_LX_WHITEOUT) {
+			n->flags = type == AE_IFDIR && !hl ? STRATA_LX_OPAQUE : 0;
+		} else if (S_ISDIR(n->mode) && type == AE_IFDIR && !hl) {
+			/* a directory repeated: its attributes replaced */
+			n->flags &= ~STRATA_LX_IMPLIED;
+		} else {
+			r = entry_error(u, name, -EBADMSG,
+					"duplicate entry in the layer");
+			goto out;
+		}
+	} else {
+		r = tree_add(&u->t, parent, base, blen, &idx);
+		if (r < 0)
+			goto out;
+		n = &u->t.nodes[idx];
+	}
+	if (hl) {
+		r = handle_hardlink(u, e, name, idx, hl, scratch2);
+		goto out;
+	}
+attrs:
+	switch (type) {
+	case AE_IFREG:
+	case AE_IFDIR:
+	case AE_IFLNK:
+	case AE_IFCHR:
+	case AE_IFBLK:
+	case AE_IFIFO:
+		break;
+	default:
+		r = entry_error(u, name, -EBADMSG, "unsupported entry type");
+		goto out;
+	}
+	if (archive_entry_uid(e) < 0 || archive_entry_uid(e) > 0xfffffffe ||
+	    archive_entry_gid(e) < 0 || archive_entry_gid(e) > 0xfffffffe) {
+		r = entry_error(u, name, -EBADMSG, "owner out of range");
+		goto out;
+	}
+	n->mode = (uint32_t)(type | (archive_entry_perm(e) & 07777));
+	n->flags &= ~STRATA_LX_IMPLIED;
+	n->uid = (uint32_t)archive_entry_uid(e);
+	n->gid = (uint32_t)archive_entry_gid(e);
+	n->mtime_sec = archive_entry_mtime(e);
+	n->mtime_nsec = (uint32_t)archive_entry_mtime_nsec(e);
+	if (n->mtime_nsec >= 1000000000u)
+		n->mtime_nsec = 0;
+	r = add_xattrs(u, e, &u->t.nodes[idx], name);
+	if (r < 0)
+		goto out;
+	n = &u->t.nodes[idx];
+	if (type == AE_IFCHR || type == AE_IFBLK) {
+		n->rdev = makedev(archive_entry_rdevmajor(e),
+				  archive_entry_rdevminor(e));
+	} else if (type == AE_IFLNK) {
+		const char *target = archive_entry_symlink(e);
+		size_t tlen = target ? strlen(target) : 0;
+
+		if (tlen == 0 || tlen >= PATH_MAX_BYTES) {
+			r = entry_error(u, name, -EBADMSG,
+					tlen ? "symlink target too long"
+					     : "empty symlink target");
+			goto out;
+		}
+		r = add_str(&u->t, target, tlen, &u->t.nodes[idx].link_off);
+		if (r < 0)
+			goto out;
+		n = &u->t.nodes[idx];
+		n->size = tlen;
+	} else if (type == AE_IFREG) {
+		la_int64_t size = archive_entry_size(e);
+
+		if (size < 0) {
+			r = entry_error(u, name, -EBADMSG, "negative size");
+			goto out;
+		}
+		n->size = (uint64_t)size;
+		if (size > 0)
+			r = write_content(u, n, name);
+	}
+out:
+	free(c);
+	return r;
+}
+
+/* ---- writing the index ---- */
+
+static int cmp_nodes_by_name(const void *a, const void *b, void *ctx)
+{
+	const struct tree *t = ctx;
+	const struct unode *x = &t->nodes[*(const uint32_t *)a];
+	const struct unode *y = &t->nodes[*(const uint32_t *)b];
+
+	return strata_lx_namecmp(t->str + x->name_off, x->name_len,
+				 t->str + y->name_off, y->name_len);
+}
+
+static int write_index(struct tree *t, int dirfd)
+{
+	cleanup_free uint32_t *order = malloc((size_t)t->n * sizeof(uint32_t));
+	cleanup_free struct strata_lx_entry *out = NULL;
+	struct strata_lx_header h;
+	uint32_t head = 0, tail = 1, i;
+	size_t entries_bytes = (size_t)t->n * sizeof(*out);
+	cleanup_fd int fd = -1;
+	int r;
+
+	if (!order)
+		return -ENOMEM;
+	out = calloc(t->n, sizeof(*out));
+	if (!out)
+		return -ENOMEM;
+	/* Breadth first: each directory's children get consecutive
+	 * indexes, sorted by name. */
+	order[0] = 0;
+	t->nodes[0].final = 0;
+	while (head < tail) {
+		struct unode *d = &t->nodes[order[head++]];
+		uint32_t first = tail, c;
+
+		if (!S_ISDIR(d->mode))
+			continue;
+		for (c = d->first_child; c != NONE; c = t->nodes[c].next_sibling)
+			order[tail++] = c;
+		qsort_r(order + first, tail - first, sizeof(uint32_t),
+			cmp_nodes_by_name, t);
+		for (c = first; c < tail; c++)
+			t->nodes[order[c]].final = c;
+		d->first_child = first;	/* now a final index */
+	}
+	for (i = 0; i < t->n; i++) {
+		const struct unode *u = &t->nodes[order[i]];
+		const struct unode *l = &t->nodes[u->leader];
+		struct strata_lx_entry *e = &out[i];
+
+		e->parent = i ? t->nodes[u->parent].final : 0;
+		e->name_off = u->name_off;
+		e->name_len = u->name_len;
+		e->flags = u->flags;
+		if (u->leader != order[i])
+			e->flags |= STRATA_LX_HARDLINK;
+		e->mode = l->mode;
+		e->uid = l->uid;
+		e->gid = l->gid;
+		e->size = l->size;
+		e->mtime_sec = l->mtime_sec;
+		e->mtime_nsec = l->mtime_nsec;
+		e->rdev = l->rdev;
+		e->link = l->link_off;
+		e->xattr_off = l->xattr_off;
+		e->xattr_len = l->xattr_len;
+		e->data_id = l->data_id;
+		e->leader = l->final;
+		if (l->nlink > 1)
+			out[l->final].flags |= STRATA_LX_HARDLINK;
+		if (S_ISDIR(u->mode)) {
+			uint32_t c, dirs = 0;
+
+			e->first_child = u->n_children ? u->first_child : 0;
+			e->n_children = u->n_children;
+			for (c = 0; c < u->n_children; c++)
+				if (S_ISDIR(t->nodes[order[u->first_child + c]].mode))
+					dirs++;
+			e->nlink = 2 + dirs;
+		} else {
+			e->nlink = l->nlink;
+		}
+	}
+	memset(&h, 0, sizeof(h));
+	memcpy(h.magic, STRATA_LX_MAGIC, 8);
+	h.version = 1;
+	h.n_entries = t->n;
+	h.entries_off = (sizeof(h) + 7) & ~7ull;
+	h.strings_off = h.entries_off + entries_bytes;
+	h.strings_len = t->str_len;
+	h.xattrs_off = h.strings_off + t->str_len;
+	h.xattrs_len = t->xat_len;
+	h.data_bytes = t->data_bytes;
+	h.file_size = h.xattrs_off + t->xat_len;
+	fd = openat(dirfd, "index", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	if ((r = strata_write_all(fd, &h, sizeof(h))) < 0 ||
+	    (r = strata_write_all(fd, "\0\0\0\0\0\0\0", h.entries_off - sizeof(h))) < 0 ||
+	    (r = strata_write_all(fd, out, entries_bytes)) < 0 ||
+	    (r = strata_write_all(fd, t->str, t->str_len)) < 0 ||
+	    (r = strata_write_all(fd, t->xat ? (void *)t->xat : (void *)"", t->xat_len)) < 0)
+		return r;
+	if (fsync(fd) < 0)
+		return -errno;
+	return 0;
+}
+
+static void tree_free(struct tree *t)
+{
+	free(t->nodes);
+	free(t->str);
+	free(t->xat);
+	free(t->slots);
+}
+
+int strata_unpack_layer(const struct strata_unpack_job *job,
+			struct strata_err *err)
+{
+	struct reader rd = { .fd = job->blob_fd };
+	struct unpack u = { .datafd = -1, .err = err };
+	char got[STRATA_DIGEST_MAX], sd[32];
+	struct archive_entry *e;
+	uint32_t root;
+	int r = 0, ar;
+
+	strata_short_digest(job->digest, sd, sizeof(sd));
+	u.layer = sd;
+	u.max_entries = job->max_entries;
+	rd.comp = job->compression;
+	rd.want_size = (uint64_t)job->size;
+	rd.max_uncompressed = job->max_bytes;
+	rd.progress = job->progress;
+	rd.progress_ctx = job->progress_ctx;
+	rd.in = malloc(BUF_SIZE);
+	rd.out = malloc(BUF_SIZE);
+	if (!rd.in || !rd.out) {
+		r = -ENOMEM;
+		goto out;
+	}
+	if ((r = strata_hasher_new(job->digest, &rd.blob_h)) < 0 ||
+	    (r = strata_hasher_new(job->diff_id, &rd.diff_h)) < 0) {
+		r = strata_err_set(err, r, "layer %s: cannot verify this "
+				   "digest algorithm", sd);
+		goto out;
+	}
+	u.datafd = openat(job->dest_fd, "data", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (u.datafd < 0) {
+		r = -errno;
+		goto out;
+	}
+	if ((r = tree_add(&u.t, 0, "", 0, &root)) < 0 || (r = rehash(&u.t)) < 0)
+		goto out;
+	make_implied_dir(&u.t.nodes[0]);
+	u.a = archive_read_new();
+	if (!u.a) {
+		r = -ENOMEM;
+		goto out;
+	}
+	archive_read_support_format_tar(u.a);
+	archive_read_support_format_gnutar(u.a);
+	if (archive_read_open(u.a, &rd, NULL, archive_read_cb, NULL) != ARCHIVE_OK) {
+		r = rd.error ? strata_err_set(err, rd.error, "layer %s: %s", sd, rd.msg)
+			     : strata_err_set(err, -EBADMSG, "layer %s: not a tar "
+					      "archive: %s", sd,
+					      archive_error_string(u.a));
+		goto out;
+	}
+	while ((ar = archive_read_next_header(u.a, &e)) == ARCHIVE_OK ||
+	       ar == ARCHIVE_WARN) {
+		r = handle_entry(&u, e);
+		if (r < 0)
+			goto out;
+	}
+	if (ar != ARCHIVE_EOF) {
+		r = rd.error ? strata_err_set(err, rd.error, "layer %s: %s", sd, rd.msg)
+			     : strata_err_set(err, -EBADMSG, "layer %s: corrupt tar: "
+					      "%s", sd, archive_error_string(u.a));
+		goto out;
+	}
+	/* drain padding and junk after the end-of-archive blocks */
+	for (;;) {
+		const void *b;
+		ssize_t n = next_chunk(&rd, &b);
+
+		if (n == 0)
+			break;
+		if (n < 0) {
+			r = strata_err_set(err, rd.error, "layer %s: %s", sd,
+					   rd.msg);
+			goto out;
+		}
+	}
+	if (rd.compressed != rd.want_size) {
+		r = strata_err_set(err, -EBADMSG, "layer %s: size mismatch: "
+				   "descriptor says %lld bytes, blob has %llu",
+				   job->digest, (long long)job->size,
+				   (unsigned long long)rd.compressed);
+		goto out;
+	}
+	strata_hasher_final(rd.blob_h, got);
+	if (strcmp(got, job->digest)) {
+		r = strata_err_set(err, -EBADMSG, "layer %s: digest mismatch: "
+				   "content hashes to %s", job->digest, got);
+		goto out;
+	}
+	strata_hasher_final(rd.diff_h, got);
+	if (strcmp(got, job->diff_id)) {
+		r = strata_err_set(err, -EBADMSG, "layer %s: diff_id mismatch: "
+				   "config says %s, uncompressed content hashes "
+				   "to %s", job->digest, job->diff_id, got);
+		goto out;
+	}
+	r = write_index(&u.t, job->dest_fd);
+	if (r < 0)
+		r = strata_err_set(err, r, "layer %s: writing the index: %s",
+				   sd, strerror(-r));
+out:
+	if (u.a)
+		archive_read_free(u.a);
+	if (u.datafd >= 0)
+		close(u.datafd);
+	tree_free(&u.t);
+	if (rd.z_ready)
+		inflateEnd(&rd.z);
+	if (rd.zs)
+		ZSTD_freeDStream(rd.zs);
+	if (rd.blob_h)
+		strata_hasher_free(rd.blob_h);
+	if (rd.diff_h)
+		strata_hasher_free(rd.diff_h);
+	free(rd.in);
+	free(rd.out);
+	return r;
+}

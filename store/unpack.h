@@ -1,0 +1,28 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Unpacking one layer blob into a cache directory (store-internal). */
+#ifndef STRATA_UNPACK_H
+#define STRATA_UNPACK_H
+
+#include "store-internal.h"
+
+struct strata_unpack_job {
+	int blob_fd;		/* open blob, read from its start */
+	const char *digest;	/* descriptor digest of the blob */
+	int64_t size;		/* descriptor size */
+	const char *diff_id;	/* config's diff_id for the layer */
+	int compression;	/* enum strata_compression */
+	int dest_fd;		/* empty directory with a data/ subdirectory */
+	uint64_t max_bytes;	/* limit on uncompressed bytes */
+	uint64_t max_entries;
+	void (*progress)(void *ctx, uint64_t compressed_bytes);
+	void *progress_ctx;
+};
+
+/*
+ * Unpack and verify; on success dest_fd holds "index" and data/.
+ * On failure dest_fd's contents are garbage for the caller to remove.
+ */
+int strata_unpack_layer(const struct strata_unpack_job *job,
+			struct strata_err *err);
+
+#endif

@@ -1,0 +1,66 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* strata import SRC NAME[:TAG] */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "strata.h"
+
+static const char usage[] =
+	"usage: strata import [--platform OS/ARCH[/VARIANT]] SRC NAME[:TAG]\n"
+	"\n"
+	"Copy the image SRC (oci:DIR[:TAG|@DIGEST], oci-archive:FILE[:TAG],\n"
+	"docker-archive:FILE[:NAME:TAG] or a store NAME[:TAG]) into the store\n"
+	"as NAME:TAG (tag defaults to latest), verifying every blob, and unpack\n"
+	"its layers into the layer cache. Prints the manifest digest.\n";
+
+int cmd_import(int argc, char **argv)
+{
+	cleanup_(strata_store_freep) struct strata_store *st = NULL;
+	cleanup_(strata_image_freep) struct strata_image *img = NULL;
+	cleanup_free char *name = NULL;
+	struct strata_platform plat, *pp = NULL;
+	struct strata_err err = { 0 };
+	const char *pos[2];
+	int i, n = 0, r;
+
+	if (want_help(argc, argv, usage))
+		return 0;
+	for (i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--platform") && i + 1 < argc) {
+			if (strata_platform_parse(argv[++i], &plat) < 0) {
+				fprintf(stderr, "strata: invalid platform \"%s\"\n",
+					argv[i]);
+				return 2;
+			}
+			pp = &plat;
+		} else if (argv[i][0] == '-' && argv[i][1]) {
+			fprintf(stderr, "strata import: unknown option %s\n%s",
+				argv[i], usage);
+			return 2;
+		} else if (n < 2) {
+			pos[n++] = argv[i];
+		} else {
+			fputs(usage, stderr);
+			return 2;
+		}
+	}
+	if (n != 2) {
+		fputs(usage, stderr);
+		return 2;
+	}
+	r = strata_store_name(pos[1], &name, &err);
+	if (r < 0)
+		return die_err(&err, r);
+	r = strata_store_open(g.root, &st, &err);
+	if (r == 0)
+		r = strata_image_resolve(st, pos[0], pp, &img, &err);
+	if (r == 0)
+		r = strata_store_tag(st, img, name, &err);
+	if (r == 0)
+		r = strata_cache_ensure(st, img, NULL, &err);
+	if (r < 0)
+		return die_err(&err, r);
+	printf("%s\n", img->manifest_digest);
+	return 0;
+}

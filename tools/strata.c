@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "strata.h"
+
+struct globals g;
+
+static const struct {
+	const char *name;
+	int (*fn)(int, char **);
+	const char *summary;
+} commands[] = {
+	{ "import", cmd_import, "copy an image into the store and unpack it" },
+	{ "images", cmd_images, "list the images in the store" },
+	{ "rmi", cmd_rmi, "remove a tag from the store" },
+	{ "inspect", cmd_inspect, "show an image's manifest, config and layers" },
+};
+
+static void usage(FILE *f)
+{
+	size_t i;
+
+	fprintf(f, "usage: strata [--root DIR] [--quiet] COMMAND [ARGS]\n\n"
+		   "commands:\n");
+	for (i = 0; i < ARRAY_SIZE(commands); i++)
+		fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+	fprintf(f, "\nreferences: NAME[:TAG] (store), oci:DIR[:TAG|@DIGEST], "
+		   "oci-archive:FILE[:TAG],\n            "
+		   "docker-archive:FILE[:NAME:TAG]\n"
+		   "mount an image with: stratafs REF MOUNTPOINT\n"
+		   "'strata COMMAND --help' tells more.\n");
+}
+
+int die_err(const struct strata_err *err, int code)
+{
+	if (err && err->code)
+		fprintf(stderr, "strata: %s\n", err->msg);
+	else
+		fprintf(stderr, "strata: %s\n", strerror(-code));
+	return 1;
+}
+
+bool want_help(int argc, char **argv, const char *text)
+{
+	int i;
+
+	for (i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--"))
+			break;
+		if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+			fputs(text, stdout);
+			return true;
+		}
+	}
+	return false;
+}
+
+int main(int argc, char **argv)
+{
+	int i = 1;
+	size_t k;
+
+	strata_log_set_prog("strata");
+	while (i < argc && argv[i][0] == '-') {
+		if (!strcmp(argv[i], "--root") && i + 1 < argc) {
+			g.root = argv[++i];
+		} else if (!strncmp(argv[i], "--root=", 7)) {
+			g.root = argv[i] + 7;
+		} else if (!strcmp(argv[i], "--quiet") || !strcmp(argv[i], "-q")) {
+			g.quiet = true;
+		} else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			usage(stdout);
+			return 0;
+		} else if (!strcmp(argv[i], "--version") || !strcmp(argv[i], "-V")) {
+			printf("strata %s\n", STRATA_VERSION);
+			return 0;
+		} else {
+			fprintf(stderr, "strata: unknown option %s\n", argv[i]);
+			usage(stderr);
+			return 2;
+		}
+		i++;
+	}
+	if (i >= argc) {
+		usage(stderr);
+		return 2;
+	}
+	strata_log_set_quiet(g.quiet);
+	for (k = 0; k < ARRAY_SIZE(commands); k++)
+		if (!strcmp(argv[i], commands[k].name))
+			return commands[k].fn(argc - i, argv + i);
+	fprintf(stderr, "strata: unknown command \"%s\" (see strata --help)\n",
+		argv[i]);
+	return 2;
+}

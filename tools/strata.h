@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The strata command: one cmd_NAME() per subcommand file. */
+#ifndef STRATA_TOOLS_H
+#define STRATA_TOOLS_H
+
+#include "store.h"
+
+struct globals {
+	const char *root;	/* --root, or NULL */
+	bool quiet;
+};
+
+extern struct globals g;
+
+int cmd_import(int argc, char **argv);
+int cmd_images(int argc, char **argv);
+int cmd_rmi(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+
+/* Print "strata: MESSAGE" from @err (or strerror) and return 1. */
+int die_err(const struct strata_err *err, int code);
+/* True if argv holds -h/--help; prints @usage to stdout then. */
+bool want_help(int argc, char **argv, const char *usage);
+
+#endif
