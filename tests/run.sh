@@ -1,0 +1,30 @@
+#!/bin/sh
+# The whole test suite: C unit tests and pytest integration tests, against a
+# build with AddressSanitizer and UndefinedBehaviorSanitizer (build-asan/).
+#   tests/run.sh [PYTEST_ARGS...]
+# Needs root (mounts) and the packages in tests/packages.txt.
+set -eu
+cd "$(dirname "$0")/.."
+build=${STRATA_TEST_BUILD:-build-asan}
+if [ ! -f "$build/build.ninja" ]; then
+	meson setup "$build" -Db_sanitize=address,undefined -Db_lundef=false \
+		--buildtype=debug >/dev/null
+fi
+ninja -C "$build" >/dev/null
+export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=0:detect_leaks=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+export STRATA_BUILD="$PWD/$build"
+status=0
+meson test -C "$build" --print-errorlogs || status=1
+/usr/bin/python3 -m pytest tests/integration -q -p no:cacheprovider "$@" || {
+	rc=$?
+	# 5 = no tests collected: that is a failure of the suite too
+	status=1
+	echo "pytest exited with $rc" >&2
+}
+leftover=$(grep -E ' fuse(\.[a-z0-9_-]+)? ' /proc/self/mounts | grep -c stratafs || true)
+if [ "$leftover" != 0 ]; then
+	echo "tests left $leftover stratafs mounts behind" >&2
+	status=1
+fi
+exit $status
