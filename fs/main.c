@@ -301,10 +301,11 @@ int main(int argc, char *argv[])
 		goto out;
 	if (open_image(&fs, &o, &st, &img) < 0)
 		goto out;
-	if (fs_nodes_init(&fs) < 0)
+	if (fs_nodes_init(&fs) < 0 || fs_grafts_find(&fs) < 0)
 		goto out;
 	fs.root = calloc(1, sizeof(*fs.root));
-	if (!fs.root || fs_root_sources(&fs, fs.root) < 0)
+	if (!fs.root || !(fs.root->path = strdup("")) ||
+	    fs_root_sources(&fs, fs.root) < 0)
 		goto out;
 	fs.root->ino = FUSE_ROOT_ID;
 	pthread_mutex_init(&fs.root->lock, NULL);
@@ -353,6 +354,7 @@ out:
 	for (i = 0; i < fs.n_layers; i++)
 		strata_lindex_close(fs.layers[i].lx);
 	free(fs.layers);
+	fs_grafts_free(&fs);
 	if (fs.hash)
 		fs_nodes_free(&fs);
 	else

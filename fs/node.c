@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The directory node table: ino -> struct dnode, with lookup counts. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,6 +26,7 @@ int fs_nodes_init(struct fs *fs)
 static void dnode_free(struct dnode *d)
 {
 	pthread_mutex_destroy(&d->lock);
+	free(d->path);
 	free(d->src);
 	free(d->children);
 	free(d);
@@ -123,8 +125,16 @@ struct dnode *fs_dnode_ref(struct fs *fs, struct dnode *parent,
 		return NULL;
 	d->ino = ino;
 	pthread_mutex_init(&d->lock, NULL);
+	if (fs->n_grafts &&
+	    asprintf(&d->path, "%s%s%.*s", parent->path,
+		     parent->path[0] ? "/" : "", (int)e->name_len,
+		     fs_name(fs, c->layer, e)) < 0) {
+		d->path = NULL;
+		dnode_free(d);
+		return NULL;
+	}
 	if (fs_dir_sources(fs, parent, fs_name(fs, c->layer, e), e->name_len,
-			   &d->src, &d->n_src, &d->attr) < 0) {
+			   d->path, &d->src, &d->n_src, &d->attr) < 0) {
 		dnode_free(d);
 		return NULL;
 	}
