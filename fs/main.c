@@ -156,6 +156,39 @@ static bool user_allow_other(void)
 	return false;
 }
 
+/* Is @mp (made absolute) the target of a mount in our namespace? */
+static bool is_mountpoint(const char *mp)
+{
+	cleanup_free char *abs = realpath(mp, NULL);
+	cleanup_file FILE *f = fopen("/proc/self/mountinfo", "re");
+	char line[8192];
+
+	if (!abs || !f)
+		return false;
+	while (fgets(line, sizeof(line), f)) {
+		char target[4096];
+		char *p = target;
+		const char *q;
+
+		/* field 5 is the mount point, octal-escaped */
+		if (sscanf(line, "%*s %*s %*s %*s %4095s", target) != 1)
+			continue;
+		for (q = target; *q; q++) {
+			if (q[0] == '\\' && q[1] && q[2] && q[3]) {
+				*p++ = (char)((q[1] - '0') * 64 + (q[2] - '0') * 8 +
+					      (q[3] - '0'));
+				q += 3;
+			} else {
+				*p++ = *q;
+			}
+		}
+		*p = '\0';
+		if (!strcmp(target, abs))
+			return true;
+	}
+	return false;
+}
+
 static int check_mountpoint(const char *mp)
 {
 	struct stat st;
@@ -174,6 +207,12 @@ static int check_mountpoint(const char *mp)
 	}
 	if (!S_ISDIR(st.st_mode)) {
 		fprintf(stderr, "stratafs: mountpoint %s is not a directory\n", mp);
+		return -1;
+	}
+	if (is_mountpoint(mp)) {
+		fprintf(stderr, "stratafs: %s is already a mount point; unmount "
+			"it first (fusermount3 -u %s) or pick another "
+			"directory\n", mp, mp);
 		return -1;
 	}
 	if (access("/dev/fuse", R_OK | W_OK) < 0) {

@@ -81,7 +81,9 @@ int strata_lindex_open(struct strata_store *st, const char *diff_id,
 		      lx->map_len) ||
 	    h->entries_off % 8 ||
 	    !range_ok(h->strings_off, h->strings_len, lx->map_len) ||
-	    !range_ok(h->xattrs_off, h->xattrs_len, lx->map_len)) {
+	    !range_ok(h->xattrs_off, h->xattrs_len, lx->map_len) ||
+	    h->implied_off % 4 || h->n_implied > h->n_entries ||
+	    !range_ok(h->implied_off, h->n_implied * 4, lx->map_len)) {
 		strata_lindex_close(lx);
 		goto corrupt;
 	}
@@ -128,6 +130,12 @@ const uint8_t *strata_lx_xattrs(const struct strata_lindex *lx,
 	    !range_ok(e->xattr_off, e->xattr_len, lx->hdr->xattrs_len))
 		return NULL;
 	return lx->xattrs + e->xattr_off;
+}
+
+const uint32_t *strata_lx_implied(const struct strata_lindex *lx, size_t *n)
+{
+	*n = lx->hdr->n_implied;
+	return (const uint32_t *)(lx->map + lx->hdr->implied_off);
 }
 
 int strata_lx_datafd(const struct strata_lindex *lx)

@@ -244,7 +244,7 @@ void strata_lindex_close(struct strata_lindex *lx);
 
 /*
  * On-disk format (host endianness; the cache is local), mmap'd read-only:
- *   header | entries[n] | strings | xattrs
+ *   header | entries[n] | strings | xattrs | implied[]
  * Entry 0 is the layer root. A directory's children are contiguous,
  * starting at `first_child`, sorted by name (bytewise, shorter first), so
  * lookups are binary searches. Whiteouts are entries with
@@ -255,7 +255,7 @@ void strata_lindex_close(struct strata_lindex *lx);
  * group and `leader` = the group leader's index (the inode identity).
  * Content of a regular file is the file data/<data_id> (none when 0).
  */
-#define STRATA_LX_MAGIC "STRTLX02"
+#define STRATA_LX_MAGIC "STRTLX03"
 
 enum {
 	STRATA_LX_WHITEOUT = 1 << 0,	/* deletes `name` in lower layers */
@@ -274,6 +274,8 @@ struct strata_lx_header {
 	uint64_t xattrs_off;
 	uint64_t xattrs_len;
 	uint64_t data_bytes;		/* sum of regular file sizes */
+	uint64_t implied_off;		/* u32 indexes of implied dirs, */
+	uint64_t n_implied;		/* breadth-first order */
 	uint64_t file_size;		/* whole index, for validation */
 };
 
@@ -307,6 +309,9 @@ const struct strata_lx_entry *strata_lx_entry(const struct strata_lindex *lx,
 const char *strata_lx_str(const struct strata_lindex *lx, uint32_t off);
 const uint8_t *strata_lx_xattrs(const struct strata_lindex *lx,
 				const struct strata_lx_entry *e);
+/* Indexes of the directories the tar did not list (made for a child),
+ * parents first. Borrowed. */
+const uint32_t *strata_lx_implied(const struct strata_lindex *lx, size_t *n);
 /* dirfd of the layer's content directory (files named by data_id). */
 int strata_lx_datafd(const struct strata_lindex *lx);
 /* Find child @name of directory entry @dir. Return: index, or UINT32_MAX. */

@@ -804,7 +804,9 @@ attrs:
 		r = entry_error(u, name, -EBADMSG, "owner out of range");
 		goto out;
 	}
-	n->mode = (uint32_t)(type | (archive_entry_perm(e) & 07777));
+	/* Linux symlinks always carry 0777, whatever the tar says. */
+	n->mode = (uint32_t)(type | (type == AE_IFLNK ? 0777
+					: (archive_entry_perm(e) & 07777)));
 	n->flags &= ~STRATA_LX_IMPLIED;
 	n->uid = (uint32_t)archive_entry_uid(e);
 	n->gid = (uint32_t)archive_entry_gid(e);
@@ -866,6 +868,9 @@ static int write_index(struct tree *t, int dirfd)
 {
 	cleanup_free uint32_t *order = malloc((size_t)t->n * sizeof(uint32_t));
 	cleanup_free struct strata_lx_entry *out = NULL;
+	cleanup_free uint32_t *implied = NULL;
+	uint32_t n_implied = 0;
+	static const char zeros[8];
 	struct strata_lx_header h;
 	uint32_t head = 0, tail = 1, i;
 	size_t entries_bytes = (size_t)t->n * sizeof(*out);
@@ -875,7 +880,8 @@ static int write_index(struct tree *t, int dirfd)
 	if (!order)
 		return -ENOMEM;
 	out = calloc(t->n, sizeof(*out));
-	if (!out)
+	implied = malloc((size_t)t->n * sizeof(*implied));
+	if (!out || !implied)
 		return -ENOMEM;
 	/* Breadth first: each directory's children get consecutive
 	 * indexes, sorted by name. */
@@ -904,6 +910,8 @@ static int write_index(struct tree *t, int dirfd)
 		e->name_off = u->name_off;
 		e->name_len = u->name_len;
 		e->flags = u->flags;
+		if (i && (u->flags & STRATA_LX_IMPLIED))
+			implied[n_implied++] = i;
 		if (u->leader != order[i])
 			e->flags |= STRATA_LX_HARDLINK;
 		e->mode = l->mode;
@@ -943,15 +951,19 @@ static int write_index(struct tree *t, int dirfd)
 	h.xattrs_off = h.strings_off + t->str_len;
 	h.xattrs_len = t->xat_len;
 	h.data_bytes = t->data_bytes;
-	h.file_size = h.xattrs_off + t->xat_len;
+	h.implied_off = (h.xattrs_off + t->xat_len + 3) & ~3ull;
+	h.n_implied = n_implied;
+	h.file_size = h.implied_off + (uint64_t)n_implied * 4;
 	fd = openat(dirfd, "index", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return -errno;
 	if ((r = strata_write_all(fd, &h, sizeof(h))) < 0 ||
-	    (r = strata_write_all(fd, "\0\0\0\0\0\0\0", h.entries_off - sizeof(h))) < 0 ||
+	    (r = strata_write_all(fd, zeros, h.entries_off - sizeof(h))) < 0 ||
 	    (r = strata_write_all(fd, out, entries_bytes)) < 0 ||
 	    (r = strata_write_all(fd, t->str, t->str_len)) < 0 ||
-	    (r = strata_write_all(fd, t->xat ? (void *)t->xat : (void *)"", t->xat_len)) < 0)
+	    (r = strata_write_all(fd, t->xat ? (void *)t->xat : (void *)"", t->xat_len)) < 0 ||
+	    (r = strata_write_all(fd, zeros, h.implied_off - h.xattrs_off - t->xat_len)) < 0 ||
+	    (r = strata_write_all(fd, implied, (size_t)n_implied * 4)) < 0)
 		return r;
 	if (fsync(fd) < 0)
 		return -errno;
