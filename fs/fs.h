@@ -89,6 +89,9 @@ struct fs {
 	size_t n_uidmap, n_gidmap;
 	int statfs_fd;
 	uint64_t total_entries;
+	uint64_t features;		/* union of the layers' STRATA_LX_HAS_* */
+	bool readonly;
+	bool no_open;			/* kernel skips open/opendir (ro) */
 };
 
 static inline fuse_ino_t fs_make_ino(uint32_t layer, uint32_t entry)

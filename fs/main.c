@@ -269,6 +269,7 @@ static int open_image(struct fs *fs, struct options *o,
 			goto fail;
 		fs->layers[i].datafd = strata_lx_datafd(fs->layers[i].lx);
 		fs->total_entries += strata_lx_count(fs->layers[i].lx);
+		fs->features |= strata_lx_features(fs->layers[i].lx);
 	}
 	fs->statfs_fd = open(strata_store_root(st), O_RDONLY | O_DIRECTORY |
 			     O_CLOEXEC);
@@ -289,7 +290,7 @@ int main(int argc, char *argv[])
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	struct fuse_cmdline_opts copts = { 0 };
 	struct options o = { .squash_uid = -1, .squash_gid = -1 };
-	struct fs fs = { .timeout = 86400.0, .statfs_fd = -1 };
+	struct fs fs = { .timeout = 86400.0, .statfs_fd = -1, .readonly = true };
 	struct strata_store *st = NULL;
 	struct strata_image *img = NULL;
 	struct fuse_session *se = NULL;

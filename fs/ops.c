@@ -229,6 +229,48 @@ static void fs_ll_readlink(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_readlink(req, strata_lx_str(fs->layers[layer].lx, e->link));
 }
 
+/*
+ * Read-only mounts answer open and opendir with ENOSYS: the kernel then
+ * stops sending open/release/opendir/releasedir altogether and keeps page
+ * and readdir caches (FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR is its default
+ * for no-open). Reads then arrive with fh 0 and find their content file
+ * through a one-entry cache per FUSE thread: a sequential read of one file
+ * opens it once.
+ */
+struct tcache {
+	uint32_t layer, data_id;
+	int fd;
+};
+
+static __thread struct tcache tcache = { .fd = -1 };
+
+static int content_fd(struct fs *fs, fuse_ino_t ino)
+{
+	uint32_t layer;
+	const struct strata_lx_entry *e = file_entry(fs, ino, &layer);
+	char name[16];
+	int fd;
+
+	if (!e || !S_ISREG(e->mode))
+		return -EBADF;
+	if (!e->data_id)
+		return -ENODATA;
+	if (tcache.fd >= 0 && tcache.layer == layer &&
+	    tcache.data_id == e->data_id)
+		return tcache.fd;
+	snprintf(name, sizeof(name), "%u", e->data_id);
+	fd = openat(fs->layers[layer].datafd, name,
+		    O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -EIO;
+	if (tcache.fd >= 0)
+		close(tcache.fd);
+	tcache.fd = fd;
+	tcache.layer = layer;
+	tcache.data_id = e->data_id;
+	return fd;
+}
+
 static void fs_ll_open(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
@@ -238,6 +280,10 @@ static void fs_ll_open(fuse_req_t req, fuse_ino_t ino,
 	char name[16];
 	int fd = -1;
 
+	if (fs->readonly && fs->no_open) {
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
 	if (!e) {
 		fuse_reply_err(req, ESTALE);
 		return;
@@ -266,10 +312,20 @@ static void fs_ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi)
 {
 	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+	struct fs *fs = get_fs(req);
 	int fd = (int)(int64_t)fi->fh;
 
-	(void)ino;
-	if (fd < 0) {
+	if (fs->no_open) {
+		fd = content_fd(fs, ino);
+		if (fd == -ENODATA) {
+			fuse_reply_buf(req, NULL, 0);
+			return;
+		}
+		if (fd < 0) {
+			fuse_reply_err(req, -fd);
+			return;
+		}
+	} else if (fd < 0) {
 		fuse_reply_buf(req, NULL, 0);
 		return;
 	}
@@ -293,9 +349,15 @@ static void fs_ll_release(fuse_req_t req, fuse_ino_t ino,
 static void fs_ll_opendir(fuse_req_t req, fuse_ino_t ino,
 			  struct fuse_file_info *fi)
 {
+	struct fs *fs = get_fs(req);
 	struct dnode *d;
-	int r = dir_of(get_fs(req), ino, &d);
+	int r;
 
+	if (fs->readonly && fs->no_open) {
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
+	r = dir_of(fs, ino, &d);
 	if (r < 0) {
 		fuse_reply_err(req, -r);
 		return;
@@ -465,6 +527,16 @@ static void fs_ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 		fuse_reply_err(req, ESTALE);
 		return;
 	}
+	/* No layer has ACLs or SELinux labels: say the fs has no such
+	 * support, which ls(1) remembers per device instead of asking
+	 * about every file (two round trips per file saved). */
+	if ((!(fs->features & STRATA_LX_HAS_ACL) &&
+	     !strncmp(name, "system.posix_acl_", 17)) ||
+	    (!(fs->features & STRATA_LX_HAS_SELINUX) &&
+	     !strcmp(name, "security.selinux"))) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
 	p = strata_lx_xattrs(fs->layers[layer].lx, e);
 	end = p ? p + e->xattr_len : NULL;
 	while (p) {
@@ -609,7 +681,14 @@ static void fs_ll_removexattr(fuse_req_t req, fuse_ino_t i, const char *n)
 
 static void fs_ll_init(void *userdata, struct fuse_conn_info *conn)
 {
-	(void)userdata;
+	struct fs *fs = userdata;
+
+	if (fs->readonly && (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT) &&
+	    (conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT)) {
+		conn->want |= FUSE_CAP_NO_OPEN_SUPPORT |
+			      FUSE_CAP_NO_OPENDIR_SUPPORT;
+		fs->no_open = true;
+	}
 	if (conn->capable & FUSE_CAP_CACHE_SYMLINKS)
 		conn->want |= FUSE_CAP_CACHE_SYMLINKS;
 	if (conn->capable & FUSE_CAP_SPLICE_WRITE)

@@ -132,6 +132,11 @@ const uint8_t *strata_lx_xattrs(const struct strata_lindex *lx,
 	return lx->xattrs + e->xattr_off;
 }
 
+uint64_t strata_lx_features(const struct strata_lindex *lx)
+{
+	return lx->hdr->features;
+}
+
 const uint32_t *strata_lx_implied(const struct strata_lindex *lx, size_t *n)
 {
 	*n = lx->hdr->n_implied;

@@ -255,7 +255,7 @@ void strata_lindex_close(struct strata_lindex *lx);
  * group and `leader` = the group leader's index (the inode identity).
  * Content of a regular file is the file data/<data_id> (none when 0).
  */
-#define STRATA_LX_MAGIC "STRTLX03"
+#define STRATA_LX_MAGIC "STRTLX04"
 
 enum {
 	STRATA_LX_WHITEOUT = 1 << 0,	/* deletes `name` in lower layers */
@@ -276,7 +276,14 @@ struct strata_lx_header {
 	uint64_t data_bytes;		/* sum of regular file sizes */
 	uint64_t implied_off;		/* u32 indexes of implied dirs, */
 	uint64_t n_implied;		/* breadth-first order */
+	uint64_t features;		/* STRATA_LX_HAS_* */
 	uint64_t file_size;		/* whole index, for validation */
+};
+
+/* Header features: which kinds of xattrs occur anywhere in the layer. */
+enum {
+	STRATA_LX_HAS_ACL = 1 << 0,	/* system.posix_acl_* */
+	STRATA_LX_HAS_SELINUX = 1 << 1,	/* security.selinux */
 };
 
 struct strata_lx_entry {
@@ -309,6 +316,8 @@ const struct strata_lx_entry *strata_lx_entry(const struct strata_lindex *lx,
 const char *strata_lx_str(const struct strata_lindex *lx, uint32_t off);
 const uint8_t *strata_lx_xattrs(const struct strata_lindex *lx,
 				const struct strata_lx_entry *e);
+/* STRATA_LX_HAS_* bits of the layer. */
+uint64_t strata_lx_features(const struct strata_lindex *lx);
 /* Indexes of the directories the tar did not list (made for a child),
  * parents first. Borrowed. */
 const uint32_t *strata_lx_implied(const struct strata_lindex *lx, size_t *n);

@@ -271,6 +271,7 @@ struct tree {
 	size_t n_slots;
 	uint32_t next_data;
 	uint64_t data_bytes;
+	uint64_t features;
 };
 
 static int grow(void **p, size_t *cap, size_t need, size_t elem)
@@ -607,6 +608,10 @@ static int add_xattrs(struct unpack *u, struct archive_entry *e,
 		if (!strncmp(xname, "trusted.overlay.", 16) ||
 		    !strncmp(xname, "user.overlay.", 13))
 			continue;
+		if (!strncmp(xname, "system.posix_acl_", 17))
+			u->t.features |= STRATA_LX_HAS_ACL;
+		if (!strcmp(xname, "security.selinux"))
+			u->t.features |= STRATA_LX_HAS_SELINUX;
 		if (nlen == 0 || nlen > 255 || vlen > 65536)
 			return entry_error(u, name, -EBADMSG,
 					   "invalid extended attribute");
@@ -953,6 +958,7 @@ static int write_index(struct tree *t, int dirfd)
 	h.data_bytes = t->data_bytes;
 	h.implied_off = (h.xattrs_off + t->xat_len + 3) & ~3ull;
 	h.n_implied = n_implied;
+	h.features = t->features;
 	h.file_size = h.implied_off + (uint64_t)n_implied * 4;
 	fd = openat(dirfd, "index", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0)
