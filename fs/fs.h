@@ -70,6 +70,7 @@ struct dnode {
 struct fs_graft {
 	uint32_t layer;
 	uint32_t entry;
+	uint32_t path_off;	/* the directory's own path, in the layer */
 	char *target;		/* resolved path inside the image, "" = root */
 };
 

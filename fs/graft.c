@@ -133,7 +133,7 @@ static int view_resolve(struct fs *fs, uint32_t below, const char *path,
 		    S_ISLNK(fs_entry(fs, e.layer, e.entry)->mode)) {
 			const struct strata_lx_entry *le = fs_entry(fs, e.layer, e.entry);
 			const char *target = strata_lx_str(fs->layers[e.layer].lx,
-							   le->link);
+							   le->a);
 			char rest[PATH_BYTES * 2];
 
 			if (++hops > MAX_HOPS)
@@ -148,32 +148,6 @@ static int view_resolve(struct fs *fs, uint32_t below, const char *path,
 		}
 		strcpy(out, cand);
 	}
-	return 0;
-}
-
-/* Path of entry @i of @layer, from the layer's own tree. */
-static int entry_path(struct fs *fs, uint32_t layer, uint32_t i, char *out)
-{
-	const struct strata_lx_entry *chain[PATH_BYTES / 2];
-	size_t n = 0, o = 0;
-
-	while (i != 0 && n < ARRAY_SIZE(chain)) {
-		chain[n] = fs_entry(fs, layer, i);
-		if (!chain[n])
-			return -EBADMSG;
-		i = chain[n++]->parent;
-	}
-	while (n-- > 0) {
-		const struct strata_lx_entry *e = chain[n];
-
-		if (o + e->name_len + 2 > PATH_BYTES)
-			return -ENAMETOOLONG;
-		if (o)
-			out[o++] = '/';
-		memcpy(out + o, fs_name(fs, layer, e), e->name_len);
-		o += e->name_len;
-	}
-	out[o] = '\0';
 	return 0;
 }
 
@@ -194,16 +168,20 @@ bool fs_is_grafted(const struct fs *fs, uint32_t layer, uint32_t entry)
 		       graft_cmp) != NULL;
 }
 
-static bool ancestor_grafted(struct fs *fs, uint32_t layer, uint32_t i,
+/* Is @path below a directory this layer already grafted? */
+static bool ancestor_grafted(struct fs *fs, uint32_t layer, const char *path,
 			     size_t first)
 {
 	size_t g;
 
-	for (i = fs_entry(fs, layer, i)->parent; i != 0;
-	     i = fs_entry(fs, layer, i)->parent)
-		for (g = first; g < fs->n_grafts; g++)
-			if (fs->grafts[g].entry == i)
-				return true;
+	for (g = first; g < fs->n_grafts; g++) {
+		const char *gp = strata_lx_str(fs->layers[layer].lx,
+					       fs->grafts[g].path_off);
+		size_t n = strlen(gp);
+
+		if (!strncmp(path, gp, n) && path[n] == '/')
+			return true;
+	}
 	return false;
 }
 
@@ -214,16 +192,18 @@ int fs_grafts_find(struct fs *fs)
 
 	for (l = 1; l < fs->n_layers; l++) {
 		size_t n, k, first = fs->n_grafts;
-		const uint32_t *imp = strata_lx_implied(fs->layers[l].lx, &n);
+		const struct strata_lx_xref *imp =
+			strata_lx_implied(fs->layers[l].lx, &n);
 
 		for (k = 0; k < n; k++) {
-			char path[PATH_BYTES], target[PATH_BYTES];
+			const char *path = strata_lx_str(fs->layers[l].lx,
+							 imp[k].off);
+			char target[PATH_BYTES];
 			struct fs_src e;
 
-			if (ancestor_grafted(fs, l, imp[k], first))
+			if (ancestor_grafted(fs, l, path, first))
 				continue;
-			if (entry_path(fs, l, imp[k], path) < 0 ||
-			    !view_entry(fs, l, path, &e) ||
+			if (!view_entry(fs, l, path, &e) ||
 			    !S_ISLNK(fs_entry(fs, e.layer, e.entry)->mode))
 				continue;
 			if (view_resolve(fs, l, path, target) < 0 ||
@@ -246,7 +226,8 @@ int fs_grafts_find(struct fs *fs)
 				cap = nc;
 			}
 			fs->grafts[fs->n_grafts].layer = l;
-			fs->grafts[fs->n_grafts].entry = imp[k];
+			fs->grafts[fs->n_grafts].entry = imp[k].entry;
+			fs->grafts[fs->n_grafts].path_off = imp[k].off;
 			fs->grafts[fs->n_grafts].target = strdup(target);
 			if (!fs->grafts[fs->n_grafts].target)
 				return -ENOMEM;

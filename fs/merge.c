@@ -50,7 +50,7 @@ int fs_dir_merge(struct fs *fs, struct dnode *d)
 		return 0;
 	}
 	for (s = 0; s < d->n_src; s++)
-		total += fs_entry(fs, d->src[s].layer, d->src[s].entry)->n_children;
+		total += fs_entry(fs, d->src[s].layer, d->src[s].entry)->b;
 	cands = malloc((total ? total : 1) * sizeof(*cands));
 	out = malloc((total ? total : 1) * sizeof(*out));
 	if (!cands || !out) {
@@ -64,8 +64,8 @@ int fs_dir_merge(struct fs *fs, struct dnode *d)
 		const struct strata_lx_entry *e = fs_entry(fs, layer, d->src[s].entry);
 		uint32_t c;
 
-		for (c = 0; c < e->n_children; c++) {
-			uint32_t ci = e->first_child + c;
+		for (c = 0; c < e->b; c++) {
+			uint32_t ci = e->a + c;
 			const struct strata_lx_entry *ce = fs_entry(fs, layer, ci);
 
 			if (!ce)

@@ -58,11 +58,12 @@ void fs_fill_stat(struct fs *fs, fuse_ino_t ino, uint32_t layer,
 		st->st_size = 4096;
 	else if (S_ISREG(e->mode) || S_ISLNK(e->mode))
 		st->st_size = (off_t)e->size;
-	st->st_rdev = (dev_t)e->rdev;
+	else if (S_ISCHR(e->mode) || S_ISBLK(e->mode))
+		st->st_rdev = (dev_t)e->size;
 	st->st_blksize = 4096;
 	st->st_blocks = (blkcnt_t)((st->st_size + 511) / 512);
-	st->st_mtim.tv_sec = e->mtime_sec;
-	st->st_mtim.tv_nsec = e->mtime_nsec;
+	st->st_mtim.tv_sec = strata_lx_mtime_sec(e);
+	st->st_mtim.tv_nsec = strata_lx_mtime_nsec(e);
 	st->st_atim = st->st_mtim;
 	st->st_ctim = st->st_mtim;
 }
@@ -105,9 +106,8 @@ static int make_entry(struct fs *fs, struct dnode *parent,
 		ep->ino = d->ino;
 		dir_stat(fs, d, &ep->attr);
 	} else {
-		ep->ino = fs_make_ino(c->layer, e->leader);
-		fs_fill_stat(fs, ep->ino, c->layer,
-			     fs_entry(fs, c->layer, e->leader), 1, &ep->attr);
+		ep->ino = fs_make_ino(c->layer, e->b);
+		fs_fill_stat(fs, ep->ino, c->layer, e, 1, &ep->attr);
 	}
 	return 0;
 }
@@ -226,7 +226,7 @@ static void fs_ll_readlink(fuse_req_t req, fuse_ino_t ino)
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	fuse_reply_readlink(req, strata_lx_str(fs->layers[layer].lx, e->link));
+	fuse_reply_readlink(req, strata_lx_str(fs->layers[layer].lx, e->a));
 }
 
 /*
@@ -253,12 +253,11 @@ static int content_fd(struct fs *fs, fuse_ino_t ino)
 
 	if (!e || !S_ISREG(e->mode))
 		return -EBADF;
-	if (!e->data_id)
+	if (!e->a)
 		return -ENODATA;
-	if (tcache.fd >= 0 && tcache.layer == layer &&
-	    tcache.data_id == e->data_id)
+	if (tcache.fd >= 0 && tcache.layer == layer && tcache.data_id == e->a)
 		return tcache.fd;
-	snprintf(name, sizeof(name), "%u", e->data_id);
+	snprintf(name, sizeof(name), "%u", e->a);
 	fd = openat(fs->layers[layer].datafd, name,
 		    O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
@@ -267,7 +266,7 @@ static int content_fd(struct fs *fs, fuse_ino_t ino)
 		close(tcache.fd);
 	tcache.fd = fd;
 	tcache.layer = layer;
-	tcache.data_id = e->data_id;
+	tcache.data_id = e->a;
 	return fd;
 }
 
@@ -292,8 +291,8 @@ static void fs_ll_open(fuse_req_t req, fuse_ino_t ino,
 		fuse_reply_err(req, EROFS);
 		return;
 	}
-	if (e->data_id) {
-		snprintf(name, sizeof(name), "%u", e->data_id);
+	if (S_ISREG(e->mode) && e->a) {
+		snprintf(name, sizeof(name), "%u", e->a);
 		fd = openat(fs->layers[layer].datafd, name,
 			    O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 		if (fd < 0) {
@@ -422,7 +421,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 				memset(&ep, 0, sizeof(ep));
 				ep.attr.st_ino = S_ISDIR(e->mode)
 					? fs_make_ino(c->layer, c->entry)
-					: fs_make_ino(c->layer, e->leader);
+					: fs_make_ino(c->layer, e->b);
 				ep.attr.st_mode = e->mode;
 			}
 		}
@@ -502,29 +501,42 @@ static const uint8_t *xattr_next(const uint8_t *p, const uint8_t *end,
 	return p + 6 + *nlen + *vlen;
 }
 
-static const struct strata_lx_entry *xattr_entry(struct fs *fs, fuse_ino_t ino,
-						 uint32_t *layer)
+/* Xattr records of inode @ino; NULL with *len 0 if none, -ESTALE in *err. */
+static const uint8_t *xattrs_of(struct fs *fs, fuse_ino_t ino, size_t *len,
+				int *err)
 {
 	struct dnode *d = fs_dnode_get(fs, ino);
+	uint32_t layer, entry;
+	const uint8_t *p;
 
+	*len = 0;
+	*err = 0;
 	if (d) {
-		*layer = d->attr.layer;
-		return fs_entry(fs, d->attr.layer, d->attr.entry);
+		layer = d->attr.layer;
+		entry = d->attr.entry;
+	} else if (file_entry(fs, ino, &layer)) {
+		entry = (uint32_t)ino;
+	} else {
+		*err = -ESTALE;
+		return NULL;
 	}
-	return file_entry(fs, ino, layer);
+	p = strata_lx_xattrs(fs->layers[layer].lx, entry, len);
+	if (!p)
+		*len = 0;
+	return p;
 }
 
 static void fs_ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			   size_t size)
 {
 	struct fs *fs = get_fs(req);
-	uint32_t layer;
-	const struct strata_lx_entry *e = xattr_entry(fs, ino, &layer);
 	const uint8_t *p, *end;
-	size_t want = strlen(name);
+	size_t want = strlen(name), xlen;
+	int err;
 
-	if (!e) {
-		fuse_reply_err(req, ESTALE);
+	p = xattrs_of(fs, ino, &xlen, &err);
+	if (err) {
+		fuse_reply_err(req, -err);
 		return;
 	}
 	/* No layer has ACLs or SELinux labels: say the fs has no such
@@ -537,8 +549,7 @@ static void fs_ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 		fuse_reply_err(req, EOPNOTSUPP);
 		return;
 	}
-	p = strata_lx_xattrs(fs->layers[layer].lx, e);
-	end = p ? p + e->xattr_len : NULL;
+	end = p ? p + xlen : NULL;
 	while (p) {
 		const char *n;
 		const void *v;
@@ -563,20 +574,19 @@ static void fs_ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 static void fs_ll_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
 	struct fs *fs = get_fs(req);
-	uint32_t layer;
-	const struct strata_lx_entry *e = xattr_entry(fs, ino, &layer);
 	const uint8_t *p, *end;
 	char *buf = NULL;
-	size_t total = 0;
+	size_t total = 0, xlen;
+	int err;
 
-	if (!e) {
-		fuse_reply_err(req, ESTALE);
+	p = xattrs_of(fs, ino, &xlen, &err);
+	if (err) {
+		fuse_reply_err(req, -err);
 		return;
 	}
-	p = strata_lx_xattrs(fs->layers[layer].lx, e);
-	end = p ? p + e->xattr_len : NULL;
+	end = p ? p + xlen : NULL;
 	if (p && size)
-		buf = malloc(e->xattr_len);
+		buf = malloc(xlen);
 	while (p) {
 		const char *n;
 		const void *v;

@@ -21,6 +21,7 @@ struct strata_lindex {
 	const struct strata_lx_header *hdr;
 	const struct strata_lx_entry *entries;
 	const char *strings;
+	const struct strata_lx_xref *xtable;
 	const uint8_t *xattrs;
 	int datafd;
 };
@@ -82,14 +83,17 @@ int strata_lindex_open(struct strata_store *st, const char *diff_id,
 	    h->entries_off % 8 ||
 	    !range_ok(h->strings_off, h->strings_len, lx->map_len) ||
 	    !range_ok(h->xattrs_off, h->xattrs_len, lx->map_len) ||
+	    h->xtable_off % 4 || h->n_xattr > h->n_entries ||
+	    !range_ok(h->xtable_off, h->n_xattr * 8, lx->map_len) ||
 	    h->implied_off % 4 || h->n_implied > h->n_entries ||
-	    !range_ok(h->implied_off, h->n_implied * 4, lx->map_len)) {
+	    !range_ok(h->implied_off, h->n_implied * 8, lx->map_len)) {
 		strata_lindex_close(lx);
 		goto corrupt;
 	}
 	lx->entries = (const void *)(lx->map + h->entries_off);
 	lx->strings = (const char *)lx->map + h->strings_off;
 	lx->xattrs = lx->map + h->xattrs_off;
+	lx->xtable = (const void *)(lx->map + h->xtable_off);
 	lx->datafd = openat(dfd, "data", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (lx->datafd < 0) {
 		strata_lindex_close(lx);
@@ -123,13 +127,35 @@ const char *strata_lx_str(const struct strata_lindex *lx, uint32_t off)
 	return lx->strings + off;
 }
 
-const uint8_t *strata_lx_xattrs(const struct strata_lindex *lx,
-				const struct strata_lx_entry *e)
+const uint8_t *strata_lx_xattrs(const struct strata_lindex *lx, uint32_t i,
+				size_t *len)
 {
-	if (!e->xattr_len ||
-	    !range_ok(e->xattr_off, e->xattr_len, lx->hdr->xattrs_len))
+	const struct strata_lx_entry *e = strata_lx_entry(lx, i);
+	uint64_t lo = 0, hi = lx->hdr->n_xattr;
+
+	if (!e || !(e->flags & STRATA_LX_XATTRS))
 		return NULL;
-	return lx->xattrs + e->xattr_off;
+	while (lo < hi) {
+		uint64_t mid = lo + (hi - lo) / 2;
+		const struct strata_lx_xref *x = &lx->xtable[mid];
+
+		if (x->entry == i) {
+			uint32_t n;
+
+			if (!range_ok(x->off, 4, lx->hdr->xattrs_len))
+				return NULL;
+			memcpy(&n, lx->xattrs + x->off, 4);
+			if (!range_ok((uint64_t)x->off + 4, n, lx->hdr->xattrs_len))
+				return NULL;
+			*len = n;
+			return lx->xattrs + x->off + 4;
+		}
+		if (x->entry < i)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
 }
 
 uint64_t strata_lx_features(const struct strata_lindex *lx)
@@ -137,10 +163,11 @@ uint64_t strata_lx_features(const struct strata_lindex *lx)
 	return lx->hdr->features;
 }
 
-const uint32_t *strata_lx_implied(const struct strata_lindex *lx, size_t *n)
+const struct strata_lx_xref *strata_lx_implied(const struct strata_lindex *lx,
+					       size_t *n)
 {
 	*n = lx->hdr->n_implied;
-	return (const uint32_t *)(lx->map + lx->hdr->implied_off);
+	return (const void *)(lx->map + lx->hdr->implied_off);
 }
 
 int strata_lx_datafd(const struct strata_lindex *lx)
@@ -163,11 +190,11 @@ uint32_t strata_lx_lookup(const struct strata_lindex *lx, uint32_t dir,
 	const struct strata_lx_entry *d = strata_lx_entry(lx, dir);
 	uint32_t lo, hi;
 
-	if (!d || !d->n_children ||
-	    !range_ok(d->first_child, d->n_children, lx->hdr->n_entries))
+	if (!d || !S_ISDIR(d->mode) || !d->b ||
+	    !range_ok(d->a, d->b, lx->hdr->n_entries))
 		return UINT32_MAX;
-	lo = d->first_child;
-	hi = d->first_child + d->n_children;
+	lo = d->a;
+	hi = d->a + d->b;
 	while (lo < hi) {
 		uint32_t mid = lo + (hi - lo) / 2;
 		const struct strata_lx_entry *e = &lx->entries[mid];

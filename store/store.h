@@ -244,24 +244,25 @@ void strata_lindex_close(struct strata_lindex *lx);
 
 /*
  * On-disk format (host endianness; the cache is local), mmap'd read-only:
- *   header | entries[n] | strings | xattrs | implied[]
+ *   header | entries[n] | strings | xattr table | xattrs | implied table
  * Entry 0 is the layer root. A directory's children are contiguous,
- * starting at `first_child`, sorted by name (bytewise, shorter first), so
- * lookups are binary searches. Whiteouts are entries with
- * STRATA_LX_WHITEOUT carrying the name they delete; a whiteout that names an
- * entry of the same layer is folded into it at unpack (OCI: whiteouts apply
- * only to lower layers; a directory that is whited out and recreated in one
- * layer becomes opaque). Hardlinked names all carry the attributes of their
- * group and `leader` = the group leader's index (the inode identity).
- * Content of a regular file is the file data/<data_id> (none when 0).
+ * starting at `a`, sorted by name (bytewise, shorter first), so lookups are
+ * binary searches. Whiteouts are entries with STRATA_LX_WHITEOUT carrying
+ * the name they delete; a whiteout that names an entry of the same layer is
+ * folded into it at unpack (OCI: whiteouts apply only to lower layers; a
+ * directory that is whited out and recreated in one layer becomes opaque).
+ * Hardlinked names all carry the attributes of their group; `b` is the
+ * group leader's index (the inode identity). An entry is 48 bytes: the
+ * daemon maps every index, so its size is most of the mount's memory.
  */
-#define STRATA_LX_MAGIC "STRTLX04"
+#define STRATA_LX_MAGIC "STRTLX05"
 
 enum {
 	STRATA_LX_WHITEOUT = 1 << 0,	/* deletes `name` in lower layers */
 	STRATA_LX_OPAQUE = 1 << 1,	/* dir hides lower layers' content */
 	STRATA_LX_IMPLIED = 1 << 2,	/* dir not in the tar, made for a child */
-	STRATA_LX_HARDLINK = 1 << 3,	/* regular file shares content */
+	STRATA_LX_HARDLINK = 1 << 3,	/* shares its inode with other names */
+	STRATA_LX_XATTRS = 1 << 4,	/* has extended attributes */
 };
 
 struct strata_lx_header {
@@ -271,11 +272,13 @@ struct strata_lx_header {
 	uint64_t entries_off;
 	uint64_t strings_off;
 	uint64_t strings_len;
+	uint64_t xtable_off;		/* struct strata_lx_xref[n_xattr], */
+	uint64_t n_xattr;		/* sorted by entry */
 	uint64_t xattrs_off;
 	uint64_t xattrs_len;
+	uint64_t implied_off;		/* struct strata_lx_xref[n_implied]: */
+	uint64_t n_implied;		/* implied dirs and their paths, BFS */
 	uint64_t data_bytes;		/* sum of regular file sizes */
-	uint64_t implied_off;		/* u32 indexes of implied dirs, */
-	uint64_t n_implied;		/* breadth-first order */
 	uint64_t features;		/* STRATA_LX_HAS_* */
 	uint64_t file_size;		/* whole index, for validation */
 };
@@ -287,40 +290,57 @@ enum {
 };
 
 struct strata_lx_entry {
-	uint32_t parent;
 	uint32_t name_off;		/* into strings */
 	uint16_t name_len;
 	uint16_t flags;
 	uint32_t mode;			/* st_mode incl. file type; 0 = whiteout */
 	uint32_t uid;
 	uint32_t gid;
-	uint64_t size;			/* regular: bytes; symlink: target length */
-	int64_t mtime_sec;
-	uint32_t mtime_nsec;
-	uint32_t nlink;
-	uint64_t rdev;
-	uint32_t link;			/* symlink: target string offset */
-	uint32_t first_child;
-	uint32_t n_children;
-	uint32_t xattr_off;		/* into xattrs; records: u16 name_len,
-					 * u32 value_len, name, value */
-	uint32_t xattr_len;
-	uint32_t data_id;		/* content file number, 0 = empty */
-	uint32_t leader;		/* hardlink group leader (self if none) */
+	uint32_t nlink;			/* dirs: 2 + subdirectories */
+	uint64_t size;			/* regular: bytes; symlink: target
+					 * length; char/block device: rdev */
+	uint64_t mtime;			/* (sec + 2^33) << 30 | nsec */
+	uint32_t a;			/* dir: first child; regular: content
+					 * file number (0 = empty); symlink:
+					 * target string offset */
+	uint32_t b;			/* dir: number of children; others:
+					 * hardlink leader (self if none) */
 };
+
+/* An (entry, offset) pair: xattr records of an entry (offset into the
+ * xattrs area: u32 total length, then records u16 name_len, u32 value_len,
+ * name, value), or an implied directory's path (offset into strings). */
+struct strata_lx_xref {
+	uint32_t entry;
+	uint32_t off;
+};
+
+#define STRATA_LX_SEC_BIAS (1ll << 33)
+
+static inline int64_t strata_lx_mtime_sec(const struct strata_lx_entry *e)
+{
+	return (int64_t)(e->mtime >> 30) - STRATA_LX_SEC_BIAS;
+}
+
+static inline uint32_t strata_lx_mtime_nsec(const struct strata_lx_entry *e)
+{
+	return (uint32_t)(e->mtime & ((1u << 30) - 1));
+}
 
 /* Borrowed views into an open index; valid until strata_lindex_close(). */
 uint32_t strata_lx_count(const struct strata_lindex *lx);
 const struct strata_lx_entry *strata_lx_entry(const struct strata_lindex *lx,
 					      uint32_t i);
 const char *strata_lx_str(const struct strata_lindex *lx, uint32_t off);
-const uint8_t *strata_lx_xattrs(const struct strata_lindex *lx,
-				const struct strata_lx_entry *e);
+/* Xattr records of entry @i (NULL if none), their length in *len. */
+const uint8_t *strata_lx_xattrs(const struct strata_lindex *lx, uint32_t i,
+				size_t *len);
 /* STRATA_LX_HAS_* bits of the layer. */
 uint64_t strata_lx_features(const struct strata_lindex *lx);
-/* Indexes of the directories the tar did not list (made for a child),
- * parents first. Borrowed. */
-const uint32_t *strata_lx_implied(const struct strata_lindex *lx, size_t *n);
+/* The directories the tar did not list (made for a child), parents
+ * first, each with the string offset of its path. Borrowed. */
+const struct strata_lx_xref *strata_lx_implied(const struct strata_lindex *lx,
+					       size_t *n);
 /* dirfd of the layer's content directory (files named by data_id). */
 int strata_lx_datafd(const struct strata_lindex *lx);
 /* Find child @name of directory entry @dir. Return: index, or UINT32_MAX. */

@@ -595,8 +595,12 @@ static int add_xattrs(struct unpack *u, struct archive_entry *e,
 	const char *xname;
 	const void *val;
 	size_t vlen;
-	uint32_t start = (uint32_t)u->t.xat_len;
+	uint32_t start = (uint32_t)u->t.xat_len, total;
 
+	/* records follow a u32 total length, filled in at the end */
+	if (grow((void **)&u->t.xat, &u->t.xat_cap, u->t.xat_len + 4, 1) < 0)
+		return -ENOMEM;
+	u->t.xat_len += 4;
 	archive_entry_xattr_reset(e);
 	while (archive_entry_xattr_next(e, &xname, &val, &vlen) == ARCHIVE_OK) {
 		size_t nlen = strlen(xname);
@@ -631,8 +635,15 @@ static int add_xattrs(struct unpack *u, struct archive_entry *e,
 		memcpy(p + 6 + nlen, val, vlen);
 		u->t.xat_len += need;
 	}
+	total = (uint32_t)(u->t.xat_len - start - 4);
+	if (total == 0) {
+		u->t.xat_len = start;
+		n->xattr_len = 0;
+		return 0;
+	}
+	memcpy(u->t.xat + start, &total, 4);
 	n->xattr_off = start;
-	n->xattr_len = (uint32_t)(u->t.xat_len - start);
+	n->xattr_len = total;
 	return 0;
 }
 
@@ -815,7 +826,13 @@ attrs:
 	n->flags &= ~STRATA_LX_IMPLIED;
 	n->uid = (uint32_t)archive_entry_uid(e);
 	n->gid = (uint32_t)archive_entry_gid(e);
+	/* clamped to what the index holds (34-bit seconds: years 1698 to
+	 * 2242), like containerd's boundTime (T11) */
 	n->mtime_sec = archive_entry_mtime(e);
+	if (n->mtime_sec < -STRATA_LX_SEC_BIAS)
+		n->mtime_sec = -STRATA_LX_SEC_BIAS;
+	if (n->mtime_sec >= STRATA_LX_SEC_BIAS)
+		n->mtime_sec = STRATA_LX_SEC_BIAS - 1;
 	n->mtime_nsec = (uint32_t)archive_entry_mtime_nsec(e);
 	if (n->mtime_nsec >= 1000000000u)
 		n->mtime_nsec = 0;
@@ -869,12 +886,34 @@ static int cmp_nodes_by_name(const void *a, const void *b, void *ctx)
 				 t->str + y->name_off, y->name_len);
 }
 
+/* Append the path of node @idx (parents first) to the string table. */
+static int add_path(struct tree *t, uint32_t idx, uint32_t *off)
+{
+	char path[PATH_MAX_BYTES + 1];
+	uint32_t chain[PATH_MAX_BYTES / 2];
+	size_t n = 0, o = 0;
+
+	for (; idx != 0 && n < ARRAY_SIZE(chain); idx = t->nodes[idx].parent)
+		chain[n++] = idx;
+	while (n-- > 0) {
+		const struct unode *u = &t->nodes[chain[n]];
+
+		if (o + u->name_len + 2 > sizeof(path))
+			return -ENAMETOOLONG;
+		if (o)
+			path[o++] = '/';
+		memcpy(path + o, t->str + u->name_off, u->name_len);
+		o += u->name_len;
+	}
+	return add_str(t, path, o, off);
+}
+
 static int write_index(struct tree *t, int dirfd)
 {
 	cleanup_free uint32_t *order = malloc((size_t)t->n * sizeof(uint32_t));
 	cleanup_free struct strata_lx_entry *out = NULL;
-	cleanup_free uint32_t *implied = NULL;
-	uint32_t n_implied = 0;
+	cleanup_free struct strata_lx_xref *implied = NULL, *xtable = NULL;
+	size_t n_implied = 0, n_xattr = 0;
 	static const char zeros[8];
 	struct strata_lx_header h;
 	uint32_t head = 0, tail = 1, i;
@@ -886,7 +925,8 @@ static int write_index(struct tree *t, int dirfd)
 		return -ENOMEM;
 	out = calloc(t->n, sizeof(*out));
 	implied = malloc((size_t)t->n * sizeof(*implied));
-	if (!out || !implied)
+	xtable = malloc((size_t)t->n * sizeof(*xtable));
+	if (!out || !implied || !xtable)
 		return -ENOMEM;
 	/* Breadth first: each directory's children get consecutive
 	 * indexes, sorted by name. */
@@ -911,39 +951,50 @@ static int write_index(struct tree *t, int dirfd)
 		const struct unode *l = &t->nodes[u->leader];
 		struct strata_lx_entry *e = &out[i];
 
-		e->parent = i ? t->nodes[u->parent].final : 0;
 		e->name_off = u->name_off;
 		e->name_len = u->name_len;
 		e->flags = u->flags;
-		if (i && (u->flags & STRATA_LX_IMPLIED))
-			implied[n_implied++] = i;
-		if (u->leader != order[i])
+		if (i && (u->flags & STRATA_LX_IMPLIED)) {
+			implied[n_implied].entry = i;
+			r = add_path(t, order[i], &implied[n_implied].off);
+			if (r < 0)
+				return r;
+			n_implied++;
+		}
+		if (u->leader != order[i] || l->nlink > 1)
 			e->flags |= STRATA_LX_HARDLINK;
+		if (l->xattr_len) {
+			e->flags |= STRATA_LX_XATTRS;
+			xtable[n_xattr].entry = i;
+			xtable[n_xattr].off = l->xattr_off;
+			n_xattr++;
+		}
 		e->mode = l->mode;
 		e->uid = l->uid;
 		e->gid = l->gid;
-		e->size = l->size;
-		e->mtime_sec = l->mtime_sec;
-		e->mtime_nsec = l->mtime_nsec;
-		e->rdev = l->rdev;
-		e->link = l->link_off;
-		e->xattr_off = l->xattr_off;
-		e->xattr_len = l->xattr_len;
-		e->data_id = l->data_id;
-		e->leader = l->final;
-		if (l->nlink > 1)
-			out[l->final].flags |= STRATA_LX_HARDLINK;
+		e->mtime = ((uint64_t)(l->mtime_sec + STRATA_LX_SEC_BIAS) << 30) |
+			   l->mtime_nsec;
 		if (S_ISDIR(u->mode)) {
 			uint32_t c, dirs = 0;
 
-			e->first_child = u->n_children ? u->first_child : 0;
-			e->n_children = u->n_children;
+			e->a = u->n_children ? u->first_child : 0;
+			e->b = u->n_children;
 			for (c = 0; c < u->n_children; c++)
 				if (S_ISDIR(t->nodes[order[u->first_child + c]].mode))
 					dirs++;
 			e->nlink = 2 + dirs;
-		} else {
-			e->nlink = l->nlink;
+			continue;
+		}
+		e->nlink = l->nlink;
+		e->b = l->final;
+		if (S_ISREG(l->mode)) {
+			e->size = l->size;
+			e->a = l->data_id;
+		} else if (S_ISLNK(l->mode)) {
+			e->size = l->size;
+			e->a = l->link_off;
+		} else if (S_ISCHR(l->mode) || S_ISBLK(l->mode)) {
+			e->size = l->rdev;
 		}
 	}
 	memset(&h, 0, sizeof(h));
@@ -953,13 +1004,15 @@ static int write_index(struct tree *t, int dirfd)
 	h.entries_off = (sizeof(h) + 7) & ~7ull;
 	h.strings_off = h.entries_off + entries_bytes;
 	h.strings_len = t->str_len;
-	h.xattrs_off = h.strings_off + t->str_len;
+	h.xtable_off = (h.strings_off + t->str_len + 7) & ~7ull;
+	h.n_xattr = n_xattr;
+	h.xattrs_off = h.xtable_off + n_xattr * sizeof(*xtable);
 	h.xattrs_len = t->xat_len;
-	h.data_bytes = t->data_bytes;
-	h.implied_off = (h.xattrs_off + t->xat_len + 3) & ~3ull;
+	h.implied_off = (h.xattrs_off + t->xat_len + 7) & ~7ull;
 	h.n_implied = n_implied;
+	h.data_bytes = t->data_bytes;
 	h.features = t->features;
-	h.file_size = h.implied_off + (uint64_t)n_implied * 4;
+	h.file_size = h.implied_off + n_implied * sizeof(*implied);
 	fd = openat(dirfd, "index", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return -errno;
@@ -967,9 +1020,11 @@ static int write_index(struct tree *t, int dirfd)
 	    (r = strata_write_all(fd, zeros, h.entries_off - sizeof(h))) < 0 ||
 	    (r = strata_write_all(fd, out, entries_bytes)) < 0 ||
 	    (r = strata_write_all(fd, t->str, t->str_len)) < 0 ||
+	    (r = strata_write_all(fd, zeros, h.xtable_off - h.strings_off - t->str_len)) < 0 ||
+	    (r = strata_write_all(fd, xtable, n_xattr * sizeof(*xtable))) < 0 ||
 	    (r = strata_write_all(fd, t->xat ? (void *)t->xat : (void *)"", t->xat_len)) < 0 ||
 	    (r = strata_write_all(fd, zeros, h.implied_off - h.xattrs_off - t->xat_len)) < 0 ||
-	    (r = strata_write_all(fd, implied, (size_t)n_implied * 4)) < 0)
+	    (r = strata_write_all(fd, implied, n_implied * sizeof(*implied))) < 0)
 		return r;
 	if (fsync(fd) < 0)
 		return -errno;
