@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* strata import SRC NAME[:TAG] */
+#include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,12 +9,34 @@
 #include "strata.h"
 
 static const char usage[] =
-	"usage: strata import [--platform OS/ARCH[/VARIANT]] SRC NAME[:TAG]\n"
+	"usage: strata import [--platform OS/ARCH[/VARIANT]] [--max-layer-bytes N]\n"
+	"                     [--max-entries N] SRC NAME[:TAG]\n"
 	"\n"
 	"Copy the image SRC (oci:DIR[:TAG|@DIGEST], oci-archive:FILE[:TAG],\n"
 	"docker-archive:FILE[:NAME:TAG] or a store NAME[:TAG]) into the store\n"
 	"as NAME:TAG (tag defaults to latest), verifying every blob, and unpack\n"
-	"its layers into the layer cache. Prints the manifest digest.\n";
+	"its layers into the layer cache. Prints the manifest digest.\n"
+	"\n"
+	"  --platform P          pick P from a multi-platform index (default: host)\n"
+	"  --max-layer-bytes N   refuse a layer whose tar is bigger than N bytes\n"
+	"                        (default 64 GiB; a guard against gzip bombs)\n"
+	"  --max-entries N       refuse a layer with more than N entries (16M)\n";
+
+static int parse_u64(const char *opt, const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s || *end || s[0] == '-' || v == 0) {
+		fprintf(stderr, "strata import: %s wants a positive number, "
+			"not \"%s\"\n", opt, s);
+		return -EINVAL;
+	}
+	*out = v;
+	return 0;
+}
 
 int cmd_import(int argc, char **argv)
 {
@@ -20,6 +44,7 @@ int cmd_import(int argc, char **argv)
 	cleanup_(strata_image_freep) struct strata_image *img = NULL;
 	cleanup_free char *name = NULL;
 	struct strata_platform plat, *pp = NULL;
+	struct strata_unpack_opts uo = { 0 };
 	struct strata_err err = { 0 };
 	const char *pos[2];
 	int i, n = 0, r;
@@ -34,6 +59,16 @@ int cmd_import(int argc, char **argv)
 				return 2;
 			}
 			pp = &plat;
+		} else if (!strcmp(argv[i], "--max-layer-bytes") &&
+			   i + 1 < argc) {
+			if (parse_u64(argv[i], argv[i + 1],
+				      &uo.max_layer_bytes) < 0)
+				return 2;
+			i++;
+		} else if (!strcmp(argv[i], "--max-entries") && i + 1 < argc) {
+			if (parse_u64(argv[i], argv[i + 1], &uo.max_entries) < 0)
+				return 2;
+			i++;
 		} else if (argv[i][0] == '-' && argv[i][1]) {
 			fprintf(stderr, "strata import: unknown option %s\n%s",
 				argv[i], usage);
@@ -55,10 +90,12 @@ int cmd_import(int argc, char **argv)
 	r = strata_store_open(g.root, &st, &err);
 	if (r == 0)
 		r = strata_image_resolve(st, pos[0], pp, &img, &err);
+	/* unpack (which verifies every layer) before the tag exists, so a
+	 * bad image never gets a name */
+	if (r == 0)
+		r = strata_cache_ensure(st, img, &uo, &err);
 	if (r == 0)
 		r = strata_store_tag(st, img, name, &err);
-	if (r == 0)
-		r = strata_cache_ensure(st, img, NULL, &err);
 	if (r < 0)
 		return die_err(&err, r);
 	printf("%s\n", img->manifest_digest);
