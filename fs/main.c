@@ -19,8 +19,14 @@
 
 #include "config.h"
 #include "fs.h"
+#include "lower.h"
+#include "wfs.h"
 
 struct options {
+	char *upper, *work, *lowerdir;
+	int volatile_;
+	int xattr_permissions;
+	int want_suid, want_dev;
 	char *root;
 	char *platform;
 	char *uidmapping, *gidmapping;
@@ -33,6 +39,13 @@ struct options {
 #define OPT(t, p) { t, offsetof(struct options, p), 1 }
 
 static const struct fuse_opt opt_spec[] = {
+	OPT("upper=%s", upper),
+	OPT("upperdir=%s", upper),
+	OPT("work=%s", work),
+	OPT("workdir=%s", work),
+	OPT("lowerdir=%s", lowerdir),
+	OPT("volatile", volatile_),
+	{ "xattr_permissions=%d", offsetof(struct options, xattr_permissions), 0 },
 	OPT("root=%s", root),
 	OPT("platform=%s", platform),
 	OPT("uidmapping=%s", uidmapping),
@@ -46,6 +59,33 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("--version", show_version),
 	FUSE_OPT_END
 };
+
+/* Options libfuse itself takes (mount flags, session and loop options). */
+static bool fuse_knows(const char *arg)
+{
+	static const char *const known[] = {
+		"allow_other", "allow_root", "auto_unmount",
+		"default_permissions", "ro", "rw", "nosuid", "suid", "nodev",
+		"dev", "noexec", "exec", "async", "sync", "atime", "noatime",
+		"nodiratime", "diratime", "relatime", "norelatime",
+		"strictatime", "nostrictatime", "lazytime", "nolazytime",
+		"dirsync", "debug", "blkdev", "clone_fd", "kernel_cache",
+		"-f", "-d", "-s", "-h", "-V", "--help", "--version",
+	};
+	static const char *const prefixes[] = {
+		"fsname=", "subtype=", "max_read=", "blksize=",
+		"max_idle_threads=", "max_threads=",
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+		if (!strcmp(arg, known[i]))
+			return true;
+	for (i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++)
+		if (!strncmp(arg, prefixes[i], strlen(prefixes[i])))
+			return true;
+	return arg[0] == '-';
+}
 
 static int opt_proc(void *data, const char *arg, int key,
 		    struct fuse_args *outargs)
@@ -67,6 +107,17 @@ static int opt_proc(void *data, const char *arg, int key,
 	}
 	if (key == FUSE_OPT_KEY_OPT && !strcmp(arg, "allow_other"))
 		o->allow_other = 1;
+	if (key == FUSE_OPT_KEY_OPT && !strcmp(arg, "suid"))
+		o->want_suid = 1;
+	if (key == FUSE_OPT_KEY_OPT && !strcmp(arg, "dev"))
+		o->want_dev = 1;
+	if (key == FUSE_OPT_KEY_OPT && !fuse_knows(arg)) {
+		/* fuse-overlayfs and mount(8) options we have no use for
+		 * (context=, noxattrs=, fsync=0, ...): say so, go on */
+		fprintf(stderr, "stratafs: ignoring unknown option \"%s\"\n",
+			arg);
+		return 0;
+	}
 	return 1;
 }
 
@@ -74,7 +125,11 @@ static void usage(void)
 {
 	printf("usage: stratafs [-f] [-d] [-o OPTIONS] REF MOUNTPOINT\n"
 	       "\n"
-	       "Mount the OCI image REF read-only at MOUNTPOINT.\n"
+	       "       stratafs -o lowerdir=L1:L2[,upperdir=U,workdir=W] SOURCE MOUNTPOINT\n"
+	       "\n"
+	       "Mount the OCI image REF at MOUNTPOINT, read-only unless an upper\n"
+	       "directory takes the changes. With lowerdir= the layers are plain\n"
+	       "directories (top first), as with the kernel overlay.\n"
 	       "REF: NAME[:TAG] (local store), oci:DIR[:TAG|@DIGEST],\n"
 	       "     oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG]\n"
 	       "\n"
@@ -88,6 +143,16 @@ static void usage(void)
 	       "  -o uidmapping=C:H:N[:C:H:N...], gidmapping=...\n"
 	       "                         show image id C+i as H+i (i < N)\n"
 	       "  -o allow_other         let other users see the mount\n"
+	       "  -o upper=DIR           writable: changes go to DIR (created if\n"
+	       "                         missing; overlay format, kept across mounts)\n"
+	       "  -o work=DIR            work directory, same filesystem as upper\n"
+	       "                         (default: .NAME.work beside the upper dir)\n"
+	       "  -o lowerdir=L1:L2,upperdir=U,workdir=W  plain directories as\n"
+	       "                         layers (fuse-overlayfs compatible)\n"
+	       "  -o volatile            no fsync: faster, for throwaway changes\n"
+	       "  -o xattr_permissions=2 keep owners and modes in\n"
+	       "                         user.containers.override_stat (automatic when\n"
+	       "                         not root)\n"
 	       "  -h, --help, -V, --version\n"
 	       "\n"
 	       "Unmount with: fusermount3 -u MOUNTPOINT\n");
@@ -285,6 +350,48 @@ fail:
 	return -1;
 }
 
+/* "L1:L2:..." (top first) into a lower stack. */
+static int open_lowerdirs(const char *spec, struct lower **out)
+{
+	cleanup_free char *dup = strdup(spec);
+	char **dirs = NULL, *save = NULL, *tok;
+	size_t n = 0, i;
+	int r;
+
+	if (!dup)
+		return -ENOMEM;
+	for (tok = strtok_r(dup, ":", &save); tok;
+	     tok = strtok_r(NULL, ":", &save)) {
+		char **nd = realloc(dirs, (n + 1) * sizeof(*dirs));
+
+		if (!nd) {
+			free(dirs);
+			return -ENOMEM;
+		}
+		dirs = nd;
+		dirs[n++] = tok;
+	}
+	if (!n) {
+		fprintf(stderr, "stratafs: lowerdir= names no directory\n");
+		free(dirs);
+		return -EINVAL;
+	}
+	for (i = 0; i < n; i++) {
+		struct stat st;
+
+		if (stat(dirs[i], &st) < 0 || !S_ISDIR(st.st_mode)) {
+			fprintf(stderr, "stratafs: lowerdir %s: %s\n", dirs[i],
+				errno && !S_ISDIR(st.st_mode) ? strerror(errno)
+							      : "not a directory");
+			free(dirs);
+			return -EINVAL;
+		}
+	}
+	r = lower_dirs_new(dirs, n, out);
+	free(dirs);
+	return r;
+}
+
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -295,7 +402,10 @@ int main(int argc, char *argv[])
 	struct strata_image *img = NULL;
 	struct fuse_session *se = NULL;
 	struct fuse_loop_config *lc = NULL;
-	char fsname[600];
+	struct wfs wfs = { 0 };
+	struct lower *lw = NULL;
+	bool wfs_ready = false;
+	char fsname[1200];
 	uint32_t i;
 	int ret = 1;
 
@@ -339,16 +449,32 @@ int main(int argc, char *argv[])
 		return 2;
 	if (check_mountpoint(copts.mountpoint ? copts.mountpoint : o.mountpoint) < 0)
 		goto out;
-	if (open_image(&fs, &o, &st, &img) < 0)
-		goto out;
-	if (fs_nodes_init(&fs) < 0 || fs_grafts_find(&fs) < 0)
-		goto out;
-	fs.root = calloc(1, sizeof(*fs.root));
-	if (!fs.root || !(fs.root->path = strdup("")) ||
-	    fs_root_sources(&fs, fs.root) < 0)
-		goto out;
-	fs.root->ino = FUSE_ROOT_ID;
-	pthread_mutex_init(&fs.root->lock, NULL);
+	if (o.lowerdir) {
+		if (open_lowerdirs(o.lowerdir, &lw) < 0)
+			goto out;
+	} else {
+		if (open_image(&fs, &o, &st, &img) < 0)
+			goto out;
+		if (fs_nodes_init(&fs) < 0 || fs_grafts_find(&fs) < 0)
+			goto out;
+		fs.root = calloc(1, sizeof(*fs.root));
+		if (!fs.root || !(fs.root->path = strdup("")) ||
+		    fs_root_sources(&fs, fs.root) < 0)
+			goto out;
+		fs.root->ino = FUSE_ROOT_ID;
+		pthread_mutex_init(&fs.root->lock, NULL);
+		if (o.upper && lower_image_new(&fs, &lw) < 0)
+			goto out;
+	}
+	if (lw) {
+		if (wfs_init(&wfs, lw, o.upper, o.work) < 0)
+			goto out;
+		wfs_ready = true;
+		wfs.volatile_ = o.volatile_;
+		wfs.timeout = fs.timeout;
+		if (o.xattr_permissions)
+			wfs.override = true;
+	}
 
 	/* Read-only, and image content is not trusted to carry working
 	 * setuid bits or device nodes onto the host (T1, T3). With
@@ -356,11 +482,26 @@ int main(int argc, char *argv[])
 	for (char *c = o.ref; *c; c++)
 		if (*c == ',' || *c == '\\' || *c == ' ')
 			*c = '_';	/* fsname shows in mount tables */
-	snprintf(fsname, sizeof(fsname),
-		 "-oro,nosuid,nodev,fsname=strata:%s,subtype=stratafs%s",
-		 o.ref, o.allow_other ? ",default_permissions" : "");
+	if (!wfs_ready)
+		snprintf(fsname, sizeof(fsname), "-oro,nosuid,nodev,"
+			 "fsname=strata:%s,subtype=stratafs%s", o.ref,
+			 o.allow_other ? ",default_permissions" : "");
+	else
+		/* writable: the kernel checks permissions from our modes
+		 * (the daemon runs as root); an unprivileged daemon is the
+		 * user, whose own rights are the check */
+		snprintf(fsname, sizeof(fsname), "-o%s%s%sfsname=%s%s,"
+			 "subtype=stratafs%s", wfs.upperfd < 0 ? "ro," : "",
+			 o.lowerdir || o.want_suid ? "" : "nosuid,",
+			 o.lowerdir || o.want_dev ? "" : "nodev,",
+			 o.lowerdir ? "" : "strata:", o.ref,
+			 wfs.root_daemon || o.allow_other
+			 ? ",default_permissions" : "");
 	fuse_opt_add_arg(&args, fsname);
-	se = fuse_session_new(&args, &fs_ops, sizeof(fs_ops), &fs);
+	if (wfs_ready)
+		se = fuse_session_new(&args, &wfs_ops, sizeof(wfs_ops), &wfs);
+	else
+		se = fuse_session_new(&args, &fs_ops, sizeof(fs_ops), &fs);
 	if (!se)
 		goto out;
 	if (fuse_set_signal_handlers(se) != 0)
@@ -391,6 +532,10 @@ out_signals:
 out:
 	if (se)
 		fuse_session_destroy(se);
+	if (wfs_ready)
+		wfs_destroy(&wfs);
+	if (lw)
+		lw->ops->free(lw);
 	for (i = 0; i < fs.n_layers; i++)
 		strata_lindex_close(fs.layers[i].lx);
 	free(fs.layers);
@@ -411,6 +556,9 @@ out:
 	fuse_opt_free_args(&args);
 	free(o.ref);
 	free(o.mountpoint);
+	free(o.upper);
+	free(o.work);
+	free(o.lowerdir);
 	free(o.root);
 	free(o.platform);
 	free(o.uidmapping);

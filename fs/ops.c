@@ -485,9 +485,9 @@ static void fs_ll_statfs(fuse_req_t req, fuse_ino_t ino)
 }
 
 /* Walk an entry's xattr records: u16 name_len, u32 value_len, name, value. */
-static const uint8_t *xattr_next(const uint8_t *p, const uint8_t *end,
-				 const char **name, size_t *nlen,
-				 const void **val, size_t *vlen)
+const uint8_t *fs_xattr_next(const uint8_t *p, const uint8_t *end,
+			     const char **name, size_t *nlen,
+			     const void **val, size_t *vlen)
 {
 	if (end - p < 6)
 		return NULL;
@@ -555,7 +555,7 @@ static void fs_ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 		const void *v;
 		size_t nlen, vlen;
 
-		p = xattr_next(p, end, &n, &nlen, &v, &vlen);
+		p = fs_xattr_next(p, end, &n, &nlen, &v, &vlen);
 		if (!p)
 			break;
 		if (nlen != want || memcmp(n, name, nlen))
@@ -592,7 +592,7 @@ static void fs_ll_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 		const void *v;
 		size_t nlen, vlen;
 
-		p = xattr_next(p, end, &n, &nlen, &v, &vlen);
+		p = fs_xattr_next(p, end, &n, &nlen, &v, &vlen);
 		if (!p)
 			break;
 		if (buf) {

@@ -1,0 +1,518 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Writable mounts: copy-up, whiteouts and opaque markers in the upper
+ * directory. Everything here runs under w->lock.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "whiteout.h"
+#include "wfs.h"
+
+void wfs_tmpname(struct wfs *w, char *buf, size_t size)
+{
+	snprintf(buf, size, "#strata.%d.%llu", (int)getpid(),
+		 (unsigned long long)++w->tmp_seq);
+}
+
+int wfs_fsync_fd(struct wfs *w, int fd)
+{
+	if (w->volatile_)
+		return 0;
+	return fsync(fd) < 0 ? -errno : 0;
+}
+
+static void proc_at(char *buf, size_t size, int dfd, const char *name)
+{
+	snprintf(buf, size, "/proc/self/fd/%d/%s", dfd, name);
+}
+
+bool wfs_has_whiteout(int pfd, const char *name)
+{
+	char wh[NAME_MAX + 8];
+	struct stat st;
+
+	if (strlen(name) + WH_PREFIX_LEN > NAME_MAX)
+		return false;
+	snprintf(wh, sizeof(wh), WH_PREFIX "%s", name);
+	if (fstatat(pfd, wh, &st, AT_SYMLINK_NOFOLLOW) == 0)
+		return true;
+	return fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	       wh_is_whiteout_stat(&st);
+}
+
+int wfs_clear_whiteout(struct wfs *w, int pfd, const char *name)
+{
+	char wh[NAME_MAX + 8];
+	struct stat st;
+
+	(void)w;
+	if (fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    wh_is_whiteout_stat(&st) && unlinkat(pfd, name, 0) < 0)
+		return -errno;
+	if (strlen(name) + WH_PREFIX_LEN <= NAME_MAX) {
+		snprintf(wh, sizeof(wh), WH_PREFIX "%s", name);
+		if (unlinkat(pfd, wh, 0) < 0 && errno != ENOENT)
+			return -errno;
+	}
+	return 0;
+}
+
+bool wfs_is_opaque(int pfd, const char *name)
+{
+	char path[PATH_MAX], v;
+	struct stat st;
+
+	proc_at(path, sizeof(path), pfd, name);
+	if ((lgetxattr(path, WH_OPAQUE_TRUSTED, &v, 1) == 1 && v == 'y') ||
+	    (lgetxattr(path, WH_OPAQUE_USER, &v, 1) == 1 && v == 'y'))
+		return true;
+	snprintf(path, sizeof(path), "%s/" WH_OPQ_FILE, name);
+	return fstatat(pfd, path, &st, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+int wfs_set_opaque(struct wfs *w, int pfd, const char *name)
+{
+	char path[PATH_MAX];
+
+	proc_at(path, sizeof(path), pfd, name);
+	if (w->priv_xattr &&
+	    lsetxattr(path, WH_OPAQUE_TRUSTED, "y", 1, 0) == 0)
+		return 0;
+	if (lsetxattr(path, WH_OPAQUE_USER, "y", 1, 0) == 0)
+		return 0;
+	return -errno;
+}
+
+int wfs_whiteout(struct wfs *w, int pfd, const char *name)
+{
+	char tmp[64], wh[NAME_MAX + 8];
+	struct stat st;
+	int fd;
+
+	if (fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    S_ISDIR(st.st_mode) && unlinkat(pfd, name, AT_REMOVEDIR) < 0)
+		return -errno;
+	if (w->priv_wh) {
+		/* built aside and renamed over the old entry: atomic */
+		wfs_tmpname(w, tmp, sizeof(tmp));
+		if (mknodat(w->workfd, tmp, S_IFCHR | 0, makedev(0, 0)) == 0) {
+			if (renameat(w->workfd, tmp, pfd, name) == 0)
+				return 0;
+			unlinkat(w->workfd, tmp, 0);
+			return -errno;
+		}
+		w->priv_wh = false;
+	}
+	if (strlen(name) + WH_PREFIX_LEN > NAME_MAX)
+		return -ENAMETOOLONG;
+	snprintf(wh, sizeof(wh), WH_PREFIX "%s", name);
+	fd = openat(pfd, wh, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
+		    0600);
+	if (fd < 0)
+		return -errno;
+	close(fd);
+	if (unlinkat(pfd, name, 0) < 0 && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+int wfs_clear_dir(struct wfs *w, int pfd, const char *name)
+{
+	int dfd = openat(pfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC |
+			 O_NOFOLLOW);
+	struct dirent *de;
+	DIR *d;
+	int r = 0;
+
+	(void)w;
+	if (dfd < 0)
+		return -errno;
+	d = fdopendir(dfd);
+	if (!d) {
+		close(dfd);
+		return -ENOMEM;
+	}
+	while ((de = readdir(d))) {
+		struct stat st;
+
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		if (!wh_is_whiteout_stat(&st) &&
+		    strncmp(de->d_name, WH_PREFIX, WH_PREFIX_LEN)) {
+			r = -ENOTEMPTY;
+			break;
+		}
+		if (unlinkat(dfd, de->d_name, 0) < 0) {
+			r = -errno;
+			break;
+		}
+	}
+	closedir(d);
+	return r;
+}
+
+int wfs_set_override(struct wfs *w, int pfd, const char *name, uid_t uid,
+		     gid_t gid, mode_t mode)
+{
+	char path[PATH_MAX], buf[64];
+	int len;
+
+	(void)w;
+	proc_at(path, sizeof(path), pfd, name);
+	len = snprintf(buf, sizeof(buf), "%u:%u:0%o", (unsigned)uid,
+		       (unsigned)gid, (unsigned)mode);
+	return lsetxattr(path, WH_OVERRIDE_STAT, buf, (size_t)len, 0) < 0
+		? -errno : 0;
+}
+
+/* Copy @n's xattrs (from below, or from its upper entry) onto @path. */
+static int copy_xattrs(struct wfs *w, struct wnode *n, const char *dst)
+{
+	char src[PATH_MAX], *names = NULL, *s, *val = NULL;
+	ssize_t len, vlen;
+	int pfd = -1, r = 0;
+	bool from_upper = n->upper;
+
+	if (from_upper) {
+		r = wn_xattr_path(w, n, src, sizeof(src), &pfd);
+		if (r < 0)
+			return r;
+		len = llistxattr(src, NULL, 0);
+		if (len > 0 && (names = malloc((size_t)len)))
+			len = llistxattr(src, names, (size_t)len);
+	} else {
+		len = w->lw->ops->listxattr(w->lw, n->lower, NULL, 0);
+		if (len > 0 && (names = malloc((size_t)len)))
+			len = w->lw->ops->listxattr(w->lw, n->lower, names,
+						    (size_t)len);
+	}
+	for (s = names; names && len > 0 && s < names + len;
+	     s += strlen(s) + 1) {
+		if (from_upper && (!strcmp(s, WH_METACOPY_TRUSTED) ||
+				   !strcmp(s, WH_METACOPY_USER)))
+			continue;
+		if (from_upper)
+			vlen = lgetxattr(src, s, NULL, 0);
+		else
+			vlen = w->lw->ops->getxattr(w->lw, n->lower, s, NULL, 0);
+		if (vlen < 0)
+			continue;
+		free(val);
+		val = malloc((size_t)vlen + 1);
+		if (!val) {
+			r = -ENOMEM;
+			break;
+		}
+		if (from_upper)
+			vlen = lgetxattr(src, s, val, (size_t)vlen);
+		else
+			vlen = w->lw->ops->getxattr(w->lw, n->lower, s, val,
+						    (size_t)vlen);
+		if (vlen < 0)
+			continue;
+		if (lsetxattr(dst, s, val, (size_t)vlen, 0) < 0 &&
+		    errno != EPERM && errno != ENOTSUP && errno != EOPNOTSUPP) {
+			r = -errno;
+			break;
+		}
+	}
+	free(val);
+	free(names);
+	if (pfd >= 0)
+		close(pfd);
+	return r;
+}
+
+static int copy_data(int in, int out, off_t size)
+{
+	off_t done = 0;
+	char *buf = NULL;
+
+	while (done < size) {
+		ssize_t k = copy_file_range(in, NULL, out, NULL,
+					    (size_t)(size - done), 0);
+
+		if (k < 0 && (errno == EXDEV || errno == ENOSYS ||
+			      errno == EOPNOTSUPP || errno == EINVAL))
+			break;
+		if (k < 0)
+			return -errno;
+		if (k == 0)
+			return done == size ? 0 : -EIO;
+		done += k;
+	}
+	if (done == size)
+		return 0;
+	buf = malloc(1 << 20);
+	if (!buf)
+		return -ENOMEM;
+	while (done < size) {
+		ssize_t k = pread(in, buf, 1 << 20, done), o = 0;
+
+		if (k <= 0) {
+			free(buf);
+			return k < 0 ? -errno : -EIO;
+		}
+		while (o < k) {
+			ssize_t wr = pwrite(out, buf + o, (size_t)(k - o),
+					    done + o);
+
+			if (wr < 0) {
+				free(buf);
+				return -errno;
+			}
+			o += wr;
+		}
+		done += k;
+	}
+	free(buf);
+	return 0;
+}
+
+/* Owner, mode and times of @tmp (in the work dir) from @st. */
+static int set_meta(struct wfs *w, const char *tmp, const struct stat *st)
+{
+	struct timespec ts[2] = { st->st_atim, st->st_mtim };
+	mode_t perm = st->st_mode & 07777;
+	bool lnk = S_ISLNK(st->st_mode);
+
+	if (w->root_daemon) {
+		if (fchownat(w->workfd, tmp, st->st_uid, st->st_gid,
+			     AT_SYMLINK_NOFOLLOW) < 0)
+			return -errno;
+	} else if (w->override) {
+		/* the user owns every upper file: the image's owner and
+		 * mode live in override_stat; keep the file usable */
+		if (!lnk)
+			wfs_set_override(w, w->workfd, tmp, st->st_uid,
+					 st->st_gid, st->st_mode);
+		perm |= S_ISDIR(st->st_mode) ? 0700 : 0600;
+		perm &= ~(mode_t)(S_ISUID | S_ISGID);
+	}
+	if (!lnk && fchmodat(w->workfd, tmp, perm, 0) < 0)
+		return -errno;
+	if (utimensat(w->workfd, tmp, ts, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	return 0;
+}
+
+int wfs_copy_up(struct wfs *w, struct wnode *n, int how)
+{
+	char tmp[64], path[PATH_MAX], target[PATH_MAX + 1];
+	struct stat st;
+	int pfd = -1, fd = -1, in = -1, r;
+	bool meta;
+
+	if (w->upperfd < 0)
+		return -EROFS;
+	if (n->upper && !(n->metacopy && how != CU_META))
+		return 0;
+	if (n->deleted)
+		return -ENOENT;
+	r = wfs_copy_up(w, n->parent, CU_META);
+	if (r < 0)
+		return r;
+	r = wn_stat(w, n, &st);
+	if (r < 0)
+		return r;
+	pfd = wn_upper_dirfd(w, n->parent);
+	if (pfd < 0)
+		return pfd;
+	wfs_tmpname(w, tmp, sizeof(tmp));
+	meta = how == CU_META && S_ISREG(st.st_mode) && st.st_size > 0;
+	switch (st.st_mode & S_IFMT) {
+	case S_IFDIR:
+		if (mkdirat(w->workfd, tmp, 0700) < 0)
+			r = -errno;
+		break;
+	case S_IFREG:
+		fd = openat(w->workfd, tmp, O_WRONLY | O_CREAT | O_EXCL |
+			    O_CLOEXEC, 0600);
+		if (fd < 0) {
+			r = -errno;
+			break;
+		}
+		if (meta) {
+			if (ftruncate(fd, st.st_size) < 0)
+				r = -errno;
+		} else if (how != CU_NODATA && st.st_size > 0) {
+			in = w->lw->ops->open(w->lw, n->lower);
+			if (in < 0)
+				r = in;
+			else
+				r = copy_data(in, fd, st.st_size);
+		}
+		if (r == 0)
+			r = wfs_fsync_fd(w, fd);
+		break;
+	case S_IFLNK: {
+		ssize_t len;
+
+		if (n->upper) {
+			int fd2 = wn_upper_dirfd(w, n->parent);
+
+			len = fd2 < 0 ? fd2 : readlinkat(fd2, n->name, target,
+							 sizeof(target) - 1);
+			if (fd2 >= 0)
+				close(fd2);
+			if (len >= 0)
+				target[len] = '\0';
+		} else {
+			len = w->lw->ops->readlink(w->lw, n->lower, target,
+						   sizeof(target));
+		}
+		if (len < 0)
+			r = (int)len;
+		else if (symlinkat(target, w->workfd, tmp) < 0)
+			r = -errno;
+		break;
+	}
+	default:
+		if (mknodat(w->workfd, tmp, st.st_mode & (S_IFMT | 0600),
+			    st.st_rdev) < 0) {
+			/* unprivileged: a plain file that says what it is */
+			if (errno != EPERM || !w->override)
+				r = -errno;
+			else if ((fd = openat(w->workfd, tmp, O_WRONLY |
+					      O_CREAT | O_EXCL | O_CLOEXEC,
+					      0600)) < 0)
+				r = -errno;
+		}
+		break;
+	}
+	if (r == 0) {
+		proc_at(path, sizeof(path), w->workfd, tmp);
+		r = copy_xattrs(w, n, path);
+		if (r == 0 && meta)
+			r = lsetxattr(path, w->priv_xattr ? WH_METACOPY_TRUSTED
+				      : WH_METACOPY_USER, "", 0, 0) < 0
+				? -errno : 0;
+		if (r == 0)
+			r = set_meta(w, tmp, &st);
+	}
+	if (in >= 0)
+		close(in);
+	if (fd >= 0)
+		close(fd);
+	if (r == 0) {
+		/* a metacopy being completed is replaced; else the name
+		 * must be free in the upper dir */
+		if (n->upper)
+			r = renameat(w->workfd, tmp, pfd, n->name) < 0
+				? -errno : 0;
+		else
+			r = renameat2(w->workfd, tmp, pfd, n->name,
+				      RENAME_NOREPLACE) < 0 ? -errno : 0;
+	}
+	if (r < 0) {
+		unlinkat(w->workfd, tmp, S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0);
+	} else {
+		n->upper = true;
+		n->metacopy = meta;
+	}
+	close(pfd);
+	return r;
+}
+
+static int copy_tree(struct wfs *w, struct wnode *d, bool top);
+
+struct tree_ctx {
+	struct wfs *w;
+	struct wnode *d;
+	int r;
+};
+
+static int tree_child(void *ctx, const char *name, mode_t type, ino_t ino)
+{
+	struct tree_ctx *t = ctx;
+	struct wnode *c;
+	int r;
+
+	(void)type;
+	(void)ino;
+	r = wn_resolve(t->w, t->d, name, &c);
+	if (r == -ENOENT)
+		return 0;	/* whited out above */
+	if (r == 0) {
+		wn_ref(c);
+		r = S_ISDIR(c->type) ? copy_tree(t->w, c, false)
+				     : wfs_copy_up(t->w, c, CU_DATA);
+		wn_unref(t->w, c);
+	}
+	if (r < 0) {
+		t->r = r;
+		return 1;
+	}
+	return 0;
+}
+
+/*
+ * Only the top directory gets an opaque marker on disk: below it nothing
+ * looks at the lower layers any more. Directory nodes already in memory
+ * are marked opaque so they stop merging their (old) lower directories.
+ */
+static int copy_tree(struct wfs *w, struct wnode *d, bool top)
+{
+	struct tree_ctx t = { w, d, 0 };
+	int pfd, r;
+
+	r = wfs_copy_up(w, d, CU_META);
+	if (r < 0 || !d->lower || d->opaque)
+		return r;
+	r = w->lw->ops->readdir(w->lw, d->lower, tree_child, &t);
+	if (r < 0)
+		return r;
+	if (t.r < 0)
+		return t.r;
+	/* every child is now upper: drop the whiteouts (an opaque dir
+	 * needs none) and hide the lower dir */
+	pfd = wn_upper_dirfd(w, d->parent);
+	if (pfd < 0)
+		return pfd;
+	{
+		int dfd = openat(pfd, d->name, O_RDONLY | O_DIRECTORY |
+				 O_CLOEXEC | O_NOFOLLOW);
+		DIR *dir = dfd >= 0 ? fdopendir(dfd) : NULL;
+		struct dirent *de;
+
+		while (dir && (de = readdir(dir))) {
+			struct stat st;
+
+			if (fstatat(dfd, de->d_name, &st,
+				    AT_SYMLINK_NOFOLLOW) < 0)
+				continue;
+			if (wh_is_whiteout_stat(&st) ||
+			    (!strncmp(de->d_name, WH_PREFIX, WH_PREFIX_LEN) &&
+			     S_ISREG(st.st_mode)))
+				unlinkat(dfd, de->d_name, 0);
+		}
+		if (dir)
+			closedir(dir);
+		else if (dfd >= 0)
+			close(dfd);
+	}
+	r = top ? wfs_set_opaque(w, pfd, d->name) : 0;
+	close(pfd);
+	if (r == 0)
+		d->opaque = true;
+	return r;
+}
+
+int wfs_copy_up_tree(struct wfs *w, struct wnode *d)
+{
+	if (d == w->root)
+		return -EINVAL;
+	return copy_tree(w, d, true);
+}

@@ -1,0 +1,207 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Writable mounts: setting up the upper and work directories. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "whiteout.h"
+#include "wfs.h"
+
+/* Remove everything inside directory @dfd (not @dfd itself). */
+static void empty_dir(int dfd)
+{
+	int fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	struct dirent *de;
+	DIR *d = fd < 0 ? NULL : fdopendir(fd);
+
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (unlinkat(fd, de->d_name, 0) == 0)
+			continue;
+		if (errno == EISDIR || errno == EPERM) {
+			int sub = openat(fd, de->d_name, O_RDONLY | O_DIRECTORY |
+					 O_NOFOLLOW | O_CLOEXEC);
+
+			if (sub >= 0) {
+				empty_dir(sub);
+				close(sub);
+			}
+			unlinkat(fd, de->d_name, AT_REMOVEDIR);
+		}
+	}
+	closedir(d);
+}
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+	char buf[PATH_MAX], *p;
+
+	if (strlen(path) >= sizeof(buf))
+		return -ENAMETOOLONG;
+	strcpy(buf, path);
+	for (p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, mode) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(buf, mode) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+static int fail(const char *what, const char *path, int err)
+{
+	fprintf(stderr, "stratafs: %s %s: %s\n", what, path, strerror(err));
+	return -err;
+}
+
+int wfs_init(struct wfs *w, struct lower *lw, const char *upper,
+	     const char *work)
+{
+	char defwork[PATH_MAX], tmp[64];
+	struct stat ust, wst;
+	int wd, r;
+
+	w->lw = lw;
+	w->upperfd = -1;
+	w->workfd = -1;
+	w->root_daemon = geteuid() == 0;
+	pthread_mutex_init(&w->lock, NULL);
+	w->hash_size = 1024;
+	w->hash = calloc(w->hash_size, sizeof(*w->hash));
+	w->root = calloc(1, sizeof(*w->root));
+	if (!w->hash || !w->root || !(w->root->name = strdup("")))
+		return -ENOMEM;
+	w->root->type = S_IFDIR;
+	w->root->ino = FUSE_ROOT_ID;
+	w->root->lower = lw->ops->root(lw);
+	if (!upper)
+		return 0;
+
+	r = mkdir_p(upper, 0755);
+	if (r < 0)
+		return fail("cannot create upper directory", upper, -r);
+	w->upperfd = open(upper, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (w->upperfd < 0)
+		return fail("cannot open upper directory", upper, errno);
+	if (!work) {
+		char copy[PATH_MAX], copy2[PATH_MAX];
+
+		snprintf(copy, sizeof(copy), "%s", upper);
+		snprintf(copy2, sizeof(copy2), "%s", upper);
+		snprintf(defwork, sizeof(defwork), "%s/.%s.work",
+			 dirname(copy), basename(copy2));
+		work = defwork;
+	}
+	r = mkdir_p(work, 0700);
+	if (r < 0)
+		return fail("cannot create work directory", work, -r);
+	wd = open(work, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (wd < 0)
+		return fail("cannot open work directory", work, errno);
+	if (fstat(w->upperfd, &ust) < 0 || fstat(wd, &wst) < 0 ||
+	    ust.st_dev != wst.st_dev) {
+		close(wd);
+		fprintf(stderr, "stratafs: work directory %s must be on the "
+			"same filesystem as upper directory %s\n", work, upper);
+		return -EXDEV;
+	}
+	if (ust.st_ino == wst.st_ino) {
+		close(wd);
+		fprintf(stderr, "stratafs: work directory and upper directory "
+			"must differ\n");
+		return -EINVAL;
+	}
+	/* WORK/work: a crashed copy-up left only a temporary here, which
+	 * nothing trusts; start empty */
+	if (mkdirat(wd, "work", 0700) < 0 && errno != EEXIST) {
+		r = errno;
+		close(wd);
+		return fail("cannot create", "WORKDIR/work", r);
+	}
+	w->workfd = openat(wd, "work", O_RDONLY | O_DIRECTORY | O_CLOEXEC |
+			   O_NOFOLLOW);
+	close(wd);
+	if (w->workfd < 0)
+		return fail("cannot open work directory", work, errno);
+	empty_dir(w->workfd);
+
+	/* what may this process write? */
+	snprintf(tmp, sizeof(tmp), "#probe.%d", (int)getpid());
+	if (mknodat(w->workfd, tmp, S_IFCHR, makedev(0, 0)) == 0) {
+		w->priv_wh = true;
+		unlinkat(w->workfd, tmp, 0);
+	}
+	if (mkdirat(w->workfd, tmp, 0700) == 0) {
+		char p[PATH_MAX];
+
+		snprintf(p, sizeof(p), "/proc/self/fd/%d/%s", w->workfd, tmp);
+		w->priv_xattr = lsetxattr(p, "trusted.overlay.probe", "y", 1,
+					  0) == 0;
+		unlinkat(w->workfd, tmp, AT_REMOVEDIR);
+	}
+	if (!w->root_daemon)
+		w->override = true;
+	w->root->upper = true;
+	{
+		char v = 0;
+
+		w->root->opaque =
+			(fgetxattr(w->upperfd, WH_OPAQUE_TRUSTED, &v, 1) == 1 &&
+			 v == 'y') ||
+			(fgetxattr(w->upperfd, WH_OPAQUE_USER, &v, 1) == 1 &&
+			 v == 'y');
+	}
+	if (w->root->opaque) {
+		lw->ops->put(lw, w->root->lower);
+		w->root->lower = NULL;
+	}
+	return 0;
+}
+
+void wfs_destroy(struct wfs *w)
+{
+	size_t i;
+
+	if (w->hash) {
+		for (i = 0; i < w->hash_size; i++) {
+			struct wnode *n = w->hash[i], *next;
+
+			for (; n; n = next) {
+				next = n->hnext;
+				if (n->lower)
+					w->lw->ops->put(w->lw, n->lower);
+				free(n->name);
+				free(n);
+			}
+		}
+		free(w->hash);
+	}
+	if (w->root) {
+		free(w->root->name);
+		free(w->root);
+	}
+	if (w->upperfd >= 0)
+		close(w->upperfd);
+	if (w->workfd >= 0)
+		close(w->workfd);
+	pthread_mutex_destroy(&w->lock);
+}

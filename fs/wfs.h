@@ -1,0 +1,146 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The writable engine: an upper directory over a read-only lower stack
+ * (struct lower: an image's layers or plain lowerdir= directories).
+ *
+ * Nodes. Every name the kernel knows has a struct wnode; its FUSE node id is
+ * its address (the root is FUSE_ROOT_ID). A node has a lower object (lnode),
+ * an upper entry, or both (a directory merged from both, a copied-up file,
+ * a metacopy file whose data is still below). Nodes are found by (parent,
+ * name) in one hash table; rename moves them, unlink marks them deleted
+ * (open handles keep them alive). The inode number shown is the lower
+ * object's while it has one, so a copy-up does not change it; upper-only
+ * objects show the upper file's inode number with bit 63 set.
+ *
+ * Upper directory access never follows symlinks: a directory's upper fd is
+ * opened from the upper root with openat2(RESOLVE_BENEATH |
+ * RESOLVE_NO_SYMLINKS), then *at() calls act on one name inside it.
+ *
+ * Copy-up builds the new object in the work directory (data, owner, mode,
+ * times, xattrs, fsync) and renames it into place, so a crash never leaves
+ * a half-copied file visible. A metadata-only change of a regular file
+ * makes a metacopy: a sparse upper file of the same size with the
+ * (trusted|user).overlay.metacopy xattr, whose data is still read from
+ * below until the first write.
+ *
+ * Locking: w->lock serialises namespace changes, copy-up and node lookup;
+ * reads and writes of open files go straight to their fds without it.
+ */
+#ifndef STRATAFS_WFS_H
+#define STRATAFS_WFS_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "fs.h"
+#include "lower.h"
+
+struct wnode {
+	struct wnode *parent;		/* holds a reference */
+	char *name;
+	struct wnode *hnext;
+	uint64_t nlookup;		/* kernel references */
+	uint64_t refs;			/* children, open handles */
+	uint64_t ino;
+	mode_t type;			/* S_IFMT bits */
+	struct lnode *lower;		/* NULL when upper-only */
+	bool upper;			/* has an upper entry */
+	bool opaque;			/* upper dir hides the lower one */
+	bool metacopy;			/* upper has metadata, data below */
+	bool deleted;			/* unlinked, not in the hash */
+	bool hashed;
+};
+
+struct wfs {
+	struct lower *lw;
+	int upperfd;			/* -1: read-only */
+	int workfd;			/* WORKDIR/work */
+	bool volatile_;			/* no fsync */
+	bool priv_wh;			/* can mknod 0:0 whiteouts */
+	bool priv_xattr;		/* can set trusted.* xattrs */
+	bool override;			/* record owners/modes in override_stat */
+	bool root_daemon;
+	double timeout;
+	pthread_mutex_t lock;
+	struct wnode **hash;
+	size_t hash_size, n_nodes;
+	struct wnode *root;
+	uint64_t tmp_seq;
+};
+
+extern const struct fuse_lowlevel_ops wfs_ops;
+
+/*
+ * Set up @w over @lw with upper directory @upper (NULL: read-only) and work
+ * directory @work (NULL: derived from @upper, ".NAME.work" beside it).
+ * Prints what is wrong and returns negative errno on failure.
+ */
+int wfs_init(struct wfs *w, struct lower *lw, const char *upper,
+	     const char *work);
+void wfs_destroy(struct wfs *w);
+
+#endif
+
+/* ---- internals shared by wnode.c, copyup.c and wops.c ---- */
+
+struct wfs_ctx {
+	uid_t uid;
+	gid_t gid;
+};
+
+/* Node table (wnode.c); all under w->lock unless said otherwise. */
+struct wnode *wn_get(struct wfs *w, fuse_ino_t ino);	/* no lock needed */
+fuse_ino_t wn_id(struct wfs *w, struct wnode *n);
+struct wnode *wn_find(struct wfs *w, struct wnode *p, const char *name);
+/* Find or build the node of visible name @name in @p. Return: 0 with
+ * *out (not referenced), -ENOENT, other -errno. */
+int wn_resolve(struct wfs *w, struct wnode *p, const char *name,
+	       struct wnode **out);
+void wn_hash_add(struct wfs *w, struct wnode *n);
+void wn_hash_del(struct wfs *w, struct wnode *n);
+struct wnode *wn_new(struct wfs *w, struct wnode *p, const char *name);
+void wn_ref(struct wnode *n);
+void wn_unref(struct wfs *w, struct wnode *n);
+void wn_forget(struct wfs *w, struct wnode *n, uint64_t nlookup);
+/* Move @n to (@np, @name) in the table. */
+int wn_move(struct wfs *w, struct wnode *n, struct wnode *np,
+	    const char *name);
+
+/* O_PATH fd of directory @d's upper directory (d->upper must be true). */
+int wn_upper_dirfd(struct wfs *w, struct wnode *d);
+/* Attributes as the mount shows them. */
+int wn_stat(struct wfs *w, struct wnode *n, struct stat *st);
+/* lstat of @n's upper entry, before overrides; *pfd gets the parent's
+ * upper dirfd (caller closes) when @pfd is not NULL. */
+int wn_upper_lstat(struct wfs *w, struct wnode *n, struct stat *st, int *pfd);
+/* "/proc/self/fd/N/NAME" for xattr calls on @n's upper entry; *pfd is
+ * closed by the caller. */
+int wn_xattr_path(struct wfs *w, struct wnode *n, char *buf, size_t size,
+		  int *pfd);
+
+/* Copy-up and markers (copyup.c), under w->lock. */
+enum { CU_META, CU_DATA, CU_NODATA };
+int wfs_copy_up(struct wfs *w, struct wnode *n, int how);
+/* Copy the whole merged tree under directory @d into the upper dir and
+ * make it opaque: afterwards nothing under it depends on the lower. */
+int wfs_copy_up_tree(struct wfs *w, struct wnode *d);
+/* Replace whatever upper entry @name in @pfd has with a whiteout. */
+int wfs_whiteout(struct wfs *w, int pfd, const char *name);
+/* Is there a whiteout for @name in @pfd (either form)? */
+bool wfs_has_whiteout(int pfd, const char *name);
+/* Remove the whiteout(s) for @name in @pfd. */
+int wfs_clear_whiteout(struct wfs *w, int pfd, const char *name);
+int wfs_set_opaque(struct wfs *w, int pfd, const char *name);
+bool wfs_is_opaque(int pfd, const char *name);
+/* Remove the whiteouts an upper directory holds (it must hold nothing
+ * else). Return: 0 or -ENOTEMPTY. */
+int wfs_clear_dir(struct wfs *w, int pfd, const char *name);
+/* Record owner and mode in override_stat (unprivileged mounts). */
+int wfs_set_override(struct wfs *w, int pfd, const char *name, uid_t uid,
+		     gid_t gid, mode_t mode);
+int wfs_get_override(int pfd, const char *name, uid_t *uid, gid_t *gid,
+		     mode_t *mode);
+/* A fresh temporary name in the work directory. */
+void wfs_tmpname(struct wfs *w, char *buf, size_t size);
+int wfs_fsync_fd(struct wfs *w, int fd);

@@ -1,0 +1,426 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Writable mounts: the node table, name resolution and attributes. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/openat2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "whiteout.h"
+#include "wfs.h"
+
+#define UPPER_INO_BIT (1ull << 63)
+
+struct wnode *wn_get(struct wfs *w, fuse_ino_t ino)
+{
+	return ino == FUSE_ROOT_ID ? w->root : (struct wnode *)(uintptr_t)ino;
+}
+
+fuse_ino_t wn_id(struct wfs *w, struct wnode *n)
+{
+	return n == w->root ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)n;
+}
+
+static size_t hash_of(const struct wnode *p, const char *name, size_t size)
+{
+	uint64_t h = (uint64_t)(uintptr_t)p * 0x9e3779b97f4a7c15ull;
+
+	for (; *name; name++)
+		h = (h ^ (unsigned char)*name) * 0x100000001b3ull;
+	return (size_t)(h ^ (h >> 29)) & (size - 1);
+}
+
+struct wnode *wn_find(struct wfs *w, struct wnode *p, const char *name)
+{
+	struct wnode *n;
+
+	for (n = w->hash[hash_of(p, name, w->hash_size)]; n; n = n->hnext)
+		if (n->parent == p && !strcmp(n->name, name))
+			return n;
+	return NULL;
+}
+
+static void grow(struct wfs *w)
+{
+	size_t size = w->hash_size * 2, i;
+	struct wnode **h = calloc(size, sizeof(*h));
+
+	if (!h)
+		return;		/* longer chains, still correct */
+	for (i = 0; i < w->hash_size; i++) {
+		struct wnode *n = w->hash[i], *next;
+
+		for (; n; n = next) {
+			size_t b = hash_of(n->parent, n->name, size);
+
+			next = n->hnext;
+			n->hnext = h[b];
+			h[b] = n;
+		}
+	}
+	free(w->hash);
+	w->hash = h;
+	w->hash_size = size;
+}
+
+void wn_hash_add(struct wfs *w, struct wnode *n)
+{
+	size_t b = hash_of(n->parent, n->name, w->hash_size);
+
+	n->hnext = w->hash[b];
+	w->hash[b] = n;
+	n->hashed = true;
+	if (++w->n_nodes > w->hash_size)
+		grow(w);
+}
+
+void wn_hash_del(struct wfs *w, struct wnode *n)
+{
+	struct wnode **pp;
+
+	if (!n->hashed)
+		return;
+	for (pp = &w->hash[hash_of(n->parent, n->name, w->hash_size)]; *pp;
+	     pp = &(*pp)->hnext) {
+		if (*pp == n) {
+			*pp = n->hnext;
+			w->n_nodes--;
+			break;
+		}
+	}
+	n->hashed = false;
+}
+
+void wn_ref(struct wnode *n)
+{
+	n->refs++;
+}
+
+static void wn_free(struct wfs *w, struct wnode *n)
+{
+	while (n && n != w->root && !n->nlookup && !n->refs) {
+		struct wnode *p = n->parent;
+
+		wn_hash_del(w, n);
+		if (n->lower)
+			w->lw->ops->put(w->lw, n->lower);
+		free(n->name);
+		free(n);
+		if (!p)
+			break;
+		p->refs--;
+		n = p;
+	}
+}
+
+void wn_unref(struct wfs *w, struct wnode *n)
+{
+	n->refs--;
+	wn_free(w, n);
+}
+
+void wn_forget(struct wfs *w, struct wnode *n, uint64_t nlookup)
+{
+	if (n == w->root)
+		return;
+	n->nlookup = n->nlookup > nlookup ? n->nlookup - nlookup : 0;
+	wn_free(w, n);
+}
+
+struct wnode *wn_new(struct wfs *w, struct wnode *p, const char *name)
+{
+	struct wnode *n = calloc(1, sizeof(*n));
+
+	(void)w;
+	if (!n || !(n->name = strdup(name))) {
+		free(n);
+		return NULL;
+	}
+	n->parent = p;
+	p->refs++;
+	return n;
+}
+
+int wn_move(struct wfs *w, struct wnode *n, struct wnode *np,
+	    const char *name)
+{
+	char *nm = strdup(name);
+	struct wnode *old = n->parent;
+
+	if (!nm)
+		return -ENOMEM;
+	wn_hash_del(w, n);
+	free(n->name);
+	n->name = nm;
+	np->refs++;
+	n->parent = np;
+	if (!n->deleted)
+		wn_hash_add(w, n);
+	old->refs--;
+	wn_free(w, old);
+	return 0;
+}
+
+/* Relative path of @n from the root, "." for the root. */
+static int node_path(struct wfs *w, struct wnode *n, char *buf, size_t size)
+{
+	size_t len = 0, i;
+	struct wnode *c;
+	char *p;
+
+	if (n == w->root) {
+		if (size < 2)
+			return -ENAMETOOLONG;
+		strcpy(buf, ".");
+		return 0;
+	}
+	for (c = n; c != w->root; c = c->parent) {
+		if (!c || c->deleted)
+			return -ENOENT;
+		len += strlen(c->name) + 1;
+	}
+	if (len > size)
+		return -ENAMETOOLONG;
+	p = buf + len - 1;
+	*p = '\0';
+	for (c = n; c != w->root; c = c->parent) {
+		i = strlen(c->name);
+		p -= i;
+		memcpy(p, c->name, i);
+		if (p > buf)
+			*--p = '/';
+	}
+	return 0;
+}
+
+int wn_upper_dirfd(struct wfs *w, struct wnode *d)
+{
+	struct open_how how = {
+		.flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
+		.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+			   RESOLVE_NO_MAGICLINKS,
+	};
+	char path[8192];
+	long fd;
+	int r;
+
+	if (w->upperfd < 0 || !d->upper)
+		return -ENOENT;
+	r = node_path(w, d, path, sizeof(path));
+	if (r < 0)
+		return r;
+	fd = syscall(SYS_openat2, w->upperfd, path, &how, sizeof(how));
+	if (fd < 0)
+		return errno == ELOOP || errno == EXDEV ? -EIO : -errno;
+	return (int)fd;
+}
+
+int wn_upper_lstat(struct wfs *w, struct wnode *n, struct stat *st, int *pfd)
+{
+	int fd, r;
+
+	if (n == w->root) {
+		if (pfd)
+			*pfd = -1;
+		return fstat(w->upperfd, st) < 0 ? -errno : 0;
+	}
+	fd = wn_upper_dirfd(w, n->parent);
+	if (fd < 0)
+		return fd;
+	r = fstatat(fd, n->name, st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+	if (pfd && r == 0)
+		*pfd = fd;
+	else
+		close(fd);
+	return r;
+}
+
+int wn_xattr_path(struct wfs *w, struct wnode *n, char *buf, size_t size,
+		  int *pfd)
+{
+	int fd;
+
+	if (n == w->root) {
+		*pfd = -1;
+		snprintf(buf, size, "/proc/self/fd/%d", w->upperfd);
+		return 0;
+	}
+	fd = wn_upper_dirfd(w, n->parent);
+	if (fd < 0)
+		return fd;
+	if ((size_t)snprintf(buf, size, "/proc/self/fd/%d/%s", fd, n->name) >=
+	    size) {
+		close(fd);
+		return -ENAMETOOLONG;
+	}
+	*pfd = fd;
+	return 0;
+}
+
+static bool metacopy_of(int pfd, const char *name)
+{
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d/%s", pfd, name);
+	return lgetxattr(path, WH_METACOPY_TRUSTED, NULL, 0) >= 0 ||
+	       lgetxattr(path, WH_METACOPY_USER, NULL, 0) >= 0;
+}
+
+static bool same_kind(mode_t a, mode_t b)
+{
+	return (a & S_IFMT) == (b & S_IFMT);
+}
+
+int wn_resolve(struct wfs *w, struct wnode *p, const char *name,
+	       struct wnode **out)
+{
+	struct lnode *low = NULL;
+	struct stat ust, lst;
+	struct wnode *n;
+	bool upper = false, opaque = false, meta = false;
+	int pfd = -1, r;
+
+	if (p->deleted || !S_ISDIR(p->type))
+		return p->deleted ? -ENOENT : -ENOTDIR;
+	n = wn_find(w, p, name);
+	if (n) {
+		*out = n;
+		return 0;
+	}
+	if (!strncmp(name, WH_PREFIX, WH_PREFIX_LEN))
+		return -ENOENT;	/* never visible: markers are not names */
+	if (p->upper) {
+		pfd = wn_upper_dirfd(w, p);
+		if (pfd < 0)
+			return pfd;
+		if (fstatat(pfd, name, &ust, AT_SYMLINK_NOFOLLOW) == 0) {
+			if (wh_is_whiteout_stat(&ust)) {
+				close(pfd);
+				return -ENOENT;
+			}
+			upper = true;
+			if (S_ISDIR(ust.st_mode))
+				opaque = wfs_is_opaque(pfd, name);
+			else if (S_ISREG(ust.st_mode))
+				meta = metacopy_of(pfd, name);
+		} else if (errno != ENOENT) {
+			r = -errno;
+			close(pfd);
+			return r;
+		} else if (wfs_has_whiteout(pfd, name)) {
+			close(pfd);
+			return -ENOENT;
+		}
+	}
+	if (p->lower && !p->opaque && !opaque) {
+		r = w->lw->ops->lookup(w->lw, p->lower, name, &low);
+		if (r < 0 && r != -ENOENT) {
+			if (pfd >= 0)
+				close(pfd);
+			return r;
+		}
+		if (low) {
+			w->lw->ops->stat(w->lw, low, &lst);
+			if (upper && !same_kind(ust.st_mode, lst.st_mode)) {
+				w->lw->ops->put(w->lw, low);
+				low = NULL;
+			}
+		}
+	}
+	if (pfd >= 0)
+		close(pfd);
+	if (!upper && !low)
+		return -ENOENT;
+	n = wn_new(w, p, name);
+	if (!n) {
+		if (low)
+			w->lw->ops->put(w->lw, low);
+		return -ENOMEM;
+	}
+	n->upper = upper;
+	n->opaque = opaque;
+	n->metacopy = meta && low;
+	n->lower = low;
+	n->type = (upper ? ust.st_mode : lst.st_mode) & S_IFMT;
+	if (low && !(upper && !S_ISDIR(ust.st_mode) && ust.st_nlink > 1))
+		n->ino = lst.st_ino;
+	else
+		n->ino = ust.st_ino | UPPER_INO_BIT;
+	wn_hash_add(w, n);
+	*out = n;
+	return 0;
+}
+
+int wfs_get_override(int pfd, const char *name, uid_t *uid, gid_t *gid,
+		     mode_t *mode)
+{
+	char path[PATH_MAX], buf[64];
+	unsigned int u, g, m;
+	ssize_t len;
+
+	if (pfd >= 0)
+		snprintf(path, sizeof(path), "/proc/self/fd/%d/%s", pfd, name);
+	else
+		snprintf(path, sizeof(path), "%s", name);
+	len = lgetxattr(path, WH_OVERRIDE_STAT, buf, sizeof(buf) - 1);
+	if (len <= 0)
+		return -ENODATA;
+	buf[len] = '\0';
+	if (sscanf(buf, "%u:%u:%o", &u, &g, &m) != 3)
+		return -EINVAL;
+	*uid = u;
+	*gid = g;
+	*mode = m;
+	return 0;
+}
+
+int wn_stat(struct wfs *w, struct wnode *n, struct stat *st)
+{
+	struct stat lst;
+	int pfd = -1, r;
+
+	if (!n->upper) {
+		w->lw->ops->stat(w->lw, n->lower, st);
+		st->st_ino = n->ino;
+		return 0;
+	}
+	r = wn_upper_lstat(w, n, st, &pfd);
+	if (r < 0)
+		return r;
+	if (w->override) {
+		uid_t u;
+		gid_t g;
+		mode_t m;
+		char proc[32];
+
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", w->upperfd);
+		if (wfs_get_override(pfd, n == w->root ? proc : n->name,
+				     &u, &g, &m) == 0) {
+			st->st_uid = u;
+			st->st_gid = g;
+			if (m & S_IFMT) {
+				st->st_mode = m;
+				if (S_ISCHR(m) || S_ISBLK(m))
+					st->st_rdev = 0;
+			} else {
+				st->st_mode = (st->st_mode & S_IFMT) |
+					      (m & 07777);
+			}
+		}
+	}
+	if (pfd >= 0)
+		close(pfd);
+	if (n->metacopy && n->lower) {
+		w->lw->ops->stat(w->lw, n->lower, &lst);
+		st->st_blocks = lst.st_blocks;
+	}
+	if (S_ISDIR(st->st_mode) && n->lower && !n->opaque)
+		st->st_nlink = 1;	/* merged: unknown, like overlayfs */
+	st->st_ino = n->ino;
+	return 0;
+}
