@@ -421,6 +421,10 @@ int wfs_copy_up(struct wfs *w, struct wnode *n, int how)
 	} else {
 		n->upper = true;
 		n->metacopy = meta;
+		/* split from its lower hardlinks: no longer the same inode */
+		if (!S_ISDIR(st.st_mode) && st.st_nlink > 1 &&
+		    fstatat(pfd, n->name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+			n->ino = st.st_ino | (1ull << 63);
 	}
 	close(pfd);
 	return r;
@@ -466,11 +470,17 @@ static int tree_child(void *ctx, const char *name, mode_t type, ino_t ino)
 static int copy_tree(struct wfs *w, struct wnode *d, bool top)
 {
 	struct tree_ctx t = { w, d, 0 };
+	struct timespec ts[2];
+	struct stat st;
 	int pfd, r;
 
-	r = wfs_copy_up(w, d, CU_META);
+	r = wn_stat(w, d, &st);
+	if (r == 0)
+		r = wfs_copy_up(w, d, CU_META);
 	if (r < 0 || !d->lower || d->opaque)
 		return r;
+	ts[0] = st.st_atim;
+	ts[1] = st.st_mtim;
 	r = w->lw->ops->readdir(w->lw, d->lower, tree_child, &t);
 	if (r < 0)
 		return r;
@@ -488,14 +498,14 @@ static int copy_tree(struct wfs *w, struct wnode *d, bool top)
 		struct dirent *de;
 
 		while (dir && (de = readdir(dir))) {
-			struct stat st;
+			struct stat cst;
 
-			if (fstatat(dfd, de->d_name, &st,
+			if (fstatat(dfd, de->d_name, &cst,
 				    AT_SYMLINK_NOFOLLOW) < 0)
 				continue;
-			if (wh_is_whiteout_stat(&st) ||
+			if (wh_is_whiteout_stat(&cst) ||
 			    (!strncmp(de->d_name, WH_PREFIX, WH_PREFIX_LEN) &&
-			     S_ISREG(st.st_mode)))
+			     S_ISREG(cst.st_mode)))
 				unlinkat(dfd, de->d_name, 0);
 		}
 		if (dir)
@@ -504,6 +514,9 @@ static int copy_tree(struct wfs *w, struct wnode *d, bool top)
 			close(dfd);
 	}
 	r = top ? wfs_set_opaque(w, pfd, d->name) : 0;
+	/* filling it touched its times: put them back */
+	if (r == 0 && utimensat(pfd, d->name, ts, AT_SYMLINK_NOFOLLOW) < 0)
+		r = -errno;
 	close(pfd);
 	if (r == 0)
 		d->opaque = true;

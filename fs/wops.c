@@ -1093,6 +1093,20 @@ static void w_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
 
 /* ---- removal ---- */
 
+/* Does the lower stack have anything at @name in @p? Then removing or
+ * moving the upper entry there must leave a whiteout. */
+static bool lower_has(struct wfs *w, struct wnode *p, const char *name)
+{
+	struct lnode *l = NULL;
+
+	if (!p->lower || p->opaque)
+		return false;
+	if (w->lw->ops->lookup(w->lw, p->lower, name, &l) < 0)
+		return false;
+	w->lw->ops->put(w->lw, l);
+	return true;
+}
+
 static int dir_is_empty(struct wfs *w, struct wnode *n)
 {
 	struct wdir *d;
@@ -1134,7 +1148,7 @@ static int do_remove(struct wfs *w, struct wnode *p, const char *name,
 	}
 	if (dir && n->upper)
 		r = wfs_clear_dir(w, pfd, name);
-	if (r == 0 && n->lower)
+	if (r == 0 && lower_has(w, p, name))
 		r = wfs_whiteout(w, pfd, name);
 	else if (r == 0 && unlinkat(pfd, name, dir ? AT_REMOVEDIR : 0) < 0)
 		r = -errno;
@@ -1288,7 +1302,7 @@ static int do_rename(struct wfs *w, struct wnode *p, const char *name,
 		if (r < 0)
 			goto out;
 	}
-	src_lower = src->lower != NULL;
+	src_lower = lower_has(w, p, name);
 	r = wfs_copy_up(w, np, CU_META);
 	if (r == 0)
 		r = wfs_copy_up(w, p, CU_META);
@@ -1305,13 +1319,10 @@ static int do_rename(struct wfs *w, struct wnode *p, const char *name,
 		goto out;
 	}
 	if (flags & RENAME_EXCHANGE) {
-		bool dst_lower = dst->lower != NULL;
-
 		if (renameat2(pfd, name, npfd, newname, RENAME_EXCHANGE) < 0) {
 			r = -errno;
 			goto out;
 		}
-		(void)dst_lower;
 		r = hide_lower_at(w, np, newname, npfd, src);
 		if (r == 0)
 			r = hide_lower_at(w, p, name, pfd, dst);
@@ -1321,6 +1332,14 @@ static int do_rename(struct wfs *w, struct wnode *p, const char *name,
 			r = wn_move(w, src, np, newname);
 		if (r == 0)
 			r = wn_move(w, dst, p, name);
+		if (r == 0 && src->lower) {
+			w->lw->ops->put(w->lw, src->lower);
+			src->lower = NULL;
+		}
+		if (r == 0 && dst->lower) {
+			w->lw->ops->put(w->lw, dst->lower);
+			dst->lower = NULL;
+		}
 		goto out;
 	}
 	/* the target: an upper dir holding only whiteouts is emptied; a
@@ -1331,7 +1350,7 @@ static int do_rename(struct wfs *w, struct wnode *p, const char *name,
 			goto out;
 	}
 	if (dst)
-		dst_lower_name = dst->lower != NULL;
+		dst_lower_name = lower_has(w, np, newname);
 	wh_at_dst = !dst && wfs_has_whiteout(npfd, newname);
 	if (wh_at_dst) {
 		dst_lower_name = true;
@@ -1365,8 +1384,9 @@ static int do_rename(struct wfs *w, struct wnode *p, const char *name,
 	wn_hash_del(w, src);
 	if (r == 0)
 		r = wn_move(w, src, np, newname);
-	/* the moved entry no longer reads from a lower object */
-	if (r == 0 && !S_ISDIR(src->type) && src->lower) {
+	/* the moved entry no longer reads from a lower object (its inode
+	 * number stays) */
+	if (r == 0 && src->lower) {
 		w->lw->ops->put(w->lw, src->lower);
 		src->lower = NULL;
 	}
