@@ -308,6 +308,109 @@ static int set_meta(struct wfs *w, const char *tmp, const struct stat *st)
 	return 0;
 }
 
+struct group_ctx {
+	struct wfs *w;
+	struct wnode *n;	/* the name just copied up */
+	int pfd;		/* its upper parent */
+	ino_t ino;		/* the group's lower inode number */
+};
+
+/* Link another visible name of @g->n's lower hardlink group to the new
+ * upper file, so the names stay one file (as they were in the image). */
+static int link_name(void *ctx, const char *path)
+{
+	struct group_ctx *g = ctx;
+	struct wfs *w = g->w;
+	struct wnode *d = w->root, *c = NULL;
+	char buf[4096], *save = NULL, *comp, *next;
+	int pfd, r = 0;
+
+	snprintf(buf, sizeof(buf), "%s", path);
+	wn_ref(d);
+	for (comp = strtok_r(buf, "/", &save); comp; comp = next) {
+		next = strtok_r(NULL, "/", &save);
+		if (wn_resolve(w, d, comp, &c) < 0) {
+			c = NULL;
+			break;
+		}
+		wn_ref(c);
+		wn_unref(w, d);
+		d = c;
+		if (next && !S_ISDIR(c->type)) {
+			c = NULL;
+			break;
+		}
+	}
+	if (c && c != g->n && !c->upper && c->lower && c->ino == g->ino &&
+	    S_ISREG(c->type)) {
+		r = wfs_copy_up(w, c->parent, CU_META);
+		pfd = r < 0 ? r : wn_upper_dirfd(w, c->parent);
+		if (pfd >= 0) {
+			if (linkat(g->pfd, g->n->name, pfd, c->name, 0) == 0) {
+				c->upper = true;
+				c->metacopy = g->n->metacopy;
+			}
+			close(pfd);
+		}
+	}
+	wn_unref(w, d);
+	return 0;
+}
+
+/*
+ * The first write to a metacopy file: its data is copied into the upper
+ * file in place (other names may be linked to it), then the metacopy
+ * xattr goes. A crash before that leaves the xattr, and reads still come
+ * from below: never a half-copied file.
+ */
+static int fill_metacopy(struct wfs *w, struct wnode *n, int how)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	int pfd, fd, in = -1, r = 0;
+
+	pfd = wn_upper_dirfd(w, n->parent);
+	if (pfd < 0)
+		return pfd;
+	snprintf(path, sizeof(path), "/proc/self/fd/%d/%s", pfd, n->name);
+	if (lgetxattr(path, WH_METACOPY_TRUSTED, NULL, 0) < 0 &&
+	    lgetxattr(path, WH_METACOPY_USER, NULL, 0) < 0) {
+		/* another name of the same file was written first */
+		close(pfd);
+		n->metacopy = false;
+		return 0;
+	}
+	fd = openat(pfd, n->name, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0) {
+		r = -errno;
+		close(pfd);
+		return r;
+	}
+	if (how == CU_NODATA) {
+		r = ftruncate(fd, 0) < 0 ? -errno : 0;
+	} else if (fstat(fd, &st) < 0) {
+		r = -errno;
+	} else if (st.st_size > 0) {
+		in = w->lw->ops->open(w->lw, n->lower);
+		r = in == -ENODATA ? 0 : in < 0 ? in : copy_data(in, fd,
+								st.st_size);
+	}
+	if (r == 0)
+		r = wfs_fsync_fd(w, fd);
+	if (in >= 0)
+		close(in);
+	close(fd);
+	if (r == 0) {
+		if (lremovexattr(path, WH_METACOPY_TRUSTED) < 0 &&
+		    lremovexattr(path, WH_METACOPY_USER) < 0 && errno != ENODATA)
+			r = -errno;
+	}
+	close(pfd);
+	if (r == 0)
+		n->metacopy = false;
+	return r;
+}
+
 int wfs_copy_up(struct wfs *w, struct wnode *n, int how)
 {
 	char tmp[64], path[PATH_MAX], target[PATH_MAX + 1];
@@ -319,6 +422,8 @@ int wfs_copy_up(struct wfs *w, struct wnode *n, int how)
 		return -EROFS;
 	if (n->upper && !(n->metacopy && how != CU_META))
 		return 0;
+	if (n->upper)
+		return fill_metacopy(w, n, how);
 	if (n->deleted)
 		return -ENOENT;
 	r = wfs_copy_up(w, n->parent, CU_META);
@@ -419,12 +524,23 @@ int wfs_copy_up(struct wfs *w, struct wnode *n, int how)
 	if (r < 0) {
 		unlinkat(w->workfd, tmp, S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0);
 	} else {
+		bool was_upper = n->upper;
+
 		n->upper = true;
 		n->metacopy = meta;
-		/* split from its lower hardlinks: no longer the same inode */
-		if (!S_ISDIR(st.st_mode) && st.st_nlink > 1 &&
-		    fstatat(pfd, n->name, &st, AT_SYMLINK_NOFOLLOW) == 0)
-			n->ino = st.st_ino | (1ull << 63);
+		if (!was_upper && S_ISREG(st.st_mode) && st.st_nlink > 1) {
+			struct group_ctx g = { w, n, pfd, n->ino };
+			nlink_t want = st.st_nlink;
+
+			wn_ref(n);
+			w->lw->ops->links(w->lw, n->lower, link_name, &g);
+			wn_unref(w, n);
+			/* names the lower stack could not name are split
+			 * off: no longer the same inode */
+			if (fstatat(pfd, n->name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+			    st.st_nlink != want)
+				n->ino = st.st_ino | (1ull << 63);
+		}
 	}
 	close(pfd);
 	return r;

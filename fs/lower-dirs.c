@@ -378,6 +378,13 @@ static ssize_t ld_getxattr(struct lower *lw, struct lnode *n,
 	return r < 0 ? -errno : r;
 }
 
+static int ld_links(struct lower *lw, struct lnode *n,
+		    int (*fn)(void *, const char *), void *ctx)
+{
+	(void)lw, (void)n, (void)fn, (void)ctx;
+	return 0;	/* finding them would mean scanning whole trees */
+}
+
 static void ld_get(struct lnode *n)
 {
 	atomic_fetch_add(&n->refs, 1);
@@ -424,6 +431,7 @@ static const struct lower_ops ld_ops = {
 	.readlink = ld_readlink,
 	.listxattr = ld_listxattr,
 	.getxattr = ld_getxattr,
+	.links = ld_links,
 	.get = ld_get,
 	.put = ld_put,
 	.statfs_fd = ld_statfs_fd,

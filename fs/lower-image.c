@@ -211,6 +211,69 @@ static ssize_t li_getxattr(struct lower *lw, struct lnode *n,
 	return -ENODATA;
 }
 
+struct links_walk {
+	const struct strata_lindex *lx;
+	uint32_t leader, self;
+	char path[4096];
+	int (*fn)(void *, const char *);
+	void *ctx;
+};
+
+static int links_dir(struct links_walk *lw, uint32_t dir, size_t len)
+{
+	const struct strata_lx_entry *d = strata_lx_entry(lw->lx, dir);
+	uint32_t i;
+	int r;
+
+	for (i = d->a; i < d->a + d->b; i++) {
+		const struct strata_lx_entry *e = strata_lx_entry(lw->lx, i);
+		size_t l = len + (len ? 1 : 0) + e->name_len;
+
+		if (!e || l >= sizeof(lw->path))
+			continue;
+		if (len)
+			lw->path[len] = '/';
+		memcpy(lw->path + len + (len ? 1 : 0),
+		       strata_lx_str(lw->lx, e->name_off), e->name_len);
+		lw->path[l] = '\0';
+		if (S_ISDIR(e->mode) || (e->flags & STRATA_LX_IMPLIED)) {
+			r = links_dir(lw, i, l);
+			if (r)
+				return r;
+		} else if (e->b == lw->leader && i != lw->self &&
+			   !(e->flags & STRATA_LX_WHITEOUT)) {
+			r = lw->fn(lw->ctx, lw->path);
+			if (r)
+				return r;
+		}
+		lw->path[len] = '\0';
+	}
+	return 0;
+}
+
+static int li_links(struct lower *lw, struct lnode *n,
+		    int (*fn)(void *, const char *), void *ctx)
+{
+	struct fs *fs = LI(lw)->fs;
+	const struct strata_lx_entry *e = fs_entry(fs, n->layer, n->entry);
+	struct links_walk *w;
+	int r;
+
+	if (n->d || !S_ISREG(e->mode) || e->nlink < 2)
+		return 0;
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	w->lx = fs->layers[n->layer].lx;
+	w->leader = e->b;
+	w->self = n->entry;
+	w->fn = fn;
+	w->ctx = ctx;
+	r = links_dir(w, 0, 0);
+	free(w);
+	return r < 0 ? r : 0;
+}
+
 static void li_get(struct lnode *n)
 {
 	atomic_fetch_add(&n->refs, 1);
@@ -246,6 +309,7 @@ static const struct lower_ops li_ops = {
 	.readlink = li_readlink,
 	.listxattr = li_listxattr,
 	.getxattr = li_getxattr,
+	.links = li_links,
 	.get = li_get,
 	.put = li_put,
 	.statfs_fd = li_statfs_fd,

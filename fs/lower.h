@@ -46,6 +46,12 @@ struct lower_ops {
 			     size_t size);
 	ssize_t (*getxattr)(struct lower *lw, struct lnode *n,
 			    const char *name, void *buf, size_t size);
+	/* Call @fn with the path (from the root, no leading slash) of every
+	 * other name of regular file @n's hardlink group, where the lower
+	 * stack can tell (0 calls otherwise). Paths are candidates: the
+	 * caller checks what each shows. */
+	int (*links)(struct lower *lw, struct lnode *n,
+		     int (*fn)(void *ctx, const char *path), void *ctx);
 	void (*get)(struct lnode *n);
 	void (*put)(struct lower *lw, struct lnode *n);
 	int (*statfs_fd)(struct lower *lw);

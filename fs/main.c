@@ -52,7 +52,6 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("gidmapping=%s", gidmapping),
 	{ "squash_to_uid=%d", offsetof(struct options, squash_uid), 0 },
 	{ "squash_to_gid=%d", offsetof(struct options, squash_gid), 0 },
-	{ "allow_other", offsetof(struct options, allow_other), 1 },
 	OPT("-h", show_help),
 	OPT("--help", show_help),
 	OPT("-V", show_version),
@@ -445,10 +444,13 @@ int main(int argc, char *argv[])
 			"in /etc/fuse.conf for users other than root\n");
 		return 1;
 	}
-	if (fuse_parse_cmdline(&args, &copts) != 0)
-		return 2;
-	if (check_mountpoint(copts.mountpoint ? copts.mountpoint : o.mountpoint) < 0)
+	/* before libfuse's own terser check of the same */
+	if (check_mountpoint(o.mountpoint) < 0)
 		goto out;
+	if (fuse_parse_cmdline(&args, &copts) != 0) {
+		ret = 2;
+		goto out;
+	}
 	if (o.lowerdir) {
 		if (open_lowerdirs(o.lowerdir, &lw) < 0)
 			goto out;
@@ -517,9 +519,13 @@ int main(int argc, char *argv[])
 	if (!lc)
 		goto out_unmount;
 	fuse_loop_cfg_set_clone_fd(lc, 1);
-	fuse_loop_cfg_set_max_threads(lc, copts.max_threads ? copts.max_threads : 16);
-	fuse_loop_cfg_set_idle_threads(lc, copts.max_idle_threads
-					   ? copts.max_idle_threads : 8);
+	/* unset comes back as 0 or UINT_MAX depending on libfuse */
+	fuse_loop_cfg_set_max_threads(lc, copts.max_threads &&
+				      copts.max_threads <= 100000
+				      ? copts.max_threads : 16);
+	fuse_loop_cfg_set_idle_threads(lc, copts.max_idle_threads &&
+				       copts.max_idle_threads <= 100000
+				       ? copts.max_idle_threads : 8);
 	if (copts.singlethread)
 		ret = fuse_session_loop(se) != 0;
 	else

@@ -73,11 +73,39 @@ static int fail(const char *what, const char *path, int err)
 	return -err;
 }
 
+/* A new upper root takes the image root's owner, mode and times, so the
+ * mount's root looks like the image's (overlayfs shows the upper root). */
+static void root_attrs(struct wfs *w)
+{
+	struct stat st;
+	struct timespec ts[2];
+
+	w->lw->ops->stat(w->lw, w->root->lower, &st);
+	ts[0] = st.st_atim;
+	ts[1] = st.st_mtim;
+	if (w->root_daemon) {
+		if (fchown(w->upperfd, st.st_uid, st.st_gid) < 0 ||
+		    fchmod(w->upperfd, st.st_mode & 07777) < 0)
+			return;
+	} else {
+		char buf[64];
+		int len = snprintf(buf, sizeof(buf), "%u:%u:0%o",
+				   (unsigned)st.st_uid, (unsigned)st.st_gid,
+				   (unsigned)st.st_mode);
+
+		if (fsetxattr(w->upperfd, WH_OVERRIDE_STAT, buf, (size_t)len,
+			      0) < 0)
+			return;
+	}
+	futimens(w->upperfd, ts);
+}
+
 int wfs_init(struct wfs *w, struct lower *lw, const char *upper,
 	     const char *work)
 {
 	char defwork[PATH_MAX], tmp[64];
 	struct stat ust, wst;
+	bool created;
 	int wd, r;
 
 	w->lw = lw;
@@ -96,12 +124,15 @@ int wfs_init(struct wfs *w, struct lower *lw, const char *upper,
 	if (!upper)
 		return 0;
 
+	created = stat(upper, &ust) < 0 && errno == ENOENT;
 	r = mkdir_p(upper, 0755);
 	if (r < 0)
 		return fail("cannot create upper directory", upper, -r);
 	w->upperfd = open(upper, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (w->upperfd < 0)
 		return fail("cannot open upper directory", upper, errno);
+	if (created)
+		root_attrs(w);
 	if (!work) {
 		char copy[PATH_MAX], copy2[PATH_MAX];
 

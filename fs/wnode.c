@@ -347,10 +347,11 @@ int wn_resolve(struct wfs *w, struct wnode *p, const char *name,
 	n->metacopy = meta && low;
 	n->lower = low;
 	n->type = (upper ? ust.st_mode : lst.st_mode) & S_IFMT;
-	/* a copied-up file keeps its lower inode number, unless it was one
-	 * of several hardlinked names: copy-up split it from the others */
+	/* a copied-up file keeps its lower inode number while its names are
+	 * the lower group's (all copied up together, or just the one);
+	 * a link made or broken since makes it an upper inode */
 	if (low && !(upper && !S_ISDIR(ust.st_mode) &&
-		     (ust.st_nlink > 1 || lst.st_nlink > 1)))
+		     ust.st_nlink != lst.st_nlink))
 		n->ino = lst.st_ino;
 	else
 		n->ino = ust.st_ino | UPPER_INO_BIT;
