@@ -21,6 +21,7 @@
 #include "fs.h"
 #include "lower.h"
 #include "wfs.h"
+#include "control.h"
 
 struct options {
 	char *upper, *work, *lowerdir;
@@ -349,6 +350,54 @@ fail:
 	return -1;
 }
 
+/* The image reference with its path made absolute, so that a commit
+ * started from another directory finds the same image. */
+static char *absolute_ref(const char *text)
+{
+	struct strata_err err = { 0 };
+	struct strata_ref *ref = NULL;
+	char *abs = NULL, *out = NULL;
+	static const char *const kinds[] = {
+		[STRATA_REF_OCI] = "oci",
+		[STRATA_REF_OCI_ARCHIVE] = "oci-archive",
+		[STRATA_REF_DOCKER_ARCHIVE] = "docker-archive",
+	};
+
+	if (strata_ref_parse(text, &ref, &err) < 0)
+		return strdup(text);
+	if (ref->kind == STRATA_REF_STORE || !ref->path ||
+	    !(abs = realpath(ref->path, NULL))) {
+		strata_ref_free(ref);
+		return strdup(text);
+	}
+	if (asprintf(&out, "%s:%s%s%s%s", kinds[ref->kind], abs,
+		     ref->digest ? "@" : ref->tag ? ":" : "",
+		     ref->digest ? ref->digest : ref->tag ? ref->tag : "", "") < 0)
+		out = NULL;
+	free(abs);
+	strata_ref_free(ref);
+	return out;
+}
+
+static int start_control(struct wfs *w, const struct options *o,
+			 const char *mp, const char *ref,
+			 struct strata_store *st, struct strata_image *img)
+{
+	struct control_info info = {
+		.mountpoint = mp,
+		.ref = ref,
+		.manifest = img ? img->manifest_digest : "",
+		.store = st ? strata_store_root(st) : "",
+		.upper = w->upper_path ? w->upper_path : "",
+		.work = w->work_path ? w->work_path : "",
+	};
+
+	(void)o;
+	if (!mp || !ref)
+		return -ENOMEM;
+	return fs_control_start(w, &info);
+}
+
 /* "L1:L2:..." (top first) into a lower stack. */
 static int open_lowerdirs(const char *spec, struct lower **out)
 {
@@ -404,6 +453,8 @@ int main(int argc, char *argv[])
 	struct wfs wfs = { 0 };
 	struct lower *lw = NULL;
 	bool wfs_ready = false;
+	cleanup_free char *ctl_mp = NULL;
+	cleanup_free char *ctl_ref = NULL;
 	char fsname[1200];
 	uint32_t i;
 	int ret = 1;
@@ -513,8 +564,16 @@ int main(int argc, char *argv[])
 			"see: findmnt %s)\n", copts.mountpoint, copts.mountpoint);
 		goto out_signals;
 	}
+	/* relative paths mean something only before daemonizing (cd /) */
+	ctl_mp = realpath(copts.mountpoint, NULL);
+	ctl_ref = o.lowerdir ? strdup("") : absolute_ref(o.ref);
 	if (fuse_daemonize(copts.foreground) != 0)
 		goto out_unmount;
+	/* threads do not survive daemonizing: start it only now */
+	if (wfs_ready && wfs.upperfd >= 0 &&
+	    start_control(&wfs, &o, ctl_mp, ctl_ref, st, img) < 0)
+		fprintf(stderr, "stratafs: warning: no control socket; "
+			"strata commit cannot find this mount\n");
 	lc = fuse_loop_cfg_create();
 	if (!lc)
 		goto out_unmount;
@@ -531,6 +590,7 @@ int main(int argc, char *argv[])
 	else
 		ret = fuse_session_loop_mt(se, lc) != 0;
 	fuse_loop_cfg_destroy(lc);
+	fs_control_stop();
 out_unmount:
 	fuse_session_unmount(se);
 out_signals:

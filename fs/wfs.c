@@ -112,7 +112,15 @@ int wfs_init(struct wfs *w, struct lower *lw, const char *upper,
 	w->upperfd = -1;
 	w->workfd = -1;
 	w->root_daemon = geteuid() == 0;
+	pthread_rwlockattr_t ra;
+
 	pthread_mutex_init(&w->lock, NULL);
+	/* a waiting freeze must not starve behind a stream of writes */
+	pthread_rwlockattr_init(&ra);
+	pthread_rwlockattr_setkind_np(&ra,
+		PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&w->freeze, &ra);
+	pthread_rwlockattr_destroy(&ra);
 	w->hash_size = 1024;
 	w->hash = calloc(w->hash_size, sizeof(*w->hash));
 	w->root = calloc(1, sizeof(*w->root));
@@ -145,6 +153,8 @@ int wfs_init(struct wfs *w, struct lower *lw, const char *upper,
 	r = mkdir_p(work, 0700);
 	if (r < 0)
 		return fail("cannot create work directory", work, -r);
+	w->upper_path = realpath(upper, NULL);
+	w->work_path = realpath(work, NULL);
 	wd = open(work, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (wd < 0)
 		return fail("cannot open work directory", work, errno);
@@ -234,5 +244,8 @@ void wfs_destroy(struct wfs *w)
 		close(w->upperfd);
 	if (w->workfd >= 0)
 		close(w->workfd);
+	free(w->upper_path);
+	free(w->work_path);
 	pthread_mutex_destroy(&w->lock);
+	pthread_rwlock_destroy(&w->freeze);
 }

@@ -56,6 +56,7 @@ struct wfs {
 	struct lower *lw;
 	int upperfd;			/* -1: read-only */
 	int workfd;			/* WORKDIR/work */
+	char *upper_path, *work_path;	/* absolute */
 	bool volatile_;			/* no fsync */
 	bool priv_wh;			/* can mknod 0:0 whiteouts */
 	bool priv_xattr;		/* can set trusted.* xattrs */
@@ -63,6 +64,7 @@ struct wfs {
 	bool root_daemon;
 	double timeout;
 	pthread_mutex_t lock;
+	pthread_rwlock_t freeze;	/* changes: read side; commit: write */
 	struct wnode **hash;
 	size_t hash_size, n_nodes;
 	struct wnode *root;

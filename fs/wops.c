@@ -33,6 +33,10 @@ static struct wfs *W(fuse_req_t req)
 	return fuse_req_userdata(req);
 }
 
+/* Every change holds the freeze lock's read side, so a commit can hold
+ * the mount still while it reads the upper directory. */
+#define CHANGE(w) pthread_rwlock_rdlock(&(w)->freeze)
+#define CHANGED(w) pthread_rwlock_unlock(&(w)->freeze)
 #define LOCK(w) pthread_mutex_lock(&(w)->lock)
 #define UNLOCK(w) pthread_mutex_unlock(&(w)->lock)
 
@@ -297,7 +301,7 @@ static int do_make(fuse_req_t req, struct wfs *w, fuse_ino_t parent,
 	return 0;
 }
 
-static void w_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
+static void w_mknod_locked(fuse_req_t req, fuse_ino_t parent, const char *name,
 		    mode_t mode, dev_t rdev)
 {
 	struct wfs *w = W(req);
@@ -314,7 +318,7 @@ static void w_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 	reply_entry(req, w, n, r);
 }
 
-static void w_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
+static void w_mkdir_locked(fuse_req_t req, fuse_ino_t parent, const char *name,
 		    mode_t mode)
 {
 	struct wfs *w = W(req);
@@ -327,7 +331,7 @@ static void w_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 	reply_entry(req, w, n, r);
 }
 
-static void w_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
+static void w_symlink_locked(fuse_req_t req, const char *link, fuse_ino_t parent,
 		      const char *name)
 {
 	struct wfs *w = W(req);
@@ -356,7 +360,7 @@ static struct whandle *handle_new(struct wnode *n, int fd, bool lower,
 	return h;
 }
 
-static void w_create(fuse_req_t req, fuse_ino_t parent, const char *name,
+static void w_create_locked(fuse_req_t req, fuse_ino_t parent, const char *name,
 		     mode_t mode, struct fuse_file_info *fi)
 {
 	struct wfs *w = W(req);
@@ -417,7 +421,7 @@ static int open_upper(struct wfs *w, struct wnode *n, int flags)
 	return fd;
 }
 
-static void w_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void w_open_locked(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct wfs *w = W(req);
 	struct wnode *n = wn_get(w, ino);
@@ -521,7 +525,7 @@ static void w_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
 }
 
-static void w_write_buf(fuse_req_t req, fuse_ino_t ino,
+static void w_write_buf_locked(fuse_req_t req, fuse_ino_t ino,
 			struct fuse_bufvec *in, off_t off,
 			struct fuse_file_info *fi)
 {
@@ -581,7 +585,7 @@ static void w_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 	fuse_reply_err(req, r);
 }
 
-static void w_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
+static void w_fallocate_locked(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
 			off_t len, struct fuse_file_info *fi)
 {
 	struct whandle *h = H(fi);
@@ -594,7 +598,7 @@ static void w_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
 	fuse_reply_err(req, fallocate(h->fd, mode, off, len) < 0 ? errno : 0);
 }
 
-static void w_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
+static void w_copy_file_range_locked(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 			      struct fuse_file_info *fi_in, fuse_ino_t ino_out,
 			      off_t off_out, struct fuse_file_info *fi_out,
 			      size_t len, int flags)
@@ -670,7 +674,7 @@ static void w_readlink(fuse_req_t req, fuse_ino_t ino)
 
 /* ---- setattr ---- */
 
-static void w_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *a,
+static void w_setattr_locked(fuse_req_t req, fuse_ino_t ino, struct stat *a,
 		      int set, struct fuse_file_info *fi)
 {
 	struct wfs *w = W(req);
@@ -1162,7 +1166,7 @@ out:
 	return r;
 }
 
-static void w_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+static void w_unlink_locked(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct wfs *w = W(req);
 	int r;
@@ -1173,7 +1177,7 @@ static void w_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	fuse_reply_err(req, -r);
 }
 
-static void w_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+static void w_rmdir_locked(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct wfs *w = W(req);
 	int r;
@@ -1186,7 +1190,7 @@ static void w_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 /* ---- link and rename ---- */
 
-static void w_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
+static void w_link_locked(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 		   const char *newname)
 {
 	struct wfs *w = W(req);
@@ -1401,7 +1405,7 @@ out:
 	return r;
 }
 
-static void w_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+static void w_rename_locked(fuse_req_t req, fuse_ino_t parent, const char *name,
 		     fuse_ino_t newparent, const char *newname,
 		     unsigned int flags)
 {
@@ -1422,7 +1426,7 @@ static bool reserved_xattr(const char *name)
 	return wh_private_xattr(name);
 }
 
-static void w_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+static void w_setxattr_locked(fuse_req_t req, fuse_ino_t ino, const char *name,
 		       const char *value, size_t size, int flags)
 {
 	struct wfs *w = W(req);
@@ -1446,7 +1450,7 @@ static void w_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	fuse_reply_err(req, -r);
 }
 
-static void w_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+static void w_removexattr_locked(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
 	struct wfs *w = W(req);
 	struct wnode *n = wn_get(w, ino);
@@ -1601,6 +1605,142 @@ static void w_init(void *userdata, struct fuse_conn_info *conn)
 	conn->want &= ~(unsigned)FUSE_CAP_DONT_MASK;
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
 	conn->want &= ~(unsigned)FUSE_CAP_HANDLE_KILLPRIV;
+}
+
+/* The changing operations, each under the freeze lock. */
+static void w_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+	struct wfs *w = W(req);
+
+	CHANGE(w);
+	w_mknod_locked(req, parent, name, mode, rdev);
+	CHANGED(w);
+}
+
+static void w_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	struct wfs *w = W(req);
+
+	CHANGE(w);
+	w_mkdir_locked(req, parent, name, mode);
+	CHANGED(w);
+}
+
+static void w_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	struct wfs *w = W(req);
+
+	CHANGE(w);
+	w_symlink_locked(req, link, parent, name);
+	CHANGED(w);
+}
+
+static void w_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi)
+{
+	struct wfs *w = W(req);
+
+	CHANGE(w);
+	w_create_locked(req, parent, name, mode, fi);
+	CHANGED(w);
+}
+
+static void w_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t off, struct fuse_file_info *fi)
+{
+	struct wfs *w = W(req);
+
+	CHANGE(w);
+	w_write_buf_locked(req, ino, in, off, fi);
+	CHANGED(w);
+}
+
+static void w_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len, struct fuse_file_info *fi)
+{
+	struct wfs *w = W(req);
+
+	CHANGE(w);
+	w_fallocate_locked(req, ino, mode, off, len, fi);
+	CHANGED(w);
+}
+
+static void w_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, struct fuse_file_info *fi_in, fuse_ino_t ino_out, off_t off_out, struct fuse_file_info *fi_out, size_t len, int flags)
+{
+	struct wfs *w = W(req);
+
+	CHANGE(w);
+	w_copy_file_range_locked(req, ino_in, off_in, fi_in, ino_out, off_out, fi_out, len, flags);
+	CHANGED(w);
+}
+
+static void w_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *a, int set, struct fuse_file_info *fi)
+{
+	struct wfs *w = W(req);
+
+	CHANGE(w);
+	w_setattr_locked(req, ino, a, set, fi);
+	CHANGED(w);
+}
+
+static void w_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct wfs *w = W(req);
+
+	CHANGE(w);
+	w_unlink_locked(req, parent, name);
+	CHANGED(w);
+}
+
+static void w_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct wfs *w = W(req);
+
+	CHANGE(w);
+	w_rmdir_locked(req, parent, name);
+	CHANGED(w);
+}
+
+static void w_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	struct wfs *w = W(req);
+
+	CHANGE(w);
+	w_link_locked(req, ino, newparent, newname);
+	CHANGED(w);
+}
+
+static void w_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent, const char *newname, unsigned int flags)
+{
+	struct wfs *w = W(req);
+
+	CHANGE(w);
+	w_rename_locked(req, parent, name, newparent, newname, flags);
+	CHANGED(w);
+}
+
+static void w_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size, int flags)
+{
+	struct wfs *w = W(req);
+
+	CHANGE(w);
+	w_setxattr_locked(req, ino, name, value, size, flags);
+	CHANGED(w);
+}
+
+static void w_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	struct wfs *w = W(req);
+
+	CHANGE(w);
+	w_removexattr_locked(req, ino, name);
+	CHANGED(w);
+}
+
+static void w_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct wfs *w = W(req);
+
+	CHANGE(w);
+	w_open_locked(req, ino, fi);
+	CHANGED(w);
 }
 
 const struct fuse_lowlevel_ops wfs_ops = {
