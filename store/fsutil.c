@@ -127,8 +127,17 @@ int strata_mkdirat_p(int dirfd, const char *path, mode_t mode)
 			return -errno;
 		*p = '/';
 	}
-	if (mkdirat(dirfd, buf, mode) < 0 && errno != EEXIST)
-		return -errno;
+	if (mkdirat(dirfd, buf, mode) < 0) {
+		struct stat st;
+
+		if (errno != EEXIST)
+			return -errno;
+		/* something is there: only a real directory will do */
+		if (fstatat(dirfd, buf, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			return -errno;
+		if (!S_ISDIR(st.st_mode))
+			return -ENOTDIR;
+	}
 	return 0;
 }
 

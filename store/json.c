@@ -356,8 +356,10 @@ int strata_json_parse(const char *buf, size_t len, const char *what,
 	json_tokener_set_flags(tok, JSON_TOKENER_STRICT |
 				    JSON_TOKENER_VALIDATE_UTF8);
 	obj = json_tokener_parse_ex(tok, buf, (int)len);
+	/* a bare number or literal at the very end might still go on: tell
+	 * json-c the input is over */
 	if (!obj && json_tokener_get_error(tok) == json_tokener_continue)
-		obj = NULL;
+		obj = json_tokener_parse_ex(tok, "", 1);
 	json_tokener_free(tok);
 	if (!obj && !(len >= 4 && c.n_counts == 0 && !memcmp(buf, "null", 4))) {
 		free(c.counts);
@@ -513,6 +515,13 @@ int strata_json_strv(struct json_object *obj, const char *key, char ***out,
 			strata_strv_free(v);
 			return wrong_type(key, "an array of strings", what,
 					  err);
+		}
+		if (strlen(json_object_get_string(s)) !=
+		    (size_t)json_object_get_string_len(s)) {
+			strata_strv_free(v);
+			return strata_err_set(err, -EBADMSG, "%s: field \"%s\" "
+					      "holds a string with a NUL "
+					      "character", what, key);
 		}
 		v[i] = strdup(json_object_get_string(s));
 		if (!v[i]) {

@@ -35,19 +35,119 @@ static bool valid_tag(const char *s)
 	return true;
 }
 
+static bool lower_alnum(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
+/* A path component of a repository name (distribution/reference):
+ * lower-case alphanumerics joined by one '.', one or two '_', or any
+ * number of '-'. */
+static bool valid_component(const char *s, size_t n)
+{
+	size_t i = 0;
+
+	if (!n || !lower_alnum(s[0]) || !lower_alnum(s[n - 1]))
+		return false;
+	while (i < n) {
+		if (lower_alnum(s[i])) {
+			i++;
+			continue;
+		}
+		if (s[i] == '.' && lower_alnum(s[i + 1]))
+			i++;
+		else if (s[i] == '_' && s[i + 1] == '_' && lower_alnum(s[i + 2]))
+			i += 2;
+		else if (s[i] == '_' && lower_alnum(s[i + 1]))
+			i++;
+		else if (s[i] == '-') {
+			while (s[i] == '-')
+				i++;
+			if (!lower_alnum(s[i]))
+				return false;
+		} else
+			return false;
+	}
+	return true;
+}
+
+/* A registry host, optionally with a port: "localhost:5000". */
+static bool valid_domain(const char *s, size_t n)
+{
+	const char *colon = memchr(s, ':', n);
+	size_t host = colon ? (size_t)(colon - s) : n, i;
+
+	if (!host)
+		return false;
+	for (i = 0; i < host; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+		      (s[i] >= '0' && s[i] <= '9') || s[i] == '.' || s[i] == '-'))
+			return false;
+	if (colon) {
+		if (colon + 1 == s + n)
+			return false;
+		for (i = host + 1; i < n; i++)
+			if (s[i] < '0' || s[i] > '9')
+				return false;
+	}
+	return true;
+}
+
+static bool valid_repo(const char *s, size_t n)
+{
+	const char *p = s, *end = s + n, *slash;
+	bool first = true;
+
+	if (!n || n > 255)
+		return false;
+	while (p < end) {
+		slash = memchr(p, '/', (size_t)(end - p));
+		if (!slash)
+			slash = end;
+		if (first && slash != end &&
+		    (memchr(p, '.', (size_t)(slash - p)) ||
+		     memchr(p, ':', (size_t)(slash - p)) ||
+		     (slash - p == 9 && !memcmp(p, "localhost", 9)))) {
+			if (!valid_domain(p, (size_t)(slash - p)))
+				return false;
+		} else if (!valid_component(p, (size_t)(slash - p))) {
+			return false;
+		}
+		first = false;
+		if (slash == end)
+			break;
+		p = slash + 1;
+		if (p == end)
+			return false;	/* trailing slash */
+	}
+	return true;
+}
+
+/* [A-Za-z0-9_][A-Za-z0-9_.-]{0,127} */
+static bool valid_image_tag(const char *s)
+{
+	size_t n = strlen(s), i;
+
+	if (!n || n > 128 || s[0] == '.' || s[0] == '-')
+		return false;
+	for (i = 0; i < n; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+		      (s[i] >= '0' && s[i] <= '9') || strchr("_.-", s[i])))
+			return false;
+	return true;
+}
+
 int strata_store_name(const char *s, char **out, struct strata_err *err)
 {
 	const char *slash = strrchr(s, '/');
 	const char *colon = strrchr(slash ? slash : s, ':');
-	const char *p;
 	char *r;
 
 	if (!*s || *s == ':' || strchr(s, '@'))
 		goto bad;
-	for (p = s; *p; p++)
-		if (!ref_char_ok(*p))
-			goto bad;
-	if (colon && (colon[1] == '\0' || colon == s))
+	if (!valid_repo(s, colon ? (size_t)(colon - s) : strlen(s)))
+		goto bad;
+	if (colon && !valid_image_tag(colon + 1))
 		goto bad;
 	if (colon)
 		r = strdup(s);
@@ -59,7 +159,9 @@ int strata_store_name(const char *s, char **out, struct strata_err *err)
 	return 0;
 bad:
 	return strata_err_set(err, -EINVAL,
-			      "invalid image name \"%s\" (want NAME[:TAG])", s);
+			      "invalid image name \"%s\" (want NAME[:TAG]: "
+			      "lower-case name components separated by /, "
+			      "a tag of letters, digits, _ . -)", s);
 }
 
 static int split_at_digest(struct strata_ref *r, struct strata_err *err)
@@ -165,7 +267,8 @@ int strata_ref_parse(const char *s, struct strata_ref **out,
 		return strata_err_set(err, -EINVAL,
 				      "reference %s: missing path", s);
 	if (r->kind == STRATA_REF_DOCKER_ARCHIVE && r->tag &&
-	    !strchr(r->tag, ':')) {
+	    !strchr(strrchr(r->tag, '/') ? strrchr(r->tag, '/') : r->tag,
+		    ':')) {
 		char *t;
 
 		if (asprintf(&t, "%s:latest", r->tag) < 0)

@@ -417,6 +417,7 @@ struct unpack {
 	uint64_t max_entries;
 	uint64_t entries;
 	unsigned char *buf;
+	struct reader *rd;	/* the decompressing reader feeding @a */
 };
 
 /* Entry names are printed with control characters escaped. */
@@ -458,16 +459,29 @@ struct comps {
  * "." collapsed (P2, P3). ".." is refused (P1), as are names over PATH_MAX
  * and components over NAME_MAX (P6): truncating could alias two names.
  */
+static int split_path_as(struct unpack *u, const char *name,
+			 const char *entry, struct comps *c, char *scratch);
+
 static int split_path(struct unpack *u, const char *name, struct comps *c,
 		      char *scratch)
 {
+	return split_path_as(u, name, NULL, c, scratch);
+}
+
+/* As split_path; errors name @entry (when set), whose @name this is. */
+static int split_path_as(struct unpack *u, const char *name,
+			 const char *entry, struct comps *c, char *scratch)
+{
 	size_t len = strlen(name), i = 0;
+	const char *path = name;
 	char *s;
 
+	if (entry)
+		name = entry;	/* for messages */
 	if (len >= PATH_MAX_BYTES)
 		return entry_error(u, name, -ENAMETOOLONG,
 				   "path longer than 4096 bytes");
-	memcpy(scratch, name, len + 1);
+	memcpy(scratch, path, len + 1);
 	c->n = 0;
 	s = scratch;
 	while (i <= len) {
@@ -589,6 +603,28 @@ static int handle_whiteout(struct unpack *u, const char *name, uint32_t parent,
 	return 0;
 }
 
+/* Remove a record named @name among this entry's records from @from. */
+static void drop_xattr(struct unpack *u, size_t from, const char *name,
+		       size_t nlen)
+{
+	size_t off = from;
+
+	while (off + 6 <= u->t.xat_len) {
+		uint8_t *p = u->t.xat + off;
+		size_t rn = (size_t)p[0] | (size_t)p[1] << 8;
+		size_t rv = (size_t)p[2] | (size_t)p[3] << 8 |
+			    (size_t)p[4] << 16 | (size_t)p[5] << 24;
+		size_t len = 6 + rn + rv;
+
+		if (rn == nlen && !memcmp(p + 6, name, nlen)) {
+			memmove(p, p + len, u->t.xat_len - off - len);
+			u->t.xat_len -= len;
+			return;
+		}
+		off += len;
+	}
+}
+
 static int add_xattrs(struct unpack *u, struct archive_entry *e,
 		      struct unode *n, const char *name)
 {
@@ -621,6 +657,9 @@ static int add_xattrs(struct unpack *u, struct archive_entry *e,
 					   "invalid extended attribute");
 		if (u->t.xat_len + need > UINT32_MAX)
 			return -EFBIG;
+		/* libarchive reports an xattr written both as
+		 * LIBARCHIVE.xattr and SCHILY.xattr twice: keep the last */
+		drop_xattr(u, start + 4, xname, nlen);
 		if (grow((void **)&u->t.xat, &u->t.xat_cap,
 			 u->t.xat_len + need, 1) < 0)
 			return -ENOMEM;
@@ -688,6 +727,10 @@ static int write_content(struct unpack *u, struct unode *n, const char *name)
 		if ((uint64_t)off > end)
 			end = (uint64_t)off;
 	}
+	/* the reader's own failure (a limit, a read error) says more than
+	 * libarchive's "truncated" */
+	if (ar != ARCHIVE_EOF && u->rd && u->rd->error)
+		return entry_error(u, name, u->rd->error, u->rd->msg);
 	if (ar != ARCHIVE_EOF)
 		return entry_error(u, name, -EBADMSG, archive_error_string(u->a)
 				   ? archive_error_string(u->a)
@@ -709,7 +752,7 @@ static int handle_hardlink(struct unpack *u, struct archive_entry *e,
 
 	if (!c)
 		return -ENOMEM;
-	r = split_path(u, target, c, scratch);
+	r = split_path_as(u, target, name, c, scratch);
 	if (r == 0 && c->n == 0)
 		r = entry_error(u, name, -EPERM, "hardlink to the root");
 	if (r == 0 && lookup_path(u, c, &ti) < 0)
@@ -1052,6 +1095,7 @@ int strata_unpack_layer(const struct strata_unpack_job *job,
 	strata_short_digest(job->digest, sd, sizeof(sd));
 	u.layer = sd;
 	u.max_entries = job->max_entries;
+	u.rd = &rd;
 	rd.comp = job->compression;
 	rd.want_size = (uint64_t)job->size;
 	rd.max_uncompressed = job->max_bytes;
