@@ -85,17 +85,25 @@ int fs_dir_merge(struct fs *fs, struct dnode *d)
 	if (d->n_src > 1)
 		qsort(cands, n, sizeof(*cands), cand_cmp);
 	for (i = 0; i < n;) {
-		size_t j = i + 1;
-		const struct strata_lx_entry *top =
-			fs_entry(fs, cands[i].layer, cands[i].entry);
+		size_t j = i + 1, t = i;
+		const struct strata_lx_entry *top;
 
 		while (j < n && cands[j].len == cands[i].len &&
 		       !memcmp(cands[j].name, cands[i].name, cands[i].len))
 			j++;
-		if (!(top->flags & STRATA_LX_WHITEOUT)) {
-			out[k].layer = cands[i].layer;
-			out[k].entry = cands[i].entry;
-			k++;
+		/* ghosts only carry whiteouts down: the name is what the
+		 * first real entry says, or nothing */
+		while (t < j && (fs_entry(fs, cands[t].layer,
+					  cands[t].entry)->flags &
+				 STRATA_LX_GHOST))
+			t++;
+		if (t < j) {
+			top = fs_entry(fs, cands[t].layer, cands[t].entry);
+			if (!(top->flags & STRATA_LX_WHITEOUT)) {
+				out[k].layer = cands[t].layer;
+				out[k].entry = cands[t].entry;
+				k++;
+			}
 		}
 		i = j;
 	}
@@ -199,7 +207,7 @@ int fs_dir_sources(struct fs *fs, struct dnode *parent, const char *name,
 		    (fs->n_grafts && fs_is_grafted(fs, layer, c)))
 			continue;
 		e = fs_entry(fs, layer, c);
-		if (!S_ISDIR(e->mode)) {
+		if (!S_ISDIR(e->mode) || (e->flags & STRATA_LX_WHITEOUT)) {
 			floor = layer;	/* whiteout or non-directory: */
 			break;		/* lower is gone */
 		}

@@ -51,6 +51,52 @@ static bool cached(struct strata_store *st, const char *rel)
 	return faccessat(st->layers_fd, path, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
+/*
+ * A cached layer lists the blobs it was verified from (verified/ALG-HEX).
+ * Another blob claiming the same diff_id (other compression, or a broken
+ * one) is verified in full before an image using it is accepted: the
+ * cache must not vouch for a blob it never read.
+ */
+static void marker_name(const char *digest, char *out, size_t len)
+{
+	snprintf(out, len, "verified/%s", digest);
+	for (char *c = out + 9; *c; c++)
+		if (*c == ':')
+			*c = '-';
+}
+
+static bool verified(struct strata_store *st, const char *rel,
+		     const char *blob_digest)
+{
+	char path[2 * STRATA_DIGEST_MAX + 32], m[STRATA_DIGEST_MAX + 16];
+
+	marker_name(blob_digest, m, sizeof(m));
+	snprintf(path, sizeof(path), "%s/%s", rel, m);
+	return faccessat(st->layers_fd, path, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+static int add_marker(int dirfd, const char *blob_digest)
+{
+	char m[STRATA_DIGEST_MAX + 16];
+	int fd;
+
+	marker_name(blob_digest, m, sizeof(m));
+	if (mkdirat(dirfd, "verified", 0755) < 0 && errno != EEXIST)
+		return -errno;
+	fd = openat(dirfd, m, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
+		    0644);
+	if (fd < 0)
+		return -errno;
+	close(fd);
+	return 0;
+}
+
+static bool usable(struct strata_store *st, const char *rel,
+		   const char *blob_digest)
+{
+	return cached(st, rel) && verified(st, rel, blob_digest);
+}
+
 static int unpack_one(struct job *j, struct pool *p)
 {
 	struct strata_store *st = j->st;
@@ -62,16 +108,19 @@ static int unpack_one(struct job *j, struct pool *p)
 	struct strata_unpack_job uj;
 	int r;
 
+	bool have;
+
 	strata_blob_relpath(l->diff_id, rel, sizeof(rel));
-	if (cached(st, rel))
+	if (usable(st, rel, l->digest))
 		return 0;
 	snprintf(lockname, sizeof(lockname), "%s.lock", rel);
 	lock = strata_lock_at(st->layers_fd, lockname, true);
 	if (lock < 0)
 		return strata_err_set(&j->err, lock, "layer cache lock: %s",
 				      strerror(-lock));
-	if (cached(st, rel))
+	if (usable(st, rel, l->digest))
 		return 0;	/* another process unpacked it meanwhile */
+	have = cached(st, rel);	/* then this run only verifies the blob */
 	strata_short_digest(l->digest, sd, sizeof(sd));
 	strata_blob_relpath(l->digest, blobrel, sizeof(blobrel));
 	blob = openat(j->img->blobs_fd, blobrel, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -106,6 +155,19 @@ static int unpack_one(struct job *j, struct pool *p)
 	uj.progress = progress_cb;
 	uj.progress_ctx = p;
 	r = strata_unpack_layer(&uj, &j->err);
+	if (r == 0 && have) {
+		cleanup_fd int lfd = openat(st->layers_fd, rel, O_RDONLY |
+					    O_DIRECTORY | O_CLOEXEC);
+
+		r = lfd < 0 ? -errno : add_marker(lfd, l->digest);
+		strata_rmtree_at(st->tmp_fd, tmpname);
+		if (r < 0)
+			return strata_err_set(&j->err, r, "cache: %s",
+					      strerror(-r));
+		return 0;
+	}
+	if (r == 0)
+		r = add_marker(dest, l->digest);
 	if (r == 0 && syncfs(dest) < 0)
 		r = -errno;
 	if (r == 0 && renameat(st->tmp_fd, tmpname, st->layers_fd, rel) < 0)
@@ -153,9 +215,11 @@ int strata_cache_ensure(struct strata_store *st, struct strata_image *img,
 		strata_blob_relpath(img->layers[i].diff_id, rel, sizeof(rel));
 		for (k = 0; k < p.n; k++)
 			if (!strcmp(img->layers[p.jobs[k].layer].diff_id,
-				    img->layers[i].diff_id))
+				    img->layers[i].diff_id) &&
+			    !strcmp(img->layers[p.jobs[k].layer].digest,
+				    img->layers[i].digest))
 				dup = true;
-		if (dup || cached(st, rel))
+		if (dup || usable(st, rel, img->layers[i].digest))
 			continue;
 		p.jobs[p.n].st = st;
 		p.jobs[p.n].img = img;

@@ -208,6 +208,13 @@ int strata_index_pick(struct json_object *index, const char *tag,
 	if (!index || !json_object_is_type(index, json_type_object))
 		return strata_err_set(err, -EBADMSG, "%s: not a JSON object",
 				      what);
+	/* CVE-2021-41190, for the layout's own index too */
+	if (json_object_object_get_ex(index, "config", NULL) ||
+	    json_object_object_get_ex(index, "layers", NULL))
+		return strata_err_set(err, -EBADMSG,
+				      "%s: index also has manifest fields "
+				      "(config/layers): ambiguous document "
+				      "refused", what);
 	r = strata_json_array(index, "manifests", true, &manifests, what, err);
 	if (r < 0)
 		return r;

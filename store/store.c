@@ -520,6 +520,11 @@ int strata_image_resolve(struct strata_store *st, const char *refstr,
 	case STRATA_REF_STORE:
 		img->blobs_fd = fcntl(st->blobs_fd, F_DUPFD_CLOEXEC, 3);
 		img->blobs_desc = strdup(st->root);
+		if (faccessat(st->images_fd, "index.json", F_OK, 0) < 0)
+			return strata_err_set(err, -ENOENT, "no image %s in the "
+					      "store %s (it holds no images; "
+					      "strata import adds one)",
+					      ref->tag, st->root);
 		r = resolve_layout(img, st->images_fd, "store", ref->tag, NULL,
 				   plat, err);
 		if (r == -ENOENT && !strata_err_isset(err))

@@ -400,6 +400,10 @@ static int tree_add(struct tree *t, uint32_t parent, const char *name,
 	return 0;
 }
 
+/* In-memory only: an implied dir that a same-layer whiteout also names;
+ * settled in settle_implied(). */
+#define U_WHITED (1u << 15)
+
 static void make_implied_dir(struct unode *u)
 {
 	u->mode = S_IFDIR | 0755;
@@ -550,6 +554,36 @@ static int walk_parent(struct unpack *u, const char *name,
 	return 0;
 }
 
+/* AUFS keeps hardlink and other bookkeeping under .wh..wh.* names: not
+ * content, hidden (moby does the same). */
+static bool aufs_meta(const struct comps *c)
+{
+	size_t i;
+
+	for (i = 0; i + 1 < c->n; i++)
+		if (c->len[i] >= 8 && !memcmp(c->c[i], ".wh..wh.", 8))
+			return true;
+	return false;
+}
+
+/* Can a whiteout at @c apply? Not when a parent is a non-directory of
+ * this same layer: there is nothing below it to delete. */
+static bool whiteout_reachable(struct unpack *u, const struct comps *c)
+{
+	uint32_t cur = 0;
+	size_t i;
+
+	for (i = 0; i + 1 < c->n; i++) {
+		cur = tree_find(&u->t, cur, c->c[i], c->len[i]);
+		if (cur == NONE)
+			return true;
+		if (!S_ISDIR(u->t.nodes[cur].mode) &&
+		    !(u->t.nodes[cur].flags & STRATA_LX_WHITEOUT))
+			return false;
+	}
+	return true;
+}
+
 static int lookup_path(struct unpack *u, const struct comps *c, uint32_t *out)
 {
 	uint32_t cur = 0;
@@ -592,7 +626,9 @@ static int handle_whiteout(struct unpack *u, const char *name, uint32_t parent,
 		 * directory of this layer with the same name hides what is
 		 * below it, i.e. becomes opaque. */
 		if (S_ISDIR(u->t.nodes[idx].mode))
-			u->t.nodes[idx].flags |= STRATA_LX_OPAQUE;
+			u->t.nodes[idx].flags |= (u->t.nodes[idx].flags &
+						  STRATA_LX_IMPLIED)
+				? U_WHITED : STRATA_LX_OPAQUE;
 		return 0;
 	}
 	r = tree_add(&u->t, parent, target, tlen, &idx);
@@ -813,11 +849,17 @@ static int handle_entry(struct unpack *u, struct archive_entry *e)
 		idx = 0;
 		goto attrs;
 	}
+	base = c->c[c->n - 1];
+	blen = c->len[c->n - 1];
+	if (aufs_meta(c) || (blen >= 4 && !memcmp(base, ".wh.", 4) &&
+			     !whiteout_reachable(u, c))) {
+		r = 0;	/* nothing to apply (W11; umoci repack's whiteouts
+			 * under a directory it replaced by a file) */
+		goto out;
+	}
 	r = walk_parent(u, name, c, &parent);
 	if (r < 0)
 		goto out;
-	base = c->c[c->n - 1];
-	blen = c->len[c->n - 1];
 	if (blen >= 4 && !memcmp(base, ".wh.", 4)) {
 		r = handle_whiteout(u, name, parent, base, blen);
 		goto out;
@@ -884,6 +926,14 @@ attrs:
 		goto out;
 	n = &u->t.nodes[idx];
 	if (type == AE_IFCHR || type == AE_IFBLK) {
+		/* Linux dev_t: 12-bit major, 20-bit minor; anything bigger
+		 * would silently name another device (T2) */
+		if (archive_entry_rdevmajor(e) > 4095 ||
+		    archive_entry_rdevminor(e) > 1048575) {
+			r = entry_error(u, name, -EBADMSG, "device number out "
+					"of range");
+			goto out;
+		}
 		n->rdev = makedev(archive_entry_rdevmajor(e),
 				  archive_entry_rdevminor(e));
 	} else if (type == AE_IFLNK) {
@@ -949,6 +999,39 @@ static int add_path(struct tree *t, uint32_t idx, uint32_t *off)
 		o += u->name_len;
 	}
 	return add_str(t, path, o, off);
+}
+
+/*
+ * Implied directories that hold nothing but whiteouts (W4, W8: a whiteout
+ * under a directory this layer never listed) are ghosts: they apply their
+ * whiteouts to a lower directory of that name and are otherwise invisible.
+ * One the layer also whites out is a whiteout (that deletes the lower
+ * directory; its inner whiteouts have nothing left to do); if it holds
+ * real entries it was recreated, so it is opaque. Children come after their
+ * parents in the node array, so one backward pass sees children first.
+ */
+static void settle_implied(struct tree *t)
+{
+	cleanup_free uint8_t *real = calloc(t->n, 1);
+	uint32_t i;
+
+	if (!real)
+		return;
+	for (i = t->n; i-- > 1;) {
+		struct unode *n = &t->nodes[i];
+		bool implied = (n->flags & STRATA_LX_IMPLIED) && S_ISDIR(n->mode);
+
+		if (!(n->flags & STRATA_LX_WHITEOUT) && (!implied || real[i]))
+			real[i] = 1;
+		if (implied && !real[i])
+			n->flags |= (n->flags & U_WHITED) ? STRATA_LX_WHITEOUT
+							  : STRATA_LX_GHOST;
+		else if (n->flags & U_WHITED)
+			n->flags |= STRATA_LX_OPAQUE;
+		n->flags &= (uint16_t)~U_WHITED;
+		if (real[i] && n->parent < t->n)
+			real[n->parent] = 1;
+	}
 }
 
 static int write_index(struct tree *t, int dirfd)
@@ -1180,6 +1263,7 @@ int strata_unpack_layer(const struct strata_unpack_job *job,
 				   "to %s", job->digest, job->diff_id, got);
 		goto out;
 	}
+	settle_implied(&u.t);
 	r = write_index(&u.t, job->dest_fd);
 	if (r < 0)
 		r = strata_err_set(err, r, "layer %s: writing the index: %s",
