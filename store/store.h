@@ -255,7 +255,7 @@ void strata_lindex_close(struct strata_lindex *lx);
  * group leader's index (the inode identity). An entry is 48 bytes: the
  * daemon maps every index, so its size is most of the mount's memory.
  */
-#define STRATA_LX_MAGIC "STRTLX05"
+#define STRATA_LX_MAGIC "STRTLX06"
 
 enum {
 	STRATA_LX_WHITEOUT = 1 << 0,	/* deletes `name` in lower layers */
@@ -263,6 +263,9 @@ enum {
 	STRATA_LX_IMPLIED = 1 << 2,	/* dir not in the tar, made for a child */
 	STRATA_LX_HARDLINK = 1 << 3,	/* shares its inode with other names */
 	STRATA_LX_XATTRS = 1 << 4,	/* has extended attributes */
+	STRATA_LX_GHOST = 1 << 5,	/* implied dir holding only whiteouts:
+					 * applies them to a lower dir of its
+					 * name, else invisible (W4, W8) */
 };
 
 struct strata_lx_header {
