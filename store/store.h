@@ -352,4 +352,78 @@ uint32_t strata_lx_lookup(const struct strata_lindex *lx, uint32_t dir,
 /* Compare two names as the index orders them. */
 int strata_lx_namecmp(const char *a, size_t alen, const char *b, size_t blen);
 
+
+/* ---- commit (store/commit.c) ------------------------------------------ */
+
+enum strata_cfg_edit_kind {
+	STRATA_EDIT_ENV,		/* "K=V" */
+	STRATA_EDIT_UNSET_ENV,		/* "K" */
+	STRATA_EDIT_ENTRYPOINT,		/* JSON array, or a string for sh -c */
+	STRATA_EDIT_UNSET_ENTRYPOINT,
+	STRATA_EDIT_CMD,		/* likewise */
+	STRATA_EDIT_UNSET_CMD,
+	STRATA_EDIT_WORKDIR,
+	STRATA_EDIT_UNSET_WORKDIR,
+	STRATA_EDIT_USER,
+	STRATA_EDIT_UNSET_USER,
+	STRATA_EDIT_LABEL,		/* "K=V" */
+	STRATA_EDIT_UNSET_LABEL,	/* "K" */
+	STRATA_EDIT_EXPOSE,		/* "PORT[/PROTO]", tcp by default */
+	STRATA_EDIT_UNSET_EXPOSE,
+	STRATA_EDIT_VOLUME,		/* "/PATH" */
+	STRATA_EDIT_UNSET_VOLUME,
+};
+
+struct strata_cfg_edit {
+	enum strata_cfg_edit_kind kind;
+	const char *value;	/* borrowed; NULL for the UNSET_ forms
+				 * that take none */
+};
+
+struct strata_commit_opts {
+	const char *upper;		/* the upper directory */
+	const char *from;		/* the image it sits on */
+	const struct strata_platform *platform;	/* NULL = host */
+	/* destination: a reference, or ":TAG" for the source's own layout
+	 * (or store name) under another tag */
+	const char *dest;
+	const char *const *tags;	/* extra tags in the destination */
+	size_t n_tags;
+	int compression;		/* STRATA_COMP_GZIP, _ZSTD, _NONE */
+	bool docker;			/* Docker schema 2 media types */
+	const char *const *mask;	/* path prefixes left out */
+	size_t n_mask;
+	bool no_mask_volumes;		/* keep the config's Volumes too */
+	const char *message, *author, *created_by;
+	bool have_created;		/* else now; clamps file mtimes */
+	int64_t created;		/* seconds since the epoch */
+	const struct strata_cfg_edit *edits;
+	size_t n_edits;
+	bool allow_empty;		/* commit even with nothing changed */
+	int threads;			/* gzip workers; 0 = CPUs */
+};
+
+struct strata_commit_result {
+	bool nothing;			/* nothing to commit: nothing written */
+	bool layer;			/* a layer was added */
+	char manifest_digest[STRATA_DIGEST_MAX];
+	char config_digest[STRATA_DIGEST_MAX];
+	char layer_digest[STRATA_DIGEST_MAX];
+	char diff_id[STRATA_DIGEST_MAX];
+	int64_t layer_size;		/* compressed */
+	uint64_t tar_size;		/* uncompressed */
+	uint64_t entries;		/* tar entries written */
+};
+
+/*
+ * Turn the upper directory @o->upper (overlay or .wh. format) over image
+ * @o->from into a new layer, config and manifest, and tag it in the
+ * destination. Blobs and index.json are written atomically under the
+ * destination layout's lock. With no file change and no config edit, sets
+ * res->nothing and writes nothing (unless @o->allow_empty).
+ * Return: 0 or negative errno (message in @err).
+ */
+int strata_commit(struct strata_store *st, const struct strata_commit_opts *o,
+		  struct strata_commit_result *res, struct strata_err *err);
+
 #endif

@@ -18,6 +18,7 @@ static const struct {
 	{ "images", cmd_images, "list the images in the store" },
 	{ "rmi", cmd_rmi, "remove a tag from the store" },
 	{ "inspect", cmd_inspect, "show an image's manifest, config and layers" },
+	{ "commit", cmd_commit, "turn an upper directory into a new layer and tag" },
 };
 
 static void usage(FILE *f)

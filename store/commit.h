@@ -1,0 +1,225 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Internal to store/: the pieces strata_commit() (store.h) is built from.
+ *
+ *   blobwrite.c   a blob being written: compress (gzip on both cores, zstd,
+ *                 none), hash the uncompressed stream (diff_id) and the
+ *                 compressed one (digest) in the same pass, publish
+ *                 atomically under blobs/sha256/
+ *   tarwrite.c    PAX tar headers, byte-for-byte reproducible
+ *   imgview.c     the merged view of a cached image: resolve a path, list a
+ *                 directory (for metacopy and redirect entries of an upper)
+ *   layout-write.c  writing into an OCI layout under its lock: blobs,
+ *                 index.json tags
+ *   commit.c      the upper-directory walk, config, manifest
+ */
+#ifndef STRATA_COMMIT_H
+#define STRATA_COMMIT_H
+
+#include "store-internal.h"
+
+/* ---- blobwrite.c ---- */
+
+/* gzip: zlib level 6, windowBits 15, memLevel 8, default strategy, one gzip
+ * member of raw deflate chunks of 1 MiB input each ended by a sync flush
+ * (pigz-style, no dictionary carried over), so the bytes do not depend on
+ * the number of threads. zstd: level 3, checksum on. */
+#define STRATA_GZIP_LEVEL 6
+#define STRATA_ZSTD_LEVEL 3
+
+struct strata_blobw;
+
+/*
+ * Start a blob in the layout whose directory is @dir_fd (temporary file
+ * there, renamed into @dir_fd/blobs/sha256/ by strata_blobw_finish()).
+ * @compression is STRATA_COMP_NONE, _GZIP or _ZSTD; @threads is the number
+ * of gzip workers (0 = online CPUs, capped at 4).
+ * Caller frees with strata_blobw_free() (removes the temporary file when the
+ * blob was not finished).
+ */
+int strata_blobw_new(int dir_fd, int compression, int threads,
+		     struct strata_blobw **out);
+int strata_blobw_write(struct strata_blobw *w, const void *buf, size_t n);
+/* Uncompressed bytes written so far. */
+uint64_t strata_blobw_bytes(const struct strata_blobw *w);
+/*
+ * Flush, fsync, rename to blobs/sha256/<hex>. @digest and @diff_id get
+ * STRATA_DIGEST_MAX bytes each. Return: 0 or negative errno.
+ */
+int strata_blobw_finish(struct strata_blobw *w, char *digest, char *diff_id,
+			int64_t *size);
+/* Like strata_blobw_finish() but renamed to @name in the directory given
+ * to strata_blobw_new() (an archive being written). */
+int strata_blobw_finish_as(struct strata_blobw *w, const char *name);
+void strata_blobw_free(struct strata_blobw *w);
+static inline void strata_blobw_freep(struct strata_blobw **w)
+{
+	if (*w)
+		strata_blobw_free(*w);
+}
+
+/* ---- tarwrite.c ---- */
+
+struct strata_tar_xattr {
+	const char *name;
+	const void *value;
+	size_t len;
+};
+
+struct strata_tar_hdr {
+	const char *path;	/* relative, no leading "./" or "/"; "" = root */
+	char type;		/* '0' '1' '2' '3' '4' '5' '6' */
+	uint32_t mode;		/* permission bits (07777) */
+	uint32_t uid, gid;
+	uint64_t size;		/* regular files */
+	int64_t mtime_sec;
+	uint32_t mtime_nsec;
+	const char *linkname;	/* '1' and '2' */
+	uint32_t devmajor, devminor;
+	const struct strata_tar_xattr *xattrs;	/* sorted by name */
+	size_t n_xattrs;
+};
+
+/*
+ * Write the header(s) of one entry: a PAX 'x' header when something does not
+ * fit ustar exactly (long names, nanoseconds, big ids or sizes, xattrs as
+ * SCHILY.xattr.*), then the ustar header; numeric owners, empty uname and
+ * gname, directories named with a trailing '/'. The caller then writes
+ * exactly @size bytes of content and calls strata_tar_pad().
+ */
+int strata_tar_header(struct strata_blobw *w, const struct strata_tar_hdr *h);
+int strata_tar_pad(struct strata_blobw *w, uint64_t size);
+/* The two zero blocks that end an archive. */
+int strata_tar_end(struct strata_blobw *w);
+
+/* ---- imgview.c ---- */
+
+struct strata_imgview;
+
+/* Open the cached layers of @img (strata_cache_ensure() first). Caller
+ * frees with strata_imgview_free(). */
+int strata_imgview_open(struct strata_store *st, const struct strata_image *img,
+			struct strata_imgview **out, struct strata_err *err);
+void strata_imgview_free(struct strata_imgview *v);
+static inline void strata_imgview_freep(struct strata_imgview **v)
+{
+	if (*v)
+		strata_imgview_free(*v);
+}
+
+/* A merged-view entry: the layer (0 = bottom) and index entry that win. */
+struct strata_imgview_ent {
+	uint32_t layer;
+	uint32_t entry;
+};
+
+/*
+ * Resolve @path ("a/b/c", "" for the root) in the merged view: layers top
+ * to bottom, whiteouts and opaque directories honoured.
+ * Return: 0, -ENOENT.
+ */
+int strata_imgview_lookup(struct strata_imgview *v, const char *path,
+			  struct strata_imgview_ent *out);
+
+struct strata_imgview_child {
+	char *name;		/* malloc'd */
+	struct strata_imgview_ent ent;
+};
+
+/* The merged children of directory @path, sorted by name. Caller frees
+ * with strata_imgview_children_free(). Return: 0, -ENOENT, -ENOTDIR. */
+int strata_imgview_list(struct strata_imgview *v, const char *path,
+			struct strata_imgview_child **out, size_t *n);
+void strata_imgview_children_free(struct strata_imgview_child *c, size_t n);
+
+/* Borrowed; valid until strata_imgview_free(). */
+const struct strata_lindex *strata_imgview_layer(struct strata_imgview *v,
+						 uint32_t layer);
+/* Open the content of a regular file entry read-only; -1 with errno for an
+ * empty file (errno 0) or an error. */
+int strata_imgview_open_data(struct strata_imgview *v,
+			     const struct strata_imgview_ent *e);
+
+/* ---- layout-write.c ---- */
+
+struct strata_layoutw {
+	char *path;
+	int dir_fd;
+	int blobs_fd;
+	int lock_fd;
+};
+
+/*
+ * Open (creating when @create) an OCI layout for writing and take its lock
+ * (.index.lock, the lock the store uses too): two writers serialise here.
+ * Caller frees with strata_layoutw_free(), which unlocks.
+ */
+int strata_layoutw_open(int at_fd, const char *path, bool create,
+			struct strata_layoutw **out, struct strata_err *err);
+void strata_layoutw_free(struct strata_layoutw *lw);
+static inline void strata_layoutw_freep(struct strata_layoutw **lw)
+{
+	if (*lw)
+		strata_layoutw_free(*lw);
+}
+/* Store @buf as a sha256 blob (temp, fsync, rename, fsync dir). */
+int strata_layoutw_put(struct strata_layoutw *lw, const void *buf, size_t len,
+		       char *digest_out);
+/* Copy blob @digest from @src_blobs_fd unless present, verifying it. */
+int strata_layoutw_copy(struct strata_layoutw *lw, int src_blobs_fd,
+			const char *digest, int64_t size,
+			struct strata_err *err);
+/*
+ * Point each of @tags at the manifest descriptor (replacing descriptors
+ * with the same org.opencontainers.image.ref.name); index.json replaced
+ * atomically.
+ */
+int strata_layoutw_tag(struct strata_layoutw *lw, const char *media_type,
+		       const char *digest, int64_t size, const char *const *tags,
+		       size_t n_tags, struct strata_err *err);
+
+
+/* ---- commit-layer.c ---- */
+
+struct strata_layer_walk {
+	struct strata_store *st;
+	struct strata_image *img;	/* the image under the upper dir */
+	int upper_fd;			/* the upper directory */
+	const char *const *mask;	/* "/a/b" or "a/b" prefixes */
+	size_t n_mask;
+	char **volumes;			/* NULL-terminated, or NULL */
+	bool clamp;			/* clamp mtimes to clamp_sec */
+	int64_t clamp_sec;
+};
+
+/*
+ * Write the layer tar of the upper directory into @w (not finished).
+ * *entries gets the number of entries written: 0 means no change.
+ */
+int strata_commit_layer(const struct strata_layer_walk *lw,
+			struct strata_blobw *w, uint64_t *entries,
+			struct strata_err *err);
+
+
+/* ---- commit-archive.c ---- */
+
+struct strata_archive_out {
+	bool docker;			/* docker-archive, else oci-archive */
+	const char *path;		/* the archive file */
+	char *const *tags;		/* ref.name / RepoTags */
+	size_t n_tags;
+	int new_blobs_fd;		/* blobs/ holding config, manifest, */
+	int base_blobs_fd;		/* new layer; blobs/ of the rest */
+	const char *manifest_mt, *manifest_digest;
+	int64_t manifest_size;
+	const char *config_digest;
+	int64_t config_size;
+	const char *const *layers;	/* digests, base first */
+	const int64_t *sizes;
+	size_t n_layers;
+};
+
+int strata_archive_write(const struct strata_archive_out *a,
+			 struct strata_err *err);
+
+#endif

@@ -1,0 +1,283 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Writing into an OCI image layout (image-layout.md) so that a kill at any
+ * point leaves it valid: every blob goes to a temporary name in the layout
+ * directory (not under blobs/, whose names must be digests), is fsync'd and
+ * renamed to blobs/sha256/<hex>; index.json is replaced the same way, last,
+ * so no tag ever points at a missing blob. Writers hold .index.lock (the
+ * lock strata_store_tag() takes) from open to free, so two commits into one
+ * layout run one after the other.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "commit.h"
+
+#define MT_OCI_INDEX "application/vnd.oci.image.index.v1+json"
+#define INDEX_LOCK ".index.lock"
+#define REF_NAME "org.opencontainers.image.ref.name"
+
+void strata_layoutw_free(struct strata_layoutw *lw)
+{
+	if (lw->lock_fd >= 0)
+		close(lw->lock_fd);
+	if (lw->blobs_fd >= 0)
+		close(lw->blobs_fd);
+	if (lw->dir_fd >= 0)
+		close(lw->dir_fd);
+	free(lw->path);
+	free(lw);
+}
+
+int strata_layoutw_open(int at_fd, const char *path, bool create,
+			struct strata_layoutw **out, struct strata_err *err)
+{
+	static const char layout[] = "{\"imageLayoutVersion\":\"1.0.0\"}";
+	cleanup_(strata_layoutw_freep) struct strata_layoutw *lw = NULL;
+	int r;
+
+	lw = calloc(1, sizeof(*lw));
+	if (!lw)
+		return -ENOMEM;
+	lw->dir_fd = lw->blobs_fd = lw->lock_fd = -1;
+	lw->path = strdup(path);
+	if (!lw->path)
+		return -ENOMEM;
+	if (create) {
+		r = strata_mkdirat_p(at_fd, path, 0755);
+		if (r < 0)
+			return strata_err_set(err, r, "%s: %s", path,
+					      strerror(-r));
+	}
+	lw->dir_fd = openat(at_fd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (lw->dir_fd < 0)
+		return strata_err_set(err, -errno, "%s: %s", path,
+				      strerror(errno));
+	lw->lock_fd = strata_lock_at(lw->dir_fd, INDEX_LOCK, true);
+	if (lw->lock_fd < 0)
+		return strata_err_set(err, lw->lock_fd, "%s: lock: %s", path,
+				      strerror(-lw->lock_fd));
+	if (faccessat(lw->dir_fd, "oci-layout", F_OK, AT_SYMLINK_NOFOLLOW) < 0) {
+		if (!create)
+			return strata_err_set(err, -ENOENT, "%s: not an OCI "
+					      "image layout", path);
+		r = strata_write_atomic(lw->dir_fd, "oci-layout", layout,
+					sizeof(layout) - 1, 0644);
+		if (r < 0)
+			return strata_err_set(err, r, "%s: %s", path,
+					      strerror(-r));
+	}
+	r = strata_mkdirat_p(lw->dir_fd, "blobs/sha256", 0755);
+	if (r < 0)
+		return strata_err_set(err, r, "%s/blobs: %s", path,
+				      strerror(-r));
+	lw->blobs_fd = openat(lw->dir_fd, "blobs",
+			      O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (lw->blobs_fd < 0)
+		return strata_err_set(err, -errno, "%s/blobs: %s", path,
+				      strerror(errno));
+	*out = take_ptr(&lw);
+	return 0;
+}
+
+static bool have_blob(struct strata_layoutw *lw, const char *digest)
+{
+	char rel[STRATA_DIGEST_MAX + 8];
+	struct stat sb;
+
+	strata_blob_relpath(digest, rel, sizeof(rel));
+	return fstatat(lw->blobs_fd, rel, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
+	       S_ISREG(sb.st_mode);
+}
+
+static int publish(struct strata_layoutw *lw, const char *tmp,
+		   const char *digest)
+{
+	char rel[STRATA_DIGEST_MAX + 8];
+	int bfd;
+
+	strata_blob_relpath(digest, rel, sizeof(rel));
+	if (renameat(lw->dir_fd, tmp, lw->blobs_fd, rel) < 0)
+		return -errno;
+	bfd = openat(lw->blobs_fd, "sha256", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (bfd >= 0) {
+		fsync(bfd);
+		close(bfd);
+	}
+	return 0;
+}
+
+int strata_layoutw_put(struct strata_layoutw *lw, const void *buf, size_t len,
+		       char *digest_out)
+{
+	char tmp[64];
+	cleanup_fd int fd = -1;
+	int r;
+
+	strata_sha256(buf, len, digest_out);
+	if (have_blob(lw, digest_out))
+		return 0;
+	snprintf(tmp, sizeof(tmp), ".strata-tmp-%d-put", (int)getpid());
+	fd = openat(lw->dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC |
+		    O_NOFOLLOW, 0644);
+	if (fd < 0)
+		return -errno;
+	r = strata_write_all(fd, buf, len);
+	if (r == 0 && fsync(fd) < 0)
+		r = -errno;
+	if (r == 0)
+		r = publish(lw, tmp, digest_out);
+	if (r < 0)
+		unlinkat(lw->dir_fd, tmp, 0);
+	return r;
+}
+
+int strata_layoutw_copy(struct strata_layoutw *lw, int src_blobs_fd,
+			const char *digest, int64_t size,
+			struct strata_err *err)
+{
+	char rel[STRATA_DIGEST_MAX + 8], tmp[64], got[STRATA_DIGEST_MAX];
+	cleanup_(strata_hasher_freep) struct strata_hasher *h = NULL;
+	cleanup_free char *buf = NULL;
+	cleanup_fd int in = -1, out = -1;
+	int64_t done = 0;
+	int r;
+
+	if (have_blob(lw, digest))
+		return 0;
+	strata_blob_relpath(digest, rel, sizeof(rel));
+	in = openat(src_blobs_fd, rel, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (in < 0)
+		return strata_err_set(err, -errno, "blob %s: %s", digest,
+				      strerror(errno));
+	r = strata_hasher_new(digest, &h);
+	if (r < 0)
+		return strata_err_set(err, r, "blob %s: unsupported digest",
+				      digest);
+	snprintf(tmp, sizeof(tmp), ".strata-tmp-%d-copy", (int)getpid());
+	out = openat(lw->dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC |
+		     O_CLOEXEC | O_NOFOLLOW, 0644);
+	buf = malloc(1 << 20);
+	if (out < 0 || !buf)
+		return out < 0 ? -errno : -ENOMEM;
+	for (;;) {
+		ssize_t n = read(in, buf, 1 << 20);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			r = n < 0 ? -errno : 0;
+			break;
+		}
+		done += n;
+		strata_hasher_update(h, buf, (size_t)n);
+		r = strata_write_all(out, buf, (size_t)n);
+		if (r < 0)
+			break;
+		strata_progress("copying blobs", (uint64_t)done, (uint64_t)size);
+	}
+	if (r == 0) {
+		strata_hasher_final(h, got);
+		if (done != size || strcmp(got, digest))
+			r = strata_err_set(err, -EBADMSG, "blob %s: content "
+					   "does not match its descriptor",
+					   digest);
+	}
+	if (r == 0 && fsync(out) < 0)
+		r = -errno;
+	if (r == 0)
+		r = publish(lw, tmp, digest);
+	if (r < 0)
+		unlinkat(lw->dir_fd, tmp, 0);
+	return r;
+}
+
+static int load_index(struct strata_layoutw *lw, struct json_object **out,
+		      struct strata_err *err)
+{
+	cleanup_free char *buf = NULL;
+	size_t len;
+	int r;
+
+	r = strata_read_file(lw->dir_fd, "index.json", STRATA_JSON_MAX, &buf,
+			     &len);
+	if (r == -ENOENT) {
+		struct json_object *o = json_object_new_object();
+
+		if (!o)
+			return -ENOMEM;
+		json_object_object_add(o, "schemaVersion", json_object_new_int(2));
+		json_object_object_add(o, "mediaType",
+				       json_object_new_string(MT_OCI_INDEX));
+		json_object_object_add(o, "manifests", json_object_new_array());
+		*out = o;
+		return 0;
+	}
+	if (r < 0)
+		return strata_err_set(err, r, "%s/index.json: %s", lw->path,
+				      strerror(-r));
+	return strata_json_parse(buf, len, "index.json", out, err);
+}
+
+static const char *ref_name(struct json_object *desc)
+{
+	struct json_object *ann, *v;
+
+	if (!json_object_object_get_ex(desc, "annotations", &ann) || !ann ||
+	    !json_object_object_get_ex(ann, REF_NAME, &v) ||
+	    !json_object_is_type(v, json_type_string))
+		return NULL;
+	return json_object_get_string(v);
+}
+
+int strata_layoutw_tag(struct strata_layoutw *lw, const char *media_type,
+		       const char *digest, int64_t size, const char *const *tags,
+		       size_t n_tags, struct strata_err *err)
+{
+	struct json_object *idx = NULL, *manifests;
+	size_t i, t, len;
+	const char *s;
+	int r;
+
+	r = load_index(lw, &idx, err);
+	if (r < 0)
+		return r;
+	r = strata_json_array(idx, "manifests", true, &manifests, "index.json",
+			      err);
+	if (r < 0)
+		goto out;
+	for (t = 0; t < n_tags; t++) {
+		struct json_object *desc = json_object_new_object();
+		struct json_object *ann = json_object_new_object();
+
+		for (i = json_object_array_length(manifests); i-- > 0;) {
+			const char *ref = ref_name(
+				json_object_array_get_idx(manifests, i));
+
+			if (ref && !strcmp(ref, tags[t]))
+				json_object_array_del_idx(manifests, i, 1);
+		}
+		json_object_object_add(desc, "mediaType",
+				       json_object_new_string(media_type));
+		json_object_object_add(desc, "digest",
+				       json_object_new_string(digest));
+		json_object_object_add(desc, "size", json_object_new_int64(size));
+		json_object_object_add(ann, REF_NAME,
+				       json_object_new_string(tags[t]));
+		json_object_object_add(desc, "annotations", ann);
+		json_object_array_add(manifests, desc);
+	}
+	s = json_object_to_json_string_length(
+		idx, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+	r = strata_write_atomic(lw->dir_fd, "index.json", s, len, 0644);
+	if (r < 0)
+		strata_err_set(err, r, "%s/index.json: %s", lw->path,
+			       strerror(-r));
+out:
+	json_object_put(idx);
+	return r;
+}

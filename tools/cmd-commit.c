@@ -1,0 +1,243 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* strata commit --upper DIR --from REF DEST */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "strata.h"
+
+static const char usage[] =
+	"usage: strata commit --upper DIR --from REF [OPTIONS] DEST\n"
+	"\n"
+	"Turn the upper directory DIR of a writable mount of REF (overlay or\n"
+	".wh. format) into a new layer, config and manifest, tagged DEST:\n"
+	"oci:DIR:TAG, oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG],\n"
+	"a store NAME[:TAG], or :TAG for REF's own layout or store name.\n"
+	"Prints the new manifest digest. With nothing to commit (no change,\n"
+	"no config edit) it says so, writes nothing and exits with status 1.\n"
+	"\n"
+	"  --platform P            pick P from a multi-platform REF\n"
+	"  --tag TAG               also tag the result TAG (repeatable)\n"
+	"  --compression C         gzip (default, level 6), zstd (level 3), none\n"
+	"  --format F              oci (default) or docker media types\n"
+	"  --mask-path PREFIX      leave PREFIX and below out (repeatable)\n"
+	"  --no-mask-volumes       keep the config's Volumes (left out by default)\n"
+	"  --message, -m TEXT      history comment\n"
+	"  --author TEXT           history and config author\n"
+	"  --created-by TEXT       history created_by (default \"strata commit\")\n"
+	"  --created TIME          seconds since the epoch or YYYY-MM-DDTHH:MM:SSZ\n"
+	"                          (default $SOURCE_DATE_EPOCH, else now); file\n"
+	"                          times later than it are clamped to it\n"
+	"  --allow-empty           commit even with nothing changed\n"
+	"  --threads N             gzip compression threads (default: CPUs)\n"
+	"config edits (each --X has an --unset-X):\n"
+	"  --env K=V  --unset-env K        --label K=V  --unset-label K\n"
+	"  --entrypoint JSON|STRING  --cmd JSON|STRING  (a string runs with sh -c)\n"
+	"  --unset-entrypoint  --unset-cmd  --workdir DIR  --unset-workdir\n"
+	"  --user U  --unset-user          --expose PORT[/PROTO]  --unset-expose P\n"
+	"  --volume PATH  --unset-volume PATH\n";
+
+static const struct {
+	const char *opt;
+	enum strata_cfg_edit_kind kind;
+	bool arg;
+} edit_opts[] = {
+	{ "--env", STRATA_EDIT_ENV, true },
+	{ "--unset-env", STRATA_EDIT_UNSET_ENV, true },
+	{ "--entrypoint", STRATA_EDIT_ENTRYPOINT, true },
+	{ "--unset-entrypoint", STRATA_EDIT_UNSET_ENTRYPOINT, false },
+	{ "--cmd", STRATA_EDIT_CMD, true },
+	{ "--unset-cmd", STRATA_EDIT_UNSET_CMD, false },
+	{ "--workdir", STRATA_EDIT_WORKDIR, true },
+	{ "--unset-workdir", STRATA_EDIT_UNSET_WORKDIR, false },
+	{ "--user", STRATA_EDIT_USER, true },
+	{ "--unset-user", STRATA_EDIT_UNSET_USER, false },
+	{ "--label", STRATA_EDIT_LABEL, true },
+	{ "--unset-label", STRATA_EDIT_UNSET_LABEL, true },
+	{ "--expose", STRATA_EDIT_EXPOSE, true },
+	{ "--unset-expose", STRATA_EDIT_UNSET_EXPOSE, true },
+	{ "--volume", STRATA_EDIT_VOLUME, true },
+	{ "--unset-volume", STRATA_EDIT_UNSET_VOLUME, true },
+};
+
+static int parse_time(const char *s, int64_t *out)
+{
+	struct tm tm;
+	char *end;
+	long long v;
+
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (!errno && end != s && !*end && v >= 0) {
+		*out = v;
+		return 0;
+	}
+	memset(&tm, 0, sizeof(tm));
+	end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+	if (!end || (*end && strcmp(end, "Z")))
+		return -EINVAL;
+	*out = (int64_t)timegm(&tm);
+	return 0;
+}
+
+struct args {
+	struct strata_commit_opts o;
+	const char **tags, **mask;
+	struct strata_cfg_edit *edits;
+	const char *dest;
+};
+
+static int bad(const char *what, const char *v)
+{
+	fprintf(stderr, "strata commit: invalid %s \"%s\"\n", what, v);
+	return 2;
+}
+
+/* Return: 0 to go on, else the exit status. */
+static int parse(int argc, char **argv, struct args *a,
+		 struct strata_platform *plat)
+{
+	int i, k;
+
+	a->o.compression = STRATA_COMP_GZIP;
+	for (i = 1; i < argc; i++) {
+		const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		bool found = false;
+
+		for (k = 0; k < (int)ARRAY_SIZE(edit_opts); k++) {
+			if (strcmp(o, edit_opts[k].opt))
+				continue;
+			if (edit_opts[k].arg && !v)
+				return bad("option", o);
+			a->edits[a->o.n_edits].kind = edit_opts[k].kind;
+			a->edits[a->o.n_edits++].value =
+				edit_opts[k].arg ? argv[++i] : NULL;
+			found = true;
+		}
+		if (found)
+			continue;
+		if (!strcmp(o, "--no-mask-volumes")) {
+			a->o.no_mask_volumes = true;
+		} else if (!strcmp(o, "--allow-empty")) {
+			a->o.allow_empty = true;
+		} else if (o[0] == '-' && o[1] && !v) {
+			return bad("option (missing value)", o);
+		} else if (!strcmp(o, "--upper")) {
+			a->o.upper = argv[++i];
+		} else if (!strcmp(o, "--from")) {
+			a->o.from = argv[++i];
+		} else if (!strcmp(o, "--platform")) {
+			if (strata_platform_parse(argv[++i], plat) < 0)
+				return bad("platform", argv[i]);
+			a->o.platform = plat;
+		} else if (!strcmp(o, "--tag")) {
+			a->tags[a->o.n_tags++] = argv[++i];
+		} else if (!strcmp(o, "--mask-path")) {
+			a->mask[a->o.n_mask++] = argv[++i];
+		} else if (!strcmp(o, "--compression")) {
+			i++;
+			if (!strcmp(v, "gzip"))
+				a->o.compression = STRATA_COMP_GZIP;
+			else if (!strcmp(v, "zstd"))
+				a->o.compression = STRATA_COMP_ZSTD;
+			else if (!strcmp(v, "none"))
+				a->o.compression = STRATA_COMP_NONE;
+			else
+				return bad("compression", v);
+		} else if (!strcmp(o, "--format")) {
+			i++;
+			if (strcmp(v, "oci") && strcmp(v, "docker"))
+				return bad("format", v);
+			a->o.docker = !strcmp(v, "docker");
+		} else if (!strcmp(o, "--message") || !strcmp(o, "-m")) {
+			a->o.message = argv[++i];
+		} else if (!strcmp(o, "--author")) {
+			a->o.author = argv[++i];
+		} else if (!strcmp(o, "--created-by")) {
+			a->o.created_by = argv[++i];
+		} else if (!strcmp(o, "--created")) {
+			if (parse_time(argv[++i], &a->o.created) < 0)
+				return bad("time", argv[i]);
+			a->o.have_created = true;
+		} else if (!strcmp(o, "--threads")) {
+			a->o.threads = atoi(argv[++i]);
+			if (a->o.threads <= 0)
+				return bad("thread count", argv[i]);
+		} else if (o[0] == '-' && o[1]) {
+			fprintf(stderr, "strata commit: unknown option %s\n%s",
+				o, usage);
+			return 2;
+		} else if (!a->dest) {
+			a->dest = o;
+		} else {
+			fputs(usage, stderr);
+			return 2;
+		}
+	}
+	if (!a->o.upper || !a->o.from || !a->dest) {
+		fprintf(stderr, "strata commit: %s\n%s",
+			!a->dest ? "no destination given"
+				 : "--upper and --from are required "
+				   "(committing a live mount is not built yet)",
+			usage);
+		return 2;
+	}
+	a->o.dest = a->dest;
+	a->o.tags = a->tags;
+	a->o.mask = a->mask;
+	a->o.edits = a->edits;
+	return 0;
+}
+
+int cmd_commit(int argc, char **argv)
+{
+	cleanup_(strata_store_freep) struct strata_store *st = NULL;
+	struct strata_commit_result res;
+	struct strata_platform plat;
+	struct strata_err err = { 0 };
+	struct args a = { 0 };
+	int r;
+
+	if (want_help(argc, argv, usage))
+		return 0;
+	a.tags = calloc((size_t)argc, sizeof(*a.tags));
+	a.mask = calloc((size_t)argc, sizeof(*a.mask));
+	a.edits = calloc((size_t)argc, sizeof(*a.edits));
+	if (!a.tags || !a.mask || !a.edits) {
+		r = die_err(NULL, -ENOMEM);
+		goto out;
+	}
+	r = parse(argc, argv, &a, &plat);
+	if (r)
+		goto out;
+	r = strata_store_open(g.root, &st, &err);
+	if (r == 0)
+		r = strata_commit(st, &a.o, &res, &err);
+	if (r < 0) {
+		r = die_err(&err, r);
+		goto out;
+	}
+	if (res.nothing) {
+		fprintf(stderr, "strata: nothing to commit in %s\n", a.o.upper);
+		r = 1;
+		goto out;
+	}
+	if (!g.quiet && res.layer)
+		fprintf(stderr, "layer %s: %llu entries, %llu bytes, %lld "
+			"compressed\n", res.layer_digest,
+			(unsigned long long)res.entries,
+			(unsigned long long)res.tar_size,
+			(long long)res.layer_size);
+	else if (!g.quiet)
+		fprintf(stderr, "no file changes: config only (empty_layer)\n");
+	printf("%s\n", res.manifest_digest);
+	r = 0;
+out:
+	free(a.tags);
+	free(a.mask);
+	free(a.edits);
+	return r;
+}
