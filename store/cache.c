@@ -43,12 +43,17 @@ static void progress_cb(void *ctx, uint64_t bytes)
 	strata_progress("unpacking layers", d, p->total);
 }
 
+/* Is the layer unpacked, with an index of this version? (An index from
+ * an older strata is unpacked again.) */
 static bool cached(struct strata_store *st, const char *rel)
 {
-	char path[STRATA_DIGEST_MAX + 32];
+	char path[STRATA_DIGEST_MAX + 32], magic[8];
+	cleanup_fd int fd = -1;
 
 	snprintf(path, sizeof(path), "%s/index", rel);
-	return faccessat(st->layers_fd, path, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+	fd = openat(st->layers_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	return fd >= 0 && read(fd, magic, 8) == 8 &&
+	       !memcmp(magic, STRATA_LX_MAGIC, 8);
 }
 
 /*
@@ -170,6 +175,10 @@ static int unpack_one(struct job *j, struct pool *p)
 		r = add_marker(dest, l->digest);
 	if (r == 0 && syncfs(dest) < 0)
 		r = -errno;
+	/* an outdated unpack of the same layer makes room (we hold its lock;
+	 * a mount still using it keeps its open files) */
+	if (r == 0 && faccessat(st->layers_fd, rel, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+		strata_rmtree_at(st->layers_fd, rel);
 	if (r == 0 && renameat(st->tmp_fd, tmpname, st->layers_fd, rel) < 0)
 		r = strata_err_set(&j->err, -errno, "cache: publishing layer "
 				   "%s: %s", sd, strerror(errno));

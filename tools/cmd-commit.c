@@ -1,6 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* strata commit --upper DIR --from REF DEST */
+/* strata commit --upper DIR --from REF DEST, strata commit MOUNTPOINT DEST */
 #include <errno.h>
+#include <json-c/json.h>
+#include <stddef.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,7 +16,11 @@
 
 static const char usage[] =
 	"usage: strata commit --upper DIR --from REF [OPTIONS] DEST\n"
+	"       strata commit [OPTIONS] MOUNTPOINT DEST\n"
 	"\n"
+	"The second form commits a live writable stratafs mount: it finds the\n"
+	"mount's image and upper directory and holds the mount still (changes\n"
+	"wait) while it reads, so the layer is one consistent snapshot.\n"
 	"Turn the upper directory DIR of a writable mount of REF (overlay or\n"
 	".wh. format) into a new layer, config and manifest, tagged DEST:\n"
 	"oci:DIR:TAG, oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG],\n"
@@ -87,8 +96,107 @@ struct args {
 	struct strata_commit_opts o;
 	const char **tags, **mask;
 	struct strata_cfg_edit *edits;
-	const char *dest;
+	const char *dest, *extra;
+	const char *mountpoint;		/* committing a live mount */
 };
+
+/* What a live mount's control socket says about it (stratafs control.h). */
+struct mount_info {
+	int fd;				/* the connection; frozen while open */
+	char *upper, *ref, *store;
+};
+
+static void mount_info_free(struct mount_info *m)
+{
+	if (m->fd >= 0)
+		close(m->fd);	/* thaws the mount, if frozen */
+	free(m->upper);
+	free(m->ref);
+	free(m->store);
+}
+
+static int read_reply(int fd, char *buf, size_t size)
+{
+	size_t n = 0;
+
+	while (n + 1 < size) {
+		ssize_t k = read(fd, buf + n, 1);
+
+		if (k <= 0)
+			return -EIO;
+		if (buf[n] == '\n')
+			break;
+		n++;
+	}
+	buf[n] = '\0';
+	return 0;
+}
+
+static char *json_str(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) ||
+	    !json_object_is_type(v, json_type_string))
+		return NULL;
+	return strdup(json_object_get_string(v));
+}
+
+/*
+ * Connect to the stratafs mount at @mp, learn its image and upper dir and
+ * freeze it: changes wait until the connection closes, so the upper dir
+ * is read as one snapshot while the mount stays up.
+ */
+static int open_mount(const char *mp, struct mount_info *m)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char digest[STRATA_DIGEST_MAX], line[16384];
+	cleanup_free char *abs = realpath(mp, NULL);
+	struct json_object *o;
+	socklen_t len;
+
+	m->fd = -1;
+	if (!abs) {
+		fprintf(stderr, "strata commit: %s: %s\n", mp, strerror(errno));
+		return -errno;
+	}
+	strata_sha256(abs, strlen(abs), digest);
+	snprintf(sa.sun_path + 1, sizeof(sa.sun_path) - 1,
+		 "stratafs-control/%.64s", digest + 7);
+	len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 +
+			  strlen(sa.sun_path + 1));
+	m->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (m->fd < 0 || connect(m->fd, (struct sockaddr *)&sa, len) < 0) {
+		fprintf(stderr, "strata commit: %s is not a writable stratafs "
+			"mount (stratafs -o upper=DIR REF %s), or it belongs "
+			"to another user\n", abs, mp);
+		return -ENOENT;
+	}
+	if (write(m->fd, "info\n", 5) != 5 ||
+	    read_reply(m->fd, line, sizeof(line)) < 0 ||
+	    !(o = json_tokener_parse(line))) {
+		fprintf(stderr, "strata commit: %s: no answer from stratafs\n",
+			abs);
+		return -EIO;
+	}
+	m->upper = json_str(o, "upper");
+	m->ref = json_str(o, "ref");
+	m->store = json_str(o, "store");
+	json_object_put(o);
+	if (!m->upper || !m->ref || !m->store || !m->ref[0]) {
+		fprintf(stderr, "strata commit: %s is not a mount of an image "
+			"(lowerdir= mounts have no image to commit onto)\n",
+			abs);
+		return -EINVAL;
+	}
+	if (write(m->fd, "freeze\n", 7) != 7 ||
+	    read_reply(m->fd, line, sizeof(line)) < 0 || strcmp(line, "ok")) {
+		fprintf(stderr, "strata commit: %s: stratafs would not hold "
+			"still\n", abs);
+		return -EIO;
+	}
+	return 0;
+}
 
 static int bad(const char *what, const char *v)
 {
@@ -172,16 +280,25 @@ static int parse(int argc, char **argv, struct args *a,
 			return 2;
 		} else if (!a->dest) {
 			a->dest = o;
+		} else if (!a->extra) {
+			a->extra = o;
 		} else {
 			fputs(usage, stderr);
 			return 2;
 		}
 	}
-	if (!a->o.upper || !a->o.from || !a->dest) {
+	if (!a->o.upper && !a->o.from && a->dest && a->extra) {
+		/* strata commit MOUNTPOINT DEST */
+		a->mountpoint = a->dest;
+		a->dest = a->extra;
+	} else if (a->extra) {
+		fputs(usage, stderr);
+		return 2;
+	}
+	if (!a->dest || (!a->mountpoint && (!a->o.upper || !a->o.from))) {
 		fprintf(stderr, "strata commit: %s\n%s",
 			!a->dest ? "no destination given"
-				 : "--upper and --from are required "
-				   "(committing a live mount is not built yet)",
+				 : "give a mountpoint, or --upper and --from",
 			usage);
 		return 2;
 	}
@@ -198,6 +315,7 @@ int cmd_commit(int argc, char **argv)
 	struct strata_commit_result res;
 	struct strata_platform plat;
 	struct strata_err err = { 0 };
+	struct mount_info mi = { .fd = -1 };
 	struct args a = { 0 };
 	int r;
 
@@ -213,7 +331,17 @@ int cmd_commit(int argc, char **argv)
 	r = parse(argc, argv, &a, &plat);
 	if (r)
 		goto out;
-	r = strata_store_open(g.root, &st, &err);
+	if (a.mountpoint) {
+		if (open_mount(a.mountpoint, &mi) < 0) {
+			r = 1;
+			goto out;
+		}
+		a.o.upper = mi.upper;
+		a.o.from = mi.ref;
+	}
+	/* a mount's image lives in the store it was mounted from */
+	r = strata_store_open(a.mountpoint && !g.root ? mi.store : g.root,
+			      &st, &err);
 	if (r == 0)
 		r = strata_commit(st, &a.o, &res, &err);
 	if (r < 0) {
@@ -236,6 +364,7 @@ int cmd_commit(int argc, char **argv)
 	printf("%s\n", res.manifest_digest);
 	r = 0;
 out:
+	mount_info_free(&mi);
 	free(a.tags);
 	free(a.mask);
 	free(a.edits);
