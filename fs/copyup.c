@@ -308,6 +308,15 @@ static int set_meta(struct wfs *w, const char *tmp, const struct stat *st)
 	return 0;
 }
 
+static void keep_times(int dfd, const struct stat *st)
+{
+	struct timespec ts[2] = { st->st_atim, st->st_mtim };
+	char pp[64];
+
+	snprintf(pp, sizeof(pp), "/proc/self/fd/%d", dfd);
+	utimensat(AT_FDCWD, pp, ts, 0);
+}
+
 struct group_ctx {
 	struct wfs *w;
 	struct wnode *n;	/* the name just copied up */
@@ -346,10 +355,15 @@ static int link_name(void *ctx, const char *path)
 		r = wfs_copy_up(w, c->parent, CU_META);
 		pfd = r < 0 ? r : wn_upper_dirfd(w, c->parent);
 		if (pfd >= 0) {
+			struct stat pst;
+			bool keep = fstat(pfd, &pst) == 0;
+
 			if (linkat(g->pfd, g->n->name, pfd, c->name, 0) == 0) {
 				c->upper = true;
 				c->metacopy = g->n->metacopy;
 			}
+			if (keep && pfd != g->pfd)
+				keep_times(pfd, &pst);
 			close(pfd);
 		}
 	}
@@ -413,6 +427,8 @@ static int fill_metacopy(struct wfs *w, struct wnode *n, int how)
 
 int wfs_copy_up(struct wfs *w, struct wnode *n, int how)
 {
+	struct stat saved;
+	bool have_saved = false;
 	char tmp[64], path[PATH_MAX], target[PATH_MAX + 1];
 	struct stat st;
 	int pfd = -1, fd = -1, in = -1, r;
@@ -512,6 +528,10 @@ int wfs_copy_up(struct wfs *w, struct wnode *n, int how)
 	if (fd >= 0)
 		close(fd);
 	if (r == 0) {
+		struct stat pst;
+		char pp[64];
+		bool keep = fstat(pfd, &pst) == 0;
+
 		/* a metacopy being completed is replaced; else the name
 		 * must be free in the upper dir */
 		if (n->upper)
@@ -520,6 +540,10 @@ int wfs_copy_up(struct wfs *w, struct wnode *n, int how)
 		else
 			r = renameat2(w->workfd, tmp, pfd, n->name,
 				      RENAME_NOREPLACE) < 0 ? -errno : 0;
+		if (keep)
+			saved = pst;
+		have_saved = keep;
+		(void)pp;
 	}
 	if (r < 0) {
 		unlinkat(w->workfd, tmp, S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0);
@@ -541,6 +565,10 @@ int wfs_copy_up(struct wfs *w, struct wnode *n, int how)
 			    st.st_nlink != want)
 				n->ino = st.st_ino | (1ull << 63);
 		}
+		/* a copy-up is not a change of the parent: keep its times,
+		 * as the kernel overlay does */
+		if (have_saved)
+			keep_times(pfd, &saved);
 	}
 	close(pfd);
 	return r;

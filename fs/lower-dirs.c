@@ -121,7 +121,8 @@ static int ld_lookup(struct lower *lw, struct lnode *dir, const char *name,
 		uint32_t l = dir->src[i];
 		int fd = ld->fds[l];
 
-		if (fstatat(fd, path, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		if (fstatat(fd, n ? n->path : path, &st,
+			    AT_SYMLINK_NOFOLLOW) < 0) {
 			if (has_wh_file(fd, dir->path, name))
 				break;
 			continue;
@@ -378,11 +379,89 @@ static ssize_t ld_getxattr(struct lower *lw, struct lnode *n,
 	return r < 0 ? -errno : r;
 }
 
+struct links_scan {
+	dev_t dev;
+	ino_t ino;		/* the real inode number in the layer */
+	const char *self;
+	nlink_t left;		/* other names still to find */
+	char path[PATH_MAX];
+	int (*fn)(void *, const char *);
+	void *ctx;
+};
+
+static int scan_dir(struct links_scan *ls, int dfd, size_t len)
+{
+	DIR *d = fdopendir(dfd);
+	struct dirent *de;
+	int r = 0;
+
+	if (!d) {
+		close(dfd);
+		return 0;
+	}
+	while (ls->left && (de = readdir(d))) {
+		size_t l;
+
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		l = len + (len ? 1 : 0) + strlen(de->d_name);
+		if (l >= sizeof(ls->path))
+			continue;
+		if (len)
+			ls->path[len] = '/';
+		strcpy(ls->path + len + (len ? 1 : 0), de->d_name);
+		if (de->d_type == DT_DIR) {
+			int sub = openat(dirfd(d), de->d_name, O_RDONLY |
+					 O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+			if (sub >= 0)
+				r = scan_dir(ls, sub, l);
+		} else if (de->d_ino == ls->ino && strcmp(ls->path, ls->self)) {
+			struct stat st;
+
+			if (fstatat(dirfd(d), de->d_name, &st,
+				    AT_SYMLINK_NOFOLLOW) == 0 &&
+			    st.st_ino == ls->ino && st.st_dev == ls->dev) {
+				ls->left--;
+				r = ls->fn(ls->ctx, ls->path);
+			}
+		}
+		ls->path[len] = '\0';
+		if (r)
+			break;
+	}
+	closedir(d);
+	return r;
+}
+
+/* The other names of a hardlinked lower file: its layer directory is
+ * scanned, stopping as soon as all of them are found. */
 static int ld_links(struct lower *lw, struct lnode *n,
 		    int (*fn)(void *, const char *), void *ctx)
 {
-	(void)lw, (void)n, (void)fn, (void)ctx;
-	return 0;	/* finding them would mean scanning whole trees */
+	struct links_scan *ls;
+	struct stat st;
+	int dfd, r;
+
+	if (n->n_src || !S_ISREG(n->st.st_mode) || n->st.st_nlink < 2)
+		return 0;
+	if (fstatat(LD(lw)->fds[n->layer], n->path, &st,
+		    AT_SYMLINK_NOFOLLOW) < 0)
+		return 0;
+	ls = calloc(1, sizeof(*ls));
+	if (!ls)
+		return -ENOMEM;
+	ls->dev = st.st_dev;
+	ls->ino = st.st_ino;
+	ls->self = n->path;
+	ls->left = st.st_nlink - 1;
+	ls->fn = fn;
+	ls->ctx = ctx;
+	dfd = openat(LD(lw)->fds[n->layer], ".", O_RDONLY | O_DIRECTORY |
+		     O_CLOEXEC);
+	r = dfd < 0 ? 0 : scan_dir(ls, dfd, 0);
+	free(ls);
+	return r < 0 ? r : 0;
 }
 
 static void ld_get(struct lnode *n)

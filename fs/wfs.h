@@ -49,6 +49,8 @@ struct wnode {
 	bool opaque;			/* upper dir hides the lower one */
 	bool metacopy;			/* upper has metadata, data below */
 	bool deleted;			/* unlinked, not in the hash */
+	int orphan_fd;			/* deleted while open: O_PATH fd of
+					 * what it was, for fstat; else -1 */
 	bool hashed;
 };
 

@@ -109,6 +109,8 @@ static void wn_free(struct wfs *w, struct wnode *n)
 		wn_hash_del(w, n);
 		if (n->lower)
 			w->lw->ops->put(w->lw, n->lower);
+		if (n->orphan_fd > 0)
+			close(n->orphan_fd);
 		free(n->name);
 		free(n);
 		if (!p)
@@ -271,6 +273,54 @@ static bool metacopy_of(int pfd, const char *name)
 	       lgetxattr(path, WH_METACOPY_USER, NULL, 0) >= 0;
 }
 
+/* Walk @path ("/a/b" from the lower root, or "b" in @p's lower dir) in
+ * the lower stack: what the kernel overlay's redirect_dir xattr names. */
+static int lower_walk(struct wfs *w, struct wnode *p, const char *path,
+		      struct lnode **out)
+{
+	struct lower *lw = w->lw;
+	struct lnode *cur, *next;
+	char buf[PATH_MAX], *save = NULL, *comp;
+	int r = 0;
+
+	if (path[0] == '/') {
+		cur = lw->ops->root(lw);
+	} else {
+		if (!p->lower || p->opaque)
+			return -ENOENT;
+		cur = p->lower;
+	}
+	lw->ops->get(cur);
+	snprintf(buf, sizeof(buf), "%s", path);
+	for (comp = strtok_r(buf, "/", &save); comp;
+	     comp = strtok_r(NULL, "/", &save)) {
+		r = lw->ops->lookup(lw, cur, comp, &next);
+		lw->ops->put(lw, cur);
+		if (r < 0)
+			return r;
+		cur = next;
+	}
+	*out = cur;
+	return 0;
+}
+
+/* A kernel overlay records a renamed merged directory's origin in a
+ * redirect xattr; follow it so its lower content stays visible. */
+static int redirect_of(int pfd, const char *name, char *buf, size_t size)
+{
+	char path[PATH_MAX];
+	ssize_t len;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d/%s", pfd, name);
+	len = lgetxattr(path, "trusted.overlay.redirect", buf, size - 1);
+	if (len < 0)
+		len = lgetxattr(path, "user.overlay.redirect", buf, size - 1);
+	if (len <= 0)
+		return -ENODATA;
+	buf[len] = '\0';
+	return 0;
+}
+
 static bool same_kind(mode_t a, mode_t b)
 {
 	return (a & S_IFMT) == (b & S_IFMT);
@@ -282,7 +332,8 @@ int wn_resolve(struct wfs *w, struct wnode *p, const char *name,
 	struct lnode *low = NULL;
 	struct stat ust, lst;
 	struct wnode *n;
-	bool upper = false, opaque = false, meta = false;
+	bool upper = false, opaque = false, meta = false, redirected = false;
+	char redirect[PATH_MAX];
 	int pfd = -1, r;
 
 	if (p->deleted || !S_ISDIR(p->type))
@@ -306,6 +357,10 @@ int wn_resolve(struct wfs *w, struct wnode *p, const char *name,
 			upper = true;
 			if (S_ISDIR(ust.st_mode))
 				opaque = wfs_is_opaque(pfd, name);
+			if (S_ISDIR(ust.st_mode) && !opaque &&
+			    redirect_of(pfd, name, redirect,
+					sizeof(redirect)) == 0)
+				redirected = true;
 			else if (S_ISREG(ust.st_mode))
 				meta = metacopy_of(pfd, name);
 		} else if (errno != ENOENT) {
@@ -317,8 +372,9 @@ int wn_resolve(struct wfs *w, struct wnode *p, const char *name,
 			return -ENOENT;
 		}
 	}
-	if (p->lower && !p->opaque && !opaque) {
-		r = w->lw->ops->lookup(w->lw, p->lower, name, &low);
+	if (redirected || (p->lower && !p->opaque && !opaque)) {
+		r = redirected ? lower_walk(w, p, redirect, &low)
+			       : w->lw->ops->lookup(w->lw, p->lower, name, &low);
 		if (r < 0 && r != -ENOENT) {
 			if (pfd >= 0)
 				close(pfd);

@@ -137,12 +137,27 @@ static void w_getattr(fuse_req_t req, fuse_ino_t ino,
 		      struct fuse_file_info *fi)
 {
 	struct wfs *w = W(req);
+	struct wnode *n = wn_get(w, ino);
 	struct stat st;
 	int r;
 
-	(void)fi;
 	LOCK(w);
-	r = wn_stat(w, wn_get(w, ino), &st);
+	(void)fi;
+	if (n->deleted && n->orphan_fd > 0) {
+		/* fstat of an unlinked open file */
+		r = fstat(n->orphan_fd, &st) == 0 ? 0 : -ESTALE;
+		if (r == 0) {
+			st.st_ino = n->ino;
+			st.st_nlink = 0;
+		}
+	} else if (n->deleted && !n->upper && n->lower) {
+		w->lw->ops->stat(w->lw, n->lower, &st);
+		st.st_ino = n->ino;
+		st.st_nlink = 0;
+		r = 0;
+	} else {
+		r = wn_stat(w, n, &st);
+	}
 	UNLOCK(w);
 	if (r < 0)
 		fuse_reply_err(req, -r);
@@ -1150,6 +1165,10 @@ static int do_remove(struct wfs *w, struct wnode *p, const char *name,
 		r = pfd;
 		goto out;
 	}
+	/* still open: keep hold of the file for fstat */
+	if (!dir && n->refs && n->upper && n->orphan_fd <= 0)
+		n->orphan_fd = openat(pfd, name, O_PATH | O_NOFOLLOW |
+				      O_CLOEXEC);
 	if (dir && n->upper)
 		r = wfs_clear_dir(w, pfd, name);
 	if (r == 0 && lower_has(w, p, name))
@@ -1218,8 +1237,7 @@ static void w_link_locked(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 		r = wfs_clear_whiteout(w, npfd, newname);
 	if (r == 0 && linkat(spfd, n->name, npfd, newname, 0) < 0)
 		r = -errno;
-	if (r == 0 && fstatat(npfd, newname, &st, AT_SYMLINK_NOFOLLOW) == 0)
-		n->ino = st.st_ino | (1ull << 63);	/* now an upper inode */
+	(void)st;
 	if (spfd >= 0)
 		close(spfd);
 	if (npfd >= 0)
@@ -1227,6 +1245,8 @@ static void w_link_locked(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 	c = NULL;
 	if (r == 0)
 		r = wn_resolve(w, np, newname, &c);
+	if (r == 0)
+		c->ino = n->ino;	/* one file, one inode number */
 	reply_entry(req, w, c, r);
 }
 
