@@ -62,30 +62,32 @@ static bool cached(struct strata_store *st, const char *rel)
  * one) is verified in full before an image using it is accepted: the
  * cache must not vouch for a blob it never read.
  */
-static void marker_name(const char *digest, char *out, size_t len)
+static void marker_name(const char *digest, int compression, char *out,
+			size_t len)
 {
-	snprintf(out, len, "verified/%s", digest);
+	/* the same bytes read as another compression are another claim */
+	snprintf(out, len, "verified/%s.%d", digest, compression);
 	for (char *c = out + 9; *c; c++)
 		if (*c == ':')
 			*c = '-';
 }
 
 static bool verified(struct strata_store *st, const char *rel,
-		     const char *blob_digest)
+		     const char *blob_digest, int compression)
 {
 	char path[2 * STRATA_DIGEST_MAX + 32], m[STRATA_DIGEST_MAX + 16];
 
-	marker_name(blob_digest, m, sizeof(m));
+	marker_name(blob_digest, compression, m, sizeof(m));
 	snprintf(path, sizeof(path), "%s/%s", rel, m);
 	return faccessat(st->layers_fd, path, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
-static int add_marker(int dirfd, const char *blob_digest)
+static int add_marker(int dirfd, const char *blob_digest, int compression)
 {
 	char m[STRATA_DIGEST_MAX + 16];
 	int fd;
 
-	marker_name(blob_digest, m, sizeof(m));
+	marker_name(blob_digest, compression, m, sizeof(m));
 	if (mkdirat(dirfd, "verified", 0755) < 0 && errno != EEXIST)
 		return -errno;
 	fd = openat(dirfd, m, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
@@ -96,10 +98,10 @@ static int add_marker(int dirfd, const char *blob_digest)
 	return 0;
 }
 
-static bool usable(struct strata_store *st, const char *rel,
-		   const char *blob_digest)
+static bool usable(struct strata_store *st, const struct strata_layer *l,
+		   const char *rel)
 {
-	return cached(st, rel) && verified(st, rel, blob_digest);
+	return cached(st, rel) && verified(st, rel, l->digest, l->compression);
 }
 
 static int unpack_one(struct job *j, struct pool *p)
@@ -116,14 +118,14 @@ static int unpack_one(struct job *j, struct pool *p)
 	bool have;
 
 	strata_blob_relpath(l->diff_id, rel, sizeof(rel));
-	if (usable(st, rel, l->digest))
+	if (usable(st, l, rel))
 		return 0;
 	snprintf(lockname, sizeof(lockname), "%s.lock", rel);
 	lock = strata_lock_at(st->layers_fd, lockname, true);
 	if (lock < 0)
 		return strata_err_set(&j->err, lock, "layer cache lock: %s",
 				      strerror(-lock));
-	if (usable(st, rel, l->digest))
+	if (usable(st, l, rel))
 		return 0;	/* another process unpacked it meanwhile */
 	have = cached(st, rel);	/* then this run only verifies the blob */
 	strata_short_digest(l->digest, sd, sizeof(sd));
@@ -164,7 +166,7 @@ static int unpack_one(struct job *j, struct pool *p)
 		cleanup_fd int lfd = openat(st->layers_fd, rel, O_RDONLY |
 					    O_DIRECTORY | O_CLOEXEC);
 
-		r = lfd < 0 ? -errno : add_marker(lfd, l->digest);
+		r = lfd < 0 ? -errno : add_marker(lfd, l->digest, l->compression);
 		strata_rmtree_at(st->tmp_fd, tmpname);
 		if (r < 0)
 			return strata_err_set(&j->err, r, "cache: %s",
@@ -172,7 +174,7 @@ static int unpack_one(struct job *j, struct pool *p)
 		return 0;
 	}
 	if (r == 0)
-		r = add_marker(dest, l->digest);
+		r = add_marker(dest, l->digest, l->compression);
 	if (r == 0 && syncfs(dest) < 0)
 		r = -errno;
 	/* an outdated unpack of the same layer makes room (we hold its lock;
@@ -228,7 +230,7 @@ int strata_cache_ensure(struct strata_store *st, struct strata_image *img,
 			    !strcmp(img->layers[p.jobs[k].layer].digest,
 				    img->layers[i].digest))
 				dup = true;
-		if (dup || usable(st, rel, img->layers[i].digest))
+		if (dup || usable(st, &img->layers[i], rel))
 			continue;
 		p.jobs[p.n].st = st;
 		p.jobs[p.n].img = img;
