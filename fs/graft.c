@@ -234,7 +234,8 @@ int fs_grafts_find(struct fs *fs)
 			fs->n_grafts++;
 		}
 	}
-	qsort(fs->grafts, fs->n_grafts, sizeof(*fs->grafts), graft_cmp);
+	if (fs->n_grafts)
+		qsort(fs->grafts, fs->n_grafts, sizeof(*fs->grafts), graft_cmp);
 	return 0;
 }
 
