@@ -164,7 +164,7 @@ bool fs_is_grafted(const struct fs *fs, uint32_t layer, uint32_t entry)
 {
 	struct fs_graft key = { .layer = layer, .entry = entry };
 
-	return bsearch(&key, fs->grafts, fs->n_grafts, sizeof(key),
+	return fs->n_grafts && bsearch(&key, fs->grafts, fs->n_grafts, sizeof(key),
 		       graft_cmp) != NULL;
 }
 

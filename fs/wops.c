@@ -872,7 +872,7 @@ static int lower_child(void *ctx, const char *name, mode_t type, ino_t ino)
 	struct list_ctx *c = ctx;
 	struct wdent key = { .name = (char *)name };
 
-	if (c->upper && bsearch(&key, c->upper->v, c->upper->n,
+	if (c->upper && c->upper->n && bsearch(&key, c->upper->v, c->upper->n,
 				sizeof(key), wdent_cmp))
 		return 0;	/* shadowed or whited out by the upper dir */
 	c->r = wdir_add(c->out, name, ino, type);
@@ -937,7 +937,8 @@ static int list_dir(struct wfs *w, struct wnode *d, struct wdir **out)
 			}
 		}
 		closedir(dir);
-		qsort(up->v, up->n, sizeof(*up->v), wdent_cmp);
+		if (up->n)
+			qsort(up->v, up->n, sizeof(*up->v), wdent_cmp);
 	}
 	/* visible upper entries; their inode numbers are resolved like a
 	 * lookup would, so `ls -i` and stat agree */
@@ -964,7 +965,8 @@ static int list_dir(struct wfs *w, struct wnode *d, struct wdir **out)
 			goto fail;
 	}
 	wdir_free(up);
-	qsort(res->v, res->n, sizeof(*res->v), wdent_cmp);
+	if (res->n)
+		qsort(res->v, res->n, sizeof(*res->v), wdent_cmp);
 	/* a cached node may carry an inode number from before a rename */
 	for (i = 0; i < res->n; i++) {
 		struct wnode *c = wn_find(w, d, res->v[i].name);
