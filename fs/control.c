@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "control.h"
+#include "fs.h"
 #include "store.h"
 #include "wfs.h"
 
@@ -21,7 +22,68 @@ static struct {
 	pthread_t thread;
 	char *info;		/* the JSON line */
 	bool running;
+	struct control_info ci;	/* strings owned below */
+	char *mountpoint, *ref, *manifest, *store, *upper, *work;
 } ctl = { .fd = -1 };
+
+static void say(int fd, const char *s);
+
+static int make_info(void)
+{
+	json_object *o = json_object_new_object();
+	char *s;
+
+	if (!o)
+		return -ENOMEM;
+	json_object_object_add(o, "mountpoint",
+			       json_object_new_string(ctl.mountpoint));
+	json_object_object_add(o, "ref", json_object_new_string(ctl.ref));
+	json_object_object_add(o, "manifest",
+			       json_object_new_string(ctl.manifest));
+	json_object_object_add(o, "store", json_object_new_string(ctl.store));
+	json_object_object_add(o, "upper", json_object_new_string(ctl.upper));
+	json_object_object_add(o, "work", json_object_new_string(ctl.work));
+	json_object_object_add(o, "pid", json_object_new_int(getpid()));
+	s = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+	json_object_put(o);
+	if (!s)
+		return -ENOMEM;
+	free(ctl.info);
+	ctl.info = s;
+	return 0;
+}
+
+static void do_continue(int c, const char *ref)
+{
+	struct strata_err err = { 0 };
+	char *manifest = NULL, *nref, *nman, msg[1200];
+	int r;
+
+	if (!ctl.ci.st) {
+		say(c, "error: this mount has no image store\n");
+		return;
+	}
+	r = fs_continue(ctl.w, ctl.ci.st, ctl.ci.like, ref, &manifest, &err);
+	if (r < 0) {
+		snprintf(msg, sizeof(msg), "error: %s\n",
+			 err.code ? err.msg : strerror(-r));
+		say(c, msg);
+		return;
+	}
+	nref = strdup(ref);
+	nman = strdup(manifest);
+	if (nref && nman) {
+		free(ctl.ref);
+		free(ctl.manifest);
+		ctl.ref = nref;
+		ctl.manifest = nman;
+		make_info();
+	} else {
+		free(nref);
+		free(nman);
+	}
+	say(c, "ok\n");
+}
 
 static int read_line(int fd, char *buf, size_t size)
 {
@@ -56,10 +118,17 @@ static void say(int fd, const char *s)
 
 static void serve(int c)
 {
-	char line[64];
+	char line[4200];
 	bool frozen = false;
 
 	while (read_line(c, line, sizeof(line)) >= 0) {
+		if (!strncmp(line, "continue ", 9)) {
+			if (frozen)
+				do_continue(c, line + 9);
+			else
+				say(c, "error: continue needs freeze first\n");
+			continue;
+		}
 		if (!strcmp(line, "info")) {
 			say(c, ctl.info);
 			say(c, "\n");
@@ -104,25 +173,18 @@ int fs_control_start(struct wfs *w, const struct control_info *info)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	char digest[STRATA_DIGEST_MAX];
-	json_object *o = json_object_new_object();
 	socklen_t len;
 	int r;
 
-	if (!o)
-		return -ENOMEM;
-	json_object_object_add(o, "mountpoint",
-			       json_object_new_string(info->mountpoint));
-	json_object_object_add(o, "ref", json_object_new_string(info->ref));
-	json_object_object_add(o, "manifest",
-			       json_object_new_string(info->manifest));
-	json_object_object_add(o, "store", json_object_new_string(info->store));
-	json_object_object_add(o, "upper", json_object_new_string(info->upper));
-	json_object_object_add(o, "work", json_object_new_string(info->work));
-	json_object_object_add(o, "pid", json_object_new_int(getpid()));
-	ctl.info = strdup(json_object_to_json_string_ext(o,
-						JSON_C_TO_STRING_PLAIN));
-	json_object_put(o);
-	if (!ctl.info)
+	ctl.ci = *info;
+	ctl.mountpoint = strdup(info->mountpoint);
+	ctl.ref = strdup(info->ref);
+	ctl.manifest = strdup(info->manifest);
+	ctl.store = strdup(info->store);
+	ctl.upper = strdup(info->upper);
+	ctl.work = strdup(info->work);
+	if (!ctl.mountpoint || !ctl.ref || !ctl.manifest || !ctl.store ||
+	    !ctl.upper || !ctl.work || make_info() < 0)
 		return -ENOMEM;
 	ctl.w = w;
 	strata_sha256(info->mountpoint, strlen(info->mountpoint), digest);
@@ -164,4 +226,10 @@ void fs_control_stop(void)
 	ctl.fd = -1;
 	free(ctl.info);
 	ctl.info = NULL;
+	free(ctl.mountpoint);
+	free(ctl.ref);
+	free(ctl.manifest);
+	free(ctl.store);
+	free(ctl.upper);
+	free(ctl.work);
 }

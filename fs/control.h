@@ -12,6 +12,9 @@
  *               sends "thaw" or closes the connection (or dies), so the
  *               upper directory can be read as one consistent snapshot
  *   thaw     -> "ok"
+ *   continue REF -> "ok" or "error: ...": while frozen, after a commit of
+ *               this mount to REF (with an absolute path, or @digest):
+ *               the mount goes on from REF with an empty upper directory
  */
 #ifndef STRATAFS_CONTROL_H
 #define STRATAFS_CONTROL_H
@@ -20,8 +23,13 @@
 
 struct wfs;
 
+struct strata_store;
+struct fs;
+
 struct control_info {
 	const char *mountpoint, *ref, *manifest, *store, *upper, *work;
+	struct strata_store *st;	/* for continue */
+	const struct fs *like;		/* settings a continued image gets */
 };
 
 /* Start the control thread. Return: 0 or negative errno. */

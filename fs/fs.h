@@ -143,6 +143,18 @@ int fs_grafts_find(struct fs *fs);
 void fs_grafts_free(struct fs *fs);
 bool fs_is_grafted(const struct fs *fs, uint32_t layer, uint32_t entry);
 
+/* image.c */
+/* Open @img's layer indexes into @fs and set up its root. */
+int fs_image_load(struct fs *fs, struct strata_store *st,
+		  struct strata_image *img, struct strata_err *err);
+void fs_image_unload(struct fs *fs);
+struct wfs;
+/* After a live commit: serve image @ref (settings like @like's) under @w
+ * with an empty upper directory; *manifest is its digest (borrowed). */
+int fs_continue(struct wfs *w, struct strata_store *st, const struct fs *like,
+		const char *ref, char **manifest, struct strata_err *err);
+void fs_continue_free(void);
+
 /* ops.c */
 extern const struct fuse_lowlevel_ops fs_ops;
 void fs_fill_stat(struct fs *fs, fuse_ino_t ino, uint32_t layer,

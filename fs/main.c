@@ -300,7 +300,6 @@ static int open_image(struct fs *fs, struct options *o,
 	struct strata_platform plat, *pp = NULL;
 	struct strata_store *st = NULL;
 	struct strata_image *img = NULL;
-	uint32_t i;
 	int r;
 
 	if (o->platform) {
@@ -316,28 +315,10 @@ static int open_image(struct fs *fs, struct options *o,
 		r = strata_image_resolve(st, o->ref, pp, &img, &err);
 	if (r == 0)
 		r = strata_cache_ensure(st, img, NULL, &err);
-	if (r == 0 && img->n_layers == 0)
-		r = strata_err_set(&err, -EINVAL, "image %s has no layers",
-				   o->ref);
+	if (r == 0)
+		r = fs_image_load(fs, st, img, &err);
 	if (r < 0)
 		goto fail;
-	fs->n_layers = (uint32_t)img->n_layers;
-	fs->layers = calloc(img->n_layers, sizeof(*fs->layers));
-	if (!fs->layers) {
-		r = -ENOMEM;
-		goto fail;
-	}
-	for (i = 0; i < fs->n_layers; i++) {
-		r = strata_lindex_open(st, img->layers[i].diff_id,
-				       &fs->layers[i].lx, &err);
-		if (r < 0)
-			goto fail;
-		fs->layers[i].datafd = strata_lx_datafd(fs->layers[i].lx);
-		fs->total_entries += strata_lx_count(fs->layers[i].lx);
-		fs->features |= strata_lx_features(fs->layers[i].lx);
-	}
-	fs->statfs_fd = open(strata_store_root(st), O_RDONLY | O_DIRECTORY |
-			     O_CLOEXEC);
 	*stp = st;
 	*imgp = img;
 	return 0;
@@ -381,7 +362,8 @@ static char *absolute_ref(const char *text)
 
 static int start_control(struct wfs *w, const struct options *o,
 			 const char *mp, const char *ref,
-			 struct strata_store *st, struct strata_image *img)
+			 struct strata_store *st, struct strata_image *img,
+			 const struct fs *like)
 {
 	struct control_info info = {
 		.mountpoint = mp,
@@ -390,6 +372,8 @@ static int start_control(struct wfs *w, const struct options *o,
 		.store = st ? strata_store_root(st) : "",
 		.upper = w->upper_path ? w->upper_path : "",
 		.work = w->work_path ? w->work_path : "",
+		.st = st,
+		.like = like,
 	};
 
 	(void)o;
@@ -456,7 +440,6 @@ int main(int argc, char *argv[])
 	cleanup_free char *ctl_mp = NULL;
 	cleanup_free char *ctl_ref = NULL;
 	char fsname[1200];
-	uint32_t i;
 	int ret = 1;
 
 	strata_log_set_prog("stratafs");
@@ -508,14 +491,6 @@ int main(int argc, char *argv[])
 	} else {
 		if (open_image(&fs, &o, &st, &img) < 0)
 			goto out;
-		if (fs_nodes_init(&fs) < 0 || fs_grafts_find(&fs) < 0)
-			goto out;
-		fs.root = calloc(1, sizeof(*fs.root));
-		if (!fs.root || !(fs.root->path = strdup("")) ||
-		    fs_root_sources(&fs, fs.root) < 0)
-			goto out;
-		fs.root->ino = FUSE_ROOT_ID;
-		pthread_mutex_init(&fs.root->lock, NULL);
 		if (o.upper && lower_image_new(&fs, &lw) < 0)
 			goto out;
 	}
@@ -571,7 +546,7 @@ int main(int argc, char *argv[])
 		goto out_unmount;
 	/* threads do not survive daemonizing: start it only now */
 	if (wfs_ready && wfs.upperfd >= 0 &&
-	    start_control(&wfs, &o, ctl_mp, ctl_ref, st, img) < 0)
+	    start_control(&wfs, &o, ctl_mp, ctl_ref, st, img, &fs) < 0)
 		fprintf(stderr, "stratafs: warning: no control socket; "
 			"strata commit cannot find this mount\n");
 	lc = fuse_loop_cfg_create();
@@ -600,18 +575,10 @@ out:
 		fuse_session_destroy(se);
 	if (wfs_ready)
 		wfs_destroy(&wfs);
+	fs_continue_free();
 	if (lw)
 		lw->ops->free(lw);
-	for (i = 0; i < fs.n_layers; i++)
-		strata_lindex_close(fs.layers[i].lx);
-	free(fs.layers);
-	fs_grafts_free(&fs);
-	if (fs.hash)
-		fs_nodes_free(&fs);
-	else
-		free(fs.root);
-	if (fs.statfs_fd >= 0)
-		close(fs.statfs_fd);
+	fs_image_unload(&fs);
 	free(fs.uidmap);
 	free(fs.gidmap);
 	if (img)

@@ -249,3 +249,142 @@ void wfs_destroy(struct wfs *w)
 	pthread_mutex_destroy(&w->lock);
 	pthread_rwlock_destroy(&w->freeze);
 }
+
+/* Path of @n from the root ("" for the root), or -ENOENT if detached. */
+static int path_of(struct wfs *w, struct wnode *n, char *buf, size_t size)
+{
+	size_t len = 0, l;
+	struct wnode *c;
+	char *p;
+
+	for (c = n; c != w->root; c = c->parent) {
+		if (!c || c->deleted)
+			return -ENOENT;
+		len += strlen(c->name) + 1;
+	}
+	if (len + 1 > size)
+		return -ENAMETOOLONG;
+	p = buf + len;
+	*p = '\0';
+	for (c = n; c != w->root; c = c->parent) {
+		l = strlen(c->name);
+		p -= l;
+		memcpy(p, c->name, l);
+		*--p = '/';
+	}
+	return 0;
+}
+
+static int walk(struct lower *lw, const char *path, struct lnode **out)
+{
+	char buf[PATH_MAX], *save = NULL, *comp;
+	struct lnode *cur = lw->ops->root(lw), *next;
+	int r;
+
+	lw->ops->get(cur);
+	snprintf(buf, sizeof(buf), "%s", path);
+	for (comp = strtok_r(buf, "/", &save); comp;
+	     comp = strtok_r(NULL, "/", &save)) {
+		r = lw->ops->lookup(lw, cur, comp, &next);
+		lw->ops->put(lw, cur);
+		if (r < 0)
+			return r;
+		cur = next;
+	}
+	*out = cur;
+	return 0;
+}
+
+int wfs_continue(struct wfs *w, struct lower *lw, struct strata_err *err)
+{
+	struct lower *old = w->lw;
+	char trash[64], path[PATH_MAX];
+	struct dirent *de;
+	DIR *d;
+	int fd, tfd, r = 0;
+	size_t i;
+
+	if (w->upperfd < 0)
+		return strata_err_set(err, -EINVAL, "mount is read-only");
+	pthread_mutex_lock(&w->lock);
+	/* 1. the upper content is in the image now: move it aside */
+	snprintf(trash, sizeof(trash), "#committed.%llu",
+		 (unsigned long long)++w->tmp_seq);
+	if (mkdirat(w->workfd, trash, 0700) < 0) {
+		r = strata_err_set(err, -errno, "work directory: %s",
+				   strerror(errno));
+		goto out;
+	}
+	tfd = openat(w->workfd, trash, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	fd = openat(w->upperfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	d = fd >= 0 ? fdopendir(fd) : NULL;
+	while (d && tfd >= 0 && (de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (renameat(w->upperfd, de->d_name, tfd, de->d_name) < 0) {
+			r = strata_err_set(err, -errno, "emptying the upper "
+					   "directory: %s", strerror(errno));
+			break;
+		}
+	}
+	if (d)
+		closedir(d);
+	else if (fd >= 0)
+		close(fd);
+	fremovexattr(w->upperfd, "trusted.overlay.opaque");
+	fremovexattr(w->upperfd, "user.overlay.opaque");
+	fremovexattr(w->upperfd, WH_OVERRIDE_STAT);
+	if (r < 0) {
+		if (tfd >= 0)
+			close(tfd);
+		goto out;
+	}
+	/* 2. every node from the new lower stack, same inode numbers */
+	for (i = 0; i < w->hash_size; i++) {
+		struct wnode *n, *next;
+
+		for (n = w->hash[i]; n; n = next) {
+			struct lnode *l = NULL;
+
+			next = n->hnext;
+			if (n->lower)
+				old->ops->put(old, n->lower);
+			n->lower = NULL;
+			n->upper = n->opaque = n->metacopy = false;
+			if (path_of(w, n, path, sizeof(path)) == 0 &&
+			    walk(lw, path, &l) == 0) {
+				n->lower = l;
+			} else {
+				/* left out of the commit (masked): gone */
+				n->deleted = true;
+			}
+		}
+	}
+	for (i = 0; i < w->hash_size; i++) {
+		struct wnode **pp = &w->hash[i];
+
+		while (*pp) {
+			if ((*pp)->deleted) {
+				(*pp)->hashed = false;
+				*pp = (*pp)->hnext;
+				w->n_nodes--;
+			} else {
+				pp = &(*pp)->hnext;
+			}
+		}
+	}
+	old->ops->put(old, w->root->lower);
+	w->root->lower = lw->ops->root(lw);
+	w->root->opaque = false;
+	w->lw = lw;
+	w->gen++;
+	pthread_mutex_unlock(&w->lock);
+	/* 3. the old upper content goes (outside the lock: may be big) */
+	empty_dir(tfd);
+	close(tfd);
+	unlinkat(w->workfd, trash, AT_REMOVEDIR);
+	return 0;
+out:
+	pthread_mutex_unlock(&w->lock);
+	return r;
+}

@@ -71,6 +71,7 @@ struct wfs {
 	size_t hash_size, n_nodes;
 	struct wnode *root;
 	uint64_t tmp_seq;
+	uint64_t gen;			/* bumped by wfs_continue() */
 };
 
 extern const struct fuse_lowlevel_ops wfs_ops;
@@ -83,6 +84,14 @@ extern const struct fuse_lowlevel_ops wfs_ops;
 int wfs_init(struct wfs *w, struct lower *lw, const char *upper,
 	     const char *work);
 void wfs_destroy(struct wfs *w);
+/*
+ * Go on over lower stack @lw (the image just committed from this upper
+ * directory, so the view does not change) with an empty upper directory:
+ * the upper content moves to the work directory and is removed, every
+ * node is looked up again in @lw (inode numbers stay), and open files
+ * copy up again on their next write. The caller holds the freeze lock.
+ */
+int wfs_continue(struct wfs *w, struct lower *lw, struct strata_err *err);
 
 #endif
 

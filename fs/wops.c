@@ -23,6 +23,8 @@
 struct whandle {
 	struct wnode *n;
 	int fd;			/* -1: empty lower file */
+	int flags;		/* open flags */
+	uint64_t gen;		/* w->gen when fd was opened */
 	bool lower;		/* fd reads the lower file */
 	bool writable;
 	pthread_mutex_t lock;	/* swapping fd after a copy-up */
@@ -359,13 +361,15 @@ static void w_symlink_locked(fuse_req_t req, const char *link, fuse_ino_t parent
 	reply_entry(req, w, n, r);
 }
 
-static struct whandle *handle_new(struct wnode *n, int fd, bool lower,
-				  bool writable)
+static struct whandle *handle_new(struct wfs *w, struct wnode *n, int fd,
+				  bool lower, bool writable, int flags)
 {
 	struct whandle *h = calloc(1, sizeof(*h));
 
 	if (!h)
 		return NULL;
+	h->gen = w->gen;
+	h->flags = flags;
 	h->n = n;
 	h->fd = fd;
 	h->lower = lower;
@@ -390,7 +394,7 @@ static void w_create_locked(fuse_req_t req, fuse_ino_t parent, const char *name,
 	if (r == 0)
 		r = fill_entry(w, n, &ep);
 	if (r == 0) {
-		h = handle_new(n, m.fd, false, true);
+		h = handle_new(w, n, m.fd, false, true, fi->flags);
 		if (!h) {
 			wn_forget(w, n, 1);
 			r = -ENOMEM;
@@ -474,7 +478,7 @@ static void w_open_locked(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 		fuse_reply_err(req, -r);
 		return;
 	}
-	h = handle_new(n, fd, lower, wr);
+	h = handle_new(w, n, fd, lower, wr, fi->flags);
 	UNLOCK(w);
 	if (!h) {
 		if (fd >= 0)
@@ -500,6 +504,33 @@ static struct whandle *H(struct fuse_file_info *fi)
 	return (struct whandle *)(uintptr_t)fi->fh;
 }
 
+/* After a live commit went on (wfs_continue), a writable handle's file
+ * is in the image: copy it up again and write there. */
+static int write_fd(struct wfs *w, struct whandle *h)
+{
+	int fd, r = 0;
+
+	pthread_mutex_lock(&h->lock);
+	if (h->gen != w->gen && h->writable && !h->n->deleted) {
+		LOCK(w);
+		r = wfs_copy_up(w, h->n, CU_DATA);
+		fd = r < 0 ? r : open_upper(w, h->n, (h->flags & ~O_TRUNC));
+		UNLOCK(w);
+		if (fd >= 0) {
+			if (h->fd >= 0)
+				close(h->fd);
+			h->fd = fd;
+			h->lower = false;
+			h->gen = w->gen;
+		} else {
+			r = fd;
+		}
+	}
+	fd = r < 0 ? r : h->fd;
+	pthread_mutex_unlock(&h->lock);
+	return fd;
+}
+
 /* A handle opened on the lower file follows the file once it is copied
  * up, so readers see what writers wrote. */
 static int read_fd(struct wfs *w, struct whandle *h)
@@ -507,6 +538,21 @@ static int read_fd(struct wfs *w, struct whandle *h)
 	int fd;
 
 	pthread_mutex_lock(&h->lock);
+	if (h->gen != w->gen && !h->writable && !h->n->deleted) {
+		/* a live commit went on: the file now comes from below */
+		LOCK(w);
+		fd = h->n->upper && !h->n->metacopy
+			? open_upper(w, h->n, O_RDONLY)
+			: w->lw->ops->open(w->lw, h->n->lower);
+		UNLOCK(w);
+		if (fd >= 0 || fd == -ENODATA) {
+			if (h->fd >= 0)
+				close(h->fd);
+			h->fd = fd >= 0 ? fd : -1;
+			h->lower = !h->n->upper;
+			h->gen = w->gen;
+		}
+	}
 	if (h->lower && h->n->upper && !h->n->metacopy && !h->n->deleted) {
 		LOCK(w);
 		fd = open_upper(w, h->n, O_RDONLY);
@@ -546,15 +592,16 @@ static void w_write_buf_locked(fuse_req_t req, fuse_ino_t ino,
 {
 	struct whandle *h = H(fi);
 	struct fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
+	int fd = h->writable ? write_fd(W(req), h) : -EBADF;
 	ssize_t r;
 
 	(void)ino;
-	if (!h->writable || h->fd < 0) {
-		fuse_reply_err(req, EBADF);
+	if (fd < 0) {
+		fuse_reply_err(req, fd == -1 ? EBADF : -fd);
 		return;
 	}
 	out.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-	out.buf[0].fd = h->fd;
+	out.buf[0].fd = fd;
 	out.buf[0].pos = off;
 	r = fuse_buf_copy(&out, in, 0);
 	if (r < 0)
@@ -604,13 +651,14 @@ static void w_fallocate_locked(fuse_req_t req, fuse_ino_t ino, int mode, off_t o
 			off_t len, struct fuse_file_info *fi)
 {
 	struct whandle *h = H(fi);
+	int fd = h->writable ? write_fd(W(req), h) : -EBADF;
 
 	(void)ino;
-	if (!h->writable || h->fd < 0) {
+	if (fd < 0) {
 		fuse_reply_err(req, EBADF);
 		return;
 	}
-	fuse_reply_err(req, fallocate(h->fd, mode, off, len) < 0 ? errno : 0);
+	fuse_reply_err(req, fallocate(fd, mode, off, len) < 0 ? errno : 0);
 }
 
 static void w_copy_file_range_locked(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
@@ -621,11 +669,12 @@ static void w_copy_file_range_locked(fuse_req_t req, fuse_ino_t ino_in, off_t of
 	struct wfs *w = W(req);
 	int in = read_fd(w, H(fi_in));
 	struct whandle *out = H(fi_out);
+	int ofd = out->writable ? write_fd(w, out) : -EBADF;
 	ssize_t r;
 
 	(void)ino_in;
 	(void)ino_out;
-	if (!out->writable || out->fd < 0) {
+	if (ofd < 0) {
 		fuse_reply_err(req, EBADF);
 		return;
 	}
@@ -633,7 +682,7 @@ static void w_copy_file_range_locked(fuse_req_t req, fuse_ino_t ino_in, off_t of
 		fuse_reply_write(req, 0);
 		return;
 	}
-	r = copy_file_range(in, &off_in, out->fd, &off_out, len,
+	r = copy_file_range(in, &off_in, ofd, &off_out, len,
 			    (unsigned)flags);
 	if (r < 0)
 		fuse_reply_err(req, errno);
@@ -705,7 +754,8 @@ static void w_setattr_locked(fuse_req_t req, fuse_ino_t ino, struct stat *a,
 	if (set & FUSE_SET_ATTR_SIZE) {
 		struct whandle *h = fi ? H(fi) : NULL;
 
-		if (h && h->writable && h->fd >= 0 && !h->lower) {
+		if (h && h->writable && h->fd >= 0 && !h->lower &&
+		    h->gen == w->gen) {
 			r = ftruncate(h->fd, a->st_size) < 0 ? -errno : 0;
 		} else {
 			r = wfs_copy_up(w, n, a->st_size ? CU_DATA : CU_NODATA);

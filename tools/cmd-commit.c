@@ -20,7 +20,9 @@ static const char usage[] =
 	"\n"
 	"The second form commits a live writable stratafs mount: it finds the\n"
 	"mount's image and upper directory and holds the mount still (changes\n"
-	"wait) while it reads, so the layer is one consistent snapshot.\n"
+	"wait) while it reads, so the layer is one consistent snapshot. With\n"
+	"--continue the mount then goes on from the new image with an empty\n"
+	"upper directory, so you can edit and commit again without remounting.\n"
 	"Turn the upper directory DIR of a writable mount of REF (overlay or\n"
 	".wh. format) into a new layer, config and manifest, tagged DEST:\n"
 	"oci:DIR:TAG, oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG],\n"
@@ -98,6 +100,7 @@ struct args {
 	struct strata_cfg_edit *edits;
 	const char *dest, *extra;
 	const char *mountpoint;		/* committing a live mount */
+	bool cont;			/* --continue */
 };
 
 /* What a live mount's control socket says about it (stratafs control.h). */
@@ -147,6 +150,73 @@ static char *json_str(struct json_object *o, const char *key)
  * freeze it: changes wait until the connection closes, so the upper dir
  * is read as one snapshot while the mount stays up.
  */
+/*
+ * The committed image as the mount's daemon should name it: layouts by
+ * absolute path and manifest digest, store names as they are.
+ */
+static char *continue_ref(const char *dest, const char *src,
+			  const char *digest)
+{
+	struct strata_err err = { 0 };
+	struct strata_ref *ref = NULL;
+	const char *d = dest;
+	char *out = NULL, *abs;
+
+	if (dest[0] == ':')
+		d = src;	/* the source's own layout or store name */
+	if (strata_ref_parse(d, &ref, &err) < 0)
+		return NULL;
+	if (ref->kind == STRATA_REF_STORE) {
+		if (dest[0] == ':') {
+			const char *slash = strrchr(ref->tag, '/');
+			const char *colon = strrchr(slash ? slash : ref->tag, ':');
+			int n = colon ? (int)(colon - ref->tag)
+				      : (int)strlen(ref->tag);
+
+			if (asprintf(&out, "%.*s%s", n, ref->tag, dest) < 0)
+				out = NULL;
+		} else {
+			out = strdup(ref->tag);
+		}
+	} else if ((abs = realpath(ref->path, NULL))) {
+		if (ref->kind == STRATA_REF_OCI) {
+			if (asprintf(&out, "oci:%s@%s", abs, digest) < 0)
+				out = NULL;
+		} else if (asprintf(&out, "%s:%s%s%s",
+				    ref->kind == STRATA_REF_OCI_ARCHIVE
+				    ? "oci-archive" : "docker-archive", abs,
+				    ref->tag ? ":" : "",
+				    ref->tag ? ref->tag : "") < 0) {
+			out = NULL;
+		}
+		free(abs);
+	}
+	strata_ref_free(ref);
+	return out;
+}
+
+/* Tell the (frozen) mount to go on from the committed image. */
+static int continue_mount(struct mount_info *m, const char *ref)
+{
+	char line[2048];
+	size_t n = strlen(ref);
+
+	if (write(m->fd, "continue ", 9) != 9 ||
+	    write(m->fd, ref, n) != (ssize_t)n || write(m->fd, "\n", 1) != 1 ||
+	    read_reply(m->fd, line, sizeof(line)) < 0) {
+		fprintf(stderr, "strata commit: --continue: no answer from "
+			"stratafs\n");
+		return -EIO;
+	}
+	if (strcmp(line, "ok")) {
+		fprintf(stderr, "strata commit: --continue: stratafs: %s "
+			"(the commit itself is done; the mount still shows "
+			"the same tree over the old upper directory)\n", line);
+		return -EIO;
+	}
+	return 0;
+}
+
 static int open_mount(const char *mp, struct mount_info *m)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -229,6 +299,8 @@ static int parse(int argc, char **argv, struct args *a,
 			continue;
 		if (!strcmp(o, "--no-mask-volumes")) {
 			a->o.no_mask_volumes = true;
+		} else if (!strcmp(o, "--continue")) {
+			a->cont = true;
 		} else if (!strcmp(o, "--allow-empty")) {
 			a->o.allow_empty = true;
 		} else if (o[0] == '-' && o[1] && !v) {
@@ -295,6 +367,11 @@ static int parse(int argc, char **argv, struct args *a,
 		fputs(usage, stderr);
 		return 2;
 	}
+	if (a->cont && !a->mountpoint) {
+		fprintf(stderr, "strata commit: --continue needs a mountpoint "
+			"(strata commit --continue MOUNTPOINT DEST)\n");
+		return 2;
+	}
 	if (!a->dest || (!a->mountpoint && (!a->o.upper || !a->o.from))) {
 		fprintf(stderr, "strata commit: %s\n%s",
 			!a->dest ? "no destination given"
@@ -352,6 +429,20 @@ int cmd_commit(int argc, char **argv)
 		fprintf(stderr, "strata: nothing to commit in %s\n", a.o.upper);
 		r = 1;
 		goto out;
+	}
+	if (a.cont && res.layer) {
+		cleanup_free char *cref = continue_ref(a.dest, mi.ref,
+						       res.manifest_digest);
+
+		if (!cref || continue_mount(&mi, cref) < 0) {
+			if (!cref)
+				fprintf(stderr, "strata commit: --continue: "
+					"cannot name %s for the mount\n",
+					a.dest);
+			printf("%s\n", res.manifest_digest);
+			r = 1;
+			goto out;
+		}
 	}
 	if (!g.quiet && res.layer)
 		fprintf(stderr, "layer %s: %llu entries, %llu bytes, %lld "

@@ -1,0 +1,140 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Loading a resolved image into a read-only engine (struct fs), and the
+ * `continue` step of a live commit: the mount goes on from the committed
+ * image with an empty upper directory.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fs.h"
+#include "lower.h"
+#include "wfs.h"
+
+int fs_image_load(struct fs *fs, struct strata_store *st,
+		  struct strata_image *img, struct strata_err *err)
+{
+	uint32_t i;
+	int r;
+
+	if (img->n_layers == 0)
+		return strata_err_set(err, -EINVAL, "image %s has no layers",
+				      img->ref_text);
+	fs->n_layers = (uint32_t)img->n_layers;
+	fs->layers = calloc(img->n_layers, sizeof(*fs->layers));
+	if (!fs->layers)
+		return -ENOMEM;
+	for (i = 0; i < fs->n_layers; i++) {
+		r = strata_lindex_open(st, img->layers[i].diff_id,
+				       &fs->layers[i].lx, err);
+		if (r < 0)
+			return r;
+		fs->layers[i].datafd = strata_lx_datafd(fs->layers[i].lx);
+		fs->total_entries += strata_lx_count(fs->layers[i].lx);
+		fs->features |= strata_lx_features(fs->layers[i].lx);
+	}
+	fs->statfs_fd = open(strata_store_root(st), O_RDONLY | O_DIRECTORY |
+			     O_CLOEXEC);
+	if (fs_nodes_init(fs) < 0 || fs_grafts_find(fs) < 0)
+		return -ENOMEM;
+	fs->root = calloc(1, sizeof(*fs->root));
+	if (!fs->root || !(fs->root->path = strdup("")) ||
+	    fs_root_sources(fs, fs->root) < 0)
+		return -ENOMEM;
+	fs->root->ino = FUSE_ROOT_ID;
+	pthread_mutex_init(&fs->root->lock, NULL);
+	return 0;
+}
+
+void fs_image_unload(struct fs *fs)
+{
+	uint32_t i;
+
+	for (i = 0; i < fs->n_layers; i++)
+		if (fs->layers[i].lx)
+			strata_lindex_close(fs->layers[i].lx);
+	free(fs->layers);
+	fs->layers = NULL;
+	fs->n_layers = 0;
+	fs_grafts_free(fs);
+	if (fs->hash)
+		fs_nodes_free(fs);
+	else
+		free(fs->root);
+	fs->root = NULL;
+	if (fs->statfs_fd >= 0)
+		close(fs->statfs_fd);
+	fs->statfs_fd = -1;
+}
+
+/* Images a live mount went on from; freed at exit. */
+struct generation {
+	struct fs fs;
+	struct strata_image *img;
+	struct lower *lw;
+	struct generation *next;
+};
+
+static struct generation *generations;
+
+int fs_continue(struct wfs *w, struct strata_store *st, const struct fs *like,
+		const char *ref, char **manifest, struct strata_err *err)
+{
+	struct generation *g = calloc(1, sizeof(*g));
+	int r;
+
+	if (!g)
+		return -ENOMEM;
+	g->fs.timeout = like->timeout;
+	g->fs.statfs_fd = -1;
+	g->fs.readonly = true;
+	g->fs.squash_uid = like->squash_uid;
+	g->fs.squash_gid = like->squash_gid;
+	g->fs.squash_uid_to = like->squash_uid_to;
+	g->fs.squash_gid_to = like->squash_gid_to;
+	g->fs.uidmap = like->uidmap;	/* shared, owned by the first */
+	g->fs.gidmap = like->gidmap;
+	g->fs.n_uidmap = like->n_uidmap;
+	g->fs.n_gidmap = like->n_gidmap;
+	r = strata_image_resolve(st, ref, NULL, &g->img, err);
+	if (r == 0)
+		r = strata_cache_ensure(st, g->img, NULL, err);
+	if (r == 0)
+		r = fs_image_load(&g->fs, st, g->img, err);
+	if (r == 0)
+		r = lower_image_new(&g->fs, &g->lw);
+	if (r == 0)
+		r = wfs_continue(w, g->lw, err);
+	if (r < 0) {
+		if (g->lw)
+			g->lw->ops->free(g->lw);
+		fs_image_unload(&g->fs);
+		if (g->img)
+			strata_image_free(g->img);
+		free(g);
+		return r;
+	}
+	*manifest = g->img->manifest_digest;
+	g->next = generations;
+	generations = g;
+	return 0;
+}
+
+void fs_continue_free(void)
+{
+	while (generations) {
+		struct generation *g = generations;
+
+		generations = g->next;
+		g->lw->ops->free(g->lw);
+		g->fs.uidmap = NULL;
+		g->fs.gidmap = NULL;
+		fs_image_unload(&g->fs);
+		strata_image_free(g->img);
+		free(g);
+	}
+}
