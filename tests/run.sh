@@ -14,6 +14,10 @@ ninja -C "$build" >/dev/null
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=0:detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export STRATA_BUILD="$PWD/$build"
+count_mounts() {
+	grep -E ' fuse(\.[a-z0-9_-]+)? ' /proc/self/mounts | grep -c stratafs || true
+}
+before=$(count_mounts)
 status=0
 meson test -C "$build" --print-errorlogs || status=1
 /usr/bin/python3 -m pytest tests/integration -q -p no:cacheprovider "$@" || {
@@ -22,8 +26,8 @@ meson test -C "$build" --print-errorlogs || status=1
 	status=1
 	echo "pytest exited with $rc" >&2
 }
-leftover=$(grep -E ' fuse(\.[a-z0-9_-]+)? ' /proc/self/mounts | grep -c stratafs || true)
-if [ "$leftover" != 0 ]; then
+leftover=$(( $(count_mounts) - before ))
+if [ "$leftover" -gt 0 ]; then
 	echo "tests left $leftover stratafs mounts behind" >&2
 	status=1
 fi
