@@ -6,8 +6,10 @@
  * renamed to blobs/sha256/<hex>; index.json is replaced the same way, last,
  * so no tag ever points at a missing blob. Writers hold .index.lock (the
  * lock strata_store_tag() takes) from open to free, so two commits into one
- * layout run one after the other.
+ * layout run one after the other, and the temporary files a killed commit
+ * left are removed by the next writer once it holds the lock.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -20,6 +22,33 @@
 #define MT_OCI_INDEX "application/vnd.oci.image.index.v1+json"
 #define INDEX_LOCK ".index.lock"
 #define REF_NAME "org.opencontainers.image.ref.name"
+
+/*
+ * Temporary files of an earlier commit that was killed: every writer of
+ * .strata-tmp-* names holds the layout lock, so under the lock any such
+ * file is stale. Only regular files with our prefix are touched.
+ */
+static void sweep_stale_temps(int dir_fd)
+{
+	int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	struct dirent *de;
+	DIR *d;
+
+	if (fd < 0)
+		return;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return;
+	}
+	while ((de = readdir(d))) {
+		if (strncmp(de->d_name, ".strata-tmp-", 12) != 0 ||
+		    (de->d_type != DT_REG && de->d_type != DT_UNKNOWN))
+			continue;
+		unlinkat(dir_fd, de->d_name, 0);
+	}
+	closedir(d);
+}
 
 void strata_layoutw_free(struct strata_layoutw *lw)
 {
@@ -61,6 +90,7 @@ int strata_layoutw_open(int at_fd, const char *path, bool create,
 	if (lw->lock_fd < 0)
 		return strata_err_set(err, lw->lock_fd, "%s: lock: %s", path,
 				      strerror(-lw->lock_fd));
+	sweep_stale_temps(lw->dir_fd);
 	if (faccessat(lw->dir_fd, "oci-layout", F_OK, AT_SYMLINK_NOFOLLOW) < 0) {
 		if (!create)
 			return strata_err_set(err, -ENOENT, "%s: not an OCI "
