@@ -139,6 +139,7 @@ def test_kill_during_large_copy_up(tmp_path, ovl_mounts, fg_daemon):
 
 NFILES = 40
 BLOCK = 4096
+PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def test_kill_during_write_storm(tmp_path, ovl_mounts, fg_daemon):
@@ -186,8 +187,16 @@ except OSError:
         assert got[:len(base)] == base, f"d/l{i}: lower content lost"
         tail = got[len(base):]
         blk = bytes([65 + i % 4]) * BLOCK
-        assert len(tail) % BLOCK == 0 and tail == blk * (len(tail) // BLOCK),\
-            f"d/l{i}: torn content after the crash ({len(tail)} bytes added)"
+        # a write() in flight when the daemon died may be in part: the kernel
+        # sends an unaligned write() as several WRITE requests split at page
+        # boundaries, and the writer was told of the short write; what is
+        # there is a prefix of what was written, no hole and no garbage
+        assert tail == blk[:1] * len(tail), \
+            f"d/l{i}: foreign bytes after the crash ({len(tail)} bytes added)"
+        if len(tail) % BLOCK:
+            assert (len(base) + len(tail)) % PAGE == 0, \
+                f"d/l{i}: cut off at {len(base) + len(tail)}, not at a page" \
+                " boundary"
         for name in (f"n{i}", f"r{i}"):
             if os.path.lexists(m / "d" / name):
                 got = (m / "d" / name).read_bytes()
