@@ -14,8 +14,13 @@ ninja -C "$build" >/dev/null
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=0:detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export STRATA_BUILD="$PWD/$build"
+# every test works under its own temporary directory, so the mounts it
+# leaves behind are told apart from other people's on a shared machine
+TMPDIR=$(mktemp -d "${TMPDIR:-/tmp}/strata-tests.XXXXXX")
+export TMPDIR
 count_mounts() {
-	grep -E ' fuse(\.[a-z0-9_-]+)? ' /proc/self/mounts | grep -c stratafs || true
+	awk -v d="$TMPDIR/" '$3 ~ /^fuse/ && index($2, d) == 1' /proc/self/mounts |
+		grep -c stratafs || true
 }
 before=$(count_mounts)
 status=0
@@ -28,7 +33,11 @@ meson test -C "$build" --print-errorlogs || status=1
 }
 leftover=$(( $(count_mounts) - before ))
 if [ "$leftover" -gt 0 ]; then
-	echo "tests left $leftover stratafs mounts behind" >&2
+	echo "tests left $leftover stratafs mounts behind:" >&2
+	awk -v d="$TMPDIR/" '$3 ~ /^fuse/ && index($2, d) == 1 { print "  " $2 }' \
+		/proc/self/mounts >&2
 	status=1
+else
+	rm -rf "$TMPDIR"
 fi
 exit $status
