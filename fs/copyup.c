@@ -322,6 +322,7 @@ struct group_ctx {
 	struct wnode *n;	/* the name just copied up */
 	int pfd;		/* its upper parent */
 	ino_t ino;		/* the group's lower inode number */
+	bool split;		/* a visible name could not be linked */
 };
 
 /* Link another visible name of @g->n's lower hardlink group to the new
@@ -354,6 +355,7 @@ static int link_name(void *ctx, const char *path)
 	    S_ISREG(c->type)) {
 		r = wfs_copy_up(w, c->parent, CU_META);
 		pfd = r < 0 ? r : wn_upper_dirfd(w, c->parent);
+		g->split |= pfd < 0;
 		if (pfd >= 0) {
 			struct stat pst;
 			bool keep = fstat(pfd, &pst) == 0;
@@ -361,6 +363,8 @@ static int link_name(void *ctx, const char *path)
 			if (linkat(g->pfd, g->n->name, pfd, c->name, 0) == 0) {
 				c->upper = true;
 				c->metacopy = g->n->metacopy;
+			} else {
+				g->split = true;
 			}
 			if (keep && pfd != g->pfd)
 				keep_times(pfd, &pst);
@@ -400,14 +404,21 @@ static int fill_metacopy(struct wfs *w, struct wnode *n, int how)
 		close(pfd);
 		return r;
 	}
-	if (how == CU_NODATA) {
-		r = ftruncate(fd, 0) < 0 ? -errno : 0;
-	} else if (fstat(fd, &st) < 0) {
+	if (fstat(fd, &st) < 0) {
 		r = -errno;
+	} else if (how == CU_NODATA) {
+		r = ftruncate(fd, 0) < 0 ? -errno : 0;
 	} else if (st.st_size > 0) {
 		in = w->lw->ops->open(w->lw, n->lower);
 		r = in == -ENODATA ? 0 : in < 0 ? in : copy_data(in, fd,
 								st.st_size);
+	}
+	/* filling in the data is a copy-up, not a change: the times stay
+	 * (the change that asked for it sets them itself) */
+	if (r == 0) {
+		struct timespec ts[2] = { st.st_atim, st.st_mtim };
+
+		r = futimens(fd, ts) < 0 ? -errno : 0;
 	}
 	if (r == 0)
 		r = wfs_fsync_fd(w, fd);
@@ -520,6 +531,19 @@ int wfs_copy_up(struct wfs *w, struct wnode *n, int how)
 			r = lsetxattr(path, w->priv_xattr ? WH_METACOPY_TRUSTED
 				      : WH_METACOPY_USER, "", 0, 0) < 0
 				? -errno : 0;
+		/* mark the copy-up with the inode number it shows, so a
+		 * remount pairs it with the lower entry again (not a file
+		 * later made at its old name) and shows the same number */
+		if (r == 0 && !S_ISDIR(st.st_mode)) {
+			char num[24];
+			int len = snprintf(num, sizeof(num), "%llu",
+					   (unsigned long long)n->ino);
+
+			if (lsetxattr(path, w->priv_xattr ? WH_INO_TRUSTED
+				      : WH_INO_USER, num, (size_t)len, 0) < 0 &&
+			    errno != ENOTSUP && errno != EPERM)
+				r = -errno;
+		}
 		if (r == 0)
 			r = set_meta(w, tmp, &st);
 	}
@@ -553,17 +577,26 @@ int wfs_copy_up(struct wfs *w, struct wnode *n, int how)
 		n->upper = true;
 		n->metacopy = meta;
 		if (!was_upper && S_ISREG(st.st_mode) && st.st_nlink > 1) {
-			struct group_ctx g = { w, n, pfd, n->ino };
-			nlink_t want = st.st_nlink;
+			struct group_ctx g = { w, n, pfd, n->ino, false };
 
 			wn_ref(n);
 			w->lw->ops->links(w->lw, n->lower, link_name, &g);
 			wn_unref(w, n);
-			/* names the lower stack could not name are split
-			 * off: no longer the same inode */
-			if (fstatat(pfd, n->name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-			    st.st_nlink != want)
-				n->ino = st.st_ino | (1ull << 63);
+			/* a visible name left behind is another file now:
+			 * this one stops showing the group's inode number.
+			 * (Names whited out or hidden do not count.) */
+			if (g.split &&
+			    fstatat(pfd, n->name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+				char num[24];
+				int len;
+
+				wn_set_ino(w, n, st.st_ino | (1ull << 63));
+				len = snprintf(num, sizeof(num), "%llu",
+					       (unsigned long long)n->ino);
+				proc_at(path, sizeof(path), pfd, n->name);
+				lsetxattr(path, w->priv_xattr ? WH_INO_TRUSTED
+					  : WH_INO_USER, num, (size_t)len, 0);
+			}
 		}
 		/* a copy-up is not a change of the parent: keep its times,
 		 * as the kernel overlay does */

@@ -532,6 +532,8 @@ int main(int argc, char *argv[])
 		se = fuse_session_new(&args, &fs_ops, sizeof(fs_ops), &fs);
 	if (!se)
 		goto out;
+	if (wfs_ready)
+		wfs.se = se;
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out;
 	if (fuse_session_mount(se, copts.mountpoint) != 0) {

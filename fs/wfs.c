@@ -236,6 +236,7 @@ void wfs_destroy(struct wfs *w)
 		}
 		free(w->hash);
 	}
+	free(w->ihash);
 	if (w->root) {
 		free(w->root->name);
 		free(w->root);

@@ -23,6 +23,15 @@
  * (trusted|user).overlay.metacopy xattr, whose data is still read from
  * below until the first write.
  *
+ * Names of one file. Each name has its own node (and FUSE node id), so the
+ * kernel caches attributes and pages per name. Regular-file nodes are also
+ * chained by the inode number they show (w->ihash); a change through one
+ * name (write, truncate, chmod, chown, utimes, link, unlink) invalidates
+ * the kernel's attributes and pages of the other names of the same file
+ * (after w->lock is dropped), so stat and read through any name see it:
+ * link and unlink at once, data and size when the writer closes or fsyncs
+ * (close-to-open, as on NFS).
+ *
  * Locking: w->lock serialises namespace changes, copy-up and node lookup;
  * reads and writes of open files go straight to their fds without it.
  */
@@ -40,6 +49,7 @@ struct wnode {
 	struct wnode *parent;		/* holds a reference */
 	char *name;
 	struct wnode *hnext;
+	struct wnode *inext;		/* chain of w->ihash (regular files) */
 	uint64_t nlookup;		/* kernel references */
 	uint64_t refs;			/* children, open handles */
 	uint64_t ino;
@@ -52,6 +62,7 @@ struct wnode {
 	int orphan_fd;			/* deleted while open: O_PATH fd of
 					 * what it was, for fstat; else -1 */
 	bool hashed;
+	bool ihashed;
 };
 
 struct wfs {
@@ -69,6 +80,8 @@ struct wfs {
 	pthread_rwlock_t freeze;	/* changes: read side; commit: write */
 	struct wnode **hash;
 	size_t hash_size, n_nodes;
+	struct wnode **ihash;		/* regular files by shown ino */
+	struct fuse_session *se;	/* for notifications; may be NULL */
 	struct wnode *root;
 	uint64_t tmp_seq;
 	uint64_t gen;			/* bumped by wfs_continue() */
@@ -111,6 +124,14 @@ struct wnode *wn_find(struct wfs *w, struct wnode *p, const char *name);
 int wn_resolve(struct wfs *w, struct wnode *p, const char *name,
 	       struct wnode **out);
 void wn_hash_add(struct wfs *w, struct wnode *n);
+/* Set the inode number @n shows (chaining regular files by it). */
+void wn_set_ino(struct wfs *w, struct wnode *n, uint64_t ino);
+/* Other names of @n's file the kernel knows: up to @max node ids into
+ * @ids; returns how many. */
+size_t wn_peers(struct wfs *w, struct wnode *n, fuse_ino_t *ids, size_t max);
+/* Tell the kernel to drop cached attributes and pages of @ids (call
+ * without w->lock). */
+void wfs_inval(struct wfs *w, const fuse_ino_t *ids, size_t n);
 void wn_hash_del(struct wfs *w, struct wnode *n);
 struct wnode *wn_new(struct wfs *w, struct wnode *p, const char *name);
 void wn_ref(struct wnode *n);

@@ -20,6 +20,14 @@
 #define WH_OPAQUE_USER "user.overlay.opaque"
 #define WH_METACOPY_TRUSTED "trusted.overlay.metacopy"
 #define WH_METACOPY_USER "user.overlay.metacopy"
+/* the kernel overlay's mark of a copy-up (a file handle of the origin) */
+#define WH_ORIGIN_TRUSTED "trusted.overlay.origin"
+#define WH_ORIGIN_USER "user.overlay.origin"
+/* stratafs's: the inode number the copied-up file showed (decimal), so
+ * every name of it shows that number again after a remount, also names
+ * with no lower entry. The kernel overlay ignores (and hides) it. */
+#define WH_INO_TRUSTED "trusted.overlay.strata.ino"
+#define WH_INO_USER "user.overlay.strata.ino"
 #define WH_OVERRIDE_STAT "user.containers.override_stat"
 
 static inline bool wh_is_whiteout_stat(const struct stat *st)

@@ -79,6 +79,66 @@ void wn_hash_add(struct wfs *w, struct wnode *n)
 		grow(w);
 }
 
+#define IHASH_SIZE (1u << 14)
+
+static size_t ihash_of(uint64_t ino)
+{
+	return (size_t)((ino * 0x9e3779b97f4a7c15ull) >> 50) &
+	       (IHASH_SIZE - 1);
+}
+
+static void ihash_del(struct wfs *w, struct wnode *n)
+{
+	struct wnode **pp;
+
+	if (!n->ihashed)
+		return;
+	for (pp = &w->ihash[ihash_of(n->ino)]; *pp; pp = &(*pp)->inext) {
+		if (*pp == n) {
+			*pp = n->inext;
+			break;
+		}
+	}
+	n->ihashed = false;
+}
+
+void wn_set_ino(struct wfs *w, struct wnode *n, uint64_t ino)
+{
+	ihash_del(w, n);
+	n->ino = ino;
+	if (!S_ISREG(n->type) || n == w->root)
+		return;
+	if (!w->ihash) {
+		w->ihash = calloc(IHASH_SIZE, sizeof(*w->ihash));
+		if (!w->ihash)
+			return;		/* no peer invalidation */
+	}
+	n->inext = w->ihash[ihash_of(ino)];
+	w->ihash[ihash_of(ino)] = n;
+	n->ihashed = true;
+}
+
+size_t wn_peers(struct wfs *w, struct wnode *n, fuse_ino_t *ids, size_t max)
+{
+	struct wnode *c;
+	size_t k = 0;
+
+	if (!n->ihashed)
+		return 0;
+	for (c = w->ihash[ihash_of(n->ino)]; c && k < max; c = c->inext)
+		if (c != n && c->ino == n->ino && c->nlookup)
+			ids[k++] = wn_id(w, c);
+	return k;
+}
+
+void wfs_inval(struct wfs *w, const fuse_ino_t *ids, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n && w->se; i++)
+		fuse_lowlevel_notify_inval_inode(w->se, ids[i], 0, 0);
+}
+
 void wn_hash_del(struct wfs *w, struct wnode *n)
 {
 	struct wnode **pp;
@@ -107,6 +167,7 @@ static void wn_free(struct wfs *w, struct wnode *n)
 		struct wnode *p = n->parent;
 
 		wn_hash_del(w, n);
+		ihash_del(w, n);
 		if (n->lower)
 			w->lw->ops->put(w->lw, n->lower);
 		if (n->orphan_fd > 0)
@@ -273,6 +334,41 @@ static bool metacopy_of(int pfd, const char *name)
 	       lgetxattr(path, WH_METACOPY_USER, NULL, 0) >= 0;
 }
 
+/* An upper non-directory is the copy-up of the lower entry at its name
+ * only if it says so; otherwise it was made in the upper directory (over
+ * a whiteout, or renamed there) and is a file of its own. */
+static bool origin_of(int pfd, const char *name, uint64_t *ino)
+{
+	char path[PATH_MAX], list[1024], buf[24], *p, *end;
+	bool origin = false;
+	ssize_t len;
+
+	*ino = 0;
+	snprintf(path, sizeof(path), "/proc/self/fd/%d/%s", pfd, name);
+	len = llistxattr(path, list, sizeof(list));
+	if (len < 0 && errno == ERANGE)
+		return lgetxattr(path, WH_INO_TRUSTED, NULL, 0) >= 0 ||
+		       lgetxattr(path, WH_INO_USER, NULL, 0) >= 0 ||
+		       lgetxattr(path, WH_ORIGIN_TRUSTED, NULL, 0) >= 0 ||
+		       lgetxattr(path, WH_ORIGIN_USER, NULL, 0) >= 0;
+	for (p = list; len > 0 && p < list + len; p += strlen(p) + 1) {
+		if (!strcmp(p, WH_ORIGIN_TRUSTED) || !strcmp(p, WH_ORIGIN_USER))
+			origin = true;
+		if (strcmp(p, WH_INO_TRUSTED) && strcmp(p, WH_INO_USER))
+			continue;
+		origin = true;
+		len = lgetxattr(path, p, buf, sizeof(buf) - 1);
+		if (len > 0) {
+			buf[len] = '\0';
+			*ino = strtoull(buf, &end, 10);
+			if (*end)
+				*ino = 0;
+		}
+		break;
+	}
+	return origin;
+}
+
 /* Walk @path ("/a/b" from the lower root, or "b" in @p's lower dir) in
  * the lower stack: what the kernel overlay's redirect_dir xattr names. */
 static int lower_walk(struct wfs *w, struct wnode *p, const char *path,
@@ -333,6 +429,8 @@ int wn_resolve(struct wfs *w, struct wnode *p, const char *name,
 	struct stat ust, lst;
 	struct wnode *n;
 	bool upper = false, opaque = false, meta = false, redirected = false;
+	bool own = false;		/* upper non-dir, not a copy-up */
+	uint64_t cu_ino = 0;		/* a copy-up's inode number */
 	char redirect[PATH_MAX];
 	int pfd = -1, r;
 
@@ -363,6 +461,8 @@ int wn_resolve(struct wfs *w, struct wnode *p, const char *name,
 				redirected = true;
 			else if (S_ISREG(ust.st_mode))
 				meta = metacopy_of(pfd, name);
+			if (!S_ISDIR(ust.st_mode))
+				own = !origin_of(pfd, name, &cu_ino) && !meta;
 		} else if (errno != ENOENT) {
 			r = -errno;
 			close(pfd);
@@ -372,7 +472,7 @@ int wn_resolve(struct wfs *w, struct wnode *p, const char *name,
 			return -ENOENT;
 		}
 	}
-	if (redirected || (p->lower && !p->opaque && !opaque)) {
+	if (redirected || (p->lower && !p->opaque && !opaque && !own)) {
 		r = redirected ? lower_walk(w, p, redirect, &low)
 			       : w->lw->ops->lookup(w->lw, p->lower, name, &low);
 		if (r < 0 && r != -ENOENT) {
@@ -403,14 +503,15 @@ int wn_resolve(struct wfs *w, struct wnode *p, const char *name,
 	n->metacopy = meta && low;
 	n->lower = low;
 	n->type = (upper ? ust.st_mode : lst.st_mode) & S_IFMT;
-	/* a copied-up file keeps its lower inode number while its names are
-	 * the lower group's (all copied up together, or just the one);
-	 * a link made or broken since makes it an upper inode */
-	if (low && !(upper && !S_ISDIR(ust.st_mode) &&
-		     ust.st_nlink != lst.st_nlink))
-		n->ino = lst.st_ino;
+	/* a copy-up (an upper non-directory is paired with a lower entry
+	 * only if it is marked as one) keeps its lower inode number: its
+	 * lower names were linked to it together, new links share it */
+	if (cu_ino)
+		wn_set_ino(w, n, cu_ino);
+	else if (low)
+		wn_set_ino(w, n, lst.st_ino);
 	else
-		n->ino = ust.st_ino | UPPER_INO_BIT;
+		wn_set_ino(w, n, ust.st_ino | UPPER_INO_BIT);
 	wn_hash_add(w, n);
 	*out = n;
 	return 0;

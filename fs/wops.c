@@ -27,6 +27,7 @@ struct whandle {
 	uint64_t gen;		/* w->gen when fd was opened */
 	bool lower;		/* fd reads the lower file */
 	bool writable;
+	bool wrote;		/* written since the last flush */
 	pthread_mutex_t lock;	/* swapping fd after a copy-up */
 };
 
@@ -39,8 +40,38 @@ static struct wfs *W(fuse_req_t req)
  * the mount still while it reads the upper directory. */
 #define CHANGE(w) pthread_rwlock_rdlock(&(w)->freeze)
 #define CHANGED(w) pthread_rwlock_unlock(&(w)->freeze)
+/*
+ * Other names of files changed under the lock, whose cached attributes and
+ * pages the kernel must drop: collected by note_peers() while w->lock is
+ * held, sent by UNLOCK() once it is dropped (a notification can wait on
+ * the kernel's locks of those inodes, so never under w->lock).
+ */
+#define MAX_PEERS 64
+static __thread struct {
+	fuse_ino_t ids[MAX_PEERS];
+	size_t n;
+} pending;
+
+static void note_peers(struct wfs *w, struct wnode *n)
+{
+	if (n && S_ISREG(n->type))
+		pending.n += wn_peers(w, n, pending.ids + pending.n,
+				      MAX_PEERS - pending.n);
+}
+
+static void unlock_and_notify(struct wfs *w)
+{
+	size_t k = pending.n;
+
+	pthread_mutex_unlock(&w->lock);
+	if (k) {
+		pending.n = 0;
+		wfs_inval(w, pending.ids, k);
+	}
+}
+
 #define LOCK(w) pthread_mutex_lock(&(w)->lock)
-#define UNLOCK(w) pthread_mutex_unlock(&(w)->lock)
+#define UNLOCK(w) unlock_and_notify(w)
 
 static int check_name(const char *name)
 {
@@ -604,16 +635,30 @@ static void w_write_buf_locked(fuse_req_t req, fuse_ino_t ino,
 	out.buf[0].fd = fd;
 	out.buf[0].pos = off;
 	r = fuse_buf_copy(&out, in, 0);
-	if (r < 0)
+	if (r < 0) {
 		fuse_reply_err(req, (int)-r);
-	else
+	} else {
+		h->wrote = true;
 		fuse_reply_write(req, (size_t)r);
+	}
+}
+
+/* Data written through one name: the other names' cached size, times and
+ * pages are stale (close-to-open). */
+static void notify_written(struct wfs *w, struct whandle *h)
+{
+	if (!h->wrote)
+		return;
+	h->wrote = false;
+	LOCK(w);
+	note_peers(w, h->n);
+	UNLOCK(w);
 }
 
 static void w_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
-	(void)fi;
+	notify_written(W(req), H(fi));
 	fuse_reply_err(req, 0);
 }
 
@@ -627,6 +672,8 @@ static void w_release(fuse_req_t req, fuse_ino_t ino,
 	if (h->fd >= 0)
 		close(h->fd);
 	LOCK(w);
+	if (h->wrote)
+		note_peers(w, h->n);
 	wn_unref(w, h->n);
 	UNLOCK(w);
 	pthread_mutex_destroy(&h->lock);
@@ -644,6 +691,7 @@ static void w_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 	(void)ino;
 	if (!w->volatile_ && h->fd >= 0 && h->writable)
 		r = (datasync ? fdatasync(h->fd) : fsync(h->fd)) < 0 ? errno : 0;
+	notify_written(w, h);
 	fuse_reply_err(req, r);
 }
 
@@ -853,6 +901,8 @@ out:
 		close(pfd);
 	if (r == 0)
 		r = wn_stat(w, n, &st);
+	if (r == 0)
+		note_peers(w, n);
 	UNLOCK(w);
 	if (r < 0)
 		fuse_reply_err(req, -r);
@@ -1190,6 +1240,25 @@ static int dir_is_empty(struct wfs *w, struct wnode *n)
 	return r;
 }
 
+/*
+ * Before a name of a lower file with several names goes away (unlink, or
+ * rename over it): give the file an upper inode holding its other visible
+ * names (a metadata-only copy-up links them), so the upper directory keeps
+ * the right link count, now and after a remount. The kernel overlay does
+ * the same (index=on: a copy-up before whiteout of an indexed lower).
+ */
+static int split_name(struct wfs *w, struct wnode *n)
+{
+	struct stat st;
+
+	if (n->upper || !n->lower || !S_ISREG(n->type))
+		return 0;
+	w->lw->ops->stat(w->lw, n->lower, &st);
+	if (st.st_nlink < 2)
+		return 0;
+	return wfs_copy_up(w, n, CU_META);
+}
+
 static int do_remove(struct wfs *w, struct wnode *p, const char *name,
 		     bool dir)
 {
@@ -1210,6 +1279,8 @@ static int do_remove(struct wfs *w, struct wnode *p, const char *name,
 		r = dir_is_empty(w, n);
 	if (r == 0)
 		r = wfs_copy_up(w, p, CU_META);
+	if (r == 0 && !dir)
+		r = split_name(w, n);
 	if (r < 0)
 		goto out;
 	pfd = wn_upper_dirfd(w, p);
@@ -1231,6 +1302,7 @@ static int do_remove(struct wfs *w, struct wnode *p, const char *name,
 	if (r == 0) {
 		wn_hash_del(w, n);
 		n->deleted = true;
+		note_peers(w, n);
 	}
 out:
 	wn_unref(w, n);
@@ -1297,8 +1369,10 @@ static void w_link_locked(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 	c = NULL;
 	if (r == 0)
 		r = wn_resolve(w, np, newname, &c);
-	if (r == 0)
-		c->ino = n->ino;	/* one file, one inode number */
+	if (r == 0) {
+		wn_set_ino(w, c, n->ino);	/* one file, one inode number */
+		note_peers(w, c);
+	}
 	reply_entry(req, w, c, r);
 }
 
@@ -1425,6 +1499,11 @@ static int do_rename(struct wfs *w, struct wnode *p, const char *name,
 		if (r < 0)
 			goto out;
 	}
+	if (dst && !S_ISDIR(dst->type)) {
+		r = split_name(w, dst);
+		if (r < 0)
+			goto out;
+	}
 	if (dst)
 		dst_lower_name = lower_has(w, np, newname);
 	wh_at_dst = !dst && wfs_has_whiteout(npfd, newname);
@@ -1456,6 +1535,7 @@ static int do_rename(struct wfs *w, struct wnode *p, const char *name,
 	if (dst) {
 		wn_hash_del(w, dst);
 		dst->deleted = true;
+		note_peers(w, dst);
 	}
 	wn_hash_del(w, src);
 	if (r == 0)

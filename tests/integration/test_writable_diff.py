@@ -14,17 +14,10 @@ import overlaydiff as od
 
 # Known open stratafs bugs (issue 3 stays open until these pass): the
 # tests run and report XFAIL/XPASS, so a fix shows up at once.
-OPEN_BUGS = {
-    "unlink one of a lower hardlink pair":
-        "after unlinking one name of a lower hardlink pair the other shows "
-        "nlink 1; the kernel overlay (index=on) shows 2",
-}
-OPEN_SEEDS = {
-    1: "nlink of a lower hardlink partner after unlink (see OPEN_BUGS)",
-    3: "nlink of a lower hardlink partner after unlink (see OPEN_BUGS)",
-    4: "a directory's mtime changes where the kernel overlay keeps it "
-       "(copy-up path not yet found)",
-}
+# Known stratafs bugs (xfail, not strict): none open. Add a scenario name or
+# a seed with the reason when one is found and cannot be fixed at once.
+OPEN_BUGS = {}
+OPEN_SEEDS = {}
 
 B = od.pattern
 

@@ -176,7 +176,6 @@ def test_delete_and_recreate_dir_is_opaque(wmount):
         "no whiteouts inside an opaque directory"
 
 
-@pytest.mark.xfail(reason="open stratafs bug: a new link to a lower file: the first name keeps nlink 1 in the kernel's attribute cache", strict=False)
 def test_links_symlinks_nodes(wmount):
     m, _ = wmount
     os.symlink("conf", m / "etc/lnk")
@@ -326,6 +325,46 @@ def test_cp_read_only_file_in(wmount, tmp_path):
     assert (m / "etc/ro-a").read_bytes() == src.read_bytes()
 
 
+def test_hardlink_names_agree(wmount):
+    """Every name of a file shows a change made through another name:
+    size, data, mode, times and link count, although each name was looked
+    up before (so its attributes were cached by the kernel with a long
+    timeout). data/hl1 = data/hl2 in the image; as on any filesystem, the
+    names stay one file through copy-up, link, unlink and truncate."""
+    m, _ = wmount
+    names = ["data/hl1", "data/hl2"]
+
+    def look(root):
+        out = []
+        for n in names:
+            st = os.stat(root / n)
+            out.append((n, st.st_size, oct(st.st_mode), st.st_nlink,
+                        st.st_mtime_ns, (root / n).read_bytes()))
+        return out
+
+    for n in names:                         # both names' attributes cached
+        os.stat(m / n)
+    with open(m / "data/hl2", "ab") as f:  # copy-up through one name
+        f.write(b"appended\n")
+    a, b = look(m)
+    assert a[1:] == b[1:], "hl1 does not show what was written to hl2"
+    assert a[5].endswith(b"appended\n")
+    os.chmod(m / "data/hl1", 0o600)
+    os.utime(m / "data/hl1", ns=(1_000_000_000, 1_234_567_890))
+    a, b = look(m)
+    assert a[1:] == b[1:] and a[2] == oct(0o100600) and \
+        a[4] == 1_234_567_890
+    os.link(m / "data/hl1", m / "data/hl3")
+    names.append("data/hl3")
+    assert {x[3] for x in look(m)} == {3}
+    os.unlink(m / "data/hl1")
+    names.remove("data/hl1")
+    assert {x[3] for x in look(m)} == {2}
+    os.truncate(m / "data/hl3", 3)
+    a, b = look(m)
+    assert a[1:] == b[1:] and a[1] == 3
+
+
 def _edits(m):
     (m / "etc/conf").write_bytes(b"edited\n")
     shutil.rmtree(m / "usr/share/doc")
@@ -341,7 +380,6 @@ def _edits(m):
     os.rename(m / "usr/share", m / "share2")
 
 
-@pytest.mark.xfail(reason="open stratafs bug: a hardlink group member whose copy-up linked it (data/hl2) is not linked after remount in this image", strict=False)
 def test_remount_same_tree(image, mount, tmp_path):
     layout, tag = image
     upper = tmp_path / "upper"
@@ -354,7 +392,6 @@ def test_remount_same_tree(image, mount, tmp_path):
     assert not d, "\n".join(d)
 
 
-@pytest.mark.xfail(reason="open stratafs bug: same hardlink group member as test_remount_same_tree", strict=False)
 def test_kernel_overlay_reads_upper(image, mount, tmp_path, ovl_mounts):
     layout, tag = image
     upper = tmp_path / "upper"
