@@ -16,7 +16,10 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export STRATA_BUILD="$PWD/$build"
 # every test works under its own temporary directory, so the mounts it
 # leaves behind are told apart from other people's on a shared machine
-TMPDIR=$(mktemp -d "${TMPDIR:-/tmp}/strata-tests.XXXXXX")
+# (lower case: podman takes oci:PATH apart as an image name; 0755: some
+# tests mount as nobody below it)
+TMPDIR=${TMPDIR:-/tmp}/strata-tests-$(date +%s)-$$
+mkdir -m 0755 "$TMPDIR"
 export TMPDIR
 count_mounts() {
 	awk -v d="$TMPDIR/" '$3 ~ /^fuse/ && index($2, d) == 1' /proc/self/mounts |
