@@ -26,6 +26,7 @@
 #include <zlib.h>
 #include <zstd.h>
 
+#include "tarscan.h"
 #include "unpack.h"
 
 #define BUF_SIZE (1u << 20)
@@ -51,6 +52,7 @@ struct reader {
 	char msg[256];
 	void (*progress)(void *ctx, uint64_t bytes);
 	void *progress_ctx;
+	struct strata_tarscan scan;	/* refuses unknown type flags */
 };
 
 static int fill_input(struct reader *r)
@@ -223,6 +225,15 @@ out:
 		return -1;
 	}
 	strata_hasher_update(r->diff_h, *buf, produced);
+	{
+		char m[sizeof(r->msg)];
+
+		if (strata_tarscan_feed(&r->scan, *buf, produced, m,
+					sizeof(m)) < 0) {
+			fail(r, -EINVAL, m);
+			return -1;
+		}
+	}
 	return (ssize_t)produced;
 }
 
@@ -1278,6 +1289,7 @@ out:
 		inflateEnd(&rd.z);
 	if (rd.zs)
 		ZSTD_freeDStream(rd.zs);
+	strata_tarscan_free(&rd.scan);
 	if (rd.blob_h)
 		strata_hasher_free(rd.blob_h);
 	if (rd.diff_h)

@@ -9,10 +9,14 @@ In every case nothing outside the store may change (the `hostile` fixture's
 sentinel directory and /tmp/<unique> path)."""
 import os
 import stat
+import tempfile
+import shutil
+import subprocess
 import tarfile
 import gzip
 
 import pytest
+from pathlib import Path
 
 from conftest import assert_same_as_umoci
 from ocibuild import (Layer, build, reg, dir_, symlink, hardlink, chardev,
@@ -619,18 +623,79 @@ def test_t9_contiguous_file_is_regular(hostile, tmp_path):
     assert (mnt / "contig").read_bytes() == b"data"
 
 
-@pytest.mark.parametrize("flag", [
-    pytest.param(b"Z", marks=pytest.mark.xfail(strict=True, reason=
-        "open: libarchive reads unknown typeflags as regular files and "
-        "does not say so; refusing needs strata to read tar headers itself")),
-    pytest.param(b"9", marks=pytest.mark.xfail(strict=True, reason=
-        "open: as for Z")),
-    b"M"])
+@pytest.mark.parametrize("flag", [b"Z", b"9", b"M", b"V", b"D", b"S"])
 def test_t9_unknown_typeflag_refused(hostile, tmp_path, flag):
     """T9: unknown typeflag → reject (umoci "unknown typeflag", containerd
     "unhandled tar header type"), not shown as a regular file."""
     refuse_layer(hostile, tmp_path, [reg("ok", "ok"),
                                      typed("weird", flag, b"abc")], "weird")
+
+
+def _framing_entries():
+    """Entries whose headers a tar reader must follow: long names and link
+    names (pax path/linkpath, or GNU L/K blocks), big pax xattrs, data
+    that ends exactly on a block, an empty file, directories, a hardlink
+    and a symlink."""
+    long = "d/" + "n" * 120 + "/" + "f" * 90
+    return [dir_("d"), dir_("d/" + "n" * 120),
+            reg(long, os.urandom(5000)),
+            reg("d/block", b"b" * 1024), reg("d/empty", b""),
+            reg("d/xattrs", "x", pax={"SCHILY.xattr.user.big": "v" * 3000}),
+            hardlink("d/hl", long),
+            symlink("d/" + "s" * 150, "target/" + "t" * 150)]
+
+
+@pytest.mark.parametrize("fmt", ["pax", "gnu"])
+def test_t9_typeflag_found_past_long_headers(hostile, tmp_path, fmt):
+    """The type-flag watch follows pax and GNU extended headers, payloads
+    and padding: a bad type flag after them is still found and named."""
+    f = tarfile.PAX_FORMAT if fmt == "pax" else tarfile.GNU_FORMAT
+    entries = [e for e in _framing_entries()
+               if fmt == "pax" or e[0].name != "d/xattrs"]
+    tar = make_tar(entries + [typed("weird", b"Z", b"abc")], fmt=f)
+    img = lay(tmp_path, [Layer(tar=tar)])
+    err = hostile.refused(img, names=["weird", short(img.layers[0]),
+                                      img.ref])
+    assert "type" in err
+
+
+def test_t9_gnu_tar_layers_accepted(hostile, tmp_path):
+    """Layers written by GNU tar (--format=gnu and posix, sparse files,
+    long names, hardlinks, an unaligned tail) import, and the mount equals
+    what umoci unpacks: the watch never refuses a valid layer."""
+    work = Path(tempfile.mkdtemp(prefix="strata-gnutar-"))
+    try:
+        _gnu_tar_layers(hostile, tmp_path, work)
+    finally:
+        shutil.rmtree(work)
+
+
+def _gnu_tar_layers(hostile, tmp_path, work):
+    src = work / "src"
+    deep = src / ("n" * 120) / ("m" * 120)
+    deep.mkdir(parents=True)
+    (deep / ("f" * 100)).write_bytes(os.urandom(70001))
+    os.link(deep / ("f" * 100), src / "hl")
+    with open(src / "sparse", "wb") as f:
+        f.truncate(8 << 20)
+        f.seek(4 << 20)
+        f.write(b"middle")
+    os.symlink("n" * 120, src / ("l" * 140))
+
+    def gnu_tar(fmt, *opts):
+        out = work / f"{fmt}{len(opts)}.tar"
+        subprocess.run(["tar", "-C", src, f"--format={fmt}", *opts,
+                        "--numeric-owner", "-cf", out, "."], check=True)
+        return Layer(tar=out.read_bytes())
+    # GNU format (L and K blocks); posix with pax sparse maps (type '0')
+    img = lay(tmp_path, [gnu_tar("gnu"), gnu_tar("posix", "--sparse")])
+    mnt = hostile.accepted(img)
+    assert (mnt / "sparse").stat().st_size == 8 << 20
+    assert (mnt / "sparse").read_bytes()[4 << 20:(4 << 20) + 6] == b"middle"
+    assert_same_as_umoci(mnt, img.path, img.tag, tmp_path / "umoci")
+    # old GNU sparse entries (type 'S'): refused, as umoci and moby do
+    img = lay(tmp_path, [gnu_tar("gnu", "--sparse")], name="lay-sparse")
+    hostile.refused(img, names=["sparse", short(img.layers[0]), img.ref])
 
 
 # ---- R1-R6: sizes and compression ----
