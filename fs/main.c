@@ -111,6 +111,8 @@ static int opt_proc(void *data, const char *arg, int key,
 		o->want_suid = 1;
 	if (key == FUSE_OPT_KEY_OPT && !strcmp(arg, "dev"))
 		o->want_dev = 1;
+	if (key == FUSE_OPT_KEY_OPT && !*arg)
+		return 0;	/* "a,,b": containers-storage writes these */
 	if (key == FUSE_OPT_KEY_OPT && !fuse_knows(arg)) {
 		/* fuse-overlayfs and mount(8) options we have no use for
 		 * (context=, noxattrs=, fsync=0, ...): say so, go on */
@@ -453,6 +455,15 @@ int main(int argc, char *argv[])
 		printf("stratafs %s (libfuse %s)\n", STRATA_VERSION,
 		       fuse_pkgversion());
 		return 0;
+	}
+	/* as a mount_program (containers-storage runs it as fuse-overlayfs:
+	 * `-o lowerdir=...,upperdir=...,workdir=... TARGET`) there is no
+	 * source argument */
+	if (o.lowerdir && o.ref && !o.mountpoint) {
+		o.mountpoint = o.ref;
+		o.ref = strdup("none");
+		if (!o.ref || fuse_opt_add_arg(&args, o.mountpoint) < 0)
+			return 1;
 	}
 	if (!o.ref || !o.mountpoint) {
 		fprintf(stderr, "usage: stratafs [-f] [-d] [-o OPTIONS] REF "

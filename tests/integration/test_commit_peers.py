@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import STRATA, assert_same_tree, run, tree, unmount
+from conftest import STRATA, STRATAFS, assert_same_tree, run, tree, unmount
 
 TEXT = "hello from a strata commit\n"
 
@@ -206,6 +206,7 @@ def podman(tmp_path, sweep_mounts):
     def call(*args, check=True, timeout=120):
         return run(base + list(args), check=check, env=env, timeout=timeout)
     call.policy = policy
+    call.base, call.env = base, env
     yield call
     subprocess.run([str(c) for c in base + ["rm", "-a", "-f"]], env=env,
                    capture_output=True, timeout=60)
@@ -228,6 +229,33 @@ def test_podman_runs_commit(busybox, strata, mount, tmp_path, podman):
                "/bin/sh", "-c",
                "cat /etc/os-release; test ! -e /etc/motd && echo gone")
     assert r.stdout == "NAME=strata-peers\ngone\n", r
+
+
+def test_podman_mount_program(busybox, podman, tmp_path):
+    """stratafs in fuse-overlayfs's place as containers-storage's
+    mount_program (overlay driver): podman runs `stratafs -o lowerdir=...,
+    upperdir=...,workdir=...[,,volatile] TARGET`, the container sees a
+    fuse.stratafs root, writes and deletes, and `podman diff` (which reads
+    the upper directory itself) sees an added file and a deletion."""
+    layout, tag = busybox
+    base = [str(a) for a in podman.base]
+    i = base.index("--storage-driver")
+    base[i + 1] = "overlay"
+    base[i + 2:i + 2] = ["--storage-opt",
+                         f"overlay.mount_program={STRATAFS}"]
+
+    def pm(*args):
+        return run(base + list(args), env=podman.env, timeout=120)
+    r = pm("run", "--name", "mp", "--signature-policy", podman.policy,
+           "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
+           "--network", "none", f"oci:{layout}:{tag}", "/bin/sh", "-c",
+           "echo hi > /new; cat /new; rm /etc/os-release; "
+           "test ! -e /etc/os-release && echo gone; "
+           "while read s m t rest; do [ $m = / ] && echo $t; done "
+           "< /proc/mounts; true")
+    assert r.stdout.split() == ["hi", "gone", "fuse.stratafs"], r
+    d = pm("diff", "mp").stdout.split("\n")
+    assert "A /new" in d and "D /etc/os-release" in d, d
 
 
 # ---------------------------------------------------------------------------
