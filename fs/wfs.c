@@ -115,6 +115,7 @@ int wfs_init(struct wfs *w, struct lower *lw, const char *upper,
 	pthread_rwlockattr_t ra;
 
 	pthread_mutex_init(&w->lock, NULL);
+	pthread_mutex_init(&w->dfd_lock, NULL);
 	/* a waiting freeze must not starve behind a stream of writes */
 	pthread_rwlockattr_init(&ra);
 	pthread_rwlockattr_setkind_np(&ra,
@@ -237,6 +238,7 @@ void wfs_destroy(struct wfs *w)
 		free(w->hash);
 	}
 	free(w->ihash);
+	wn_dirfd_forget(w, NULL);
 	if (w->root) {
 		free(w->root->name);
 		free(w->root);
@@ -308,6 +310,7 @@ int wfs_continue(struct wfs *w, struct lower *lw, struct strata_err *err)
 	if (w->upperfd < 0)
 		return strata_err_set(err, -EINVAL, "mount is read-only");
 	pthread_mutex_lock(&w->lock);
+	wn_dirfd_forget(w, NULL);	/* the directories are going away */
 	/* 1. the upper content is in the image now: move it aside */
 	snprintf(trash, sizeof(trash), "#committed.%llu",
 		 (unsigned long long)++w->tmp_seq);

@@ -65,6 +65,8 @@ struct wnode {
 	bool ihashed;
 };
 
+#define WFS_DFD_SLOTS 256
+
 struct wfs {
 	struct lower *lw;
 	int upperfd;			/* -1: read-only */
@@ -81,6 +83,10 @@ struct wfs {
 	struct wnode **hash;
 	size_t hash_size, n_nodes;
 	struct wnode **ihash;		/* regular files by shown ino */
+	/* open upper directories of recently used nodes (wnode.c), so an
+	 * operation does not walk the path from the upper root each time */
+	struct { struct wnode *n; int fd; } dfd[WFS_DFD_SLOTS];
+	pthread_mutex_t dfd_lock;
 	struct fuse_session *se;	/* for notifications; may be NULL */
 	struct wnode *root;
 	uint64_t tmp_seq;
@@ -124,6 +130,8 @@ struct wnode *wn_find(struct wfs *w, struct wnode *p, const char *name);
 int wn_resolve(struct wfs *w, struct wnode *p, const char *name,
 	       struct wnode **out);
 void wn_hash_add(struct wfs *w, struct wnode *n);
+/* Drop the open upper directory of @n (NULL: of every node). */
+void wn_dirfd_forget(struct wfs *w, struct wnode *n);
 /* Set the inode number @n shows (chaining regular files by it). */
 void wn_set_ino(struct wfs *w, struct wnode *n, uint64_t ino);
 /* Other names of @n's file the kernel knows: up to @max node ids into

@@ -168,6 +168,8 @@ static void wn_free(struct wfs *w, struct wnode *n)
 
 		wn_hash_del(w, n);
 		ihash_del(w, n);
+		if (S_ISDIR(n->type))
+			wn_dirfd_forget(w, n);
 		if (n->lower)
 			w->lw->ops->put(w->lw, n->lower);
 		if (n->orphan_fd > 0)
@@ -261,6 +263,35 @@ static int node_path(struct wfs *w, struct wnode *n, char *buf, size_t size)
 	return 0;
 }
 
+static size_t dfd_slot(const struct wnode *n)
+{
+	uint64_t h = (uint64_t)(uintptr_t)n * 0x9e3779b97f4a7c15ull;
+
+	return (size_t)(h >> 56) % WFS_DFD_SLOTS;
+}
+
+void wn_dirfd_forget(struct wfs *w, struct wnode *n)
+{
+	size_t i;
+
+	pthread_mutex_lock(&w->dfd_lock);
+	for (i = n ? dfd_slot(n) : 0; i < WFS_DFD_SLOTS; i++) {
+		if ((!n || w->dfd[i].n == n) && w->dfd[i].n) {
+			close(w->dfd[i].fd);
+			w->dfd[i].n = NULL;
+		}
+		if (n)
+			break;
+	}
+	pthread_mutex_unlock(&w->dfd_lock);
+}
+
+/*
+ * An O_PATH fd of @d's upper directory, for *at() calls (the caller
+ * closes it). The directory is found from the upper root without following
+ * symlinks, once; its fd is kept (a rename moves the directory, not the
+ * fd's target) and duplicated for later calls, until the node goes.
+ */
 int wn_upper_dirfd(struct wfs *w, struct wnode *d)
 {
 	struct open_how how = {
@@ -269,17 +300,34 @@ int wn_upper_dirfd(struct wfs *w, struct wnode *d)
 			   RESOLVE_NO_MAGICLINKS,
 	};
 	char path[8192];
+	size_t slot = dfd_slot(d);
 	long fd;
-	int r;
+	int r, keep;
 
-	if (w->upperfd < 0 || !d->upper)
+	if (w->upperfd < 0 || !d->upper || d->deleted)
 		return -ENOENT;
+	pthread_mutex_lock(&w->dfd_lock);
+	if (w->dfd[slot].n == d) {
+		r = fcntl(w->dfd[slot].fd, F_DUPFD_CLOEXEC, 0);
+		pthread_mutex_unlock(&w->dfd_lock);
+		return r < 0 ? -errno : r;
+	}
+	pthread_mutex_unlock(&w->dfd_lock);
 	r = node_path(w, d, path, sizeof(path));
 	if (r < 0)
 		return r;
 	fd = syscall(SYS_openat2, w->upperfd, path, &how, sizeof(how));
 	if (fd < 0)
 		return errno == ELOOP || errno == EXDEV ? -EIO : -errno;
+	keep = fcntl((int)fd, F_DUPFD_CLOEXEC, 0);
+	if (keep >= 0) {
+		pthread_mutex_lock(&w->dfd_lock);
+		if (w->dfd[slot].n)
+			close(w->dfd[slot].fd);
+		w->dfd[slot].n = d;
+		w->dfd[slot].fd = keep;
+		pthread_mutex_unlock(&w->dfd_lock);
+	}
 	return (int)fd;
 }
 

@@ -443,6 +443,7 @@ static void w_create_locked(fuse_req_t req, fuse_ino_t parent, const char *name,
 	UNLOCK(w);
 	fi->fh = (uint64_t)(uintptr_t)h;
 	fi->keep_cache = 0;
+	fi->noflush = 1;	/* a new file has no other names to tell */
 	if (fuse_reply_create(req, &ep, fi) != 0) {
 		close(h->fd);
 		LOCK(w);
@@ -510,6 +511,13 @@ static void w_open_locked(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 		return;
 	}
 	h = handle_new(w, n, fd, lower, wr, fi->flags);
+	/* close(2) needs a FLUSH only to tell other names of the file
+	 * about written data (release does it too, later) */
+	{
+		fuse_ino_t any;
+
+		fi->noflush = !wr || wn_peers(w, n, &any, 1) == 0;
+	}
 	UNLOCK(w);
 	if (!h) {
 		if (fd >= 0)
@@ -519,7 +527,6 @@ static void w_open_locked(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	}
 	fi->fh = (uint64_t)(uintptr_t)h;
 	fi->keep_cache = lower;
-	fi->noflush = !wr;
 	if (fuse_reply_open(req, fi) != 0) {
 		if (fd >= 0)
 			close(fd);
