@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -251,6 +252,26 @@ static int copy_data(int in, int out, off_t size)
 			return -errno;
 		if (k == 0)
 			return done == size ? 0 : -EIO;
+		done += k;
+	}
+	if (done == size)
+		return 0;
+	/* another filesystem: copy in the kernel (splice), not through a
+	 * buffer here */
+	while (done < size) {
+		off_t pos = done;
+		ssize_t k;
+
+		if (lseek(out, done, SEEK_SET) < 0)
+			break;
+		k = sendfile(out, in, &pos, (size_t)(size - done) < (1u << 30)
+			     ? (size_t)(size - done) : (1u << 30));
+		if (k < 0 && (errno == EINVAL || errno == ENOSYS))
+			break;
+		if (k < 0)
+			return -errno;
+		if (k == 0)
+			return -EIO;
 		done += k;
 	}
 	if (done == size)
