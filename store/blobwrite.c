@@ -77,7 +77,9 @@ static int out_write(struct strata_blobw *w, const void *buf, size_t n)
 {
 	if (!n)
 		return 0;
-	strata_hasher_update(w->h_comp, buf, n);
+	/* uncompressed: the blob is the tar, one hash serves both */
+	if (w->comp != STRATA_COMP_NONE)
+		strata_hasher_update(w->h_comp, buf, n);
 	w->comp_bytes += (int64_t)n;
 	return strata_write_all(w->fd, buf, n);
 }
@@ -415,7 +417,10 @@ int strata_blobw_finish(struct strata_blobw *w, char *digest, char *diff_id,
 	if (r < 0)
 		return r;
 	strata_hasher_final(w->h_raw, diff_id);
-	strata_hasher_final(w->h_comp, digest);
+	if (w->comp == STRATA_COMP_NONE)
+		strcpy(digest, diff_id);
+	else
+		strata_hasher_final(w->h_comp, digest);
 	*size = w->comp_bytes;
 	snprintf(rel, sizeof(rel), "blobs/%s", digest);
 	rel[strlen("blobs/sha256")] = '/';
