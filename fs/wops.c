@@ -335,10 +335,27 @@ static int do_make(fuse_req_t req, struct wfs *w, fuse_ino_t parent,
 			r = upper_owner(w, pfd, name, ctx, m->mode,
 					S_ISLNK(m->mode));
 	}
+	/* the new entry is known: upper only, a file of its own (no lower
+	 * entry shows at a free name), a directory opaque if it replaced a
+	 * whiteout; no need to look it up again */
+	n = NULL;
+	if (r == 0) {
+		struct stat st;
+
+		if ((m->fd >= 0 ? fstat(m->fd, &st)
+				: fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW)) < 0)
+			r = -errno;
+		else if (!(n = wn_new(w, p, name)))
+			r = -ENOMEM;
+		if (n) {
+			n->upper = true;
+			n->opaque = dir && over_wh;
+			n->type = st.st_mode & S_IFMT;
+			wn_set_ino(w, n, st.st_ino | (1ull << 63));
+			wn_hash_add(w, n);
+		}
+	}
 	close(pfd);
-	if (r < 0)
-		return r;
-	r = wn_resolve(w, p, name, &n);
 	if (r < 0) {
 		if (m->fd >= 0)
 			close(m->fd);
