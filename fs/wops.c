@@ -38,8 +38,8 @@ static struct wfs *W(fuse_req_t req)
 
 /* Every change holds the freeze lock's read side, so a commit can hold
  * the mount still while it reads the upper directory. */
-#define CHANGE(w) pthread_rwlock_rdlock(&(w)->freeze)
-#define CHANGED(w) pthread_rwlock_unlock(&(w)->freeze)
+#define CHANGE(w) change(w)
+#define CHANGED(w) changed(w)
 /*
  * Other names of files changed under the lock, whose cached attributes and
  * pages the kernel must drop: collected by note_peers() while w->lock is
@@ -59,15 +59,39 @@ static void note_peers(struct wfs *w, struct wnode *n)
 				      MAX_PEERS - pending.n);
 }
 
-static void unlock_and_notify(struct wfs *w)
+static __thread int changing;	/* inside CHANGE() .. CHANGED() */
+
+static void send_pending(struct wfs *w)
 {
 	size_t k = pending.n;
 
-	pthread_mutex_unlock(&w->lock);
 	if (k) {
 		pending.n = 0;
 		wfs_inval(w, pending.ids, k);
 	}
+}
+
+/* Notifications wait until the freeze lock is dropped too: a WRITE to
+ * the other name may hold that inode's page lock while it waits for the
+ * freeze lock behind a commit that waits for us. */
+static void unlock_and_notify(struct wfs *w)
+{
+	pthread_mutex_unlock(&w->lock);
+	if (!changing)
+		send_pending(w);
+}
+
+static void change(struct wfs *w)
+{
+	pthread_rwlock_rdlock(&w->freeze);
+	changing++;
+}
+
+static void changed(struct wfs *w)
+{
+	pthread_rwlock_unlock(&w->freeze);
+	changing--;
+	send_pending(w);
 }
 
 #define LOCK(w) pthread_mutex_lock(&(w)->lock)
