@@ -45,7 +45,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path("/var/tmp/strata-bench")
-IMAGE_SPEC_VERSION = 1          # bump when the image recipe changes
+IMAGE_SPEC_VERSION = 2          # bump when the image recipe changes
 NEEDLE = "strata-bench-needle-7f3a"
 
 # ---------------------------------------------------------------------------
@@ -177,6 +177,12 @@ FULL_LAYERS = [
      ["usr/share/fpcsrc", "usr/share/package-lists", "usr/share/locale"]),
     ("lib", ["usr/lib/python3", "usr/lib/python3.11", "usr/lib/git-core",
              "usr/lib/postgresql", "usr/lib/x86_64-linux-gnu/perl"], []),
+    # files over 100 MB, put under big/ (outside usr/, which the top
+    # layer's mutations walk)
+    ("big", ["usr/lib/jvm/java-17-openjdk-amd64",
+             "usr/lib/x86_64-linux-gnu/libLLVM-14.so.1",
+             "usr/lib/x86_64-linux-gnu/libLLVM-15.so.1"], [],
+     "--transform=s,^usr/lib,big,"),
     ("include", ["usr/include"], []),
 ]
 QUICK_LAYERS = [
@@ -250,17 +256,17 @@ def build_image(quick):
     rootfs = bundle / "rootfs"
     info = {"version": IMAGE_SPEC_VERSION, "layers": []}
     layers = QUICK_LAYERS if quick else FULL_LAYERS
-    for i, (lname, paths, excludes) in enumerate(layers):
+    for i, (lname, paths, excludes, *opts) in enumerate(layers):
         paths = [p for p in paths if Path("/", p).exists()]
         excl = [f"--exclude={e}" for e in excludes]
-        sh(f"tar -C / -cf - {' '.join(excl)} {' '.join(paths)} | "
-           f"tar -C {rootfs} -xpf -")
+        sh(f"tar -C / -cf - {' '.join(excl)} {' '.join(opts)} "
+           f"{' '.join(paths)} | tar -C {rootfs} -xpf -")
         if i == len(layers) - 1:
             info["top_changes"] = mutate_top(rootfs)
         sh(["umoci", "repack", "--refresh-bundle", "--no-history",
             "--image", f"{layout}:{tag}", bundle])
         info["layers"].append({"name": lname, "from": paths,
-                               "excluding": excludes})
+                               "excluding": excludes, "tar": opts})
         log(f"  layer {i + 1}/{len(layers)} ({lname}) packed")
     rmtree(bundle)
     stamp.write_text(json.dumps(info, indent=1))
@@ -714,6 +720,7 @@ def report(ctx, results, notes, memory, args):
                + ", one directory replaced")
     for i, l in enumerate(ctx.image_info["layers"]):
         ex = f" minus {', '.join(l['excluding'])}" if l["excluding"] else ""
+        ex += f" (tar {' '.join(l['tar'])})" if l.get("tar") else ""
         out.append(f"  - layer {i + 1} ({l['name']}): {', '.join(l['from'])}{ex}")
     out.append(f"- runs: median of {args.runs} warm runs (import: "
                f"{min(args.runs, GROUPS['import'].get('runs', args.runs))}) (after one untimed "
