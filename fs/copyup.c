@@ -258,14 +258,12 @@ static int copy_data(int in, int out, off_t size)
 		return 0;
 	/* another filesystem: copy in the kernel (splice), not through a
 	 * buffer here */
-	while (done < size) {
+	while (done < size && lseek(out, done, SEEK_SET) == done) {
 		off_t pos = done;
-		ssize_t k;
+		ssize_t k = sendfile(out, in, &pos,
+				     (size_t)(size - done) < (1u << 30)
+				     ? (size_t)(size - done) : (1u << 30));
 
-		if (lseek(out, done, SEEK_SET) < 0)
-			break;
-		k = sendfile(out, in, &pos, (size_t)(size - done) < (1u << 30)
-			     ? (size_t)(size - done) : (1u << 30));
 		if (k < 0 && (errno == EINVAL || errno == ENOSYS))
 			break;
 		if (k < 0)
@@ -457,6 +455,19 @@ static int fill_metacopy(struct wfs *w, struct wnode *n, int how)
 	return r;
 }
 
+/* The copy-up mark of the upper file at @path: the inode number it shows
+ * (see copyup_marks() in wnode.c). Filesystems without xattrs go without. */
+static int mark_ino(struct wfs *w, const char *path, uint64_t ino)
+{
+	char num[24];
+	int len = snprintf(num, sizeof(num), "%llu", (unsigned long long)ino);
+
+	if (lsetxattr(path, w->priv_xattr ? WH_INO_TRUSTED : WH_INO_USER, num,
+		      (size_t)len, 0) < 0 && errno != ENOTSUP && errno != EPERM)
+		return -errno;
+	return 0;
+}
+
 int wfs_copy_up(struct wfs *w, struct wnode *n, int how)
 {
 	struct stat saved;
@@ -555,16 +566,8 @@ int wfs_copy_up(struct wfs *w, struct wnode *n, int how)
 		/* mark the copy-up with the inode number it shows, so a
 		 * remount pairs it with the lower entry again (not a file
 		 * later made at its old name) and shows the same number */
-		if (r == 0 && !S_ISDIR(st.st_mode)) {
-			char num[24];
-			int len = snprintf(num, sizeof(num), "%llu",
-					   (unsigned long long)n->ino);
-
-			if (lsetxattr(path, w->priv_xattr ? WH_INO_TRUSTED
-				      : WH_INO_USER, num, (size_t)len, 0) < 0 &&
-			    errno != ENOTSUP && errno != EPERM)
-				r = -errno;
-		}
+		if (r == 0 && !S_ISDIR(st.st_mode))
+			r = mark_ino(w, path, n->ino);
 		if (r == 0)
 			r = set_meta(w, tmp, &st);
 	}
@@ -608,15 +611,9 @@ int wfs_copy_up(struct wfs *w, struct wnode *n, int how)
 			 * (Names whited out or hidden do not count.) */
 			if (g.split &&
 			    fstatat(pfd, n->name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-				char num[24];
-				int len;
-
 				wn_set_ino(w, n, st.st_ino | (1ull << 63));
-				len = snprintf(num, sizeof(num), "%llu",
-					       (unsigned long long)n->ino);
 				proc_at(path, sizeof(path), pfd, n->name);
-				lsetxattr(path, w->priv_xattr ? WH_INO_TRUSTED
-					  : WH_INO_USER, num, (size_t)len, 0);
+				mark_ino(w, path, n->ino);
 			}
 		}
 		/* a copy-up is not a change of the parent: keep its times,

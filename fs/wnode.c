@@ -270,19 +270,23 @@ static size_t dfd_slot(const struct wnode *n)
 	return (size_t)(h >> 56) % WFS_DFD_SLOTS;
 }
 
+static void dfd_drop(struct wfs *w, size_t i)
+{
+	if (w->dfd[i].n) {
+		close(w->dfd[i].fd);
+		w->dfd[i].n = NULL;
+	}
+}
+
 void wn_dirfd_forget(struct wfs *w, struct wnode *n)
 {
 	size_t i;
 
 	pthread_mutex_lock(&w->dfd_lock);
-	for (i = n ? dfd_slot(n) : 0; i < WFS_DFD_SLOTS; i++) {
-		if ((!n || w->dfd[i].n == n) && w->dfd[i].n) {
-			close(w->dfd[i].fd);
-			w->dfd[i].n = NULL;
-		}
-		if (n)
-			break;
-	}
+	if (n && w->dfd[dfd_slot(n)].n == n)
+		dfd_drop(w, dfd_slot(n));
+	for (i = 0; !n && i < WFS_DFD_SLOTS; i++)
+		dfd_drop(w, i);
 	pthread_mutex_unlock(&w->dfd_lock);
 }
 
@@ -322,8 +326,7 @@ int wn_upper_dirfd(struct wfs *w, struct wnode *d)
 	keep = fcntl((int)fd, F_DUPFD_CLOEXEC, 0);
 	if (keep >= 0) {
 		pthread_mutex_lock(&w->dfd_lock);
-		if (w->dfd[slot].n)
-			close(w->dfd[slot].fd);
+		dfd_drop(w, slot);
 		w->dfd[slot].n = d;
 		w->dfd[slot].fd = keep;
 		pthread_mutex_unlock(&w->dfd_lock);
@@ -373,39 +376,42 @@ int wn_xattr_path(struct wfs *w, struct wnode *n, char *buf, size_t size,
 	return 0;
 }
 
-static bool metacopy_of(int pfd, const char *name)
+/*
+ * What an upper non-directory says about itself, from one xattr listing:
+ * *meta if it is a metacopy (data still below); and whether it is the
+ * copy-up of the lower entry at its name (returned), which only a mark
+ * says: stratafs's overlay.strata.ino (the inode number it shows, into
+ * *ino) or the kernel overlay's overlay.origin. Unmarked, it was made in
+ * the upper directory (over a whiteout, or renamed there) and is a file
+ * of its own.
+ */
+static bool copyup_marks(int pfd, const char *name, bool *meta, uint64_t *ino)
 {
-	char path[PATH_MAX];
-
-	snprintf(path, sizeof(path), "/proc/self/fd/%d/%s", pfd, name);
-	return lgetxattr(path, WH_METACOPY_TRUSTED, NULL, 0) >= 0 ||
-	       lgetxattr(path, WH_METACOPY_USER, NULL, 0) >= 0;
-}
-
-/* An upper non-directory is the copy-up of the lower entry at its name
- * only if it says so; otherwise it was made in the upper directory (over
- * a whiteout, or renamed there) and is a file of its own. */
-static bool origin_of(int pfd, const char *name, uint64_t *ino)
-{
+	static const char *const marks[] = {
+		WH_METACOPY_TRUSTED, WH_METACOPY_USER, WH_INO_TRUSTED,
+		WH_INO_USER, WH_ORIGIN_TRUSTED, WH_ORIGIN_USER,
+	};
 	char path[PATH_MAX], list[1024], buf[24], *p, *end;
-	bool origin = false;
+	bool has[6] = { false };
 	ssize_t len;
+	size_t k;
 
+	*meta = false;
 	*ino = 0;
 	snprintf(path, sizeof(path), "/proc/self/fd/%d/%s", pfd, name);
 	len = llistxattr(path, list, sizeof(list));
-	if (len < 0 && errno == ERANGE)
-		return lgetxattr(path, WH_INO_TRUSTED, NULL, 0) >= 0 ||
-		       lgetxattr(path, WH_INO_USER, NULL, 0) >= 0 ||
-		       lgetxattr(path, WH_ORIGIN_TRUSTED, NULL, 0) >= 0 ||
-		       lgetxattr(path, WH_ORIGIN_USER, NULL, 0) >= 0;
-	for (p = list; len > 0 && p < list + len; p += strlen(p) + 1) {
-		if (!strcmp(p, WH_ORIGIN_TRUSTED) || !strcmp(p, WH_ORIGIN_USER))
-			origin = true;
-		if (strcmp(p, WH_INO_TRUSTED) && strcmp(p, WH_INO_USER))
+	if (len < 0 && errno == ERANGE) {	/* many xattrs: ask one by one */
+		for (k = 0; k < 6; k++)
+			has[k] = lgetxattr(path, marks[k], NULL, 0) >= 0;
+	}
+	for (p = list; len > 0 && p < list + len; p += strlen(p) + 1)
+		for (k = 0; k < 6; k++)
+			has[k] |= !strcmp(p, marks[k]);
+	*meta = has[0] || has[1];
+	for (k = 2; k < 4; k++) {
+		if (!has[k])
 			continue;
-		origin = true;
-		len = lgetxattr(path, p, buf, sizeof(buf) - 1);
+		len = lgetxattr(path, marks[k], buf, sizeof(buf) - 1);
 		if (len > 0) {
 			buf[len] = '\0';
 			*ino = strtoull(buf, &end, 10);
@@ -414,7 +420,7 @@ static bool origin_of(int pfd, const char *name, uint64_t *ino)
 		}
 		break;
 	}
-	return origin;
+	return *meta || has[2] || has[3] || has[4] || has[5];
 }
 
 /* Walk @path ("/a/b" from the lower root, or "b" in @p's lower dir) in
@@ -507,10 +513,9 @@ int wn_resolve(struct wfs *w, struct wnode *p, const char *name,
 			    redirect_of(pfd, name, redirect,
 					sizeof(redirect)) == 0)
 				redirected = true;
-			else if (S_ISREG(ust.st_mode))
-				meta = metacopy_of(pfd, name);
-			if (!S_ISDIR(ust.st_mode))
-				own = !origin_of(pfd, name, &cu_ino) && !meta;
+			else if (!S_ISDIR(ust.st_mode))
+				own = !copyup_marks(pfd, name, &meta, &cu_ino);
+			meta = meta && S_ISREG(ust.st_mode);
 		} else if (errno != ENOENT) {
 			r = -errno;
 			close(pfd);
