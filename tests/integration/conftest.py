@@ -133,12 +133,23 @@ def umoci_rootfs(layout, tag, dest):
     return Path(dest) / "rootfs"
 
 
+def sha256_file(p):
+    """Hex sha256 of the file at @p, read in 1 MiB chunks."""
+    import hashlib
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def tree(root, content=True):
     """A comparable description of the tree under @root: path -> tuple of
     (type, mode, uid, gid, size, mtime_ns, link target or sha-ish content,
     sorted xattrs). Hardlink groups are recorded as the sorted path list
     sharing each inode. Directory sizes and nlink are left out (they are
-    filesystem-specific)."""
+    filesystem-specific). Self-contained: its source is also run as
+    another user (test_fs_posix_ro), so it hashes inline."""
     import hashlib
     import stat
     out = {}

@@ -8,7 +8,6 @@ snapshot.
 Every mount goes through the `mount` fixture (or `extra_mounts` here),
 every process started is killed in the `procs` finalizer, all container
 and registry state lives under tmp_path."""
-import hashlib
 import json
 import os
 import random
@@ -25,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import STRATA, STRATAFS, assert_same_tree, run, tree, unmount
+from conftest import (STRATA, STRATAFS, assert_same_tree, run, sha256_file,
+                      tree, unmount)
 
 TEXT = "hello from a strata commit\n"
 
@@ -131,14 +131,6 @@ def tags_of(layout):
 def blob_path(layout, digest):
     algo, hexd = digest.split(":", 1)
     return Path(layout) / "blobs" / algo / hexd
-
-
-def sha256_file(p):
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def commit_new_file(strata, mount, tmp_path, layout, tag, dest_tag="hello"):

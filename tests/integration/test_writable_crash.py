@@ -13,18 +13,10 @@ import time
 import pytest
 
 import overlaydiff as od
-from conftest import is_mounted
+from conftest import is_mounted, sha256_file
 
 BIG = 500 << 20
 CHUNK = hashlib.sha256(b"crash").digest() * (1 << 15)     # 1 MiB
-
-
-def _sha_file(p):
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for b in iter(lambda: f.read(1 << 20), b""):
-            h.update(b)
-    return h.hexdigest()
 
 
 @pytest.fixture
@@ -104,7 +96,7 @@ def test_kill_during_large_copy_up(tmp_path, ovl_mounts, fg_daemon):
         for _ in range(BIG // len(CHUNK)):
             f.write(CHUNK)
     (low / "small").write_bytes(b"small\n")
-    old = _sha_file(low / "big")
+    old = sha256_file(low / "big")
     new_h = hashlib.sha256()
     with open(low / "big", "rb") as f:
         for b in iter(lambda: f.read(1 << 20), b""):
@@ -126,7 +118,7 @@ def test_kill_during_large_copy_up(tmp_path, ovl_mounts, fg_daemon):
     assert (low / "big").stat().st_size == BIG, "the lower file was touched"
 
     m = ovl_mounts.impl([low], upper, work, mnt2)
-    got = _sha_file(m / "big")
+    got = sha256_file(m / "big")
     assert got in (old, new), "half-copied file visible after the crash " \
         f"(size {os.stat(m / 'big').st_size})"
     print(f"killed with copy-up data in the work dir: {in_work}; after "
