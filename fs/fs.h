@@ -48,7 +48,6 @@ struct fs_child {
 
 struct dnode {
 	fuse_ino_t ino;
-	char *path;			/* only kept when the image has grafts */
 	uint64_t nlookup;		/* protected by fs->lock */
 	struct dnode *hnext;		/* protected by fs->lock */
 	struct fs_src attr;		/* whose attributes the dir shows */
@@ -60,24 +59,8 @@ struct dnode {
 	struct fs_child *children;	/* sorted by name; immutable once merged */
 };
 
-/*
- * A graft: a directory a layer's tar only implied (no entry of its own)
- * whose path is a symlink in the layers below, e.g. `lib/systemd/x` over
- * `lib -> usr/lib` (usrmerge). Extractors resolve the parent through the
- * symlink inside the image root, so its children belong to the target
- * directory, and the symlink stays. See graft.c.
- */
-struct fs_graft {
-	uint32_t layer;
-	uint32_t entry;
-	uint32_t path_off;	/* the directory's own path, in the layer */
-	char *target;		/* resolved path inside the image, "" = root */
-};
-
 struct fs {
 	struct fs_layer *layers;	/* [0] is the bottom layer */
-	struct fs_graft *grafts;	/* sorted by (layer, entry) */
-	size_t n_grafts;
 	uint32_t n_layers;
 	struct dnode *root;
 	pthread_mutex_t lock;
@@ -131,20 +114,15 @@ int fs_dir_merge(struct fs *fs, struct dnode *d);
 const struct fs_child *fs_dir_find(struct fs *fs, struct dnode *d,
 				   const char *name, size_t len);
 /* Sources of directory @name in @parent (top first), attribute source and
- * count; @path is the directory's path (needed only with grafts).
- * Caller frees *src. */
+ * count. Caller frees *src. */
 int fs_dir_sources(struct fs *fs, struct dnode *parent, const char *name,
-		   size_t len, const char *path, struct fs_src **src,
-		   uint32_t *n, struct fs_src *attr);
+		   size_t len, struct fs_src **src, uint32_t *n,
+		   struct fs_src *attr);
 int fs_root_sources(struct fs *fs, struct dnode *root);
 
-/* graft.c */
-int fs_grafts_find(struct fs *fs);
-void fs_grafts_free(struct fs *fs);
-bool fs_is_grafted(const struct fs *fs, uint32_t layer, uint32_t entry);
-
 /* image.c */
-/* Open @img's layer indexes into @fs and set up its root. */
+/* Open @img's layer indexes into @fs, move the layers' paths through
+ * lower symlinks (strata_lx_graft) and set up its root. */
 int fs_image_load(struct fs *fs, struct strata_store *st,
 		  struct strata_image *img, struct strata_err *err);
 void fs_image_unload(struct fs *fs);

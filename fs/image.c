@@ -18,6 +18,7 @@
 int fs_image_load(struct fs *fs, struct strata_store *st,
 		  struct strata_image *img, struct strata_err *err)
 {
+	struct strata_lindex **lx;
 	uint32_t i;
 	int r;
 
@@ -39,11 +40,19 @@ int fs_image_load(struct fs *fs, struct strata_store *st,
 	}
 	fs->statfs_fd = open(strata_store_root(st), O_RDONLY | O_DIRECTORY |
 			     O_CLOEXEC);
-	if (fs_nodes_init(fs) < 0 || fs_grafts_find(fs) < 0)
+	lx = calloc(fs->n_layers, sizeof(*lx));
+	if (!lx)
+		return -ENOMEM;
+	for (i = 0; i < fs->n_layers; i++)
+		lx[i] = fs->layers[i].lx;
+	r = strata_lx_graft(lx, fs->n_layers);
+	free(lx);
+	if (r < 0)
+		return -ENOMEM;
+	if (fs_nodes_init(fs) < 0)
 		return -ENOMEM;
 	fs->root = calloc(1, sizeof(*fs->root));
-	if (!fs->root || !(fs->root->path = strdup("")) ||
-	    fs_root_sources(fs, fs->root) < 0)
+	if (!fs->root || fs_root_sources(fs, fs->root) < 0)
 		return -ENOMEM;
 	fs->root->ino = FUSE_ROOT_ID;
 	pthread_mutex_init(&fs->root->lock, NULL);
@@ -60,7 +69,6 @@ void fs_image_unload(struct fs *fs)
 	free(fs->layers);
 	fs->layers = NULL;
 	fs->n_layers = 0;
-	fs_grafts_free(fs);
 	if (fs->hash)
 		fs_nodes_free(fs);
 	else

@@ -70,8 +70,6 @@ int fs_dir_merge(struct fs *fs, struct dnode *d)
 
 			if (!ce)
 				break;
-			if (fs->n_grafts && fs_is_grafted(fs, layer, ci))
-				continue;
 			cands[n].name = fs_name(fs, layer, ce);
 			cands[n].len = ce->name_len;
 			cands[n].rank = s;
@@ -155,44 +153,13 @@ static bool add_src(struct fs *fs, struct fs_src *src, uint32_t *n,
 	return !(e->flags & STRATA_LX_OPAQUE);
 }
 
-/* Add the grafts onto @path from layers >= @floor, keeping top-first order. */
-static int add_grafts(struct fs *fs, const char *path, int64_t floor,
-		      struct fs_src **src, uint32_t *n, uint32_t *cap)
-{
-	size_t g;
-
-	for (g = 0; g < fs->n_grafts; g++) {
-		const struct fs_graft *gr = &fs->grafts[g];
-		uint32_t pos;
-
-		if ((int64_t)gr->layer < floor || strcmp(gr->target, path))
-			continue;
-		if (*n == *cap) {
-			struct fs_src *ns = realloc(*src, (*cap + 4) * sizeof(*ns));
-
-			if (!ns)
-				return -ENOMEM;
-			*src = ns;
-			*cap += 4;
-		}
-		for (pos = 0; pos < *n && (*src)[pos].layer >= gr->layer; pos++)
-			;
-		memmove(*src + pos + 1, *src + pos, (*n - pos) * sizeof(**src));
-		(*src)[pos].layer = gr->layer;
-		(*src)[pos].entry = gr->entry;
-		(*n)++;
-	}
-	return 0;
-}
-
 int fs_dir_sources(struct fs *fs, struct dnode *parent, const char *name,
-		   size_t len, const char *path, struct fs_src **out,
-		   uint32_t *n_out, struct fs_src *attr)
+		   size_t len, struct fs_src **out, uint32_t *n_out,
+		   struct fs_src *attr)
 {
 	uint32_t cap = parent->n_src ? parent->n_src : 1;
 	struct fs_src *src = malloc(cap * sizeof(*src));
 	bool have_attr = false;
-	int64_t floor = -1;
 	uint32_t s, n = 0;
 
 	if (!src)
@@ -203,23 +170,13 @@ int fs_dir_sources(struct fs *fs, struct dnode *parent, const char *name,
 					      parent->src[s].entry, name, len);
 		const struct strata_lx_entry *e;
 
-		if (c == UINT32_MAX ||
-		    (fs->n_grafts && fs_is_grafted(fs, layer, c)))
+		if (c == UINT32_MAX)
 			continue;
 		e = fs_entry(fs, layer, c);
-		if (!S_ISDIR(e->mode) || (e->flags & STRATA_LX_WHITEOUT)) {
-			floor = layer;	/* whiteout or non-directory: */
-			break;		/* lower is gone */
-		}
-		if (!add_src(fs, src, &n, attr, &have_attr, layer, c)) {
-			floor = layer;
+		if (!S_ISDIR(e->mode) || (e->flags & STRATA_LX_WHITEOUT))
+			break;	/* whiteout or non-directory: lower is gone */
+		if (!add_src(fs, src, &n, attr, &have_attr, layer, c))
 			break;
-		}
-	}
-	if (fs->n_grafts && path && n > 0 &&
-	    add_grafts(fs, path, floor, &src, &n, &cap) < 0) {
-		free(src);
-		return -ENOMEM;
 	}
 	if (n == 0) {
 		free(src);
@@ -241,19 +198,10 @@ int fs_root_sources(struct fs *fs, struct dnode *root)
 	if (!root->src)
 		return -ENOMEM;
 	root->n_src = 0;
-	int64_t floor = -1;
-	uint32_t cap = fs->n_layers;
-
-	for (l = fs->n_layers; l-- > 0;) {
+	for (l = fs->n_layers; l-- > 0;)
 		if (!add_src(fs, root->src, &root->n_src, &root->attr,
-			     &have_attr, l, 0)) {
-			floor = l;
+			     &have_attr, l, 0))
 			break;
-		}
-	}
-	if (fs->n_grafts && add_grafts(fs, "", floor, &root->src,
-				       &root->n_src, &cap) < 0)
-		return -ENOMEM;
 	if (!have_attr)
 		root->attr = root->src[0];
 	return 0;

@@ -26,7 +26,6 @@ int fs_nodes_init(struct fs *fs)
 static void dnode_free(struct dnode *d)
 {
 	pthread_mutex_destroy(&d->lock);
-	free(d->path);
 	free(d->src);
 	free(d->children);
 	free(d);
@@ -125,16 +124,8 @@ struct dnode *fs_dnode_ref(struct fs *fs, struct dnode *parent,
 		return NULL;
 	d->ino = ino;
 	pthread_mutex_init(&d->lock, NULL);
-	if (fs->n_grafts &&
-	    asprintf(&d->path, "%s%s%.*s", parent->path,
-		     parent->path[0] ? "/" : "", (int)e->name_len,
-		     fs_name(fs, c->layer, e)) < 0) {
-		d->path = NULL;
-		dnode_free(d);
-		return NULL;
-	}
 	if (fs_dir_sources(fs, parent, fs_name(fs, c->layer, e), e->name_len,
-			   d->path, &d->src, &d->n_src, &d->attr) < 0) {
+			   &d->src, &d->n_src, &d->attr) < 0) {
 		dnode_free(d);
 		return NULL;
 	}

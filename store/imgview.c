@@ -6,7 +6,8 @@
  * (layer.md "Applying Changesets"): a whiteout or a non-directory on the way
  * ends the search, an opaque directory stops it below that layer.
  * Directories resolved through several layers take their attributes from
- * the topmost one the tar listed (not an implied one), as stratafs does.
+ * the topmost one the tar listed (not an implied one), as stratafs does,
+ * and layer paths through lower symlinks are moved as stratafs moves them.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -52,6 +53,10 @@ int strata_imgview_open(struct strata_store *st, const struct strata_image *img,
 			return r;
 		v->n++;
 	}
+	/* the tree the mount shows: layer paths moved through lower
+	 * symlinks as extractors do (graft.c) */
+	if (v->n && strata_lx_graft(v->lx, v->n) < 0)
+		return -ENOMEM;
 	*out = take_ptr(&v);
 	return 0;
 }

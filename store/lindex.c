@@ -4,6 +4,13 @@
  * own output, written once and renamed into place after verification; the
  * header and table bounds are checked at open so a truncated or foreign
  * file is refused, and every accessor bounds-checks its offsets.
+ *
+ * An open index can be patched in memory (store/graft.c moves a layer's
+ * paths through the symlinks of the layers below): new entries and strings
+ * go to extension arrays numbered on from the file's, and the few file
+ * entries that change (a directory's child range) are written into the
+ * private mapping, which copies only the pages touched. The file itself
+ * never changes.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -24,6 +31,15 @@ struct strata_lindex {
 	const struct strata_lx_xref *xtable;
 	const uint8_t *xattrs;
 	int datafd;
+	uint32_t n_base, n_entries;	/* in the file; with the extension */
+	uint64_t str_base, str_len;
+	bool writable;			/* the private map may be written */
+	struct strata_lx_entry *ext;	/* entries n_base.. */
+	uint32_t *ext_orig;		/* the file entry each one copies
+					 * (xattrs), UINT32_MAX if new */
+	uint32_t cap_ext;
+	char *ext_str;			/* strings str_base.. */
+	uint64_t cap_str;
 };
 
 void strata_lindex_close(struct strata_lindex *lx)
@@ -34,6 +50,9 @@ void strata_lindex_close(struct strata_lindex *lx)
 		munmap((void *)lx->map, lx->map_len);
 	if (lx->datafd >= 0)
 		close(lx->datafd);
+	free(lx->ext);
+	free(lx->ext_orig);
+	free(lx->ext_str);
 	free(lx);
 }
 
@@ -63,7 +82,7 @@ int strata_lindex_open(struct strata_store *st, const char *diff_id,
 				      "has no index", diff_id);
 	if ((size_t)sb.st_size < sizeof(*h))
 		goto corrupt;
-	map = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_SHARED, fd, 0);
+	map = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
 	if (map == MAP_FAILED)
 		return -errno;
 	lx = calloc(1, sizeof(*lx));
@@ -94,6 +113,8 @@ int strata_lindex_open(struct strata_store *st, const char *diff_id,
 	lx->strings = (const char *)lx->map + h->strings_off;
 	lx->xattrs = lx->map + h->xattrs_off;
 	lx->xtable = (const void *)(lx->map + h->xtable_off);
+	lx->n_base = lx->n_entries = h->n_entries;
+	lx->str_base = lx->str_len = h->strings_len;
 	lx->datafd = openat(dfd, "data", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (lx->datafd < 0) {
 		strata_lindex_close(lx);
@@ -109,22 +130,26 @@ corrupt:
 
 uint32_t strata_lx_count(const struct strata_lindex *lx)
 {
-	return lx->hdr->n_entries;
+	return lx->n_entries;
 }
 
 const struct strata_lx_entry *strata_lx_entry(const struct strata_lindex *lx,
 					      uint32_t i)
 {
-	if (i >= lx->hdr->n_entries)
-		return NULL;
-	return &lx->entries[i];
+	if (i < lx->n_base)
+		return &lx->entries[i];
+	if (i < lx->n_entries)
+		return &lx->ext[i - lx->n_base];
+	return NULL;
 }
 
 const char *strata_lx_str(const struct strata_lindex *lx, uint32_t off)
 {
-	if (off >= lx->hdr->strings_len)
-		return "";
-	return lx->strings + off;
+	if (off < lx->str_base)
+		return lx->strings + off;
+	if (off < lx->str_len)
+		return lx->ext_str + (off - lx->str_base);
+	return "";
 }
 
 const uint8_t *strata_lx_xattrs(const struct strata_lindex *lx, uint32_t i,
@@ -135,6 +160,8 @@ const uint8_t *strata_lx_xattrs(const struct strata_lindex *lx, uint32_t i,
 
 	if (!e || !(e->flags & STRATA_LX_XATTRS))
 		return NULL;
+	if (i >= lx->n_base)
+		i = lx->ext_orig[i - lx->n_base];
 	while (lo < hi) {
 		uint64_t mid = lo + (hi - lo) / 2;
 		const struct strata_lx_xref *x = &lx->xtable[mid];
@@ -191,13 +218,13 @@ uint32_t strata_lx_lookup(const struct strata_lindex *lx, uint32_t dir,
 	uint32_t lo, hi;
 
 	if (!d || !S_ISDIR(d->mode) || !d->b ||
-	    !range_ok(d->a, d->b, lx->hdr->n_entries))
+	    !range_ok(d->a, d->b, lx->n_entries))
 		return UINT32_MAX;
 	lo = d->a;
 	hi = d->a + d->b;
 	while (lo < hi) {
 		uint32_t mid = lo + (hi - lo) / 2;
-		const struct strata_lx_entry *e = &lx->entries[mid];
+		const struct strata_lx_entry *e = strata_lx_entry(lx, mid);
 		int c = strata_lx_namecmp(strata_lx_str(lx, e->name_off),
 					  e->name_len, name, len);
 
@@ -209,4 +236,91 @@ uint32_t strata_lx_lookup(const struct strata_lindex *lx, uint32_t dir,
 			hi = mid;
 	}
 	return UINT32_MAX;
+}
+
+/* ---- patching in memory (store/graft.c) ------------------------------- */
+
+uint32_t strata_lx_add(struct strata_lindex *lx,
+		       const struct strata_lx_entry *e, uint32_t orig)
+{
+	uint32_t n = lx->n_entries - lx->n_base;
+
+	if (lx->n_entries == UINT32_MAX - 1)
+		return UINT32_MAX;
+	if (n == lx->cap_ext) {
+		uint32_t cap = lx->cap_ext ? lx->cap_ext * 2 : 16;
+		struct strata_lx_entry *ne = realloc(lx->ext, cap * sizeof(*ne));
+		uint32_t *no;
+
+		if (!ne)
+			return UINT32_MAX;
+		lx->ext = ne;
+		no = realloc(lx->ext_orig, cap * sizeof(*no));
+		if (!no)
+			return UINT32_MAX;
+		lx->ext_orig = no;
+		lx->cap_ext = cap;
+	}
+	lx->ext[n] = *e;
+	if (orig != UINT32_MAX && orig >= lx->n_base)
+		orig = lx->ext_orig[orig - lx->n_base];
+	lx->ext_orig[n] = orig;
+	return lx->n_entries++;
+}
+
+uint32_t strata_lx_add_str(struct strata_lindex *lx, const char *s, size_t len)
+{
+	uint64_t used = lx->str_len - lx->str_base, off = lx->str_len;
+
+	if (off + len + 1 > UINT32_MAX)
+		return UINT32_MAX;
+	if (used + len + 1 > lx->cap_str) {
+		uint64_t cap = (used + len + 1) * 2;
+		char *ns = realloc(lx->ext_str, cap);
+
+		if (!ns)
+			return UINT32_MAX;
+		lx->ext_str = ns;
+		lx->cap_str = cap;
+	}
+	memcpy(lx->ext_str + used, s, len);
+	lx->ext_str[used + len] = '\0';
+	lx->str_len += len + 1;
+	return (uint32_t)off;
+}
+
+struct strata_lx_entry *strata_lx_entry_mut(struct strata_lindex *lx,
+					    uint32_t i)
+{
+	if (i >= lx->n_entries)
+		return NULL;
+	if (i >= lx->n_base)
+		return &lx->ext[i - lx->n_base];
+	if (!lx->writable) {
+		if (mprotect((void *)lx->map, lx->map_len,
+			     PROT_READ | PROT_WRITE) < 0)
+			return NULL;	/* only ENOMEM can happen here */
+		lx->writable = true;
+	}
+	return (struct strata_lx_entry *)&lx->entries[i];
+}
+
+int strata_lx_set_children(struct strata_lindex *lx, uint32_t dir,
+			   const uint32_t *kids, uint32_t n)
+{
+	uint32_t first = lx->n_entries, k;
+	struct strata_lx_entry *d;
+
+	for (k = 0; k < n; k++) {
+		struct strata_lx_entry e = *strata_lx_entry(lx, kids[k]);
+
+		if (strata_lx_add(lx, &e, kids[k]) == UINT32_MAX)
+			return -ENOMEM;
+	}
+	d = strata_lx_entry_mut(lx, dir);
+	if (!d)
+		return -ENOMEM;
+	d->a = n ? first : 0;
+	d->b = n;
+	return 0;
 }

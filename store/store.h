@@ -352,6 +352,35 @@ uint32_t strata_lx_lookup(const struct strata_lindex *lx, uint32_t dir,
 /* Compare two names as the index orders them. */
 int strata_lx_namecmp(const char *a, size_t alen, const char *b, size_t blen);
 
+/*
+ * Patching an open index in memory; the cached file never changes. Only
+ * before the index is shared between threads: pointers from the accessors
+ * above are invalidated.
+ */
+/* Append a copy of @e (@orig: the entry whose xattrs it has, or
+ * UINT32_MAX). Return: its index, or UINT32_MAX (ENOMEM). */
+uint32_t strata_lx_add(struct strata_lindex *lx,
+		       const struct strata_lx_entry *e, uint32_t orig);
+/* Append a string. Return: its offset, or UINT32_MAX (ENOMEM). */
+uint32_t strata_lx_add_str(struct strata_lindex *lx, const char *s, size_t len);
+/* A writable entry @i; NULL if out of range or out of memory. */
+struct strata_lx_entry *strata_lx_entry_mut(struct strata_lindex *lx,
+					    uint32_t i);
+/* Make directory @dir's children copies of entries @kids (@n, sorted by
+ * name). Return: 0 or -ENOMEM. */
+int strata_lx_set_children(struct strata_lindex *lx, uint32_t dir,
+			   const uint32_t *kids, uint32_t n);
+/*
+ * Move every layer's implied directories whose path is a symlink in the
+ * layers below to where extractors put them: the symlink's target resolved
+ * inside the image root, made (implied) where the image lacks it; the
+ * symlink stays (OCI-RULES.md P9). @lx[0] is the bottom layer. A target
+ * that is not a directory, or a resolution loop, leaves the layer's
+ * directory in place (it replaces the symlink) with a warning.
+ * Return: the number of directories moved, or -ENOMEM.
+ */
+int strata_lx_graft(struct strata_lindex **lx, uint32_t n);
+
 
 /* ---- commit (store/commit.c) ------------------------------------------ */
 

@@ -251,9 +251,6 @@ def test_l6_escaping_symlink_target_kept_verbatim(hostile, tmp_path):
     assert_same_as_umoci(mnt, img.path, img.tag, tmp_path / "umoci")
 
 
-@pytest.mark.xfail(strict=True, reason="open: stratafs grafts a layer's "
-                   "path through a lower symlink only when the target "
-                   "directory exists in the image; umoci creates it")
 def test_p9_lower_symlink_parent_absolute_to_host_path(hostile, tmp_path):
     """P9/L1 across layers: lower `x -> /tmp/<unique>`, upper `x/file`: the
     file appears at /tmp/<unique>/file inside the view, `x` stays a
@@ -268,9 +265,6 @@ def test_p9_lower_symlink_parent_absolute_to_host_path(hostile, tmp_path):
     assert_same_as_umoci(mnt, img.path, img.tag, tmp_path / "umoci")
 
 
-@pytest.mark.xfail(strict=True, reason="open: stratafs grafts a layer's "
-                   "path through a lower symlink only when the target "
-                   "directory exists in the image; umoci creates it")
 def test_p9_lower_symlink_parent_relative_escape(hostile, tmp_path):
     """Lower `esc -> ../../../../..<outside>`, upper `esc/file`: refused, or
     clamped inside the view; the host is never touched."""
