@@ -37,7 +37,7 @@ static void proc_at(char *buf, size_t size, int dfd, const char *name)
 	snprintf(buf, size, "/proc/self/fd/%d/%s", dfd, name);
 }
 
-bool wfs_has_whiteout(int pfd, const char *name)
+bool wfs_has_wh_file(int pfd, const char *name)
 {
 	char wh[NAME_MAX + 8];
 	struct stat st;
@@ -45,7 +45,14 @@ bool wfs_has_whiteout(int pfd, const char *name)
 	if (strlen(name) + WH_PREFIX_LEN > NAME_MAX)
 		return false;
 	snprintf(wh, sizeof(wh), WH_PREFIX "%s", name);
-	if (fstatat(pfd, wh, &st, AT_SYMLINK_NOFOLLOW) == 0)
+	return fstatat(pfd, wh, &st, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+bool wfs_has_whiteout(int pfd, const char *name)
+{
+	struct stat st;
+
+	if (wfs_has_wh_file(pfd, name))
 		return true;
 	return fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
 	       wh_is_whiteout_stat(&st);

@@ -59,6 +59,9 @@ struct wnode {
 	bool opaque;			/* upper dir hides the lower one */
 	bool metacopy;			/* upper has metadata, data below */
 	bool deleted;			/* unlinked, not in the hash */
+	bool nocaps;			/* made here, never given xattrs:
+					 * no security.capability (the
+					 * kernel asks before every write) */
 	int orphan_fd;			/* deleted while open: O_PATH fd of
 					 * what it was, for fstat; else -1 */
 	bool hashed;
@@ -127,6 +130,10 @@ fuse_ino_t wn_id(struct wfs *w, struct wnode *n);
 struct wnode *wn_find(struct wfs *w, struct wnode *p, const char *name);
 /* Find or build the node of visible name @name in @p. Return: 0 with
  * *out (not referenced), -ENOENT, other -errno. */
+/* As wn_resolve; on -ENOENT, *whiteout tells whether the upper directory
+ * holds a whiteout at @name (the name was deleted). */
+int wn_resolve_wh(struct wfs *w, struct wnode *p, const char *name,
+		  struct wnode **out, bool *whiteout);
 int wn_resolve(struct wfs *w, struct wnode *p, const char *name,
 	       struct wnode **out);
 void wn_hash_add(struct wfs *w, struct wnode *n);
@@ -171,6 +178,8 @@ int wfs_copy_up_tree(struct wfs *w, struct wnode *d);
 int wfs_whiteout(struct wfs *w, int pfd, const char *name);
 /* Is there a whiteout for @name in @pfd (either form)? */
 bool wfs_has_whiteout(int pfd, const char *name);
+/* Only the `.wh.NAME` file form (for when NAME itself is known absent). */
+bool wfs_has_wh_file(int pfd, const char *name);
 /* Remove the whiteout(s) for @name in @pfd. */
 int wfs_clear_whiteout(struct wfs *w, int pfd, const char *name);
 int wfs_set_opaque(struct wfs *w, int pfd, const char *name);

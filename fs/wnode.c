@@ -479,6 +479,12 @@ static bool same_kind(mode_t a, mode_t b)
 int wn_resolve(struct wfs *w, struct wnode *p, const char *name,
 	       struct wnode **out)
 {
+	return wn_resolve_wh(w, p, name, out, NULL);
+}
+
+int wn_resolve_wh(struct wfs *w, struct wnode *p, const char *name,
+		  struct wnode **out, bool *whiteout)
+{
 	struct lnode *low = NULL;
 	struct stat ust, lst;
 	struct wnode *n;
@@ -488,6 +494,8 @@ int wn_resolve(struct wfs *w, struct wnode *p, const char *name,
 	char redirect[PATH_MAX];
 	int pfd = -1, r;
 
+	if (whiteout)
+		*whiteout = false;
 	if (p->deleted || !S_ISDIR(p->type))
 		return p->deleted ? -ENOENT : -ENOTDIR;
 	n = wn_find(w, p, name);
@@ -504,6 +512,8 @@ int wn_resolve(struct wfs *w, struct wnode *p, const char *name,
 		if (fstatat(pfd, name, &ust, AT_SYMLINK_NOFOLLOW) == 0) {
 			if (wh_is_whiteout_stat(&ust)) {
 				close(pfd);
+				if (whiteout)
+					*whiteout = true;
 				return -ENOENT;
 			}
 			upper = true;
@@ -520,8 +530,10 @@ int wn_resolve(struct wfs *w, struct wnode *p, const char *name,
 			r = -errno;
 			close(pfd);
 			return r;
-		} else if (wfs_has_whiteout(pfd, name)) {
+		} else if (wfs_has_wh_file(pfd, name)) {
 			close(pfd);
+			if (whiteout)
+				*whiteout = true;
 			return -ENOENT;
 		}
 	}

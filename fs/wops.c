@@ -223,19 +223,28 @@ static void w_getattr(fuse_req_t req, fuse_ino_t ino,
 }
 
 static int upper_owner(struct wfs *w, int pfd, const char *name,
-		       const struct fuse_ctx *ctx, mode_t mode, bool lnk)
+		       const struct fuse_ctx *ctx, mode_t mode, bool lnk,
+		       const struct stat *made)
 {
 	struct stat pst;
 
 	if (w->root_daemon) {
 		gid_t gid = ctx->gid;
 
-		/* BSD group semantics of a setgid directory */
-		if (fstat(pfd, &pst) == 0 && (pst.st_mode & S_ISGID))
-			gid = pst.st_gid;
-		if (fchownat(pfd, name, ctx->uid, gid,
-			     AT_SYMLINK_NOFOLLOW) < 0)
-			return -errno;
+		/* @made: what the upper filesystem gave the new entry; the
+		 * kernel already applied a setgid parent's group, so an
+		 * entry owned by the caller needs nothing */
+		if (!made || made->st_uid != ctx->uid ||
+		    made->st_gid != ctx->gid) {
+			/* BSD group semantics of a setgid directory */
+			if (fstat(pfd, &pst) == 0 && (pst.st_mode & S_ISGID))
+				gid = pst.st_gid;
+			if ((!made || made->st_uid != ctx->uid ||
+			     made->st_gid != gid) &&
+			    fchownat(pfd, name, ctx->uid, gid,
+				     AT_SYMLINK_NOFOLLOW) < 0)
+				return -errno;
+		}
 		if (!lnk && (mode & (S_ISUID | S_ISGID | S_ISVTX)) &&
 		    fchmodat(pfd, name, mode & 07777, 0) < 0)
 			return -errno;
@@ -291,6 +300,8 @@ static int do_make(fuse_req_t req, struct wfs *w, fuse_ino_t parent,
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct wnode *p = wn_get(w, parent), *n;
 	bool dir = S_ISDIR(m->mode), over_wh = false, lower_below = false;
+	struct stat st;
+	bool have_st = false;
 	char tmp[64];
 	int pfd, r;
 
@@ -300,7 +311,7 @@ static int do_make(fuse_req_t req, struct wfs *w, fuse_ino_t parent,
 		return r;
 	if (w->upperfd < 0)
 		return -EROFS;
-	r = wn_resolve(w, p, name, &n);
+	r = wn_resolve_wh(w, p, name, &n, &over_wh);
 	if (r == 0) {
 		wn_forget(w, n, 0);
 		return -EEXIST;
@@ -313,11 +324,8 @@ static int do_make(fuse_req_t req, struct wfs *w, fuse_ino_t parent,
 	pfd = wn_upper_dirfd(w, p);
 	if (pfd < 0)
 		return pfd;
-	over_wh = wfs_has_whiteout(pfd, name);
 	lower_below = over_wh;
 	if (over_wh && w->priv_wh) {
-		struct stat st;
-
 		/* char-device whiteout: build aside, exchange, drop it */
 		wfs_tmpname(w, tmp, sizeof(tmp));
 		r = make_obj(w, w->workfd, tmp, m);
@@ -325,7 +333,7 @@ static int do_make(fuse_req_t req, struct wfs *w, fuse_ino_t parent,
 			r = wfs_set_opaque(w, w->workfd, tmp);
 		if (r == 0)
 			r = upper_owner(w, w->workfd, tmp, ctx, m->mode,
-					S_ISLNK(m->mode));
+					S_ISLNK(m->mode), NULL);
 		if (r == 0 && fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
 		    wh_is_whiteout_stat(&st)) {
 			if (renameat2(w->workfd, tmp, pfd, name,
@@ -355,18 +363,25 @@ static int do_make(fuse_req_t req, struct wfs *w, fuse_ino_t parent,
 			r = make_obj(w, pfd, name, m);
 		if (r == 0 && dir && lower_below)
 			r = wfs_set_opaque(w, pfd, name);
+		if (r == 0) {
+			if ((m->fd >= 0 ? fstat(m->fd, &st)
+				: fstatat(pfd, name, &st,
+					  AT_SYMLINK_NOFOLLOW)) < 0)
+				r = -errno;
+			else
+				have_st = true;
+		}
 		if (r == 0)
 			r = upper_owner(w, pfd, name, ctx, m->mode,
-					S_ISLNK(m->mode));
+					S_ISLNK(m->mode), &st);
 	}
 	/* the new entry is known: upper only, a file of its own (no lower
 	 * entry shows at a free name), a directory opaque if it replaced a
 	 * whiteout; no need to look it up again */
 	n = NULL;
 	if (r == 0) {
-		struct stat st;
-
-		if ((m->fd >= 0 ? fstat(m->fd, &st)
+		if (!have_st &&
+		    (m->fd >= 0 ? fstat(m->fd, &st)
 				: fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW)) < 0)
 			r = -errno;
 		else if (!(n = wn_new(w, p, name)))
@@ -375,6 +390,8 @@ static int do_make(fuse_req_t req, struct wfs *w, fuse_ino_t parent,
 			n->upper = true;
 			n->opaque = dir && over_wh;
 			n->type = st.st_mode & S_IFMT;
+			__atomic_store_n(&n->nocaps, S_ISREG(st.st_mode),
+					 __ATOMIC_RELAXED);
 			wn_set_ino(w, n, st.st_ino | (1ull << 63));
 			wn_hash_add(w, n);
 		}
@@ -897,18 +914,21 @@ static void w_setattr_locked(fuse_req_t req, fuse_ino_t ino, struct stat *a,
 			snprintf(rootname, sizeof(rootname), "%d", w->upperfd);
 			nm = rootname;
 		}
-		r = wn_stat(w, n, &st);
-		if (r < 0)
-			goto out;
 		if (w->override && !w->root_daemon &&
 		    (set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID |
 			    FUSE_SET_ATTR_GID))) {
-			uid_t u = set & FUSE_SET_ATTR_UID ? a->st_uid : st.st_uid;
-			gid_t g = set & FUSE_SET_ATTR_GID ? a->st_gid : st.st_gid;
-			mode_t m = set & FUSE_SET_ATTR_MODE
+			uid_t u;
+			gid_t g;
+			mode_t m;
+
+			r = wn_stat(w, n, &st);
+			if (r < 0)
+				goto out;
+			u = set & FUSE_SET_ATTR_UID ? a->st_uid : st.st_uid;
+			g = set & FUSE_SET_ATTR_GID ? a->st_gid : st.st_gid;
+			m = set & FUSE_SET_ATTR_MODE
 				? (st.st_mode & S_IFMT) | (a->st_mode & 07777)
 				: st.st_mode;
-
 			if (!S_ISLNK(st.st_mode))
 				r = wfs_set_override(w, pfd, nm, u, g, m);
 		} else {
@@ -921,7 +941,7 @@ static void w_setattr_locked(fuse_req_t req, fuse_ino_t ino, struct stat *a,
 				     AT_SYMLINK_NOFOLLOW) < 0)
 				r = -errno;
 			if (r == 0 && (set & FUSE_SET_ATTR_MODE) &&
-			    !S_ISLNK(st.st_mode) &&
+			    !S_ISLNK(n->type) &&
 			    fchmodat(pfd, nm, a->st_mode & 07777, 0) < 0)
 				r = -errno;
 		}
@@ -1391,6 +1411,8 @@ static void w_link_locked(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 
 	r = check_name(newname);
 	LOCK(w);
+	/* another name could give the inode xattrs behind this node */
+	__atomic_store_n(&n->nocaps, false, __ATOMIC_RELAXED);
 	if (r == 0 && w->upperfd < 0)
 		r = -EROFS;
 	if (r == 0 && wn_resolve(w, np, newname, &c) == 0) {
@@ -1639,6 +1661,7 @@ static void w_setxattr_locked(fuse_req_t req, fuse_ino_t ino, const char *name,
 		return;
 	}
 	LOCK(w);
+	__atomic_store_n(&n->nocaps, false, __ATOMIC_RELAXED);
 	r = w->upperfd < 0 ? -EROFS : wfs_copy_up(w, n, CU_META);
 	if (r == 0)
 		r = wn_xattr_path(w, n, path, sizeof(path), &pfd);
@@ -1692,7 +1715,9 @@ static void w_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	int pfd = -1;
 	ssize_t r;
 
-	if (reserved_xattr(name)) {
+	if (reserved_xattr(name) ||
+	    (__atomic_load_n(&n->nocaps, __ATOMIC_RELAXED) &&
+	     !strcmp(name, "security.capability"))) {
 		fuse_reply_err(req, ENODATA);
 		return;
 	}
