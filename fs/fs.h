@@ -56,8 +56,22 @@ struct dnode {
 	pthread_mutex_t lock;		/* serialises the merge */
 	_Atomic bool merged;
 	uint32_t n_children;
-	struct fs_child *children;	/* sorted by name; immutable once merged */
+	struct fs_child *children;	/* sorted by name; immutable once merged;
+					 * NULL: the children are entries
+					 * first.. of one layer's index */
+	struct fs_child first;
 };
+
+/* Merged child @i of @d (i < n_children). */
+static inline struct fs_child fs_dir_child(const struct dnode *d, uint32_t i)
+{
+	struct fs_child c = d->first;
+
+	if (d->children)
+		return d->children[i];
+	c.entry += i;
+	return c;
+}
 
 struct fs {
 	struct fs_layer *layers;	/* [0] is the bottom layer */
@@ -110,9 +124,9 @@ void fs_dnode_forget(struct fs *fs, fuse_ino_t ino, uint64_t n);
 /* merge.c */
 /* Build @d's merged child array once. Return: 0 or -ENOMEM. */
 int fs_dir_merge(struct fs *fs, struct dnode *d);
-/* Find @name among @d's merged children. Return: the child or NULL. */
-const struct fs_child *fs_dir_find(struct fs *fs, struct dnode *d,
-				   const char *name, size_t len);
+/* Find @name among @d's merged children. Return: found (into *out). */
+bool fs_dir_find(struct fs *fs, struct dnode *d, const char *name,
+		 size_t len, struct fs_child *out);
 /* Sources of directory @name in @parent (top first), attribute source and
  * count. Caller frees *src. */
 int fs_dir_sources(struct fs *fs, struct dnode *parent, const char *name,

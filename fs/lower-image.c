@@ -41,7 +41,7 @@ static int li_lookup(struct lower *lw, struct lnode *dir, const char *name,
 		     struct lnode **out)
 {
 	struct fs *fs = LI(lw)->fs;
-	const struct fs_child *c;
+	struct fs_child found, *c = &found;
 	struct lnode *n;
 	int r;
 
@@ -50,8 +50,7 @@ static int li_lookup(struct lower *lw, struct lnode *dir, const char *name,
 	r = fs_dir_merge(fs, dir->d);
 	if (r < 0)
 		return r;
-	c = fs_dir_find(fs, dir->d, name, strlen(name));
-	if (!c)
+	if (!fs_dir_find(fs, dir->d, name, strlen(name), &found))
 		return -ENOENT;
 	n = calloc(1, sizeof(*n));
 	if (!n)
@@ -104,7 +103,8 @@ static int li_readdir(struct lower *lw, struct lnode *dir,
 	if (r < 0)
 		return r;
 	for (i = 0; i < dir->d->n_children; i++) {
-		const struct fs_child *c = &dir->d->children[i];
+		const struct fs_child child = fs_dir_child(dir->d, i);
+		const struct fs_child *c = &child;
 		const struct strata_lx_entry *e =
 			fs_entry(fs, c->layer, c->entry);
 		mode_t type = e->mode & S_IFMT;

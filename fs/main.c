@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -443,6 +444,11 @@ int main(int argc, char *argv[])
 	cleanup_free char *ctl_ref = NULL;
 	char fsname[1200];
 	int ret = 1;
+
+	/* One malloc arena: worker threads each growing their own would keep
+	 * freed merge buffers resident several times over; the hot paths
+	 * allocate little, and glibc's per-thread caches serve that. */
+	mallopt(M_ARENA_MAX, 1);
 
 	strata_log_set_prog("stratafs");
 	if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) < 0)

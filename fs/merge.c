@@ -51,6 +51,31 @@ int fs_dir_merge(struct fs *fs, struct dnode *d)
 	}
 	for (s = 0; s < d->n_src; s++)
 		total += fs_entry(fs, d->src[s].layer, d->src[s].entry)->b;
+	/* One source without whiteouts or ghosts (most directories): the
+	 * children are the index's own run of entries; nothing to keep. */
+	if (d->n_src == 1) {
+		uint32_t layer = d->src[0].layer, c;
+		const struct strata_lx_entry *e = fs_entry(fs, layer,
+							   d->src[0].entry);
+
+		for (c = 0; c < e->b; c++) {
+			const struct strata_lx_entry *ce = fs_entry(fs, layer,
+								    e->a + c);
+
+			if (!ce || (ce->flags & (STRATA_LX_WHITEOUT |
+						 STRATA_LX_GHOST)))
+				break;
+		}
+		if (c == e->b) {
+			d->first.layer = layer;
+			d->first.entry = e->a;
+			d->n_children = e->b;
+			atomic_store_explicit(&d->merged, true,
+					      memory_order_release);
+			pthread_mutex_unlock(&d->lock);
+			return 0;
+		}
+	}
 	cands = malloc((total ? total : 1) * sizeof(*cands));
 	out = malloc((total ? total : 1) * sizeof(*out));
 	if (!cands || !out) {
@@ -106,6 +131,14 @@ int fs_dir_merge(struct fs *fs, struct dnode *d)
 		i = j;
 	}
 	free(cands);
+	if (k < total) {	/* give back what whiteouts and shadowed
+				 * names did not use */
+		struct fs_child *shrunk = realloc(out, (k ? k : 1) *
+						  sizeof(*out));
+
+		if (shrunk)
+			out = shrunk;
+	}
 	d->children = out;
 	d->n_children = (uint32_t)k;
 	atomic_store_explicit(&d->merged, true, memory_order_release);
@@ -113,26 +146,28 @@ int fs_dir_merge(struct fs *fs, struct dnode *d)
 	return 0;
 }
 
-const struct fs_child *fs_dir_find(struct fs *fs, struct dnode *d,
-				   const char *name, size_t len)
+bool fs_dir_find(struct fs *fs, struct dnode *d, const char *name,
+		 size_t len, struct fs_child *out)
 {
 	uint32_t lo = 0, hi = d->n_children;
 
 	while (lo < hi) {
 		uint32_t mid = lo + (hi - lo) / 2;
-		const struct fs_child *c = &d->children[mid];
-		const struct strata_lx_entry *e = fs_entry(fs, c->layer, c->entry);
-		int r = strata_lx_namecmp(fs_name(fs, c->layer, e), e->name_len,
+		struct fs_child c = fs_dir_child(d, mid);
+		const struct strata_lx_entry *e = fs_entry(fs, c.layer, c.entry);
+		int r = strata_lx_namecmp(fs_name(fs, c.layer, e), e->name_len,
 					  name, len);
 
-		if (r == 0)
-			return c;
+		if (r == 0) {
+			*out = c;
+			return true;
+		}
 		if (r < 0)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
-	return NULL;
+	return false;
 }
 
 /* Append source (layer, entry) of a directory; stop after an opaque one. */

@@ -136,7 +136,7 @@ static int do_lookup(fuse_req_t req, fuse_ino_t parent, const char *name,
 		     struct fuse_entry_param *ep)
 {
 	struct fs *fs = get_fs(req);
-	const struct fs_child *c;
+	struct fs_child c;
 	struct dnode *d;
 	size_t len = strlen(name);
 	int r;
@@ -146,14 +146,13 @@ static int do_lookup(fuse_req_t req, fuse_ino_t parent, const char *name,
 	r = dir_of(fs, parent, &d);
 	if (r < 0)
 		return r;
-	c = fs_dir_find(fs, d, name, len);
-	if (!c) {
+	if (!fs_dir_find(fs, d, name, len, &c)) {
 		/* cached negative entry: ino 0 with a timeout */
 		memset(ep, 0, sizeof(*ep));
 		ep->entry_timeout = fs->timeout;
 		return 0;
 	}
-	return make_entry(fs, d, c, ep);
+	return make_entry(fs, d, &c, ep);
 }
 
 static void fs_ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -407,7 +406,9 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 			ep.attr.st_mode = S_IFDIR;
 			name = off == 0 ? "." : "..";
 		} else {
-			const struct fs_child *c = &d->children[off - 2];
+			const struct fs_child child =
+				fs_dir_child(d, (uint32_t)(off - 2));
+			const struct fs_child *c = &child;
 			const struct strata_lx_entry *e =
 				fs_entry(fs, c->layer, c->entry);
 
