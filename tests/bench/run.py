@@ -151,6 +151,23 @@ def proc_status(pid, key):
     return None
 
 
+def rss_parts(pid):
+    """KiB resident at the end: private anonymous memory, file-backed
+    pages, and of those the strata layer indexes (clean page-cache pages
+    of the mapped index files, which the kernel can reclaim)."""
+    parts = {"anon": proc_status(pid, "RssAnon"),
+             "file": proc_status(pid, "RssFile"), "index": 0}
+    name = ""
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            head = line.split()
+            if head and "-" in head[0] and not head[0].endswith(":"):
+                name = head[5] if len(head) > 5 else ""
+            elif head and head[0] == "Rss:" and name.endswith("/index"):
+                parts["index"] += int(head[1])
+    return parts
+
+
 def fmt_s(x):
     if x is None:
         return "—"
@@ -687,14 +704,14 @@ def measure_memory(ctx, subjects):
         subj.remount(ctx)
         pid = subj.pid()
         if pid is None:
-            rows.append((subj.label, None, None, None))
+            rows.append((subj.label, None, None, None, None))
             continue
         start = proc_status(pid, "VmHWM")
         s_ls(ctx, subj)
         after_ls = proc_status(pid, "VmHWM")
         s_tar(ctx, subj)
         after_tar = proc_status(pid, "VmHWM")
-        rows.append((subj.label, start, after_ls, after_tar))
+        rows.append((subj.label, start, after_ls, after_tar, rss_parts(pid)))
     return rows
 
 
@@ -787,11 +804,20 @@ def report(ctx, results, notes, memory, args):
     if memory:
         out.append("### FUSE daemon memory (VmHWM, fresh mount)")
         out.append("")
-        out.append("| daemon | after mount | after `ls -lR` | after `ls -lR` + `tar` of every byte |")
-        out.append("|---|---|---|---|")
-        for label, a, b, c in memory:
+        out.append("| daemon | after mount | after `ls -lR` | after `ls -lR` + `tar` of every byte | per entry | resident at the end: anonymous / file-backed (of which layer indexes) |")
+        out.append("|---|---|---|---|---|---|")
+        for label, a, b, c, parts in memory:
             f = lambda k: "—" if k is None else fmt_bytes(k * 1024)
-            out.append(f"| {label} | {f(a)} | {f(b)} | {f(c)} |")
+            per = "—" if c is None else f"{c * 1024 / ctx.n_entries:.0f} B"
+            res = "—" if not parts else (
+                f"{f(parts['anon'])} / {f(parts['file'])}"
+                + (f" ({f(parts['index'])})" if parts["index"] else ""))
+            out.append(f"| {label} | {f(a)} | {f(b)} | {f(c)} | {per} | {res} |")
+        out.append("")
+        out.append("Per entry: peak (VmHWM) over the entries of the merged "
+                   "tree. File-backed pages are shared, clean and "
+                   "reclaimable: libraries and, for stratafs, the mapped "
+                   "layer indexes.")
         out.append("")
     return "\n".join(out)
 
