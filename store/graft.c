@@ -203,262 +203,601 @@ static bool target_usable(struct strata_lindex **lx, uint32_t below,
 	return true;
 }
 
-static int kid_cmp(struct strata_lindex *lx, uint32_t a, uint32_t b)
-{
-	const struct strata_lx_entry *x = strata_lx_entry(lx, a);
-	const struct strata_lx_entry *y = strata_lx_entry(lx, b);
-
-	return strata_lx_namecmp(strata_lx_str(lx, x->name_off), x->name_len,
-				 strata_lx_str(lx, y->name_off), y->name_len);
-}
-
 /*
- * Make @dir's children the merge of its own (minus @drop) and those of
- * directory @from (UINT32_MAX: none) and the single entry @add
- * (UINT32_MAX: none). On a name in both, @dir's own entry stays.
- * Return: subdirectories added, or -ENOMEM.
+ * The moves of one layer are planned first and applied at the end, each
+ * changed directory rewritten once, so a hostile layer with thousands of
+ * grafts costs time and memory linear in what it moves.
+ *
+ * A plan node is a directory of the layer that changes: an existing entry
+ * (@dir) or one to make (@dir == UINT32_MAX, named @name). Its children
+ * become its own (minus @drop), those of the implied directories it
+ * adopts, and its new subdirectories (@sub, plan node numbers).
  */
-static int rechild(struct strata_lindex *lx, uint32_t dir, uint32_t drop,
-		   uint32_t from, uint32_t add)
+struct plan {
+	uint32_t dir;
+	uint32_t name_off;
+	uint16_t name_len;
+	uint32_t depth;
+	uint32_t parent;		/* plan node of a new node's parent */
+	uint32_t made;			/* entry made for a new node */
+	struct strata_lx_entry proto;	/* attributes of a new node */
+	uint32_t *drop, n_drop;
+	uint32_t *adopt, n_adopt;
+	uint32_t *sub, n_sub;
+};
+
+struct planner {
+	struct strata_lindex *lx;
+	struct plan *p;
+	uint32_t n, cap;
+	uint32_t *tab, tab_size;	/* plan nodes by key, + 1; 0 = free */
+	uint32_t layer;
+	uint64_t budget;	/* search steps left: a hostile layer with
+				 * very many grafts gets the rest refused */
+	bool warned;
+};
+
+static uint64_t mix(uint64_t h)
 {
-	struct strata_lx_entry d = *strata_lx_entry(lx, dir);
-	struct strata_lx_entry f = { 0 };
-	uint32_t *kids, n = 0, i = 0, j = 0, nf = 0;
-	int subdirs = 0, r;
-
-	if (from != UINT32_MAX) {
-		f = *strata_lx_entry(lx, from);
-		nf = f.b;
-	}
-	kids = malloc(((size_t)d.b + nf + 1) * sizeof(*kids));
-	if (!kids)
-		return -ENOMEM;
-	/* two sorted ranges and one more entry, merged by name */
-	while (i < d.b || j < nf || add != UINT32_MAX) {
-		uint32_t pick, cands[3], nc = 0, c, best;
-
-		if (i < d.b)
-			cands[nc++] = d.a + i;
-		if (j < nf)
-			cands[nc++] = f.a + j;
-		if (add != UINT32_MAX)
-			cands[nc++] = add;
-		best = 0;
-		for (c = 1; c < nc; c++)
-			if (kid_cmp(lx, cands[c], cands[best]) < 0)
-				best = c;
-		pick = cands[best];
-		if (i < d.b && pick == d.a + i) {
-			i++;
-			/* the same name coming from @from or @add: dropped */
-			if (j < nf && !kid_cmp(lx, f.a + j, pick))
-				j++;
-			if (add != UINT32_MAX && !kid_cmp(lx, add, pick))
-				add = UINT32_MAX;
-			if (pick == drop)
-				continue;
-		} else if (j < nf && pick == f.a + j) {
-			j++;
-			if (add != UINT32_MAX && !kid_cmp(lx, add, pick))
-				add = UINT32_MAX;
-			if (S_ISDIR(strata_lx_entry(lx, pick)->mode))
-				subdirs++;
-		} else {
-			add = UINT32_MAX;
-			if (S_ISDIR(strata_lx_entry(lx, pick)->mode))
-				subdirs++;
-		}
-		kids[n++] = pick;
-	}
-	r = strata_lx_set_children(lx, dir, kids, n);
-	free(kids);
-	return r < 0 ? r : subdirs;
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdull;
+	h ^= h >> 33;
+	return h;
 }
 
-/* Find directory @path (len @plen) in layer @lx. Return: its index, or
- * UINT32_MAX; *missing is set to the offset of the first component the
- * layer lacks (and the index is its deepest existing parent), or to @plen
- * when the whole path exists. -1 in *missing: a component is not a
- * directory. */
-static uint32_t layer_walk(struct strata_lindex *lx, const char *path,
-			   size_t plen, long *missing)
+/* Key of an existing directory, or of a new one by parent and name. */
+static uint64_t key_of(uint32_t dir, uint32_t parent, const char *name,
+		       size_t len)
 {
-	const char *p = path, *end = path + plen;
-	uint32_t cur = 0;
+	uint64_t h = 0xcbf29ce484222325ull;
+	size_t i;
 
-	*missing = (long)plen;
-	while (p < end) {
-		const char *slash = memchr(p, '/', (size_t)(end - p));
-		size_t len = slash ? (size_t)(slash - p) : (size_t)(end - p);
-		uint32_t c = strata_lx_lookup(lx, cur, p, len);
-		const struct strata_lx_entry *e;
-
-		if (c == UINT32_MAX) {
-			*missing = p - path;
-			return cur;
-		}
-		e = strata_lx_entry(lx, c);
-		if (!S_ISDIR(e->mode) || (e->flags & STRATA_LX_WHITEOUT)) {
-			*missing = -1;
-			return UINT32_MAX;
-		}
-		cur = c;
-		p = slash ? slash + 1 : end;
-	}
-	return cur;
+	if (dir != UINT32_MAX)
+		return mix(dir);
+	for (i = 0; i < len; i++)
+		h = (h ^ (uint8_t)name[i]) * 0x100000001b3ull;
+	return mix(h ^ ((uint64_t)parent << 32 | 0x9e3779b9u));
 }
 
-static int bump_nlink(struct strata_lindex *lx, uint32_t dir, int by)
+static bool plan_is(struct planner *pl, uint32_t k, uint32_t dir,
+		    uint32_t parent, const char *name, size_t len)
 {
-	struct strata_lx_entry *d = strata_lx_entry_mut(lx, dir);
+	const struct plan *p = &pl->p[k];
 
-	if (!d)
+	if (dir != UINT32_MAX)
+		return p->dir == dir;
+	return p->dir == UINT32_MAX && p->parent == parent &&
+	       p->name_len == len &&
+	       !memcmp(strata_lx_str(pl->lx, p->name_off), name, len);
+}
+
+static uint32_t tab_find(struct planner *pl, uint32_t dir, uint32_t parent,
+			 const char *name, size_t len)
+{
+	uint32_t m, i;
+
+	if (!pl->tab_size)
+		return UINT32_MAX;
+	m = pl->tab_size - 1;
+	for (i = (uint32_t)key_of(dir, parent, name, len) & m; pl->tab[i];
+	     i = (i + 1) & m)
+		if (plan_is(pl, pl->tab[i] - 1, dir, parent, name, len))
+			return pl->tab[i] - 1;
+	return UINT32_MAX;
+}
+
+static void tab_put(struct planner *pl, uint32_t k)
+{
+	const struct plan *p = &pl->p[k];
+	uint32_t m = pl->tab_size - 1, i;
+
+	i = (uint32_t)key_of(p->dir, p->parent,
+			     strata_lx_str(pl->lx, p->name_off),
+			     p->name_len) & m;
+	while (pl->tab[i])
+		i = (i + 1) & m;
+	pl->tab[i] = k + 1;
+}
+
+static int tab_grow(struct planner *pl)
+{
+	uint32_t size = pl->tab_size ? pl->tab_size * 2 : 64, k;
+	uint32_t *t = calloc(size, sizeof(*t));
+
+	if (!t)
 		return -ENOMEM;
-	d->nlink = (uint32_t)((int64_t)d->nlink + by);
+	free(pl->tab);
+	pl->tab = t;
+	pl->tab_size = size;
+	for (k = 0; k < pl->n; k++)
+		tab_put(pl, k);
 	return 0;
 }
 
-/* Move implied directory @path of layer @lx to @target. Return: 1 moved,
- * 0 left in place, -ENOMEM. */
-static int move(struct strata_lindex *lx, uint32_t layer, const char *path,
-		const char *target)
+static bool spend(struct planner *pl, uint64_t steps)
 {
-	const char *slash = strrchr(path, '/');
-	size_t plen = slash ? (size_t)(slash - path) : 0;
-	const char *name = slash ? slash + 1 : path;
-	struct strata_lx_entry x;
-	uint32_t parent, xi, dir, made;
-	long missing;
-	int r;
-
-	parent = layer_walk(lx, path, plen, &missing);
-	if (parent == UINT32_MAX || missing != (long)plen)
-		return 0;
-	xi = strata_lx_lookup(lx, parent, name, strlen(name));
-	if (xi == UINT32_MAX)
-		return 0;
-	x = *strata_lx_entry(lx, xi);
-	if (!S_ISDIR(x.mode) || !(x.flags & STRATA_LX_IMPLIED))
-		return 0;
-	/* the layer's own entries on the way must be directories */
-	dir = layer_walk(lx, target, strlen(target), &missing);
-	if (missing < 0) {
-		strata_warn("layer %u: %s: the target of the symlink below, "
-			    "/%s, is not a directory in this layer; the "
-			    "layer's directory replaces the symlink",
-			    layer, path, target);
-		return 0;
+	if (pl->budget < steps) {
+		pl->budget = 0;
+		return false;
 	}
-	(void)dir;
-	r = rechild(lx, parent, xi, UINT32_MAX, UINT32_MAX);
-	if (r < 0 || bump_nlink(lx, parent, -1) < 0)
-		return -ENOMEM;
-	dir = layer_walk(lx, target, strlen(target), &missing);
-	if (dir == UINT32_MAX)
-		return 0;	/* cannot happen: checked above */
-	if (missing == (long)strlen(target)) {
-		r = rechild(lx, dir, UINT32_MAX, xi, UINT32_MAX);
-		if (r < 0 || bump_nlink(lx, dir, r) < 0)
+	pl->budget -= steps;
+	return true;
+}
+
+/* Out of search budget? Says so once. */
+static bool exhausted(struct planner *pl, uint32_t layer, const char *path)
+{
+	if (pl->budget)
+		return false;
+	if (!pl->warned)
+		strata_warn("layer %u: %s and the directories after it: too "
+			    "many paths through lower symlinks; these layer "
+			    "directories replace the symlinks", layer, path);
+	pl->warned = true;
+	return true;
+}
+
+static int push(uint32_t **v, uint32_t *n, uint32_t x)
+{
+	if (!(*n & (*n - 1)) || *n == 0) {	/* at 0, 1, 2, 4, ...: grow */
+		uint32_t *nv = realloc(*v, (*n ? *n * 2 : 1) * sizeof(*nv));
+
+		if (!nv)
 			return -ENOMEM;
-		return 1;
+		*v = nv;
 	}
-	/* make target[missing..] bottom up: the last one takes the
-	 * children, each parent holds one */
-	{
-		const char *rest = target + missing, *end = rest + strlen(rest);
-		uint32_t child = UINT32_MAX;
+	(*v)[(*n)++] = x;
+	return 0;
+}
 
-		while (end > rest) {
-			const char *b = end;
-			struct strata_lx_entry e = x;
-			uint32_t off;
+static uint32_t plan_find(struct planner *pl, uint32_t dir)
+{
+	return tab_find(pl, dir, 0, NULL, 0);
+}
 
-			while (b > rest && b[-1] != '/')
-				b--;
-			off = strata_lx_add_str(lx, b, (size_t)(end - b));
-			if (off == UINT32_MAX)
-				return -ENOMEM;
-			e.name_off = off;
-			e.name_len = (uint16_t)(end - b);
-			e.flags &= (uint16_t)~STRATA_LX_XATTRS;
-			if (child != UINT32_MAX) {
-				e.a = child;
-				e.b = 1;
-				e.nlink = 3;
-			}
-			made = strata_lx_add(lx, &e, UINT32_MAX);
-			if (made == UINT32_MAX)
-				return -ENOMEM;
-			child = made;
-			end = b > rest ? b - 1 : b;
+/* A new plan node: for existing directory @dir, or (@dir UINT32_MAX) a
+ * new directory @name (@off in the strings) under plan node @parent.
+ * Return: its number, or UINT32_MAX (ENOMEM). */
+static uint32_t plan_add(struct planner *pl, uint32_t dir, uint32_t depth,
+			 uint32_t parent, uint32_t off, size_t len)
+{
+	if ((pl->n + 1) * 2 > pl->tab_size && tab_grow(pl) < 0)
+		return UINT32_MAX;
+	if (pl->n == pl->cap) {
+		uint32_t cap = pl->cap ? pl->cap * 2 : 8;
+		struct plan *np = realloc(pl->p, cap * sizeof(*np));
+
+		if (!np)
+			return UINT32_MAX;
+		pl->p = np;
+		pl->cap = cap;
+	}
+	memset(&pl->p[pl->n], 0, sizeof(pl->p[0]));
+	pl->p[pl->n].dir = dir;
+	pl->p[pl->n].depth = depth;
+	pl->p[pl->n].parent = parent;
+	pl->p[pl->n].name_off = off;
+	pl->p[pl->n].name_len = (uint16_t)len;
+	pl->p[pl->n].made = UINT32_MAX;
+	tab_put(pl, pl->n);
+	return pl->n++;
+}
+
+/* Plan node of existing directory @dir, made if absent. */
+static uint32_t plan_of(struct planner *pl, uint32_t dir, uint32_t depth)
+{
+	uint32_t i = plan_find(pl, dir);
+
+	return i != UINT32_MAX ? i : plan_add(pl, dir, depth, 0, 0, 0);
+}
+
+/* Child @name of plan node @k among its new subdirectories. */
+static uint32_t plan_sub(struct planner *pl, uint32_t k, const char *name,
+			 size_t len)
+{
+	return tab_find(pl, UINT32_MAX, k, name, len);
+}
+
+/* Child @name among the children of the directories plan node @k adopts. */
+static uint32_t plan_adopted(struct planner *pl, uint32_t k, const char *name,
+			     size_t len)
+{
+	uint32_t i, c;
+
+	if (k != UINT32_MAX)
+		spend(pl, pl->p[k].n_adopt);
+	for (i = 0; k != UINT32_MAX && i < pl->p[k].n_adopt; i++) {
+		c = strata_lx_lookup(pl->lx, pl->p[k].adopt[i], name, len);
+		if (c != UINT32_MAX)
+			return c;
+	}
+	return UINT32_MAX;
+}
+
+/*
+ * Plan the move of implied directory @xi (at @path, child of @parent) to
+ * @target. Return: 1 planned, 0 not possible (warned), -ENOMEM.
+ */
+static int plan_move(struct planner *pl, uint32_t layer, const char *path,
+		     uint32_t parent, uint32_t pdepth, uint32_t xi,
+		     const char *target)
+{
+	struct strata_lindex *lx = pl->lx;
+	const char *p = target, *end = target + strlen(target);
+	uint32_t cur = 0, node = UINT32_MAX, depth = 0, k;
+
+	if (exhausted(pl, layer, path))
+		return 0;
+
+	/* the part that exists: in the layer itself, in directories moved
+	 * here already, or planned */
+	while (p < end) {
+		const char *slash = memchr(p, '/', (size_t)(end - p));
+		size_t len = slash ? (size_t)(slash - p) : (size_t)(end - p);
+		uint32_t c = UINT32_MAX;
+		const struct strata_lx_entry *e;
+
+		if (node == UINT32_MAX) {
+			c = strata_lx_lookup(lx, cur, p, len);
+			k = plan_find(pl, cur);
+		} else {
+			k = node;
 		}
-		r = rechild(lx, dir, UINT32_MAX, UINT32_MAX, child);
-		if (r < 0 || bump_nlink(lx, dir, 1) < 0)
+		if (c == UINT32_MAX && k != UINT32_MAX) {
+			uint32_t sub = plan_sub(pl, k, p, len);
+
+			if (sub != UINT32_MAX) {
+				node = sub;
+				depth++;
+				p = slash ? slash + 1 : end;
+				continue;
+			}
+			c = plan_adopted(pl, k, p, len);
+		}
+		if (c == UINT32_MAX)
+			break;
+		e = strata_lx_entry(lx, c);
+		if (!S_ISDIR(e->mode) || (e->flags & STRATA_LX_WHITEOUT)) {
+			strata_warn("layer %u: %s: the target of the symlink "
+				    "below, /%s, is not a directory in this "
+				    "layer; the layer's directory replaces the "
+				    "symlink", layer, path, target);
+			return 0;
+		}
+		cur = c;
+		node = UINT32_MAX;
+		depth++;
+		p = slash ? slash + 1 : end;
+	}
+	if (exhausted(pl, layer, path))
+		return 0;
+	k = plan_of(pl, parent, pdepth);
+	if (k == UINT32_MAX || push(&pl->p[k].drop, &pl->p[k].n_drop, xi) < 0)
+		return -ENOMEM;
+	if (node == UINT32_MAX) {
+		node = plan_of(pl, cur, depth);
+		if (node == UINT32_MAX)
 			return -ENOMEM;
 	}
+	/* the rest is made, as implied directories like @xi */
+	while (p < end) {
+		const char *slash = memchr(p, '/', (size_t)(end - p));
+		size_t len = slash ? (size_t)(slash - p) : (size_t)(end - p);
+		uint32_t nk, off = strata_lx_add_str(lx, p, len);
+
+		if (off == UINT32_MAX || len > UINT16_MAX)
+			return -ENOMEM;
+		nk = plan_add(pl, UINT32_MAX, ++depth, node, off, len);
+		if (nk == UINT32_MAX)
+			return -ENOMEM;
+		pl->p[nk].proto = *strata_lx_entry(lx, xi);
+		if (push(&pl->p[node].sub, &pl->p[node].n_sub, nk) < 0)
+			return -ENOMEM;
+		node = nk;
+		p = slash ? slash + 1 : end;
+	}
+	if (push(&pl->p[node].adopt, &pl->p[node].n_adopt, xi) < 0)
+		return -ENOMEM;
 	return 1;
+}
+
+struct kid {
+	uint32_t entry;
+	uint32_t rank;		/* own children first, then adopted, then new */
+};
+
+static struct strata_lindex *sort_lx;	/* graft runs before threads */
+
+static int kid_cmp(const void *a, const void *b)
+{
+	const struct kid *x = a, *y = b;
+	const struct strata_lx_entry *ex = strata_lx_entry(sort_lx, x->entry);
+	const struct strata_lx_entry *ey = strata_lx_entry(sort_lx, y->entry);
+	int c = strata_lx_namecmp(strata_lx_str(sort_lx, ex->name_off),
+				  ex->name_len,
+				  strata_lx_str(sort_lx, ey->name_off),
+				  ey->name_len);
+
+	if (c)
+		return c;
+	return x->rank < y->rank ? -1 : x->rank > y->rank;
+}
+
+static int u32_cmp(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* @p->drop sorted */
+static bool dropped(const struct plan *p, uint32_t e)
+{
+	return p->n_drop &&
+	       bsearch(&e, p->drop, p->n_drop, sizeof(e), u32_cmp) != NULL;
+}
+
+static int add_range(struct kid **k, size_t *n, size_t *cap,
+		     const struct strata_lx_entry *d, uint32_t rank,
+		     const struct plan *skip)
+{
+	uint32_t i;
+
+	if (*n + d->b > *cap) {
+		size_t nc = (*n + d->b) * 2;
+		struct kid *nk = realloc(*k, nc * sizeof(*nk));
+
+		if (!nk)
+			return -ENOMEM;
+		*k = nk;
+		*cap = nc;
+	}
+	for (i = 0; i < d->b; i++) {
+		if (skip && dropped(skip, d->a + i))
+			continue;
+		(*k)[*n].entry = d->a + i;
+		(*k)[(*n)++].rank = rank;
+	}
+	return 0;
+}
+
+/* Rewrite plan node @k: its entry's children and link count. */
+static int apply(struct planner *pl, uint32_t k)
+{
+	struct strata_lindex *lx = pl->lx;
+	struct plan *p = &pl->p[k];
+	struct kid *kids = NULL;
+	size_t n = 0, cap = 0, i, j;
+	uint32_t *idx = NULL, subdirs = 0, dir = p->dir;
+	struct strata_lx_entry *d;
+	bool opaque = false;
+	int r = -ENOMEM;
+
+	for (i = 0; i < p->n_adopt; i++)	/* `x/.wh..wh..opq`: */
+		if (strata_lx_entry(lx, p->adopt[i])->flags & STRATA_LX_OPAQUE)
+			opaque = true;	/* applies through the link */
+	if (dir == UINT32_MAX) {
+		struct strata_lx_entry e = p->proto;
+
+		e.name_off = p->name_off;
+		e.name_len = p->name_len;
+		e.flags &= (uint16_t)~(STRATA_LX_XATTRS | STRATA_LX_OPAQUE);
+		if (opaque)
+			e.flags |= STRATA_LX_OPAQUE;
+		e.b = 0;
+		if (p->n_adopt == 1 && p->n_sub == 0) {
+			const struct strata_lx_entry *x =
+				strata_lx_entry(lx, p->adopt[0]);
+
+			e.a = x->a;	/* the moved directory's own run */
+			e.b = x->b;
+			e.nlink = x->nlink;
+		}
+		p->made = strata_lx_add(lx, &e, UINT32_MAX);
+		if (p->made == UINT32_MAX)
+			return -ENOMEM;
+		if (e.b || (p->n_adopt == 0 && p->n_sub == 0))
+			return 0;
+		dir = p->made;
+	} else if (p->n_drop + p->n_adopt + p->n_sub == 0) {
+		return 0;
+	}
+	if (p->n_drop)
+		qsort(p->drop, p->n_drop, sizeof(*p->drop), u32_cmp);
+	if (add_range(&kids, &n, &cap, strata_lx_entry(lx, dir), 0, p) < 0)
+		goto out;
+	for (i = 0; i < p->n_adopt; i++)
+		if (add_range(&kids, &n, &cap, strata_lx_entry(lx, p->adopt[i]),
+			      (uint32_t)(1 + i), NULL) < 0)
+			goto out;
+	if (n + p->n_sub > cap) {
+		struct kid *nk = realloc(kids, (n + p->n_sub) * sizeof(*nk));
+
+		if (!nk)
+			goto out;
+		kids = nk;
+	}
+	for (i = 0; i < p->n_sub; i++) {
+		kids[n].entry = pl->p[p->sub[i]].made;
+		kids[n++].rank = UINT32_MAX;
+	}
+	sort_lx = lx;
+	qsort(kids, n, sizeof(*kids), kid_cmp);
+	idx = malloc((n ? n : 1) * sizeof(*idx));
+	if (!idx)
+		goto out;
+	/* on a name twice, the first (own, then adopted) stays */
+	for (i = 0, j = 0; i < n; i++) {
+		const struct strata_lx_entry *a = strata_lx_entry(lx,
+								  kids[i].entry);
+
+		if (j) {
+			const struct strata_lx_entry *b =
+				strata_lx_entry(lx, idx[j - 1]);
+
+			if (!strata_lx_namecmp(strata_lx_str(lx, a->name_off),
+					       a->name_len,
+					       strata_lx_str(lx, b->name_off),
+					       b->name_len)) {
+				/* the tar order that would decide is not
+				 * kept: the entry named directly wins */
+				strata_warn("layer %u: %.*s is named twice "
+					    "in one directory, through a lower "
+					    "symlink; the entry named directly "
+					    "(or the first) is kept",
+					    pl->layer, (int)a->name_len,
+					    strata_lx_str(lx, a->name_off));
+				continue;
+			}
+		}
+		idx[j++] = kids[i].entry;
+		if (S_ISDIR(strata_lx_entry(lx, kids[i].entry)->mode))
+			subdirs++;
+	}
+	r = strata_lx_set_children(lx, dir, idx, (uint32_t)j);
+	if (r == 0) {
+		d = strata_lx_entry_mut(lx, dir);
+		if (!d) {
+			r = -ENOMEM;
+		} else {
+			d->nlink = 2 + subdirs;
+			if (opaque)
+				d->flags |= STRATA_LX_OPAQUE;
+		}
+	}
+out:
+	free(kids);
+	free(idx);
+	return r;
+}
+
+static int depth_cmp(const void *a, const void *b)
+{
+	const uint32_t *x = a, *y = b;
+
+	/* deepest first: a parent copies its children's final entries */
+	if (x[0] != y[0])
+		return x[0] > y[0] ? -1 : 1;
+	return x[1] < y[1] ? -1 : x[1] > y[1];
+}
+
+static void planner_free(struct planner *pl)
+{
+	uint32_t i;
+
+	for (i = 0; i < pl->n; i++) {
+		free(pl->p[i].drop);
+		free(pl->p[i].adopt);
+		free(pl->p[i].sub);
+	}
+	free(pl->p);
+	free(pl->tab);
+}
+
+/*
+ * The parent of @path in layer @lx, walking from the root; false when a
+ * directory on the way was moved (@moved: bitmap by entry), since its
+ * content moves with it, or the path is not there.
+ */
+static bool layer_parent(struct strata_lindex *lx, const uint8_t *moved,
+			 const char *path, uint32_t *parent, uint32_t *depth)
+{
+	const char *p = path, *end = strrchr(path, '/');
+	uint32_t cur = 0;
+
+	*depth = 0;
+	while (end && p < end) {
+		const char *slash = memchr(p, '/', (size_t)(end - p));
+		size_t len = slash ? (size_t)(slash - p) : (size_t)(end - p);
+
+		cur = strata_lx_lookup(lx, cur, p, len);
+		if (cur == UINT32_MAX || (moved[cur / 8] & (1u << (cur % 8))))
+			return false;
+		(*depth)++;
+		p = slash ? slash + 1 : end;
+	}
+	*parent = cur;
+	return true;
+}
+
+/* Plan and apply the moves of layer @l. Return: moves, or -ENOMEM. */
+static int graft_layer(struct strata_lindex **lx, uint32_t l)
+{
+	uint32_t count = strata_lx_count(lx[l]);
+	struct planner pl = {
+		.lx = lx[l],
+		.layer = l,
+		/* generous for real images (a handful of grafts), bounded
+		 * for hostile ones */
+		.budget = 64 * ((uint64_t)count + 4096),
+	};
+	size_t ni, k;
+	const struct strata_lx_xref *imp = strata_lx_implied(lx[l], &ni);
+	uint32_t (*order)[2] = NULL, i;
+	uint8_t *moved = calloc(count / 8 + 1, 1);
+	int n_moved = 0, r = 0;
+
+	if (!moved)
+		return -ENOMEM;
+	for (k = 0; k < ni && r >= 0; k++) {
+		/* implied paths live in the file's strings: stable */
+		const char *path = strata_lx_str(lx[l], imp[k].off);
+		const char *slash = strrchr(path, '/');
+		const char *name = slash ? slash + 1 : path;
+		const struct strata_lx_entry *e;
+		char target[PATH_BYTES];
+		uint32_t parent, pdepth, xi = imp[k].entry;
+
+		if (xi >= count ||
+		    (strata_lx_entry(lx[l], xi)->flags & STRATA_LX_REPLACED) ||
+		    !layer_parent(lx[l], moved, path, &parent, &pdepth) ||
+		    strata_lx_lookup(lx[l], parent, name, strlen(name)) != xi)
+			continue;	/* a whiteout replaced the symlink */
+		e = view_at(lx, l, path, strlen(path));
+		if (!e || !S_ISLNK(e->mode))
+			continue;
+		if (view_resolve(lx, l, path, target) < 0 ||
+		    !target_usable(lx, l, target)) {
+			strata_warn("layer %u: %s: parent is a symlink whose "
+				    "target is not a directory; the layer's "
+				    "directory replaces it", l, path);
+			continue;
+		}
+		r = plan_move(&pl, l, path, parent, pdepth, xi, target);
+		if (r > 0) {
+			n_moved++;
+			moved[xi / 8] |= (uint8_t)(1u << (xi % 8));
+		}
+	}
+	if (r >= 0 && pl.n) {
+		order = malloc(pl.n * sizeof(*order));
+		if (!order)
+			r = -ENOMEM;
+		for (i = 0; order && i < pl.n; i++) {
+			order[i][0] = pl.p[i].depth;
+			order[i][1] = i;
+		}
+		if (order)
+			qsort(order, pl.n, sizeof(*order), depth_cmp);
+		for (i = 0; order && i < pl.n && r >= 0; i++)
+			r = apply(&pl, order[i][1]);
+	}
+	free(order);
+	free(moved);
+	planner_free(&pl);
+	return r < 0 ? r : n_moved;
 }
 
 int strata_lx_graft(struct strata_lindex **lx, uint32_t n)
 {
 	uint32_t l;
-	int moved = 0;
+	int moved = 0, r;
 
 	for (l = 1; l < n && l <= MAX_LAYERS; l++) {
-		size_t ni, k, n_done = 0, cap = 0;
-		const struct strata_lx_xref *imp = strata_lx_implied(lx[l], &ni);
-		uint32_t *done = NULL;
-
-		for (k = 0; k < ni; k++) {
-			/* implied paths live in the file's strings: stable */
-			const char *path = strata_lx_str(lx[l], imp[k].off);
-			const struct strata_lx_entry *e;
-			char target[PATH_BYTES];
-			size_t d;
-			int r;
-
-			for (d = 0; d < n_done; d++) {
-				const char *gp = strata_lx_str(lx[l], done[d]);
-				size_t gl = strlen(gp);
-
-				if (!strncmp(path, gp, gl) && path[gl] == '/')
-					break;
-			}
-			if (d < n_done)
-				continue;	/* moved with an ancestor */
-			e = view_at(lx, l, path, strlen(path));
-			if (!e || !S_ISLNK(e->mode))
-				continue;
-			if (view_resolve(lx, l, path, target) < 0 ||
-			    !target_usable(lx, l, target)) {
-				strata_warn("layer %u: %s: parent is a symlink "
-					    "whose target is not a directory; "
-					    "the layer's directory replaces it",
-					    l, path);
-				continue;
-			}
-			r = move(lx[l], l, path, target);
-			if (r < 0) {
-				free(done);
-				return r;
-			}
-			if (r == 0)
-				continue;
-			moved++;
-			if (n_done == cap) {
-				uint32_t *nd = realloc(done, (cap * 2 + 4) *
-						       sizeof(*nd));
-
-				if (!nd) {
-					free(done);
-					return -ENOMEM;
-				}
-				done = nd;
-				cap = cap * 2 + 4;
-			}
-			done[n_done++] = imp[k].off;
-		}
-		free(done);
+		r = graft_layer(lx, l);
+		if (r < 0)
+			return r;
+		moved += r;
 	}
 	return moved;
 }

@@ -266,6 +266,10 @@ enum {
 	STRATA_LX_GHOST = 1 << 5,	/* implied dir holding only whiteouts:
 					 * applies them to a lower dir of its
 					 * name, else invisible (W4, W8) */
+	STRATA_LX_REPLACED = 1 << 6,	/* the layer also whited this name
+					 * out: what was below is gone, so
+					 * an implied dir is never moved
+					 * through a lower symlink (graft.c) */
 };
 
 struct strata_lx_header {

@@ -549,7 +549,7 @@ static int walk_parent(struct unpack *u, const char *name,
 		n = &u->t.nodes[nx];
 		if (n->flags & STRATA_LX_WHITEOUT) {
 			/* whited out, then recreated in the same layer */
-			n->flags = STRATA_LX_OPAQUE;
+			n->flags = STRATA_LX_OPAQUE | STRATA_LX_REPLACED;
 			make_implied_dir(n);
 		}
 		if (S_ISLNK(n->mode))
@@ -879,7 +879,8 @@ static int handle_entry(struct unpack *u, struct archive_entry *e)
 	if (idx != NONE) {
 		n = &u->t.nodes[idx];
 		if (n->flags & STRATA_LX_WHITEOUT) {
-			n->flags = type == AE_IFDIR && !hl ? STRATA_LX_OPAQUE : 0;
+			n->flags = STRATA_LX_REPLACED |
+				   (type == AE_IFDIR && !hl ? STRATA_LX_OPAQUE : 0);
 		} else if (S_ISDIR(n->mode) && type == AE_IFDIR && !hl) {
 			/* a directory repeated: its attributes replaced */
 			n->flags &= ~STRATA_LX_IMPLIED;
@@ -1038,7 +1039,7 @@ static void settle_implied(struct tree *t)
 			n->flags |= (n->flags & U_WHITED) ? STRATA_LX_WHITEOUT
 							  : STRATA_LX_GHOST;
 		else if (n->flags & U_WHITED)
-			n->flags |= STRATA_LX_OPAQUE;
+			n->flags |= STRATA_LX_OPAQUE | STRATA_LX_REPLACED;
 		n->flags &= (uint16_t)~U_WHITED;
 		if (real[i] && n->parent < t->n)
 			real[n->parent] = 1;
