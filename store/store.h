@@ -255,7 +255,7 @@ void strata_lindex_close(struct strata_lindex *lx);
  * group leader's index (the inode identity). An entry is 48 bytes: the
  * daemon maps every index, so its size is most of the mount's memory.
  */
-#define STRATA_LX_MAGIC "STRTLX06"
+#define STRATA_LX_MAGIC "STRTLX07"
 
 enum {
 	STRATA_LX_WHITEOUT = 1 << 0,	/* deletes `name` in lower layers */
