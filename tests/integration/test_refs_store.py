@@ -448,3 +448,22 @@ def test_shared_layer_stored_once(image, mount, strata, store, tmp_path):
     # removing one image keeps what the other needs
     strata("rmi", "a:1")
     assert_same_tree(mount("b:1"), umoci_rootfs(copy, tag, tmp_path / "ref-b2"))
+
+
+def test_index_of_another_version_unpacked_again(image, mount, strata, store,
+                                                 tmp_path):
+    """A layer whose cached index was written by another strata version
+    (its magic differs) is unpacked again when the image is next used, and
+    the mount shows the image as umoci unpacks it."""
+    layout, tag = image
+    strata("import", f"oci:{layout}:{tag}", "v:1")
+    names = layer_dirs(store)
+    old = store / "layers/sha256" / names[0] / "index"
+    with open(old, "r+b") as f:
+        magic = f.read(8)
+        f.seek(0)
+        f.write(b"STRTLX00")
+    mnt = mount("v:1")
+    with open(store / "layers/sha256" / names[0] / "index", "rb") as f:
+        assert f.read(8) == magic
+    assert_same_tree(mnt, umoci_rootfs(layout, tag, tmp_path / "ref"))
