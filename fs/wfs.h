@@ -130,12 +130,12 @@ fuse_ino_t wn_id(struct wfs *w, struct wnode *n);
 struct wnode *wn_find(struct wfs *w, struct wnode *p, const char *name);
 /* Find or build the node of visible name @name in @p. Return: 0 with
  * *out (not referenced), -ENOENT, other -errno. */
+int wn_resolve(struct wfs *w, struct wnode *p, const char *name,
+	       struct wnode **out);
 /* As wn_resolve; on -ENOENT, *whiteout tells whether the upper directory
  * holds a whiteout at @name (the name was deleted). */
 int wn_resolve_wh(struct wfs *w, struct wnode *p, const char *name,
 		  struct wnode **out, bool *whiteout);
-int wn_resolve(struct wfs *w, struct wnode *p, const char *name,
-	       struct wnode **out);
 void wn_hash_add(struct wfs *w, struct wnode *n);
 /* Drop the open upper directory of @n (NULL: of every node). */
 void wn_dirfd_forget(struct wfs *w, struct wnode *n);

@@ -231,16 +231,16 @@ static int upper_owner(struct wfs *w, int pfd, const char *name,
 	if (w->root_daemon) {
 		gid_t gid = ctx->gid;
 
-		/* @made: what the upper filesystem gave the new entry; the
-		 * kernel already applied a setgid parent's group, so an
-		 * entry owned by the caller needs nothing */
-		if (!made || made->st_uid != ctx->uid ||
-		    made->st_gid != ctx->gid) {
-			/* BSD group semantics of a setgid directory */
+		/* BSD group semantics of a setgid directory; @made, what the
+		 * upper filesystem gave the new entry, already has them (the
+		 * kernel applied them), so an entry owned by the caller needs
+		 * neither the parent's stat nor a chown */
+		bool owned = made && made->st_uid == ctx->uid;
+
+		if (!owned || made->st_gid != ctx->gid) {
 			if (fstat(pfd, &pst) == 0 && (pst.st_mode & S_ISGID))
 				gid = pst.st_gid;
-			if ((!made || made->st_uid != ctx->uid ||
-			     made->st_gid != gid) &&
+			if ((!owned || made->st_gid != gid) &&
 			    fchownat(pfd, name, ctx->uid, gid,
 				     AT_SYMLINK_NOFOLLOW) < 0)
 				return -errno;

@@ -506,16 +506,17 @@ struct kid {
 	uint32_t rank;		/* own children first, then adopted, then new */
 };
 
-static struct strata_lindex *sort_lx;	/* graft runs before threads */
-
-static int kid_cmp(const void *a, const void *b)
+/* qsort_r order of children: by name, then rank (@ctx: the index; a live
+ * commit grafts the next image while other threads serve requests) */
+static int kid_cmp(const void *a, const void *b, void *ctx)
 {
 	const struct kid *x = a, *y = b;
-	const struct strata_lx_entry *ex = strata_lx_entry(sort_lx, x->entry);
-	const struct strata_lx_entry *ey = strata_lx_entry(sort_lx, y->entry);
-	int c = strata_lx_namecmp(strata_lx_str(sort_lx, ex->name_off),
+	struct strata_lindex *lx = ctx;
+	const struct strata_lx_entry *ex = strata_lx_entry(lx, x->entry);
+	const struct strata_lx_entry *ey = strata_lx_entry(lx, y->entry);
+	int c = strata_lx_namecmp(strata_lx_str(lx, ex->name_off),
 				  ex->name_len,
-				  strata_lx_str(sort_lx, ey->name_off),
+				  strata_lx_str(lx, ey->name_off),
 				  ey->name_len);
 
 	if (c)
@@ -621,8 +622,7 @@ static int apply(struct planner *pl, uint32_t k)
 		kids[n].entry = pl->p[p->sub[i]].made;
 		kids[n++].rank = UINT32_MAX;
 	}
-	sort_lx = lx;
-	qsort(kids, n, sizeof(*kids), kid_cmp);
+	qsort_r(kids, n, sizeof(*kids), kid_cmp, lx);
 	idx = malloc((n ? n : 1) * sizeof(*idx));
 	if (!idx)
 		goto out;
