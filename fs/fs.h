@@ -152,6 +152,9 @@ extern const struct fuse_lowlevel_ops fs_ops;
 void fs_fill_stat(struct fs *fs, fuse_ino_t ino, uint32_t layer,
 		  const struct strata_lx_entry *e, uint32_t n_src,
 		  struct stat *st);
+/* Answer a read of @size bytes at @off of @fd: small ones with pread into
+ * a stack buffer, larger ones spliced. */
+void fs_reply_read(fuse_req_t req, int fd, size_t size, off_t off);
 /* Walk an entry's xattr records (u16 name_len, u32 value_len, name,
  * value); NULL at the end or on a malformed record. */
 const uint8_t *fs_xattr_next(const uint8_t *p, const uint8_t *end,

@@ -449,6 +449,11 @@ int main(int argc, char *argv[])
 	 * freed merge buffers resident several times over; the hot paths
 	 * allocate little, and glibc's per-thread caches serve that. */
 	mallopt(M_ARENA_MAX, 1);
+	/* Fixed thresholds: glibc otherwise raises them the first time a
+	 * worker's 1 MiB request buffer is freed, and from then on those
+	 * buffers come from the heap, which is trimmed only past 2 MiB free. */
+	mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+	mallopt(M_TRIM_THRESHOLD, 256 * 1024);
 
 	strata_log_set_prog("stratafs");
 	if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) < 0)

@@ -306,12 +306,53 @@ static void fs_ll_open(fuse_req_t req, fuse_ino_t ino,
 		close(fd);
 }
 
+/*
+ * Below two pages libfuse copies instead of splicing, into a buffer it
+ * mallocs per request; from many threads those scatter over the heap and
+ * keep it resident. A stack buffer does the same copy with no allocation.
+ */
+#define FS_COPY_READ_MAX 8192
+
+void fs_reply_read(fuse_req_t req, int fd, size_t size, off_t off)
+{
+	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+
+	if (size <= FS_COPY_READ_MAX) {
+		char tmp[FS_COPY_READ_MAX];
+		ssize_t n = pread(fd, tmp, size, off);
+
+		if (n < 0)
+			fuse_reply_err(req, errno);
+		else
+			fuse_reply_buf(req, tmp, (size_t)n);
+		return;
+	}
+	buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	buf.buf[0].fd = fd;
+	buf.buf[0].pos = off;
+	fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+}
+
 static void fs_ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi)
 {
-	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
 	struct fs *fs = get_fs(req);
 	int fd = (int)(int64_t)fi->fh;
+	const struct strata_lx_entry *e;
+	uint32_t layer;
+
+	/* Lower files never change size: ask for exactly what is there, so
+	 * the splice is never short (libfuse answers a short one by reading
+	 * the rest again into a buffer it allocates for the request). */
+	e = file_entry(fs, ino, &layer);
+	if (e && S_ISREG(e->mode)) {
+		if (off < 0 || (uint64_t)off >= e->size) {
+			fuse_reply_buf(req, NULL, 0);
+			return;
+		}
+		if (size > e->size - (uint64_t)off)
+			size = (size_t)(e->size - (uint64_t)off);
+	}
 
 	if (fs->no_open) {
 		fd = content_fd(fs, ino);
@@ -327,10 +368,7 @@ static void fs_ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_buf(req, NULL, 0);
 		return;
 	}
-	buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-	buf.buf[0].fd = fd;
-	buf.buf[0].pos = off;
-	fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+	fs_reply_read(req, fd, size, off);
 }
 
 static void fs_ll_release(fuse_req_t req, fuse_ino_t ino,

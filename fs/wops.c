@@ -668,7 +668,6 @@ static int read_fd(struct wfs *w, struct whandle *h)
 static void w_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		   struct fuse_file_info *fi)
 {
-	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
 	int fd = read_fd(W(req), H(fi));
 
 	(void)ino;
@@ -676,10 +675,7 @@ static void w_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_buf(req, NULL, 0);
 		return;
 	}
-	buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-	buf.buf[0].fd = fd;
-	buf.buf[0].pos = off;
-	fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+	fs_reply_read(req, fd, size, off);
 }
 
 static void w_write_buf_locked(fuse_req_t req, fuse_ino_t ino,
