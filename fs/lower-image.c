@@ -259,7 +259,8 @@ static int li_links(struct lower *lw, struct lnode *n,
 	struct links_walk *w;
 	int r;
 
-	if (n->d || !S_ISREG(e->mode) || e->nlink < 2)
+	if (n->d || !S_ISREG(e->mode) ||
+	    strata_lx_nlink(fs->layers[n->layer].lx, e) < 2)
 		return 0;
 	w = calloc(1, sizeof(*w));
 	if (!w)

@@ -41,19 +41,23 @@ void fs_fill_stat(struct fs *fs, fuse_ino_t ino, uint32_t layer,
 		  const struct strata_lx_entry *e, uint32_t n_src,
 		  struct stat *st)
 {
-	(void)layer;
+	const struct strata_lindex *lx = fs->layers[layer].lx;
+	uint32_t uid, gid;
+
 	memset(st, 0, sizeof(*st));
 	st->st_ino = ino;
 	st->st_mode = e->mode;
 	if (e->flags & STRATA_LX_IMPLIED)
 		st->st_mode = S_IFDIR | 0755;
+	strata_lx_owner_of(lx, e, &uid, &gid);
 	st->st_uid = map_id(fs->uidmap, fs->n_uidmap, fs->squash_uid,
-			    fs->squash_uid_to, e->uid);
+			    fs->squash_uid_to, uid);
 	st->st_gid = map_id(fs->gidmap, fs->n_gidmap, fs->squash_gid,
-			    fs->squash_gid_to, e->gid);
+			    fs->squash_gid_to, gid);
 	/* Like the kernel overlay: a directory merged from several layers
 	 * reports nlink 1 ("unknown" to find), a single-layer one is exact. */
-	st->st_nlink = S_ISDIR(e->mode) && n_src > 1 ? 1 : e->nlink;
+	st->st_nlink = S_ISDIR(e->mode) && n_src > 1 ? 1
+						     : strata_lx_nlink(lx, e);
 	if (S_ISDIR(e->mode))
 		st->st_size = 4096;
 	else if (S_ISREG(e->mode) || S_ISLNK(e->mode))

@@ -512,8 +512,7 @@ static int lower_meta(struct strata_imgview *v,
 
 	memset(m, 0, sizeof(*m));
 	m->mode = e->mode & 07777;
-	m->uid = e->uid;
-	m->gid = e->gid;
+	strata_lx_owner_of(lx, e, &m->uid, &m->gid);
 	set_time(wk, m, strata_lx_mtime_sec(e), strata_lx_mtime_nsec(e));
 	switch (e->mode & S_IFMT) {
 	case S_IFDIR: m->type = '5'; break;

@@ -582,17 +582,18 @@ static int apply(struct planner *pl, uint32_t k)
 
 		e.name_off = p->name_off;
 		e.name_len = p->name_len;
-		e.flags &= (uint16_t)~(STRATA_LX_XATTRS | STRATA_LX_OPAQUE);
+		e.flags &= (uint8_t)~(STRATA_LX_XATTRS | STRATA_LX_OPAQUE);
 		if (opaque)
 			e.flags |= STRATA_LX_OPAQUE;
 		e.b = 0;
+		e.size = 2;	/* nlink of an empty directory */
 		if (p->n_adopt == 1 && p->n_sub == 0) {
 			const struct strata_lx_entry *x =
 				strata_lx_entry(lx, p->adopt[0]);
 
 			e.a = x->a;	/* the moved directory's own run */
 			e.b = x->b;
-			e.nlink = x->nlink;
+			e.size = x->size;	/* its nlink */
 		}
 		p->made = strata_lx_add(lx, &e, UINT32_MAX);
 		if (p->made == UINT32_MAX)
@@ -660,7 +661,7 @@ static int apply(struct planner *pl, uint32_t k)
 		if (!d) {
 			r = -ENOMEM;
 		} else {
-			d->nlink = 2 + subdirs;
+			d->size = 2 + subdirs;	/* nlink */
 			if (opaque)
 				d->flags |= STRATA_LX_OPAQUE;
 		}

@@ -30,6 +30,8 @@ struct strata_lindex {
 	const char *strings;
 	const struct strata_lx_xref *xtable;
 	const uint8_t *xattrs;
+	const struct strata_lx_owner *owners;
+	const struct strata_lx_xref *links;
 	int datafd;
 	uint32_t n_base, n_entries;	/* in the file; with the extension */
 	uint64_t str_base, str_len;
@@ -55,6 +57,9 @@ void strata_lindex_close(struct strata_lindex *lx)
 	free(lx->ext_str);
 	free(lx);
 }
+
+_Static_assert(sizeof(struct strata_lx_entry) == 32,
+	       "an index entry is 32 bytes");
 
 static bool range_ok(uint64_t off, uint64_t len, uint64_t total)
 {
@@ -105,7 +110,11 @@ int strata_lindex_open(struct strata_store *st, const char *diff_id,
 	    h->xtable_off % 4 || h->n_xattr > h->n_entries ||
 	    !range_ok(h->xtable_off, h->n_xattr * 8, lx->map_len) ||
 	    h->implied_off % 4 || h->n_implied > h->n_entries ||
-	    !range_ok(h->implied_off, h->n_implied * 8, lx->map_len)) {
+	    !range_ok(h->implied_off, h->n_implied * 8, lx->map_len) ||
+	    h->owners_off % 4 || h->n_owners > STRATA_LX_MAX_OWNERS ||
+	    !range_ok(h->owners_off, h->n_owners * 8, lx->map_len) ||
+	    h->links_off % 4 || h->n_links > h->n_entries ||
+	    !range_ok(h->links_off, h->n_links * 8, lx->map_len)) {
 		strata_lindex_close(lx);
 		goto corrupt;
 	}
@@ -113,6 +122,8 @@ int strata_lindex_open(struct strata_store *st, const char *diff_id,
 	lx->strings = (const char *)lx->map + h->strings_off;
 	lx->xattrs = lx->map + h->xattrs_off;
 	lx->xtable = (const void *)(lx->map + h->xtable_off);
+	lx->owners = (const void *)(lx->map + h->owners_off);
+	lx->links = (const void *)(lx->map + h->links_off);
 	lx->n_base = lx->n_entries = h->n_entries;
 	lx->str_base = lx->str_len = h->strings_len;
 	lx->datafd = openat(dfd, "data", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -183,6 +194,40 @@ const uint8_t *strata_lx_xattrs(const struct strata_lindex *lx, uint32_t i,
 			hi = mid;
 	}
 	return NULL;
+}
+
+void strata_lx_owner_of(const struct strata_lindex *lx,
+			const struct strata_lx_entry *e,
+			uint32_t *uid, uint32_t *gid)
+{
+	if (e->owner < lx->hdr->n_owners) {
+		*uid = lx->owners[e->owner].uid;
+		*gid = lx->owners[e->owner].gid;
+	} else {
+		*uid = *gid = 65534;
+	}
+}
+
+uint32_t strata_lx_nlink(const struct strata_lindex *lx,
+			 const struct strata_lx_entry *e)
+{
+	uint64_t lo = 0, hi = lx->hdr->n_links;
+
+	if (S_ISDIR(e->mode))
+		return e->size > UINT32_MAX ? UINT32_MAX : (uint32_t)e->size;
+	if (!(e->flags & STRATA_LX_HARDLINK))
+		return 1;
+	while (lo < hi) {
+		uint64_t mid = lo + (hi - lo) / 2;
+
+		if (lx->links[mid].entry == e->b)
+			return lx->links[mid].off;
+		if (lx->links[mid].entry < e->b)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return 1;
 }
 
 uint64_t strata_lx_features(const struct strata_lindex *lx)

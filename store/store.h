@@ -252,10 +252,12 @@ void strata_lindex_close(struct strata_lindex *lx);
  * folded into it at unpack (OCI: whiteouts apply only to lower layers; a
  * directory that is whited out and recreated in one layer becomes opaque).
  * Hardlinked names all carry the attributes of their group; `b` is the
- * group leader's index (the inode identity). An entry is 48 bytes: the
- * daemon maps every index, so its size is most of the mount's memory.
+ * group leader's index (the inode identity), and the group's size is in
+ * the links table. Owners are (uid, gid) pairs in the owner table, which an
+ * entry names by index. An entry is 32 bytes: the daemon maps every index,
+ * so its size is most of the mount's memory.
  */
-#define STRATA_LX_MAGIC "STRTLX07"
+#define STRATA_LX_MAGIC "STRTLX08"
 
 enum {
 	STRATA_LX_WHITEOUT = 1 << 0,	/* deletes `name` in lower layers */
@@ -285,6 +287,10 @@ struct strata_lx_header {
 	uint64_t xattrs_len;
 	uint64_t implied_off;		/* struct strata_lx_xref[n_implied]: */
 	uint64_t n_implied;		/* implied dirs and their paths, BFS */
+	uint64_t owners_off;		/* struct strata_lx_owner[n_owners] */
+	uint64_t n_owners;
+	uint64_t links_off;		/* struct strata_lx_xref[n_links]: */
+	uint64_t n_links;		/* (hardlink leader, group size), sorted */
 	uint64_t data_bytes;		/* sum of regular file sizes */
 	uint64_t features;		/* STRATA_LX_HAS_* */
 	uint64_t file_size;		/* whole index, for validation */
@@ -296,22 +302,30 @@ enum {
 	STRATA_LX_HAS_SELINUX = 1 << 1,	/* security.selinux */
 };
 
+/* Limits of the entry fields (unpack refuses a layer beyond them). */
+#define STRATA_LX_MAX_SIZE ((1ull << 48) - 1)
+#define STRATA_LX_MAX_OWNERS 65535u
+
 struct strata_lx_entry {
 	uint32_t name_off;		/* into strings */
-	uint16_t name_len;
-	uint16_t flags;
-	uint32_t mode;			/* st_mode incl. file type; 0 = whiteout */
-	uint32_t uid;
-	uint32_t gid;
-	uint32_t nlink;			/* dirs: 2 + subdirectories */
-	uint64_t size;			/* regular: bytes; symlink: target
-					 * length; char/block device: rdev */
-	uint64_t mtime;			/* (sec + 2^33) << 30 | nsec */
+	uint8_t name_len;		/* a component: at most 255 bytes */
+	uint8_t flags;
+	uint16_t mode;			/* st_mode incl. file type; 0 = whiteout */
 	uint32_t a;			/* dir: first child; regular: content
 					 * file number (0 = empty); symlink:
 					 * target string offset */
 	uint32_t b;			/* dir: number of children; others:
 					 * hardlink leader (self if none) */
+	uint64_t size : 48;		/* regular: bytes; symlink: target
+					 * length; char/block device: rdev;
+					 * dir: nlink (2 + subdirectories) */
+	uint64_t owner : 16;		/* index into the owner table */
+	uint64_t mtime;			/* (sec + 2^33) << 30 | nsec */
+};
+
+struct strata_lx_owner {
+	uint32_t uid;
+	uint32_t gid;
 };
 
 /* An (entry, offset) pair: xattr records of an entry (offset into the
@@ -333,6 +347,15 @@ static inline uint32_t strata_lx_mtime_nsec(const struct strata_lx_entry *e)
 {
 	return (uint32_t)(e->mtime & ((1u << 30) - 1));
 }
+
+/* Owner of @e (65534, the overflow id, if the index is damaged). */
+void strata_lx_owner_of(const struct strata_lindex *lx,
+			const struct strata_lx_entry *e,
+			uint32_t *uid, uint32_t *gid);
+/* Link count of @e: a directory's 2 + subdirectories, a hardlink group's
+ * size, else 1. */
+uint32_t strata_lx_nlink(const struct strata_lindex *lx,
+			 const struct strata_lx_entry *e);
 
 /* Borrowed views into an open index; valid until strata_lindex_close(). */
 uint32_t strata_lx_count(const struct strata_lindex *lx);

@@ -258,6 +258,7 @@ struct unode {
 	uint16_t name_len;
 	uint16_t flags;
 	uint32_t mode, uid, gid;
+	uint16_t owner;		/* index of (uid, gid) in the owner table */
 	uint64_t size;
 	int64_t mtime_sec;
 	uint32_t mtime_nsec;
@@ -276,6 +277,8 @@ struct tree {
 	uint32_t n, cap;
 	char *str;
 	size_t str_len, str_cap;
+	uint32_t *str_slots;	/* hash of the strings -> offset + 1 */
+	size_t n_str_slots, n_strs;
 	uint8_t *xat;
 	size_t xat_len, xat_cap;
 	uint32_t *slots;	/* hash of (parent, name) -> node + 1 */
@@ -283,6 +286,10 @@ struct tree {
 	uint32_t next_data;
 	uint64_t data_bytes;
 	uint64_t features;
+	struct strata_lx_owner *owners;	/* [0] is 0:0 */
+	size_t n_owners, owners_cap;
+	uint32_t *owner_slots;	/* hash of (uid, gid) -> owner + 1 */
+	size_t n_owner_slots;
 };
 
 static int grow(void **p, size_t *cap, size_t need, size_t elem)
@@ -302,8 +309,65 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem)
 	return 0;
 }
 
+static uint64_t hash_bytes(uint64_t h, const char *s, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+	return h ^ (h >> 29);
+}
+
+#define STR_SEED 1469598103934665603ull
+
+/* Put offset @off of the string table in the first free slot for @h. */
+static void str_slot_insert(uint32_t *slots, size_t n, uint64_t h, uint32_t off)
+{
+	size_t i = h & (n - 1);
+
+	while (slots[i])
+		i = (i + 1) & (n - 1);
+	slots[i] = off + 1;
+}
+
+/*
+ * Offset of string @s in the string table, stored once: names repeat a lot
+ * across directories (Makefile, __init__.py, *.h) and symlink targets too,
+ * and the daemon maps these bytes for every mount.
+ */
 static int add_str(struct tree *t, const char *s, size_t len, uint32_t *off)
 {
+	uint64_t h = hash_bytes(STR_SEED, s, len);
+	size_t i, mask;
+
+	if ((t->n_strs + 1) * 2 > t->n_str_slots) {
+		size_t n = t->n_str_slots ? t->n_str_slots * 2 : 4096;
+		uint32_t *slots = calloc(n, sizeof(*slots));
+
+		if (!slots)
+			return -ENOMEM;
+		for (i = 0; i < t->n_str_slots; i++) {
+			uint32_t o = t->str_slots[i];
+
+			if (o--)
+				str_slot_insert(slots, n, hash_bytes(STR_SEED,
+						t->str + o, strlen(t->str + o)), o);
+		}
+		free(t->str_slots);
+		t->str_slots = slots;
+		t->n_str_slots = n;
+	}
+	mask = t->n_str_slots - 1;
+	for (i = h & mask; t->str_slots[i]; i = (i + 1) & mask) {
+		size_t at = t->str_slots[i] - 1;
+		const char *o = t->str + at;
+
+		if (at + len < t->str_len && !memcmp(o, s, len) &&
+		    o[len] == '\0') {
+			*off = t->str_slots[i] - 1;
+			return 0;
+		}
+	}
 	if (t->str_len + len + 1 > UINT32_MAX)
 		return -EFBIG;
 	if (grow((void **)&t->str, &t->str_cap, t->str_len + len + 1, 1) < 0)
@@ -311,18 +375,64 @@ static int add_str(struct tree *t, const char *s, size_t len, uint32_t *off)
 	memcpy(t->str + t->str_len, s, len);
 	t->str[t->str_len + len] = '\0';
 	*off = (uint32_t)t->str_len;
+	t->str_slots[i] = *off + 1;
+	t->n_strs++;
 	t->str_len += len + 1;
 	return 0;
 }
 
+static size_t owner_hash(uint32_t uid, uint32_t gid)
+{
+	return (size_t)((((uint64_t)uid << 32 | gid) * 0x9e3779b97f4a7c15ull) >> 24);
+}
+
+/*
+ * Index of (@uid, @gid) in the owner table, added if new. Entries name
+ * their owner by a 16-bit index, which is plenty for any real layer.
+ * Return: the index, -E2BIG past STRATA_LX_MAX_OWNERS pairs, or -ENOMEM.
+ */
+static int owner_index(struct tree *t, uint32_t uid, uint32_t gid)
+{
+	size_t mask, i, k;
+
+	if (t->n_owners * 2 >= t->n_owner_slots) {
+		size_t n = t->n_owner_slots ? t->n_owner_slots * 2 : 64;
+		uint32_t *slots = calloc(n, sizeof(*slots));
+
+		if (!slots)
+			return -ENOMEM;
+		for (k = 0; k < t->n_owners; k++) {
+			i = owner_hash(t->owners[k].uid, t->owners[k].gid) & (n - 1);
+			while (slots[i])
+				i = (i + 1) & (n - 1);
+			slots[i] = (uint32_t)k + 1;
+		}
+		free(t->owner_slots);
+		t->owner_slots = slots;
+		t->n_owner_slots = n;
+	}
+	mask = t->n_owner_slots - 1;
+	for (i = owner_hash(uid, gid) & mask; t->owner_slots[i];
+	     i = (i + 1) & mask) {
+		const struct strata_lx_owner *o =
+			&t->owners[t->owner_slots[i] - 1];
+
+		if (o->uid == uid && o->gid == gid)
+			return (int)(t->owner_slots[i] - 1);
+	}
+	if (t->n_owners >= STRATA_LX_MAX_OWNERS)
+		return -E2BIG;
+	if (grow((void **)&t->owners, &t->owners_cap, t->n_owners + 1,
+		 sizeof(*t->owners)) < 0)
+		return -ENOMEM;
+	t->owners[t->n_owners] = (struct strata_lx_owner){ uid, gid };
+	t->owner_slots[i] = (uint32_t)++t->n_owners;
+	return (int)t->n_owners - 1;
+}
+
 static uint64_t hash_key(uint32_t parent, const char *name, size_t len)
 {
-	uint64_t h = 1469598103934665603ull ^ parent;
-	size_t i;
-
-	for (i = 0; i < len; i++)
-		h = (h ^ (unsigned char)name[i]) * 1099511628211ull;
-	return h ^ (h >> 29);
+	return hash_bytes(STR_SEED ^ parent, name, len);
 }
 
 static uint32_t tree_find(struct tree *t, uint32_t parent, const char *name,
@@ -923,6 +1033,15 @@ attrs:
 	n->flags &= ~STRATA_LX_IMPLIED;
 	n->uid = (uint32_t)archive_entry_uid(e);
 	n->gid = (uint32_t)archive_entry_gid(e);
+	r = owner_index(&u->t, n->uid, n->gid);
+	if (r < 0) {
+		r = r == -E2BIG ? entry_error(u, name, -EBADMSG, "more than "
+					      "65535 different owners "
+					      "(uid:gid) in one layer")
+				: r;
+		goto out;
+	}
+	n->owner = (uint16_t)r;
 	/* clamped to what the index holds (34-bit seconds: years 1698 to
 	 * 2242), like containerd's boundTime (T11) */
 	n->mtime_sec = archive_entry_mtime(e);
@@ -968,6 +1087,11 @@ attrs:
 
 		if (size < 0) {
 			r = entry_error(u, name, -EBADMSG, "negative size");
+			goto out;
+		}
+		if ((uint64_t)size > STRATA_LX_MAX_SIZE) {
+			r = entry_error(u, name, -EFBIG, "file larger than "
+					"256 TiB");
 			goto out;
 		}
 		n->size = (uint64_t)size;
@@ -1051,7 +1175,8 @@ static int write_index(struct tree *t, int dirfd)
 	cleanup_free uint32_t *order = malloc((size_t)t->n * sizeof(uint32_t));
 	cleanup_free struct strata_lx_entry *out = NULL;
 	cleanup_free struct strata_lx_xref *implied = NULL, *xtable = NULL;
-	size_t n_implied = 0, n_xattr = 0;
+	cleanup_free struct strata_lx_xref *links = NULL;
+	size_t n_implied = 0, n_xattr = 0, n_links = 0;
 	static const char zeros[8];
 	struct strata_lx_header h;
 	uint32_t head = 0, tail = 1, i;
@@ -1064,7 +1189,8 @@ static int write_index(struct tree *t, int dirfd)
 	out = calloc(t->n, sizeof(*out));
 	implied = malloc((size_t)t->n * sizeof(*implied));
 	xtable = malloc((size_t)t->n * sizeof(*xtable));
-	if (!out || !implied || !xtable)
+	links = malloc((size_t)t->n * sizeof(*links));
+	if (!out || !implied || !xtable || !links)
 		return -ENOMEM;
 	/* Breadth first: each directory's children get consecutive
 	 * indexes, sorted by name. */
@@ -1090,8 +1216,8 @@ static int write_index(struct tree *t, int dirfd)
 		struct strata_lx_entry *e = &out[i];
 
 		e->name_off = u->name_off;
-		e->name_len = u->name_len;
-		e->flags = u->flags;
+		e->name_len = (uint8_t)u->name_len;
+		e->flags = (uint8_t)u->flags;
 		if (i && (u->flags & STRATA_LX_IMPLIED)) {
 			implied[n_implied].entry = i;
 			r = add_path(t, order[i], &implied[n_implied].off);
@@ -1107,9 +1233,8 @@ static int write_index(struct tree *t, int dirfd)
 			xtable[n_xattr].off = l->xattr_off;
 			n_xattr++;
 		}
-		e->mode = l->mode;
-		e->uid = l->uid;
-		e->gid = l->gid;
+		e->mode = (uint16_t)l->mode;
+		e->owner = l->owner;
 		e->mtime = ((uint64_t)(l->mtime_sec + STRATA_LX_SEC_BIAS) << 30) |
 			   l->mtime_nsec;
 		if (S_ISDIR(u->mode)) {
@@ -1120,10 +1245,14 @@ static int write_index(struct tree *t, int dirfd)
 			for (c = 0; c < u->n_children; c++)
 				if (S_ISDIR(t->nodes[order[u->first_child + c]].mode))
 					dirs++;
-			e->nlink = 2 + dirs;
+			e->size = 2 + dirs;	/* a directory's nlink */
 			continue;
 		}
-		e->nlink = l->nlink;
+		if (u->leader == order[i] && l->nlink > 1) {
+			links[n_links].entry = i;
+			links[n_links].off = l->nlink;
+			n_links++;
+		}
 		e->b = l->final;
 		if (S_ISREG(l->mode)) {
 			e->size = l->size;
@@ -1148,9 +1277,13 @@ static int write_index(struct tree *t, int dirfd)
 	h.xattrs_len = t->xat_len;
 	h.implied_off = (h.xattrs_off + t->xat_len + 7) & ~7ull;
 	h.n_implied = n_implied;
+	h.owners_off = h.implied_off + n_implied * sizeof(*implied);
+	h.n_owners = t->n_owners;
+	h.links_off = h.owners_off + t->n_owners * sizeof(*t->owners);
+	h.n_links = n_links;
 	h.data_bytes = t->data_bytes;
 	h.features = t->features;
-	h.file_size = h.implied_off + n_implied * sizeof(*implied);
+	h.file_size = h.links_off + n_links * sizeof(*links);
 	fd = openat(dirfd, "index", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return -errno;
@@ -1162,7 +1295,9 @@ static int write_index(struct tree *t, int dirfd)
 	    (r = strata_write_all(fd, xtable, n_xattr * sizeof(*xtable))) < 0 ||
 	    (r = strata_write_all(fd, t->xat ? (void *)t->xat : (void *)"", t->xat_len)) < 0 ||
 	    (r = strata_write_all(fd, zeros, h.implied_off - h.xattrs_off - t->xat_len)) < 0 ||
-	    (r = strata_write_all(fd, implied, n_implied * sizeof(*implied))) < 0)
+	    (r = strata_write_all(fd, implied, n_implied * sizeof(*implied))) < 0 ||
+	    (r = strata_write_all(fd, t->owners, t->n_owners * sizeof(*t->owners))) < 0 ||
+	    (r = strata_write_all(fd, links, n_links * sizeof(*links))) < 0)
 		return r;
 	if (fsync(fd) < 0)
 		return -errno;
@@ -1175,6 +1310,9 @@ static void tree_free(struct tree *t)
 	free(t->str);
 	free(t->xat);
 	free(t->slots);
+	free(t->owners);
+	free(t->owner_slots);
+	free(t->str_slots);
 }
 
 int strata_unpack_layer(const struct strata_unpack_job *job,
@@ -1213,7 +1351,8 @@ int strata_unpack_layer(const struct strata_unpack_job *job,
 		r = -errno;
 		goto out;
 	}
-	if ((r = tree_add(&u.t, 0, "", 0, &root)) < 0 || (r = rehash(&u.t)) < 0)
+	if ((r = tree_add(&u.t, 0, "", 0, &root)) < 0 || (r = rehash(&u.t)) < 0 ||
+	    (r = owner_index(&u.t, 0, 0)) < 0)	/* index 0: 0:0 */
 		goto out;
 	make_implied_dir(&u.t.nodes[0]);
 	u.a = archive_read_new();

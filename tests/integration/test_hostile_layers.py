@@ -694,7 +694,7 @@ def _gnu_tar_layers(hostile, tmp_path, work):
 
 # ---- R1-R6: sizes and compression ----
 
-@pytest.mark.parametrize("size", [1 << 40, 1 << 62])
+@pytest.mark.parametrize("size", [1 << 40, 1 << 48, 1 << 62])
 def test_r1_gigantic_header_little_data(hostile, tmp_path, size):
     ti = tarfile.TarInfo("big")
     ti.size = size

@@ -421,6 +421,24 @@ static const char *const layer_a_paths[] = {
 	"a", "a/b", "a/b/c", "empty",
 };
 
+static uint32_t e_uid(const struct strata_lindex *lx,
+		      const struct strata_lx_entry *e)
+{
+	uint32_t uid, gid;
+
+	strata_lx_owner_of(lx, e, &uid, &gid);
+	return uid;
+}
+
+static uint32_t e_gid(const struct strata_lindex *lx,
+		      const struct strata_lx_entry *e)
+{
+	uint32_t uid, gid;
+
+	strata_lx_owner_of(lx, e, &uid, &gid);
+	return gid;
+}
+
 static void check_sorted(const struct strata_lindex *lx)
 {
 	uint32_t i, n = strata_lx_count(lx), bad = 0, dirs = 0;
@@ -448,7 +466,7 @@ static void check_sorted(const struct strata_lindex *lx)
 					     x->name_len) != d->a + c)
 				bad++;
 		}
-		if (d->nlink != 2 + sub)
+		if (strata_lx_nlink(lx, d) != 2 + sub)
 			bad++;
 	}
 	is_int(bad, 0, "children contiguous, sorted, found by lookup; dir nlink = 2 + subdirs (%u dirs)", dirs);
@@ -490,19 +508,19 @@ static void test_layer_a(void)
 	is_int(strata_lx_mtime_sec(e), 1234567890, "root mtime sec");
 	is_int(strata_lx_mtime_nsec(e), 5, "root mtime nsec");
 	ok(!(e->flags & STRATA_LX_IMPLIED), "root not implied");
-	is_int(e->nlink, 2 + 9, "root nlink: 2 + 9 subdirectories");
+	is_int(strata_lx_nlink(lx, e), 2 + 9, "root nlink: 2 + 9 subdirectories");
 	is_int(e->b, 13, "root has 13 children");
 
 	/* a regular file with nanoseconds and an xattr */
 	e = get(lx, "etc/passwd", &i);
 	if (ok(e != NULL, "etc/passwd")) {
 		is_int(e->mode, S_IFREG | 0644, "passwd mode");
-		is_int(e->uid, 0, "passwd uid");
-		is_int(e->gid, 0, "passwd gid");
+		is_int(e_uid(lx, e), 0, "passwd uid");
+		is_int(e_gid(lx, e), 0, "passwd gid");
 		is_int(e->size, sizeof(passwd) - 1, "passwd size");
 		is_int(strata_lx_mtime_sec(e), 1700000000, "passwd mtime sec");
 		is_int(strata_lx_mtime_nsec(e), 999999999, "passwd mtime nsec");
-		is_int(e->nlink, 1, "passwd nlink 1");
+		is_int(strata_lx_nlink(lx, e), 1, "passwd nlink 1");
 		is_int(e->b, i, "passwd is its own leader");
 		ok(!(e->flags & (STRATA_LX_HARDLINK | STRATA_LX_WHITEOUT |
 				 STRATA_LX_IMPLIED)), "passwd flags: no link/whiteout/implied");
@@ -530,7 +548,7 @@ static void test_layer_a(void)
 	e = get(lx, "etc/shadow", NULL);
 	if (ok(e != NULL, "etc/shadow survives etc/.wh.shadow")) {
 		is_int(e->mode, S_IFREG | 0640, "shadow mode");
-		is_int(e->gid, 42, "shadow gid 42");
+		is_int(e_gid(lx, e), 42, "shadow gid 42");
 		ok(!(e->flags & STRATA_LX_WHITEOUT), "shadow is not a whiteout");
 	}
 	ok(find(lx, "etc/.wh.shadow") == NONE, ".wh.shadow is not an entry");
@@ -543,9 +561,9 @@ static void test_layer_a(void)
 		is_int(e->b, bb, "busybox leads its group");
 		is_int(e2->b, bb, "sh's leader is busybox");
 		is_int(e3->b, bb, "ls's leader is busybox (\"./\" and \"/\" forms)");
-		is_int(e->nlink, 3, "busybox nlink 3");
-		is_int(e2->nlink, 3, "sh nlink 3");
-		is_int(e3->nlink, 3, "ls nlink 3");
+		is_int(strata_lx_nlink(lx, e), 3, "busybox nlink 3");
+		is_int(strata_lx_nlink(lx, e2), 3, "sh nlink 3");
+		is_int(strata_lx_nlink(lx, e3), 3, "ls nlink 3");
 		ok((e->flags & e2->flags & e3->flags & STRATA_LX_HARDLINK),
 		   "all three flagged HARDLINK");
 		is_int(e2->mode, S_IFREG | 04755, "sh has the group's mode (setuid kept)");
@@ -562,8 +580,8 @@ static void test_layer_a(void)
 		is_int(e->mode, S_IFLNK | 0777, "symlink mode is 0777");
 		is_int(e->size, 7, "symlink size = target length");
 		is_str(strata_lx_str(lx, e->a), "busybox", "symlink target");
-		is_int(e->uid, 7, "symlink uid");
-		is_int(e->gid, 8, "symlink gid");
+		is_int(e_uid(lx, e), 7, "symlink uid");
+		is_int(e_gid(lx, e), 8, "symlink gid");
 		ok(!(e->flags & STRATA_LX_HARDLINK), "symlink not a hardlink");
 	}
 
@@ -572,13 +590,13 @@ static void test_layer_a(void)
 	if (ok(e != NULL, "usr")) {
 		ok(e->flags & STRATA_LX_IMPLIED, "usr is implied");
 		is_int(e->mode, S_IFDIR | 0755, "implied dir mode 0755");
-		is_int(e->uid, 0, "implied dir uid 0");
+		is_int(e_uid(lx, e), 0, "implied dir uid 0");
 	}
 	e = get(lx, "usr/lib", NULL);
 	if (ok(e != NULL, "usr/lib")) {
 		ok(!(e->flags & STRATA_LX_IMPLIED), "usr/lib listed later: not implied");
 		is_int(e->mode, S_IFDIR | 0750, "usr/lib mode from its entry");
-		is_int(e->uid, 3, "usr/lib uid from its entry");
+		is_int(e_uid(lx, e), 3, "usr/lib uid from its entry");
 	}
 	e = get(lx, "usr/lib/x", NULL);
 	ok(e && (e->flags & STRATA_LX_IMPLIED), "usr/lib/x is implied");
@@ -615,8 +633,8 @@ static void test_layer_a(void)
 	e = get(lx, "home/user", NULL);
 	if (ok(e != NULL, "home/user")) {
 		is_int(e->mode, S_IFDIR | 0700, "home/user mode");
-		is_int(e->uid, 1000, "home/user uid");
-		is_int(e->gid, 1000, "home/user gid");
+		is_int(e_uid(lx, e), 1000, "home/user uid");
+		is_int(e_gid(lx, e), 1000, "home/user gid");
 	}
 	e = get(lx, "home/user/.profile", &i);
 	if (ok(e != NULL, ".profile")) {
@@ -713,7 +731,7 @@ static void test_layer_a(void)
 			if (r == 0 && strata_lindex_open(st, d2, &lx, NULL) == 0) {
 				is_int(strata_lx_count(lx), N(layer_a_paths), "  same entry count");
 				e = get(lx, "bin/sh", NULL);
-				ok(e && e->nlink == 3 && read_data(lx, e, buf, 7) &&
+				ok(e && strata_lx_nlink(lx, e) == 3 && read_data(lx, e, buf, 7) &&
 				   !memcmp(buf, "BUSYBOX", 7), "  bin/sh content");
 				strata_lindex_close(lx);
 			} else {
@@ -878,6 +896,42 @@ static void test_limits(void)
 				strata_lindex_close(lx);
 			}
 		}
+	}
+
+	/* owners: entries name a (uid, gid) pair by a 16-bit index, so a
+	 * layer may have 65535 different pairs (0:0, the root's, included) */
+	{
+		const size_t n = 65535;
+		cleanup_free struct ent *many = calloc(n, sizeof(*many));
+		cleanup_free char (*names)[16] = malloc(n * 16);
+		struct strata_lindex *lx = NULL;
+
+		if (!many || !names)
+			abort();
+		for (k = 0; k < n; k++) {
+			snprintf(names[k], 16, "f%zu", k);
+			many[k] = (struct ent){ .name = names[k],
+				.type = AE_IFREG, .perm = 0644,
+				.uid = 1000 + (int64_t)k, .gid = 7 };
+		}
+		memset(&err, 0, sizeof(err));
+		r = unpack(many, n - 1, &o, &err, diff_id, NULL);
+		is_int(r, 0, "65534 owners besides the root's 0:0");
+		if (r == 0 && strata_lindex_open(st, diff_id, &lx, NULL) == 0) {
+			const struct strata_lx_entry *x = get(lx, "f65533", NULL);
+			const struct strata_lx_entry *y = get(lx, "f0", NULL);
+
+			ok(x && e_uid(lx, x) == 1000 + 65533 && e_gid(lx, x) == 7 &&
+			   y && e_uid(lx, y) == 1000 && e_gid(lx, y) == 7 &&
+			   e_uid(lx, strata_lx_entry(lx, 0)) == 0,
+			   "  owners read back");
+			strata_lindex_close(lx);
+		}
+		memset(&err, 0, sizeof(err));
+		r = unpack(many, n, &o, &err, NULL, NULL);
+		is_int(r, -EBADMSG, "65536 different owners -> EBADMSG");
+		ok(strstr(err.msg, "entry f65534") && strstr(err.msg, "owners"),
+		   "  message: %s", err.msg);
 	}
 }
 
