@@ -51,15 +51,15 @@ struct dnode {
 	uint64_t nlookup;		/* protected by fs->lock */
 	struct dnode *hnext;		/* protected by fs->lock */
 	struct fs_src attr;		/* whose attributes the dir shows */
-	uint32_t n_src;
-	struct fs_src *src;		/* contributing layers, top first */
-	pthread_mutex_t lock;		/* serialises the merge */
-	_Atomic bool merged;
-	uint32_t n_children;
+	struct fs_src *src;		/* contributing layers, top first;
+					 * &attr when that is the only one */
 	struct fs_child *children;	/* sorted by name; immutable once merged;
 					 * NULL: the children are entries
 					 * first.. of one layer's index */
 	struct fs_child first;
+	uint32_t n_src;
+	uint32_t n_children;
+	_Atomic bool merged;		/* set under fs_merge_lock() */
 };
 
 /* Merged child @i of @d (i < n_children). */
@@ -72,6 +72,9 @@ static inline struct fs_child fs_dir_child(const struct dnode *d, uint32_t i)
 	c.entry += i;
 	return c;
 }
+
+#define FS_MERGE_LOCK_BITS 6
+#define FS_MERGE_LOCKS (1u << FS_MERGE_LOCK_BITS)
 
 struct fs {
 	struct fs_layer *layers;	/* [0] is the bottom layer */
@@ -90,7 +93,17 @@ struct fs {
 	uint64_t features;		/* union of the layers' STRATA_LX_HAS_* */
 	bool readonly;
 	bool no_open;			/* kernel skips open/opendir (ro) */
+	/* Merges of different directories run in parallel; a lock per
+	 * directory would cost 40 bytes each, so they share a few. */
+	pthread_mutex_t merge_locks[FS_MERGE_LOCKS];
 };
+
+static inline pthread_mutex_t *fs_merge_lock(struct fs *fs,
+					     const struct dnode *d)
+{
+	return &fs->merge_locks[(d->ino * 0x9e3779b97f4a7c15ull) >>
+				(64 - FS_MERGE_LOCK_BITS)];
+}
 
 static inline fuse_ino_t fs_make_ino(uint32_t layer, uint32_t entry)
 {

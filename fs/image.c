@@ -55,7 +55,6 @@ int fs_image_load(struct fs *fs, struct strata_store *st,
 	if (!fs->root || fs_root_sources(fs, fs->root) < 0)
 		return -ENOMEM;
 	fs->root->ino = FUSE_ROOT_ID;
-	pthread_mutex_init(&fs->root->lock, NULL);
 	return 0;
 }
 

@@ -44,9 +44,9 @@ int fs_dir_merge(struct fs *fs, struct dnode *d)
 
 	if (atomic_load_explicit(&d->merged, memory_order_acquire))
 		return 0;
-	pthread_mutex_lock(&d->lock);
+	pthread_mutex_lock(fs_merge_lock(fs, d));
 	if (d->merged) {
-		pthread_mutex_unlock(&d->lock);
+		pthread_mutex_unlock(fs_merge_lock(fs, d));
 		return 0;
 	}
 	for (s = 0; s < d->n_src; s++)
@@ -72,7 +72,7 @@ int fs_dir_merge(struct fs *fs, struct dnode *d)
 			d->n_children = e->b;
 			atomic_store_explicit(&d->merged, true,
 					      memory_order_release);
-			pthread_mutex_unlock(&d->lock);
+			pthread_mutex_unlock(fs_merge_lock(fs, d));
 			return 0;
 		}
 	}
@@ -81,7 +81,7 @@ int fs_dir_merge(struct fs *fs, struct dnode *d)
 	if (!cands || !out) {
 		free(cands);
 		free(out);
-		pthread_mutex_unlock(&d->lock);
+		pthread_mutex_unlock(fs_merge_lock(fs, d));
 		return -ENOMEM;
 	}
 	for (s = 0; s < d->n_src; s++) {
@@ -142,7 +142,7 @@ int fs_dir_merge(struct fs *fs, struct dnode *d)
 	d->children = out;
 	d->n_children = (uint32_t)k;
 	atomic_store_explicit(&d->merged, true, memory_order_release);
-	pthread_mutex_unlock(&d->lock);
+	pthread_mutex_unlock(fs_merge_lock(fs, d));
 	return 0;
 }
 

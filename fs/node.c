@@ -16,17 +16,21 @@ static size_t bucket(const struct fs *fs, fuse_ino_t ino)
 
 int fs_nodes_init(struct fs *fs)
 {
+	size_t i;
+
 	fs->hash_size = 1024;
 	fs->hash = calloc(fs->hash_size, sizeof(*fs->hash));
 	if (!fs->hash)
 		return -ENOMEM;
+	for (i = 0; i < FS_MERGE_LOCKS; i++)
+		pthread_mutex_init(&fs->merge_locks[i], NULL);
 	return pthread_mutex_init(&fs->lock, NULL) ? -ENOMEM : 0;
 }
 
 static void dnode_free(struct dnode *d)
 {
-	pthread_mutex_destroy(&d->lock);
-	free(d->src);
+	if (d->src != &d->attr)
+		free(d->src);
 	free(d->children);
 	free(d);
 }
@@ -49,6 +53,8 @@ void fs_nodes_free(struct fs *fs)
 	free(fs->hash);
 	if (fs->root)
 		dnode_free(fs->root);
+	for (i = 0; i < FS_MERGE_LOCKS; i++)
+		pthread_mutex_destroy(&fs->merge_locks[i]);
 }
 
 static struct dnode *find_locked(struct fs *fs, fuse_ino_t ino)
@@ -123,11 +129,15 @@ struct dnode *fs_dnode_ref(struct fs *fs, struct dnode *parent,
 	if (!d)
 		return NULL;
 	d->ino = ino;
-	pthread_mutex_init(&d->lock, NULL);
 	if (fs_dir_sources(fs, parent, fs_name(fs, c->layer, e), e->name_len,
 			   &d->src, &d->n_src, &d->attr) < 0) {
 		dnode_free(d);
 		return NULL;
+	}
+	if (d->n_src == 1 && d->src[0].layer == d->attr.layer &&
+	    d->src[0].entry == d->attr.entry) {
+		free(d->src);		/* most directories: one layer's */
+		d->src = &d->attr;
 	}
 	pthread_mutex_lock(&fs->lock);
 	other = find_locked(fs, ino);
