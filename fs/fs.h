@@ -140,11 +140,11 @@ int fs_dir_merge(struct fs *fs, struct dnode *d);
 /* Find @name among @d's merged children. Return: found (into *out). */
 bool fs_dir_find(struct fs *fs, struct dnode *d, const char *name,
 		 size_t len, struct fs_child *out);
-/* Sources of directory @name in @parent (top first), attribute source and
- * count. Caller frees *src. */
+/* Sources of directory @name in @parent (top first) into @d: src, n_src
+ * and the attribute source (src is &d->attr when that is the only one).
+ * Return: 0, -ENOENT or -ENOMEM. */
 int fs_dir_sources(struct fs *fs, struct dnode *parent, const char *name,
-		   size_t len, struct fs_src **src, uint32_t *n,
-		   struct fs_src *attr);
+		   size_t len, struct dnode *d);
 int fs_root_sources(struct fs *fs, struct dnode *root);
 
 /* image.c */

@@ -189,16 +189,17 @@ static bool add_src(struct fs *fs, struct fs_src *src, uint32_t *n,
 }
 
 int fs_dir_sources(struct fs *fs, struct dnode *parent, const char *name,
-		   size_t len, struct fs_src **out, uint32_t *n_out,
-		   struct fs_src *attr)
+		   size_t len, struct dnode *d)
 {
-	uint32_t cap = parent->n_src ? parent->n_src : 1;
-	struct fs_src *src = malloc(cap * sizeof(*src));
+	struct fs_src stack[8], *src = stack;
 	bool have_attr = false;
 	uint32_t s, n = 0;
 
-	if (!src)
-		return -ENOMEM;
+	if (parent->n_src > 8) {
+		src = malloc(parent->n_src * sizeof(*src));
+		if (!src)
+			return -ENOMEM;
+	}
 	for (s = 0; s < parent->n_src; s++) {
 		uint32_t layer = parent->src[s].layer;
 		uint32_t c = strata_lx_lookup(fs->layers[layer].lx,
@@ -210,17 +211,30 @@ int fs_dir_sources(struct fs *fs, struct dnode *parent, const char *name,
 		e = fs_entry(fs, layer, c);
 		if (!S_ISDIR(e->mode) || (e->flags & STRATA_LX_WHITEOUT))
 			break;	/* whiteout or non-directory: lower is gone */
-		if (!add_src(fs, src, &n, attr, &have_attr, layer, c))
+		if (!add_src(fs, src, &n, &d->attr, &have_attr, layer, c))
 			break;
 	}
 	if (n == 0) {
-		free(src);
+		if (src != stack)
+			free(src);
 		return -ENOENT;
 	}
 	if (!have_attr)
-		*attr = src[0];
-	*out = src;
-	*n_out = n;
+		d->attr = src[0];
+	d->n_src = n;
+	if (n == 1 && src[0].layer == d->attr.layer &&
+	    src[0].entry == d->attr.entry) {
+		d->src = &d->attr;	/* most directories: one layer's */
+		if (src != stack)
+			free(src);
+	} else if (src == stack) {
+		d->src = malloc(n * sizeof(*src));
+		if (!d->src)
+			return -ENOMEM;
+		memcpy(d->src, src, n * sizeof(*src));
+	} else {
+		d->src = src;
+	}
 	return 0;
 }
 

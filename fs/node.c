@@ -130,14 +130,9 @@ struct dnode *fs_dnode_ref(struct fs *fs, struct dnode *parent,
 		return NULL;
 	d->ino = ino;
 	if (fs_dir_sources(fs, parent, fs_name(fs, c->layer, e), e->name_len,
-			   &d->src, &d->n_src, &d->attr) < 0) {
+			   d) < 0) {
 		dnode_free(d);
 		return NULL;
-	}
-	if (d->n_src == 1 && d->src[0].layer == d->attr.layer &&
-	    d->src[0].entry == d->attr.entry) {
-		free(d->src);		/* most directories: one layer's */
-		d->src = &d->attr;
 	}
 	pthread_mutex_lock(&fs->lock);
 	other = find_locked(fs, ino);

@@ -247,10 +247,9 @@ struct tcache {
 
 static __thread struct tcache tcache = { .fd = -1 };
 
-static int content_fd(struct fs *fs, fuse_ino_t ino)
+static int content_fd(struct fs *fs, uint32_t layer,
+		      const struct strata_lx_entry *e)
 {
-	uint32_t layer;
-	const struct strata_lx_entry *e = file_entry(fs, ino, &layer);
 	char name[16];
 	int fd;
 
@@ -343,7 +342,7 @@ static void fs_ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct fs *fs = get_fs(req);
 	int fd = (int)(int64_t)fi->fh;
 	const struct strata_lx_entry *e;
-	uint32_t layer;
+	uint32_t layer = 0;
 
 	/* Lower files never change size: ask for exactly what is there, so
 	 * the splice is never short (libfuse answers a short one by reading
@@ -359,7 +358,7 @@ static void fs_ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	}
 
 	if (fs->no_open) {
-		fd = content_fd(fs, ino);
+		fd = content_fd(fs, layer, e);
 		if (fd == -ENODATA) {
 			fuse_reply_buf(req, NULL, 0);
 			return;

@@ -257,7 +257,7 @@ struct unode {
 	uint32_t name_off;
 	uint16_t name_len;
 	uint16_t flags;
-	uint32_t mode, uid, gid;
+	uint32_t mode;
 	uint16_t owner;		/* index of (uid, gid) in the owner table */
 	uint64_t size;
 	int64_t mtime_sec;
@@ -320,14 +320,16 @@ static uint64_t hash_bytes(uint64_t h, const char *s, size_t len)
 
 #define STR_SEED 1469598103934665603ull
 
-/* Put offset @off of the string table in the first free slot for @h. */
-static void str_slot_insert(uint32_t *slots, size_t n, uint64_t h, uint32_t off)
+/* The tree's hash tables (nodes, strings, owners) are open-addressed
+ * arrays of @n (a power of 2) slots holding value + 1. Put @v in the first
+ * free slot for hash @h. */
+static void slot_put(uint32_t *slots, size_t n, uint64_t h, uint32_t v)
 {
 	size_t i = h & (n - 1);
 
 	while (slots[i])
 		i = (i + 1) & (n - 1);
-	slots[i] = off + 1;
+	slots[i] = v + 1;
 }
 
 /*
@@ -350,8 +352,8 @@ static int add_str(struct tree *t, const char *s, size_t len, uint32_t *off)
 			uint32_t o = t->str_slots[i];
 
 			if (o--)
-				str_slot_insert(slots, n, hash_bytes(STR_SEED,
-						t->str + o, strlen(t->str + o)), o);
+				slot_put(slots, n, hash_bytes(STR_SEED, t->str + o,
+							      strlen(t->str + o)), o);
 		}
 		free(t->str_slots);
 		t->str_slots = slots;
@@ -393,7 +395,8 @@ static size_t owner_hash(uint32_t uid, uint32_t gid)
  */
 static int owner_index(struct tree *t, uint32_t uid, uint32_t gid)
 {
-	size_t mask, i, k;
+	size_t mask, i;
+	uint32_t k;
 
 	if (t->n_owners * 2 >= t->n_owner_slots) {
 		size_t n = t->n_owner_slots ? t->n_owner_slots * 2 : 64;
@@ -401,12 +404,9 @@ static int owner_index(struct tree *t, uint32_t uid, uint32_t gid)
 
 		if (!slots)
 			return -ENOMEM;
-		for (k = 0; k < t->n_owners; k++) {
-			i = owner_hash(t->owners[k].uid, t->owners[k].gid) & (n - 1);
-			while (slots[i])
-				i = (i + 1) & (n - 1);
-			slots[i] = (uint32_t)k + 1;
-		}
+		for (k = 0; k < t->n_owners; k++)
+			slot_put(slots, n, owner_hash(t->owners[k].uid,
+						      t->owners[k].gid), k);
 		free(t->owner_slots);
 		t->owner_slots = slots;
 		t->n_owner_slots = n;
@@ -457,12 +457,9 @@ static uint32_t tree_find(struct tree *t, uint32_t parent, const char *name,
 static void slot_insert(struct tree *t, uint32_t idx)
 {
 	struct unode *u = &t->nodes[idx];
-	size_t mask = t->n_slots - 1;
-	size_t i = hash_key(u->parent, t->str + u->name_off, u->name_len) & mask;
 
-	while (t->slots[i])
-		i = (i + 1) & mask;
-	t->slots[i] = idx + 1;
+	slot_put(t->slots, t->n_slots,
+		 hash_key(u->parent, t->str + u->name_off, u->name_len), idx);
 }
 
 static int rehash(struct tree *t)
@@ -1031,9 +1028,8 @@ attrs:
 	n->mode = (uint32_t)(type | (type == AE_IFLNK ? 0777
 					: (archive_entry_perm(e) & 07777)));
 	n->flags &= ~STRATA_LX_IMPLIED;
-	n->uid = (uint32_t)archive_entry_uid(e);
-	n->gid = (uint32_t)archive_entry_gid(e);
-	r = owner_index(&u->t, n->uid, n->gid);
+	r = owner_index(&u->t, (uint32_t)archive_entry_uid(e),
+			(uint32_t)archive_entry_gid(e));
 	if (r < 0) {
 		r = r == -E2BIG ? entry_error(u, name, -EBADMSG, "more than "
 					      "65535 different owners "
