@@ -75,14 +75,25 @@ int wfs_clear_whiteout(struct wfs *w, int pfd, const char *name)
 	return 0;
 }
 
-bool wfs_is_opaque(int pfd, const char *name)
+bool wfs_user_marks(struct wfs *w, uid_t owner)
+{
+	if (w->priv_xattr)
+		return false;
+	return w->root_daemon || owner == w->marks_uid;
+}
+
+bool wfs_is_opaque(struct wfs *w, int pfd, const char *name)
 {
 	char path[PATH_MAX], v;
 	struct stat st;
 
 	proc_at(path, sizeof(path), pfd, name);
-	if ((lgetxattr(path, WH_OPAQUE_TRUSTED, &v, 1) == 1 && v == 'y') ||
-	    (lgetxattr(path, WH_OPAQUE_USER, &v, 1) == 1 && v == 'y'))
+	if (lgetxattr(path, WH_OPAQUE_TRUSTED, &v, 1) == 1 && v == 'y')
+		return true;
+	if (!w->priv_xattr &&
+	    fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    wfs_user_marks(w, st.st_uid) &&
+	    lgetxattr(path, WH_OPAQUE_USER, &v, 1) == 1 && v == 'y')
 		return true;
 	snprintf(path, sizeof(path), "%s/" WH_OPQ_FILE, name);
 	return fstatat(pfd, path, &st, AT_SYMLINK_NOFOLLOW) == 0;
@@ -124,8 +135,8 @@ int wfs_whiteout(struct wfs *w, int pfd, const char *name)
 	if (strlen(name) + WH_PREFIX_LEN > NAME_MAX)
 		return -ENAMETOOLONG;
 	snprintf(wh, sizeof(wh), WH_PREFIX "%s", name);
-	fd = openat(pfd, wh, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
-		    0600);
+	fd = openat(pfd, wh, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW |
+		    O_NONBLOCK, 0600);
 	if (fd < 0)
 		return -errno;
 	close(fd);
@@ -171,18 +182,37 @@ int wfs_clear_dir(struct wfs *w, int pfd, const char *name)
 	return r;
 }
 
+static int set_override(const char *path, bool follow, uid_t uid,
+			gid_t gid, mode_t mode)
+{
+	char buf[64];
+	int len, r;
+
+	len = snprintf(buf, sizeof(buf), "%u:%u:0%o", (unsigned)uid,
+		       (unsigned)gid, (unsigned)mode);
+	r = follow ? setxattr(path, WH_OVERRIDE_STAT, buf, (size_t)len, 0)
+		   : lsetxattr(path, WH_OVERRIDE_STAT, buf, (size_t)len, 0);
+	return r < 0 ? -errno : 0;
+}
+
 int wfs_set_override(struct wfs *w, int pfd, const char *name, uid_t uid,
 		     gid_t gid, mode_t mode)
 {
-	char path[PATH_MAX], buf[64];
-	int len;
+	char path[PATH_MAX];
 
 	(void)w;
 	proc_at(path, sizeof(path), pfd, name);
-	len = snprintf(buf, sizeof(buf), "%u:%u:0%o", (unsigned)uid,
-		       (unsigned)gid, (unsigned)mode);
-	return lsetxattr(path, WH_OVERRIDE_STAT, buf, (size_t)len, 0) < 0
-		? -errno : 0;
+	return set_override(path, false, uid, gid, mode);
+}
+
+int wfs_set_override_fd(struct wfs *w, int fd, uid_t uid, gid_t gid,
+			mode_t mode)
+{
+	char path[32];
+
+	(void)w;
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	return set_override(path, true, uid, gid, mode);
 }
 
 /* Copy @n's xattrs (from below, or from its upper entry) onto @path. */
@@ -210,6 +240,11 @@ static int copy_xattrs(struct wfs *w, struct wnode *n, const char *dst)
 	     s += strlen(s) + 1) {
 		if (from_upper && (!strcmp(s, WH_METACOPY_TRUSTED) ||
 				   !strcmp(s, WH_METACOPY_USER)))
+			continue;
+		/* a lower directory's overlay marks describe it among the
+		 * lowers, not the copy; the host labels a new file itself */
+		if ((!from_upper && wh_private_xattr(s)) ||
+		    !strcmp(s, "security.selinux"))
 			continue;
 		if (from_upper)
 			vlen = lgetxattr(src, s, NULL, 0);
@@ -424,11 +459,10 @@ static int fill_metacopy(struct wfs *w, struct wnode *n, int how)
 		n->metacopy = false;
 		return 0;
 	}
-	fd = openat(pfd, n->name, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+	fd = wfs_open_reg(pfd, n->name, O_WRONLY);
 	if (fd < 0) {
-		r = -errno;
 		close(pfd);
-		return r;
+		return fd;
 	}
 	if (fstat(fd, &st) < 0) {
 		r = -errno;
@@ -551,6 +585,17 @@ int wfs_copy_up(struct wfs *w, struct wnode *n, int how)
 		break;
 	}
 	default:
+		/* a device node in the upper directory opens the device for
+		 * whoever can reach it there, past the mount's nodev: a root
+		 * daemon makes one only where no other user can */
+		if ((S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) &&
+		    w->root_daemon && w->upper_shared && !w->upper_nodev) {
+			strata_warn("%s: not copying up a device node into an "
+				    "upper directory other users can reach",
+				    n->name);
+			r = -EPERM;
+			break;
+		}
 		if (mknodat(w->workfd, tmp, st.st_mode & (S_IFMT | 0600),
 			    st.st_rdev) < 0) {
 			/* unprivileged: a plain file that says what it is */

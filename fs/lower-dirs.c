@@ -296,12 +296,21 @@ out:
 	return r;
 }
 
+/* Never blocks on a fifo that took a file's place in a lower directory. */
 static int ld_open(struct lower *lw, struct lnode *n)
 {
 	int fd = openat(LD(lw)->fds[n->layer], n->path,
-			O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+			O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	struct stat st;
 
-	return fd < 0 ? -errno : fd;
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    fcntl(fd, F_SETFL, O_RDONLY) < 0) {
+		close(fd);
+		return -EIO;
+	}
+	return fd;
 }
 
 static ssize_t ld_readlink(struct lower *lw, struct lnode *n, char *buf,

@@ -517,8 +517,10 @@ int main(int argc, char *argv[])
 			goto out;
 	}
 	if (lw) {
-		if (wfs_init(&wfs, lw, o.upper, o.work) < 0)
+		if (wfs_init(&wfs, lw, o.upper, o.work) < 0) {
+			wfs_destroy(&wfs);
 			goto out;
+		}
 		wfs_ready = true;
 		wfs.volatile_ = o.volatile_;
 		wfs.timeout = fs.timeout;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -73,6 +74,59 @@ static int fail(const char *what, const char *path, int err)
 	return -err;
 }
 
+/*
+ * Open directory @path for the daemon's own use, refusing what another
+ * user could have planted there before the mount: a symlink (O_NOFOLLOW),
+ * a directory owned by someone else, or one that others may write.
+ */
+static int open_own_dir(const char *what, const char *path)
+{
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+	if (fd < 0)
+		return fail(errno == ELOOP || errno == ENOTDIR
+			    ? "refusing (a symlink or not a directory)"
+			    : "cannot open", path, errno) ;
+	if (fstat(fd, &st) < 0) {
+		close(fd);
+		return fail("cannot stat", path, errno);
+	}
+	if (st.st_uid != geteuid() || (st.st_mode & (S_IWGRP | S_IWOTH))) {
+		close(fd);
+		fprintf(stderr, "stratafs: refusing %s %s: it must be owned "
+			"by uid %u and writable by its owner only (it is "
+			"owned by uid %u, mode %04o)\n", what, path,
+			(unsigned)geteuid(), (unsigned)st.st_uid,
+			(unsigned)(st.st_mode & 07777));
+		return -EPERM;
+	}
+	return fd;
+}
+
+/*
+ * Can users other than the daemon's reach @path: does every directory
+ * from / down to it let others search it? Then they can write wherever
+ * the mount gave them a directory of their own in the upper directory.
+ */
+static bool reachable_by_others(const char *path)
+{
+	char buf[PATH_MAX], *p;
+	struct stat st;
+
+	if (!path || strlen(path) >= sizeof(buf))
+		return false;
+	strcpy(buf, path);
+	for (p = buf + strlen(buf); p > buf; ) {
+		if (stat(buf, &st) < 0 || !(st.st_mode & S_IXOTH))
+			return false;
+		while (p > buf && *p != '/')
+			p--;
+		*p = '\0';
+	}
+	return stat("/", &st) == 0 && (st.st_mode & S_IXOTH);
+}
+
 /* A new upper root takes the image root's owner, mode and times, so the
  * mount's root looks like the image's (overlayfs shows the upper root). */
 static void root_attrs(struct wfs *w)
@@ -98,6 +152,29 @@ static void root_attrs(struct wfs *w)
 			return;
 	}
 	futimens(w->upperfd, ts);
+}
+
+/* Say what a user who can reach the upper directory could do, and
+ * decide what follows from it (device nodes, see copyup.c). */
+static void check_trust(struct wfs *w, const struct stat *ust)
+{
+	struct statvfs vfs;
+
+	w->marks_uid = ust->st_uid;
+	w->upper_shared = reachable_by_others(w->upper_path);
+	w->upper_nodev = fstatvfs(w->upperfd, &vfs) == 0 &&
+			 (vfs.f_flag & ST_NODEV);
+	if (w->upper_shared && w->root_daemon)
+		strata_warn("upper directory %s can be reached by "
+			    "other users: whoever owns a directory in it can "
+			    "change it behind the mount; keep it inside a "
+			    "directory only root can search (stratafs(1), "
+			    "TRUST)", w->upper_path);
+	if (w->root_daemon && !w->priv_xattr)
+		strata_warn("%s cannot hold trusted.* xattrs: the "
+			    "overlay marks in user.* xattrs are believed, and "
+			    "anyone who can write in it can set them",
+			    w->upper_path);
 }
 
 int wfs_init(struct wfs *w, struct lower *lw, const char *upper,
@@ -137,9 +214,13 @@ int wfs_init(struct wfs *w, struct lower *lw, const char *upper,
 	r = mkdir_p(upper, 0755);
 	if (r < 0)
 		return fail("cannot create upper directory", upper, -r);
-	w->upperfd = open(upper, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	w->upperfd = open(upper, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+			  O_CLOEXEC);
 	if (w->upperfd < 0)
-		return fail("cannot open upper directory", upper, errno);
+		return fail(errno == ELOOP || errno == ENOTDIR
+			    ? "refusing upper directory (a symlink or not a "
+			      "directory)" : "cannot open upper directory",
+			    upper, errno);
 	if (created)
 		root_attrs(w);
 	if (!work) {
@@ -156,9 +237,9 @@ int wfs_init(struct wfs *w, struct lower *lw, const char *upper,
 		return fail("cannot create work directory", work, -r);
 	w->upper_path = realpath(upper, NULL);
 	w->work_path = realpath(work, NULL);
-	wd = open(work, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	wd = open_own_dir("work directory", work);
 	if (wd < 0)
-		return fail("cannot open work directory", work, errno);
+		return wd;
 	if (fstat(w->upperfd, &ust) < 0 || fstat(wd, &wst) < 0 ||
 	    ust.st_dev != wst.st_dev) {
 		close(wd);
@@ -202,6 +283,7 @@ int wfs_init(struct wfs *w, struct lower *lw, const char *upper,
 	}
 	if (!w->root_daemon)
 		w->override = true;
+	check_trust(w, &ust);
 	w->root->upper = true;
 	{
 		char v = 0;
@@ -209,7 +291,8 @@ int wfs_init(struct wfs *w, struct lower *lw, const char *upper,
 		w->root->opaque =
 			(fgetxattr(w->upperfd, WH_OPAQUE_TRUSTED, &v, 1) == 1 &&
 			 v == 'y') ||
-			(fgetxattr(w->upperfd, WH_OPAQUE_USER, &v, 1) == 1 &&
+			(wfs_user_marks(w, ust.st_uid) &&
+			 fgetxattr(w->upperfd, WH_OPAQUE_USER, &v, 1) == 1 &&
 			 v == 'y');
 	}
 	if (w->root->opaque) {

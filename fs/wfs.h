@@ -80,6 +80,9 @@ struct wfs {
 	bool priv_xattr;		/* can set trusted.* xattrs */
 	bool override;			/* record owners/modes in override_stat */
 	bool root_daemon;
+	bool upper_shared;		/* other users can reach the upper dir */
+	uid_t marks_uid;		/* owner of the upper root */
+	bool upper_nodev;		/* it is on a nodev filesystem */
 	double timeout;
 	pthread_mutex_t lock;
 	pthread_rwlock_t freeze;	/* changes: read side; commit: write */
@@ -183,13 +186,40 @@ bool wfs_has_wh_file(int pfd, const char *name);
 /* Remove the whiteout(s) for @name in @pfd. */
 int wfs_clear_whiteout(struct wfs *w, int pfd, const char *name);
 int wfs_set_opaque(struct wfs *w, int pfd, const char *name);
-bool wfs_is_opaque(int pfd, const char *name);
+bool wfs_is_opaque(struct wfs *w, int pfd, const char *name);
+/*
+ * May the overlay marks kept in user.* xattrs (opaque, redirect,
+ * metacopy, origin, inode number) of an upper entry owned by @owner be
+ * believed? Whoever can write an entry can set its user.* xattrs, so a
+ * daemon that can set trusted.* believes those alone, as the kernel
+ * overlay does without userxattr; an unprivileged daemon believes them
+ * on the entries it made (its own). A root daemon on a filesystem
+ * without trusted.* believes them everywhere (warned at mount time).
+ */
+bool wfs_user_marks(struct wfs *w, uid_t owner);
+/*
+ * Open upper entry @name in @pfd with @flags (O_ACCMODE, O_TRUNC, ...),
+ * never following a symlink and never blocking on a fifo or device that
+ * was planted in its place: it must be a regular file (else -EIO, and a
+ * log line). Return: the fd (its O_NONBLOCK as @flags asked) or -errno.
+ */
+int wfs_open_reg(int pfd, const char *name, int flags);
+/*
+ * An O_PATH fd of @n's upper entry, found without following a symlink
+ * and checked to be of @n's type (else -EIO, and a log line), with its
+ * attributes in *@st. Changes of attributes go through this fd, so they
+ * reach the object that was checked, whatever is renamed meanwhile.
+ */
+int wn_upper_fd(struct wfs *w, struct wnode *n, struct stat *st);
 /* Remove the whiteouts an upper directory holds (it must hold nothing
  * else). Return: 0 or -ENOTEMPTY. */
 int wfs_clear_dir(struct wfs *w, int pfd, const char *name);
 /* Record owner and mode in override_stat (unprivileged mounts). */
 int wfs_set_override(struct wfs *w, int pfd, const char *name, uid_t uid,
 		     gid_t gid, mode_t mode);
+/* The same, on the object behind O_PATH fd @fd (not a symlink). */
+int wfs_set_override_fd(struct wfs *w, int fd, uid_t uid, gid_t gid,
+			mode_t mode);
 int wfs_get_override(int pfd, const char *name, uid_t *uid, gid_t *gid,
 		     mode_t *mode);
 /* A fresh temporary name in the work directory. */

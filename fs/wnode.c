@@ -334,6 +334,63 @@ int wn_upper_dirfd(struct wfs *w, struct wnode *d)
 	return (int)fd;
 }
 
+int wfs_open_reg(int pfd, const char *name, int flags)
+{
+	struct stat st;
+	int fd, r;
+
+	fd = openat(pfd, name, (flags & ~(O_CREAT | O_EXCL | O_NOCTTY |
+					  O_APPEND | O_DIRECTORY)) |
+		    O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	if (fd < 0)
+		return errno == ELOOP ? -EIO : -errno;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		r = -errno;
+		close(fd);
+		if (r)
+			return r;
+		strata_warn("upper entry %s is no longer a regular file: "
+			    "changed outside the mount", name);
+		return -EIO;
+	}
+	if (!(flags & O_NONBLOCK) && fcntl(fd, F_SETFL,
+					   fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0) {
+		r = -errno;
+		close(fd);
+		return r;
+	}
+	return fd;
+}
+
+int wn_upper_fd(struct wfs *w, struct wnode *n, struct stat *st)
+{
+	int pfd, fd, r;
+
+	if (n == w->root) {
+		fd = openat(w->upperfd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	} else {
+		pfd = wn_upper_dirfd(w, n->parent);
+		if (pfd < 0)
+			return pfd;
+		fd = openat(pfd, n->name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		close(pfd);
+	}
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, st) < 0) {
+		r = -errno;
+		close(fd);
+		return r;
+	}
+	if ((st->st_mode & S_IFMT) != n->type) {
+		close(fd);
+		strata_warn("upper entry %s changed type outside the mount",
+			    n->name);
+		return -EIO;
+	}
+	return fd;
+}
+
 int wn_upper_lstat(struct wfs *w, struct wnode *n, struct stat *st, int *pfd)
 {
 	int fd, r;
@@ -385,7 +442,8 @@ int wn_xattr_path(struct wfs *w, struct wnode *n, char *buf, size_t size,
  * the upper directory (over a whiteout, or renamed there) and is a file
  * of its own.
  */
-static bool copyup_marks(int pfd, const char *name, bool *meta, uint64_t *ino)
+static bool copyup_marks(struct wfs *w, int pfd, const char *name,
+			 const struct stat *st, bool *meta, uint64_t *ino)
 {
 	static const char *const marks[] = {
 		WH_METACOPY_TRUSTED, WH_METACOPY_USER, WH_INO_TRUSTED,
@@ -393,6 +451,7 @@ static bool copyup_marks(int pfd, const char *name, bool *meta, uint64_t *ino)
 	};
 	char path[PATH_MAX], list[1024], buf[24], *p, *end;
 	bool has[6] = { false };
+	bool user = wfs_user_marks(w, st->st_uid);
 	ssize_t len;
 	size_t k;
 
@@ -407,6 +466,10 @@ static bool copyup_marks(int pfd, const char *name, bool *meta, uint64_t *ino)
 	for (p = list; len > 0 && p < list + len; p += strlen(p) + 1)
 		for (k = 0; k < 6; k++)
 			has[k] |= !strcmp(p, marks[k]);
+	/* user.* marks are anyone's to set who can write the entry: see
+	 * wfs_user_marks() */
+	for (k = 1; !user && k < 6; k += 2)
+		has[k] = false;
 	*meta = has[0] || has[1];
 	for (k = 2; k < 4; k++) {
 		if (!has[k])
@@ -424,7 +487,9 @@ static bool copyup_marks(int pfd, const char *name, bool *meta, uint64_t *ino)
 }
 
 /* Walk @path ("/a/b" from the lower root, or "b" in @p's lower dir) in
- * the lower stack: what the kernel overlay's redirect_dir xattr names. */
+ * the lower stack: what the kernel overlay's redirect_dir xattr names.
+ * Only names inside the lower stack: "." and ".." are refused, so a
+ * redirect can never leave it (the kernel overlay refuses them too). */
 static int lower_walk(struct wfs *w, struct wnode *p, const char *path,
 		      struct lnode **out)
 {
@@ -433,6 +498,13 @@ static int lower_walk(struct wfs *w, struct wnode *p, const char *path,
 	char buf[PATH_MAX], *save = NULL, *comp;
 	int r = 0;
 
+	if (strlen(path) >= sizeof(buf))
+		return -ENOENT;
+	snprintf(buf, sizeof(buf), "%s", path);
+	for (comp = strtok_r(buf, "/", &save); comp;
+	     comp = strtok_r(NULL, "/", &save))
+		if (!strcmp(comp, ".") || !strcmp(comp, ".."))
+			return -ENOENT;
 	if (path[0] == '/') {
 		cur = lw->ops->root(lw);
 	} else {
@@ -442,6 +514,7 @@ static int lower_walk(struct wfs *w, struct wnode *p, const char *path,
 	}
 	lw->ops->get(cur);
 	snprintf(buf, sizeof(buf), "%s", path);
+	save = NULL;
 	for (comp = strtok_r(buf, "/", &save); comp;
 	     comp = strtok_r(NULL, "/", &save)) {
 		r = lw->ops->lookup(lw, cur, comp, &next);
@@ -456,14 +529,15 @@ static int lower_walk(struct wfs *w, struct wnode *p, const char *path,
 
 /* A kernel overlay records a renamed merged directory's origin in a
  * redirect xattr; follow it so its lower content stays visible. */
-static int redirect_of(int pfd, const char *name, char *buf, size_t size)
+static int redirect_of(struct wfs *w, int pfd, const char *name,
+		       const struct stat *st, char *buf, size_t size)
 {
 	char path[PATH_MAX];
 	ssize_t len;
 
 	snprintf(path, sizeof(path), "/proc/self/fd/%d/%s", pfd, name);
 	len = lgetxattr(path, "trusted.overlay.redirect", buf, size - 1);
-	if (len < 0)
+	if (len < 0 && wfs_user_marks(w, st->st_uid))
 		len = lgetxattr(path, "user.overlay.redirect", buf, size - 1);
 	if (len <= 0)
 		return -ENODATA;
@@ -518,13 +592,14 @@ int wn_resolve_wh(struct wfs *w, struct wnode *p, const char *name,
 			}
 			upper = true;
 			if (S_ISDIR(ust.st_mode))
-				opaque = wfs_is_opaque(pfd, name);
+				opaque = wfs_is_opaque(w, pfd, name);
 			if (S_ISDIR(ust.st_mode) && !opaque &&
-			    redirect_of(pfd, name, redirect,
+			    redirect_of(w, pfd, name, &ust, redirect,
 					sizeof(redirect)) == 0)
 				redirected = true;
 			else if (!S_ISDIR(ust.st_mode))
-				own = !copyup_marks(pfd, name, &meta, &cu_ino);
+				own = !copyup_marks(w, pfd, name, &ust, &meta,
+						    &cu_ino);
 			meta = meta && S_ISREG(ust.st_mode);
 		} else if (errno != ENOENT) {
 			r = -errno;
@@ -618,7 +693,10 @@ int wn_stat(struct wfs *w, struct wnode *n, struct stat *st)
 	r = wn_upper_lstat(w, n, st, &pfd);
 	if (r < 0)
 		return r;
-	if (w->override) {
+	/* only what this mount wrote: an entry another user made in the
+	 * upper directory is theirs, whatever its xattr claims */
+	if (w->override && (st->st_uid == w->marks_uid ||
+			    (w->root_daemon && !w->priv_xattr))) {
 		uid_t u;
 		gid_t g;
 		mode_t m;

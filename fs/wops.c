@@ -222,11 +222,35 @@ static void w_getattr(fuse_req_t req, fuse_ino_t ino,
 		fuse_reply_attr(req, &st, w->timeout);
 }
 
+/*
+ * The fd of the entry just made at (@pfd, @name), checked: of type @type,
+ * ours (the daemon's) and with no other name, so that what a user of the
+ * upper directory renamed into its place meanwhile is never changed.
+ */
+static int made_fd(int pfd, const char *name, mode_t type)
+{
+	struct stat st;
+	int fd = openat(pfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0 || (st.st_mode & S_IFMT) != (type & S_IFMT) ||
+	    st.st_uid != geteuid() || (!S_ISDIR(type) && st.st_nlink != 1)) {
+		close(fd);
+		strata_warn("new upper entry %s was replaced outside the mount",
+			    name);
+		return -EIO;
+	}
+	return fd;
+}
+
 static int upper_owner(struct wfs *w, int pfd, const char *name,
 		       const struct fuse_ctx *ctx, mode_t mode, bool lnk,
 		       const struct stat *made)
 {
 	struct stat pst;
+	char proc[32];
+	int fd = -1, r = 0;
 
 	if (w->root_daemon) {
 		gid_t gid = ctx->gid;
@@ -236,20 +260,27 @@ static int upper_owner(struct wfs *w, int pfd, const char *name,
 		 * kernel applied them), so an entry owned by the caller needs
 		 * neither the parent's stat nor a chown */
 		bool owned = made && made->st_uid == ctx->uid;
+		bool chown_ = false;
 
 		if (!owned || made->st_gid != ctx->gid) {
 			if (fstat(pfd, &pst) == 0 && (pst.st_mode & S_ISGID))
 				gid = pst.st_gid;
-			if ((!owned || made->st_gid != gid) &&
-			    fchownat(pfd, name, ctx->uid, gid,
-				     AT_SYMLINK_NOFOLLOW) < 0)
-				return -errno;
+			chown_ = !owned || made->st_gid != gid;
 		}
-		if (!lnk && (mode & (S_ISUID | S_ISGID | S_ISVTX)) &&
-		    fchmodat(pfd, name, mode & 07777, 0) < 0)
-			return -errno;
+		if (!chown_ && (lnk || !(mode & (S_ISUID | S_ISGID | S_ISVTX))))
+			return 0;
+		fd = made_fd(pfd, name, mode);
+		if (fd < 0)
+			return fd;
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+		if (chown_ && fchownat(fd, "", ctx->uid, gid, AT_EMPTY_PATH) < 0)
+			r = -errno;
+		if (r == 0 && !lnk && (mode & (S_ISUID | S_ISGID | S_ISVTX)) &&
+		    chmod(proc, mode & 07777) < 0)
+			r = -errno;
+		close(fd);
 	}
-	return 0;
+	return r;
 }
 
 /*
@@ -521,11 +552,7 @@ static int open_upper(struct wfs *w, struct wnode *n, int flags)
 	pfd = wn_upper_dirfd(w, n->parent);
 	if (pfd < 0)
 		return pfd;
-	fd = openat(pfd, n->name, (flags & ~(O_CREAT | O_EXCL | O_NOCTTY |
-					     O_APPEND)) |
-		    O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		fd = -errno;
+	fd = wfs_open_reg(pfd, n->name, flags);
 	close(pfd);
 	return fd;
 }
@@ -847,13 +874,92 @@ static void w_readlink(fuse_req_t req, fuse_ino_t ino)
 
 /* ---- setattr ---- */
 
+/* "/proc/self/fd/N": the object behind fd N itself, for the calls that
+ * take no O_PATH fd (chmod, setxattr); never a name looked up again. */
+static void fd_path(char *buf, size_t size, int fd)
+{
+	snprintf(buf, size, "/proc/self/fd/%d", fd);
+}
+
+/*
+ * Owner, mode and times of @n's upper entry, as asked by @ctx. They are
+ * set through an O_PATH fd of the entry, checked to be of the node's
+ * type, so a symlink or another file renamed into its place meanwhile
+ * (the upper directory may be writable by its users) is never what
+ * changes. A caller other than root must own what it changes, as the
+ * kernel checked against what the mount showed: a file swapped in by a
+ * hardlink is not the caller's to chmod.
+ */
+static int set_attrs(struct wfs *w, struct wnode *n,
+		     const struct fuse_ctx *ctx, const struct stat *a, int set)
+{
+	bool ids = set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID);
+	bool times = set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME |
+			    FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW);
+	bool set_times = set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME);
+	struct stat st;
+	char proc[32];
+	int fd, r = 0;
+
+	fd = wn_upper_fd(w, n, &st);
+	if (fd < 0)
+		return fd;
+	fd_path(proc, sizeof(proc), fd);
+	if (w->override && (ids || (set & FUSE_SET_ATTR_MODE))) {
+		struct stat shown;
+		mode_t m;
+
+		r = wn_stat(w, n, &shown);
+		m = set & FUSE_SET_ATTR_MODE
+			? (shown.st_mode & S_IFMT) | (a->st_mode & 07777)
+			: shown.st_mode;
+		if (r == 0 && !S_ISLNK(st.st_mode))
+			r = wfs_set_override_fd(w, fd,
+				set & FUSE_SET_ATTR_UID ? a->st_uid
+							: shown.st_uid,
+				set & FUSE_SET_ATTR_GID ? a->st_gid
+							: shown.st_gid, m);
+	} else {
+		if (ctx->uid != 0 && st.st_uid != ctx->uid &&
+		    (ids || (set & FUSE_SET_ATTR_MODE) || set_times))
+			r = -EPERM;
+		if (r == 0 && ids &&
+		    fchownat(fd, "",
+			     set & FUSE_SET_ATTR_UID ? a->st_uid : (uid_t)-1,
+			     set & FUSE_SET_ATTR_GID ? a->st_gid : (gid_t)-1,
+			     AT_EMPTY_PATH) < 0)
+			r = -errno;
+		if (r == 0 && (set & FUSE_SET_ATTR_MODE) &&
+		    !S_ISLNK(st.st_mode) && chmod(proc, a->st_mode & 07777) < 0)
+			r = -errno;
+	}
+	if (r == 0 && times) {
+		struct timespec ts[2];
+
+		ts[0].tv_nsec = UTIME_OMIT;
+		ts[1].tv_nsec = UTIME_OMIT;
+		if (set & FUSE_SET_ATTR_ATIME_NOW)
+			ts[0].tv_nsec = UTIME_NOW;
+		else if (set & FUSE_SET_ATTR_ATIME)
+			ts[0] = a->st_atim;
+		if (set & FUSE_SET_ATTR_MTIME_NOW)
+			ts[1].tv_nsec = UTIME_NOW;
+		else if (set & FUSE_SET_ATTR_MTIME)
+			ts[1] = a->st_mtim;
+		if (utimensat(fd, "", ts, AT_EMPTY_PATH) < 0)
+			r = -errno;
+	}
+	close(fd);
+	return r;
+}
+
 static void w_setattr_locked(fuse_req_t req, fuse_ino_t ino, struct stat *a,
 		      int set, struct fuse_file_info *fi)
 {
 	struct wfs *w = W(req);
 	struct wnode *n = wn_get(w, ino);
 	struct stat st;
-	int pfd = -1, r;
+	int r;
 
 	LOCK(w);
 	if (w->upperfd < 0) {
@@ -892,77 +998,8 @@ static void w_setattr_locked(fuse_req_t req, fuse_ino_t ino, struct stat *a,
 	r = wfs_copy_up(w, n, CU_META);
 	if (r < 0)
 		goto out;
-	if (n == w->root) {
-		pfd = open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC);
-		/* the root is reached as /proc/self/fd/UPPERFD */
-	} else {
-		pfd = wn_upper_dirfd(w, n->parent);
-	}
-	if (pfd < 0) {
-		r = pfd;
-		goto out;
-	}
-	{
-		char rootname[16];
-		const char *nm = n->name;
-
-		if (n == w->root) {
-			snprintf(rootname, sizeof(rootname), "%d", w->upperfd);
-			nm = rootname;
-		}
-		if (w->override && !w->root_daemon &&
-		    (set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID |
-			    FUSE_SET_ATTR_GID))) {
-			uid_t u;
-			gid_t g;
-			mode_t m;
-
-			r = wn_stat(w, n, &st);
-			if (r < 0)
-				goto out;
-			u = set & FUSE_SET_ATTR_UID ? a->st_uid : st.st_uid;
-			g = set & FUSE_SET_ATTR_GID ? a->st_gid : st.st_gid;
-			m = set & FUSE_SET_ATTR_MODE
-				? (st.st_mode & S_IFMT) | (a->st_mode & 07777)
-				: st.st_mode;
-			if (!S_ISLNK(st.st_mode))
-				r = wfs_set_override(w, pfd, nm, u, g, m);
-		} else {
-			if ((set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) &&
-			    fchownat(pfd, nm,
-				     set & FUSE_SET_ATTR_UID ? a->st_uid
-							     : (uid_t)-1,
-				     set & FUSE_SET_ATTR_GID ? a->st_gid
-							     : (gid_t)-1,
-				     AT_SYMLINK_NOFOLLOW) < 0)
-				r = -errno;
-			if (r == 0 && (set & FUSE_SET_ATTR_MODE) &&
-			    !S_ISLNK(n->type) &&
-			    fchmodat(pfd, nm, a->st_mode & 07777, 0) < 0)
-				r = -errno;
-		}
-		if (r == 0 && (set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME |
-				      FUSE_SET_ATTR_ATIME_NOW |
-				      FUSE_SET_ATTR_MTIME_NOW))) {
-			struct timespec ts[2];
-
-			ts[0].tv_nsec = UTIME_OMIT;
-			ts[1].tv_nsec = UTIME_OMIT;
-			if (set & FUSE_SET_ATTR_ATIME_NOW)
-				ts[0].tv_nsec = UTIME_NOW;
-			else if (set & FUSE_SET_ATTR_ATIME)
-				ts[0] = a->st_atim;
-			if (set & FUSE_SET_ATTR_MTIME_NOW)
-				ts[1].tv_nsec = UTIME_NOW;
-			else if (set & FUSE_SET_ATTR_MTIME)
-				ts[1] = a->st_mtim;
-			if (utimensat(pfd, nm, ts, AT_SYMLINK_NOFOLLOW) < 0)
-				r = -errno;
-		}
-	}
+	r = set_attrs(w, n, fuse_req_ctx(req), a, set);
 out:
-	if (pfd >= 0)
-		close(pfd);
 	if (r == 0)
 		r = wn_stat(w, n, &st);
 	if (r == 0)
