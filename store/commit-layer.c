@@ -77,6 +77,7 @@ struct walk {
 	size_t n_hl, cap_hl;
 	uint64_t entries;
 	char *buf;
+	uid_t marks_uid;	/* owner of the upper root: see user_marks() */
 };
 
 struct child {
@@ -259,15 +260,33 @@ static int read_xattrs(struct walk *wk, int dirfd, const char *ename,
 	return 0;
 }
 
+/*
+ * May user.* marks (override_stat, user.overlay.*) of an upper entry
+ * owned by @uid be believed? Anyone who can write an entry can set them.
+ * A mount writes every entry of an upper directory as the upper root's
+ * owner when it keeps owners in override_stat (an unprivileged mount),
+ * and as root when it runs as root; an entry of any other owner was made
+ * by a user of a root mount, who must not choose its owner or mode, nor
+ * where its data comes from.
+ */
+static bool user_marks(const struct walk *wk, uid_t uid)
+{
+	return uid == wk->marks_uid;
+}
+
 /* "uid:gid:mode", mode octal, optionally with the file type bits. */
-static void override_stat(int dirfd, const char *ename, struct meta *m)
+static void override_stat(struct walk *wk, int dirfd, const char *ename,
+			  const struct stat *st, struct meta *m)
 {
 	char v[128];
-	ssize_t n = get_xattr(dirfd, ename, "user.containers.override_stat", v,
-			      sizeof(v) - 1);
+	ssize_t n;
 	unsigned long uid, gid, mode;
 	char *end;
 
+	if (!user_marks(wk, st->st_uid))
+		return;
+	n = get_xattr(dirfd, ename, "user.containers.override_stat", v,
+		      sizeof(v) - 1);
 	if (n <= 0)
 		return;
 	v[n] = '\0';
@@ -331,7 +350,7 @@ static int upper_meta(struct walk *wk, int dirfd, const char *ename,
 		if (!m->link)
 			return -ENOMEM;
 	}
-	override_stat(dirfd, ename, m);
+	override_stat(wk, dirfd, ename, st, m);
 	return read_xattrs(wk, dirfd, ename, m);
 }
 
@@ -726,36 +745,81 @@ static const char *wh_target(const struct child *c)
 	return S_ISCHR(c->st.st_mode) ? c->name : c->name + 4;
 }
 
-static bool xattr_is(int dirfd, const char *ename, const char *xname,
-		     const char *want)
+/*
+ * Open upper file @c for its data: the file that was listed, never a
+ * symlink, fifo or other file a user of the upper directory renamed into
+ * its place since (a fifo would block the commit, and the mount with it).
+ */
+static int open_upper_file(struct walk *wk, int dirfd, const struct child *c)
 {
-	char v[16];
-	ssize_t n = get_xattr(dirfd, ename, xname, v, sizeof(v));
+	struct stat st;
+	int fd = openat(dirfd, c->name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW |
+			O_NONBLOCK);
 
-	return n == (ssize_t)strlen(want) && !memcmp(v, want, (size_t)n);
+	if (fd < 0)
+		return strata_err_set(wk->err, -errno, "upper %s: %s",
+				      wk->path, strerror(errno));
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    st.st_dev != c->st.st_dev || st.st_ino != c->st.st_ino ||
+	    st.st_size != c->st.st_size) {
+		close(fd);
+		return strata_err_set(wk->err, -EAGAIN, "upper %s: changed "
+				      "while it was read (replaced or resized "
+				      "outside the mount)", wk->path);
+	}
+	return fd;
 }
 
-static bool has_xattr(int dirfd, const char *ename, const char *xname)
+/* An overlay mark of @dirfd/@ename: trusted.overlay.@mark, or
+ * user.overlay.@mark where user_marks() allows; its length or -errno. */
+static ssize_t get_mark(struct walk *wk, int dirfd, const struct child *c,
+			const char *mark, char *buf, size_t len)
 {
-	return get_xattr(dirfd, ename, xname, NULL, 0) >= 0;
+	char xname[64];
+	ssize_t n;
+
+	snprintf(xname, sizeof(xname), "trusted.overlay.%s", mark);
+	n = get_xattr(dirfd, c->name, xname, buf, len);
+	if (n < 0 && user_marks(wk, c->st.st_uid)) {
+		snprintf(xname, sizeof(xname), "user.overlay.%s", mark);
+		n = get_xattr(dirfd, c->name, xname, buf, len);
+	}
+	return n;
 }
 
-/* Redirect target of @dirfd/@ename as an image path, relative to
- * @origin_parent for relative redirects; NULL if none. */
-static char *redirect_of(int dirfd, const char *ename,
+/* Does @path hold a "." or ".." component? */
+static bool dot_component(const char *path)
+{
+	const char *p = path;
+
+	while (*p) {
+		size_t len = strcspn(p, "/");
+
+		if ((len == 1 && p[0] == '.') ||
+		    (len == 2 && p[0] == '.' && p[1] == '.'))
+			return true;
+		p += len;
+		p += strspn(p, "/");
+	}
+	return false;
+}
+
+/* Redirect target of @dirfd/@c as an image path, relative to
+ * @origin_parent for relative redirects; NULL if none. A redirect never
+ * leaves the image: "." and ".." are refused, as the kernel overlay
+ * refuses them. */
+static char *redirect_of(struct walk *wk, int dirfd, const struct child *c,
 			 const char *origin_parent)
 {
 	char v[4097];
-	ssize_t n = get_xattr(dirfd, ename, "trusted.overlay.redirect", v,
-			      sizeof(v) - 1);
+	ssize_t n = get_mark(wk, dirfd, c, "redirect", v, sizeof(v) - 1);
 	char *out;
 
 	if (n <= 0)
-		n = get_xattr(dirfd, ename, "user.overlay.redirect", v,
-			      sizeof(v) - 1);
-	if (n <= 0)
 		return NULL;
 	v[n] = '\0';
+	if (memchr(v, '\0', (size_t)n) || dot_component(v))
+		return NULL;
 	if (v[0] == '/') {
 		char *p = v;
 
@@ -795,10 +859,10 @@ static int upper_file(struct walk *wk, int dirfd, const struct child *c,
 	r = emit(wk, &m, leader);
 	if (r < 0 || m.type != '0' || leader)
 		goto out;
-	if (has_xattr(dirfd, c->name, "trusted.overlay.metacopy")) {
+	if (get_mark(wk, dirfd, c, "metacopy", NULL, 0) >= 0) {
 		struct strata_imgview *v;
 		struct strata_imgview_ent ent;
-		cleanup_free char *lpath = redirect_of(dirfd, c->name, origin);
+		cleanup_free char *lpath = redirect_of(wk, dirfd, c, origin);
 
 		if (!lpath && origin &&
 		    asprintf(&lpath, "%s%s%s", origin, *origin ? "/" : "",
@@ -816,12 +880,10 @@ static int upper_file(struct walk *wk, int dirfd, const struct child *c,
 		}
 		fd = strata_imgview_open_data(v, &ent);
 	} else {
-		fd = openat(dirfd, c->name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-		if (fd < 0) {
-			r = strata_err_set(wk->err, -errno, "upper %s: %s",
-					   wk->path, strerror(errno));
+		r = open_upper_file(wk, dirfd, c);
+		if (r < 0)
 			goto out;
-		}
+		fd = r;
 	}
 	r = copy_data(wk, fd, m.size);
 out:
@@ -849,10 +911,14 @@ static int upper_dir(struct walk *wk, int dirfd, const struct child *c,
 		return strata_err_set(wk->err, r, "upper %s: %s", wk->path,
 				      strerror(-r));
 	}
-	opaque = xattr_is(dirfd, c->name, "trusted.overlay.opaque", "y") ||
-		 xattr_is(dirfd, c->name, "user.overlay.opaque", "y") ||
-		 faccessat(fd, OPQ, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
-	redirect = redirect_of(dirfd, c->name, origin);
+	{
+		char v[2];
+
+		opaque = (get_mark(wk, dirfd, c, "opaque", v, sizeof(v)) == 1 &&
+			  v[0] == 'y') ||
+			 faccessat(fd, OPQ, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+	}
+	redirect = redirect_of(wk, dirfd, c, origin);
 	redirected = redirect != NULL;
 	if (redirect) {
 		corigin = take_ptr(&redirect);
@@ -1040,7 +1106,8 @@ int strata_commit_layer(const struct strata_layer_walk *o,
 	{
 		char dot[] = ".";
 
-		override_stat(o->upper_fd, dot, &m);
+		wk.marks_uid = st.st_uid;
+		override_stat(&wk, o->upper_fd, dot, &st, &m);
 		r = read_xattrs(&wk, o->upper_fd, dot, &m);
 	}
 	if (r == 0)
