@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <json-c/json.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,14 +35,38 @@ static struct {
 	char dir[4096];		/* its path, for messages */
 	char name[65];		/* sha256 hex of the mountpoint */
 	ino_t ino;		/* the socket bound there */
+	int stop[2];		/* a pipe: written to stop the thread */
 	pthread_t thread;
 	char *info;		/* the JSON line */
 	bool running;
 	struct control_info ci;	/* strings owned below */
 	char *mountpoint, *ref, *manifest, *store, *upper, *work;
-} ctl = { .fd = -1, .dirfd = -1 };
+} ctl = { .fd = -1, .dirfd = -1, .stop = { -1, -1 } };
 
 static void say(int fd, const char *s);
+
+/* Wait until @fd is readable. Return: false once fs_control_stop asks the
+ * thread to end (a pipe, not pthread_cancel: a thread unwound in accept or
+ * read leaves no lock held and nothing half torn down). */
+static bool wait_readable(int fd)
+{
+	struct pollfd p[2] = {
+		{ .fd = fd, .events = POLLIN },
+		{ .fd = ctl.stop[0], .events = POLLIN },
+	};
+
+	for (;;) {
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			return false;
+		}
+		if (p[1].revents)
+			return false;
+		if (p[0].revents)
+			return true;
+	}
+}
 
 static int make_info(void)
 {
@@ -110,7 +135,7 @@ static int read_line(int fd, char *buf, size_t size)
 
 	for (;;) {
 		char ch;
-		ssize_t k = read(fd, &ch, 1);
+		ssize_t k = wait_readable(fd) ? read(fd, &ch, 1) : -1;
 
 		if (k <= 0)
 			return -EIO;
@@ -226,10 +251,14 @@ static void *control_thread(void *arg)
 	for (;;) {
 		struct ucred cred;
 		socklen_t len = sizeof(cred);
-		int c = accept4(ctl.fd, NULL, NULL, SOCK_CLOEXEC);
+		int c;
 
+		if (!wait_readable(ctl.fd))
+			break;
+		c = accept4(ctl.fd, NULL, NULL, SOCK_CLOEXEC);
 		if (c < 0) {
-			if (errno == EINTR || errno == ECONNABORTED)
+			if (errno == EINTR || errno == ECONNABORTED ||
+			    errno == EAGAIN)
 				continue;
 			break;
 		}
@@ -426,6 +455,11 @@ int fs_control_start(struct wfs *w, const struct control_info *info)
 
 	if (ctl.fd < 0)
 		return -EBADF;
+	/* the peer credentials a client reads (SO_PEERCRED) are the
+	 * listener's as of its last listen(): now the daemonized process,
+	 * the pid the info line names */
+	if (listen(ctl.fd, 4) < 0)
+		return -errno;
 	ctl.ci = *info;
 	ctl.mountpoint = strdup(info->mountpoint);
 	ctl.ref = strdup(info->ref);
@@ -437,6 +471,8 @@ int fs_control_start(struct wfs *w, const struct control_info *info)
 	    !ctl.upper || !ctl.work || make_info() < 0)
 		return -ENOMEM;
 	ctl.w = w;
+	if (pipe2(ctl.stop, O_CLOEXEC) < 0)
+		return -errno;
 	r = pthread_create(&ctl.thread, NULL, control_thread, NULL);
 	if (r)
 		return -r;
@@ -448,15 +484,6 @@ void fs_control_stop(void)
 {
 	struct stat st;
 
-	if (ctl.running) {
-		shutdown(ctl.fd, SHUT_RDWR);
-		pthread_cancel(ctl.thread);
-		pthread_join(ctl.thread, NULL);
-		ctl.running = false;
-	}
-	if (ctl.fd >= 0)
-		close(ctl.fd);
-	ctl.fd = -1;
 	/* only the socket we bound: a later daemon may have replaced it */
 	if (ctl.dirfd >= 0 && ctl.ino &&
 	    fstatat(ctl.dirfd, ctl.name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
@@ -465,6 +492,20 @@ void fs_control_stop(void)
 	if (ctl.dirfd >= 0)
 		close(ctl.dirfd);
 	ctl.dirfd = -1;
+	if (ctl.running) {
+		if (write(ctl.stop[1], "", 1) < 0)
+			pthread_cancel(ctl.thread);
+		pthread_join(ctl.thread, NULL);
+		ctl.running = false;
+	}
+	for (int i = 0; i < 2; i++) {
+		if (ctl.stop[i] >= 0)
+			close(ctl.stop[i]);
+		ctl.stop[i] = -1;
+	}
+	if (ctl.fd >= 0)
+		close(ctl.fd);
+	ctl.fd = -1;
 	free(ctl.info);
 	free(ctl.mountpoint);
 	free(ctl.ref);
