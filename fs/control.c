@@ -31,7 +31,7 @@
 static struct {
 	struct wfs *w;
 	int fd;
-	int dirfd;		/* the socket's directory; -1: abstract name */
+	int dirfd;		/* the socket's directory, -1: abstract */
 	char dir[4096];		/* its path, for messages */
 	char name[65];		/* sha256 hex of the mountpoint */
 	ino_t ino;		/* the socket bound there */

@@ -36,7 +36,7 @@
 
 #include <stddef.h>
 
-#define STRATAFS_CONTROL_PREFIX "stratafs-control/"	/* abstract fallback */
+#define STRATAFS_CONTROL_PREFIX "stratafs-control/" /* abstract: fallback */
 #define STRATAFS_CONTROL_ROOT_DIR "/run/stratafs"	/* root's daemons */
 #define STRATAFS_CONTROL_USER_DIR "stratafs"	/* in $XDG_RUNTIME_DIR */
 
@@ -62,7 +62,7 @@ struct control_request {
 	enum control_action action;
 	const char *arg;	/* CONTROL_CONTINUE: the reference, borrowed:
 				 * points into the line, runs to its end */
-	size_t arg_len;		/* its length; 0 and arg NULL otherwise */
+	size_t arg_len;		/* its length (0 without arg) */
 };
 
 /*
