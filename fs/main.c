@@ -385,6 +385,19 @@ static int start_control(struct wfs *w, const struct options *o,
 	return fs_control_start(w, &info);
 }
 
+/* Own the control socket of the mount at @mp (absolute), or say why not. */
+static int bind_control(const char *mp)
+{
+	struct strata_err err = { 0 };
+	int r = fs_control_bind(mp, &err);
+
+	if (r < 0)
+		fprintf(stderr, "stratafs: %s; not mounting %s (strata commit "
+			"would have no trustworthy way to reach it)\n",
+			err.code ? err.msg : strerror(-r), mp);
+	return r;
+}
+
 /* "L1:L2:..." (top first) into a lower stack. */
 static int open_lowerdirs(const char *spec, struct lower **out)
 {
@@ -560,21 +573,33 @@ int main(int argc, char *argv[])
 		wfs.se = se;
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out;
-	if (fuse_session_mount(se, copts.mountpoint) != 0) {
-		fprintf(stderr, "stratafs: cannot mount on %s (already mounted? "
-			"see: findmnt %s)\n", copts.mountpoint, copts.mountpoint);
-		goto out_signals;
-	}
 	/* relative paths mean something only before daemonizing (cd /) */
 	ctl_mp = realpath(copts.mountpoint, NULL);
 	ctl_ref = o.lowerdir ? strdup("") : absolute_ref(o.ref);
+	if (!ctl_mp || !ctl_ref) {
+		fprintf(stderr, "stratafs: %s: %s\n", copts.mountpoint,
+			strerror(errno));
+		goto out_signals;
+	}
+	/* the control socket before the mount, so that a daemon that cannot
+	 * own it says so here and leaves no mount whose commits would talk
+	 * to whoever holds the name */
+	if (wfs_ready && wfs.upperfd >= 0 && bind_control(ctl_mp) < 0)
+		goto out_signals;
+	if (fuse_session_mount(se, copts.mountpoint) != 0) {
+		fprintf(stderr, "stratafs: cannot mount on %s (already mounted? "
+			"see: findmnt %s)\n", copts.mountpoint, copts.mountpoint);
+		goto out_control;
+	}
 	if (fuse_daemonize(copts.foreground) != 0)
 		goto out_unmount;
 	/* threads do not survive daemonizing: start it only now */
 	if (wfs_ready && wfs.upperfd >= 0 &&
-	    start_control(&wfs, &o, ctl_mp, ctl_ref, st, img, &fs) < 0)
-		fprintf(stderr, "stratafs: warning: no control socket; "
-			"strata commit cannot find this mount\n");
+	    start_control(&wfs, &o, ctl_mp, ctl_ref, st, img, &fs) < 0) {
+		fprintf(stderr, "stratafs: %s: cannot serve the control "
+			"socket; unmounting\n", ctl_mp);
+		goto out_unmount;
+	}
 	lc = fuse_loop_cfg_create();
 	if (!lc)
 		goto out_unmount;
@@ -594,6 +619,8 @@ int main(int argc, char *argv[])
 	fs_control_stop();
 out_unmount:
 	fuse_session_unmount(se);
+out_control:
+	fs_control_stop();
 out_signals:
 	fuse_remove_signal_handlers(se);
 out:
