@@ -422,17 +422,19 @@ int strata_blobw_finish(struct strata_blobw *w, char *digest, char *diff_id,
 	else
 		strata_hasher_final(w->h_comp, digest);
 	*size = w->comp_bytes;
-	snprintf(rel, sizeof(rel), "blobs/%s", digest);
-	rel[strlen("blobs/sha256")] = '/';
-	if (renameat(w->dir_fd, w->tmp, w->dir_fd, rel) < 0)
-		return -errno;
-	w->finished = true;
-	bfd = openat(w->dir_fd, "blobs/sha256", O_RDONLY | O_DIRECTORY |
-		     O_CLOEXEC);
-	if (bfd >= 0) {
-		fsync(bfd);
+	/* into blobs/sha256 itself, never where a symlink there leads */
+	bfd = strata_open_beneath(w->dir_fd, "blobs/sha256");
+	if (bfd < 0)
+		return bfd;
+	snprintf(rel, sizeof(rel), "%s", digest + strlen("sha256:"));
+	if (renameat(w->dir_fd, w->tmp, bfd, rel) < 0) {
+		r = -errno;
 		close(bfd);
+		return r;
 	}
+	w->finished = true;
+	fsync(bfd);
+	close(bfd);
 	return 0;
 }
 

@@ -105,11 +105,13 @@ int strata_layoutw_open(int at_fd, const char *path, bool create,
 	if (r < 0)
 		return strata_err_set(err, r, "%s/blobs: %s", path,
 				      strerror(-r));
-	lw->blobs_fd = openat(lw->dir_fd, "blobs",
-			      O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	lw->blobs_fd = strata_open_beneath(lw->dir_fd, "blobs");
 	if (lw->blobs_fd < 0)
-		return strata_err_set(err, -errno, "%s/blobs: %s", path,
-				      strerror(errno));
+		return strata_err_set(err, lw->blobs_fd, "%s/blobs: %s", path,
+				      lw->blobs_fd == -ELOOP ||
+				      lw->blobs_fd == -EXDEV
+				      ? "a symlink: refusing to write through "
+					"it" : strerror(-lw->blobs_fd));
 	*out = take_ptr(&lw);
 	return 0;
 }
@@ -130,14 +132,20 @@ static int publish(struct strata_layoutw *lw, const char *tmp,
 	char rel[STRATA_DIGEST_MAX + 8];
 	int bfd;
 
+	/* into blobs/ALG itself, never where a symlink there leads */
 	strata_blob_relpath(digest, rel, sizeof(rel));
-	if (renameat(lw->dir_fd, tmp, lw->blobs_fd, rel) < 0)
-		return -errno;
-	bfd = openat(lw->blobs_fd, "sha256", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (bfd >= 0) {
-		fsync(bfd);
+	*strchr(rel, '/') = '\0';
+	bfd = strata_open_beneath(lw->blobs_fd, rel);
+	if (bfd < 0)
+		return bfd;
+	if (renameat(lw->dir_fd, tmp, bfd, rel + strlen(rel) + 1) < 0) {
+		int r = -errno;
+
 		close(bfd);
+		return r;
 	}
+	fsync(bfd);
+	close(bfd);
 	return 0;
 }
 

@@ -66,6 +66,14 @@ int strata_read_file(int dirfd, const char *name, size_t max, char **out,
 int strata_read_fd(int fd, size_t max, char **out, size_t *len);
 /* mkdir -p relative to @dirfd, mode 0755 (or 0700 for the root). */
 int strata_mkdirat_p(int dirfd, const char *path, mode_t mode);
+/*
+ * An fd (O_RDONLY) of directory @path below @dirfd, reached without following
+ * any symlink and without leaving @dirfd: where a store or layout that
+ * another user owns is written, its "blobs/sha256" must not lead
+ * elsewhere. Return: the fd (caller closes) or -errno (-ELOOP, -EXDEV
+ * for a symlink on the way).
+ */
+int strata_open_beneath(int dirfd, const char *path);
 /* rm -rf @name below @dirfd, never following symlinks. */
 int strata_rmtree_at(int dirfd, const char *name);
 /* Write all of @buf to @fd. */

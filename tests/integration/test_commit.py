@@ -446,3 +446,28 @@ def test_large_layer_threads(base, overlay, strata, tmp_path):
            f"oci:{layout}:t3")
     out = umoci_rootfs(layout, "t3", tmp_path / "big-unpacked")
     assert_same_tree(merged, out)
+
+
+@pytest.mark.parametrize("link", ["blobs/sha256", "blobs"])
+def test_no_write_through_a_symlinked_blobs_dir(base, overlay, strata,
+                                                tmp_path, link):
+    """A layout that another user owns may have blobs/ or blobs/sha256 as
+    a symlink to somewhere root can write: a commit into it (root, naming
+    the layout or `:TAG` of a user's mount) refuses instead of writing
+    there. Before: the new blobs were renamed into the link's target."""
+    layout, tag, rootfs = base
+    lay = Path(layout)
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(lay / link, elsewhere, symlinks=True)
+    shutil.rmtree(lay / link)
+    os.symlink(elsewhere, lay / link)
+    before = sorted(p.name for p in elsewhere.rglob("*"))
+    index = (lay / "index.json").read_bytes()
+    merged, upper = overlay(rootfs)
+    (merged / "x").write_text("x\n")
+    r = commit(strata, "--upper", upper, "--from", f"oci:{layout}:{tag}",
+               f"oci:{layout}:{tag}-2", check=False)
+    assert r.returncode != 0
+    assert "blobs" in r.stderr
+    assert sorted(p.name for p in elsewhere.rglob("*")) == before
+    assert (lay / "index.json").read_bytes() == index
