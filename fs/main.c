@@ -583,8 +583,11 @@ int main(int argc, char *argv[])
 	}
 	/* the control socket before the mount, so that a daemon that cannot
 	 * own it says so here and leaves no mount whose commits would talk
-	 * to whoever holds the name */
-	if (wfs_ready && wfs.upperfd >= 0 && bind_control(ctl_mp) < 0)
+	 * to whoever holds the name. A lowerdir= mount (containers-storage's
+	 * mount_program, maybe in a user namespace where /run is not ours)
+	 * has no image to commit onto: no socket. */
+	if (wfs_ready && wfs.upperfd >= 0 && !o.lowerdir &&
+	    bind_control(ctl_mp) < 0)
 		goto out_signals;
 	if (fuse_session_mount(se, copts.mountpoint) != 0) {
 		fprintf(stderr, "stratafs: cannot mount on %s (already mounted? "
@@ -594,7 +597,7 @@ int main(int argc, char *argv[])
 	if (fuse_daemonize(copts.foreground) != 0)
 		goto out_unmount;
 	/* threads do not survive daemonizing: start it only now */
-	if (wfs_ready && wfs.upperfd >= 0 &&
+	if (wfs_ready && wfs.upperfd >= 0 && !o.lowerdir &&
 	    start_control(&wfs, &o, ctl_mp, ctl_ref, st, img, &fs) < 0) {
 		fprintf(stderr, "stratafs: %s: cannot serve the control "
 			"socket; unmounting\n", ctl_mp);
