@@ -596,6 +596,10 @@ int main(int argc, char *argv[])
 	}
 	if (fuse_daemonize(copts.foreground) != 0)
 		goto out_unmount;
+	/* what goes wrong from now on (a planted fifo, an upper entry
+	 * changed behind the mount) must reach someone */
+	if (!copts.foreground)
+		strata_log_set_syslog(true);
 	/* threads do not survive daemonizing: start it only now */
 	if (wfs_ready && wfs.upperfd >= 0 && !o.lowerdir &&
 	    start_control(&wfs, &o, ctl_mp, ctl_ref, st, img, &fs) < 0) {

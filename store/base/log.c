@@ -2,12 +2,14 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "log.h"
 
 static bool quiet;
+static bool to_syslog;
 static const char *prog = "strata";
 static pthread_mutex_t progress_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct timespec last_draw;
@@ -28,10 +30,23 @@ void strata_log_set_prog(const char *p)
 	prog = p;
 }
 
+void strata_log_set_syslog(bool on)
+{
+	if (on && !to_syslog)
+		openlog(prog, LOG_PID, LOG_DAEMON);
+	to_syslog = on;
+}
+
 void strata_warn(const char *fmt, ...)
 {
 	va_list ap;
 
+	if (to_syslog) {
+		va_start(ap, fmt);
+		vsyslog(LOG_WARNING, fmt, ap);
+		va_end(ap);
+		return;
+	}
 	fprintf(stderr, "%s: warning: ", prog);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);

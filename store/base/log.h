@@ -16,6 +16,10 @@ bool strata_log_quiet(void);
 /* Program name used as prefix of warnings ("strata", "stratafs"). */
 void strata_log_set_prog(const char *prog);
 
+/* Warnings go to syslog (LOG_DAEMON, tagged with the program name and
+ * pid) instead of stderr: for a daemon whose stderr is /dev/null. */
+void strata_log_set_syslog(bool on);
+
 void strata_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /*
