@@ -6,10 +6,16 @@
  * users read it (fs/, store/imgview.c, store/commit-layer.c): every
  * entry's name, symlink target, owner, link count, xattr records and
  * children, each child looked up by name, the implied directories; then
- * two layers of it are grafted (store/graft.c), as an image open does, and
- * read again. Whatever open accepts must be safe to read.
+ * two layers are grafted (store/graft.c), as an image open does, and read
+ * again. Whatever open accepts must be safe to read.
+ *
+ * When the header's file_size is shorter than the input, the input is two
+ * indexes: the bottom layer (file_size bytes) and the rest, the top layer,
+ * so grafts through the bottom layer's symlinks happen. Otherwise both
+ * layers are the same index.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -18,31 +24,55 @@
 #include "fuzz.h"
 #include "store-internal.h"
 
-#define DIFF_HEX \
-	"0000000000000000000000000000000000000000000000000000000000000000"
-#define DIFF_ID "sha256:" DIFF_HEX
+#define HEX(c) c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c \
+	c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c
+static const char *const layer_hex[2] = { HEX("0"), HEX("1") };
 
 static struct strata_store *st;
-static int index_dir = -1;	/* layers/sha256/<hex>: index and data/ */
+static int index_dir[2] = { -1, -1 };	/* layers/sha256/<hex> */
 
 /* A store of our own under $TMPDIR, made at the first input. */
 static void setup(void)
 {
 	const char *tmp = getenv("TMPDIR");
 	char path[4096];
+	int i;
 
 	if (st)
 		return;
 	snprintf(path, sizeof(path), "%s/strata-fuzz-lindex-XXXXXX",
 		 tmp && tmp[0] ? tmp : "/tmp");
-	if (!mkdtemp(path) || strata_store_open(path, &st, NULL) < 0 ||
-	    strata_mkdirat_p(st->layers_fd, "sha256/" DIFF_HEX "/data",
-			     0755) < 0)
+	if (!mkdtemp(path) || strata_store_open(path, &st, NULL) < 0)
 		abort();
-	index_dir = openat(st->layers_fd, "sha256/" DIFF_HEX,
-			   O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (index_dir < 0)
+	for (i = 0; i < 2; i++) {
+		snprintf(path, sizeof(path), "sha256/%s/data", layer_hex[i]);
+		if (strata_mkdirat_p(st->layers_fd, path, 0755) < 0)
+			abort();
+		path[strlen(path) - 5] = '\0';
+		index_dir[i] = openat(st->layers_fd, path,
+				      O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (index_dir[i] < 0)
+			abort();
+	}
+}
+
+static void put_index(int layer, const uint8_t *data, size_t size)
+{
+	int fd = openat(index_dir[layer], "index", O_WRONLY | O_CREAT |
+			O_TRUNC | O_CLOEXEC, 0644);
+
+	if (fd < 0 || strata_write_all(fd, data, size) < 0)
 		abort();
+	close(fd);
+}
+
+static int open_layer(int layer, struct strata_lindex **lx,
+		      struct strata_err *err)
+{
+	char id[STRATA_DIGEST_MAX];
+
+	snprintf(id, sizeof(id), "sha256:%s", layer_hex[layer]);
+	return strata_lindex_open(st, id, lx, err);
 }
 
 static unsigned sink;
@@ -121,20 +151,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct strata_lindex *lx[2] = { NULL, NULL };
 	struct strata_err err = { 0 };
-	int fd, r;
+	size_t split = size;
+	uint64_t fsize;
+	int r;
 
 	setup();
-	fd = openat(index_dir, "index", O_WRONLY | O_CREAT | O_TRUNC |
-		    O_CLOEXEC, 0644);
-	if (fd < 0 || strata_write_all(fd, data, size) < 0)
-		abort();
-	close(fd);
-	r = strata_lindex_open(st, DIFF_ID, &lx[0], &err);
+	if (size > sizeof(struct strata_lx_header)) {
+		memcpy(&fsize, data + offsetof(struct strata_lx_header,
+					       file_size), sizeof(fsize));
+		if (fsize >= sizeof(struct strata_lx_header) && fsize < size)
+			split = (size_t)fsize;
+	}
+	put_index(0, data, split);
+	put_index(1, split < size ? data + split : data,
+		  split < size ? size - split : size);
+	r = open_layer(0, &lx[0], &err);
 	FUZZ_CHECK(r == 0 || r == -ENOMEM || (r == -EBADMSG && err.msg[0]));
 	if (r < 0)
 		return 0;
 	read_all(lx[0]);
-	if (strata_lindex_open(st, DIFF_ID, &lx[1], NULL) == 0) {
+	if (open_layer(1, &lx[1], NULL) == 0) {
+		read_all(lx[1]);
 		if (strata_lx_graft(lx, 2) >= 0) {
 			read_all(lx[0]);
 			read_all(lx[1]);
