@@ -623,7 +623,8 @@ static int apply(struct planner *pl, uint32_t k)
 		kids[n].entry = pl->p[p->sub[i]].made;
 		kids[n++].rank = UINT32_MAX;
 	}
-	qsort_r(kids, n, sizeof(*kids), kid_cmp, lx);
+	if (n)	/* kids is still NULL for a directory left empty */
+		qsort_r(kids, n, sizeof(*kids), kid_cmp, lx);
 	idx = malloc((n ? n : 1) * sizeof(*idx));
 	if (!idx)
 		goto out;

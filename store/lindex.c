@@ -1,9 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Reading a layer's metadata index (format in store.h). The index is our
- * own output, written once and renamed into place after verification; the
- * header and table bounds are checked at open so a truncated or foreign
- * file is refused, and every accessor bounds-checks its offsets.
+ * own output, written once and renamed into place after verification, but
+ * a cache can be damaged or planted, so the file is untrusted: the header
+ * and table bounds are checked at open, and so is every entry, once (its
+ * name and symlink target inside the strings, a directory's children
+ * inside the entries and after it, so the tree has no cycle), because its
+ * readers (fs/, graft.c, imgview.c, commit) take an entry's fields as
+ * given. The accessors bounds-check what remains: table lookups.
  *
  * An open index can be patched in memory (store/graft.c moves a layer's
  * paths through the symlinks of the layers below): new entries and strings
@@ -66,6 +70,49 @@ static bool range_ok(uint64_t off, uint64_t len, uint64_t total)
 	return off <= total && len <= total - off;
 }
 
+/* What readers take as given, checked once per entry at open: one pass
+ * over the entries, which a mount reads anyway. */
+static bool entries_ok(const struct strata_lindex *lx)
+{
+	const struct strata_lx_header *h = lx->hdr;
+	const struct strata_lx_entry *ents = (const void *)(lx->map +
+							    h->entries_off);
+	const struct strata_lx_xref *imp = (const void *)(lx->map +
+							  h->implied_off);
+	const char *strings = (const char *)lx->map + h->strings_off;
+	uint64_t k;
+	uint32_t i;
+
+	/* strings are NUL-terminated: so is the last one */
+	if (h->strings_len && strings[h->strings_len - 1] != '\0')
+		return false;
+	if (!S_ISDIR(ents[0].mode))
+		return false;
+	for (i = 0; i < h->n_entries; i++) {
+		const struct strata_lx_entry *e = &ents[i];
+
+		if (!range_ok(e->name_off, e->name_len, h->strings_len))
+			return false;
+		if (S_ISDIR(e->mode)) {
+			if (e->b && (e->a <= i ||
+				     !range_ok(e->a, e->b, h->n_entries)))
+				return false;
+			continue;
+		}
+		if (e->b >= h->n_entries)
+			return false;
+		if (S_ISLNK(e->mode) &&
+		    (!range_ok(e->a, e->size, h->strings_len) ||
+		     e->a + e->size == h->strings_len))
+			return false;
+	}
+	for (k = 0; k < h->n_implied; k++)
+		if (imp[k].entry >= h->n_entries ||
+		    imp[k].off >= h->strings_len)
+			return false;
+	return true;
+}
+
 int strata_lindex_open(struct strata_store *st, const char *diff_id,
 		       struct strata_lindex **out, struct strata_err *err)
 {
@@ -114,7 +161,8 @@ int strata_lindex_open(struct strata_store *st, const char *diff_id,
 	    h->owners_off % 4 || h->n_owners > STRATA_LX_MAX_OWNERS ||
 	    !range_ok(h->owners_off, h->n_owners * 8, lx->map_len) ||
 	    h->links_off % 4 || h->n_links > h->n_entries ||
-	    !range_ok(h->links_off, h->n_links * 8, lx->map_len)) {
+	    !range_ok(h->links_off, h->n_links * 8, lx->map_len) ||
+	    !entries_ok(lx)) {
 		strata_lindex_close(lx);
 		goto corrupt;
 	}

@@ -1,6 +1,7 @@
 #!/bin/sh
-# The whole test suite: C unit tests and pytest integration tests, against a
-# build with AddressSanitizer and UndefinedBehaviorSanitizer (build-asan/).
+# The whole test suite: C unit tests, a short fuzzing run (build-fuzz/, clang)
+# and pytest integration tests, against a build with AddressSanitizer and
+# UndefinedBehaviorSanitizer (build-asan/).
 #   tests/run.sh [PYTEST_ARGS...]
 # Needs root (mounts) and the packages in tests/packages.txt.
 set -eu
@@ -28,6 +29,16 @@ count_mounts() {
 before=$(count_mounts)
 status=0
 meson test -C "$build" --print-errorlogs || status=1
+# a short fuzzing run of every harness from its saved corpus (tests/fuzz)
+fuzz_secs=${STRATA_FUZZ_SECONDS:-20}
+if [ "$fuzz_secs" -gt 0 ]; then
+	rm -rf build-fuzz/findings-run
+	FUZZ_SEED=1 FUZZ_FINDINGS=build-fuzz/findings-run \
+		tests/fuzz/run.sh "$fuzz_secs" 2>"$TMPDIR/fuzz.log" || {
+		grep -v '^#' "$TMPDIR/fuzz.log" >&2
+		status=1
+	}
+fi
 /usr/bin/python3 -m pytest tests/integration -q -p no:cacheprovider "$@" || {
 	rc=$?
 	# 5 = no tests collected: that is a failure of the suite too

@@ -1,0 +1,75 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Image references (store/ref.c): the bytes, up to the first NUL (a
+ * reference comes from argv), through strata_ref_parse(),
+ * strata_store_name() and strata_platform_parse(). Besides memory safety
+ * it checks what a parse promises: the parts put back together give the
+ * text as typed, and a store name always comes back NAME:TAG.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "fuzz.h"
+#include "store.h"
+
+static void check_ref(const char *s, const struct strata_ref *r)
+{
+	char buf[8192];
+	size_t plen;
+
+	FUZZ_CHECK(!strcmp(r->text, s));
+	if (r->kind == STRATA_REF_STORE) {
+		FUZZ_CHECK(!r->path && !r->digest && r->tag);
+		FUZZ_CHECK(strchr(r->tag, ':'));
+		return;
+	}
+	FUZZ_CHECK(r->path && r->path[0]);
+	FUZZ_CHECK(!(r->tag && r->digest));
+	plen = strlen(r->path);
+	FUZZ_CHECK(strstr(s, r->path) && plen < sizeof(buf));
+	if (r->digest) {
+		FUZZ_CHECK(r->kind == STRATA_REF_OCI);
+		FUZZ_CHECK(strata_digest_validate(r->digest,
+						  strlen(r->digest)) == 0);
+		snprintf(buf, sizeof(buf), "oci:%s@%s", r->path, r->digest);
+		FUZZ_CHECK(!strcmp(buf, s));
+	} else if (!r->tag) {
+		FUZZ_CHECK(!strcmp(strchr(s, ':') + 1, r->path));
+	} else if (r->kind != STRATA_REF_DOCKER_ARCHIVE) {
+		snprintf(buf, sizeof(buf), "%s:%s", r->path, r->tag);
+		FUZZ_CHECK(!strcmp(strchr(s, ':') + 1, buf));
+	}
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct strata_err err = { 0 };
+	struct strata_platform plat;
+	struct strata_ref *r = NULL;
+	char *s, *name = NULL;
+	int ret;
+
+	if (size > 4096)
+		return 0;
+	s = strndup((const char *)data, size);
+	if (!s)
+		return 0;
+	ret = strata_ref_parse(s, &r, &err);
+	FUZZ_CHECK(ret == 0 || ret == -EINVAL || ret == -ENOMEM);
+	if (ret == 0) {
+		check_ref(s, r);
+		strata_ref_free(r);
+	} else {
+		FUZZ_CHECK(ret == -ENOMEM || err.msg[0]);
+	}
+	ret = strata_store_name(s, &name, NULL);
+	FUZZ_CHECK(ret == 0 || ret == -EINVAL || ret == -ENOMEM);
+	if (ret == 0) {
+		FUZZ_CHECK(strchr(name, ':'));
+		free(name);
+	}
+	if (strata_platform_parse(s, &plat) == 0)
+		FUZZ_CHECK(plat.os[0] && plat.arch[0]);
+	free(s);
+	return 0;
+}
