@@ -1,0 +1,651 @@
+"""A root stratafs daemon serving other users (allow_other), attacked by
+one of them: uid 65534 (nobody) uses the mount and can also write inside
+the upper directory, in the directories it made through the mount.
+
+Setting, per test: a private base directory (0755, root-owned) holding the
+image layout, plain lower directories (the same tree), the upper directory
+U, its work directory W, the mountpoint, and a root-owned decoy tree beside
+U that no step of nobody's may ever change. The mount is either
+  image:     stratafs -o allow_other,upper=U oci:LAYOUT:t M
+  lowerdir:  stratafs -o allow_other,lowerdir=L1:L2,upperdir=U,workdir=W none M
+  kernel:    mount -t overlay (the reference: the same steps on the kernel
+             overlay, which resists each attack)
+The image has /etc/secret (0600 root), /pub (0777) with lower files of
+nobody's under /pub/a for copy-ups, and /other.
+"""
+import errno
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import STRATA, is_mounted, run
+import ocibuild as ob
+import overlaydiff as od
+
+NOBODY = 65534
+SECRET = b"TOPSECRET root-only content 5f1e\n"
+OUTSIDE_SECRET = b"OUTSIDE-SECRET beside the lowers 9a7c\n"
+SETPRIV = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+           "--"]
+NFILES = 40             # lower files of nobody's under /pub/a and /pub/a/sub
+
+# (path, kind, mode, uid, gid, data); kind d/f
+TREE = [("etc", "d", 0o755, 0, 0, None),
+        ("etc/secret", "f", 0o600, 0, 0, SECRET),
+        ("etc/hosts", "f", 0o644, 0, 0, b"127.0.0.1 localhost\n"),
+        ("other", "f", 0o644, 0, 0, b"other\n"),
+        ("pub", "d", 0o777, 0, 0, None),
+        ("pub/a", "d", 0o777, 0, 0, None),
+        ("pub/a/sub", "d", 0o777, 0, 0, None)]
+TREE += [(f"pub/a/f{i}", "f", 0o644, NOBODY, NOBODY, b"lower %d\n" % i)
+         for i in range(NFILES)]
+TREE += [(f"pub/a/sub/g{i}", "f", 0o644, NOBODY, NOBODY, b"sub %d\n" % i)
+         for i in range(NFILES)]
+
+
+def as_nobody():
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+
+
+def nobody(*cmd, timeout=60):
+    """Run @cmd as nobody; CompletedProcess (text)."""
+    return subprocess.run(SETPRIV + [str(c) for c in cmd],
+                          capture_output=True, text=True, timeout=timeout,
+                          cwd="/")
+
+
+class Hung(AssertionError):
+    pass
+
+
+def nobody_py(code, timeout=120, mnt=None):
+    """Run python @code as nobody; it prints one JSON value, returned.
+    A run past @timeout is a hang: the FUSE connection of @mnt is aborted
+    (a process blocked in a FUSE request may not even die of SIGKILL) and
+    Hung is raised."""
+    p = subprocess.Popen(["/usr/bin/python3", "-c", code],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, preexec_fn=as_nobody, cwd="/",
+                         start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        if mnt is not None:
+            fuse_abort(mnt)
+        kill_group(p)
+        raise Hung(f"nobody's process hung for {timeout} s in the mount")
+    assert p.returncode == 0, f"nobody's python failed: {err}"
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def nobody_ok(*cmd, timeout=60):
+    r = nobody(*cmd, timeout=timeout)
+    assert r.returncode == 0, f"{cmd} as nobody: {r.returncode} {r.stderr}"
+    return r
+
+
+def fingerprint(p):
+    """Everything about the entry at @p that an attack could change."""
+    st = os.lstat(p)
+    content = None
+    if stat.S_ISREG(st.st_mode):
+        content = hashlib.sha256(Path(p).read_bytes()).hexdigest()
+    elif stat.S_ISLNK(st.st_mode):
+        content = os.readlink(p)
+    try:
+        xs = sorted((x, os.getxattr(p, x, follow_symlinks=False))
+                    for x in os.listxattr(p, follow_symlinks=False))
+    except OSError:
+        xs = []
+    return (oct(st.st_mode), st.st_uid, st.st_gid, st.st_size,
+            st.st_mtime_ns, content, tuple(xs))
+
+
+def snap_tree(root):
+    """{relpath: fingerprint} of @root and everything below it."""
+    root = Path(root)
+    out = {"": fingerprint(root)}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for n in dirnames + filenames:
+            p = Path(dirpath) / n
+            out[str(p.relative_to(root))] = fingerprint(p)
+    return out
+
+
+def tree_diff(a, b):
+    keys = sorted(set(a) | set(b))
+    return [f"{k or '.'}: {a.get(k)} -> {b.get(k)}" for k in keys
+            if a.get(k) != b.get(k)]
+
+
+def write_tree(root, entries):
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o755)
+    for path, kind, mode, uid, gid, data in entries:
+        p = root / path
+        if kind == "d":
+            p.mkdir(exist_ok=True)
+        else:
+            p.write_bytes(data)
+        os.chown(p, uid, gid)
+        os.chmod(p, mode)
+
+
+def layer_entries(entries):
+    out = []
+    for path, kind, mode, uid, gid, data in entries:
+        if kind == "d":
+            out.append(ob.dir_(path, mode=mode, uid=uid, gid=gid))
+        else:
+            out.append(ob.reg(path, data, mode=mode, uid=uid, gid=gid))
+    return out
+
+
+def kill_group(p):
+    if p.poll() is None:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            p.kill()
+    try:
+        p.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def fuse_abort(mnt):
+    """Abort the FUSE connection of @mnt (a hung daemon, e.g. deadlocked on
+    its own mount): every waiting request fails, the daemon's threads are
+    released. Mounts fusectl if it is not mounted."""
+    dev = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            x = line.split()
+            if x[4] == os.path.realpath(mnt):
+                dev = int(x[2].split(":")[1])
+    if dev is None:
+        return
+    conns = Path("/sys/fs/fuse/connections")
+    if not (conns / str(dev)).exists():
+        subprocess.run(["mount", "-t", "fusectl", "fusectl", str(conns)],
+                       capture_output=True)
+    p = conns / str(dev) / "abort"
+    if p.exists():
+        p.write_text("1")
+
+
+class Env:
+    """One mount (image, lowerdir or kernel) over TREE, with its upper U,
+    work W, decoy tree and the root-owned files an attack aims at."""
+
+    def __init__(self, base, mode, mount, ovl_mounts):
+        self.base = Path(base)
+        self.mode = mode
+        self._mount = mount
+        self._ovl = ovl_mounts
+        self.upper = self.base / "up"
+        self.work = self.base / ".up.work"
+        self.mnt = self.base / "mnt"
+        self.mnt.mkdir()
+        self.lowers = self.base / "lowers"
+        self.lowers.mkdir()
+        os.chmod(self.lowers, 0o755)
+        # L1 (top) holds /pub/a/sub, L2 the rest
+        top = [e for e in TREE if e[0].startswith("pub/a/sub")]
+        rest = [e for e in TREE if not e[0].startswith("pub/a/sub")]
+        write_tree(self.lowers / "l1", [e for e in TREE
+                                        if e[0] in ("pub", "pub/a")] + top)
+        write_tree(self.lowers / "l2", rest)
+        # a root-only secret beside the lower directories
+        (self.lowers / "secret").write_bytes(OUTSIDE_SECRET)
+        os.chmod(self.lowers / "secret", 0o600)
+        self.image = ob.build(self.base / "layout",
+                              [ob.Layer(layer_entries(TREE))])
+        # the decoy: root-owned things outside the mount an attack aims at
+        self.decoy = self.base / "decoy"
+        self.decoy.mkdir()
+        os.chmod(self.decoy, 0o755)
+        self.target = self.decoy / "true"
+        shutil.copy(shutil.which("true"), self.target)
+        os.chmod(self.target, 0o755)
+        self.victim = self.decoy / "victim"
+        self.victim.write_bytes(b"victim content\n")
+        os.chmod(self.victim, 0o644)
+        self.xdir = self.decoy / "X"
+        (self.xdir / "work").mkdir(parents=True)
+        (self.xdir / "work/keep").write_text("keep\n")
+        (self.xdir / "file").write_text("file\n")
+        for p in [self.decoy] + list(self.decoy.rglob("*")):
+            os.lchown(p, 0, 0)
+        self.decoy_before = snap_tree(self.decoy)
+        if mode != "image":
+            self.upper.mkdir()
+            self.work.mkdir()
+            os.chmod(self.upper, 0o755)
+
+    # --- mounting --------------------------------------------------------
+    def opts(self):
+        if self.mode == "image":
+            return f"allow_other,upper={self.upper}"
+        return (f"allow_other,lowerdir={self.lowers / 'l1'}:"
+                f"{self.lowers / 'l2'},upperdir={self.upper},"
+                f"workdir={self.work}")
+
+    def start(self):
+        if self.mode == "kernel":
+            self._ovl.kernel([self.lowers / "l1", self.lowers / "l2"],
+                             self.upper, self.work, self.mnt,
+                             "redirect_dir=on,metacopy=on,index=off")
+        elif self.mode == "image":
+            self._mount(self.image.ref, opts=self.opts(), mnt=self.mnt)
+        else:
+            self._mount("none", opts=self.opts(), mnt=self.mnt)
+        return self.mnt
+
+    def stop(self):
+        """Unmount cleanly and wait for the daemon to exit."""
+        if self.mode == "kernel":
+            self._ovl.umount(self.mnt)
+            return
+        pids = od._daemon_pids(self.mnt)
+        run(["umount", self.mnt])
+        od._wait_gone(pids)
+        assert not is_mounted(self.mnt)
+
+    def remount(self):
+        self.stop()
+        return self.start()
+
+    # --- paths -----------------------------------------------------------
+    def m(self, rel):
+        return self.mnt / rel
+
+    def u(self, rel):
+        return self.upper / rel
+
+    def decoy_changes(self):
+        return tree_diff(self.decoy_before, snap_tree(self.decoy))
+
+    def outside_changes(self):
+        """Names that appeared in the base directory outside U and W."""
+        known = {"up", ".up.work", "mnt", "lowers", "layout", "decoy", "out",
+                 "shared"}
+        return sorted(set(os.listdir(self.base)) - known)
+
+
+@pytest.fixture
+def base_dir():
+    """A private 0755 directory (nobody can reach what is made 0755 inside
+    it: pytest's tmp_path may be 0700)."""
+    d = Path(tempfile.mkdtemp(prefix="strata-hu-"))
+    os.chmod(d, 0o755)
+    yield d
+    for m in sorted((x.split()[4] for x in open("/proc/self/mountinfo")
+                     if x.split()[4].startswith(str(d) + "/")), reverse=True):
+        subprocess.run(["umount", "-l", m], capture_output=True)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def make_env(base_dir, mount, ovl_mounts):
+    """make_env(mode) -> Env. On teardown, before the mounts are unmounted,
+    a daemon that no longer answers (hung by an attack) has its FUSE
+    connection aborted, so no process stays blocked in the mount."""
+    made = []
+
+    def make(mode):
+        made.append(Env(base_dir, mode, mount, ovl_mounts))
+        return made[-1]
+    yield make
+    for env in made:
+        if env.mode != "kernel" and is_mounted(env.mnt):
+            r = subprocess.run(["timeout", "-s", "KILL", "10", "stat",
+                                str(env.mnt / "other")], capture_output=True)
+            if r.returncode != 0:
+                fuse_abort(env.mnt)
+
+
+def nobody_made_dir(env, rel="pub/d"):
+    """nobody mkdirs M/@rel through the mount: U/@rel is nobody's own."""
+    nobody_ok("mkdir", env.m(rel))
+    st = os.lstat(env.u(rel))
+    assert (st.st_uid, st.st_gid) == (NOBODY, NOBODY), \
+        f"U/{rel} is {st.st_uid}:{st.st_gid}, not nobody's"
+
+
+# ---------------------------------------------------------------------------
+# 1. operations through the mount follow a symlink planted in the upper
+
+SYMLINK_OPS = {
+    # name: (command as nobody on M/pub/d/y, which decoy file is aimed at)
+    "chmod": (lambda y: ["chmod", "04755", y], "target"),
+    "chown": (lambda y: ["chown", "65534:65534", y], "target"),
+    "utimens": (lambda y: ["touch", "-d", "2001-02-03 04:05:06", y],
+                "target"),
+    "setxattr": (lambda y: ["setfattr", "-n", "user.x", "-v", "1", y],
+                 "victim"),
+    "truncate": (lambda y: ["truncate", "-s", "0", y], "victim"),
+    "write": (lambda y: ["/usr/bin/python3", "-c",
+                         "import os,sys\n"
+                         f"fd = os.open({str(y)!r}, os.O_WRONLY)\n"
+                         "os.write(fd, b'PWNED')\nos.close(fd)"], "victim"),
+}
+
+
+@pytest.mark.parametrize("mode", ["image", "lowerdir", "kernel"])
+@pytest.mark.parametrize("op", sorted(SYMLINK_OPS))
+def test_op_follows_planted_symlink(make_env, mode, op):
+    env = make_env(mode)
+    env.start()
+    nobody_made_dir(env)
+    y = env.m("pub/d/y")
+    nobody_ok("touch", y)
+    nobody_ok("stat", y)           # the kernel knows y as a regular file
+    cmd, aim = SYMLINK_OPS[op]
+    aimed = env.target if aim == "target" else env.victim
+    # directly in U: y becomes a symlink to a root-owned file outside
+    nobody_ok("rm", env.u("pub/d/y"))
+    nobody_ok("ln", "-s", aimed, env.u("pub/d/y"))
+    before = fingerprint(aimed)
+    r = nobody(*cmd(y))
+    after = fingerprint(aimed)
+    assert after == before, (
+        f"{mode}: `{op}` of M/pub/d/y as nobody (exit {r.returncode}) "
+        f"changed the root-owned {aimed} through the planted symlink: "
+        f"{before} -> {after}")
+    assert not env.decoy_changes(), env.decoy_changes()
+
+
+@pytest.mark.parametrize("mode", ["image", "lowerdir", "kernel"])
+def test_setid_create_races_symlink_swap(make_env, mode):
+    """nobody creates files with setuid/setgid/sticky bits through the
+    mount while another nobody process replaces each new upper file by a
+    symlink to a root-owned file: the mode or owner the daemon sets after
+    the create must never reach the target (bounded loop)."""
+    env = make_env(mode)
+    env.start()
+    nobody_made_dir(env)
+    d_m, d_u = env.m("pub/d"), env.u("pub/d")
+    swapper = subprocess.Popen(
+        ["/usr/bin/python3", "-c", f"""
+import os, time
+d = {str(d_u)!r}; t = {str(env.target)!r}
+end = time.monotonic() + 8
+n = 0
+while time.monotonic() < end:
+    for name in os.listdir(d):
+        if name.startswith("s") and not name.startswith("sl"):
+            p = os.path.join(d, name)
+            if not os.path.islink(p):
+                tmp = os.path.join(d, "sl" + name)
+                try:
+                    os.symlink(t, tmp)
+                    os.rename(tmp, p)
+                    n += 1
+                except OSError:
+                    pass
+print(n)
+"""], preexec_fn=as_nobody, stdout=subprocess.PIPE, text=True,
+        start_new_session=True)
+    try:
+        creator = subprocess.run(["/usr/bin/python3", "-c", f"""
+import os, time
+d = {str(d_m)!r}
+end = time.monotonic() + 8
+i = 0
+while time.monotonic() < end:
+    for m in (0o6755, 0o4755, 0o2755, 0o1777):
+        try:
+            fd = os.open(os.path.join(d, "s%d" % i),
+                         os.O_CREAT | os.O_EXCL | os.O_WRONLY, m)
+            os.close(fd)
+        except OSError:
+            pass
+        i += 1
+print(i)
+"""], preexec_fn=as_nobody, capture_output=True, text=True, timeout=60,
+            cwd="/")
+        assert creator.returncode == 0, creator.stderr
+        swapper.wait(timeout=60)
+    finally:
+        kill_group(swapper)
+    changes = env.decoy_changes()
+    assert not changes, (
+        f"{mode}: setid creates racing symlink swaps in U changed root's "
+        f"files outside the mount: {changes}")
+
+
+# ---------------------------------------------------------------------------
+# 2. forged user.overlay.redirect / metacopy in the upper
+
+def readable_by_nobody(mnt_dir, mnt):
+    """What nobody sees under @mnt_dir: {name: content or errno name}."""
+    return nobody_py(f"""
+import os, json, errno
+d = {str(mnt_dir)!r}
+out = {{}}
+try:
+    names = sorted(os.listdir(d))
+except OSError as e:
+    names = []
+    out["<listdir>"] = errno.errorcode[e.errno]
+for n in names:
+    p = os.path.join(d, n)
+    try:
+        with open(p, "rb") as f:
+            out[n] = f.read(4096).decode("latin-1")
+    except OSError as e:
+        out[n] = errno.errorcode[e.errno]
+print(json.dumps(out))
+""", timeout=30, mnt=mnt)
+
+
+REDIRECT_CASES = [
+    # (mode, redirect value, secret expected at, metacopy file name)
+    ("image", "/etc", SECRET, "secret"),
+    ("kernel", "/etc", SECRET, "secret"),
+    ("lowerdir", "/etc", SECRET, "secret"),
+    ("lowerdir", "/..", OUTSIDE_SECRET, "secret"),
+    ("lowerdir", "/../..", OUTSIDE_SECRET, "secret"),
+    ("lowerdir", "../..", OUTSIDE_SECRET, "secret"),
+    ("lowerdir", "../../..", OUTSIDE_SECRET, "secret"),
+    ("kernel", "/..", OUTSIDE_SECRET, "secret"),
+]
+
+
+@pytest.mark.parametrize("metacopy", [False, True],
+                         ids=["redirect", "redirect+metacopy"])
+@pytest.mark.parametrize("mode,redirect,secret,name", REDIRECT_CASES,
+                         ids=[f"{c[0]}:{c[1]}" for c in REDIRECT_CASES])
+def test_forged_overlay_xattrs(make_env, mode, redirect, secret, name,
+                               metacopy):
+    env = make_env(mode)
+    env.start()
+    nobody_made_dir(env)
+    ud = env.u("pub/d")
+    nobody_ok("setfattr", "-n", "user.overlay.redirect", "-v", redirect, ud)
+    if metacopy:
+        # a sparse file of nobody's, marked as a metacopy of the lower
+        # file of the same name in the redirected directory
+        nobody_ok("truncate", "-s", str(len(secret)), ud / name)
+        nobody_ok("setfattr", "-n", "user.overlay.metacopy", "-v", "",
+                  ud / name)
+        if mode != "kernel":
+            nobody_ok("setfattr", "-n", "user.overlay.strata.ino", "-v",
+                      "12345", ud / name)
+    env.remount()             # the attacker waits for a remount
+    try:
+        seen = readable_by_nobody(env.m("pub/d"), env.mnt)
+    except Hung as e:
+        raise AssertionError(
+            f"{mode}: forged user.overlay.redirect={redirect!r}: listing "
+            f"M/pub/d as nobody hangs the daemon ({e})") from None
+    leaked = {n: v for n, v in seen.items()
+              if secret.decode().strip() in v}
+    assert not leaked, (
+        f"{mode}: forged user.overlay.redirect={redirect!r}"
+        f"{' + metacopy' if metacopy else ''} let nobody read root-only "
+        f"content through M/pub/d: {leaked}")
+    in_upper = sorted(os.listdir(ud))
+    assert sorted(seen) == in_upper, (
+        f"{mode}: forged user.overlay.redirect={redirect!r} is trusted: "
+        f"M/pub/d lists {sorted(seen)}, its upper directory holds only "
+        f"{in_upper}")
+
+
+# ---------------------------------------------------------------------------
+# 3. a forged user.containers.override_stat reaches the commit
+
+def last_layer(layout, tag):
+    """{name: TarInfo} of the top layer of @layout:@tag, read with python's
+    tarfile (an independent reader)."""
+    layout = Path(layout)
+
+    def blob(d):
+        a, h = d.split(":", 1)
+        return (layout / "blobs" / a / h).read_bytes()
+    index = json.loads((layout / "index.json").read_text())
+    desc = next(m for m in index["manifests"]
+                if m.get("annotations", {}).get(ob.REF_NAME) == tag)
+    manifest = json.loads(blob(desc["digest"]))
+    ld = manifest["layers"][-1]
+    data = blob(ld["digest"])
+    if ld["mediaType"].endswith("gzip"):
+        data = gzip.decompress(data)
+    elif ld["mediaType"].endswith("zstd"):
+        data = subprocess.run(["zstd", "-dc"], input=data,
+                              capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(data)) as t:
+        return {m.name.lstrip("./").rstrip("/"): m for m in t.getmembers()}
+
+
+def assert_nobodys(entries, name, what):
+    assert name in entries, f"{what}: {name} is not in the layer: " \
+        f"{sorted(entries)}"
+    ti = entries[name]
+    assert (ti.uid, ti.gid, ti.mode & 0o7000) == (NOBODY, NOBODY, 0), (
+        f"{what}: nobody's file {name} was committed as "
+        f"{ti.uid}:{ti.gid} mode {oct(ti.mode)} (a forged "
+        f"user.containers.override_stat was trusted)")
+
+
+@pytest.mark.parametrize("mode", ["image", "lowerdir"])
+def test_forged_override_stat(make_env, strata, mode):
+    env = make_env(mode)
+    env.start()
+    nobody_made_dir(env)
+    evil = env.u("pub/d/evil")
+    nobody_ok("cp", env.target, evil)
+    nobody_ok("chmod", "0755", evil)
+    nobody_ok("setfattr", "-n", "user.containers.override_stat", "-v",
+              "0:0:0104755", evil)
+    r = nobody("stat", "-c", "%u:%g:%a", env.m("pub/d/evil"))
+    assert r.returncode == 0, r.stderr
+    shown = r.stdout.strip()
+    out = env.base / "out"
+    problems = []
+    if shown != "65534:65534:755":
+        problems.append(f"stat through the mount shows {shown}")
+    if mode == "image":
+        rc = strata("commit", env.mnt, f"oci:{out}:live", check=False)
+        assert rc.returncode == 0, rc.stderr
+        try:
+            assert_nobodys(last_layer(out, "live"), "pub/d/evil",
+                           "live commit")
+        except AssertionError as e:
+            problems.append(str(e))
+    env.stop()
+    rc = strata("commit", "--upper", env.upper, "--from", env.image.ref,
+                f"oci:{out}:upper", check=False)
+    assert rc.returncode == 0, rc.stderr
+    try:
+        assert_nobodys(last_layer(out, "upper"), "pub/d/evil",
+                       "commit --upper")
+    except AssertionError as e:
+        problems.append(str(e))
+    assert not problems, f"{mode}: " + "; ".join(problems)
+
+
+# ---------------------------------------------------------------------------
+# 4. a fifo planted in the upper hangs the whole mount
+
+@pytest.fixture
+def fifo_cleanup():
+    """Register (mnt, fifo, procs); on teardown: open the fifo for writing
+    (releases a daemon blocked opening it), kill the processes, and abort
+    the FUSE connection of a daemon still hung, before the mount fixture
+    unmounts."""
+    state = {"procs": [], "fifos": [], "mnts": []}
+    yield state
+    writers = []
+    for f in state["fifos"]:
+        try:
+            writers.append(os.open(f, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+    for p in state["procs"]:
+        kill_group(p)
+    for w in writers:
+        os.close(w)
+    for m in state["mnts"]:
+        if not is_mounted(m):
+            continue
+        r = subprocess.run(["timeout", "-s", "KILL", "10", "stat", "-f",
+                            str(m)], capture_output=True)
+        if r.returncode != 0:
+            fuse_abort(m)
+        subprocess.run(["umount", "-l", str(m)], capture_output=True)
+        pids = od._daemon_pids(m)
+        od._wait_gone(pids, 10)
+        for pid in od._daemon_pids(m):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.mark.parametrize("mode", ["image", "lowerdir", "kernel"])
+def test_planted_fifo_hangs_mount(make_env, fifo_cleanup, mode):
+    env = make_env(mode)
+    env.start()
+    fifo_cleanup["mnts"].append(env.mnt)
+    f = env.m("pub/f")
+    nobody_ok("sh", "-c", f"echo data > {f}")
+    nobody_ok("stat", f)
+    nobody_ok("rm", env.u("pub/f"))
+    nobody_ok("mkfifo", env.u("pub/f"))
+    fifo_cleanup["fifos"].append(env.u("pub/f"))
+    reader = subprocess.Popen(SETPRIV + ["timeout", "-s", "KILL", "60",
+                                         "cat", str(f)],
+                              stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    fifo_cleanup["procs"].append(reader)
+    time.sleep(1)       # let the reader's open reach the daemon
+    hung = []
+    for cmd in (["ls", env.m("etc")], ["stat", env.m("other")],
+                ["cat", env.m("etc/hosts")]):
+        r = subprocess.run(["timeout", "-s", "KILL", "10"] +
+                           [str(c) for c in cmd], capture_output=True,
+                           text=True, timeout=60)
+        if r.returncode != 0:
+            hung.append(f"`{' '.join(map(str, cmd))}` exit {r.returncode} "
+                        f"{r.stderr.strip()}")
+    assert not hung, (
+        f"{mode}: a fifo nobody planted at U/pub/f, opened by a reader "
+        f"through the mount, hangs root's requests: {hung}")
