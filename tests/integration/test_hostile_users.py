@@ -669,3 +669,203 @@ def test_planted_fifo_hangs_mount(make_env, fifo_cleanup, mode):
     assert not hung, (
         f"{mode}: a fifo nobody planted at U/pub/f, opened by a reader "
         f"through the mount, hangs root's requests: {hung}")
+
+
+# ---------------------------------------------------------------------------
+# 5. the default work directory .NAME.work, pre-made by nobody in a shared
+#    1777 directory
+
+@pytest.mark.parametrize("plant", ["symlink", "nobodys-dir"])
+def test_default_workdir_planted(make_env, mount, plant):
+    env = make_env("image")
+    shared = env.base / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    work = shared / ".up.work"
+    if plant == "symlink":
+        nobody_ok("ln", "-s", env.xdir, work)
+    else:
+        nobody_ok("mkdir", work)
+        nobody_ok("mkdir", work / "work")
+        nobody_ok("touch", work / "work/keep")
+    planted = fingerprint(work)
+    r = mount(env.image.ref, opts=f"allow_other,upper={shared / 'up'}",
+              mnt=env.mnt, check=False)
+    if r.returncode == 0:
+        # mounted: make it build copy-ups in its work directory
+        run(["sh", "-c", f"echo more >> {env.m('etc/hosts')}"])
+        run(["chmod", "0640", env.m("other")])
+        run(["mkdir", env.m("pub/a/newdir")])
+    changes = env.decoy_changes()
+    assert not changes, (
+        f"the mount (exit {r.returncode}) used {work}, a symlink nobody "
+        f"planted to {env.xdir}, as its work directory: root's files "
+        f"changed: {changes}")
+    if plant == "nobodys-dir":
+        assert r.returncode != 0, (
+            f"stratafs mounted with {work}, a work directory owned by "
+            f"nobody (who can then swap what root builds in it)")
+        assert fingerprint(work) == planted
+        assert (work / "work/keep").exists()
+
+
+# ---------------------------------------------------------------------------
+# 6. what holds today and must keep holding
+
+@pytest.mark.parametrize("mode", ["image", "lowerdir", "kernel"])
+def test_nobodys_entries_are_nobodys(make_env, mode):
+    env = make_env(mode)
+    env.start()
+    nobody_made_dir(env)
+    nobody_ok("touch", env.m("pub/d/file"))
+    nobody_ok("mkdir", env.m("pub/d/dir"))
+    nobody_ok("ln", "-s", "file", env.m("pub/d/sym"))
+    nobody_ok("mkfifo", env.m("pub/d/fifo"))
+    nobody_ok("ln", env.m("pub/d/file"), env.m("pub/d/link"))
+    nobody_ok("touch", env.m("pub/top"))
+    nobody_ok("sh", "-c", f"echo x >> {env.m('pub/a/f1')}")  # copy-up
+    names = ["pub/d", "pub/d/file", "pub/d/dir", "pub/d/sym", "pub/d/fifo",
+             "pub/d/link", "pub/top", "pub/a/f1"]
+    seen = nobody_py(f"""
+import os, json
+m = {str(env.mnt)!r}
+print(json.dumps({{n: list(os.lstat(os.path.join(m, n))[4:6])
+                  for n in {names!r}}}))
+""", mnt=env.mnt)
+    bad = {n: v for n, v in seen.items() if v != [NOBODY, NOBODY]}
+    assert not bad, f"{mode}: nobody's entries shown with other owners: {bad}"
+    bad = {n: (os.lstat(env.u(n)).st_uid, os.lstat(env.u(n)).st_gid)
+           for n in names
+           if (os.lstat(env.u(n)).st_uid, os.lstat(env.u(n)).st_gid) !=
+           (NOBODY, NOBODY)}
+    assert not bad, f"{mode}: nobody's entries owned by others in U: {bad}"
+
+
+@pytest.mark.parametrize("mode", ["image", "lowerdir", "kernel"])
+def test_hardlink_to_root_only_file_refused(make_env, mode):
+    if Path("/proc/sys/fs/protected_hardlinks").read_text().strip() == "0":
+        pytest.skip("fs.protected_hardlinks is 0")
+    env = make_env(mode)
+    env.start()
+    got = nobody_py(f"""
+import os, json, errno
+try:
+    os.link({str(env.m('etc/secret'))!r}, {str(env.m('pub/x'))!r})
+    print(json.dumps(None))
+except OSError as e:
+    print(json.dumps(errno.errorcode[e.errno]))
+""", mnt=env.mnt)
+    assert got == "EPERM", f"{mode}: ln M/etc/secret M/pub/x as nobody: {got}"
+    assert not os.path.lexists(env.m("pub/x"))
+    assert not os.path.lexists(env.u("pub/x"))
+
+
+@pytest.mark.parametrize("mode", ["image", "lowerdir", "kernel"])
+def test_privileged_xattrs_refused(make_env, mode):
+    env = make_env(mode)
+    env.start()
+    own = env.m("pub/own")
+    nobody_ok("touch", own)
+    got = nobody_py(f"""
+import os, json, errno
+out = {{}}
+for name in ("trusted.x", "security.x", "trusted.overlay.redirect",
+             "trusted.overlay.metacopy"):
+    try:
+        os.setxattr({str(own)!r}, name, b"1")
+        out[name] = None
+    except OSError as e:
+        out[name] = errno.errorcode[e.errno]
+print(json.dumps(out))
+""", mnt=env.mnt)
+    bad = {k: v for k, v in got.items() if v != "EPERM"}
+    assert not bad, f"{mode}: privileged xattrs set by nobody: {bad}"
+    xs = os.listxattr(env.u("pub/own"), follow_symlinks=False)
+    assert not [x for x in xs if x.startswith(("trusted.x", "security.x"))]
+
+
+SWAPPER = """
+import os, sys, time
+pub, target, secs = sys.argv[1], sys.argv[2], float(sys.argv[3])
+real, tmp = os.path.join(pub, ".a-real"), os.path.join(pub, ".a-sym")
+a = os.path.join(pub, "a")
+end = time.monotonic() + secs
+n = 0
+while time.monotonic() < end:
+    try:
+        os.rename(a, real)              # U/pub/a: directory -> symlink
+        os.symlink(target, tmp)
+        os.rename(tmp, a)
+        n += 1
+        os.unlink(a)                    # and back
+        os.rename(real, a)
+    except OSError:
+        if not os.path.lexists(a) and os.path.lexists(real):
+            os.rename(real, a)
+        for p in (tmp,):
+            if os.path.islink(p):
+                os.unlink(p)
+# leave the directory in place
+if os.path.islink(a):
+    os.unlink(a)
+if os.path.lexists(real) and not os.path.lexists(a):
+    os.rename(real, a)
+print(n)
+"""
+
+COPYUPS = """
+import os, sys, time
+m, secs = sys.argv[1], float(sys.argv[2])
+end = time.monotonic() + secs
+i = 0
+while time.monotonic() < end:
+    for rel in ("pub/a/f%d" % (i % 40), "pub/a/sub/g%d" % (i % 40)):
+        p = os.path.join(m, rel)
+        for op in (lambda: os.chmod(p, 0o4755),
+                   lambda: os.utime(p, (1, 1)),
+                   lambda: os.setxattr(p, "user.k", b"v"),
+                   lambda: open(p, "ab").write(b"more"),
+                   lambda: os.truncate(p, 3)):
+            try:
+                op()
+            except OSError:
+                pass
+    for rel in ("pub/a/n%d" % i, "pub/a/sub/n%d" % i):
+        try:
+            os.close(os.open(os.path.join(m, rel),
+                             os.O_CREAT | os.O_WRONLY, 0o6755))
+            os.mkdir(os.path.join(m, rel + ".d"))
+            os.rename(os.path.join(m, rel), os.path.join(m, rel + ".r"))
+        except OSError:
+            pass
+    i += 1
+print(i)
+"""
+
+
+@pytest.mark.parametrize("mode", ["image", "lowerdir"])
+def test_parent_swap_races_copyup(make_env, mode):
+    env = make_env(mode)
+    env.start()
+    nobody_ok("chmod", "0644", env.m("pub/a/f0"))    # U/pub/a now exists
+    assert env.u("pub/a").is_dir()
+    secs = 12
+    swapper = subprocess.Popen(
+        ["/usr/bin/python3", "-c", SWAPPER, str(env.u("pub")),
+         str(env.xdir), str(secs)], preexec_fn=as_nobody,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    try:
+        err = bounded(["/usr/bin/python3", "-c", COPYUPS, env.mnt, secs],
+                      limit=secs + 60, preexec_fn=as_nobody)
+        out, serr = swapper.communicate(timeout=secs + 60)
+    finally:
+        kill_group(swapper)
+    assert err is None, f"{mode}: copy-ups during the swaps: {err}"
+    assert int(out) > 0, f"the swapper never swapped: {serr}"
+    changes = env.decoy_changes()
+    assert not changes, (
+        f"{mode}: swapping U/pub/a with a symlink to {env.xdir} during "
+        f"copy-ups changed root's files outside U: {changes}")
+    assert not env.outside_changes(), env.outside_changes()
+    assert bounded(["stat", env.m("other")]) is None
