@@ -869,3 +869,153 @@ def test_parent_swap_races_copyup(make_env, mode):
         f"copy-ups changed root's files outside U: {changes}")
     assert not env.outside_changes(), env.outside_changes()
     assert bounded(["stat", env.m("other")]) is None
+
+
+# ---------------------------------------------------------------------------
+# 7. stress: everything at once, with a live commit
+
+FILE_SWAPPER = """
+import os, sys, time
+d, secs = sys.argv[1], float(sys.argv[2])
+targets = sys.argv[3:]
+end = time.monotonic() + secs
+n = 0
+while time.monotonic() < end:
+    try:
+        names = os.listdir(d)
+    except OSError:
+        continue
+    for name in names:
+        if name.startswith(".sw"):
+            continue
+        p = os.path.join(d, name)
+        tmp = os.path.join(d, ".sw" + name)
+        try:
+            if os.path.islink(p) or os.path.isdir(p):
+                continue
+            os.symlink(targets[n % len(targets)], tmp)
+            os.rename(tmp, p)
+            n += 1
+        except OSError:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+print(n)
+"""
+
+OPS_IN_D = """
+import os, sys, time
+d, secs, tag = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+end = time.monotonic() + secs
+i = 0
+while time.monotonic() < end:
+    p = os.path.join(d, "%s%d" % (tag, i))
+    for op in (lambda: os.close(os.open(p, os.O_CREAT | os.O_WRONLY, 0o6755)),
+               lambda: os.chmod(p, 0o4755),
+               lambda: os.chown(p, 65534, 65534),
+               lambda: os.utime(p, (2, 2)),
+               lambda: os.setxattr(p, "user.k", b"v"),
+               lambda: os.truncate(p, 0),
+               lambda: open(p, "ab").write(b"PWNED"),
+               lambda: os.rename(p, p + ".r"),
+               lambda: os.chmod(p + ".r", 0o2755),
+               lambda: os.mkdir(p + ".d", 0o7777),
+               lambda: os.symlink("x", p + ".s")):
+        try:
+            op()
+        except OSError:
+            pass
+    i += 1
+print(i)
+"""
+
+
+def test_stress_hostile_user(make_env, strata):
+    env = make_env("image")
+    env.start()
+    nobody_made_dir(env)
+    nobody_ok("chmod", "0644", env.m("pub/a/f0"))    # U/pub/a exists
+    secs = 25
+    py = "/usr/bin/python3"
+    procs = [
+        [py, "-c", SWAPPER, env.u("pub"), env.xdir, secs],
+        [py, "-c", FILE_SWAPPER, env.u("pub/d"), secs, env.target,
+         env.victim, env.xdir],
+        [py, "-c", FILE_SWAPPER, env.u("pub/a"), secs, env.target,
+         env.victim],
+        [py, "-c", COPYUPS, env.mnt, secs],
+        [py, "-c", OPS_IN_D, env.m("pub/d"), secs, "p"],
+        [py, "-c", OPS_IN_D, env.m("pub/d"), secs, "q"],
+    ]
+    running = [subprocess.Popen([str(c) for c in cmd], preexec_fn=as_nobody,
+                                stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True,
+                                start_new_session=True, cwd="/")
+               for cmd in procs]
+    out = env.base / "out"
+    try:
+        # a commit may fail cleanly while nobody changes U under it
+        # (one "strata: " line); try a few times for a layer to check
+        for attempt in range(4):
+            time.sleep(secs / 5)
+            commit = subprocess.run([str(STRATA), "commit", str(env.mnt),
+                                     f"oci:{out}:stress"],
+                                    capture_output=True, text=True,
+                                    timeout=secs + 120)
+            if commit.returncode == 0:
+                break
+            assert commit.returncode == 1 and \
+                commit.stderr.startswith("strata: ") and \
+                commit.stderr.count("\n") == 1, \
+                f"live commit crashed: {commit.returncode} {commit.stderr}"
+        stuck = []
+        for p in running:
+            try:
+                p.communicate(timeout=secs + 60)
+            except subprocess.TimeoutExpired:
+                stuck.append(p.args[:3])
+    finally:
+        for p in running:
+            kill_group(p)
+    problems = []
+    if stuck:
+        problems.append(f"processes stuck in the mount: {stuck}")
+    changes = env.decoy_changes()
+    if changes:
+        problems.append(f"root's decoy tree beside U changed: {changes[:5]}")
+    if env.outside_changes():
+        problems.append(f"new names beside U: {env.outside_changes()}")
+    dead = bounded(["stat", env.m("other")])
+    if dead:
+        problems.append(f"the mount does not answer: {dead}")
+    if commit.returncode == 0:
+        layer = last_layer(out, "stress")
+        image_root = {"pub", "pub/a", "pub/a/sub"}
+        for name, ti in sorted(layer.items()):
+            if not name.startswith("pub/") and name != "pub":
+                continue
+            base = name.rsplit("/", 1)[-1]
+            if base.startswith(".wh."):
+                continue
+            # the swapper renames U/pub/a (the copy-up of the image's
+            # root-owned pub/a) to U/pub/.a-real: still the image's
+            orig = name.replace("pub/.a-real", "pub/a", 1)
+            if orig not in image_root and (ti.uid == 0 or ti.gid == 0):
+                problems.append(f"layer: {name} is {ti.uid}:{ti.gid} "
+                                f"mode {oct(ti.mode)}, made by nobody")
+            if ti.mode & 0o6000 and (ti.uid == 0 or ti.gid == 0):
+                problems.append(f"layer: set-id {name} owned by "
+                                f"{ti.uid}:{ti.gid}")
+            # (nobody's own swap symlinks may take these names)
+            if not ti.issym() and name.startswith(
+                    ("pub/a/work", "pub/a/file", "pub/.a-real/work",
+                     "pub/.a-real/file")):
+                parent = layer.get(name.rsplit("/", 1)[0])
+                problems.append(
+                    f"layer: {name} (type {ti.type!r}, {ti.uid}:{ti.gid}, "
+                    f"size {ti.size}) is root's {env.xdir}/{base} from "
+                    f"outside the upper (its parent in the layer: type "
+                    f"{parent.type if parent else None!r} -> "
+                    f"{parent.linkname if parent else None!r})")
+    assert not problems, "hostile user stress:\n" + "\n".join(problems[:30])
