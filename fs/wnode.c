@@ -106,7 +106,7 @@ void wn_set_ino(struct wfs *w, struct wnode *n, uint64_t ino)
 {
 	ihash_del(w, n);
 	n->ino = ino;
-	if (!S_ISREG(n->type) || n == w->root)
+	if (S_ISDIR(n->type) || n == w->root)
 		return;
 	if (!w->ihash) {
 		w->ihash = calloc(IHASH_SIZE, sizeof(*w->ihash));

@@ -54,7 +54,7 @@ static __thread struct {
 
 static void note_peers(struct wfs *w, struct wnode *n)
 {
-	if (n && S_ISREG(n->type))
+	if (n && !S_ISDIR(n->type))
 		pending.n += wn_peers(w, n, pending.ids + pending.n,
 				      MAX_PEERS - pending.n);
 }
@@ -87,15 +87,40 @@ static void change(struct wfs *w)
 	changing++;
 }
 
+static __thread bool thawed;	/* freeze lock dropped by unlock_now() */
+
 static void changed(struct wfs *w)
 {
-	pthread_rwlock_unlock(&w->freeze);
-	changing--;
+	if (thawed) {
+		thawed = false;
+	} else {
+		pthread_rwlock_unlock(&w->freeze);
+		changing--;
+	}
+	send_pending(w);
+}
+
+/*
+ * For a change that is complete (nothing more to do in the upper
+ * directory, only the reply): drop w->lock and the freeze lock and send
+ * the notifications now, before the reply, so that the caller sees the
+ * other names changed as soon as its call returns (a stat through another
+ * name right after link, unlink or chmod).
+ */
+static void unlock_now(struct wfs *w)
+{
+	pthread_mutex_unlock(&w->lock);
+	if (changing) {
+		pthread_rwlock_unlock(&w->freeze);
+		changing--;
+		thawed = true;
+	}
 	send_pending(w);
 }
 
 #define LOCK(w) pthread_mutex_lock(&(w)->lock)
 #define UNLOCK(w) unlock_and_notify(w)
+#define UNLOCK_NOW(w) unlock_now(w)
 
 static int check_name(const char *name)
 {
@@ -133,11 +158,11 @@ static void reply_entry(fuse_req_t req, struct wfs *w, struct wnode *n,
 	if (r < 0) {
 		if (n)
 			wn_forget(w, n, 0);
-		UNLOCK(w);
+		UNLOCK_NOW(w);
 		fuse_reply_err(req, -r);
 		return;
 	}
-	UNLOCK(w);
+	UNLOCK_NOW(w);
 	if (fuse_reply_entry(req, &ep) != 0) {
 		LOCK(w);
 		wn_forget(w, n, 1);
@@ -1004,7 +1029,7 @@ out:
 		r = wn_stat(w, n, &st);
 	if (r == 0)
 		note_peers(w, n);
-	UNLOCK(w);
+	UNLOCK_NOW(w);
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else
@@ -1352,7 +1377,7 @@ static int split_name(struct wfs *w, struct wnode *n)
 {
 	struct stat st;
 
-	if (n->upper || !n->lower || !S_ISREG(n->type))
+	if (n->upper || !n->lower || S_ISDIR(n->type))
 		return 0;
 	w->lw->ops->stat(w->lw, n->lower, &st);
 	if (st.st_nlink < 2)
@@ -1417,7 +1442,7 @@ static void w_unlink_locked(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 	LOCK(w);
 	r = do_remove(w, wn_get(w, parent), name, false);
-	UNLOCK(w);
+	UNLOCK_NOW(w);
 	fuse_reply_err(req, -r);
 }
 
@@ -1428,7 +1453,7 @@ static void w_rmdir_locked(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 	LOCK(w);
 	r = do_remove(w, wn_get(w, parent), name, true);
-	UNLOCK(w);
+	UNLOCK_NOW(w);
 	fuse_reply_err(req, -r);
 }
 
@@ -1670,7 +1695,7 @@ static void w_rename_locked(fuse_req_t req, fuse_ino_t parent, const char *name,
 	LOCK(w);
 	r = do_rename(w, wn_get(w, parent), name, wn_get(w, newparent),
 		      newname, flags);
-	UNLOCK(w);
+	UNLOCK_NOW(w);
 	fuse_reply_err(req, -r);
 }
 

@@ -321,6 +321,17 @@ def build_lowers(base, style="chardev", hardlinks=True):
     (L3 / "e").mkdir()
     _file(L3, "e/a", b"L3:e/a (hidden by opaque L2 e)\n")
     _file(L3, "e/b", b"L3:e/b\n")
+    # hardlinked non-files: a fifo and a symlink with two names each
+    (L3 / "f").mkdir()
+    os.mkfifo(L3 / "f/p", 0o640)
+    os.symlink("../b", L3 / "f/s")
+    for a, b in (("f/p", "f/q"), ("f/s", "f/t")):
+        if hardlinks:
+            os.link(L3 / a, L3 / b, follow_symlinks=False)
+        elif a == "f/p":
+            os.mkfifo(L3 / b, 0o640)
+        else:
+            os.symlink("../b", L3 / b)
 
     # middle
     (L2 / "a").mkdir()
@@ -571,6 +582,10 @@ def _op_mkfifo(s, rel, mode=0o644):
 
 def _op_mknod(s, rel, major, minor, mode=0o644):
     os.mknod(s.p(rel), stat.S_IFCHR | mode, os.makedev(major, minor))
+
+
+def _op_mksock(s, rel, mode=0o755):
+    os.mknod(s.p(rel), stat.S_IFSOCK | mode)
 
 
 def _op_rename(s, src, dst, flags=0):

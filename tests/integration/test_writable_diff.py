@@ -180,6 +180,44 @@ def test_scenario(request, ovl_pair, name, ops, dev):
     p.finish()
 
 
+# Names of one fifo, socket, device node or symlink: stat through one name
+# right after a change through another (no tree walk in between, whose
+# READDIRPLUS would refresh what the kernel caches and hide a stale nlink
+# or mode).
+NONDIR_LINKS = [
+    ("hardlinks of fifo, socket, device, symlink", [
+        ("mkfifo", "a/p", 0o640), ("link", "a/p", "a/q"), ("stat", "a/p"),
+        ("chmod", "a/q", 0o600), ("stat", "a/p"), ("chown", "a/p", 3, 4),
+        ("stat", "a/q"), ("unlink", "a/q"), ("stat", "a/p"),
+        ("mksock", "a/s", 0o755), ("link", "a/s", "e/s"), ("stat", "a/s"),
+        ("chmod", "e/s", 0o700), ("stat", "a/s"), ("unlink", "e/s"),
+        ("stat", "a/s"),
+        ("mknod", "a/n", 1, 3, 0o666), ("link", "a/n", "a/m"),
+        ("stat", "a/n"), ("chmod", "a/m", 0o600), ("stat", "a/n"),
+        ("symlink", "b", "a/l"), ("link", "a/l", "a/k"), ("stat", "a/l"),
+        ("chown", "a/k", 5, 6), ("stat", "a/l"), ("unlink", "a/k"),
+        ("stat", "a/l"),
+    ], None),
+    ("lower hardlinks of fifo and symlink", [
+        ("stat", "f/p"), ("chmod", "f/q", 0o600), ("stat", "f/p"),
+        ("link", "f/p", "a/p"), ("stat", "f/q"), ("unlink", "f/p"),
+        ("stat", "f/q"), ("stat", "a/p"), ("chown", "f/t", 1, 2),
+        ("stat", "f/s"), ("link", "f/s", "f/u"), ("stat", "f/t"),
+        ("unlink", "f/t"), ("stat", "f/s"),
+    ], "lower-hardlinks"),
+]
+
+
+@pytest.mark.parametrize("name,ops,dev", NONDIR_LINKS,
+                         ids=[s[0].replace(" ", "_") for s in NONDIR_LINKS])
+def test_nondir_hardlinks(ovl_pair, name, ops, dev):
+    if dev:
+        known(dev)
+    p = ovl_pair(label=name, hardlinks=True)
+    p.runall(ops, check_every=0)
+    p.finish()
+
+
 def test_wh_files_in_lowers(ovl_pair, tmp_path):
     """Lowers with `.wh.` files (as in an OCI layer) on the implementation
     show the same tree as overlay whiteouts on the kernel."""
