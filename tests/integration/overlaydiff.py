@@ -27,6 +27,7 @@ import errno
 import hashlib
 import mmap
 import os
+import pickle
 import random
 import shutil
 import stat
@@ -428,9 +429,42 @@ def _open(side, rel, flags, mode=0o644):
     return os.open(side.p(rel), flags | O_NB, mode)
 
 
+def _as_user(side, uid, umask, op):
+    """@op run by user @uid (its own group, no others) under @umask, in a
+    forked child that enters the mount as root first (so no directory
+    above it needs to be searchable by @uid)."""
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(rfd)
+            os.chdir(side.root)
+            os.umask(umask)
+            if uid:
+                os.setgroups([])
+                os.setresgid(uid, uid, uid)
+                os.setresuid(uid, uid, uid)
+            res = do_op(Side(".", side.name), op)
+            with os.fdopen(wfd, "wb") as f:
+                pickle.dump(res, f)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    with os.fdopen(rfd, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert status == 0 and data, f"child running {op!r} as {uid} failed"
+    return pickle.loads(data)
+
+
 def do_op(side, op):
-    """Apply @op (a tuple) to @side; return ("ok", value) or ("E", ERRNO)."""
+    """Apply @op (a tuple) to @side; return ("ok", value) or ("E", ERRNO).
+    ("as", UID, UMASK, OP) runs OP as user UID under umask UMASK."""
     name, args = op[0], op[1:]
+    if name == "as":
+        return _as_user(side, *args)
     try:
         return ("ok", _OPS[name](side, *args))
     except OSError as e:

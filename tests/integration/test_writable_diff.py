@@ -7,6 +7,7 @@ Replay or extend the random runs:
     STRATA_WR_SEED=17 STRATA_WR_OPS=3000 pytest test_writable_diff.py -k random
 """
 import os
+import struct
 
 import pytest
 
@@ -260,4 +261,60 @@ def test_random(request, ovl_pair, seed):
     print(f"seed {seed}, {NOPS} ops; replay: STRATA_WR_SEED={seed} "
           f"STRATA_WR_OPS={NOPS}")
     p.runall(ops, check_every=int(os.environ.get("STRATA_WR_CHECK", "1")))
+    p.finish()
+
+
+# Who makes entries, and under which umask: the modes of what they make
+# must be the kernel overlay's (the caller's umask, or the parent's default
+# ACL), never touched by the daemon's own umask.
+USERS = [(0, 0), (0, 0o022), (0, 0o077), (65534, 0), (65534, 0o022),
+         (65534, 0o077)]
+# user::rwx group::r-x other::--- : a default ACL as setfacl -d writes it
+ACL_DEFAULT = struct.pack("<I", 2) + b"".join(
+    struct.pack("<HHI", tag, perm, 0xffffffff)
+    for tag, perm in ((0x01, 7), (0x04, 5), (0x20, 0)))
+
+
+def umask_ops():
+    ops = [("chmod", "", 0o1777), ("chmod", "a", 0o1777),
+           ("chmod", "e", 0o1777), ("mkdir", "acl", 0o1777),
+           ("setxattr", "acl", "system.posix_acl_default", ACL_DEFAULT),
+           ("setxattr", "e", "system.posix_acl_default", ACL_DEFAULT),
+           ("unlink", "a/e"), ("unlink", "a/b"), ("unlink", "e/d"),
+           ("rmtree", "e/c")]
+    for uid, um in USERS:
+        for d in ("", "acl/"):
+            t = f"{d}{uid}-{um:o}"
+            ops += [("as", uid, um, op) for op in (
+                ("mkdir", f"{t}d", 0o777),
+                ("mkdir", f"{t}D", 0o3777),
+                ("create", f"{t}f", 0o666, ("EXCL",), b"x"),
+                ("create", f"{t}g", 0o6777, (), b""),
+                ("mkfifo", f"{t}p", 0o666),
+                ("mksock", f"{t}s", 0o777),
+                ("mknod", f"{t}n", 1, 3, 0o666),
+                ("symlink", "b", f"{t}l"))]
+    # over whiteouts, in a plain and in a default-ACL directory
+    ops += [("as", 65534, 0o027, ("create", "a/e", 0o666, (), b"")),
+            ("as", 0, 0o002, ("mkdir", "a/b", 0o777)),
+            ("as", 65534, 0o077, ("create", "e/d", 0o666, (), b"")),
+            ("as", 0, 0o022, ("mkdir", "e/c", 0o777)),
+            ("as", 0, 0o022, ("mkfifo", "e/c/p", 0o777)),
+            ("listdir", ""), ("listdir", "acl"), ("listdir", "e")]
+    return ops
+
+
+@pytest.mark.parametrize("daemon_umask", [None, 0o077],
+                         ids=["daemon-umask-inherited", "daemon-umask-077"])
+def test_umask_and_users(ovl_pair, daemon_umask):
+    """Entries made by root and by 65534 under umasks 0, 022 and 077, in a
+    plain directory, a default-ACL directory and over whiteouts, by a
+    daemon started under the test's umask or under 077."""
+    old = os.umask(daemon_umask) if daemon_umask is not None else None
+    try:
+        p = ovl_pair(label="umask", impl_opts="allow_other")
+    finally:
+        if old is not None:
+            os.umask(old)
+    p.runall(umask_ops(), check_every=0)
     p.finish()
