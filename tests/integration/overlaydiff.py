@@ -618,6 +618,47 @@ def _op_mknod(s, rel, major, minor, mode=0o644):
     os.mknod(s.p(rel), stat.S_IFCHR | mode, os.makedev(major, minor))
 
 
+DEEP_NAME = "x" * 200
+
+
+def _op_deep(s, rel, depth, action):
+    """A chain of @depth directories named DEEP_NAME under @rel, deeper
+    than PATH_MAX, reached one directory fd at a time: "make" it (with a
+    file, a fifo and a second name of the fifo at the bottom), "stat" the
+    bottom, or "remove" it all."""
+    fds = [os.open(s.p(rel), os.O_RDONLY | os.O_DIRECTORY)]
+    try:
+        for i in range(depth):
+            if action == "make":
+                os.mkdir(DEEP_NAME, 0o755, dir_fd=fds[-1])
+            fds.append(os.open(DEEP_NAME, os.O_RDONLY | os.O_DIRECTORY,
+                               dir_fd=fds[-1]))
+        b = fds[-1]
+        if action == "make":
+            fd = os.open("f", os.O_WRONLY | os.O_CREAT, 0o640, dir_fd=b)
+            os.write(fd, b"deep\n")
+            os.close(fd)
+            os.mkfifo("p", 0o600, dir_fd=b)
+            os.link("p", "q", src_dir_fd=b, dst_dir_fd=b)
+        if action == "remove":
+            for n in ("f", "p", "q"):
+                os.unlink(n, dir_fd=b)
+            for i in range(depth, 0, -1):
+                os.rmdir(DEEP_NAME, dir_fd=fds[i - 1])
+            return None
+        out = []
+        # a fresh open: the directory changed since fds[-1] was opened
+        fds.append(os.open(".", os.O_RDONLY | os.O_DIRECTORY, dir_fd=b))
+        for n in sorted(os.listdir(fds[-1])):
+            st = os.lstat(n, dir_fd=b)
+            out.append((n, stat.filemode(st.st_mode), st.st_nlink,
+                        st.st_size))
+        return (sum(len(DEEP_NAME) + 1 for _ in range(depth)), out)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 def _op_mksock(s, rel, mode=0o755):
     os.mknod(s.p(rel), stat.S_IFSOCK | mode)
 

@@ -318,3 +318,15 @@ def test_umask_and_users(ovl_pair, daemon_umask):
             os.umask(old)
     p.runall(umask_ops(), check_every=0)
     p.finish()
+
+
+def test_deep_paths(ovl_pair):
+    """Directories deeper than PATH_MAX below the mount (4,422 bytes) are
+    made, used and removed, in an upper-only and in a merged directory."""
+    p = ovl_pair(label="deep paths")
+    p.runall([("deep", "", 22, "make"), ("deep", "", 22, "stat"),
+              ("deep", "c/c", 22, "make"), ("chmod", "c/c", 0o700),
+              ("deep", "c/c", 22, "stat"), ("deep", "c/c", 22, "remove"),
+              ("deep", "", 22, "remove"), ("listdir", ""),
+              ("listdir", "c/c")], check_every=0)
+    p.finish()
