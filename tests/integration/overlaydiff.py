@@ -625,7 +625,11 @@ def _op_deep(s, rel, depth, action):
     """A chain of @depth directories named DEEP_NAME under @rel, deeper
     than PATH_MAX, reached one directory fd at a time: "make" it (with a
     file, a fifo and a second name of the fifo at the bottom), "stat" the
-    bottom, or "remove" it all."""
+    bottom, "remove" it all, or "cycle": make, stat and remove."""
+    if action == "cycle":
+        made = _op_deep(s, rel, depth, "make")
+        _op_deep(s, rel, depth, "remove")
+        return made
     fds = [os.open(s.p(rel), os.O_RDONLY | os.O_DIRECTORY)]
     try:
         for i in range(depth):
@@ -1278,7 +1282,10 @@ class Pair:
 # --------------------------------------------------------------------------
 # random operation sequences
 
-NAMES = ("a", "b", "c", "d", "e")
+NAMES = ("a", "b", "c", "d", "e", "f")
+# who runs an operation: (uid, umask); a third of them as 65534
+WHO = ((0, 0o022), (0, 0), (0, 0o077), (65534, 0o022), (65534, 0),
+       (65534, 0o077))
 _SIZES = (0, 1, 7, 100, 4096, 5000, 70000)
 _OFFS = (0, 1, 4095, 4096, 65535, 65536, 100000, 300000)
 
@@ -1303,7 +1310,9 @@ def _rtime(rng):
 
 
 def random_ops(seed, n):
-    """@n operations from @seed over the small name space NAMES."""
+    """@n operations from @seed over the small name space NAMES, each run
+    by one of WHO (a user and a umask), fifo, socket and device hardlinks
+    and paths deeper than PATH_MAX among them."""
     rng = random.Random(seed)
     kinds = [
         ("create", 8), ("write", 8), ("append", 4), ("otrunc", 3),
@@ -1312,7 +1321,7 @@ def random_ops(seed, n):
         ("rmtree", 2), ("symlink", 3), ("link", 5), ("mkfifo", 1),
         ("mknod", 1), ("rename", 10), ("chmod", 3), ("chown", 3),
         ("utime", 3), ("setxattr", 3), ("removexattr", 2), ("statfs", 1),
-        ("listdir", 2), ("stat", 2),
+        ("listdir", 2), ("stat", 2), ("mksock", 1), ("deep", 1),
     ]
     names = [k for k, _ in kinds]
     weights = [w for _, w in kinds]
@@ -1353,6 +1362,13 @@ def random_ops(seed, n):
             op = (k, p, 0o640)
         elif k == "mknod":
             op = (k, p, 1, rng.choice((3, 5)), 0o666)
+        elif k == "mksock":
+            op = (k, p, rng.choice((0o755, 0o777)))
+        elif k == "deep":
+            # past PATH_MAX: 21 names of 200 bytes (see _op_deep)
+            # made, listed and removed in one op: nothing deeper than
+            # PATH_MAX stays for the path-based tree checks
+            op = (k, rng.choice(("", _rpath(rng, 2))), 21, "cycle")
         elif k == "rename":
             op = (k, _rpath(rng), p,
                   rng.choice((0, 0, 0, "NOREPLACE", "EXCHANGE")))
@@ -1370,5 +1386,8 @@ def random_ops(seed, n):
         elif k == "removexattr":
             op = (k, p, rng.choice(("user.x", "user.y", "user.new",
                                     "user.big")))
+        uid, um = rng.choice(WHO)
+        if (uid, um) != (0, 0o022):
+            op = ("as", uid, um, op)
         ops.append(op)
     return ops

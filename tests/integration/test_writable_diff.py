@@ -18,7 +18,13 @@ import overlaydiff as od
 # Known stratafs bugs (xfail, not strict): none open. Add a scenario name or
 # a seed with the reason when one is found and cannot be fixed at once.
 OPEN_BUGS = {}
-OPEN_SEEDS = {}
+OPEN_SEEDS = {
+    1: "op 126: rename(d/e, b, RENAME_EXCHANGE) as 65534 (umask 022): "
+       "kernel overlay succeeds, stratafs EACCES",
+    3: "after op 179: d/e (lower hardlink of d/d) shows other content "
+       "than on the kernel overlay (found once the tree is not walked "
+       "after every op)",
+}
 
 B = od.pattern
 
@@ -247,7 +253,9 @@ def test_rm_rf_big_lower_tree_is_one_whiteout(ovl_pair, tmp_path):
 
 SEEDS = [int(x) for x in os.environ.get("STRATA_WR_SEED",
                                         "1,2,3,4,5").split(",")]
-NOPS = int(os.environ.get("STRATA_WR_OPS", "500"))
+# as several users under several umasks (forked children): 300 ops keep
+# each seed near half a minute under ASan
+NOPS = int(os.environ.get("STRATA_WR_OPS", "300"))
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -256,11 +264,13 @@ def test_random(request, ovl_pair, seed):
         request.node.add_marker(pytest.mark.xfail(reason=OPEN_SEEDS[seed],
                                                   strict=False))
     ops = od.random_ops(seed, NOPS)
-    p = ovl_pair(label=f"random seed {seed}")
+    p = ovl_pair(label=f"random seed {seed}", impl_opts="allow_other")
     p.seed = seed
     print(f"seed {seed}, {NOPS} ops; replay: STRATA_WR_SEED={seed} "
           f"STRATA_WR_OPS={NOPS}")
-    p.runall(ops, check_every=int(os.environ.get("STRATA_WR_CHECK", "1")))
+    # not after every op: a tree walk refreshes what the kernel caches
+    # and would hide a stale attribute of another name
+    p.runall(ops, check_every=int(os.environ.get("STRATA_WR_CHECK", "3")))
     p.finish()
 
 
