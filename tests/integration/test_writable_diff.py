@@ -24,6 +24,8 @@ OPEN_SEEDS = {
     3: "after op 179: d/e (lower hardlink of d/d) shows other content "
        "than on the kernel overlay (found once the tree is not walked "
        "after every op)",
+    4: "after op 191: c/b (lower hardlink of c/a) shows other content "
+       "than on the kernel overlay (as seed 3)",
 }
 
 B = od.pattern
