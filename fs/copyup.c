@@ -413,7 +413,7 @@ static int link_name(void *ctx, const char *path)
 		}
 	}
 	if (c && c != g->n && !c->upper && c->lower && c->ino == g->ino &&
-	    S_ISREG(c->type)) {
+	    !S_ISDIR(c->type)) {
 		r = wfs_copy_up(w, c->parent, CU_META);
 		pfd = r < 0 ? r : wn_upper_dirfd(w, c->parent);
 		g->split |= pfd < 0;
@@ -652,7 +652,7 @@ int wfs_copy_up(struct wfs *w, struct wnode *n, int how)
 
 		n->upper = true;
 		n->metacopy = meta;
-		if (!was_upper && S_ISREG(st.st_mode) && st.st_nlink > 1) {
+		if (!was_upper && !S_ISDIR(st.st_mode) && st.st_nlink > 1) {
 			struct group_ctx g = { w, n, pfd, n->ino, false };
 
 			wn_ref(n);

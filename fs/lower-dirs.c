@@ -452,7 +452,7 @@ static int ld_links(struct lower *lw, struct lnode *n,
 	struct stat st;
 	int dfd, r;
 
-	if (n->n_src || !S_ISREG(n->st.st_mode) || n->st.st_nlink < 2)
+	if (n->n_src || S_ISDIR(n->st.st_mode) || n->st.st_nlink < 2)
 		return 0;
 	if (fstatat(LD(lw)->fds[n->layer], n->path, &st,
 		    AT_SYMLINK_NOFOLLOW) < 0)

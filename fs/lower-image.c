@@ -259,7 +259,7 @@ static int li_links(struct lower *lw, struct lnode *n,
 	struct links_walk *w;
 	int r;
 
-	if (n->d || !S_ISREG(e->mode) ||
+	if (n->d || S_ISDIR(e->mode) ||
 	    strata_lx_nlink(fs->layers[n->layer].lx, e) < 2)
 		return 0;
 	w = calloc(1, sizeof(*w));

@@ -47,7 +47,7 @@ struct lower_ops {
 	ssize_t (*getxattr)(struct lower *lw, struct lnode *n,
 			    const char *name, void *buf, size_t size);
 	/* Call @fn with the path (from the root, no leading slash) of every
-	 * other name of regular file @n's hardlink group, where the lower
+	 * other name of non-directory @n's hardlink group, where the lower
 	 * stack can tell (0 calls otherwise). Paths are candidates: the
 	 * caller checks what each shows. */
 	int (*links)(struct lower *lw, struct lnode *n,

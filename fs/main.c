@@ -563,6 +563,11 @@ int main(int argc, char *argv[])
 			 wfs.root_daemon || o.allow_other
 			 ? ",default_permissions" : "");
 	fuse_opt_add_arg(&args, fsname);
+	/* a writable mount creates entries with the modes its callers ask
+	 * for, their umask applied (wops.c): never the daemon's own. The
+	 * store files it writes name their modes (0644, 0755, 0700). */
+	if (wfs_ready)
+		umask(0);
 	if (wfs_ready)
 		se = fuse_session_new(&args, &wfs_ops, sizeof(wfs_ops), &wfs);
 	else

@@ -24,11 +24,12 @@
  * below until the first write.
  *
  * Names of one file. Each name has its own node (and FUSE node id), so the
- * kernel caches attributes and pages per name. Regular-file nodes are also
- * chained by the inode number they show (w->ihash); a change through one
- * name (write, truncate, chmod, chown, utimes, link, unlink) invalidates
- * the kernel's attributes and pages of the other names of the same file
- * (after w->lock is dropped), so stat and read through any name see it:
+ * kernel caches attributes and pages per name. Non-directory nodes (files,
+ * fifos, sockets, device nodes, symlinks) are also chained by the inode
+ * number they show (w->ihash); a change through one name (write,
+ * truncate, chmod, chown, utimes, link, unlink) invalidates the kernel's
+ * attributes and pages of the other names of the same file (after
+ * w->lock is dropped), so stat and read through any name see it:
  * link and unlink at once, data and size when the writer closes or fsyncs
  * (close-to-open, as on NFS).
  *
@@ -49,7 +50,7 @@ struct wnode {
 	struct wnode *parent;		/* holds a reference */
 	char *name;
 	struct wnode *hnext;
-	struct wnode *inext;		/* chain of w->ihash (regular files) */
+	struct wnode *inext;		/* chain of w->ihash (non-dirs) */
 	uint64_t nlookup;		/* kernel references */
 	uint64_t refs;			/* children, open handles */
 	uint64_t ino;
@@ -88,7 +89,7 @@ struct wfs {
 	pthread_rwlock_t freeze;	/* changes: read side; commit: write */
 	struct wnode **hash;
 	size_t hash_size, n_nodes;
-	struct wnode **ihash;		/* regular files by shown ino */
+	struct wnode **ihash;		/* non-directories by shown ino */
 	/* open upper directories of recently used nodes (wnode.c), so an
 	 * operation does not walk the path from the upper root each time */
 	struct { struct wnode *n; int fd; } dfd[WFS_DFD_SLOTS];
@@ -142,7 +143,7 @@ int wn_resolve_wh(struct wfs *w, struct wnode *p, const char *name,
 void wn_hash_add(struct wfs *w, struct wnode *n);
 /* Drop the open upper directory of @n (NULL: of every node). */
 void wn_dirfd_forget(struct wfs *w, struct wnode *n);
-/* Set the inode number @n shows (chaining regular files by it). */
+/* Set the inode number @n shows (chaining non-directories by it). */
 void wn_set_ino(struct wfs *w, struct wnode *n, uint64_t ino);
 /* Other names of @n's file the kernel knows: up to @max node ids into
  * @ids; returns how many. */

@@ -106,7 +106,7 @@ void wn_set_ino(struct wfs *w, struct wnode *n, uint64_t ino)
 {
 	ihash_del(w, n);
 	n->ino = ino;
-	if (!S_ISREG(n->type) || n == w->root)
+	if (S_ISDIR(n->type) || n == w->root)
 		return;
 	if (!w->ihash) {
 		w->ihash = calloc(IHASH_SIZE, sizeof(*w->ihash));
@@ -231,38 +231,6 @@ int wn_move(struct wfs *w, struct wnode *n, struct wnode *np,
 	return 0;
 }
 
-/* Relative path of @n from the root, "." for the root. */
-static int node_path(struct wfs *w, struct wnode *n, char *buf, size_t size)
-{
-	size_t len = 0, i;
-	struct wnode *c;
-	char *p;
-
-	if (n == w->root) {
-		if (size < 2)
-			return -ENAMETOOLONG;
-		strcpy(buf, ".");
-		return 0;
-	}
-	for (c = n; c != w->root; c = c->parent) {
-		if (!c || c->deleted)
-			return -ENOENT;
-		len += strlen(c->name) + 1;
-	}
-	if (len > size)
-		return -ENAMETOOLONG;
-	p = buf + len - 1;
-	*p = '\0';
-	for (c = n; c != w->root; c = c->parent) {
-		i = strlen(c->name);
-		p -= i;
-		memcpy(p, c->name, i);
-		if (p > buf)
-			*--p = '/';
-	}
-	return 0;
-}
-
 static size_t dfd_slot(const struct wnode *n)
 {
 	uint64_t h = (uint64_t)(uintptr_t)n * 0x9e3779b97f4a7c15ull;
@@ -290,48 +258,100 @@ void wn_dirfd_forget(struct wfs *w, struct wnode *n)
 	pthread_mutex_unlock(&w->dfd_lock);
 }
 
-/*
- * An O_PATH fd of @d's upper directory, for *at() calls (the caller
- * closes it). The directory is found from the upper root without following
- * symlinks, once; its fd is kept (a rename moves the directory, not the
- * fd's target) and duplicated for later calls, until the node goes.
- */
-int wn_upper_dirfd(struct wfs *w, struct wnode *d)
+/* A duplicate of the kept fd of @d's upper directory, or -1. */
+static int dfd_cached(struct wfs *w, struct wnode *d)
+{
+	size_t slot = dfd_slot(d);
+	int fd = -1;
+
+	pthread_mutex_lock(&w->dfd_lock);
+	if (w->dfd[slot].n == d)
+		fd = fcntl(w->dfd[slot].fd, F_DUPFD_CLOEXEC, 0);
+	pthread_mutex_unlock(&w->dfd_lock);
+	return fd;
+}
+
+/* Directory @name in @pfd: one name, never through a symlink. */
+static int open_step(int pfd, const char *name)
 {
 	struct open_how how = {
 		.flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
 		.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
 			   RESOLVE_NO_MAGICLINKS,
 	};
-	char path[8192];
-	size_t slot = dfd_slot(d);
-	long fd;
-	int r, keep;
+	long fd = syscall(SYS_openat2, pfd, name, &how, sizeof(how));
+
+	if (fd < 0)
+		return errno == ELOOP || errno == EXDEV ? -EIO : -errno;
+	return (int)fd;
+}
+
+/*
+ * An O_PATH fd of @d's upper directory, for *at() calls (the caller
+ * closes it). The directory is reached from the nearest ancestor whose fd
+ * is kept (else the upper root) one name at a time, never following a
+ * symlink, so its depth has no limit (PATH_MAX bounds one path, not a
+ * tree). Its fd is kept (a rename moves the directory, not the fd's
+ * target) and duplicated for later calls, until the node goes.
+ */
+int wn_upper_dirfd(struct wfs *w, struct wnode *d)
+{
+	struct wnode *c, **chain = NULL;
+	size_t depth = 0, i;
+	int fd = -1, next, keep;
 
 	if (w->upperfd < 0 || !d->upper || d->deleted)
 		return -ENOENT;
-	pthread_mutex_lock(&w->dfd_lock);
-	if (w->dfd[slot].n == d) {
-		r = fcntl(w->dfd[slot].fd, F_DUPFD_CLOEXEC, 0);
-		pthread_mutex_unlock(&w->dfd_lock);
-		return r < 0 ? -errno : r;
+	if (d == w->root) {
+		fd = openat(w->upperfd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+		return fd < 0 ? -errno : fd;
 	}
-	pthread_mutex_unlock(&w->dfd_lock);
-	r = node_path(w, d, path, sizeof(path));
-	if (r < 0)
-		return r;
-	fd = syscall(SYS_openat2, w->upperfd, path, &how, sizeof(how));
+	fd = dfd_cached(w, d);
+	if (fd >= 0)
+		return fd;
+	/* the names from the nearest kept ancestor down to @d */
+	for (c = d; c != w->root; c = c->parent) {
+		if (!c || c->deleted)
+			return -ENOENT;
+		if (c != d && (fd = dfd_cached(w, c)) >= 0)
+			break;
+		depth++;
+	}
+	chain = malloc(depth * sizeof(*chain));
+	if (!chain) {
+		if (fd >= 0)
+			close(fd);
+		return -ENOMEM;
+	}
+	for (c = d, i = depth; i > 0; c = c->parent)
+		chain[--i] = c;
 	if (fd < 0)
-		return errno == ELOOP || errno == EXDEV ? -EIO : -errno;
-	keep = fcntl((int)fd, F_DUPFD_CLOEXEC, 0);
+		fd = openat(w->upperfd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		free(chain);
+		return -errno;
+	}
+	for (i = 0; i < depth; i++) {
+		next = open_step(fd, chain[i]->name);
+		close(fd);
+		fd = next;
+		if (fd < 0)
+			break;
+	}
+	free(chain);
+	if (fd < 0)
+		return fd;
+	keep = fcntl(fd, F_DUPFD_CLOEXEC, 0);
 	if (keep >= 0) {
+		size_t slot = dfd_slot(d);
+
 		pthread_mutex_lock(&w->dfd_lock);
 		dfd_drop(w, slot);
 		w->dfd[slot].n = d;
 		w->dfd[slot].fd = keep;
 		pthread_mutex_unlock(&w->dfd_lock);
 	}
-	return (int)fd;
+	return fd;
 }
 
 int wfs_open_reg(int pfd, const char *name, int flags)

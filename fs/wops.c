@@ -54,7 +54,7 @@ static __thread struct {
 
 static void note_peers(struct wfs *w, struct wnode *n)
 {
-	if (n && S_ISREG(n->type))
+	if (n && !S_ISDIR(n->type))
 		pending.n += wn_peers(w, n, pending.ids + pending.n,
 				      MAX_PEERS - pending.n);
 }
@@ -87,15 +87,40 @@ static void change(struct wfs *w)
 	changing++;
 }
 
+static __thread bool thawed;	/* freeze lock dropped by unlock_now() */
+
 static void changed(struct wfs *w)
 {
-	pthread_rwlock_unlock(&w->freeze);
-	changing--;
+	if (thawed) {
+		thawed = false;
+	} else {
+		pthread_rwlock_unlock(&w->freeze);
+		changing--;
+	}
+	send_pending(w);
+}
+
+/*
+ * For a change that is complete (nothing more to do in the upper
+ * directory, only the reply): drop w->lock and the freeze lock and send
+ * the notifications now, before the reply, so that the caller sees the
+ * other names changed as soon as its call returns (a stat through another
+ * name right after link, unlink or chmod).
+ */
+static void unlock_now(struct wfs *w)
+{
+	pthread_mutex_unlock(&w->lock);
+	if (changing) {
+		pthread_rwlock_unlock(&w->freeze);
+		changing--;
+		thawed = true;
+	}
 	send_pending(w);
 }
 
 #define LOCK(w) pthread_mutex_lock(&(w)->lock)
 #define UNLOCK(w) unlock_and_notify(w)
+#define UNLOCK_NOW(w) unlock_now(w)
 
 static int check_name(const char *name)
 {
@@ -133,11 +158,11 @@ static void reply_entry(fuse_req_t req, struct wfs *w, struct wnode *n,
 	if (r < 0) {
 		if (n)
 			wn_forget(w, n, 0);
-		UNLOCK(w);
+		UNLOCK_NOW(w);
 		fuse_reply_err(req, -r);
 		return;
 	}
-	UNLOCK(w);
+	UNLOCK_NOW(w);
 	if (fuse_reply_entry(req, &ep) != 0) {
 		LOCK(w);
 		wn_forget(w, n, 1);
@@ -275,8 +300,12 @@ static int upper_owner(struct wfs *w, int pfd, const char *name,
 		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
 		if (chown_ && fchownat(fd, "", ctx->uid, gid, AT_EMPTY_PATH) < 0)
 			r = -errno;
+		/* chown dropped the set-id bits: put back what was asked,
+		 * over the permissions the upper filesystem chose (umask or
+		 * default ACL) */
 		if (r == 0 && !lnk && (mode & (S_ISUID | S_ISGID | S_ISVTX)) &&
-		    chmod(proc, mode & 07777) < 0)
+		    (fstat(fd, &pst) < 0 ||
+		     chmod(proc, (pst.st_mode & 07777) | (mode & 07000)) < 0))
 			r = -errno;
 		close(fd);
 	}
@@ -325,6 +354,70 @@ static int make_obj(struct wfs *w, int dfd, const char *nm, struct mk *m)
 	}
 }
 
+#define ACL_DEFAULT "system.posix_acl_default"
+
+/*
+ * The caller's umask, as the kernel overlay applies it: the upper
+ * filesystem gets the mode the caller asked for and, when the parent has
+ * a default ACL, derives the new entry's permissions and ACL from it (the
+ * umask is then ignored, POSIX.1e); without one the umask applies. The
+ * daemon's own umask is 0 (main.c), so it never touches a new entry.
+ * Return: whether upper directory @pfd has a default ACL.
+ */
+static bool apply_umask(int pfd, const struct fuse_ctx *ctx, struct mk *m)
+{
+	char path[32];
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", pfd);
+	if (getxattr(path, ACL_DEFAULT, NULL, 0) > 0)
+		return true;
+	if (!S_ISLNK(m->mode))
+		m->mode &= ~(mode_t)(ctx->umask & 0777);
+	return false;
+}
+
+/*
+ * A fresh directory in the work directory with the default ACL of upper
+ * directory @pfd, to build an entry over a whiteout in: it inherits what
+ * it would in @pfd. Its name goes to @name. Return: its O_PATH fd.
+ */
+static int acl_scratch(struct wfs *w, int pfd, char *name, size_t size)
+{
+	char src[32], dst[32], *val;
+	ssize_t len;
+	int fd, r = 0;
+
+	snprintf(src, sizeof(src), "/proc/self/fd/%d", pfd);
+	len = getxattr(src, ACL_DEFAULT, NULL, 0);
+	if (len <= 0)
+		return len < 0 ? -errno : -ENODATA;
+	val = malloc((size_t)len);
+	if (!val)
+		return -ENOMEM;
+	len = getxattr(src, ACL_DEFAULT, val, (size_t)len);
+	wfs_tmpname(w, name, size);
+	if (len < 0 || mkdirat(w->workfd, name, 0700) < 0) {
+		r = -errno;
+		free(val);
+		return r;
+	}
+	fd = openat(w->workfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW |
+		    O_CLOEXEC);
+	if (fd < 0)
+		r = -errno;
+	snprintf(dst, sizeof(dst), "/proc/self/fd/%d", fd);
+	if (r == 0 && setxattr(dst, ACL_DEFAULT, val, (size_t)len, 0) < 0)
+		r = -errno;
+	free(val);
+	if (r < 0) {
+		if (fd >= 0)
+			close(fd);
+		unlinkat(w->workfd, name, AT_REMOVEDIR);
+		return r;
+	}
+	return fd;
+}
+
 static int do_make(fuse_req_t req, struct wfs *w, fuse_ino_t parent,
 		   const char *name, struct mk *m, struct wnode **out)
 {
@@ -332,9 +425,9 @@ static int do_make(fuse_req_t req, struct wfs *w, fuse_ino_t parent,
 	struct wnode *p = wn_get(w, parent), *n;
 	bool dir = S_ISDIR(m->mode), over_wh = false, lower_below = false;
 	struct stat st;
-	bool have_st = false;
-	char tmp[64];
-	int pfd, r;
+	bool have_st = false, acl;
+	char tmp[64], scratch[64];
+	int pfd, sfd = -1, r;
 
 	m->fd = -1;
 	r = check_name(name);
@@ -355,37 +448,52 @@ static int do_make(fuse_req_t req, struct wfs *w, fuse_ino_t parent,
 	pfd = wn_upper_dirfd(w, p);
 	if (pfd < 0)
 		return pfd;
+	acl = apply_umask(pfd, ctx, m);
 	lower_below = over_wh;
 	if (over_wh && w->priv_wh) {
-		/* char-device whiteout: build aside, exchange, drop it */
+		/* char-device whiteout: build aside (where the parent's
+		 * default ACL applies as it would in the parent), exchange,
+		 * drop it */
+		int bfd = w->workfd;
+
+		if (acl) {
+			sfd = acl_scratch(w, pfd, scratch, sizeof(scratch));
+			r = sfd < 0 ? sfd : 0;
+			bfd = sfd;
+		}
 		wfs_tmpname(w, tmp, sizeof(tmp));
-		r = make_obj(w, w->workfd, tmp, m);
-		if (r == 0 && dir)
-			r = wfs_set_opaque(w, w->workfd, tmp);
 		if (r == 0)
-			r = upper_owner(w, w->workfd, tmp, ctx, m->mode,
+			r = make_obj(w, bfd, tmp, m);
+		if (r == 0 && dir)
+			r = wfs_set_opaque(w, bfd, tmp);
+		if (r == 0)
+			r = upper_owner(w, bfd, tmp, ctx, m->mode,
 					S_ISLNK(m->mode), NULL);
 		if (r == 0 && fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
 		    wh_is_whiteout_stat(&st)) {
-			if (renameat2(w->workfd, tmp, pfd, name,
-				      RENAME_EXCHANGE) < 0)
+			if (renameat2(bfd, tmp, pfd, name, RENAME_EXCHANGE) < 0)
 				r = -errno;
 			else
-				unlinkat(w->workfd, tmp, 0);
+				unlinkat(bfd, tmp, 0);
 			if (r == 0)
 				r = wfs_clear_whiteout(w, pfd, name);
 		} else if (r == 0) {
-			if (renameat2(w->workfd, tmp, pfd, name,
+			if (renameat2(bfd, tmp, pfd, name,
 				      RENAME_NOREPLACE) < 0)
 				r = -errno;
 			if (r == 0)
 				r = wfs_clear_whiteout(w, pfd, name);
 		}
 		if (r < 0) {
-			unlinkat(w->workfd, tmp, dir ? AT_REMOVEDIR : 0);
+			if (bfd >= 0)
+				unlinkat(bfd, tmp, dir ? AT_REMOVEDIR : 0);
 			if (m->fd >= 0)
 				close(m->fd);
 			m->fd = -1;
+		}
+		if (sfd >= 0) {
+			close(sfd);
+			unlinkat(w->workfd, scratch, AT_REMOVEDIR);
 		}
 	} else {
 		if (over_wh)
@@ -1004,7 +1112,7 @@ out:
 		r = wn_stat(w, n, &st);
 	if (r == 0)
 		note_peers(w, n);
-	UNLOCK(w);
+	UNLOCK_NOW(w);
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else
@@ -1352,7 +1460,7 @@ static int split_name(struct wfs *w, struct wnode *n)
 {
 	struct stat st;
 
-	if (n->upper || !n->lower || !S_ISREG(n->type))
+	if (n->upper || !n->lower || S_ISDIR(n->type))
 		return 0;
 	w->lw->ops->stat(w->lw, n->lower, &st);
 	if (st.st_nlink < 2)
@@ -1417,7 +1525,7 @@ static void w_unlink_locked(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 	LOCK(w);
 	r = do_remove(w, wn_get(w, parent), name, false);
-	UNLOCK(w);
+	UNLOCK_NOW(w);
 	fuse_reply_err(req, -r);
 }
 
@@ -1428,7 +1536,7 @@ static void w_rmdir_locked(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 	LOCK(w);
 	r = do_remove(w, wn_get(w, parent), name, true);
-	UNLOCK(w);
+	UNLOCK_NOW(w);
 	fuse_reply_err(req, -r);
 }
 
@@ -1670,7 +1778,7 @@ static void w_rename_locked(fuse_req_t req, fuse_ino_t parent, const char *name,
 	LOCK(w);
 	r = do_rename(w, wn_get(w, parent), name, wn_get(w, newparent),
 		      newname, flags);
-	UNLOCK(w);
+	UNLOCK_NOW(w);
 	fuse_reply_err(req, -r);
 }
 
@@ -1859,8 +1967,10 @@ static void w_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_READDIRPLUS;
 	if (conn->capable & FUSE_CAP_CACHE_SYMLINKS)
 		conn->want |= FUSE_CAP_CACHE_SYMLINKS;
-	/* the kernel applies the umask: modes arrive final */
-	conn->want &= ~(unsigned)FUSE_CAP_DONT_MASK;
+	/* the umask comes with each request and is applied in do_make(),
+	 * unless a default ACL decides instead (as on the kernel overlay) */
+	if (conn->capable & FUSE_CAP_DONT_MASK)
+		conn->want |= FUSE_CAP_DONT_MASK;
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
 	conn->want &= ~(unsigned)FUSE_CAP_HANDLE_KILLPRIV;
 }

@@ -69,8 +69,8 @@ struct walk {
 	struct strata_err *err;
 	struct strata_imgview *view;
 	int view_err;
-	char path[8192];
-	size_t plen;
+	char *path;			/* grows: no limit on depth */
+	size_t plen, pcap;
 	struct pend *pend;
 	size_t n_pend, cap_pend;
 	struct hl *hl;
@@ -103,10 +103,17 @@ static int path_push(struct walk *wk, const char *name, size_t *saved)
 	size_t n = strlen(name);
 
 	*saved = wk->plen;
-	if (wk->plen + n + 2 >= sizeof(wk->path))
-		return strata_err_set(wk->err, -ENAMETOOLONG,
-				      "upper %s/%s: path too long", wk->path,
-				      name);
+	if (wk->plen + n + 2 > wk->pcap) {
+		size_t cap = (wk->plen + n + 2) * 2;
+		char *p = realloc(wk->path, cap);
+
+		if (!p)
+			return strata_err_set(wk->err, -ENOMEM,
+					      "upper %s/%s: out of memory",
+					      wk->path, name);
+		wk->path = p;
+		wk->pcap = cap;
+	}
 	if (wk->plen)
 		wk->path[wk->plen++] = '/';
 	memcpy(wk->path + wk->plen, name, n + 1);
@@ -1091,8 +1098,12 @@ int strata_commit_layer(const struct strata_layer_walk *o,
 	int r;
 
 	wk.buf = malloc(1u << 20);
-	if (!wk.buf)
-		return -ENOMEM;
+	wk.pcap = 256;
+	wk.path = calloc(1, wk.pcap);
+	if (!wk.buf || !wk.path) {
+		r = -ENOMEM;
+		goto out;
+	}
 	if (fstat(o->upper_fd, &st) < 0) {
 		r = -errno;
 		goto out;
@@ -1132,6 +1143,7 @@ out:
 	if (wk.view)
 		strata_imgview_free(wk.view);
 	free(wk.buf);
+	free(wk.path);
 	strata_progress_done();
 	return r;
 }

@@ -27,6 +27,7 @@ import errno
 import hashlib
 import mmap
 import os
+import pickle
 import random
 import shutil
 import stat
@@ -321,6 +322,17 @@ def build_lowers(base, style="chardev", hardlinks=True):
     (L3 / "e").mkdir()
     _file(L3, "e/a", b"L3:e/a (hidden by opaque L2 e)\n")
     _file(L3, "e/b", b"L3:e/b\n")
+    # hardlinked non-files: a fifo and a symlink with two names each
+    (L3 / "f").mkdir()
+    os.mkfifo(L3 / "f/p", 0o640)
+    os.symlink("../b", L3 / "f/s")
+    for a, b in (("f/p", "f/q"), ("f/s", "f/t")):
+        if hardlinks:
+            os.link(L3 / a, L3 / b, follow_symlinks=False)
+        elif a == "f/p":
+            os.mkfifo(L3 / b, 0o640)
+        else:
+            os.symlink("../b", L3 / b)
 
     # middle
     (L2 / "a").mkdir()
@@ -417,9 +429,42 @@ def _open(side, rel, flags, mode=0o644):
     return os.open(side.p(rel), flags | O_NB, mode)
 
 
+def _as_user(side, uid, umask, op):
+    """@op run by user @uid (its own group, no others) under @umask, in a
+    forked child that enters the mount as root first (so no directory
+    above it needs to be searchable by @uid)."""
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(rfd)
+            os.chdir(side.root)
+            os.umask(umask)
+            if uid:
+                os.setgroups([])
+                os.setresgid(uid, uid, uid)
+                os.setresuid(uid, uid, uid)
+            res = do_op(Side(".", side.name), op)
+            with os.fdopen(wfd, "wb") as f:
+                pickle.dump(res, f)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    with os.fdopen(rfd, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert status == 0 and data, f"child running {op!r} as {uid} failed"
+    return pickle.loads(data)
+
+
 def do_op(side, op):
-    """Apply @op (a tuple) to @side; return ("ok", value) or ("E", ERRNO)."""
+    """Apply @op (a tuple) to @side; return ("ok", value) or ("E", ERRNO).
+    ("as", UID, UMASK, OP) runs OP as user UID under umask UMASK."""
     name, args = op[0], op[1:]
+    if name == "as":
+        return _as_user(side, *args)
     try:
         return ("ok", _OPS[name](side, *args))
     except OSError as e:
@@ -571,6 +616,55 @@ def _op_mkfifo(s, rel, mode=0o644):
 
 def _op_mknod(s, rel, major, minor, mode=0o644):
     os.mknod(s.p(rel), stat.S_IFCHR | mode, os.makedev(major, minor))
+
+
+DEEP_NAME = "x" * 200
+
+
+def _op_deep(s, rel, depth, action):
+    """A chain of @depth directories named DEEP_NAME under @rel, deeper
+    than PATH_MAX, reached one directory fd at a time: "make" it (with a
+    file, a fifo and a second name of the fifo at the bottom), "stat" the
+    bottom, "remove" it all, or "cycle": make, stat and remove."""
+    if action == "cycle":
+        made = _op_deep(s, rel, depth, "make")
+        _op_deep(s, rel, depth, "remove")
+        return made
+    fds = [os.open(s.p(rel), os.O_RDONLY | os.O_DIRECTORY)]
+    try:
+        for i in range(depth):
+            if action == "make":
+                os.mkdir(DEEP_NAME, 0o755, dir_fd=fds[-1])
+            fds.append(os.open(DEEP_NAME, os.O_RDONLY | os.O_DIRECTORY,
+                               dir_fd=fds[-1]))
+        b = fds[-1]
+        if action == "make":
+            fd = os.open("f", os.O_WRONLY | os.O_CREAT, 0o640, dir_fd=b)
+            os.write(fd, b"deep\n")
+            os.close(fd)
+            os.mkfifo("p", 0o600, dir_fd=b)
+            os.link("p", "q", src_dir_fd=b, dst_dir_fd=b)
+        if action == "remove":
+            for n in ("f", "p", "q"):
+                os.unlink(n, dir_fd=b)
+            for i in range(depth, 0, -1):
+                os.rmdir(DEEP_NAME, dir_fd=fds[i - 1])
+            return None
+        out = []
+        # a fresh open: the directory changed since fds[-1] was opened
+        fds.append(os.open(".", os.O_RDONLY | os.O_DIRECTORY, dir_fd=b))
+        for n in sorted(os.listdir(fds[-1])):
+            st = os.lstat(n, dir_fd=b)
+            out.append((n, stat.filemode(st.st_mode), st.st_nlink,
+                        st.st_size))
+        return (sum(len(DEEP_NAME) + 1 for _ in range(depth)), out)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _op_mksock(s, rel, mode=0o755):
+    os.mknod(s.p(rel), stat.S_IFSOCK | mode)
 
 
 def _op_rename(s, src, dst, flags=0):
@@ -1188,7 +1282,10 @@ class Pair:
 # --------------------------------------------------------------------------
 # random operation sequences
 
-NAMES = ("a", "b", "c", "d", "e")
+NAMES = ("a", "b", "c", "d", "e", "f")
+# who runs an operation: (uid, umask); a third of them as 65534
+WHO = ((0, 0o022), (0, 0), (0, 0o077), (65534, 0o022), (65534, 0),
+       (65534, 0o077))
 _SIZES = (0, 1, 7, 100, 4096, 5000, 70000)
 _OFFS = (0, 1, 4095, 4096, 65535, 65536, 100000, 300000)
 
@@ -1213,7 +1310,9 @@ def _rtime(rng):
 
 
 def random_ops(seed, n):
-    """@n operations from @seed over the small name space NAMES."""
+    """@n operations from @seed over the small name space NAMES, each run
+    by one of WHO (a user and a umask), fifo, socket and device hardlinks
+    and paths deeper than PATH_MAX among them."""
     rng = random.Random(seed)
     kinds = [
         ("create", 8), ("write", 8), ("append", 4), ("otrunc", 3),
@@ -1222,7 +1321,7 @@ def random_ops(seed, n):
         ("rmtree", 2), ("symlink", 3), ("link", 5), ("mkfifo", 1),
         ("mknod", 1), ("rename", 10), ("chmod", 3), ("chown", 3),
         ("utime", 3), ("setxattr", 3), ("removexattr", 2), ("statfs", 1),
-        ("listdir", 2), ("stat", 2),
+        ("listdir", 2), ("stat", 2), ("mksock", 1), ("deep", 1),
     ]
     names = [k for k, _ in kinds]
     weights = [w for _, w in kinds]
@@ -1263,6 +1362,13 @@ def random_ops(seed, n):
             op = (k, p, 0o640)
         elif k == "mknod":
             op = (k, p, 1, rng.choice((3, 5)), 0o666)
+        elif k == "mksock":
+            op = (k, p, rng.choice((0o755, 0o777)))
+        elif k == "deep":
+            # past PATH_MAX: 21 names of 200 bytes (see _op_deep)
+            # made, listed and removed in one op: nothing deeper than
+            # PATH_MAX stays for the path-based tree checks
+            op = (k, rng.choice(("", _rpath(rng, 2))), 21, "cycle")
         elif k == "rename":
             op = (k, _rpath(rng), p,
                   rng.choice((0, 0, 0, "NOREPLACE", "EXCHANGE")))
@@ -1280,5 +1386,8 @@ def random_ops(seed, n):
         elif k == "removexattr":
             op = (k, p, rng.choice(("user.x", "user.y", "user.new",
                                     "user.big")))
+        uid, um = rng.choice(WHO)
+        if (uid, um) != (0, 0o022):
+            op = ("as", uid, um, op)
         ops.append(op)
     return ops

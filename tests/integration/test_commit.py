@@ -471,3 +471,32 @@ def test_no_write_through_a_symlinked_blobs_dir(base, overlay, strata,
     assert "blobs" in r.stderr
     assert sorted(p.name for p in elsewhere.rglob("*")) == before
     assert (lay / "index.json").read_bytes() == index
+
+
+def test_deep_upper_commits(base, strata, tmp_path):
+    """An upper directory deeper than PATH_MAX (9,045 bytes, past the 8 KiB
+    path buffer commit had) commits: the layer holds its entries under
+    their full names, as Python's tar reader sees them."""
+    layout, tag, _ = base
+    upper = tmp_path / "deep-upper"
+    upper.mkdir()
+    name, depth = "y" * 200, 45
+    fd = os.open(upper, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(depth):
+        os.mkdir(name, 0o755, dir_fd=fd)
+        nfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = nfd
+    f = os.open("bottom", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+    os.write(f, b"deep\n")
+    os.close(f)
+    os.close(fd)
+    commit(strata, "--upper", upper, "--from", f"oci:{layout}:{tag}",
+           f"oci:{layout}:deep")
+    _, _, blob = layer_tar(layout, "deep")
+    want = "/".join([name] * depth) + "/bottom"
+    with tarfile.open(blob) as t:
+        names = {m.name.rstrip("/"): m for m in t.getmembers()}
+        assert want in names, sorted(names)[:3]
+        assert t.extractfile(names[want]).read() == b"deep\n"
+        assert "/".join([name] * depth) in names
