@@ -204,6 +204,14 @@ static ssize_t next_chunk(struct reader *r, const void **buf)
 		}
 	}
 	/* end of input */
+	{
+		char m[sizeof(r->msg)];
+
+		if (strata_tarscan_finish(&r->scan, m, sizeof(m)) < 0) {
+			fail(r, -EBADMSG, m);
+			return -1;
+		}
+	}
 	if (r->comp == STRATA_COMP_GZIP && !r->stream_end && !r->junk) {
 		fail(r, -EBADMSG, "truncated gzip stream");
 		return -1;
@@ -230,7 +238,7 @@ out:
 
 		if (strata_tarscan_feed(&r->scan, *buf, produced, m,
 					sizeof(m)) < 0) {
-			fail(r, -EINVAL, m);
+			fail(r, -EBADMSG, m);
 			return -1;
 		}
 	}
@@ -840,7 +848,8 @@ static int add_xattrs(struct unpack *u, struct archive_entry *e,
 	return 0;
 }
 
-static int write_content(struct unpack *u, struct unode *n, const char *name)
+static int write_content(struct unpack *u, struct unode *n, const char *name,
+			 bool sparse)
 {
 	char fname[16];
 	cleanup_fd int fd = -1;
@@ -884,20 +893,26 @@ static int write_content(struct unpack *u, struct unode *n, const char *name)
 	/* the reader's own failure (a limit, a read error) says more than
 	 * libarchive's "truncated" */
 	if (ar != ARCHIVE_EOF && u->rd && u->rd->error)
-		return entry_error(u, name, u->rd->error, u->rd->msg);
+		return strata_err_set(u->err, u->rd->error, "layer %s: %s",
+				      u->layer, u->rd->msg);
 	if (ar != ARCHIVE_EOF)
 		return entry_error(u, name, -EBADMSG, archive_error_string(u->a)
 				   ? archive_error_string(u->a)
 				   : "truncated data");
+	/* Only a sparse file ends in a hole; other data that stops short
+	 * of the size is a cut entry (libarchive would zero-fill a GNU
+	 * "realsize" past the data, which Go does not read) */
+	if (end < n->size && !sparse)
+		return entry_error(u, name, -EBADMSG, "the entry's data ends "
+				   "before its size");
 	if (end < n->size && ftruncate(fd, (off_t)n->size) < 0)
 		return -errno;
 	u->t.data_bytes += n->size;
 	return 0;
 }
 
-static int handle_hardlink(struct unpack *u, struct archive_entry *e,
-			   const char *name, uint32_t idx, const char *target,
-			   char *scratch)
+static int handle_hardlink(struct unpack *u, const char *name, uint32_t idx,
+			   const char *target, char *scratch)
 {
 	struct comps *c = malloc(sizeof(*c));
 	struct unode *n = &u->t.nodes[idx], *t;
@@ -922,32 +937,90 @@ static int handle_hardlink(struct unpack *u, struct archive_entry *e,
 				   "hardlink target is not in this layer");
 	if (S_ISDIR(t->mode))
 		return entry_error(u, name, -EPERM, "hardlink to a directory");
-	if (archive_entry_size_is_set(e) && archive_entry_size(e) > 0 &&
-	    S_ISREG(t->mode) && archive_entry_size(e) != (la_int64_t)t->size)
-		return entry_error(u, name, -EBADMSG,
-				   "hardlink entry carries data");
 	n->leader = t->leader;
 	n->mode = t->mode;
 	u->t.nodes[t->leader].nlink++;
 	return 0;
 }
 
+/* The file type of Go's type flag @f (already checked by tarscan.c). */
+static mode_t go_filetype(char f)
+{
+	switch (f) {
+	case '2':
+		return AE_IFLNK;
+	case '3':
+		return AE_IFCHR;
+	case '4':
+		return AE_IFBLK;
+	case '5':
+		return AE_IFDIR;
+	case '6':
+		return AE_IFIFO;
+	default:
+		return AE_IFREG;	/* '0', '7'; '1' is a hard link */
+	}
+}
+
+/*
+ * Did libarchive read the entry Go's archive/tar reads at this place, @g?
+ * Both follow the same bytes; where they part (a size field one reads and
+ * the other does not, data one takes for headers), a layer would mean two
+ * things, so it is refused, naming the entry.
+ */
+static int same_entry(struct unpack *u, struct archive_entry *e,
+		      const struct strata_tar_entry *g)
+{
+	const char *name = archive_entry_pathname(e);
+	const char *hl = archive_entry_hardlink(e);
+	const char *sl = archive_entry_symlink(e);
+	char why[400], p[200];
+	const char *what = NULL;
+
+	if (!name)
+		name = "";
+	if (!g)
+		return entry_error(u, name, -EBADMSG, "libarchive reads an "
+				   "entry here that Go's archive/tar does not "
+				   "(the tar readers disagree: refused)");
+	if (strcmp(name, g->name))
+		what = "name";
+	else if (g->type == '1' ? !hl || strcmp(hl, g->link) : hl != NULL)
+		what = "hard link";
+	else if (g->type != '1' &&
+		 archive_entry_filetype(e) != go_filetype(g->type))
+		what = "type";
+	else if (g->type == '2' && (!sl || strcmp(sl, g->link)))
+		what = "symlink target";
+	if (!what)
+		return 0;
+	printable(g->name, p, sizeof(p));
+	snprintf(why, sizeof(why), "libarchive and Go's archive/tar read this "
+		 "entry's %s differently (Go reads entry %s, type '%c'): "
+		 "refused", what, g->name[0] ? p : "with no name", g->type);
+	return entry_error(u, name, -EBADMSG, why);
+}
+
 static int handle_entry(struct unpack *u, struct archive_entry *e)
 {
 	static __thread char scratch[PATH_MAX_BYTES + 1];
 	static __thread char scratch2[PATH_MAX_BYTES + 1];
-	const char *name = archive_entry_pathname(e);
-	const char *hl = archive_entry_hardlink(e);
+	const struct strata_tar_entry *g = strata_tarscan_next(&u->rd->scan);
+	const char *name, *hl;
 	struct comps *c;
 	uint32_t parent = 0, idx;
 	struct unode *n;
-	mode_t type = archive_entry_filetype(e);
+	mode_t type;
 	const char *base;
 	size_t blen;
 	int r;
 
-	if (!name)
-		return entry_error(u, "(no name)", -EBADMSG, "entry without a name");
+	r = same_entry(u, e, g);
+	if (r < 0)
+		return r;
+	name = g->name;
+	hl = g->type == '1' ? g->link : NULL;
+	type = go_filetype(g->type);
 	if (++u->entries > u->max_entries)
 		return entry_error(u, name, -EFBIG, "too many entries in the layer");
 	c = malloc(sizeof(*c));
@@ -1003,7 +1076,7 @@ static int handle_entry(struct unpack *u, struct archive_entry *e)
 		n = &u->t.nodes[idx];
 	}
 	if (hl) {
-		r = handle_hardlink(u, e, name, idx, hl, scratch2);
+		r = handle_hardlink(u, name, idx, hl, scratch2);
 		goto out;
 	}
 attrs:
@@ -1019,17 +1092,16 @@ attrs:
 		r = entry_error(u, name, -EBADMSG, "unsupported entry type");
 		goto out;
 	}
-	if (archive_entry_uid(e) < 0 || archive_entry_uid(e) > 0xfffffffe ||
-	    archive_entry_gid(e) < 0 || archive_entry_gid(e) > 0xfffffffe) {
+	if (g->uid < 0 || g->uid > 0xfffffffe ||
+	    g->gid < 0 || g->gid > 0xfffffffe) {
 		r = entry_error(u, name, -EBADMSG, "owner out of range");
 		goto out;
 	}
 	/* Linux symlinks always carry 0777, whatever the tar says. */
 	n->mode = (uint32_t)(type | (type == AE_IFLNK ? 0777
-					: (archive_entry_perm(e) & 07777)));
+					: ((uint32_t)g->mode & 07777)));
 	n->flags &= ~STRATA_LX_IMPLIED;
-	r = owner_index(&u->t, (uint32_t)archive_entry_uid(e),
-			(uint32_t)archive_entry_gid(e));
+	r = owner_index(&u->t, (uint32_t)g->uid, (uint32_t)g->gid);
 	if (r < 0) {
 		r = r == -E2BIG ? entry_error(u, name, -EBADMSG, "more than "
 					      "65535 different owners "
@@ -1040,12 +1112,12 @@ attrs:
 	n->owner = (uint16_t)r;
 	/* clamped to what the index holds (34-bit seconds: years 1698 to
 	 * 2242), like containerd's boundTime (T11) */
-	n->mtime_sec = archive_entry_mtime(e);
+	n->mtime_sec = g->mtime_sec;
 	if (n->mtime_sec < -STRATA_LX_SEC_BIAS)
 		n->mtime_sec = -STRATA_LX_SEC_BIAS;
 	if (n->mtime_sec >= STRATA_LX_SEC_BIAS)
 		n->mtime_sec = STRATA_LX_SEC_BIAS - 1;
-	n->mtime_nsec = (uint32_t)archive_entry_mtime_nsec(e);
+	n->mtime_nsec = g->mtime_nsec;
 	if (n->mtime_nsec >= 1000000000u)
 		n->mtime_nsec = 0;
 	r = add_xattrs(u, e, &u->t.nodes[idx], name);
@@ -1055,16 +1127,16 @@ attrs:
 	if (type == AE_IFCHR || type == AE_IFBLK) {
 		/* Linux dev_t: 12-bit major, 20-bit minor; anything bigger
 		 * would silently name another device (T2) */
-		if (archive_entry_rdevmajor(e) > 4095 ||
-		    archive_entry_rdevminor(e) > 1048575) {
+		if (g->devmajor < 0 || g->devmajor > 4095 ||
+		    g->devminor < 0 || g->devminor > 1048575) {
 			r = entry_error(u, name, -EBADMSG, "device number out "
 					"of range");
 			goto out;
 		}
-		n->rdev = makedev(archive_entry_rdevmajor(e),
-				  archive_entry_rdevminor(e));
+		n->rdev = makedev((unsigned int)g->devmajor,
+				  (unsigned int)g->devminor);
 	} else if (type == AE_IFLNK) {
-		const char *target = archive_entry_symlink(e);
+		const char *target = g->link;
 		size_t tlen = target ? strlen(target) : 0;
 
 		if (tlen == 0 || tlen >= PATH_MAX_BYTES) {
@@ -1079,7 +1151,7 @@ attrs:
 		n = &u->t.nodes[idx];
 		n->size = tlen;
 	} else if (type == AE_IFREG) {
-		la_int64_t size = archive_entry_size(e);
+		int64_t size = g->size;
 
 		if (size < 0) {
 			r = entry_error(u, name, -EBADMSG, "negative size");
@@ -1092,7 +1164,7 @@ attrs:
 		}
 		n->size = (uint64_t)size;
 		if (size > 0)
-			r = write_content(u, n, name);
+			r = write_content(u, n, name, g->sparse);
 	}
 out:
 	free(c);
@@ -1387,6 +1459,18 @@ int strata_unpack_layer(const struct strata_unpack_job *job,
 		if (n < 0) {
 			r = strata_err_set(err, rd.error, "layer %s: %s", sd,
 					   rd.msg);
+			goto out;
+		}
+	}
+	{
+		const struct strata_tar_entry *g = strata_tarscan_next(&rd.scan);
+
+		if (g) {
+			r = entry_error(&u, g->name, -EBADMSG, "Go's "
+					"archive/tar reads this entry after "
+					"the end of the archive libarchive "
+					"saw (the tar readers disagree: "
+					"refused)");
 			goto out;
 		}
 	}
