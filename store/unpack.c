@@ -6,7 +6,10 @@
  * (descriptor size and digest), decompressed here with zlib/zstd (so the
  * gzip trailer CRC is checked, which libarchive skips), hashed again
  * (diff_id) and handed to libarchive's tar reader. Trailing bytes after the
- * tar's end blocks are drained into the diff_id hash too, as umoci does.
+ * tar's end blocks are drained into the diff_id hash too, as umoci does;
+ * bytes after the compressed stream (other than further gzip members or
+ * zstd frames, which continue it) are refused, as Go's readers refuse
+ * them.
  *
  * Names from the tar never become host paths: a regular file's content goes
  * to data/<n> (n a counter), and names, owners, modes, times, xattrs,
@@ -44,7 +47,7 @@ struct reader {
 	struct strata_hasher *blob_h, *diff_h;
 	unsigned char *in, *out;
 	size_t in_pos, in_len;
-	bool in_eof, stream_end, junk;
+	bool in_eof, stream_end;
 	z_stream z;
 	bool z_ready;
 	ZSTD_DStream *zs;
@@ -131,10 +134,6 @@ static ssize_t next_chunk(struct reader *r, const void **buf)
 			r->in_pos = r->in_len;
 			goto out;
 		}
-		if (r->junk) {
-			r->in_pos = r->in_len;
-			continue;
-		}
 		if (r->comp == STRATA_COMP_GZIP) {
 			int zr;
 
@@ -146,12 +145,16 @@ static ssize_t next_chunk(struct reader *r, const void **buf)
 				r->z_ready = true;
 			}
 			if (r->stream_end) {
-				/* RFC 1952 allows several members; anything
-				 * else after the stream is covered by the blob
-				 * digest and ignored, like umoci does. */
+				/* RFC 1952 allows several members, and Go's
+				 * gzip reader (multistream by default) reads
+				 * them as one stream; it refuses anything else
+				 * after a member, and so does strata (whatever
+				 * the first byte: inflate checks the rest). */
 				if (r->in[r->in_pos] != 0x1f) {
-					r->junk = true;
-					continue;
+					fail(r, -EBADMSG, "bytes after the end "
+					     "of the gzip stream that are not "
+					     "a gzip member");
+					return -1;
 				}
 				inflateReset(&r->z);
 				r->stream_end = false;
@@ -212,7 +215,7 @@ static ssize_t next_chunk(struct reader *r, const void **buf)
 			return -1;
 		}
 	}
-	if (r->comp == STRATA_COMP_GZIP && !r->stream_end && !r->junk) {
+	if (r->comp == STRATA_COMP_GZIP && !r->stream_end) {
 		fail(r, -EBADMSG, "truncated gzip stream");
 		return -1;
 	}
