@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/cleanup.h"
 #include "tarscan.h"
 
 enum { S_HEADER, S_DATA, S_ZERO, S_DONE, S_FAILED };
@@ -303,11 +304,13 @@ static bool pax_valid(const char *s, size_t n)
 
 /* The pax keys Go acts on, the last record of each. */
 enum { K_PATH, K_LINK, K_UID, K_GID, K_ATIME, K_MTIME, K_CTIME, K_SIZE,
-       K_SMAJOR, K_SMINOR, K_SNAME, K_SSIZE, K_SREAL, K_SMAP, K_N };
+       K_SMAJOR, K_SMINOR, K_SNAME, K_SSIZE, K_SREAL, K_SMAP, K_SBLOCKS,
+       K_N };
 static const char *const pax_keys[K_N] = {
 	"path", "linkpath", "uid", "gid", "atime", "mtime", "ctime", "size",
 	"GNU.sparse.major", "GNU.sparse.minor", "GNU.sparse.name",
 	"GNU.sparse.size", "GNU.sparse.realsize", "GNU.sparse.map",
+	"GNU.sparse.numblocks",
 };
 
 struct val {
@@ -368,10 +371,58 @@ static int add_xattr(struct strata_tar_entry *e, const char *k, size_t kl,
 
 static void entry_free(struct strata_tar_entry *e)
 {
+	free(e->map);
 	free(e->name);
 	free(e->link);
 	free(e->xattrs);
 	memset(e, 0, sizeof(*e));
+}
+
+/* Go's validateSparseEntries, and its sparse reader's demand that the
+ * fragments take exactly the @phys bytes of data there are. */
+static bool map_valid(const int64_t *m, size_t n, int64_t size, int64_t phys)
+{
+	int64_t pre_end = 0, sum = 0;
+	size_t i;
+
+	if (size < 0)
+		return false;
+	for (i = 0; i < n; i++) {
+		int64_t off = m[2 * i], len = m[2 * i + 1];
+
+		if (off < 0 || len < 0 || off > INT64_MAX - len ||
+		    off + len > size || pre_end > off)
+			return false;
+		pre_end = off + len;
+		sum += len;
+	}
+	return sum == phys;
+}
+
+/* Go's readGNUSparseMap0x1: @nb pairs in the comma-separated @map. */
+static bool map_0x1(struct strata_tar_entry *e, const struct val *nb,
+		    const char *map, size_t len)
+{
+	int64_t n;
+	size_t i, k = 0, start = 0;
+
+	if (!go_int(nb->v ? nb->v : "", nb->n, &n) || n < 0 ||
+	    n > INT64_MAX / 2 || (uint64_t)n > len + 1)
+		return false;
+	e->map = calloc((size_t)n * 2 + 1, sizeof(*e->map));
+	if (!e->map)
+		return false;
+	for (i = 0; len && i <= len; i++) {
+		if (i < len && map[i] != ',')
+			continue;
+		if (k == (size_t)n * 2 ||
+		    !go_int(map + start, i - start, &e->map[k]))
+			return false;
+		k++;
+		start = i + 1;
+	}
+	e->map_n = (size_t)n;
+	return k == (size_t)n * 2;
 }
 
 /* Go's mergePAX and readGNUSparsePAXHeaders on entry @e (whose physical
@@ -380,7 +431,8 @@ static int merge_pax(struct strata_tarscan *t, struct strata_tar_entry *e,
 		     int64_t *phys)
 {
 	struct val kv[K_N] = { { NULL, 0 } };
-	size_t pos = 0, i;
+	cleanup_free char *joined = NULL;
+	size_t pos = 0, i, jlen = 0;
 	int64_t n;
 	uint32_t ns;
 	char *s;
@@ -400,9 +452,21 @@ static int merge_pax(struct strata_tarscan *t, struct strata_tar_entry *e,
 					      "out of memory");
 			continue;
 		}
-		if (key_is(k, kl, "GNU.sparse.offset")) {
-			kv[K_SMAP].v = "x";	/* 0.0: Go makes a map */
-			kv[K_SMAP].n = 1;
+		if (key_is(k, kl, "GNU.sparse.offset") ||
+		    key_is(k, kl, "GNU.sparse.numbytes")) {
+			/* 0.0: Go joins them into GNU.sparse.map */
+			char *j = realloc(joined, jlen + vl + 2);
+
+			if (!j)
+				return refuse(t, e->name, strlen(e->name),
+					      "out of memory");
+			joined = j;
+			if (jlen)
+				joined[jlen++] = ',';
+			memcpy(joined + jlen, v, vl);
+			jlen += vl;
+			joined[jlen] = '\0';
+			continue;
 		}
 		for (i = 0; i < K_N; i++)
 			if (key_is(k, kl, pax_keys[i])) {
@@ -453,6 +517,10 @@ static int merge_pax(struct strata_tarscan *t, struct strata_tar_entry *e,
 				      "reads", pax_keys[i]);
 	}
 	*phys = e->size;
+	if (joined) {
+		kv[K_SMAP].v = joined;
+		kv[K_SMAP].n = jlen;
+	}
 	/* readGNUSparsePAXHeaders */
 	if ((val_is(&kv[K_SMAJOR], "0") && (val_is(&kv[K_SMINOR], "0") ||
 					    val_is(&kv[K_SMINOR], "1"))) ||
@@ -475,7 +543,69 @@ static int merge_pax(struct strata_tarscan *t, struct strata_tar_entry *e,
 		return refuse(t, e->name, strlen(e->name), "pax record %s is "
 			      "not a value Go's archive/tar reads",
 			      pax_keys[i]);
+	if (val_is(&kv[K_SMAJOR], "1") && val_is(&kv[K_SMINOR], "0"))
+		return 0;	/* 1.0: the map is in the data */
+	if (!map_0x1(e, &kv[K_SBLOCKS], kv[K_SMAP].v, kv[K_SMAP].n) ||
+	    !map_valid(e->map, e->map_n, e->size, *phys))
+		return refuse(t, e->name, strlen(e->name), "sparse map "
+			      "that Go's archive/tar refuses");
+	e->map_ready = true;
 	return 0;
+}
+
+/* Go's readGNUSparseMap1x0, fed the entry's data a block at a time:
+ * a count, then that many offset and length pairs, one number a line.
+ * Return: 0 (more wanted or done), -1 refused. */
+static int map_1x0_block(struct strata_tarscan *t)
+{
+	struct strata_tar_entry *e = t->map_q < t->q_len ? &t->q[t->map_q]
+							 : NULL;
+	const char *name = e && e->name ? e->name : t->last;
+	cleanup_free int64_t *m = NULL;
+	const char *p = t->mbuf, *nl;
+	int64_t n, i;
+	size_t k;
+
+	for (k = t->mbuf_len - 512; k < t->mbuf_len; k++)
+		t->mbuf_nl += t->mbuf[k] == '\n';
+	if (!t->map_want) {
+		if (t->mbuf_nl < 1)
+			return 0;
+		nl = memchr(p, '\n', t->mbuf_len);
+		if (!go_int(p, (size_t)(nl - p), &n) || n < 0 ||
+		    n > INT64_MAX / 2 - 1)
+			goto bad;
+		t->map_want = 1 + 2 * n;
+	}
+	if ((int64_t)t->mbuf_nl < t->map_want)
+		return 0;
+	n = (t->map_want - 1) / 2;
+	m = calloc((size_t)n * 2 + 1, sizeof(*m));
+	if (!m)
+		goto bad;
+	p = memchr(p, '\n', t->mbuf_len) + 1;
+	for (i = 0; i < 2 * n; i++) {
+		nl = memchr(p, '\n', (size_t)(t->mbuf + t->mbuf_len - p));
+		if (!go_int(p, (size_t)(nl - p), &m[i]))
+			goto bad;
+		p = nl + 1;
+	}
+	if (!map_valid(m, (size_t)n, t->map_size,
+		       t->map_phys - (int64_t)t->mbuf_len))
+		goto bad;
+	t->map_pending = false;
+	free(t->mbuf);
+	t->mbuf = NULL;
+	if (e && e->name) {	/* not taken yet */
+		e->map = m;
+		m = NULL;
+		e->map_n = (size_t)n;
+		e->map_ready = true;
+	}
+	return 0;
+bad:
+	return refuse(t, name, strlen(name), "sparse map that Go's "
+		      "archive/tar refuses");
 }
 
 static int queue(struct strata_tarscan *t, struct strata_tar_entry *e)
@@ -670,8 +800,16 @@ static int header(struct strata_tarscan *t)
 		e.size = 0;
 	forget_pending(t);
 	snprintf(t->last, sizeof(t->last), "%.199s", e.name);
+	if (e.sparse && !e.map_ready) {
+		t->map_pending = true;
+		t->map_size = e.size;
+		t->map_phys = phys;
+		t->map_want = 0;
+		t->mbuf_len = t->mbuf_nl = 0;
+	}
 	if (queue(t, &e) < 0)
 		goto nomem;
+	t->map_q = t->q_len - 1;
 	t->data = (uint64_t)phys;
 	t->pad = (512 - t->data % 512) % 512;
 	t->state = S_DATA;
@@ -718,6 +856,39 @@ static int ext_done(struct strata_tarscan *t)
 	return 0;
 }
 
+#define MAP_MAX (16u << 20)	/* sparse 1.0 maps kept up to this size */
+
+/* @d more bytes of the data of the entry whose sparse map is pending. */
+static int map_feed(struct strata_tarscan *t, const unsigned char *p,
+		    size_t d)
+{
+	while (d > 0 && t->map_pending) {
+		size_t k = 512 - t->mbuf_len % 512;
+
+		if (k > d)
+			k = d;
+		if (t->mbuf_len % 512 == 0) {
+			char *b;
+
+			if (t->mbuf_len >= MAP_MAX)
+				return refuse(t, t->last, strlen(t->last),
+					      "sparse map over 16 MiB");
+			b = realloc(t->mbuf, t->mbuf_len + 512);
+			if (!b)
+				return refuse(t, t->last, strlen(t->last),
+					      "out of memory");
+			t->mbuf = b;
+		}
+		memcpy(t->mbuf + t->mbuf_len, p, k);
+		t->mbuf_len += k;
+		p += k;
+		d -= k;
+		if (t->mbuf_len % 512 == 0 && map_1x0_block(t) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 int strata_tarscan_feed(struct strata_tarscan *t, const void *buf, size_t n,
 			char *msg, size_t msg_size)
 {
@@ -733,6 +904,8 @@ int strata_tarscan_feed(struct strata_tarscan *t, const void *buf, size_t n,
 				memcpy(t->ext + t->ext_len, p, d);
 				t->ext_len += d;
 			}
+			if (t->map_pending && map_feed(t, p, d) < 0)
+				break;
 			t->data -= d;
 			t->pad -= k - d;
 			t->offset += k;
@@ -740,6 +913,11 @@ int strata_tarscan_feed(struct strata_tarscan *t, const void *buf, size_t n,
 			n -= k;
 			if (t->data == 0 && t->ext_type && ext_done(t) < 0)
 				break;
+			if (t->data == 0 && t->map_pending) {
+				refuse(t, t->last, strlen(t->last), "sparse "
+				       "map cut short by the end of the data");
+				break;
+			}
 			if (t->data == 0 && t->pad == 0) {
 				t->state = S_HEADER;
 				t->have = 0;
@@ -777,7 +955,8 @@ int strata_tarscan_finish(struct strata_tarscan *t, char *msg,
 {
 	if (t->state == S_HEADER && t->have)
 		refuse(t, NULL, 0, "the tar stream ends inside a header");
-	else if (t->state == S_DATA && (t->data || t->ext_type))
+	else if (t->state == S_DATA && (t->data || t->ext_type ||
+					t->map_pending))
 		refuse(t, t->last, strlen(t->last),
 		       "the tar stream ends inside the entry's data");
 	if (t->state == S_FAILED) {
@@ -808,6 +987,7 @@ void strata_tarscan_free(struct strata_tarscan *t)
 
 	for (i = t->q_head; i < t->q_len; i++)
 		entry_free(&t->q[i]);
+	free(t->mbuf);
 	entry_free(&t->cur);
 	forget_pending(t);
 	free(t->q);

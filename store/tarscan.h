@@ -32,6 +32,9 @@ struct strata_tar_entry {
 	char *link;		/* pax linkpath, GNU long link or linkname */
 	char type;		/* '0' for '\0' ('5' if the name ends in '/') */
 	bool sparse;		/* a pax GNU.sparse.* file: size is logical */
+	bool map_ready;		/* its map was read (1.0: from its data) */
+	int64_t *map;		/* its data fragments: offset, length pairs */
+	size_t map_n;		/* pairs */
 	int64_t size;		/* bytes of content (0 for header-only types) */
 	int64_t mode, uid, gid, devmajor, devminor;
 	int64_t mtime_sec;
@@ -62,6 +65,13 @@ struct strata_tarscan {
 		bool set;
 	} pax;
 	char *long_name, *long_link;
+	/* a GNU sparse 1.0 map being read from the data of entry q[map_q] */
+	bool map_pending;
+	size_t map_q;
+	int64_t map_size, map_phys;	/* the entry's logical, physical size */
+	char *mbuf;
+	size_t mbuf_len, mbuf_nl;
+	int64_t map_want;		/* newlines needed, 0 until known */
 	/* entries read and not yet taken */
 	struct strata_tar_entry *q;
 	size_t q_head, q_len, q_cap;

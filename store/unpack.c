@@ -851,9 +851,43 @@ static int add_xattrs(struct unpack *u, struct archive_entry *e,
 	return 0;
 }
 
-static int write_content(struct unpack *u, struct unode *n, const char *name,
-			 bool sparse)
+/*
+ * Is libarchive's data block [@off, @off + @len) where Go's reading puts
+ * data: right after the previous one (@end) for a plain file, inside the
+ * fragments of @g's sparse map (from fragment *@j on) for a sparse one?
+ */
+static bool block_in_place(const struct strata_tar_entry *g, size_t *j,
+			   uint64_t off, uint64_t len, uint64_t end)
 {
+	if (!g->sparse)
+		return off == end;
+	while (len > 0) {
+		uint64_t fo, fe;
+
+		while (*j < g->map_n && (uint64_t)(g->map[2 * *j] +
+						   g->map[2 * *j + 1]) <= off)
+			(*j)++;
+		if (*j == g->map_n)
+			return false;
+		fo = (uint64_t)g->map[2 * *j];
+		fe = fo + (uint64_t)g->map[2 * *j + 1];
+		if (off < fo)
+			return false;
+		if (fe - off >= len)
+			return true;
+		len -= fe - off;
+		off = fe;
+	}
+	return true;
+}
+
+static int write_content(struct unpack *u, struct unode *n, const char *name,
+			 const struct strata_tar_entry *g)
+{
+	uint64_t written = 0, want = 0;
+	size_t frag = 0, i;
+	bool sparse = g->sparse;
+
 	char fname[16];
 	cleanup_fd int fd = -1;
 	const void *buf;
@@ -876,6 +910,11 @@ static int write_content(struct unpack *u, struct unode *n, const char *name,
 		if (off < 0 || (uint64_t)off + len > n->size)
 			return entry_error(u, name, -EBADMSG,
 					   "data beyond the entry's size");
+		if (len && !block_in_place(g, &frag, (uint64_t)off, len, end))
+			return entry_error(u, name, -EBADMSG, "libarchive and "
+					   "Go's archive/tar place this "
+					   "entry's data differently: refused");
+		written += len;
 		while (len > 0) {
 			ssize_t w = pwrite(fd, p, len, off);
 
@@ -908,6 +947,12 @@ static int write_content(struct unpack *u, struct unode *n, const char *name,
 	if (end < n->size && !sparse)
 		return entry_error(u, name, -EBADMSG, "the entry's data ends "
 				   "before its size");
+	for (i = 0; sparse && i < g->map_n; i++)
+		want += (uint64_t)g->map[2 * i + 1];
+	if (sparse && written != want)
+		return entry_error(u, name, -EBADMSG, "libarchive and Go's "
+				   "archive/tar read different data for this "
+				   "sparse file: refused");
 	if (end < n->size && ftruncate(fd, (off_t)n->size) < 0)
 		return -errno;
 	u->t.data_bytes += n->size;
@@ -1021,6 +1066,10 @@ static int handle_entry(struct unpack *u, struct archive_entry *e)
 	r = same_entry(u, e, g);
 	if (r < 0)
 		return r;
+	if (g->sparse && !g->map_ready)
+		return entry_error(u, g->name, -EBADMSG, "libarchive read this "
+				   "sparse file before Go's archive/tar could "
+				   "read its map: refused");
 	name = g->name;
 	hl = g->type == '1' ? g->link : NULL;
 	type = go_filetype(g->type);
@@ -1167,7 +1216,7 @@ attrs:
 		}
 		n->size = (uint64_t)size;
 		if (size > 0)
-			r = write_content(u, n, name, g->sparse);
+			r = write_content(u, n, name, g);
 	}
 out:
 	free(c);

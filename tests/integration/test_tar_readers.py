@@ -197,3 +197,48 @@ def test_gnu_realsize_8g_ignored(hostile, tmp_path):
     mnt = hostile.accepted(one_layer(tmp_path, tar))
     assert (mnt / "f").stat().st_size == 5
     assert (mnt / "f").read_bytes() == b"hello"
+
+
+# ---- pax sparse files: Go's map, or refused ----
+
+def _sparse(kind, map_text=b"1\n50\n5\n", data=b"hello"):
+    """A pax sparse file "s" of 100 bytes holding @data at 50, in GNU
+    sparse format 1.0 (map in the data), 0.1 or 0.0 (map in records)."""
+    if kind == "1.0":
+        recs = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0",
+                "GNU.sparse.name": "s", "GNU.sparse.realsize": "100"}
+        body = pad(map_text) + data
+    elif kind == "0.1":
+        recs = {"GNU.sparse.major": "0", "GNU.sparse.minor": "1",
+                "GNU.sparse.name": "s", "GNU.sparse.realsize": "100",
+                "GNU.sparse.numblocks": "1",
+                "GNU.sparse.map": map_text.decode()}
+        body = data
+    else:
+        off, n = map_text.decode().split(",")
+        recs = {"GNU.sparse.size": "100", "GNU.sparse.numblocks": "1",
+                "GNU.sparse.offset": off, "GNU.sparse.numbytes": n}
+        body = data
+    return (FIRST + pax_block(recs) +
+            raw_header("s", b"0", size=b"%011o\0" % len(body)) + pad(body) +
+            END)
+
+
+@pytest.mark.parametrize("kind,map_text", [
+    ("1.0", b"1\n50\n5\n"), ("0.1", b"50,5"), ("0.0", b"50,5")])
+def test_pax_sparse_read_as_go(hostile, tmp_path, kind, map_text):
+    """Go: "s", 100 bytes, "hello" at offset 50, zeros elsewhere."""
+    mnt = hostile.accepted(one_layer(tmp_path, _sparse(kind, map_text)))
+    assert (mnt / "s").read_bytes() == bytes(50) + b"hello" + bytes(45)
+
+
+@pytest.mark.parametrize("kind,map_text,data", [
+    ("1.0", b"1\n500\n5\n", b"hello"),   # a fragment past the size
+    ("1.0", b"1\n50\n5\n", b"hel"),      # less data than the map says
+    ("0.1", b"5x,5", b"hello"),          # not a number
+    ("0.0", b"x,5", b"hello"),
+], ids=["past-size", "short-data", "0.1-garbage", "0.0-garbage"])
+def test_pax_sparse_map_go_refuses(hostile, tmp_path, kind, map_text, data):
+    """Go: ErrHeader, or "sparse file references non-existent data" for
+    short-data; libarchive read each (zeros, or its own guess)."""
+    refused(hostile, tmp_path, _sparse(kind, map_text, data), "s")
