@@ -576,6 +576,9 @@ static int entry_error(struct unpack *u, const char *name, int code,
 {
 	char p[300];
 
+	if (!name || !*name)
+		return strata_err_set(u->err, code, "layer %s: entry with no "
+				      "name: %s", u->layer, why);
 	printable(name, p, sizeof(p));
 	return strata_err_set(u->err, code, "layer %s: entry %s: %s",
 			      u->layer, p, why);
@@ -938,9 +941,8 @@ static int write_content(struct unpack *u, struct unode *n, const char *name,
 		return strata_err_set(u->err, u->rd->error, "layer %s: %s",
 				      u->layer, u->rd->msg);
 	if (ar != ARCHIVE_EOF)
-		return entry_error(u, name, -EBADMSG, archive_error_string(u->a)
-				   ? archive_error_string(u->a)
-				   : "truncated data");
+		return entry_error(u, name, -EBADMSG,
+				   strata_archive_error(u->a));
 	/* Only a sparse file ends in a hole; other data that stops short
 	 * of the size is a cut entry (libarchive would zero-fill a GNU
 	 * "realsize" past the data, which Go does not read) */
@@ -1073,6 +1075,9 @@ static int handle_entry(struct unpack *u, struct archive_entry *e)
 	name = g->name;
 	hl = g->type == '1' ? g->link : NULL;
 	type = go_filetype(g->type);
+	if (!name[0])	/* not the root: "." or "/" name that */
+		return entry_error(u, name, -EBADMSG, "the tar header's name "
+				   "is empty");
 	if (++u->entries > u->max_entries)
 		return entry_error(u, name, -EFBIG, "too many entries in the layer");
 	c = malloc(sizeof(*c));
@@ -1486,7 +1491,7 @@ int strata_unpack_layer(const struct strata_unpack_job *job,
 		r = rd.error ? strata_err_set(err, rd.error, "layer %s: %s", sd, rd.msg)
 			     : strata_err_set(err, -EBADMSG, "layer %s: not a tar "
 					      "archive: %s", sd,
-					      archive_error_string(u.a));
+					      strata_archive_error(u.a));
 		goto out;
 	}
 	while ((ar = archive_read_next_header(u.a, &e)) == ARCHIVE_OK ||
@@ -1498,7 +1503,7 @@ int strata_unpack_layer(const struct strata_unpack_job *job,
 	if (ar != ARCHIVE_EOF) {
 		r = rd.error ? strata_err_set(err, rd.error, "layer %s: %s", sd, rd.msg)
 			     : strata_err_set(err, -EBADMSG, "layer %s: corrupt tar: "
-					      "%s", sd, archive_error_string(u.a));
+					      "%s", sd, strata_archive_error(u.a));
 		goto out;
 	}
 	/* drain padding and junk after the end-of-archive blocks */

@@ -242,3 +242,22 @@ def test_pax_sparse_map_go_refuses(hostile, tmp_path, kind, map_text, data):
     """Go: ErrHeader, or "sparse file references non-existent data" for
     short-data; libarchive read each (zeros, or its own guess)."""
     refused(hostile, tmp_path, _sparse(kind, map_text, data), "s")
+
+
+# ---- 7. messages ----
+
+def test_no_null_in_messages(hostile, tmp_path):
+    """libarchive fails this sparse map without a message: strata said
+    "corrupt tar: (null)". Go: ErrHeader ("zz" is not a number)."""
+    err = refused(hostile, tmp_path, _sparse("1.0", b"zz\nqq\n"), "s")
+    assert "(null)" not in err
+
+
+@pytest.mark.parametrize("typeflag", [b"0", b"5"])
+def test_entry_with_no_name(hostile, tmp_path, typeflag):
+    """Go reads an entry named "" (type '0' or '5'); strata refuses it as
+    an entry with no name. It was "entry : non-directory entry for the
+    root", or the directory was taken for the root's attributes."""
+    tar = FIRST + raw_header("", typeflag) + END
+    err = refused(hostile, tmp_path, tar, "entry with no name")
+    assert "for the root" not in err
