@@ -771,75 +771,66 @@ static int handle_whiteout(struct unpack *u, const char *name, uint32_t parent,
 	return 0;
 }
 
-/* Remove a record named @name among this entry's records from @from. */
-static void drop_xattr(struct unpack *u, size_t from, const char *name,
-		       size_t nlen)
+/*
+ * Can Linux hold an xattr of this name? Only names in its four namespaces;
+ * others (com.apple.*, a bare name, what a BSD tar recorded) are not
+ * shown, as setxattr(2) would refuse them to every extracting peer.
+ */
+static bool linux_xattr(const char *name, size_t len)
 {
-	size_t off = from;
+	static const char *const ns[] = { "user.", "trusted.", "security.",
+					   "system." };
+	size_t i;
 
-	while (off + 6 <= u->t.xat_len) {
-		uint8_t *p = u->t.xat + off;
-		size_t rn = (size_t)p[0] | (size_t)p[1] << 8;
-		size_t rv = (size_t)p[2] | (size_t)p[3] << 8 |
-			    (size_t)p[4] << 16 | (size_t)p[5] << 24;
-		size_t len = 6 + rn + rv;
-
-		if (rn == nlen && !memcmp(p + 6, name, nlen)) {
-			memmove(p, p + len, u->t.xat_len - off - len);
-			u->t.xat_len -= len;
-			return;
-		}
-		off += len;
-	}
+	for (i = 0; i < ARRAY_SIZE(ns); i++)
+		if (len > strlen(ns[i]) && !memcmp(name, ns[i], strlen(ns[i])))
+			return true;
+	return false;
 }
 
-static int add_xattrs(struct unpack *u, struct archive_entry *e,
+/* The xattrs of @g (its SCHILY.xattr.* pax records, as Go's archive/tar
+ * and the Docker, containerd and umoci code over it read them; libarchive's
+ * own LIBARCHIVE.xattr.* records are not among them). */
+static int add_xattrs(struct unpack *u, const struct strata_tar_entry *g,
 		      struct unode *n, const char *name)
 {
-	const char *xname;
-	const void *val;
-	size_t vlen;
+	const unsigned char *x = g->xattrs, *xend = x + g->xattrs_len;
 	uint32_t start = (uint32_t)u->t.xat_len, total;
 
 	/* records follow a u32 total length, filled in at the end */
 	if (grow((void **)&u->t.xat, &u->t.xat_cap, u->t.xat_len + 4, 1) < 0)
 		return -ENOMEM;
 	u->t.xat_len += 4;
-	archive_entry_xattr_reset(e);
-	while (archive_entry_xattr_next(e, &xname, &val, &vlen) == ARCHIVE_OK) {
-		size_t nlen = strlen(xname);
+	while (x && x + 6 <= xend) {
+		size_t nlen = (size_t)x[0] | (size_t)x[1] << 8;
+		size_t vlen = (size_t)x[2] | (size_t)x[3] << 8 |
+			      (size_t)x[4] << 16 | (size_t)x[5] << 24;
+		const char *xname = (const char *)x + 6;
 		size_t need = 6 + nlen + vlen;
 		uint8_t *p;
 
+		x += need;
+		if (!linux_xattr(xname, nlen) || memchr(xname, '\0', nlen))
+			continue;
 		/* Overlay bookkeeping in a layer is not ours to interpret,
 		 * and must never leak into a view or an export (T5). */
-		if (!strncmp(xname, "trusted.overlay.", 16) ||
-		    !strncmp(xname, "user.overlay.", 13))
+		if ((nlen > 16 && !memcmp(xname, "trusted.overlay.", 16)) ||
+		    (nlen > 13 && !memcmp(xname, "user.overlay.", 13)))
 			continue;
-		if (!strncmp(xname, "system.posix_acl_", 17))
+		if (nlen > 17 && !memcmp(xname, "system.posix_acl_", 17))
 			u->t.features |= STRATA_LX_HAS_ACL;
-		if (!strcmp(xname, "security.selinux"))
+		if (nlen == 16 && !memcmp(xname, "security.selinux", 16))
 			u->t.features |= STRATA_LX_HAS_SELINUX;
-		if (nlen == 0 || nlen > 255 || vlen > 65536)
+		if (nlen > 255 || vlen > 65536)
 			return entry_error(u, name, -EBADMSG,
 					   "invalid extended attribute");
 		if (u->t.xat_len + need > UINT32_MAX)
 			return -EFBIG;
-		/* libarchive reports an xattr written both as
-		 * LIBARCHIVE.xattr and SCHILY.xattr twice: keep the last */
-		drop_xattr(u, start + 4, xname, nlen);
 		if (grow((void **)&u->t.xat, &u->t.xat_cap,
 			 u->t.xat_len + need, 1) < 0)
 			return -ENOMEM;
 		p = u->t.xat + u->t.xat_len;
-		p[0] = (uint8_t)nlen;
-		p[1] = (uint8_t)(nlen >> 8);
-		p[2] = (uint8_t)vlen;
-		p[3] = (uint8_t)(vlen >> 8);
-		p[4] = (uint8_t)(vlen >> 16);
-		p[5] = (uint8_t)(vlen >> 24);
-		memcpy(p + 6, xname, nlen);
-		memcpy(p + 6 + nlen, val, vlen);
+		memcpy(p, x - need, need);
 		u->t.xat_len += need;
 	}
 	total = (uint32_t)(u->t.xat_len - start - 4);
@@ -1177,7 +1168,7 @@ attrs:
 	n->mtime_nsec = g->mtime_nsec;
 	if (n->mtime_nsec >= 1000000000u)
 		n->mtime_nsec = 0;
-	r = add_xattrs(u, e, &u->t.nodes[idx], name);
+	r = add_xattrs(u, g, &u->t.nodes[idx], name);
 	if (r < 0)
 		goto out;
 	n = &u->t.nodes[idx];

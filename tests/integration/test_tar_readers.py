@@ -261,3 +261,36 @@ def test_entry_with_no_name(hostile, tmp_path, typeflag):
     tar = FIRST + raw_header("", typeflag) + END
     err = refused(hostile, tmp_path, tar, "entry with no name")
     assert "for the root" not in err
+
+
+# ---- 6. xattrs Linux can hold, as Go reads them ----
+
+def test_xattrs_as_go_reads_them(hostile, tmp_path):
+    """Go's archive/tar gives the SCHILY.xattr.* records (PAXRecords; the
+    peers setxattr each): here user.ok, security.selinux, com.apple.x and
+    "bare". Linux holds only the first two (setxattr(2) refuses names
+    outside user., trusted., security., system.), so only they are
+    shown. LIBARCHIVE.xattr.* is libarchive's own record, which Go does not
+    read: not shown (strata showed com.apple.x, bare and user.lib)."""
+    recs = {"SCHILY.xattr.user.ok": "yes",
+            "SCHILY.xattr.security.selinux": "system_u:object_r:bin_t:s0",
+            "SCHILY.xattr.com.apple.x": "mac",
+            "SCHILY.xattr.bare": "none",
+            "LIBARCHIVE.xattr.user.lib": "aGk=",
+            "SCHILY.acl.access": "user::rwx,group::r-x,other::r-x"}
+    tar = FIRST + pax_block(recs) + ok_file("f", b"f") + END
+    mnt = hostile.accepted(one_layer(tmp_path, tar))
+    names = set(os.listxattr(mnt / "f", follow_symlinks=False))
+    assert names - {"security.selinux"} == {"user.ok"}
+    assert os.getxattr(mnt / "f", "user.ok") == b"yes"
+
+
+def test_go_testdata_xattrs(hostile, tmp_path):
+    """Go's testdata xattrs.tar: small.txt has user.key=value,
+    user.key2=value2 and a security.selinux label (Go's reading)."""
+    mnt = hostile.accepted(one_layer(tmp_path,
+                                     (DATA / "xattrs.tar").read_bytes()))
+    f = mnt / "small.txt"
+    assert os.getxattr(f, "user.key") == b"value"
+    assert os.getxattr(f, "user.key2") == b"value2"
+    assert {"user.key", "user.key2"} <= set(os.listxattr(f))
