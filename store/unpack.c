@@ -551,6 +551,8 @@ struct unpack {
 	uint64_t entries;
 	unsigned char *buf;
 	struct reader *rd;	/* the decompressing reader feeding @a */
+	uint64_t dups;		/* names given twice, the later one kept */
+	char first_dup[256];	/* the first of them, for the warning */
 };
 
 /* Entry names are printed with control characters escaped. */
@@ -984,6 +986,109 @@ static int handle_hardlink(struct unpack *u, const char *name, uint32_t idx,
 	return 0;
 }
 
+#define DEAD (UINT32_MAX - 1)	/* parent of a node no longer in the tree */
+
+/*
+ * Node @idx leaves its hardlink group, or gives up its content: a
+ * follower takes the group's inode (the other names keep the old content,
+ * as after unlink(2)); an unshared file's content is deleted.
+ */
+static void unlink_inode(struct unpack *u, uint32_t idx)
+{
+	struct tree *t = &u->t;
+	struct unode *n = &t->nodes[idx];
+	uint32_t i, heir = NONE;
+	char fname[16];
+
+	if (n->leader != idx) {
+		t->nodes[n->leader].nlink--;
+		return;
+	}
+	if (n->nlink <= 1) {
+		if (S_ISREG(n->mode) && n->data_id) {
+			snprintf(fname, sizeof(fname), "%u", n->data_id);
+			unlinkat(u->datafd, fname, 0);
+			t->data_bytes -= n->size;
+		}
+		return;
+	}
+	for (i = 1; i < t->n; i++) {
+		struct unode *f = &t->nodes[i];
+
+		if (i == idx || f->leader != idx || f->parent == DEAD)
+			continue;
+		if (heir == NONE) {
+			heir = i;
+			f->mode = n->mode;
+			f->owner = n->owner;
+			f->size = n->size;
+			f->mtime_sec = n->mtime_sec;
+			f->mtime_nsec = n->mtime_nsec;
+			f->rdev = n->rdev;
+			f->link_off = n->link_off;
+			f->xattr_off = n->xattr_off;
+			f->xattr_len = n->xattr_len;
+			f->data_id = n->data_id;
+			f->nlink = n->nlink - 1;
+		}
+		f->leader = heir;
+	}
+}
+
+/* Drop the children of directory @idx, and theirs (a later entry of the
+ * layer replaced it). */
+static void drop_children(struct unpack *u, uint32_t idx)
+{
+	uint32_t c = u->t.nodes[idx].first_child;
+
+	while (c != NONE) {
+		struct unode *k = &u->t.nodes[c];
+		uint32_t next = k->next_sibling;
+
+		if (S_ISDIR(k->mode))
+			drop_children(u, c);
+		else if (!(k->flags & STRATA_LX_WHITEOUT))
+			unlink_inode(u, c);
+		k->parent = DEAD;
+		c = next;
+	}
+	u->t.nodes[idx].first_child = NONE;
+	u->t.nodes[idx].n_children = 0;
+}
+
+/*
+ * A later entry of the layer names node @idx again (R16): as Docker,
+ * containerd and umoci apply a layer, the earlier one is removed (a
+ * directory with all this layer put in it) and the later one made in its
+ * place. A directory made where this layer had put something else hides
+ * what is below it, as the removal did.
+ */
+static void replace_node(struct unpack *u, uint32_t idx, bool dir,
+			 const char *name)
+{
+	struct unode *n = &u->t.nodes[idx];
+	uint16_t keep = n->flags & (STRATA_LX_REPLACED | U_WHITED);
+
+	if (!u->dups++)
+		printable(name, u->first_dup, sizeof(u->first_dup));
+	if (S_ISDIR(n->mode))
+		drop_children(u, idx);
+	else
+		unlink_inode(u, idx);
+	n = &u->t.nodes[idx];
+	n->flags = keep ? STRATA_LX_REPLACED : 0;
+	if (dir)
+		n->flags |= STRATA_LX_OPAQUE | STRATA_LX_REPLACED;
+	n->mode = 0;
+	n->size = 0;
+	n->rdev = 0;
+	n->link_off = 0;
+	n->xattr_off = n->xattr_len = 0;
+	n->data_id = 0;
+	n->leader = idx;
+	n->nlink = 1;
+}
+
 /* The file type of Go's type flag @f (already checked by tarscan.c). */
 static mode_t go_filetype(char f)
 {
@@ -1113,9 +1218,7 @@ static int handle_entry(struct unpack *u, struct archive_entry *e)
 			/* a directory repeated: its attributes replaced */
 			n->flags &= ~STRATA_LX_IMPLIED;
 		} else {
-			r = entry_error(u, name, -EBADMSG,
-					"duplicate entry in the layer");
-			goto out;
+			replace_node(u, idx, type == AE_IFDIR && !hl, name);
 		}
 	} else {
 		r = tree_add(&u->t, parent, base, blen, &idx);
@@ -1296,7 +1399,7 @@ static int write_index(struct tree *t, int dirfd)
 	static const char zeros[8];
 	struct strata_lx_header h;
 	uint32_t head = 0, tail = 1, i;
-	size_t entries_bytes = (size_t)t->n * sizeof(*out);
+	size_t entries_bytes;
 	cleanup_fd int fd = -1;
 	int r;
 
@@ -1326,7 +1429,9 @@ static int write_index(struct tree *t, int dirfd)
 			t->nodes[order[c]].final = c;
 		d->first_child = first;	/* now a final index */
 	}
-	for (i = 0; i < t->n; i++) {
+	/* nodes a later entry replaced are not reachable: left out */
+	entries_bytes = (size_t)tail * sizeof(*out);
+	for (i = 0; i < tail; i++) {
 		const struct unode *u = &t->nodes[order[i]];
 		const struct unode *l = &t->nodes[u->leader];
 		struct strata_lx_entry *e = &out[i];
@@ -1383,7 +1488,7 @@ static int write_index(struct tree *t, int dirfd)
 	memset(&h, 0, sizeof(h));
 	memcpy(h.magic, STRATA_LX_MAGIC, 8);
 	h.version = 1;
-	h.n_entries = t->n;
+	h.n_entries = tail;
 	h.entries_off = (sizeof(h) + 7) & ~7ull;
 	h.strings_off = h.entries_off + entries_bytes;
 	h.strings_len = t->str_len;
@@ -1542,6 +1647,11 @@ int strata_unpack_layer(const struct strata_unpack_job *job,
 				   "to %s", job->digest, job->diff_id, got);
 		goto out;
 	}
+	if (u.dups)
+		strata_warn("layer %s: %llu name%s given twice in the layer "
+			    "(first: %s); the later entry of each is kept",
+			    sd, (unsigned long long)u.dups,
+			    u.dups > 1 ? "s" : "", u.first_dup);
 	settle_implied(&u.t);
 	r = write_index(&u.t, job->dest_fd);
 	if (r < 0)

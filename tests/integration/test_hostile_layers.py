@@ -492,20 +492,44 @@ def test_whiteout_inside_whited_out_dir(hostile, tmp_path, order):
 
 # ---- R16: duplicates ----
 
-@pytest.mark.parametrize("entries", [
-    [("reg", "a", "first"), ("reg", "a", "second")],
-    [("reg", "b", "file"), ("dir", "b", None)],
-    [("sym", "s", "x"), ("reg", "s", "plain")],
-], ids=["file-file", "file-dir", "symlink-file"])
-def test_r16_duplicate_entries_refused(hostile, tmp_path, entries):
-    """R16: the spec says layers MUST NOT hold duplicate entries; peers
-    let the last one win, strata refuses the layer naming the entry
-    (issue 2), so a layer means one thing to every reader."""
-    mk = {"reg": lambda n, v: reg(n, v), "dir": lambda n, v: dir_(n),
-          "sym": lambda n, v: symlink(n, v)}
-    img = lay(tmp_path, [Layer([mk[k](n, v) for k, n, v in entries])])
-    err = hostile.refused(img, names=[entries[0][1]])
-    assert "duplicate" in err
+DUPLICATES = {
+    # later file wins
+    "file-file": [reg("a", "first"), reg("a", "second")],
+    # a directory replaces a file, a file a symlink
+    "file-dir": [reg("b", "file"), dir_("b", mode=0o700), reg("b/in", "i")],
+    "symlink-file": [symlink("s", "x"), reg("s", "plain")],
+    # a file replaces a directory and everything the layer put in it
+    "dir-file": [dir_("d"), reg("d/x", "x"), dir_("d/sub"),
+                 reg("d/sub/y", "y"), reg("d", "now a file")],
+    # ... and a directory made there again starts empty (hides d/low)
+    "dir-file-dir": [dir_("d"), reg("d/x", "x"), reg("d", "f"), dir_("d"),
+                     reg("d/y", "y")],
+    # a hardlink keeps the content of the name it linked, replaced later
+    "hardlink-then-replaced": [reg("a", "one"), hardlink("h", "a"),
+                               reg("a", "two")],
+    # a hardlink group whose leader a directory replaces
+    "leader-replaced-by-dir": [reg("a", "one"), hardlink("h1", "a"),
+                               hardlink("h2", "a"), dir_("a")],
+    # whiteout of a same-layer name, then the name again
+    "whiteout-then-readd": [reg("w", "one"), wh("w"), reg("w", "two")],
+}
+
+
+@pytest.mark.parametrize("case", sorted(DUPLICATES))
+def test_r16_duplicate_entries_last_wins(hostile, tmp_path, case):
+    """R16: a layer naming a path twice is applied in order, the later
+    entry replacing the earlier (a directory over a directory merges),
+    as umoci, containerd and Docker apply it, with a warning; strata
+    refused such layers. umoci unpacks the same layout as the judge (the
+    lower layer gives d/low, a and w something to hide)."""
+    img = lay(tmp_path, [Layer([dir_("d"), reg("d/low", "low"),
+                                reg("w", "lower")]),
+                         Layer(DUPLICATES[case])])
+    r = hostile.strata("import", img.ref, "dup:1", check=False)
+    assert r.returncode == 0, r.stderr
+    assert "given twice" in r.stderr
+    mnt = hostile.mount("dup:1")
+    assert_same_as_umoci(mnt, img.path, img.tag, tmp_path / "umoci")
 
 
 def test_duplicate_directory_entries_merge(hostile, tmp_path):
@@ -848,3 +872,28 @@ def test_compressions_accepted(hostile, tmp_path, comp):
     assert (mnt / "d/f").read_text() == "hello"
     if comp != "zstd":      # umoci 0.4 cannot read zstd layers
         assert_same_as_umoci(mnt, img.path, img.tag, tmp_path / "umoci")
+
+
+def test_r16_go_testdata_hdr_only(hostile, tmp_path):
+    """Go's testdata hdr-only.tar names every header-only type twice (the
+    second time with a size field of 5 and no data, which Go reads as no
+    data). Go's reading, applied in order: the same eight names once."""
+    data = Path(__file__).parent / "data" / "gotar" / "hdr-only.tar"
+    img = lay(tmp_path, [Layer(tar=data.read_bytes(), compression="none")])
+    mnt = hostile.accepted(img)
+    assert sorted(os.listdir(mnt)) == ["badlink", "dir", "fifo", "file",
+                                       "hardlink", "null", "sda", "symlink"]
+    st = {n: os.lstat(mnt / n) for n in os.listdir(mnt)}
+    assert stat.S_ISDIR(st["dir"].st_mode)
+    assert stat.S_IMODE(st["dir"].st_mode) == 0o750
+    assert stat.S_ISFIFO(st["fifo"].st_mode)
+    assert stat.S_ISCHR(st["null"].st_mode)
+    assert os.major(st["null"].st_rdev) == 1
+    assert os.minor(st["null"].st_rdev) == 3
+    assert stat.S_ISBLK(st["sda"].st_mode)
+    assert os.major(st["sda"].st_rdev) == 8
+    assert st["file"].st_size == 46
+    assert st["hardlink"].st_ino == st["file"].st_ino
+    assert os.readlink(mnt / "symlink") == "file"
+    assert os.readlink(mnt / "badlink") == "missing"
+    assert all((s.st_uid, s.st_gid) == (319973, 5000) for s in st.values())
