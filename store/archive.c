@@ -19,6 +19,17 @@
 
 #include "store-internal.h"
 
+const char *strata_archive_error(struct archive *a)
+{
+	const char *m = archive_error_string(a);
+
+	if (m && *m)
+		return m;
+	if (archive_errno(a) > 0)
+		return strerror(archive_errno(a));
+	return "malformed tar";
+}
+
 struct member {
 	char *name;
 	char *link;		/* symlink target (resolved) or hardlink */
@@ -167,7 +178,7 @@ static int stream_blob(struct archive *a, int blobs_fd, struct member *mb,
 		if (n < 0) {
 			r = strata_err_set(err, -EBADMSG, "%s: member %s: %s",
 					   archive_path, mb->name,
-					   archive_error_string(a));
+					   strata_archive_error(a));
 			goto fail;
 		}
 		if (n == 0)
@@ -210,7 +221,7 @@ static int read_archive(const char *path, int blobs_fd, struct members *m,
 	archive_read_support_filter_zstd(a);
 	if (archive_read_open_filename(a, path, 1 << 20) != ARCHIVE_OK) {
 		r = strata_err_set(err, -ENOENT, "%s: %s", path,
-				   archive_error_string(a));
+				   strata_archive_error(a));
 		goto out;
 	}
 	while ((ar = archive_read_next_header(a, &e)) == ARCHIVE_OK ||
@@ -287,7 +298,7 @@ static int read_archive(const char *path, int blobs_fd, struct members *m,
 	}
 	if (ar != ARCHIVE_EOF)
 		r = strata_err_set(err, -EBADMSG, "%s: %s", path,
-				   archive_error_string(a));
+				   strata_archive_error(a));
 	strata_progress_done();
 out:
 	archive_read_free(a);

@@ -152,4 +152,10 @@ bool strata_media_is_manifest(const char *mt);
 bool strata_media_is_index(const char *mt);
 int strata_media_layer_compression(const char *mt);	/* <0 unsupported */
 
+struct archive;
+/* libarchive's message for the last failure of @a, or (libarchive fails
+ * some archives without one) the text of its errno, or "malformed tar".
+ * Never NULL; borrowed until @a is next used. */
+const char *strata_archive_error(struct archive *a);
+
 #endif

@@ -6,7 +6,10 @@
  * (descriptor size and digest), decompressed here with zlib/zstd (so the
  * gzip trailer CRC is checked, which libarchive skips), hashed again
  * (diff_id) and handed to libarchive's tar reader. Trailing bytes after the
- * tar's end blocks are drained into the diff_id hash too, as umoci does.
+ * tar's end blocks are drained into the diff_id hash too, as umoci does;
+ * bytes after the compressed stream (other than further gzip members or
+ * zstd frames, which continue it) are refused, as Go's readers refuse
+ * them.
  *
  * Names from the tar never become host paths: a regular file's content goes
  * to data/<n> (n a counter), and names, owners, modes, times, xattrs,
@@ -44,7 +47,7 @@ struct reader {
 	struct strata_hasher *blob_h, *diff_h;
 	unsigned char *in, *out;
 	size_t in_pos, in_len;
-	bool in_eof, stream_end, junk;
+	bool in_eof, stream_end;
 	z_stream z;
 	bool z_ready;
 	ZSTD_DStream *zs;
@@ -131,10 +134,6 @@ static ssize_t next_chunk(struct reader *r, const void **buf)
 			r->in_pos = r->in_len;
 			goto out;
 		}
-		if (r->junk) {
-			r->in_pos = r->in_len;
-			continue;
-		}
 		if (r->comp == STRATA_COMP_GZIP) {
 			int zr;
 
@@ -146,12 +145,16 @@ static ssize_t next_chunk(struct reader *r, const void **buf)
 				r->z_ready = true;
 			}
 			if (r->stream_end) {
-				/* RFC 1952 allows several members; anything
-				 * else after the stream is covered by the blob
-				 * digest and ignored, like umoci does. */
+				/* RFC 1952 allows several members, and Go's
+				 * gzip reader (multistream by default) reads
+				 * them as one stream; it refuses anything else
+				 * after a member, and so does strata (whatever
+				 * the first byte: inflate checks the rest). */
 				if (r->in[r->in_pos] != 0x1f) {
-					r->junk = true;
-					continue;
+					fail(r, -EBADMSG, "bytes after the end "
+					     "of the gzip stream that are not "
+					     "a gzip member");
+					return -1;
 				}
 				inflateReset(&r->z);
 				r->stream_end = false;
@@ -204,7 +207,15 @@ static ssize_t next_chunk(struct reader *r, const void **buf)
 		}
 	}
 	/* end of input */
-	if (r->comp == STRATA_COMP_GZIP && !r->stream_end && !r->junk) {
+	{
+		char m[sizeof(r->msg)];
+
+		if (strata_tarscan_finish(&r->scan, m, sizeof(m)) < 0) {
+			fail(r, -EBADMSG, m);
+			return -1;
+		}
+	}
+	if (r->comp == STRATA_COMP_GZIP && !r->stream_end) {
 		fail(r, -EBADMSG, "truncated gzip stream");
 		return -1;
 	}
@@ -230,7 +241,7 @@ out:
 
 		if (strata_tarscan_feed(&r->scan, *buf, produced, m,
 					sizeof(m)) < 0) {
-			fail(r, -EINVAL, m);
+			fail(r, -EBADMSG, m);
 			return -1;
 		}
 	}
@@ -540,6 +551,8 @@ struct unpack {
 	uint64_t entries;
 	unsigned char *buf;
 	struct reader *rd;	/* the decompressing reader feeding @a */
+	uint64_t dups;		/* names given twice, the later one kept */
+	char first_dup[256];	/* the first of them, for the warning */
 };
 
 /* Entry names are printed with control characters escaped. */
@@ -565,6 +578,9 @@ static int entry_error(struct unpack *u, const char *name, int code,
 {
 	char p[300];
 
+	if (!name || !*name)
+		return strata_err_set(u->err, code, "layer %s: entry with no "
+				      "name: %s", u->layer, why);
 	printable(name, p, sizeof(p));
 	return strata_err_set(u->err, code, "layer %s: entry %s: %s",
 			      u->layer, p, why);
@@ -757,75 +773,66 @@ static int handle_whiteout(struct unpack *u, const char *name, uint32_t parent,
 	return 0;
 }
 
-/* Remove a record named @name among this entry's records from @from. */
-static void drop_xattr(struct unpack *u, size_t from, const char *name,
-		       size_t nlen)
+/*
+ * Can Linux hold an xattr of this name? Only names in its four namespaces;
+ * others (com.apple.*, a bare name, what a BSD tar recorded) are not
+ * shown, as setxattr(2) would refuse them to every extracting peer.
+ */
+static bool linux_xattr(const char *name, size_t len)
 {
-	size_t off = from;
+	static const char *const ns[] = { "user.", "trusted.", "security.",
+					   "system." };
+	size_t i;
 
-	while (off + 6 <= u->t.xat_len) {
-		uint8_t *p = u->t.xat + off;
-		size_t rn = (size_t)p[0] | (size_t)p[1] << 8;
-		size_t rv = (size_t)p[2] | (size_t)p[3] << 8 |
-			    (size_t)p[4] << 16 | (size_t)p[5] << 24;
-		size_t len = 6 + rn + rv;
-
-		if (rn == nlen && !memcmp(p + 6, name, nlen)) {
-			memmove(p, p + len, u->t.xat_len - off - len);
-			u->t.xat_len -= len;
-			return;
-		}
-		off += len;
-	}
+	for (i = 0; i < ARRAY_SIZE(ns); i++)
+		if (len > strlen(ns[i]) && !memcmp(name, ns[i], strlen(ns[i])))
+			return true;
+	return false;
 }
 
-static int add_xattrs(struct unpack *u, struct archive_entry *e,
+/* The xattrs of @g (its SCHILY.xattr.* pax records, as Go's archive/tar
+ * and the Docker, containerd and umoci code over it read them; libarchive's
+ * own LIBARCHIVE.xattr.* records are not among them). */
+static int add_xattrs(struct unpack *u, const struct strata_tar_entry *g,
 		      struct unode *n, const char *name)
 {
-	const char *xname;
-	const void *val;
-	size_t vlen;
+	const unsigned char *x = g->xattrs, *xend = x + g->xattrs_len;
 	uint32_t start = (uint32_t)u->t.xat_len, total;
 
 	/* records follow a u32 total length, filled in at the end */
 	if (grow((void **)&u->t.xat, &u->t.xat_cap, u->t.xat_len + 4, 1) < 0)
 		return -ENOMEM;
 	u->t.xat_len += 4;
-	archive_entry_xattr_reset(e);
-	while (archive_entry_xattr_next(e, &xname, &val, &vlen) == ARCHIVE_OK) {
-		size_t nlen = strlen(xname);
+	while (x && x + 6 <= xend) {
+		size_t nlen = (size_t)x[0] | (size_t)x[1] << 8;
+		size_t vlen = (size_t)x[2] | (size_t)x[3] << 8 |
+			      (size_t)x[4] << 16 | (size_t)x[5] << 24;
+		const char *xname = (const char *)x + 6;
 		size_t need = 6 + nlen + vlen;
 		uint8_t *p;
 
+		x += need;
+		if (!linux_xattr(xname, nlen) || memchr(xname, '\0', nlen))
+			continue;
 		/* Overlay bookkeeping in a layer is not ours to interpret,
 		 * and must never leak into a view or an export (T5). */
-		if (!strncmp(xname, "trusted.overlay.", 16) ||
-		    !strncmp(xname, "user.overlay.", 13))
+		if ((nlen > 16 && !memcmp(xname, "trusted.overlay.", 16)) ||
+		    (nlen > 13 && !memcmp(xname, "user.overlay.", 13)))
 			continue;
-		if (!strncmp(xname, "system.posix_acl_", 17))
+		if (nlen > 17 && !memcmp(xname, "system.posix_acl_", 17))
 			u->t.features |= STRATA_LX_HAS_ACL;
-		if (!strcmp(xname, "security.selinux"))
+		if (nlen == 16 && !memcmp(xname, "security.selinux", 16))
 			u->t.features |= STRATA_LX_HAS_SELINUX;
-		if (nlen == 0 || nlen > 255 || vlen > 65536)
+		if (nlen > 255 || vlen > 65536)
 			return entry_error(u, name, -EBADMSG,
 					   "invalid extended attribute");
 		if (u->t.xat_len + need > UINT32_MAX)
 			return -EFBIG;
-		/* libarchive reports an xattr written both as
-		 * LIBARCHIVE.xattr and SCHILY.xattr twice: keep the last */
-		drop_xattr(u, start + 4, xname, nlen);
 		if (grow((void **)&u->t.xat, &u->t.xat_cap,
 			 u->t.xat_len + need, 1) < 0)
 			return -ENOMEM;
 		p = u->t.xat + u->t.xat_len;
-		p[0] = (uint8_t)nlen;
-		p[1] = (uint8_t)(nlen >> 8);
-		p[2] = (uint8_t)vlen;
-		p[3] = (uint8_t)(vlen >> 8);
-		p[4] = (uint8_t)(vlen >> 16);
-		p[5] = (uint8_t)(vlen >> 24);
-		memcpy(p + 6, xname, nlen);
-		memcpy(p + 6 + nlen, val, vlen);
+		memcpy(p, x - need, need);
 		u->t.xat_len += need;
 	}
 	total = (uint32_t)(u->t.xat_len - start - 4);
@@ -840,8 +847,43 @@ static int add_xattrs(struct unpack *u, struct archive_entry *e,
 	return 0;
 }
 
-static int write_content(struct unpack *u, struct unode *n, const char *name)
+/*
+ * Is libarchive's data block [@off, @off + @len) where Go's reading puts
+ * data: right after the previous one (@end) for a plain file, inside the
+ * fragments of @g's sparse map (from fragment *@j on) for a sparse one?
+ */
+static bool block_in_place(const struct strata_tar_entry *g, size_t *j,
+			   uint64_t off, uint64_t len, uint64_t end)
 {
+	if (!g->sparse)
+		return off == end;
+	while (len > 0) {
+		uint64_t fo, fe;
+
+		while (*j < g->map_n && (uint64_t)(g->map[2 * *j] +
+						   g->map[2 * *j + 1]) <= off)
+			(*j)++;
+		if (*j == g->map_n)
+			return false;
+		fo = (uint64_t)g->map[2 * *j];
+		fe = fo + (uint64_t)g->map[2 * *j + 1];
+		if (off < fo)
+			return false;
+		if (fe - off >= len)
+			return true;
+		len -= fe - off;
+		off = fe;
+	}
+	return true;
+}
+
+static int write_content(struct unpack *u, struct unode *n, const char *name,
+			 const struct strata_tar_entry *g)
+{
+	uint64_t written = 0, want = 0;
+	size_t frag = 0, i;
+	bool sparse = g->sparse;
+
 	char fname[16];
 	cleanup_fd int fd = -1;
 	const void *buf;
@@ -864,6 +906,11 @@ static int write_content(struct unpack *u, struct unode *n, const char *name)
 		if (off < 0 || (uint64_t)off + len > n->size)
 			return entry_error(u, name, -EBADMSG,
 					   "data beyond the entry's size");
+		if (len && !block_in_place(g, &frag, (uint64_t)off, len, end))
+			return entry_error(u, name, -EBADMSG, "libarchive and "
+					   "Go's archive/tar place this "
+					   "entry's data differently: refused");
+		written += len;
 		while (len > 0) {
 			ssize_t w = pwrite(fd, p, len, off);
 
@@ -884,20 +931,31 @@ static int write_content(struct unpack *u, struct unode *n, const char *name)
 	/* the reader's own failure (a limit, a read error) says more than
 	 * libarchive's "truncated" */
 	if (ar != ARCHIVE_EOF && u->rd && u->rd->error)
-		return entry_error(u, name, u->rd->error, u->rd->msg);
+		return strata_err_set(u->err, u->rd->error, "layer %s: %s",
+				      u->layer, u->rd->msg);
 	if (ar != ARCHIVE_EOF)
-		return entry_error(u, name, -EBADMSG, archive_error_string(u->a)
-				   ? archive_error_string(u->a)
-				   : "truncated data");
+		return entry_error(u, name, -EBADMSG,
+				   strata_archive_error(u->a));
+	/* Only a sparse file ends in a hole; other data that stops short
+	 * of the size is a cut entry (libarchive would zero-fill a GNU
+	 * "realsize" past the data, which Go does not read) */
+	if (end < n->size && !sparse)
+		return entry_error(u, name, -EBADMSG, "the entry's data ends "
+				   "before its size");
+	for (i = 0; sparse && i < g->map_n; i++)
+		want += (uint64_t)g->map[2 * i + 1];
+	if (sparse && written != want)
+		return entry_error(u, name, -EBADMSG, "libarchive and Go's "
+				   "archive/tar read different data for this "
+				   "sparse file: refused");
 	if (end < n->size && ftruncate(fd, (off_t)n->size) < 0)
 		return -errno;
 	u->t.data_bytes += n->size;
 	return 0;
 }
 
-static int handle_hardlink(struct unpack *u, struct archive_entry *e,
-			   const char *name, uint32_t idx, const char *target,
-			   char *scratch)
+static int handle_hardlink(struct unpack *u, const char *name, uint32_t idx,
+			   const char *target, char *scratch)
 {
 	struct comps *c = malloc(sizeof(*c));
 	struct unode *n = &u->t.nodes[idx], *t;
@@ -922,32 +980,200 @@ static int handle_hardlink(struct unpack *u, struct archive_entry *e,
 				   "hardlink target is not in this layer");
 	if (S_ISDIR(t->mode))
 		return entry_error(u, name, -EPERM, "hardlink to a directory");
-	if (archive_entry_size_is_set(e) && archive_entry_size(e) > 0 &&
-	    S_ISREG(t->mode) && archive_entry_size(e) != (la_int64_t)t->size)
-		return entry_error(u, name, -EBADMSG,
-				   "hardlink entry carries data");
 	n->leader = t->leader;
 	n->mode = t->mode;
 	u->t.nodes[t->leader].nlink++;
 	return 0;
 }
 
+#define DEAD (UINT32_MAX - 1)	/* parent of a node no longer in the tree */
+
+/*
+ * Node @idx leaves its hardlink group, or gives up its content: a
+ * follower takes the group's inode (the other names keep the old content,
+ * as after unlink(2)); an unshared file's content is deleted.
+ */
+static void unlink_inode(struct unpack *u, uint32_t idx)
+{
+	struct tree *t = &u->t;
+	struct unode *n = &t->nodes[idx];
+	uint32_t i, heir = NONE;
+	char fname[16];
+
+	if (n->leader != idx) {
+		t->nodes[n->leader].nlink--;
+		return;
+	}
+	if (n->nlink <= 1) {
+		if (S_ISREG(n->mode) && n->data_id) {
+			snprintf(fname, sizeof(fname), "%u", n->data_id);
+			unlinkat(u->datafd, fname, 0);
+			t->data_bytes -= n->size;
+		}
+		return;
+	}
+	for (i = 1; i < t->n; i++) {
+		struct unode *f = &t->nodes[i];
+
+		if (i == idx || f->leader != idx || f->parent == DEAD)
+			continue;
+		if (heir == NONE) {
+			heir = i;
+			f->mode = n->mode;
+			f->owner = n->owner;
+			f->size = n->size;
+			f->mtime_sec = n->mtime_sec;
+			f->mtime_nsec = n->mtime_nsec;
+			f->rdev = n->rdev;
+			f->link_off = n->link_off;
+			f->xattr_off = n->xattr_off;
+			f->xattr_len = n->xattr_len;
+			f->data_id = n->data_id;
+			f->nlink = n->nlink - 1;
+		}
+		f->leader = heir;
+	}
+}
+
+/* Drop the children of directory @idx, and theirs (a later entry of the
+ * layer replaced it). */
+static void drop_children(struct unpack *u, uint32_t idx)
+{
+	uint32_t c = u->t.nodes[idx].first_child;
+
+	while (c != NONE) {
+		struct unode *k = &u->t.nodes[c];
+		uint32_t next = k->next_sibling;
+
+		if (S_ISDIR(k->mode))
+			drop_children(u, c);
+		else if (!(k->flags & STRATA_LX_WHITEOUT))
+			unlink_inode(u, c);
+		k->parent = DEAD;
+		c = next;
+	}
+	u->t.nodes[idx].first_child = NONE;
+	u->t.nodes[idx].n_children = 0;
+}
+
+/*
+ * A later entry of the layer names node @idx again (R16): as Docker,
+ * containerd and umoci apply a layer, the earlier one is removed (a
+ * directory with all this layer put in it) and the later one made in its
+ * place. A directory made where this layer had put something else hides
+ * what is below it, as the removal did.
+ */
+static void replace_node(struct unpack *u, uint32_t idx, bool dir,
+			 const char *name)
+{
+	struct unode *n = &u->t.nodes[idx];
+	uint16_t keep = n->flags & (STRATA_LX_REPLACED | U_WHITED);
+
+	if (!u->dups++)
+		printable(name, u->first_dup, sizeof(u->first_dup));
+	if (S_ISDIR(n->mode))
+		drop_children(u, idx);
+	else
+		unlink_inode(u, idx);
+	n = &u->t.nodes[idx];
+	n->flags = keep ? STRATA_LX_REPLACED : 0;
+	if (dir)
+		n->flags |= STRATA_LX_OPAQUE | STRATA_LX_REPLACED;
+	n->mode = 0;
+	n->size = 0;
+	n->rdev = 0;
+	n->link_off = 0;
+	n->xattr_off = n->xattr_len = 0;
+	n->data_id = 0;
+	n->leader = idx;
+	n->nlink = 1;
+}
+
+/* The file type of Go's type flag @f (already checked by tarscan.c). */
+static mode_t go_filetype(char f)
+{
+	switch (f) {
+	case '2':
+		return AE_IFLNK;
+	case '3':
+		return AE_IFCHR;
+	case '4':
+		return AE_IFBLK;
+	case '5':
+		return AE_IFDIR;
+	case '6':
+		return AE_IFIFO;
+	default:
+		return AE_IFREG;	/* '0', '7'; '1' is a hard link */
+	}
+}
+
+/*
+ * Did libarchive read the entry Go's archive/tar reads at this place, @g?
+ * Both follow the same bytes; where they part (a size field one reads and
+ * the other does not, data one takes for headers), a layer would mean two
+ * things, so it is refused, naming the entry.
+ */
+static int same_entry(struct unpack *u, struct archive_entry *e,
+		      const struct strata_tar_entry *g)
+{
+	const char *name = archive_entry_pathname(e);
+	const char *hl = archive_entry_hardlink(e);
+	const char *sl = archive_entry_symlink(e);
+	char why[400], p[200];
+	const char *what = NULL;
+
+	if (!name)
+		name = "";
+	if (!g)
+		return entry_error(u, name, -EBADMSG, "libarchive reads an "
+				   "entry here that Go's archive/tar does not "
+				   "(the tar readers disagree: refused)");
+	if (strcmp(name, g->name))
+		what = "name";
+	else if (g->type == '1' ? !hl || strcmp(hl, g->link) : hl != NULL)
+		what = "hard link";
+	else if (g->type != '1' &&
+		 archive_entry_filetype(e) != go_filetype(g->type))
+		what = "type";
+	else if (g->type == '2' && (!sl || strcmp(sl, g->link)))
+		what = "symlink target";
+	if (!what)
+		return 0;
+	printable(g->name, p, sizeof(p));
+	snprintf(why, sizeof(why), "libarchive and Go's archive/tar read this "
+		 "entry's %s differently (Go reads entry %s, type '%c'): "
+		 "refused", what, g->name[0] ? p : "with no name", g->type);
+	return entry_error(u, name, -EBADMSG, why);
+}
+
 static int handle_entry(struct unpack *u, struct archive_entry *e)
 {
 	static __thread char scratch[PATH_MAX_BYTES + 1];
 	static __thread char scratch2[PATH_MAX_BYTES + 1];
-	const char *name = archive_entry_pathname(e);
-	const char *hl = archive_entry_hardlink(e);
+	const struct strata_tar_entry *g = strata_tarscan_next(&u->rd->scan);
+	const char *name, *hl;
 	struct comps *c;
 	uint32_t parent = 0, idx;
 	struct unode *n;
-	mode_t type = archive_entry_filetype(e);
+	mode_t type;
 	const char *base;
 	size_t blen;
 	int r;
 
-	if (!name)
-		return entry_error(u, "(no name)", -EBADMSG, "entry without a name");
+	r = same_entry(u, e, g);
+	if (r < 0)
+		return r;
+	if (g->sparse && !g->map_ready)
+		return entry_error(u, g->name, -EBADMSG, "libarchive read this "
+				   "sparse file before Go's archive/tar could "
+				   "read its map: refused");
+	name = g->name;
+	hl = g->type == '1' ? g->link : NULL;
+	type = go_filetype(g->type);
+	if (!name[0])	/* not the root: "." or "/" name that */
+		return entry_error(u, name, -EBADMSG, "the tar header's name "
+				   "is empty");
 	if (++u->entries > u->max_entries)
 		return entry_error(u, name, -EFBIG, "too many entries in the layer");
 	c = malloc(sizeof(*c));
@@ -992,9 +1218,7 @@ static int handle_entry(struct unpack *u, struct archive_entry *e)
 			/* a directory repeated: its attributes replaced */
 			n->flags &= ~STRATA_LX_IMPLIED;
 		} else {
-			r = entry_error(u, name, -EBADMSG,
-					"duplicate entry in the layer");
-			goto out;
+			replace_node(u, idx, type == AE_IFDIR && !hl, name);
 		}
 	} else {
 		r = tree_add(&u->t, parent, base, blen, &idx);
@@ -1003,7 +1227,7 @@ static int handle_entry(struct unpack *u, struct archive_entry *e)
 		n = &u->t.nodes[idx];
 	}
 	if (hl) {
-		r = handle_hardlink(u, e, name, idx, hl, scratch2);
+		r = handle_hardlink(u, name, idx, hl, scratch2);
 		goto out;
 	}
 attrs:
@@ -1019,17 +1243,16 @@ attrs:
 		r = entry_error(u, name, -EBADMSG, "unsupported entry type");
 		goto out;
 	}
-	if (archive_entry_uid(e) < 0 || archive_entry_uid(e) > 0xfffffffe ||
-	    archive_entry_gid(e) < 0 || archive_entry_gid(e) > 0xfffffffe) {
+	if (g->uid < 0 || g->uid > 0xfffffffe ||
+	    g->gid < 0 || g->gid > 0xfffffffe) {
 		r = entry_error(u, name, -EBADMSG, "owner out of range");
 		goto out;
 	}
 	/* Linux symlinks always carry 0777, whatever the tar says. */
 	n->mode = (uint32_t)(type | (type == AE_IFLNK ? 0777
-					: (archive_entry_perm(e) & 07777)));
+					: ((uint32_t)g->mode & 07777)));
 	n->flags &= ~STRATA_LX_IMPLIED;
-	r = owner_index(&u->t, (uint32_t)archive_entry_uid(e),
-			(uint32_t)archive_entry_gid(e));
+	r = owner_index(&u->t, (uint32_t)g->uid, (uint32_t)g->gid);
 	if (r < 0) {
 		r = r == -E2BIG ? entry_error(u, name, -EBADMSG, "more than "
 					      "65535 different owners "
@@ -1040,31 +1263,31 @@ attrs:
 	n->owner = (uint16_t)r;
 	/* clamped to what the index holds (34-bit seconds: years 1698 to
 	 * 2242), like containerd's boundTime (T11) */
-	n->mtime_sec = archive_entry_mtime(e);
+	n->mtime_sec = g->mtime_sec;
 	if (n->mtime_sec < -STRATA_LX_SEC_BIAS)
 		n->mtime_sec = -STRATA_LX_SEC_BIAS;
 	if (n->mtime_sec >= STRATA_LX_SEC_BIAS)
 		n->mtime_sec = STRATA_LX_SEC_BIAS - 1;
-	n->mtime_nsec = (uint32_t)archive_entry_mtime_nsec(e);
+	n->mtime_nsec = g->mtime_nsec;
 	if (n->mtime_nsec >= 1000000000u)
 		n->mtime_nsec = 0;
-	r = add_xattrs(u, e, &u->t.nodes[idx], name);
+	r = add_xattrs(u, g, &u->t.nodes[idx], name);
 	if (r < 0)
 		goto out;
 	n = &u->t.nodes[idx];
 	if (type == AE_IFCHR || type == AE_IFBLK) {
 		/* Linux dev_t: 12-bit major, 20-bit minor; anything bigger
 		 * would silently name another device (T2) */
-		if (archive_entry_rdevmajor(e) > 4095 ||
-		    archive_entry_rdevminor(e) > 1048575) {
+		if (g->devmajor < 0 || g->devmajor > 4095 ||
+		    g->devminor < 0 || g->devminor > 1048575) {
 			r = entry_error(u, name, -EBADMSG, "device number out "
 					"of range");
 			goto out;
 		}
-		n->rdev = makedev(archive_entry_rdevmajor(e),
-				  archive_entry_rdevminor(e));
+		n->rdev = makedev((unsigned int)g->devmajor,
+				  (unsigned int)g->devminor);
 	} else if (type == AE_IFLNK) {
-		const char *target = archive_entry_symlink(e);
+		const char *target = g->link;
 		size_t tlen = target ? strlen(target) : 0;
 
 		if (tlen == 0 || tlen >= PATH_MAX_BYTES) {
@@ -1079,7 +1302,7 @@ attrs:
 		n = &u->t.nodes[idx];
 		n->size = tlen;
 	} else if (type == AE_IFREG) {
-		la_int64_t size = archive_entry_size(e);
+		int64_t size = g->size;
 
 		if (size < 0) {
 			r = entry_error(u, name, -EBADMSG, "negative size");
@@ -1092,7 +1315,7 @@ attrs:
 		}
 		n->size = (uint64_t)size;
 		if (size > 0)
-			r = write_content(u, n, name);
+			r = write_content(u, n, name, g);
 	}
 out:
 	free(c);
@@ -1176,7 +1399,7 @@ static int write_index(struct tree *t, int dirfd)
 	static const char zeros[8];
 	struct strata_lx_header h;
 	uint32_t head = 0, tail = 1, i;
-	size_t entries_bytes = (size_t)t->n * sizeof(*out);
+	size_t entries_bytes;
 	cleanup_fd int fd = -1;
 	int r;
 
@@ -1206,7 +1429,9 @@ static int write_index(struct tree *t, int dirfd)
 			t->nodes[order[c]].final = c;
 		d->first_child = first;	/* now a final index */
 	}
-	for (i = 0; i < t->n; i++) {
+	/* nodes a later entry replaced are not reachable: left out */
+	entries_bytes = (size_t)tail * sizeof(*out);
+	for (i = 0; i < tail; i++) {
 		const struct unode *u = &t->nodes[order[i]];
 		const struct unode *l = &t->nodes[u->leader];
 		struct strata_lx_entry *e = &out[i];
@@ -1263,7 +1488,7 @@ static int write_index(struct tree *t, int dirfd)
 	memset(&h, 0, sizeof(h));
 	memcpy(h.magic, STRATA_LX_MAGIC, 8);
 	h.version = 1;
-	h.n_entries = t->n;
+	h.n_entries = tail;
 	h.entries_off = (sizeof(h) + 7) & ~7ull;
 	h.strings_off = h.entries_off + entries_bytes;
 	h.strings_len = t->str_len;
@@ -1362,7 +1587,7 @@ int strata_unpack_layer(const struct strata_unpack_job *job,
 		r = rd.error ? strata_err_set(err, rd.error, "layer %s: %s", sd, rd.msg)
 			     : strata_err_set(err, -EBADMSG, "layer %s: not a tar "
 					      "archive: %s", sd,
-					      archive_error_string(u.a));
+					      strata_archive_error(u.a));
 		goto out;
 	}
 	while ((ar = archive_read_next_header(u.a, &e)) == ARCHIVE_OK ||
@@ -1374,7 +1599,7 @@ int strata_unpack_layer(const struct strata_unpack_job *job,
 	if (ar != ARCHIVE_EOF) {
 		r = rd.error ? strata_err_set(err, rd.error, "layer %s: %s", sd, rd.msg)
 			     : strata_err_set(err, -EBADMSG, "layer %s: corrupt tar: "
-					      "%s", sd, archive_error_string(u.a));
+					      "%s", sd, strata_archive_error(u.a));
 		goto out;
 	}
 	/* drain padding and junk after the end-of-archive blocks */
@@ -1387,6 +1612,18 @@ int strata_unpack_layer(const struct strata_unpack_job *job,
 		if (n < 0) {
 			r = strata_err_set(err, rd.error, "layer %s: %s", sd,
 					   rd.msg);
+			goto out;
+		}
+	}
+	{
+		const struct strata_tar_entry *g = strata_tarscan_next(&rd.scan);
+
+		if (g) {
+			r = entry_error(&u, g->name, -EBADMSG, "Go's "
+					"archive/tar reads this entry after "
+					"the end of the archive libarchive "
+					"saw (the tar readers disagree: "
+					"refused)");
 			goto out;
 		}
 	}
@@ -1410,6 +1647,11 @@ int strata_unpack_layer(const struct strata_unpack_job *job,
 				   "to %s", job->digest, job->diff_id, got);
 		goto out;
 	}
+	if (u.dups)
+		strata_warn("layer %s: %llu name%s given twice in the layer "
+			    "(first: %s); the later entry of each is kept",
+			    sd, (unsigned long long)u.dups,
+			    u.dups > 1 ? "s" : "", u.first_dup);
 	settle_implied(&u.t);
 	r = write_index(&u.t, job->dest_fd);
 	if (r < 0)

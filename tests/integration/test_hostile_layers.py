@@ -229,16 +229,18 @@ def test_l2_l3_relative_escape_then_write(hostile, tmp_path, entries, writer):
 
 def test_l5_symlink_replaced_by_later_entries(hostile, tmp_path):
     """L5 (containerd SymlinkOverridePath / DirectoryOverrideSymlink): `foo`
-    dir, `foo -> /<outside>`, `foo` dir again, `foo/x`. Peers let later
-    entries replace earlier ones; strata refuses duplicate entries within
-    one layer (issue 2), naming the entry, and nothing goes through the
-    symlink either way."""
+    dir, `foo -> /<outside>`, `foo` dir again, `foo/x`. Later entries
+    replace earlier ones (R16, as the peers apply them): foo is the last
+    directory, holding x, and nothing goes through the symlink."""
     out = str(hostile.outside)
     img = lay(tmp_path, [Layer([dir_("foo"), symlink("foo", out),
                                 dir_("foo", mode=0o750), reg("foo/x", "x")])])
-    err = hostile.refused(img, names=["foo"])
-    assert "duplicate" in err
-    hostile.untouched()
+    mnt = hostile.accepted(img)
+    assert stat.S_ISDIR(os.lstat(mnt / "foo").st_mode)
+    assert stat.S_IMODE(os.lstat(mnt / "foo").st_mode) == 0o750
+    assert (mnt / "foo/x").read_text() == "x"
+    assert not os.path.lexists(hostile.outside)
+    assert_same_as_umoci(mnt, img.path, img.tag, tmp_path / "umoci")
 
 
 def test_l6_escaping_symlink_target_kept_verbatim(hostile, tmp_path):
@@ -492,20 +494,44 @@ def test_whiteout_inside_whited_out_dir(hostile, tmp_path, order):
 
 # ---- R16: duplicates ----
 
-@pytest.mark.parametrize("entries", [
-    [("reg", "a", "first"), ("reg", "a", "second")],
-    [("reg", "b", "file"), ("dir", "b", None)],
-    [("sym", "s", "x"), ("reg", "s", "plain")],
-], ids=["file-file", "file-dir", "symlink-file"])
-def test_r16_duplicate_entries_refused(hostile, tmp_path, entries):
-    """R16: the spec says layers MUST NOT hold duplicate entries; peers
-    let the last one win, strata refuses the layer naming the entry
-    (issue 2), so a layer means one thing to every reader."""
-    mk = {"reg": lambda n, v: reg(n, v), "dir": lambda n, v: dir_(n),
-          "sym": lambda n, v: symlink(n, v)}
-    img = lay(tmp_path, [Layer([mk[k](n, v) for k, n, v in entries])])
-    err = hostile.refused(img, names=[entries[0][1]])
-    assert "duplicate" in err
+DUPLICATES = {
+    # later file wins
+    "file-file": [reg("a", "first"), reg("a", "second")],
+    # a directory replaces a file, a file a symlink
+    "file-dir": [reg("b", "file"), dir_("b", mode=0o700), reg("b/in", "i")],
+    "symlink-file": [symlink("s", "x"), reg("s", "plain")],
+    # a file replaces a directory and everything the layer put in it
+    "dir-file": [dir_("d"), reg("d/x", "x"), dir_("d/sub"),
+                 reg("d/sub/y", "y"), reg("d", "now a file")],
+    # ... and a directory made there again starts empty (hides d/low)
+    "dir-file-dir": [dir_("d"), reg("d/x", "x"), reg("d", "f"), dir_("d"),
+                     reg("d/y", "y")],
+    # a hardlink keeps the content of the name it linked, replaced later
+    "hardlink-then-replaced": [reg("a", "one"), hardlink("h", "a"),
+                               reg("a", "two")],
+    # a hardlink group whose leader a directory replaces
+    "leader-replaced-by-dir": [reg("a", "one"), hardlink("h1", "a"),
+                               hardlink("h2", "a"), dir_("a")],
+    # whiteout of a same-layer name, then the name again
+    "whiteout-then-readd": [reg("w", "one"), wh("w"), reg("w", "two")],
+}
+
+
+@pytest.mark.parametrize("case", sorted(DUPLICATES))
+def test_r16_duplicate_entries_last_wins(hostile, tmp_path, case):
+    """R16: a layer naming a path twice is applied in order, the later
+    entry replacing the earlier (a directory over a directory merges),
+    as umoci, containerd and Docker apply it, with a warning; strata
+    refused such layers. umoci unpacks the same layout as the judge (the
+    lower layer gives d/low, a and w something to hide)."""
+    img = lay(tmp_path, [Layer([dir_("d"), reg("d/low", "low"),
+                                reg("w", "lower")]),
+                         Layer(DUPLICATES[case])])
+    r = hostile.strata("import", img.ref, "dup:1", check=False)
+    assert r.returncode == 0, r.stderr
+    assert "given twice" in r.stderr
+    mnt = hostile.mount("dup:1")
+    assert_same_as_umoci(mnt, img.path, img.tag, tmp_path / "umoci")
 
 
 def test_duplicate_directory_entries_merge(hostile, tmp_path):
@@ -736,16 +762,14 @@ def test_r3_corrupt_crc_with_matching_digest(hostile, tmp_path):
     hostile.refused(img, names=[short(img.layers[0]), img.ref])
 
 
-@pytest.mark.parametrize("kind", ["multi-member", "trailing-zeros",
-                                  "trailing-garbage", "many-members"])
-def test_r4_multimember_and_trailing_bytes_accepted(hostile, tmp_path, kind):
+@pytest.mark.parametrize("kind", ["multi-member", "many-members"])
+def test_r4_multimember_accepted(hostile, tmp_path, kind):
+    """Concatenated gzip members are one stream (RFC 1952; Go's gzip
+    reader is multistream by default and reads them whole)."""
     tar = _base_tar()
-    gz = compress(tar, "gzip")
     blob = {
         "multi-member": gzip.compress(tar[:7000], mtime=0) +
         gzip.compress(tar[7000:], mtime=0),
-        "trailing-zeros": gz + bytes(4096),
-        "trailing-garbage": gz + b"not gzip at all",
         "many-members": b"".join(gzip.compress(tar[i:i + 512], mtime=0)
                                  for i in range(0, len(tar), 512)),
     }[kind]
@@ -755,6 +779,54 @@ def test_r4_multimember_and_trailing_bytes_accepted(hostile, tmp_path, kind):
         want = tf.extractfile("d/f").read()
     assert (mnt / "d/f").read_bytes() == want
     assert (mnt / "d/g").read_text() == "g"
+
+
+@pytest.mark.parametrize("junk", [bytes(4096), b"not gzip at all",
+                                  b"\x1fnot gzip", b"\x1f\x8b"],
+                         ids=["zeros", "garbage", "1f-garbage", "1f8b"])
+def test_r4_bytes_after_the_gzip_stream_refused(hostile, tmp_path, junk):
+    """Go's compress/gzip fails on each ("gzip: invalid header" for the
+    first two, "unexpected EOF" for the last two), so Docker, containerd
+    and podman cannot read the layer; strata refused it only when the
+    junk began with 0x1f, and showed the tar otherwise."""
+    tar = _base_tar()
+    img = lay(tmp_path, [Layer(tar=tar, blob=compress(tar, "gzip") + junk)])
+    err = hostile.refused(img, names=[short(img.layers[0]), img.ref])
+    assert "gzip" in err
+
+
+def _zstd_frames(*parts):
+    return b"".join(compress(p, "zstd") for p in parts)
+
+
+@pytest.mark.parametrize("kind", ["frames", "skippable"])
+def test_r4_zstd_frames_and_skippable_frames_accepted(hostile, tmp_path,
+                                                      kind):
+    """Concatenated zstd frames are one stream and skippable frames carry
+    no data (RFC 8878; `zstd -d` reads both so)."""
+    tar = _base_tar()
+    skip = (0x184D2A50).to_bytes(4, "little") + (5).to_bytes(4, "little") + \
+        b"hello"
+    blob = {"frames": _zstd_frames(tar[:7000], tar[7000:]),
+            "skippable": skip + compress(tar, "zstd") + skip}[kind]
+    assert subprocess.run(["zstd", "-dc"], input=blob, capture_output=True,
+                          check=True).stdout == tar
+    img = lay(tmp_path, [Layer(tar=tar, blob=blob, compression="zstd")])
+    mnt = hostile.accepted(img)
+    assert (mnt / "d/g").read_text() == "g"
+
+
+@pytest.mark.parametrize("junk", [bytes(4096), b"not zstd", b"\x28\xb5"],
+                         ids=["zeros", "garbage", "cut-magic"])
+def test_r4_bytes_after_the_zstd_stream_refused(hostile, tmp_path, junk):
+    """`zstd -d` fails on each ("unknown header" / "truncated")."""
+    tar = _base_tar()
+    blob = compress(tar, "zstd") + junk
+    assert subprocess.run(["zstd", "-dc"], input=blob,
+                          capture_output=True).returncode != 0
+    img = lay(tmp_path, [Layer(tar=tar, blob=blob, compression="zstd")])
+    err = hostile.refused(img, names=[short(img.layers[0]), img.ref])
+    assert "zstd" in err
 
 
 def test_r5_gzip_bomb_refused_by_max_layer_bytes(hostile, tmp_path):
@@ -802,3 +874,28 @@ def test_compressions_accepted(hostile, tmp_path, comp):
     assert (mnt / "d/f").read_text() == "hello"
     if comp != "zstd":      # umoci 0.4 cannot read zstd layers
         assert_same_as_umoci(mnt, img.path, img.tag, tmp_path / "umoci")
+
+
+def test_r16_go_testdata_hdr_only(hostile, tmp_path):
+    """Go's testdata hdr-only.tar names every header-only type twice (the
+    second time with a size field of 5 and no data, which Go reads as no
+    data). Go's reading, applied in order: the same eight names once."""
+    data = Path(__file__).parent / "data" / "gotar" / "hdr-only.tar"
+    img = lay(tmp_path, [Layer(tar=data.read_bytes(), compression="none")])
+    mnt = hostile.accepted(img)
+    assert sorted(os.listdir(mnt)) == ["badlink", "dir", "fifo", "file",
+                                       "hardlink", "null", "sda", "symlink"]
+    st = {n: os.lstat(mnt / n) for n in os.listdir(mnt)}
+    assert stat.S_ISDIR(st["dir"].st_mode)
+    assert stat.S_IMODE(st["dir"].st_mode) == 0o750
+    assert stat.S_ISFIFO(st["fifo"].st_mode)
+    assert stat.S_ISCHR(st["null"].st_mode)
+    assert os.major(st["null"].st_rdev) == 1
+    assert os.minor(st["null"].st_rdev) == 3
+    assert stat.S_ISBLK(st["sda"].st_mode)
+    assert os.major(st["sda"].st_rdev) == 8
+    assert st["file"].st_size == 46
+    assert st["hardlink"].st_ino == st["file"].st_ino
+    assert os.readlink(mnt / "symlink") == "file"
+    assert os.readlink(mnt / "badlink") == "missing"
+    assert all((s.st_uid, s.st_gid) == (319973, 5000) for s in st.values())

@@ -196,11 +196,7 @@ def _entry(path, link, kind):
     return fifo(path)
 
 
-@pytest.mark.parametrize("case", [
-    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=
-        "umoci's MultiLevel table repeats a file entry in one layer; "
-        "strata refuses duplicate entries (issue 2)"))
-    if c == "MultiLevel" else c for c in sorted(UMOCI_CASES)])
+@pytest.mark.parametrize("case", sorted(UMOCI_CASES))
 def test_umoci_unpack_opaque_whiteout(hostile, tmp_path, case):
     ignore_exist, hdrs = UMOCI_CASES[case]
     lower = [_entry(p, l, k) for p, l, k, up in hdrs if not up]

@@ -761,10 +761,6 @@ static void test_refusals(void)
 		  -EPERM, "l/passwd" },
 		{ "symlink parent (dir)", { L("l", "."), D("l/d/") }, 2,
 		  -EPERM, "l/d/" },
-		{ "duplicate file", { F("f", "1"), F("f", "2") }, 2, -EBADMSG, "f" },
-		{ "file then dir", { F("f", "1"), D("f/") }, 2, -EBADMSG, "f/" },
-		{ "dir then file", { D("d/"), F("d", "1") }, 2, -EBADMSG, "d" },
-		{ "duplicate via ./", { F("f", "1"), F("./f", "2") }, 2, -EBADMSG, "./f" },
 		{ "parent is a file", { F("f", "1"), F("f/x", "2") }, 2, -ENOTDIR, "f/x" },
 		{ "hardlink to missing", { H("h", "nothere") }, 1, -EPERM, "h" },
 		{ "hardlink before target", { H("h", "t"), F("t", "1") }, 2, -EPERM, "h" },
@@ -815,6 +811,53 @@ static void test_refusals(void)
 			ok(find(lx, long255) != NONE, "  and found");
 			strata_lindex_close(lx);
 		}
+	}
+}
+
+/* R16: a name given twice is applied in order, the later entry kept (as
+ * Docker, containerd and umoci apply it); a directory over a directory
+ * merges. */
+static void test_duplicates(void)
+{
+	static const struct {
+		const char *what;
+		struct ent e[4];
+		size_t n;
+		const char *path;	/* then holds */
+		mode_t type;
+		uint64_t size;
+		const char *gone;	/* and this is gone */
+	} cases[] = {
+		{ "file then file", { F("f", "1"), F("f", "22") }, 2, "f",
+		  S_IFREG, 2, NULL },
+		{ "file then dir", { F("f", "1"), D("f/") }, 2, "f", S_IFDIR, 0,
+		  NULL },
+		{ "dir then file", { D("d/"), F("d/x", "x"), F("d", "1") }, 3,
+		  "d", S_IFREG, 1, "d/x" },
+		{ "file then file via ./", { F("f", "1"), F("./f", "333") }, 2,
+		  "f", S_IFREG, 3, NULL },
+	};
+	size_t i;
+
+	for (i = 0; i < N(cases); i++) {
+		struct strata_err err = { 0 };
+		struct opts o = { .comp = STRATA_COMP_NONE };
+		char diff_id[STRATA_DIGEST_MAX];
+		struct strata_lindex *lx = NULL;
+		const struct strata_lx_entry *e;
+
+		is_int(unpack(cases[i].e, cases[i].n, &o, &err, diff_id, NULL),
+		       0, "%s: accepted", cases[i].what);
+		if (strata_lindex_open(st, diff_id, &lx, NULL) < 0)
+			continue;
+		e = get(lx, cases[i].path, NULL);
+		ok(e && (e->mode & S_IFMT) == cases[i].type &&
+		   (cases[i].type == S_IFDIR || e->size == cases[i].size),
+		   "  the later entry is kept");
+		if (cases[i].gone)
+			ok(find(lx, cases[i].gone) == NONE,
+			   "  what the earlier one held is gone");
+		strata_lindex_close(lx);
 	}
 }
 
@@ -1102,6 +1145,7 @@ int main(void)
 	test_namecmp();
 	test_layer_a();
 	test_refusals();
+	test_duplicates();
 	test_limits();
 	test_verification();
 	test_lindex_open_errors();

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The tar type-flag watch (store/tarscan.c): it follows ustar, pax and GNU
+ * Go's reading of a tar (store/tarscan.c): it follows ustar, pax and GNU
  * framing to the end-of-archive blocks, refuses entry types a layer may
- * not hold naming the entry, and stops watching (never refuses) where the
- * framing is lost. Archives are built here block by block, so each case
+ * not hold naming the entry, reads numeric fields and pax records as Go's
+ * archive/tar does, and refuses what Go refuses (it never stops watching). Archives are built here block by block, so each case
  * says exactly which bytes the watch sees; fed whole and one byte at a
  * time (the stream arrives in chunks of any size).
  */
@@ -64,6 +64,18 @@ static void header(struct buf *b, const char *name, char type, uint64_t size,
 		sum += h[i];
 	snprintf((char *)h + 148, 8, "%06lo", sum + (bad_sum ? 1 : 0));
 	put(b, h, 512);
+}
+
+/* Recompute the checksum of the header block at @h. */
+static void resum(unsigned char *h)
+{
+	unsigned long sum = 0;
+	size_t i;
+
+	memset(h + 148, ' ', 8);
+	for (i = 0; i < 512; i++)
+		sum += h[i];
+	snprintf((char *)h + 148, 8, "%06lo", sum);
 }
 
 static void entry(struct buf *b, const char *name, char type,
@@ -205,18 +217,20 @@ int main(void)
 	       "base-256 size followed to the next header");
 	free(b.p);
 
-	/* lost framing: a bad checksum stops the watch, nothing refused */
+	/* a bad checksum: Go's archive/tar refuses the layer, so does the
+	 * watch (it used to stop watching and let the 'Z' through) */
 	memset(&b, 0, sizeof(b));
 	entry(&b, "ok", '0', "ok", 2);
 	header(&b, "garbled", '0', 0, false, true);
 	entry(&b, "later", 'Z', NULL, 0);
 	end(&b);
-	is_int(scan(&b, msg, sizeof(msg), &followed), 0,
-	       "a bad checksum is not a refusal (libarchive decides)");
-	ok(!followed, "and the watch says it lost the framing");
+	is_int(scan(&b, msg, sizeof(msg), &followed), -1,
+	       "a bad checksum is a refusal");
+	ok(strstr(msg, "after entry ok") && strstr(msg, "checksum"),
+	   "named by the entry before it: %s", msg);
 	free(b.p);
 
-	/* an extended header too big to keep: the watch stops, no refusal */
+	/* an extended header over 1 MiB: Go's ErrFieldTooLong, refused */
 	{
 		static char huge[(1u << 20) + 64];
 		size_t n;
@@ -229,9 +243,132 @@ int main(void)
 		entry(&b, "PaxHeaders/big", 'x', huge, sizeof(huge));
 		entry(&b, "f", 'Z', NULL, 0);
 		end(&b);
-		is_int(scan(&b, msg, sizeof(msg), &followed), 0,
-		       "an extended header over 1 MiB: no refusal");
-		ok(!followed, "the watch stopped");
+		is_int(scan(&b, msg, sizeof(msg), &followed), -1,
+		       "an extended header over 1 MiB is refused");
+		ok(strstr(msg, "1 MiB") != NULL, "said so: %s", msg);
+		free(b.p);
+	}
+
+	/* numeric fields, each as Go's parseNumeric reads it */
+	{
+		static const struct {
+			const char *what;
+			unsigned char size[12];
+			int r;		/* 0: read as @want; -1: refused */
+			int64_t want;
+		} cases[] = {
+			{ "all NULs", { 0 }, 0, 0 },
+			{ "leading NULs", { 0, 0, 0, '0', '0', '0', '1', '0',
+					    '0', '0', 0, 0 }, 0, 512 },
+			{ "spaces around", { ' ', ' ', '1', '2', ' ', ' ', ' ',
+					     ' ', ' ', ' ', ' ', 0 }, 0, 10 },
+			{ "NUL then garbage", { '1', '2', 0, 'z', 'z', 0 }, 0,
+			  10 },
+			{ "garbage after a space", { '1', '2', ' ', 'z' }, -1,
+			  0 },
+			{ "a tab", { '\t', '1', '2' }, -1, 0 },
+			{ "a sign", { '-', '1', '2' }, -1, 0 },
+			{ "not octal", { '1', '8' }, -1, 0 },
+			{ "base-256", { 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0 },
+			  0, 512 },
+			{ "negative base-256", { 0xff, 0xff, 0xff, 0xff, 0xff,
+						 0xff, 0xff, 0xff, 0xff, 0xff,
+						 0xff, 0xfe }, -1, 0 },
+			{ "base-256 over 2^63", { 0x80, 0, 0, 0x80, 0, 0, 0, 0,
+						  0, 0, 0, 0 }, -1, 0 },
+		};
+		size_t i;
+
+		for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+			struct strata_tarscan t = { 0 };
+			const struct strata_tar_entry *e;
+			char data[1024];
+			int r;
+
+			memset(&b, 0, sizeof(b));
+			header(&b, "a", '0', 0, false, false);
+			memcpy(b.p + 124, cases[i].size, 12);
+			resum(b.p);
+			memset(data, 0, sizeof(data));
+			put(&b, data, (size_t)cases[i].want);
+			pad(&b);
+			entry(&b, "b", '0', "b", 1);
+			end(&b);
+			r = strata_tarscan_feed(&t, b.p, b.len, msg,
+						sizeof(msg));
+			is_int(r, cases[i].r, "size %s: %s", cases[i].what,
+			       r ? msg : "read");
+			e = strata_tarscan_next(&t);
+			if (cases[i].r == 0)
+				ok(e && !strcmp(e->name, "a") &&
+				   e->size == cases[i].want &&
+				   (e = strata_tarscan_next(&t)) &&
+				   !strcmp(e->name, "b") &&
+				   strata_tarscan_followed(&t),
+				   "size %s: %lld, as Go reads it, then b",
+				   cases[i].what, (long long)cases[i].want);
+			else
+				ok(strstr(msg, "entry a:") != NULL,
+				   "names the entry: %s", msg);
+			strata_tarscan_free(&t);
+			free(b.p);
+		}
+	}
+
+	/* a zero block and then a header: Go's ErrHeader */
+	memset(&b, 0, sizeof(b));
+	entry(&b, "a", '0', "a", 1);
+	put(&b, (char[512]){ 0 }, 512);
+	entry(&b, "b", '0', "b", 1);
+	end(&b);
+	is_int(scan(&b, msg, sizeof(msg), &followed), -1,
+	       "a header after one zero block is refused");
+	free(b.p);
+
+	/* the stream cut inside an entry's data: refused at the end */
+	{
+		struct strata_tarscan t = { 0 };
+
+		memset(&b, 0, sizeof(b));
+		entry(&b, "cut", '0', big, 700);
+		is_int(strata_tarscan_feed(&t, b.p, 600, msg, sizeof(msg)), 0,
+		       "fed a cut stream");
+		is_int(strata_tarscan_finish(&t, msg, sizeof(msg)), -1,
+		       "refused at its end");
+		ok(strstr(msg, "entry cut:") != NULL, "named: %s", msg);
+		strata_tarscan_free(&t);
+		free(b.p);
+	}
+
+	/* pax records: Go's values; one out of grammar is refused */
+	{
+		struct strata_tarscan t = { 0 };
+		const struct strata_tar_entry *e;
+
+		memset(&b, 0, sizeof(b));
+		pax(&b, "uid", "70000");
+		entry(&b, "p", '0', NULL, 0);
+		pax(&b, "mtime", "-1.5");
+		entry(&b, "q", '0', NULL, 0);
+		end(&b);
+		is_int(strata_tarscan_feed(&t, b.p, b.len, msg, sizeof(msg)),
+		       0, "pax uid and mtime read");
+		e = strata_tarscan_next(&t);
+		ok(e && e->uid == 70000, "pax uid 70000");
+		e = strata_tarscan_next(&t);
+		/* Go: time.Unix(-1, -5e8) is -2 s + 5e8 ns */
+		ok(e && e->mtime_sec == -2 && e->mtime_nsec == 500000000,
+		   "pax mtime -1.5 as Go's parsePAXTime");
+		strata_tarscan_free(&t);
+		free(b.p);
+
+		memset(&b, 0, sizeof(b));
+		pax(&b, "mtime", "12x");
+		entry(&b, "r", '0', NULL, 0);
+		end(&b);
+		is_int(scan(&b, msg, sizeof(msg), &followed), -1,
+		       "pax mtime 12x refused (Go: ErrHeader)");
+		ok(strstr(msg, "entry r:") != NULL, "named: %s", msg);
 		free(b.p);
 	}
 	return done_testing();
