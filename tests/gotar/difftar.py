@@ -666,6 +666,6 @@ def first_headers_hex(data, count=2):
 
 def signature(diffs):
     """A short class of a difference, to group a fuzz run's findings."""
-    d = diffs[0]
+    d = re.sub(r"sha256:[0-9a-f]+|/tmp/\S+", "_", diffs[0])
     d = re.sub(r"'[^']*'|\"[^\"]*\"|\d+|/[^:]*:", "_", d)
     return d[:90]
