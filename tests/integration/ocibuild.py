@@ -17,6 +17,11 @@ build(): config_raw/manifest_raw/index_raw (raw JSON bytes, digest computed
 over them), config_edit/manifest_edit/index_edit (callables editing the
 dict before serialisation), config_mutate/manifest_mutate (bytes written in
 place of the blob after hashing), alg ("sha256"/"sha512").
+
+With STRATA_SAVE_LAYERS=DIR in the environment, build() also saves every
+layer's tar in DIR, named by their sha256: that is how
+tests/gotar/harvest.sh collects the suite's layers as seeds for the
+differential test against Go's archive/tar.
 """
 import gzip
 import hashlib
@@ -213,6 +218,13 @@ def _dumps(doc):
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
+def _save_for_seeds(lay):
+    dest = os.environ.get("STRATA_SAVE_LAYERS")
+    if dest and lay.tar is not None:
+        name = hashlib.sha256(lay.tar).hexdigest()[:16] + ".tar"
+        Path(dest, name).write_bytes(lay.tar)
+
+
 def build(path, layers, tag="t", *, alg="sha256", diff_alg=None,
           config=None, config_edit=None, config_raw=None, config_mutate=None,
           config_media_type=MT_CONFIG,
@@ -236,6 +248,7 @@ def build(path, layers, tag="t", *, alg="sha256", diff_alg=None,
 
     descs = []
     for lay in layers:
+        _save_for_seeds(lay)
         real = digest_of(lay.blob, alg)
         if lay.write_blob:
             put(lay.blob, lay.mutate)
