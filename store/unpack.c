@@ -1616,8 +1616,9 @@ int strata_unpack_layer(const struct strata_unpack_job *job,
 		}
 	}
 	{
-		const struct strata_tar_entry *g = strata_tarscan_next(&rd.scan);
+		const struct strata_tar_entry *g;
 
+		g = strata_tarscan_next(&rd.scan);
 		if (g) {
 			r = entry_error(&u, g->name, -EBADMSG, "Go's "
 					"archive/tar reads this entry after "
