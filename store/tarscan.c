@@ -953,8 +953,10 @@ int strata_tarscan_feed(struct strata_tarscan *t, const void *buf, size_t n,
 int strata_tarscan_finish(struct strata_tarscan *t, char *msg,
 			  size_t msg_size)
 {
-	if (t->state == S_HEADER && t->have)
-		refuse(t, NULL, 0, "the tar stream ends inside a header");
+	/* a partial block where a header, or the second end-of-archive
+	 * block, should be: Go's io.ReadFull gives io.ErrUnexpectedEOF */
+	if ((t->state == S_HEADER || t->state == S_ZERO) && t->have)
+		refuse_hdr(t, false, "the tar stream ends inside a header");
 	else if (t->state == S_DATA && (t->data || t->ext_type ||
 					t->map_pending))
 		refuse(t, t->last, strlen(t->last),

@@ -340,6 +340,31 @@ int main(void)
 		free(b.p);
 	}
 
+	/* one zero block, then a partial block: Go's second io.ReadFull
+	 * gives ErrUnexpectedEOF; one zero block and nothing is a clean end */
+	{
+		static const unsigned char zero[512];
+		struct strata_tarscan t = { 0 };
+
+		memset(&b, 0, sizeof(b));
+		entry(&b, "file", '0', NULL, 0);
+		put(&b, zero, sizeof(zero));
+		put(&b, "junk", 4);
+		is_int(strata_tarscan_feed(&t, b.p, b.len, msg, sizeof(msg)), 0,
+		       "fed a stream that ends in a partial block");
+		is_int(strata_tarscan_finish(&t, msg, sizeof(msg)), -1,
+		       "a partial block after one zero block is refused");
+		ok(strstr(msg, "after entry file") != NULL, "named: %s", msg);
+		strata_tarscan_free(&t);
+		memset(&t, 0, sizeof(t));
+		is_int(strata_tarscan_feed(&t, b.p, b.len - 4, msg,
+					   sizeof(msg)), 0, "fed one zero block");
+		is_int(strata_tarscan_finish(&t, msg, sizeof(msg)), 0,
+		       "one zero block and the end: a clean end, as Go");
+		strata_tarscan_free(&t);
+		free(b.p);
+	}
+
 	/* pax records: Go's values; one out of grammar is refused */
 	{
 		struct strata_tarscan t = { 0 };
