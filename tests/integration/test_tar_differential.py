@@ -30,8 +30,8 @@ from ocibuild import (dir_, hardlink, make_tar, reg, symlink,  # noqa: E402
                       header_block, pad, typed, wh, opq)
 
 GOTAR_DIR = difftar.HERE
-FUZZ_SECONDS = float(os.environ.get("STRATA_FUZZ_SECONDS", "60"))
-FUZZ_SEED = int(os.environ.get("STRATA_FUZZ_SEED", "1"))
+FUZZ_SECONDS = float(os.environ.get("STRATA_TARFUZZ_SECONDS", "60"))
+FUZZ_SEED = int(os.environ.get("STRATA_TARFUZZ_SEED", "1"))
 
 
 @pytest.fixture(scope="session")
@@ -161,18 +161,33 @@ def report(name, data, diffs):
             difftar.first_headers_hex(data))
 
 
+# Layers Go reads that strata refuses, naming the layer, because libarchive
+# (which unpacks them) reads them differently from Go: refusing is the safe
+# reading of a layer two readers disagree on. Keep this list short.
+SEED_REFUSED = {
+    "crafted:leading-nul-size": "a size field with leading NULs: Go skips "
+    "them, libarchive reads 0 and would take the data for headers",
+    "crafted:pax-size-override": "a pax size record over the header's "
+    "size: libarchive's framing differs from Go's",
+    "go:invalid-go17.tar": "Go's pre-1.8 GNU prefix fallback names the "
+    "entry otherwise than libarchive",
+    "go:pax-path-hdr.tar": "a pax header with no entry after it",
+}
+
+
 @pytest.mark.parametrize("name", sorted(SEEDS))
 def test_seed_read_like_go(name, gotar, lxdump, tmp_path):
     data = SEEDS[name]
-    diffs, _, _ = difftar.check(data, gotar, lxdump, tmp_path)
+    diffs, _, _ = difftar.check(data, gotar, lxdump, tmp_path,
+                                refusal_ok=name in SEED_REFUSED)
     if diffs:
         (tmp_path / "input").rename(tmp_path / name.split(":")[-1])
     assert not diffs, report(name, data, diffs)
 
 
 def test_fuzz_bounded(gotar, lxdump, tmp_path):
-    """About a minute of seeded mutations (STRATA_FUZZ_SECONDS,
-    STRATA_FUZZ_SEED); every differing input is kept in tmp_path and
+    """About a minute of seeded mutations (STRATA_TARFUZZ_SECONDS,
+    STRATA_TARFUZZ_SEED); every differing input is kept in tmp_path and
     reported with its first headers, grouped by kind of difference."""
     plain = [v for v in SEEDS.values()
              if not difftar.is_gzip(v) and len(v) <= 1 << 16]
