@@ -103,6 +103,17 @@ def mount(tmp_path, store):
 
 
 @pytest.fixture
+def dev_fuse_open():
+    """/dev/fuse opened to every user (0666) for the test, as users need
+    it to mount; its mode is put back afterwards."""
+    import stat
+    st = os.stat("/dev/fuse")
+    os.chmod("/dev/fuse", 0o666)
+    yield
+    os.chmod("/dev/fuse", stat.S_IMODE(st.st_mode))
+
+
+@pytest.fixture
 def umoci_image(tmp_path):
     """umoci_image(steps, name='img', tag='t') -> (layout_dir, 'tag').
 

@@ -88,12 +88,6 @@ def squatter():
         p.wait()
 
 
-@pytest.fixture
-def dev_fuse_open():
-    st = os.stat("/dev/fuse")
-    os.chmod("/dev/fuse", 0o666)
-    yield
-    os.chmod("/dev/fuse", stat.S_IMODE(st.st_mode))
 
 
 @pytest.fixture

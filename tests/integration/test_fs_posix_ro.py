@@ -438,14 +438,6 @@ def as_nobody():
 
 
 @pytest.fixture
-def dev_fuse_open():
-    mode = stat.S_IMODE(os.stat("/dev/fuse").st_mode)
-    os.chmod("/dev/fuse", 0o666)
-    yield
-    os.chmod("/dev/fuse", mode)
-
-
-@pytest.fixture
 def nobody_home(image):
     """A directory nobody owns (HOME), with a copy of the image layout."""
     home = Path(tempfile.mkdtemp(prefix="strata-nobody-", dir="/tmp"))

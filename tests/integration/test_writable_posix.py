@@ -413,12 +413,6 @@ def test_kernel_overlay_reads_upper(image, mount, tmp_path, ovl_mounts):
 
 # ---- unprivileged ----------------------------------------------------------
 
-@pytest.fixture
-def dev_fuse_open():
-    st = os.stat("/dev/fuse")
-    os.chmod("/dev/fuse", 0o666)
-    yield
-    os.chmod("/dev/fuse", stat.S_IMODE(st.st_mode))
 
 
 @pytest.fixture
