@@ -30,7 +30,7 @@ before=$(count_mounts)
 status=0
 meson test -C "$build" --print-errorlogs || status=1
 # a short fuzzing run of every harness from its saved corpus (tests/fuzz)
-fuzz_secs=${STRATA_FUZZ_SECONDS:-20}
+fuzz_secs=${STRATA_FUZZ_SECONDS:-12}
 if [ "$fuzz_secs" -gt 0 ]; then
 	rm -rf build-fuzz/findings-run
 	FUZZ_SEED=1 FUZZ_FINDINGS=build-fuzz/findings-run \
