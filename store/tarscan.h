@@ -77,7 +77,7 @@ struct strata_tarscan {
 	size_t q_head, q_len, q_cap;
 	struct strata_tar_entry cur;	/* the one last taken */
 	char last[200];		/* name of the last entry queued */
-	char err[300];		/* the refusal, once refused */
+	char err[512];		/* the refusal, once refused */
 };
 
 /*

@@ -482,8 +482,8 @@ static int open_mount(const char *mp, struct mount_info *m)
 	cleanup_free char *said_mp = NULL;
 	char line[16384];
 	int said_pid = -1, r;
-	uid_t owner;
-	bool image;
+	uid_t owner = 0;
+	bool image = false;
 
 	m->fd = m->upper_fd = m->store_fd = -1;
 	if (!abs) {
