@@ -28,7 +28,7 @@ struct options {
 	char *upper, *work, *lowerdir;
 	int volatile_;
 	int xattr_permissions;
-	int want_suid, want_dev;
+	int want_suid, want_dev, want_nosuid;
 	char *root;
 	char *platform;
 	char *uidmapping, *gidmapping;
@@ -112,6 +112,8 @@ static int opt_proc(void *data, const char *arg, int key,
 		o->want_suid = 1;
 	if (key == FUSE_OPT_KEY_OPT && !strcmp(arg, "dev"))
 		o->want_dev = 1;
+	if (key == FUSE_OPT_KEY_OPT && !strcmp(arg, "nosuid"))
+		o->want_nosuid = 1;
 	if (key == FUSE_OPT_KEY_OPT && !*arg)
 		return 0;	/* "a,,b": containers-storage writes these */
 	if (key == FUSE_OPT_KEY_OPT && !fuse_knows(arg)) {
@@ -145,7 +147,7 @@ static void usage(void)
 	       "  -o squash_to_uid=N, squash_to_gid=N  show every owner as N\n"
 	       "  -o uidmapping=C:H:N[:C:H:N...], gidmapping=...\n"
 	       "                         show image id C+i as H+i (i < N)\n"
-	       "  -o allow_other         let other users see the mount\n"
+	       "  -o allow_other         let other users see the mount (always, as root)\n"
 	       "  -o upper=DIR           writable: changes go to DIR (created if\n"
 	       "                         missing; overlay format, kept across mounts)\n"
 	       "  -o work=DIR            work directory, same filesystem as upper\n"
@@ -547,10 +549,24 @@ int main(int argc, char *argv[])
 	for (char *c = o.ref; *c; c++)
 		if (*c == ',' || *c == '\\' || *c == ' ')
 			*c = '_';	/* fsname shows in mount tables */
+	/* Root's mount is a filesystem for every user, the kernel checking
+	 * access against the modes and owners shown, as the kernel overlay
+	 * and fuse-overlayfs as root are: allow_other. A mount for podman or
+	 * buildah (lowerdir=) is a container's root: set-id programs work
+	 * there (suid, as fuse-overlayfs sets), unless nosuid is asked. */
+	if (geteuid() == 0 && !o.allow_other) {
+		o.allow_other = 1;
+		fuse_opt_add_arg(&args, "-oallow_other");
+	}
+	if (geteuid() == 0 && o.lowerdir && !o.want_nosuid && !o.want_suid) {
+		o.want_suid = 1;
+		fuse_opt_add_arg(&args, "-osuid");
+	}
 	if (!wfs_ready)
-		snprintf(fsname, sizeof(fsname), "-oro,nosuid,nodev,"
-			 "fsname=strata:%s,subtype=stratafs%s", o.ref,
-			 o.allow_other ? ",default_permissions" : "");
+		snprintf(fsname, sizeof(fsname), "-oro,%s%s"
+			 "fsname=strata:%s,subtype=stratafs%s",
+			 o.want_suid ? "" : "nosuid,", o.want_dev ? "" : "nodev,",
+			 o.ref, o.allow_other ? ",default_permissions" : "");
 	else
 		/* writable: the kernel checks permissions from our modes
 		 * (the daemon runs as root); an unprivileged daemon is the

@@ -250,6 +250,67 @@ def test_podman_mount_program(busybox, podman, tmp_path):
     assert "A /new" in d and "D /etc/os-release" in d, d
 
 
+EUID_C = r"""
+#include <stdio.h>
+#include <unistd.h>
+int main(void) { printf("uid=%d euid=%d\n", (int)getuid(), (int)geteuid());
+		 return 0; }
+"""
+
+
+@pytest.fixture
+def setuid_image(umoci_image, tmp_path):
+    """busybox plus /bin/euid, a static setuid-root program that prints
+    its uid and euid, and /etc/secret (0600 root)."""
+    src = tmp_path / "euid.c"
+    src.write_text(EUID_C)
+    exe = tmp_path / "euid"
+    run(["cc", "-static", "-O2", "-o", exe, src])
+
+    def extra(root):
+        shutil.copy(exe, root / "bin/euid")
+        os.chown(root / "bin/euid", 0, 0)
+        os.chmod(root / "bin/euid", 0o4755)
+        (root / "etc/secret").write_text("s\n")
+        os.chmod(root / "etc/secret", 0o600)
+    layout, tag = umoci_image([busybox_steps, extra], name="suid")
+    return layout, tag
+
+
+@pytest.mark.parametrize("program", ["stratafs", "fuse-overlayfs"])
+def test_podman_mount_program_other_users(setuid_image, podman, program):
+    """A root mount is a filesystem for every user, as fuse-overlayfs's
+    (the reference, same steps): `podman run --user 65534` can run
+    programs, is refused a 0600 file, a setuid-root program gets euid 0,
+    and the container's root is not nosuid. Before: stratafs's root mount
+    refused uid 65534 everything (stat /bin/ls: permission denied) and
+    was nosuid."""
+    layout, tag = setuid_image
+    binary = STRATAFS if program == "stratafs" else shutil.which(program)
+    base = [str(a) for a in podman.base]
+    i = base.index("--storage-driver")
+    base[i + 1] = "overlay"
+    base[i + 2:i + 2] = ["--storage-opt", f"overlay.mount_program={binary}"]
+
+    def pm(*args, check=True):
+        return run(base + ["run", "--rm", "--signature-policy",
+                           podman.policy, "--ulimit", "nofile=1024:1024",
+                           "--ulimit", "nproc=1024:1024", "--network",
+                           "none", *args], env=podman.env, timeout=120,
+                   check=check)
+    img = f"oci:{layout}:{tag}"
+    r = pm("--user", "65534", img, "/bin/ls", "/bin")
+    assert "busybox" in r.stdout.split(), r
+    r = pm("--user", "65534", img, "/bin/cat", "/etc/secret", check=False)
+    assert r.returncode != 0 and "ermission denied" in r.stderr, r
+    r = pm("--user", "65534", img, "/bin/euid")
+    assert r.stdout.strip() == "uid=65534 euid=0", r
+    r = pm(img, "/bin/sh", "-c",
+           "while read a b c d mp opts rest; do [ $mp = / ] && "
+           "echo $opts; done < /proc/self/mountinfo; true")
+    assert "nosuid" not in r.stdout.split(","), r
+
+
 # ---------------------------------------------------------------------------
 # 2. runc runs a bundle whose rootfs is a stratafs mount of the commit
 
