@@ -19,8 +19,6 @@ import overlaydiff as od
 # a seed with the reason when one is found and cannot be fixed at once.
 OPEN_BUGS = {}
 OPEN_SEEDS = {
-    1: "op 126: rename(d/e, b, RENAME_EXCHANGE) as 65534 (umask 022): "
-       "kernel overlay succeeds, stratafs EACCES",
     3: "after op 179: d/e (lower hardlink of d/d) shows other content "
        "than on the kernel overlay (found once the tree is not walked "
        "after every op)",
