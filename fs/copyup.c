@@ -456,7 +456,7 @@ static int fill_metacopy(struct wfs *w, struct wnode *n, int how)
 	    lgetxattr(path, WH_METACOPY_USER, NULL, 0) < 0) {
 		/* another name of the same file was written first */
 		close(pfd);
-		n->metacopy = false;
+		wn_data_filled(w, n);
 		return 0;
 	}
 	fd = wfs_open_reg(pfd, n->name, O_WRONLY);
@@ -492,7 +492,7 @@ static int fill_metacopy(struct wfs *w, struct wnode *n, int how)
 	}
 	close(pfd);
 	if (r == 0)
-		n->metacopy = false;
+		wn_data_filled(w, n);
 	return r;
 }
 

@@ -148,6 +148,9 @@ void wn_set_ino(struct wfs *w, struct wnode *n, uint64_t ino);
 /* Other names of @n's file the kernel knows: up to @max node ids into
  * @ids; returns how many. */
 size_t wn_peers(struct wfs *w, struct wnode *n, fuse_ino_t *ids, size_t max);
+/* The data of @n's file is in its upper file now: no name of it reads
+ * from below any more (a metacopy's other names share its upper file). */
+void wn_data_filled(struct wfs *w, struct wnode *n);
 /* Tell the kernel to drop cached attributes and pages of @ids (call
  * without w->lock). */
 void wfs_inval(struct wfs *w, const fuse_ino_t *ids, size_t n);

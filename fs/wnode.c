@@ -131,6 +131,18 @@ size_t wn_peers(struct wfs *w, struct wnode *n, fuse_ino_t *ids, size_t max)
 	return k;
 }
 
+void wn_data_filled(struct wfs *w, struct wnode *n)
+{
+	struct wnode *c;
+
+	n->metacopy = false;
+	if (!n->ihashed)
+		return;
+	for (c = w->ihash[ihash_of(n->ino)]; c; c = c->inext)
+		if (c->ino == n->ino)
+			c->metacopy = false;
+}
+
 void wfs_inval(struct wfs *w, const fuse_ino_t *ids, size_t n)
 {
 	size_t i;

@@ -18,13 +18,7 @@ import overlaydiff as od
 # Known stratafs bugs (xfail, not strict): none open. Add a scenario name or
 # a seed with the reason when one is found and cannot be fixed at once.
 OPEN_BUGS = {}
-OPEN_SEEDS = {
-    3: "after op 179: d/e (lower hardlink of d/d) shows other content "
-       "than on the kernel overlay (found once the tree is not walked "
-       "after every op)",
-    4: "after op 191: c/b (lower hardlink of c/a) shows other content "
-       "than on the kernel overlay (as seed 3)",
-}
+OPEN_SEEDS = {}
 
 B = od.pattern
 
@@ -157,6 +151,12 @@ SCENARIOS = [
         ("hmwrite", "h", 0, b"MMAP"), ("hmread", "h", 0, 8),
         ("hmunmap", "h"), ("hftruncate", "h", 3), ("close", "h"),
         ("read", "a/b"),
+    ], None),
+    ("metacopy of a lower hardlink, data through its other name", [
+        ("read", "c/b"), ("utime", "c/b", 1_000, 2_000),
+        ("chmod", "c/a", 0o640), ("read", "c/b"),
+        ("create", "c/a", 0o664, ("TRUNC",), B(100, "n")),
+        ("read", "c/b"), ("stat", "c/b"), ("read", "c/a"),
     ], None),
     ("fsync and statfs", [
         ("create", "d/s", 0o644, (), B(1000, "s")), ("fsync", "d/s"),
