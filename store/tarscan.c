@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "base/cleanup.h"
+#include "base/error.h"
 #include "tarscan.h"
 
 enum { S_HEADER, S_DATA, S_ZERO, S_DONE, S_FAILED };
@@ -35,24 +36,6 @@ static bool header_only(char f)
 	       f == '6';
 }
 
-/* Entry names in messages: control bytes escaped, cut to fit. */
-static void printable(const char *s, size_t len, char *out, size_t size)
-{
-	size_t o = 0, i;
-
-	for (i = 0; i < len && s[i] && o + 5 < size; i++) {
-		unsigned char c = (unsigned char)s[i];
-
-		if (c < 0x20 || c >= 0x7f)
-			o += (size_t)snprintf(out + o, size - o, "\\x%02x", c);
-		else
-			out[o++] = (char)c;
-	}
-	out[o] = '\0';
-	if (i < len && s[i] && size > 4)
-		strcpy(out + size - 4, "...");
-}
-
 static int refuse(struct strata_tarscan *t, const char *name, size_t nlen,
 		  const char *fmt, ...)
 {
@@ -67,7 +50,7 @@ static int refuse(struct strata_tarscan *t, const char *name, size_t nlen,
 			 "header at byte %llu): %s",
 			 (unsigned long long)t->hdr_offset, why);
 	else {
-		printable(name, nlen, p, sizeof(p));
+		strata_printable(name, nlen, p, sizeof(p));
 		snprintf(t->err, sizeof(t->err), "entry %s: %s", p, why);
 	}
 	t->state = S_FAILED;
@@ -91,7 +74,7 @@ static int refuse_hdr(struct strata_tarscan *t, bool named, const char *fmt,
 	if (named && t->hdr[0])
 		return refuse(t, (const char *)t->hdr, 100, "%s", why);
 	if (t->last[0]) {
-		printable(t->last, strlen(t->last), p, sizeof(p));
+		strata_printable(t->last, sizeof(t->last), p, sizeof(p));
 		snprintf(t->err, sizeof(t->err), "the tar header after entry "
 			 "%s (byte %llu): %s", p,
 			 (unsigned long long)t->hdr_offset, why);

@@ -555,24 +555,6 @@ struct unpack {
 	char first_dup[256];	/* the first of them, for the warning */
 };
 
-/* Entry names are printed with control characters escaped. */
-static void printable(const char *s, char *out, size_t len)
-{
-	size_t o = 0;
-
-	for (; *s && o + 5 < len; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if (c < 0x20 || c == 0x7f)
-			o += (size_t)snprintf(out + o, len - o, "\\x%02x", c);
-		else
-			out[o++] = (char)c;
-	}
-	out[o] = '\0';
-	if (*s && len > 4)
-		strcpy(out + len - 4, "...");
-}
-
 static int entry_error(struct unpack *u, const char *name, int code,
 		       const char *why)
 {
@@ -581,7 +563,7 @@ static int entry_error(struct unpack *u, const char *name, int code,
 	if (!name || !*name)
 		return strata_err_set(u->err, code, "layer %s: entry with no "
 				      "name: %s", u->layer, why);
-	printable(name, p, sizeof(p));
+	strata_printable(name, SIZE_MAX, p, sizeof(p));
 	return strata_err_set(u->err, code, "layer %s: entry %s: %s",
 			      u->layer, p, why);
 }
@@ -1070,7 +1052,8 @@ static void replace_node(struct unpack *u, uint32_t idx, bool dir,
 	uint16_t keep = n->flags & (STRATA_LX_REPLACED | U_WHITED);
 
 	if (!u->dups++)
-		printable(name, u->first_dup, sizeof(u->first_dup));
+		strata_printable(name, SIZE_MAX, u->first_dup,
+				 sizeof(u->first_dup));
 	if (S_ISDIR(n->mode))
 		drop_children(u, idx);
 	else
@@ -1140,7 +1123,7 @@ static int same_entry(struct unpack *u, struct archive_entry *e,
 		what = "symlink target";
 	if (!what)
 		return 0;
-	printable(g->name, p, sizeof(p));
+	strata_printable(g->name, SIZE_MAX, p, sizeof(p));
 	snprintf(why, sizeof(why), "libarchive and Go's archive/tar read this "
 		 "entry's %s differently (Go reads entry %s, type '%c'): "
 		 "refused", what, g->name[0] ? p : "with no name", g->type);

@@ -51,3 +51,22 @@ const char *strata_short_digest(const char *digest, char *buf, size_t len)
 	snprintf(buf, len, "%.*s", (int)n, digest);
 	return buf;
 }
+
+const char *strata_printable(const char *s, size_t len, char *out,
+			     size_t size)
+{
+	size_t o = 0, i;
+
+	for (i = 0; i < len && s[i] && o + 5 < size; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c < 0x20 || c >= 0x7f)
+			o += (size_t)snprintf(out + o, size - o, "\\x%02x", c);
+		else
+			out[o++] = (char)c;
+	}
+	out[o] = '\0';
+	if (i < len && s[i] && size > 4)
+		strcpy(out + size - 4, "...");
+	return out;
+}

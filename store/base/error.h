@@ -43,4 +43,12 @@ static inline bool strata_err_isset(const struct strata_err *err)
  * buffer @buf of at least 24 bytes. Return: @buf. */
 const char *strata_short_digest(const char *digest, char *buf, size_t len);
 
+/*
+ * A name from an image (at most @len bytes, or up to a NUL) fit for a
+ * message: control bytes and bytes past ASCII escaped as \xNN, cut with
+ * "..." to fit @size. Return: @out.
+ */
+const char *strata_printable(const char *s, size_t len, char *out,
+			     size_t size);
+
 #endif
