@@ -376,11 +376,13 @@ int wfs_open_reg(int pfd, const char *name, int flags)
 		    O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (fd < 0)
 		return errno == ELOOP ? -EIO : -errno;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+	if (fstat(fd, &st) < 0) {
 		r = -errno;
 		close(fd);
-		if (r)
-			return r;
+		return r;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		close(fd);
 		strata_warn("upper entry %s is no longer a regular file: "
 			    "changed outside the mount", name);
 		return -EIO;
