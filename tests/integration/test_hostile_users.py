@@ -583,23 +583,19 @@ def test_forged_override_stat(make_env, strata, mode):
     problems = []
     if shown != "65534:65534:755":
         problems.append(f"stat through the mount shows {shown}")
-    if mode == "image":
-        rc = strata("commit", env.mnt, f"oci:{out}:live", check=False)
+
+    def committed(tag, what, *args):
+        rc = strata("commit", *args, f"oci:{out}:{tag}", check=False)
         assert rc.returncode == 0, rc.stderr
         try:
-            assert_nobodys(last_layer(out, "live"), "pub/d/evil",
-                           "live commit")
+            assert_nobodys(last_layer(out, tag), "pub/d/evil", what)
         except AssertionError as e:
             problems.append(str(e).splitlines()[0])
+    if mode == "image":
+        committed("live", "live commit", env.mnt)
     env.stop()
-    rc = strata("commit", "--upper", env.upper, "--from", env.image.ref,
-                f"oci:{out}:upper", check=False)
-    assert rc.returncode == 0, rc.stderr
-    try:
-        assert_nobodys(last_layer(out, "upper"), "pub/d/evil",
-                       "commit --upper")
-    except AssertionError as e:
-        problems.append(str(e).splitlines()[0])
+    committed("upper", "commit --upper", "--upper", env.upper, "--from",
+              env.image.ref)
     assert not problems, f"{mode}: " + "; ".join(problems)
 
 
