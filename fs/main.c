@@ -27,6 +27,7 @@
 struct options {
 	char *upper, *work, *lowerdir;
 	int volatile_;
+	int rebase;
 	int xattr_permissions;
 	int want_suid, want_dev, want_nosuid;
 	char *root;
@@ -47,6 +48,7 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("workdir=%s", work),
 	OPT("lowerdir=%s", lowerdir),
 	OPT("volatile", volatile_),
+	OPT("rebase", rebase),
 	{ "xattr_permissions=%d", offsetof(struct options, xattr_permissions), 0 },
 	OPT("root=%s", root),
 	OPT("platform=%s", platform),
@@ -155,10 +157,14 @@ static void usage(void)
 	       "  -o lowerdir=L1:L2,upperdir=U,workdir=W  plain directories as\n"
 	       "                         layers (fuse-overlayfs compatible)\n"
 	       "  -o volatile            no fsync: faster, for throwaway changes\n"
+	       "  -o rebase              mount the upper dir over this image although\n"
+	       "                         its changes were made on another one\n"
 	       "  -o xattr_permissions=2 keep owners and modes in\n"
 	       "                         user.containers.override_stat (automatic when\n"
 	       "                         not root)\n"
 	       "  -h, --help, -V, --version\n"
+	       "\n"
+	       "An upper directory is locked by its mount, and records its image.\n"
 	       "\n"
 	       "Unmount with: fusermount3 -u MOUNTPOINT\n");
 }
@@ -453,6 +459,7 @@ int main(int argc, char *argv[])
 	struct fuse_session *se = NULL;
 	struct fuse_loop_config *lc = NULL;
 	struct wfs wfs = { 0 };
+	struct wfs_claim claim = { 0 };
 	struct lower *lw = NULL;
 	bool wfs_ready = false;
 	cleanup_free char *ctl_mp = NULL;
@@ -518,6 +525,14 @@ int main(int argc, char *argv[])
 	/* before libfuse's own terser check of the same */
 	if (check_mountpoint(o.mountpoint) < 0)
 		goto out;
+	/* relative paths mean something only before daemonizing (cd /) */
+	ctl_mp = realpath(o.mountpoint, NULL);
+	ctl_ref = o.lowerdir ? strdup("") : absolute_ref(o.ref);
+	if (!ctl_mp || !ctl_ref) {
+		fprintf(stderr, "stratafs: %s: %s\n", o.mountpoint,
+			strerror(errno));
+		goto out;
+	}
 	if (fuse_parse_cmdline(&args, &copts) != 0) {
 		ret = 2;
 		goto out;
@@ -532,7 +547,11 @@ int main(int argc, char *argv[])
 			goto out;
 	}
 	if (lw) {
-		if (wfs_init(&wfs, lw, o.upper, o.work) < 0) {
+		claim.mountpoint = ctl_mp;
+		claim.manifest = img ? img->manifest_digest : NULL;
+		claim.ref = ctl_ref;
+		claim.rebase = o.rebase;
+		if (wfs_init(&wfs, lw, o.upper, o.work, &claim) < 0) {
 			wfs_destroy(&wfs);
 			goto out;
 		}
@@ -594,14 +613,6 @@ int main(int argc, char *argv[])
 		wfs.se = se;
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out;
-	/* relative paths mean something only before daemonizing (cd /) */
-	ctl_mp = realpath(copts.mountpoint, NULL);
-	ctl_ref = o.lowerdir ? strdup("") : absolute_ref(o.ref);
-	if (!ctl_mp || !ctl_ref) {
-		fprintf(stderr, "stratafs: %s: %s\n", copts.mountpoint,
-			strerror(errno));
-		goto out_signals;
-	}
 	/* the control socket before the mount, so that a daemon that cannot
 	 * own it says so here and leaves no mount whose commits would talk
 	 * to whoever holds the name. A lowerdir= mount (containers-storage's
@@ -615,12 +626,19 @@ int main(int argc, char *argv[])
 			"see: findmnt %s)\n", copts.mountpoint, copts.mountpoint);
 		goto out_control;
 	}
+	/* the upper directory's records: once here, where a failure to
+	 * write them still reaches the terminal, and again in the daemon,
+	 * whose pid is the one to name */
+	if (wfs_ready && wfs.upperfd >= 0)
+		wfs_claim_mounted(&wfs);
 	if (fuse_daemonize(copts.foreground) != 0)
 		goto out_unmount;
 	/* what goes wrong from now on (a planted fifo, an upper entry
 	 * changed behind the mount) must reach someone */
 	if (!copts.foreground)
 		strata_log_set_syslog(true);
+	if (wfs_ready && wfs.upperfd >= 0 && !copts.foreground)
+		wfs_claim_mounted(&wfs);
 	/* threads do not survive daemonizing: start it only now */
 	if (wfs_ready && wfs.upperfd >= 0 && !o.lowerdir &&
 	    start_control(&wfs, &o, ctl_mp, ctl_ref, st, img, &fs) < 0) {
@@ -645,6 +663,9 @@ int main(int argc, char *argv[])
 		ret = fuse_session_loop_mt(se, lc) != 0;
 	fuse_loop_cfg_destroy(lc);
 	fs_control_stop();
+	/* unmounted: the next mount of the upper directory may start */
+	if (wfs_ready)
+		wfs_claim_release(&wfs);
 out_unmount:
 	fuse_session_unmount(se);
 out_control:

@@ -100,8 +100,192 @@ def same_view(a, b, an, bn):
 # --------------------------------------------------------------------------
 # 1. one mount at a time
 
+def test_second_image_mount_of_an_upper_refused(images, mount, tmp_path):
+    """Before: the second mount went ahead, and both served (and cached)
+    one upper directory."""
+    ref_a = images[0]
+    up = tmp_path / "up"
+    m1 = mount(ref_a, opts=f"upper={up}")
+    (m1 / "added").write_bytes(b"one\n")
+    r = mount(ref_a, opts=f"upper={up}", check=False)
+    m2 = tmp_path / "mnt2"
+    assert r.returncode == 1, r
+    assert not is_mounted(m2)
+    err = r.stderr
+    assert f"upper directory {up} is in use by the mount on {m1}" in err, err
+    assert f"stratafs pid {daemon_pid(m1)}" in err, err
+    # the first mount goes on as before
+    (m1 / "added").write_bytes(b"two\n")
+    assert (m1 / "added").read_bytes() == b"two\n"
+    # its work directory is untouched by the refused mount: a copy-up works
+    (m1 / "etc/conf").write_bytes(b"x\n")
+    assert (up / "etc/conf").read_bytes() == b"x\n"
+
+
+def test_second_lowerdir_mount_refused_as_kernel_overlay(tmp_path,
+                                                         ovl_mounts):
+    """lowerdir= mounts of one upper (another work dir) or of one work
+    dir (another upper): the kernel overlay (index=on) refuses both, and so
+    does stratafs. Before: stratafs mounted both."""
+    lowers = od.build_lowers(tmp_path / "low")
+    for d in ("ku", "kw", "ku2", "kw2", "k1", "k2", "k3",
+              "su", "sw", "su2", "sw2", "s1", "s2", "s3"):
+        (tmp_path / d).mkdir()
+    t = tmp_path
+    ovl_mounts.kernel(lowers, t / "ku", t / "kw", t / "k1")
+    for upper, work, mnt in ((t / "ku", t / "kw2", t / "k2"),
+                             (t / "ku2", t / "kw", t / "k3")):
+        r = subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                            f"lowerdir={':'.join(map(str, lowers))},"
+                            f"upperdir={upper},workdir={work},"
+                            f"{od.KERNEL_OPTS}", str(mnt)],
+                           capture_output=True, text=True)
+        ovl_mounts.track(mnt)
+        assert r.returncode != 0 and not is_mounted(mnt), r
+
+    s1 = ovl_mounts.impl(lowers, t / "su", t / "sw", t / "s1",
+                         impl="stratafs")
+    pid = daemon_pid(s1)
+    for upper, work, mnt, what in ((t / "su", t / "sw2", t / "s2", "upper"),
+                                   (t / "su2", t / "sw", t / "s3", "work")):
+        cmd = ovl_mounts.impl_cmd(lowers, upper, work, mnt, impl="stratafs")
+        ovl_mounts.track(mnt)
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        assert r.returncode == 1 and not is_mounted(mnt), r
+        assert f"{what} directory" in r.stderr, r.stderr
+        assert f"in use by the mount on {s1} (stratafs pid {pid})" \
+            in r.stderr, r.stderr
+    (s1 / "new").write_bytes(b"still mine\n")
+    assert (t / "su/new").read_bytes() == b"still mine\n"
+
+
+def test_lock_of_another_process_named(images, mount, tmp_path):
+    """An upper directory some other process holds the lock of: the
+    refusal names that process (from /proc/locks). Before: mounted."""
+    up = tmp_path / "up"
+    up.mkdir()
+    fd = os.open(up, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        r = mount(images[0], opts=f"upper={up}", check=False)
+        assert r.returncode == 1, r
+        assert f"upper directory {up} is locked by another process " \
+            f"(pid {os.getpid()})" in r.stderr, r.stderr
+    finally:
+        os.close(fd)
+    mount(images[0], opts=f"upper={up}")
+
+
+def test_remount_right_after_unmount(images, mount, tmp_path):
+    """fusermount3 -u returns before the daemon has exited: the next mount
+    of the same upper waits for it instead of failing."""
+    up = tmp_path / "up"
+    for i in range(5):
+        m = mount(images[0], opts=f"upper={up}")
+        (m / f"f{i}").write_bytes(b"%d\n" % i)
+        run(["fusermount3", "-u", m])
+    m = mount(images[0], opts=f"upper={up}")
+    assert sorted(p.name for p in m.glob("f*")) == [f"f{i}" for i in range(5)]
+
+
+def test_killed_daemon_leaves_the_upper_free(images, mount, tmp_path):
+    """The lock dies with the daemon: after a kill -9 the upper directory
+    can be mounted again at once (the dead mount aside)."""
+    up = tmp_path / "up"
+    dead = tmp_path / "dead"
+    dead.mkdir()
+    p = subprocess.Popen([str(STRATAFS), "-f", "-o", f"upper={up}",
+                          images[0], str(dead)], stderr=subprocess.PIPE)
+    try:
+        for _ in range(500):
+            if is_mounted(dead) or p.poll() is not None:
+                break
+            time.sleep(0.01)
+        assert is_mounted(dead), p.stderr.read() if p.poll() else ""
+        (dead / "made").write_bytes(b"before the kill\n")
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+        m = mount(images[0], opts=f"upper={up}")
+        assert (m / "made").read_bytes() == b"before the kill\n"
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        p.stderr.close()
+        unmount(dead)
+
+
+def test_records_leave_the_kernel_overlay_view_alone(images, mount, tmp_path,
+                                                     ovl_mounts):
+    """What stratafs records on the upper directory (its image, its
+    holder) adds no file there, and the kernel overlay given that upper
+    (over `umoci unpack` of the image) shows exactly the tree the mount
+    shows, root xattrs included."""
+    ref_a, _, (la, ta), _ = images
+    up = tmp_path / "up"
+    m = mount(ref_a, opts=f"upper={up}")
+    edits(m)
+    seen = od.snapshot(m)
+    assert not [x for x, _ in root_xattrs(m) if "strata" in x]
+    run(["fusermount3", "-u", m])
+    names = sorted(os.listdir(up))
+    assert names == ["added", "etc", "opq", "usr"], names
+    rootfs = umoci_rootfs(la, ta, tmp_path / "ua")
+    (tmp_path / "kw").mkdir()
+    (tmp_path / "km").mkdir()
+    km = ovl_mounts.kernel([rootfs], up, tmp_path / "kw", tmp_path / "km",
+                           od.KERNEL_READ_OPTS)
+    kv = view(km)
+    ovl_mounts.umount(km)
+    m2 = mount(ref_a, opts=f"upper={up}")
+    same_view(view(m2), kv, "stratafs", "kernel overlay")
+    d = od.diff_snapshots(seen, od.snapshot(m2), "first mount", "remount")
+    assert not d, "\n".join(d)
+
+
 # --------------------------------------------------------------------------
 # 2. one image
+
+def test_upper_of_another_image_refused_unless_rebase(images, mount,
+                                                      tmp_path, ovl_mounts):
+    """Before: the changes made on image a were laid over image b without
+    a word. Now refused, naming both; -o rebase lays them over b, and the
+    mount then shows what the kernel overlay shows for that upper over
+    b's rootfs; b is then the upper's image."""
+    ref_a, ref_b, (la, ta), (lb, tb) = images
+    up = tmp_path / "up"
+    m = mount(ref_a, opts=f"upper={up}")
+    edits(m)
+    run(["fusermount3", "-u", m])
+    r = mount(ref_b, opts=f"upper={up}", check=False)
+    assert r.returncode == 1, r
+    dig_a = run(["skopeo", "inspect", "--format", "{{.Digest}}",
+                 f"oci:{la}:{ta}"]).stdout.strip()
+    dig_b = run(["skopeo", "inspect", "--format", "{{.Digest}}",
+                 f"oci:{lb}:{tb}"]).stdout.strip()
+    for s in (str(up), ref_a, ref_b, dig_a, dig_b, "-o rebase"):
+        assert s in r.stderr, (s, r.stderr)
+    assert not is_mounted(tmp_path / "mnt2")
+
+    mb = mount(ref_b, opts=f"upper={up},rebase")
+    run(["fusermount3", "-u", mb])
+    rootfs = umoci_rootfs(lb, tb, tmp_path / "ub")
+    for d in ("kw", "km"):
+        (tmp_path / d).mkdir()
+    km = ovl_mounts.kernel([rootfs], up, tmp_path / "kw", tmp_path / "km",
+                           od.KERNEL_READ_OPTS)
+    kv = view(km)
+    ovl_mounts.umount(km)
+    mb = mount(ref_b, opts=f"upper={up}")        # b is its image now
+    same_view(view(mb), kv, "stratafs", "kernel overlay")
+    assert not (mb / "etc/gone").exists()        # b's file, whited out
+    assert sorted(os.listdir(mb / "opq")) == ["new"]
+    assert (mb / "etc/only-b").read_bytes() == b"only in b\n"
+    assert (mb / "etc/conf").read_bytes() == b"changed\n"
+    run(["fusermount3", "-u", mb])
+    r = mount(ref_a, opts=f"upper={up}", check=False)
+    assert r.returncode == 1 and "-o rebase" in r.stderr, r
+
 
 def test_metacopy_without_its_lower_file_is_eio(tmp_path, ovl_mounts):
     """A metadata-only copy-up takes its data from the lower file of its
@@ -131,6 +315,92 @@ def test_metacopy_without_its_lower_file_is_eio(tmp_path, ovl_mounts):
             os.lstat(mnt / "b")
         seen[mnt] = ("b" in os.listdir(mnt), e.value.errno)
     assert list(seen.values()) == [(True, errno.EIO)] * 2, seen
+
+
+def test_upper_made_by_kernel_overlay_accepted_and_recorded(
+        images, mount, tmp_path, ovl_mounts):
+    """An upper directory with no record (the kernel overlay made it) is
+    mounted, shows what the kernel overlay showed, and from then on
+    belongs to that image."""
+    ref_a, ref_b, (la, ta), _ = images
+    rootfs = umoci_rootfs(la, ta, tmp_path / "ua")
+    up = tmp_path / "up"
+    for d in ("up", "kw", "km"):
+        (tmp_path / d).mkdir()
+    km = ovl_mounts.kernel([rootfs], up, tmp_path / "kw", tmp_path / "km",
+                           od.KERNEL_READ_OPTS)
+    edits(km)
+    kv = view(km)
+    ovl_mounts.umount(km)
+    m = mount(ref_a, opts=f"upper={up}")
+    same_view(view(m), kv, "stratafs", "kernel overlay")
+    run(["fusermount3", "-u", m])
+    r = mount(ref_b, opts=f"upper={up}", check=False)
+    assert r.returncode == 1 and ref_a in r.stderr, r
+
+
+def test_continue_records_the_new_image(images, mount, strata, tmp_path):
+    """strata commit --continue: the mount goes on from the committed
+    image, and so does its upper directory: remounted on the old image it
+    is refused (its changes are made on the new one), on the new one it
+    is mounted. Before: the old image took it."""
+    ref_a, _, (la, ta), _ = images
+    up = tmp_path / "up"
+    m = mount(ref_a, opts=f"upper={up}")
+    (m / "one").write_bytes(b"one\n")
+    strata("commit", "--continue", str(m), ":c1")
+    (m / "one").unlink()                    # a change made on c1
+    run(["fusermount3", "-u", m])
+    r = mount(ref_a, opts=f"upper={up}", check=False)
+    assert r.returncode == 1, r
+    assert f"oci:{la}:{ta}" in r.stderr and f"oci:{la}@sha256:" in r.stderr
+    m = mount(f"oci:{la}:c1", opts=f"upper={up}")
+    assert not (m / "one").exists()
+    assert (m / "etc/conf").read_bytes() == b"a\n"
+
+
+def test_records_never_committed(images, mount, strata, tmp_path):
+    """The layer a commit writes holds none of the records, neither from
+    a live mount nor from the upper directory alone."""
+    ref_a, _, (la, ta), _ = images
+    up = tmp_path / "up"
+    m = mount(ref_a, opts=f"upper={up}")
+    edits(m)
+    strata("commit", str(m), ":live")
+    run(["fusermount3", "-u", m])
+    strata("commit", "--upper", str(up), "--from", ref_a, ":off")
+    import json
+    for tag in ("live", "off"):
+        idx = json.loads((la / "index.json").read_text())
+        desc = next(d for d in idx["manifests"]
+                    if d["annotations"]["org.opencontainers.image.ref.name"]
+                    == tag)
+        blob = lambda d: la / "blobs" / d.replace(":", "/")  # noqa: E731
+        man = json.loads(blob(desc["digest"]).read_text())
+        with tarfile.open(blob(man["layers"][-1]["digest"])) as t:
+            for ti in t:
+                bad = [k for k in ti.pax_headers if "strata" in k or
+                       "overlay" in k]
+                assert not bad, (tag, ti.name, bad)
+
+
+def test_lowerdir_mount_records_no_image(tmp_path, ovl_mounts):
+    """A lowerdir= mount has no image: it leaves no base record, and an
+    image's record does not stop it (podman remounts with its own
+    lowers)."""
+    lowers = od.build_lowers(tmp_path / "low")
+    for d in ("u", "w", "m"):
+        (tmp_path / d).mkdir()
+    m = ovl_mounts.impl(lowers, tmp_path / "u", tmp_path / "w",
+                        tmp_path / "m", impl="stratafs")
+    (m / "x").write_bytes(b"x\n")
+    ovl_mounts.umount(m)
+    assert not [x for x in os.listxattr(tmp_path / "u") if "base" in x]
+    os.setxattr(tmp_path / "u", "trusted.overlay.strata.base",
+                b"sha256:" + b"0" * 64 + b" other:image")
+    m = ovl_mounts.impl(lowers, tmp_path / "u", tmp_path / "w",
+                        tmp_path / "m", impl="stratafs")
+    assert (m / "x").read_bytes() == b"x\n"
 
 
 # --------------------------------------------------------------------------
