@@ -405,3 +405,64 @@ def test_lowerdir_mount_records_no_image(tmp_path, ovl_mounts):
 
 # --------------------------------------------------------------------------
 # 3. -o options
+
+def test_misspelt_option_is_an_error(images, mount, tmp_path):
+    """`-o uppr=DIR`: before, a warning and a read-only mount; now exit 2,
+    naming the option, what it may have meant and what -o takes."""
+    up = tmp_path / "up"
+    r = mount(images[0], opts=f"uppr={up}", check=False)
+    assert r.returncode == 2, r
+    assert f'unknown option "uppr={up}" (did you mean upper=?)' in r.stderr
+    for s in ("upper=", "lowerdir=", "rebase", "nofail", "x-*"):
+        assert s in r.stderr, (s, r.stderr)
+    assert not is_mounted(tmp_path / "mnt1")
+    assert not up.exists()
+    r = mount(images[0], opts="context=system_u:object_r:tmp_t:s0",
+              check=False)
+    assert r.returncode == 2 and "context=" in r.stderr, r
+
+
+def test_mount8_options_taken_everywhere(images, mount, tmp_path):
+    """What /etc/fstab and mount(8) pass (through mount.fuse3 or not)."""
+    opts = "defaults,nofail,_netdev,auto,noauto,user,users,x-systemd." \
+        "automount,x-gvfs-show,comment=x,noatime,nodev,nosuid,noexec"
+    m = mount(images[0], opts=f"{opts},upper={tmp_path / 'up'}")
+    (m / "w").write_bytes(b"writable\n")
+    mnt = tmp_path / "viafuse"
+    mnt.mkdir()
+    try:
+        r = run(["mount", "-t", "fuse", f"{STRATAFS}#{images[0]}", mnt,
+                 "-o", f"{opts},upper={tmp_path / 'up2'}"], check=False)
+        assert r.returncode == 0 and is_mounted(mnt), r
+        (mnt / "w").write_bytes(b"writable\n")
+    finally:
+        unmount(mnt)
+    r = run(["mount", "-t", "fuse", f"{STRATAFS}#{images[0]}", mnt,
+             "-o", f"uppr={tmp_path / 'up3'}"], check=False)
+    try:
+        assert r.returncode != 0 and not is_mounted(mnt), r
+        assert "uppr=" in r.stderr, r
+    finally:
+        unmount(mnt)
+
+
+@pytest.mark.parametrize("impl", ["fuse-overlayfs", "stratafs"])
+def test_dropin_takes_fuse_overlayfs_options(impl, tmp_path, ovl_mounts):
+    """A lowerdir= mount is given fuse-overlayfs's own options by
+    containers-storage and by fstab lines written for fuse-overlayfs:
+    whatever fuse-overlayfs takes, stratafs takes, with a warning for what
+    it does not use."""
+    lowers = od.build_lowers(tmp_path / "low")
+    for d in ("u", "w", "m"):
+        (tmp_path / d).mkdir()
+    extra = "noxattrs=0,fsync=0,static_nlink,noacl,,writeback=1," \
+        "fast_ino=0,threaded=0,nofail"
+    cmd = ovl_mounts.impl_cmd(lowers, tmp_path / "u", tmp_path / "w",
+                              tmp_path / "m", impl=impl, extra=extra)
+    ovl_mounts.track(tmp_path / "m")
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0 and is_mounted(tmp_path / "m"), r
+    (tmp_path / "m/new").write_bytes(b"n\n")
+    if impl == "stratafs":
+        assert 'ignoring unknown option "static_nlink"' in r.stderr, r
+        assert "nofail" not in r.stderr, r
