@@ -331,22 +331,23 @@ int wfs_claim_lock(struct wfs *w, int fd, bool upper)
 	return r;
 }
 
-/* The base record of the upper root into @manifest, @ref. */
-static bool read_base(int fd, char *manifest, size_t msize, char *ref,
-		      size_t rsize)
+/* The base record of the upper root, read into @buf: *@manifest and
+ * *@ref point into it. Return: false when there is none. */
+static bool read_base(int fd, char *buf, size_t size, const char **manifest,
+		      const char **ref)
 {
 	static const char *const ns[] = { "trusted", "user" };
-	char buf[PATH_MAX + 256], *sp;
+	char *sp;
 	size_t i;
 
 	for (i = 0; i < 2; i++) {
-		if (get_mark(fd, ns[i], MARK_BASE, buf, sizeof(buf)) <= 0)
+		if (get_mark(fd, ns[i], MARK_BASE, buf, size) <= 0)
 			continue;
 		sp = strchr(buf, ' ');
 		if (sp)
 			*sp++ = '\0';
-		snprintf(manifest, msize, "%s", buf);
-		snprintf(ref, rsize, "%s", sp ? sp : "");
+		*manifest = buf;
+		*ref = sp && *sp ? sp : "an image";
 		return true;
 	}
 	return false;
@@ -354,12 +355,12 @@ static bool read_base(int fd, char *manifest, size_t msize, char *ref,
 
 int wfs_claim_base(struct wfs *w, bool rebase)
 {
-	char manifest[256], ref[PATH_MAX];
+	char buf[PATH_MAX + 256];
+	const char *manifest, *ref;
 
 	if (!w->base_manifest || w->upperfd < 0)
 		return 0;
-	if (!read_base(w->upperfd, manifest, sizeof(manifest), ref,
-		       sizeof(ref))) {
+	if (!read_base(w->upperfd, buf, sizeof(buf), &manifest, &ref)) {
 		w->base_write = true;	/* recorded once mounted */
 		return 0;
 	}
@@ -368,7 +369,7 @@ int wfs_claim_base(struct wfs *w, bool rebase)
 	if (rebase) {
 		fprintf(stderr, "stratafs: upper directory %s: changes made "
 			"on %s (%s) laid over %s (%s), as -o rebase asks\n",
-			w->upper_path, *ref ? ref : "an image", manifest,
+			w->upper_path, ref, manifest,
 			w->base_ref, w->base_manifest);
 		w->base_write = true;
 		return 0;
@@ -376,7 +377,7 @@ int wfs_claim_base(struct wfs *w, bool rebase)
 	fprintf(stderr, "stratafs: upper directory %s holds changes made on "
 		"%s (%s), not on %s (%s); mount it on that image, or give -o "
 		"rebase to lay the changes over this one (stratafs(1), "
-		"WRITABLE MOUNTS)\n", w->upper_path, *ref ? ref : "an image",
+		"WRITABLE MOUNTS)\n", w->upper_path, ref,
 		manifest, w->base_ref, w->base_manifest);
 	return -EEXIST;
 }
