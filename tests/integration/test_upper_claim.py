@@ -17,6 +17,7 @@ import signal
 import subprocess
 import tarfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -157,6 +158,60 @@ def test_second_lowerdir_mount_refused_as_kernel_overlay(tmp_path,
             in r.stderr, r.stderr
     (s1 / "new").write_bytes(b"still mine\n")
     assert (t / "su/new").read_bytes() == b"still mine\n"
+
+
+@pytest.fixture
+def nobody_dir():
+    """A directory of uid 65534 under /tmp (searchable by it)."""
+    import tempfile
+    d = Path(tempfile.mkdtemp(prefix="strata-claim-nobody-"))
+    os.chmod(d, 0o755)
+    os.chown(d, 65534, 65534)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def as_nobody():
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+
+
+def test_users_mount_holds_its_upper_against_root(images, mount, nobody_dir,
+                                                  dev_fuse_open, tmp_path):
+    """A user's mount holds its upper directory against a second mount of
+    the user's and against root's: the lock is on the directory, not in a
+    per-user place, and the refusal names the user's mount from the
+    record the unprivileged daemon keeps in user.* xattrs. Before: both
+    mounted."""
+    _, _, (la, ta), _ = images
+    lay = nobody_dir / "layout"
+    shutil.copytree(la, lay)
+    for sub in ("store", "mnt1", "mnt2"):
+        (nobody_dir / sub).mkdir()
+    run(["chown", "-R", "65534:65534", nobody_dir])
+    up = nobody_dir / "up"
+    env = dict(os.environ, STRATA_ROOT=str(nobody_dir / "store"),
+               HOME=str(nobody_dir))
+    ref = f"oci:{lay}:{ta}"
+    m1 = mount(ref, opts=f"upper={up}", mnt=nobody_dir / "mnt1", env=env,
+               preexec_fn=as_nobody)
+    pid = daemon_pid(m1)
+    names = os.listxattr(up)
+    assert "user.overlay.strata.mount" in names, names
+    assert "user.overlay.strata.base" in names, names
+    r = mount(ref, opts=f"upper={up}", mnt=nobody_dir / "mnt2", env=env,
+              preexec_fn=as_nobody, check=False)
+    assert r.returncode == 1 and not is_mounted(nobody_dir / "mnt2"), r
+    assert f"in use by the mount on {m1} (stratafs pid {pid})" in r.stderr
+    work = tmp_path.parent / f"{tmp_path.name}-rootwork"  # same fs as up
+    try:
+        r = mount(ref, opts=f"upper={up},work={work}", check=False)
+        assert r.returncode == 1, r
+        assert f"in use by the mount on {m1} (stratafs pid {pid})" \
+            in r.stderr, r.stderr
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def test_lock_of_another_process_named(images, mount, tmp_path):
