@@ -25,8 +25,9 @@
  * Who holds it. The holder writes "PID MAJ:MIN MOUNTPOINT" into the
  * xattr {trusted,user}.overlay.strata.mount of both directories (MAJ:MIN
  * is the FUSE mount's device; 0:0 until it is mounted), so a refusal can
- * name the mount. The record only explains a lock, it never is one: a
- * stale record (a crash) is simply overwritten. `fusermount3 -u` returns
+ * name the mount. The record only explains a lock, it never is one: it
+ * stays when the lock is given up (or the daemon dies), names a dead pid
+ * from then on, and is overwritten by the next holder. `fusermount3 -u` returns
  * before the daemon has seen the unmount and exited; when the holder's
  * mount is no longer in /proc/self/mountinfo, a new mount waits for the
  * lock a bounded while instead of failing.
@@ -101,16 +102,6 @@ static int set_mark(int fd, const char *mark, const char *value)
 	if (fsetxattr(fd, name, value, strlen(value), 0) == 0)
 		return 0;
 	return -errno;
-}
-
-static void remove_mark(int fd, const char *mark)
-{
-	char name[64];
-
-	snprintf(name, sizeof(name), "trusted.%s", mark);
-	fremovexattr(fd, name);
-	snprintf(name, sizeof(name), "user.%s", mark);
-	fremovexattr(fd, name);
 }
 
 struct holder {
@@ -428,15 +419,17 @@ int wfs_claim_rebased(struct wfs *w, const char *manifest, const char *ref)
 	return 0;
 }
 
+/* The records stay: removed before unlocking, a mount waiting for the
+ * lock would find it held by no one it knows and give up; removed after,
+ * the record of the next holder could go instead. A dead pid's record
+ * explains nothing and is overwritten. */
 void wfs_claim_release(struct wfs *w)
 {
 	if (w->locked_work) {
-		remove_mark(w->workfd, MARK_MOUNT);
 		flock(w->workfd, LOCK_UN);
 		w->locked_work = false;
 	}
 	if (w->locked_upper) {
-		remove_mark(w->upperfd, MARK_MOUNT);
 		flock(w->upperfd, LOCK_UN);
 		w->locked_upper = false;
 	}

@@ -138,7 +138,7 @@ void wfs_claim_mounted(struct wfs *w);
 /* After wfs_continue: the upper directory's changes are now made on
  * image @manifest (@ref); record it. Return: 0 or -ENOMEM. */
 int wfs_claim_rebased(struct wfs *w, const char *manifest, const char *ref);
-/* Give up the locks (and their records): the session has ended. */
+/* Give up the locks: the session has ended. */
 void wfs_claim_release(struct wfs *w);
 /*
  * Go on over lower stack @lw (the image just committed from this upper
