@@ -238,8 +238,8 @@ static void refuse(int fd, const char *what, const char *path,
 		   const struct holder *h, bool gone)
 {
 	const char *rule = !strcmp(what, "work directory")
-			   ? "a work directory belongs to one mount at a time"
-			   : "an upper directory belongs to one mount at a time";
+		? "a work directory belongs to one mount at a time"
+		: "an upper directory belongs to one mount at a time";
 	long pid;
 
 	if (h && gone) {
@@ -254,8 +254,8 @@ static void refuse(int fd, const char *what, const char *path,
 	} else if (h) {
 		fprintf(stderr, "stratafs: %s %s is in use by the mount on %s "
 			"(stratafs pid %ld); %s: unmount that one first "
-			"(fusermount3 -u %s)\n", what, path, h->mp, h->pid, rule,
-			h->mp);
+			"(fusermount3 -u %s)\n", what, path, h->mp, h->pid,
+			rule, h->mp);
 	} else {
 		char who[64] = "";
 
