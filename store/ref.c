@@ -15,6 +15,7 @@ void strata_ref_free(struct strata_ref *ref)
 	free(ref->tag);
 	free(ref->digest);
 	free(ref->text);
+	free(ref->registry);
 	free(ref);
 }
 
@@ -224,6 +225,14 @@ int strata_ref_parse(const char *s, struct strata_ref **out,
 	r->text = strdup(s);
 	if (!r->text)
 		return -ENOMEM;
+	if (!strncmp(s, "docker:", 7)) {
+		r->kind = STRATA_REF_DOCKER;
+		ret = strata_ref_parse_docker(s + 7, r, err);
+		if (ret < 0)
+			return ret;
+		*out = take_ptr(&r);
+		return 0;
+	}
 	for (i = 0; i < ARRAY_SIZE(kinds); i++) {
 		size_t n = strlen(kinds[i].prefix);
 

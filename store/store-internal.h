@@ -143,6 +143,14 @@ int strata_archive_resolve(struct strata_store *st, const struct strata_ref *ref
 int strata_blob_put(int blobs_fd, const void *buf, size_t len,
 		    char *digest_out);
 
+/* ---- ref-docker.c ---- */
+
+/* Fill @r (kind, text set) from the part of a docker: reference after
+ * "docker:": registry, repository (path), tag, digest, normalised as
+ * podman does. Return: 0, -EINVAL (message in @err), -ENOMEM. */
+int strata_ref_parse_docker(const char *s, struct strata_ref *r,
+			    struct strata_err *err);
+
 /* ---- store.c ---- */
 int strata_store_index_load(struct strata_store *st, struct json_object **out,
 			    struct strata_err *err);

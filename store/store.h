@@ -61,11 +61,14 @@ enum strata_ref_kind {
 	STRATA_REF_OCI_ARCHIVE,		/* oci-archive:FILE[:TAG] */
 	STRATA_REF_DOCKER_ARCHIVE,	/* docker-archive:FILE[:NAME:TAG] */
 	STRATA_REF_STORE,		/* NAME[:TAG] in the default store */
+	STRATA_REF_DOCKER,		/* docker://[HOST/]PATH[:TAG|@DIGEST] */
 };
 
 struct strata_ref {
 	enum strata_ref_kind kind;
-	char *path;	/* DIR or FILE; NULL for STRATA_REF_STORE */
+	char *path;	/* DIR or FILE; NULL for STRATA_REF_STORE; the
+			 * repository ("library/alpine") for docker:// */
+	char *registry;	/* docker://: "docker.io", "localhost:5000" */
 	char *tag;	/* tag, "NAME:TAG" for docker-archive and store; or NULL */
 	char *digest;	/* "@DIGEST" form, or NULL */
 	char *text;	/* the reference as given */
