@@ -104,6 +104,17 @@ static bool usable(struct strata_store *st, const struct strata_layer *l,
 	return cached(st, rel) && verified(st, rel, l->digest, l->compression);
 }
 
+/* Is the blob of @l missing from the store, for a source to fetch? */
+static bool blob_missing(struct strata_image *img, const struct strata_layer *l)
+{
+	char rel[STRATA_DIGEST_MAX + 8];
+
+	if (!img->source)
+		return false;
+	strata_blob_relpath(l->digest, rel, sizeof(rel));
+	return faccessat(img->blobs_fd, rel, F_OK, AT_SYMLINK_NOFOLLOW) < 0;
+}
+
 static int unpack_one(struct job *j, struct pool *p)
 {
 	struct strata_store *st = j->st;
@@ -112,25 +123,34 @@ static int unpack_one(struct job *j, struct pool *p)
 	char tmpname[STRATA_DIGEST_MAX + 16], blobrel[STRATA_DIGEST_MAX + 8];
 	char sd[32];
 	cleanup_fd int lock = -1, blob = -1, dest = -1;
+	struct strata_blob_source *src = j->img->source;
 	struct strata_unpack_job uj;
+	struct strata_err uerr = { 0 };
+	void *handle = NULL;
 	int r;
 
 	bool have;
 
 	strata_blob_relpath(l->diff_id, rel, sizeof(rel));
 	if (usable(st, l, rel))
-		return 0;
+		return blob_missing(j->img, l) ? src->fetch(src, l, &j->err) : 0;
 	snprintf(lockname, sizeof(lockname), "%s.lock", rel);
 	lock = strata_lock_at(st->layers_fd, lockname, true);
 	if (lock < 0)
 		return strata_err_set(&j->err, lock, "layer cache lock: %s",
 				      strerror(-lock));
-	if (usable(st, l, rel))
-		return 0;	/* another process unpacked it meanwhile */
+	if (usable(st, l, rel))	/* another process unpacked it meanwhile */
+		return blob_missing(j->img, l) ? src->fetch(src, l, &j->err) : 0;
 	have = cached(st, rel);	/* then this run only verifies the blob */
 	strata_short_digest(l->digest, sd, sizeof(sd));
 	strata_blob_relpath(l->digest, blobrel, sizeof(blobrel));
 	blob = openat(j->img->blobs_fd, blobrel, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (blob < 0 && errno == ENOENT && src) {
+		/* streamed: downloaded, stored and unpacked in one pass */
+		blob = src->open(src, l, &handle, &j->err);
+		if (blob < 0)
+			return blob;
+	}
 	if (blob < 0)
 		return strata_err_set(&j->err, -errno, "layer %s: blob %s",
 				      l->digest, errno == ENOENT
@@ -161,7 +181,18 @@ static int unpack_one(struct job *j, struct pool *p)
 				 ? j->opts->max_entries : 16u << 20;
 	uj.progress = progress_cb;
 	uj.progress_ctx = p;
-	r = strata_unpack_layer(&uj, &j->err);
+	r = strata_unpack_layer(&uj, handle ? &uerr : &j->err);
+	if (handle) {
+		int fr;
+
+		close(blob);	/* a fetch still sending stops */
+		blob = -1;
+		fr = src->finish(src, handle, r, &j->err);
+		if (fr < 0)
+			r = fr;	/* the download's failure explains the rest */
+		else if (r < 0)
+			strata_err_set(&j->err, r, "%s", uerr.msg);
+	}
 	if (r == 0 && have) {
 		cleanup_fd int lfd = openat(st->layers_fd, rel, O_RDONLY |
 					    O_DIRECTORY | O_CLOEXEC);
@@ -230,7 +261,8 @@ int strata_cache_ensure(struct strata_store *st, struct strata_image *img,
 			    !strcmp(img->layers[p.jobs[k].layer].digest,
 				    img->layers[i].digest))
 				dup = true;
-		if (dup || usable(st, &img->layers[i], rel))
+		if (dup || (usable(st, &img->layers[i], rel) &&
+			    !blob_missing(img, &img->layers[i])))
 			continue;
 		p.jobs[p.n].st = st;
 		p.jobs[p.n].img = img;
@@ -243,6 +275,11 @@ int strata_cache_ensure(struct strata_store *st, struct strata_image *img,
 				: ncpu > 0 ? ncpu : 1);
 	if (nthreads > ARRAY_SIZE(threads))
 		nthreads = ARRAY_SIZE(threads);
+	/* a registry: a few connections at a time, however many CPUs */
+	if (img->source && !(opts && opts->jobs > 0) && nthreads < 3)
+		nthreads = 3;
+	if (img->source && !(opts && opts->jobs > 0) && nthreads > 4)
+		nthreads = 4;
 	if (nthreads > p.n)
 		nthreads = p.n;
 	for (i = 0; i < nthreads; i++)

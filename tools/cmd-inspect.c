@@ -7,11 +7,17 @@
 #include "strata.h"
 
 static const char usage[] =
-	"usage: strata inspect [--json] [--platform OS/ARCH[/VARIANT]] REF\n"
+	"usage: strata inspect [--json | --raw | --config] [--platform OS/ARCH[/VARIANT]]\n"
+	"                      [--creds USER[:PASS]] [--tls-verify=false]\n"
+	"                      [--cert-dir DIR] REF\n"
 	"\n"
 	"Show the image REF: manifest digest, platform, config (env, entrypoint,\n"
 	"cmd, working dir, user, labels, exposed ports, volumes), layers with\n"
-	"media type, size and diff_id, and history. --json prints one object.\n";
+	"media type, size and diff_id, and history. --json prints one object;\n"
+	"--raw prints the manifest as stored (for an index, the platform's\n"
+	"manifest), --config the config. A docker:// REF costs the manifest and\n"
+	"config only: no layer is downloaded.\n"
+	"%s";
 
 static struct json_object *str_or_null(const char *s)
 {
@@ -168,13 +174,25 @@ int cmd_inspect(int argc, char **argv)
 	struct strata_err err = { 0 };
 	const char *ref = NULL;
 	bool json = false;
-	int i, r;
+	int raw = 0, i, r;
 
-	if (want_help(argc, argv, usage))
+	if (want_help(argc, argv, NULL)) {
+		printf(usage, reg_opts_usage);
 		return 0;
+	}
 	for (i = 1; i < argc; i++) {
+		int ro = reg_option(argc, argv, &i);
+
+		if (ro < 0)
+			return 2;
+		if (ro > 0)
+			continue;
 		if (!strcmp(argv[i], "--json")) {
 			json = true;
+		} else if (!strcmp(argv[i], "--raw")) {
+			raw = 1;
+		} else if (!strcmp(argv[i], "--config")) {
+			raw = 2;
 		} else if (!strcmp(argv[i], "--platform") && i + 1 < argc) {
 			if (strata_platform_parse(argv[++i], &plat) < 0) {
 				fprintf(stderr, "strata: invalid platform \"%s\"\n",
@@ -183,21 +201,37 @@ int cmd_inspect(int argc, char **argv)
 			}
 			pp = &plat;
 		} else if (argv[i][0] == '-' || ref) {
-			fputs(usage, stderr);
+			fprintf(stderr, usage, reg_opts_usage);
 			return 2;
 		} else {
 			ref = argv[i];
 		}
 	}
 	if (!ref) {
-		fputs(usage, stderr);
+		fprintf(stderr, usage, reg_opts_usage);
 		return 2;
 	}
 	r = strata_store_open(g.root, &st, &err);
 	if (r == 0)
+		strata_store_set_reg_opts(st, &g.reg);
+	if (r == 0)
 		r = strata_image_resolve(st, ref, pp, &img, &err);
 	if (r < 0)
 		return die_err(&err, r);
+	if (raw) {
+		cleanup_free char *buf = NULL;
+		size_t len;
+
+		r = strata_image_read_blob(img, raw == 1 ? img->manifest_digest
+						     : img->config_digest,
+					   raw == 1 ? img->manifest_size
+						    : img->config_size,
+					   &buf, &len, &err);
+		if (r < 0)
+			return die_err(&err, r);
+		fwrite(buf, 1, len, stdout);
+		return fflush(stdout) == 0 ? 0 : 1;
+	}
 	if (json)
 		print_json(img);
 	else
