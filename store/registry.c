@@ -123,15 +123,14 @@ int strata_reg_open(const struct strata_ref *ref,
 	r = probe(reg, err);
 	if (r < 0 && reg->insecure && r != -EACCES) {
 		/* as containers/image: an insecure registry may speak
-		 * plain HTTP */
+		 * plain HTTP; if it answers there, its answer counts */
 		struct strata_err e2 = { 0 };
 
 		snprintf(reg->base, sizeof(reg->base), "http://%s", reg->host);
 		r = probe(reg, &e2);
-		if (r == 0 && err) {
-			err->code = 0;
-			err->msg[0] = '\0';
-		}
+		if (err && (r == 0 || (r != -ECONNREFUSED && r != -EPROTO &&
+				       r != -ETIMEDOUT)))
+			*err = e2;
 	}
 	if (r < 0) {
 		if (r == -EPROTO && !reg->insecure && err) {
@@ -221,6 +220,22 @@ static int fetch_manifest(struct strata_reg *reg, int blobs_fd,
 				      STRATA_MANIFEST_MAX);
 	r = strata_reg_get(reg, path, ACCEPT_MANIFESTS, &m.s, &resp, what,
 			   err);
+	if (r == -ENOENT && !want && err &&
+	    !strstr(err->msg, "no repository")) {
+		/* some registries (distribution 2.8) answer MANIFEST_UNKNOWN
+		 * for a repository that does not exist: ask its tag list */
+		struct memsink t = { .s.write = mem_write, .max = 1u << 20 };
+		struct strata_err e2 = { 0 };
+
+		if (strata_reg_get(reg, "tags/list", NULL, &t.s, &resp,
+				   "tag list", &e2) == -ENOENT) {
+			err->code = 0;
+			strata_err_set(err, -ENOENT, "registry %s: no "
+				       "repository %s (and so no manifest %s)",
+				       reg->name, reg->repo, ref);
+		}
+		free(t.buf);
+	}
 	if (r < 0)
 		goto out;
 	r = strata_hasher_new_alg(want ? digest_alg(want, alg, sizeof(alg))
