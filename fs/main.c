@@ -354,8 +354,10 @@ fail:
 }
 
 /* The image reference with its path made absolute, so that a commit
- * started from another directory finds the same image. */
-static char *absolute_ref(const char *text)
+ * started from another directory finds the same image; a docker://
+ * reference pinned to @manifest, which the store holds, so a commit needs
+ * no registry and commits onto what is mounted even if the tag moved. */
+static char *absolute_ref(const char *text, const char *manifest)
 {
 	struct strata_err err = { 0 };
 	struct strata_ref *ref = NULL;
@@ -368,6 +370,14 @@ static char *absolute_ref(const char *text)
 
 	if (strata_ref_parse(text, &ref, &err) < 0)
 		return strdup(text);
+	if (ref->kind == STRATA_REF_DOCKER) {
+		if (!manifest || !*manifest ||
+		    asprintf(&out, "docker://%s/%s@%s", ref->registry,
+			     ref->path, manifest) < 0)
+			out = strdup(text);
+		strata_ref_free(ref);
+		return out;
+	}
 	if (ref->kind == STRATA_REF_STORE || !ref->path ||
 	    !(abs = realpath(ref->path, NULL))) {
 		strata_ref_free(ref);
@@ -613,7 +623,8 @@ int main(int argc, char *argv[])
 		goto out;
 	/* relative paths mean something only before daemonizing (cd /) */
 	ctl_mp = realpath(copts.mountpoint, NULL);
-	ctl_ref = o.lowerdir ? strdup("") : absolute_ref(o.ref);
+	ctl_ref = o.lowerdir ? strdup("") : absolute_ref(o.ref,
+						img ? img->manifest_digest : NULL);
 	if (!ctl_mp || !ctl_ref) {
 		fprintf(stderr, "stratafs: %s: %s\n", copts.mountpoint,
 			strerror(errno));

@@ -284,7 +284,6 @@ int strata_reg_apply_tls(struct strata_reg *reg, void *curl)
 static bool transient_curl(CURLcode cc)
 {
 	switch (cc) {
-	case CURLE_COULDNT_CONNECT:
 	case CURLE_OPERATION_TIMEDOUT:
 	case CURLE_PARTIAL_FILE:
 	case CURLE_RECV_ERROR:
@@ -474,6 +473,13 @@ int strata_reg_get(struct strata_reg *reg, const char *path,
 
 	if (!x)
 		return -ENOMEM;
+	if (strcmp(path, "/")) {
+		pthread_mutex_lock(&reg->connect_lock);
+		r = reg->probed ? 0 : strata_reg_connect(reg, err);
+		pthread_mutex_unlock(&reg->connect_lock);
+		if (r < 0)
+			return r;
+	}
 	x->reg = reg;
 	x->sink = sink;
 	x->resp = resp;

@@ -48,6 +48,7 @@ void strata_reg_free(struct strata_reg *reg)
 {
 	strata_reg_pool_free(reg);
 	pthread_mutex_destroy(&reg->lock);
+	pthread_mutex_destroy(&reg->connect_lock);
 	free(reg->name);
 	free(reg->host);
 	free(reg->repo);
@@ -99,6 +100,7 @@ int strata_reg_open(const struct strata_ref *ref,
 	if (!reg)
 		return -ENOMEM;
 	pthread_mutex_init(&reg->lock, NULL);
+	pthread_mutex_init(&reg->connect_lock, NULL);
 	reg->name = strdup(ref->registry);
 	reg->repo = strdup(ref->path);
 	reg->host = strdup(!strcmp(ref->registry, "docker.io")
@@ -119,7 +121,18 @@ int strata_reg_open(const struct strata_ref *ref,
 	r = strata_reg_find_creds(reg, o ? o->creds : NULL, err);
 	if (r < 0)
 		return r;
+	*out = take_ptr(&reg);
+	return 0;
+}
+
+/* The /v2/ probe, before the first request: it tells whether the
+ * registry answers, over which scheme, and how it authenticates. */
+int strata_reg_connect(struct strata_reg *reg, struct strata_err *err)
+{
+	int r;
+
 	snprintf(reg->base, sizeof(reg->base), "https://%s", reg->host);
+	reg->probed = true;
 	r = probe(reg, err);
 	if (r < 0 && reg->insecure && r != -EACCES) {
 		/* as containers/image: an insecure registry may speak
@@ -142,9 +155,9 @@ int strata_reg_open(const struct strata_ref *ref,
 				 "--tls-verify=false or insecure = true in "
 				 "registries.conf)");
 		}
+		reg->probed = false;
 		return r;
 	}
-	*out = take_ptr(&reg);
 	return 0;
 }
 
@@ -674,6 +687,47 @@ static int fetch_missing(void *ctx, const char *digest, int64_t size,
 	return fetch_small_blob(f->reg, f->blobs_fd, digest, size, err);
 }
 
+/* Manifest @want from the store, if there (verified, its media type
+ * from its own mediaType field). Return: 0, -ENOENT. */
+static int local_manifest(int blobs_fd, const char *want, char *digest_out,
+			  char *mt_out, size_t mt_cap, size_t *len_out)
+{
+	char rel[STRATA_DIGEST_MAX + 8];
+	struct json_object *doc = NULL, *v;
+	cleanup_free char *buf = NULL;
+	struct stat sb;
+	int r;
+
+	strata_blob_relpath(want, rel, sizeof(rel));
+	if (fstatat(blobs_fd, rel, &sb, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    !S_ISREG(sb.st_mode) || sb.st_size > (off_t)STRATA_MANIFEST_MAX)
+		return -ENOENT;
+	r = strata_blob_read(blobs_fd, want, sb.st_size, STRATA_MANIFEST_MAX,
+			     &buf, NULL);
+	if (r < 0 || strata_json_parse(buf, (size_t)sb.st_size, "manifest",
+				       &doc, NULL) < 0)
+		return -ENOENT;
+	r = 0;
+	if (json_object_object_get_ex(doc, "mediaType", &v) &&
+	    json_object_is_type(v, json_type_string))
+		snprintf(mt_out, mt_cap, "%s", json_object_get_string(v));
+	/* no mediaType (allowed for OCI documents; Docker's have one) */
+	else if (json_object_object_get_ex(doc, "manifests", NULL))
+		snprintf(mt_out, mt_cap, "%s",
+			 "application/vnd.oci.image.index.v1+json");
+	else if (json_object_object_get_ex(doc, "config", NULL))
+		snprintf(mt_out, mt_cap, "%s",
+			 "application/vnd.oci.image.manifest.v1+json");
+	else
+		r = -ENOENT;
+	if (r == 0) {
+		strcpy(digest_out, want);
+		*len_out = (size_t)sb.st_size;
+	}
+	json_object_put(doc);
+	return r;
+}
+
 int strata_registry_resolve(struct strata_store *st,
 			    const struct strata_ref *ref,
 			    const struct strata_platform *plat,
@@ -690,9 +744,15 @@ int strata_registry_resolve(struct strata_store *st,
 	r = strata_reg_open(ref, st->reg_opts, &reg, err);
 	if (r < 0)
 		return r;
-	r = fetch_manifest(reg, st->blobs_fd, ref->digest ? ref->digest
-							   : ref->tag,
-			   ref->digest, -1, digest, mt, sizeof(mt), &len, err);
+	/* a manifest by digest that the store holds is that manifest: no
+	 * registry needed (a commit of a docker:// mount, a second pull) */
+	r = ref->digest ? local_manifest(st->blobs_fd, ref->digest, digest, mt,
+					 sizeof(mt), &len) : -ENOENT;
+	if (r == -ENOENT)
+		r = fetch_manifest(reg, st->blobs_fd,
+				   ref->digest ? ref->digest : ref->tag,
+				   ref->digest, -1, digest, mt, sizeof(mt),
+				   &len, err);
 	if (r < 0)
 		return r;
 	if (!strata_media_is_manifest(mt) && !strata_media_is_index(mt))

@@ -30,6 +30,8 @@ struct strata_reg {
 	char *creds_from;	/* where they came from, for messages */
 	long stall;		/* seconds without a byte: retry */
 	int retries;		/* attempts after the first */
+	bool probed;		/* /v2/ answered (base is set) */
+	pthread_mutex_t connect_lock;	/* held while probing */
 
 	pthread_mutex_t lock;	/* protects what follows */
 	int auth;		/* REG_AUTH_* learned from a 401 */
@@ -79,6 +81,9 @@ int strata_reg_open(const struct strata_ref *ref,
 		    const struct strata_reg_opts *o, struct strata_reg **out,
 		    struct strata_err *err);
 void strata_reg_free(struct strata_reg *reg);
+
+/* Probe /v2/ if not done yet (strata_reg_get does it first). */
+int strata_reg_connect(struct strata_reg *reg, struct strata_err *err);
 
 /*
  * GET @path (below /v2/<repo>/, e.g. "manifests/latest") with @accept

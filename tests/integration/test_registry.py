@@ -845,3 +845,59 @@ def test_killed_pull_leaves_nothing_tagged_and_resumes(image, proxied,
     gets = [h for p_, h in px.log[n_before:] if p_.endswith("/blobs/" + big)]
     assert gets and gets[0].get("Range", "").startswith("bytes="), gets
     assert not partial.exists()
+
+
+# ---------------------------------------------------------------------------
+# commit onto a pulled image
+
+
+def test_commit_of_a_docker_mount(image, registry, skopeo, strata, mount,
+                                  tmp_path):
+    """A writable mount of docker://...:1 commits onto what was mounted
+    (the mount names it by digest, which the store holds); umoci reads
+    the result."""
+    reg = registry()
+    push(skopeo, image, f"{reg}/test/img:1")
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    mnt = mount(f"docker://{reg}/test/img:1",
+                opts=f"tls_verify=false,upper={upper}")
+    (mnt / "hello.txt").write_text("hello\n")
+    out = tmp_path / "out"
+    strata("commit", mnt, f"oci:{out}:2")
+    rootfs = tmp_path / "unpacked"
+    run(["umoci", "unpack", "--image", f"{out}:2", rootfs])
+    assert (rootfs / "rootfs/hello.txt").read_text() == "hello\n"
+    assert (rootfs / "rootfs/etc/motd").read_text() == "from a registry\n"
+    # --from a docker:// reference, layers pulled on the way
+    up2 = tmp_path / "up2"
+    up2.mkdir()
+    (up2 / "x").write_text("x\n")
+    strata("commit", "--tls-verify=false", "--upper", up2, "--from",
+           f"docker://{reg}/test/img:1", "fromreg:1")
+    m = mount("fromreg:1")
+    assert (m / "x").read_text() == "x\n"
+    assert (m / "etc/new").read_text() == "new\n"
+    # pushing is not there yet, and says so
+    r = strata("commit", "--upper", up2, "--from", "fromreg:1",
+               f"docker://{reg}/test/img:2", check=False)
+    assert r.returncode == 1 and "not supported yet" in r.stderr
+
+
+def test_digest_ref_in_store_needs_no_registry(image, registry, skopeo,
+                                               strata, mount, tmp_path):
+    reg = registry()
+    digest = push(skopeo, image, f"{reg}/test/img:1")
+    strata("import", "--tls-verify=false", f"docker://{reg}/test/img:1",
+           "x:1")
+    # a reference by digest to a registry nobody answers at
+    port = free_port()
+    ref = f"docker://127.0.0.1:{port}/test/img@{digest}"
+    j = json.loads(strata("inspect", "--json", ref).stdout)
+    assert j["digest"] == digest
+    mnt = mount(ref)
+    assert_same_as_umoci(mnt, *image, tmp_path / "umoci")
+    # by tag it must ask, and says who did not answer
+    r = strata("inspect", f"docker://127.0.0.1:{port}/test/img:1",
+               check=False)
+    assert r.returncode == 1 and f"127.0.0.1:{port}" in r.stderr
