@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "unpack.h"
@@ -32,15 +33,31 @@ struct pool {
 	size_t n;
 	atomic_size_t next;
 	_Atomic uint64_t done;
+	atomic_size_t layers_done;
 	uint64_t total;
+	bool pulling;		/* from a registry */
+	struct timespec start;
 };
 
+/* "pulling layers 1/3, 12.5 MiB/s" and the bytes, on a terminal */
 static void progress_cb(void *ctx, uint64_t bytes)
 {
 	struct pool *p = ctx;
 	uint64_t d = atomic_fetch_add(&p->done, bytes) + bytes;
+	struct timespec now;
+	double secs;
+	char what[96];
 
-	strata_progress("unpacking layers", d, p->total);
+	if (strata_log_quiet())
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	secs = (double)(now.tv_sec - p->start.tv_sec) +
+	       (double)(now.tv_nsec - p->start.tv_nsec) / 1e9;
+	snprintf(what, sizeof(what), "%s layers %zu/%zu, %.1f MiB/s",
+		 p->pulling ? "pulling" : "unpacking",
+		 atomic_load(&p->layers_done), p->n,
+		 secs > 0.05 ? (double)d / (1 << 20) / secs : 0.0);
+	strata_progress(what, d, p->total);
 }
 
 /* Is the layer unpacked, with an index of this version? (An index from
@@ -233,6 +250,7 @@ static void *worker(void *arg)
 		if (i >= p->n)
 			break;
 		p->jobs[i].ret = unpack_one(&p->jobs[i], p);
+		atomic_fetch_add(&p->layers_done, 1);
 	}
 	return NULL;
 }
@@ -271,6 +289,8 @@ int strata_cache_ensure(struct strata_store *st, struct strata_image *img,
 		p.total += (uint64_t)img->layers[i].size;
 		p.n++;
 	}
+	p.pulling = img->source != NULL;
+	clock_gettime(CLOCK_MONOTONIC, &p.start);
 	nthreads = (size_t)(opts && opts->jobs > 0 ? opts->jobs
 				: ncpu > 0 ? ncpu : 1);
 	if (nthreads > ARRAY_SIZE(threads))

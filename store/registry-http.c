@@ -467,7 +467,7 @@ int strata_reg_get(struct strata_reg *reg, const char *path,
 		   struct strata_err *err)
 {
 	cleanup_free struct xfer *x = calloc(1, sizeof(*x));
-	cleanup_free char *url = NULL;
+	cleanup_free char *url = NULL, *first = NULL;
 	char home[600], here[600];
 	int attempt = 0, hops = 0, auth_tries = 0, r;
 
@@ -500,8 +500,7 @@ int strata_reg_get(struct strata_reg *reg, const char *path,
 		}
 	}
 	url_host(url, home, sizeof(home));
-	cleanup_free char *first = strdup(url);
-
+	first = strdup(url);
 	if (!first) {
 		r = -ENOMEM;
 		goto out;
