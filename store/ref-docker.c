@@ -109,9 +109,7 @@ int strata_ref_parse_docker(const char *s, struct strata_ref *r,
 	size_t hostlen;
 	bool has_host;
 
-	if (strncmp(s, "//", 2))
-		return bad(r, "docker: must be followed by //", err);
-	s += 2;
+	s += 2;	/* "//" */
 	if (!*s)
 		return bad(r, "no image name", err);
 	end = s + strlen(s);

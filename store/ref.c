@@ -225,7 +225,8 @@ int strata_ref_parse(const char *s, struct strata_ref **out,
 	r->text = strdup(s);
 	if (!r->text)
 		return -ENOMEM;
-	if (!strncmp(s, "docker:", 7)) {
+	/* "docker:TAG" stays a store name: only docker:// is the transport */
+	if (!strncmp(s, "docker://", 9)) {
 		r->kind = STRATA_REF_DOCKER;
 		ret = strata_ref_parse_docker(s + 7, r, err);
 		if (ret < 0)

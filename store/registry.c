@@ -501,7 +501,7 @@ static int pull_run(struct pull *p)
 	strata_hasher_final(p->h, got);
 	if (strcmp(got, p->digest)) {
 		/* nothing of it is kept: the next pull starts over */
-		ftruncate(p->file, 0);
+		unlinkat(p->src->tmp_fd, p->partial, 0);
 		return strata_err_set(&p->err, -EBADMSG, "registry %s: "
 				      "repository %s: %s: digest mismatch: "
 				      "content hashes to %s: refused",
@@ -755,13 +755,19 @@ int strata_registry_resolve(struct strata_store *st,
 				   &len, err);
 	if (r < 0)
 		return r;
-	if (!strata_media_is_manifest(mt) && !strata_media_is_index(mt))
+	if (!strata_media_is_manifest(mt) && !strata_media_is_index(mt)) {
+		char pm[300];
+
 		return strata_err_set(err, -EOPNOTSUPP,
 				      "registry %s: repository %s: manifest "
-				      "%s: unsupported media type \"%s\"",
+				      "%s: unsupported media type \"%s\"%s",
 				      reg->name, reg->repo,
 				      ref->digest ? ref->digest : ref->tag,
-				      mt);
+				      strata_printable(mt, strlen(mt), pm,
+						       sizeof(pm)),
+				      strstr(mt, "manifest.v1") ? " (Docker "
+				      "schema 1 is not supported)" : "");
+	}
 	desc = json_object_new_object();
 	if (!desc)
 		return -ENOMEM;

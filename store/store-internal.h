@@ -156,8 +156,8 @@ int strata_blob_put(int blobs_fd, const void *buf, size_t len,
 
 /* ---- ref-docker.c ---- */
 
-/* Fill @r (kind, text set) from the part of a docker: reference after
- * "docker:": registry, repository (path), tag, digest, normalised as
+/* Fill @r (kind, text set) from the part of a docker:// reference after
+ * "docker:" (so starting with "//"): registry, repository (path), tag, digest, normalised as
  * podman does. Return: 0, -EINVAL (message in @err), -ENOMEM. */
 int strata_ref_parse_docker(const char *s, struct strata_ref *r,
 			    struct strata_err *err);

@@ -39,6 +39,8 @@ static void test_good(void)
 		{ "localhost:5000/foo", STRATA_REF_STORE, NULL, "localhost:5000/foo:latest", NULL },
 		{ "localhost:5000/foo:bar", STRATA_REF_STORE, NULL, "localhost:5000/foo:bar", NULL },
 		{ "my-app_2.x", STRATA_REF_STORE, NULL, "my-app_2.x:latest", NULL },
+		/* only docker:// is the registry transport */
+		{ "docker:latest", STRATA_REF_STORE, NULL, "docker:latest", NULL },
 		/* oci:DIR[:TAG|@DIGEST] */
 		{ "oci:/tmp/layout", STRATA_REF_OCI, "/tmp/layout", NULL, NULL },
 		{ "oci:layout", STRATA_REF_OCI, "layout", NULL, NULL },
@@ -274,7 +276,7 @@ static void test_docker(void)
 		{ "docker://host.example", "docker.io", "library/host.example", "latest", NULL },
 	};
 	static const char *const bad[] = {
-		"docker:", "docker:alpine", "docker://", "docker://:tag",
+		"docker:", "docker://", "docker://:tag",
 		"docker://Alpine", "docker://alpine:", "docker://alpine:-x",
 		"docker://alpine@sha256:abc", "docker://alpine@",
 		"docker://host.example/", "docker://host.example//x",
