@@ -340,14 +340,15 @@ static int status_error(struct strata_reg *reg, struct xfer *x,
 		    sizeof(msg));
 	if (st == 401 || st == 403)
 		return strata_err_set(err, -EACCES,
-			"registry %s: repository %s: %s: %s (HTTP %ld%s%s)%s",
+			"registry %s: repository %s: %s: %s (HTTP %ld%s%s)%s%s%s",
 			reg->name, reg->repo, what,
 			st == 401 ? "authentication required"
 				  : "access denied",
 			st, code[0] ? " " : "", code,
-			reg->user ? (reg->creds_from
-					? ": the credentials were refused"
-					: "")
+			reg->user ? ": the credentials (from " : "",
+			reg->user ? (reg->creds_from ? reg->creds_from
+						     : "--creds") : "",
+			reg->user ? ") were refused"
 				  : ": give credentials with --creds USER:PASS "
 				    "or in an auth file (containers-auth.json)");
 	if (st == 404 && !strcmp(code, "NAME_UNKNOWN"))
@@ -435,6 +436,11 @@ static CURLcode perform(struct strata_reg *reg, struct xfer *x,
 	if (accept) {
 		snprintf(acc, sizeof(acc), "Accept: %s", accept);
 		h = curl_slist_append(h, acc);
+	}
+	if (x->sink && !x->sink->resumable && x->sink->offset > 0) {
+		if (x->sink->reset)
+			x->sink->reset(x->sink);
+		x->sink->offset = 0;
 	}
 	if (x->sink && x->sink->resumable && x->sink->offset > 0) {
 		snprintf(range, sizeof(range), "Range: bytes=%llu-",

@@ -169,6 +169,11 @@ struct memsink {
 	size_t len, max;
 };
 
+static void mem_reset(struct strata_reg_sink *s)
+{
+	((struct memsink *)s)->len = 0;
+}
+
 static int mem_write(struct strata_reg_sink *s, const void *buf, size_t n)
 {
 	struct memsink *m = (struct memsink *)s;
@@ -216,7 +221,8 @@ static int fetch_manifest(struct strata_reg *reg, int blobs_fd,
 			  char *digest_out, char *mt_out, size_t mt_cap,
 			  size_t *len_out, struct strata_err *err)
 {
-	struct memsink m = { .s.write = mem_write, .max = STRATA_MANIFEST_MAX };
+	struct memsink m = { .s.write = mem_write, .s.reset = mem_reset,
+			     .max = STRATA_MANIFEST_MAX };
 	struct strata_reg_resp resp;
 	cleanup_(strata_hasher_freep) struct strata_hasher *h = NULL;
 	char path[STRATA_DIGEST_MAX + 200], what[STRATA_DIGEST_MAX + 200];
@@ -237,7 +243,8 @@ static int fetch_manifest(struct strata_reg *reg, int blobs_fd,
 	    !strstr(err->msg, "no repository")) {
 		/* some registries (distribution 2.8) answer MANIFEST_UNKNOWN
 		 * for a repository that does not exist: ask its tag list */
-		struct memsink t = { .s.write = mem_write, .max = 1u << 20 };
+		struct memsink t = { .s.write = mem_write,
+				     .s.reset = mem_reset, .max = 1u << 20 };
 		struct strata_err e2 = { 0 };
 
 		if (strata_reg_get(reg, "tags/list", NULL, &t.s, &resp,
@@ -329,7 +336,7 @@ static int fetch_small_blob(struct strata_reg *reg, int blobs_fd,
 			    const char *digest, int64_t size,
 			    struct strata_err *err)
 {
-	struct memsink m = { .s.write = mem_write };
+	struct memsink m = { .s.write = mem_write, .s.reset = mem_reset };
 	struct strata_reg_resp resp;
 	cleanup_(strata_hasher_freep) struct strata_hasher *h = NULL;
 	char path[STRATA_DIGEST_MAX + 16], what[STRATA_DIGEST_MAX + 16];

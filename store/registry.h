@@ -66,6 +66,8 @@ struct strata_reg_resp {
  */
 struct strata_reg_sink {
 	int (*write)(struct strata_reg_sink *s, const void *buf, size_t n);
+	/* a sink that cannot resume forgets what it got before a retry */
+	void (*reset)(struct strata_reg_sink *s);
 	uint64_t offset;
 	bool resumable;
 	struct strata_err err;	/* the sink's own message */

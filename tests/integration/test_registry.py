@@ -33,6 +33,15 @@ from conftest import (STRATA, assert_same_as_umoci, is_mounted, run,
 # processes, ports, images
 
 
+@pytest.fixture(autouse=True)
+def no_proxy_env(monkeypatch):
+    """Every registry here is on 127.0.0.1: no proxy from the environment
+    (libcurl and urllib would both use it)."""
+    for v in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY",
+              "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(v, raising=False)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -167,12 +176,16 @@ def skopeo(tmp_path):
 
 
 def push(skopeo, image, dest, *extra):
+    """skopeo copy the image to docker://@dest; return the digest skopeo
+    inspect reports for it there."""
     layout, tag = image
     skopeo("copy", "--dest-tls-verify=false", *extra, f"oci:{layout}:{tag}",
            f"docker://{dest}")
-    insp = json.loads(skopeo("inspect", "--tls-verify=false", *[
-        e.replace("--dest-", "--") for e in extra],
-        f"docker://{dest}").stdout)
+    creds = []
+    if "--dest-creds" in extra:
+        creds = ["--creds", extra[extra.index("--dest-creds") + 1]]
+    insp = json.loads(skopeo("inspect", "--tls-verify=false", *creds,
+                             f"docker://{dest}").stdout)
     return insp["Digest"]
 
 
@@ -226,6 +239,21 @@ def test_mount_docker_ref_directly(image, registry, skopeo, mount, store,
     # pulled into the store: a second mount downloads nothing
     for d in layer_digests(image):
         assert d.split(":")[1] in store_blobs(store)
+
+
+def test_docker_schema2_push(image, registry, skopeo, strata, mount,
+                             tmp_path):
+    """skopeo --format v2s2 pushes Docker media types; strata pulls them
+    with the digest skopeo reports."""
+    reg = registry()
+    digest = push(skopeo, image, f"{reg}/d/v2s2:1", "--format", "v2s2")
+    r = strata("import", "--tls-verify=false", f"docker://{reg}/d/v2s2:1",
+               "v2s2:1")
+    assert r.stdout.strip() == digest
+    j = json.loads(strata("inspect", "--json", "v2s2:1").stdout)
+    assert j["mediaType"] == \
+        "application/vnd.docker.distribution.manifest.v2+json"
+    assert_same_as_umoci(mount("v2s2:1"), *image, tmp_path / "umoci")
 
 
 def test_pull_by_digest(image, registry, skopeo, strata):
@@ -425,6 +453,7 @@ def test_basic_auth(image, registry, skopeo, strata, tmp_path, monkeypatch):
     r = strata("inspect", "--tls-verify=false", "--creds", "alice:wrong",
                ref, check=False)
     assert r.returncode == 1 and "authentication required" in r.stderr
+    assert "credentials (from --creds) were refused" in r.stderr
     assert strata("import", "--tls-verify=false", "--creds", "alice:s3cret",
                   ref, "basic:1").stdout.strip() == digest
     # an auth file (containers-auth.json), and ~/.docker/config.json
