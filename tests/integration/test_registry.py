@@ -566,6 +566,22 @@ def test_token_auth(image, registry, skopeo, strata, tmp_path, servers,
     # one token serves every request of the pull (cached until expiry)
     assert len(tok.seen) <= 2, tok.seen
 
+    # the Bearer token never goes to the host a blob is redirected to
+    px = servers.add(Proxy(("127.0.0.1", int(reg.split(":")[1]))))
+    px.forward_auth = True
+    other = servers.add(BlobServer(image[0]))
+    px.other = f"http://localhost:{other.server_address[1]}"
+    for dg in layer_digests(image):
+        px.faults.append((blob_pred(dg), "redirect"))
+    addr = f"127.0.0.1:{px.server_address[1]}"
+    strata("--root", tmp_path / "store2", "import", "--tls-verify=false",
+           "--creds", "bob:t0ken", f"docker://{addr}/test/img:1", "token:2")
+    assert len(other.seen) == len(layer_digests(image))
+    for _, h in other.seen:
+        assert not any(k.lower() == "authorization" for k in h), h
+    assert any(h.get("Authorization", "").startswith("Bearer ")
+               for p, h in px.log if "/manifests/" in p)
+
 
 # ---------------------------------------------------------------------------
 # the fault-injecting proxy
@@ -592,6 +608,7 @@ class Proxy(http.server.ThreadingHTTPServer):
         self.other = None
         self.stall_event = threading.Event()
         self.slow = False
+        self.forward_auth = False
 
 
 class ProxyHandler(http.server.BaseHTTPRequestHandler):
@@ -647,7 +664,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        hdrs.pop("Authorization", None)
+        if not srv.forward_auth:
+            hdrs.pop("Authorization", None)
         r, body = self.fetch_upstream(path, hdrs)
         if action == "flip" and body:
             body = body[:len(body) // 2] + bytes([body[len(body) // 2] ^ 1]) \
@@ -682,13 +700,14 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
 
 
 class BlobServer(http.server.ThreadingHTTPServer):
-    """The other host a blob is redirected to: serves the path from the
-    registry and records the headers it was sent."""
+    """The other host a blob is redirected to (storage, as registries
+    use): serves /v2/.../blobs/sha256:HEX from the OCI layout @layout and
+    records the headers it was sent."""
     daemon_threads = True
 
-    def __init__(self, upstream):
+    def __init__(self, layout):
         super().__init__(("127.0.0.1", 0), BlobHandler)
-        self.upstream = upstream
+        self.layout = Path(layout)
         self.seen = []
 
 
@@ -698,12 +717,15 @@ class BlobHandler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):
         self.server.seen.append((self.path, dict(self.headers)))
-        c = http.client.HTTPConnection(*self.server.upstream, timeout=30)
-        c.request("GET", self.path)
-        r = c.getresponse()
-        body = r.read()
-        c.close()
-        self.send_response(r.status)
+        hexd = self.path.rsplit("sha256:", 1)[-1]
+        p = self.server.layout / "blobs/sha256" / hexd
+        if "/" in hexd or not p.is_file():
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = p.read_bytes()
+        self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -823,7 +845,7 @@ def test_redirect_to_another_host_drops_credentials(image, proxied, strata,
                                                     servers, mount,
                                                     tmp_path):
     px, addr, digest, layers = proxied
-    other = servers.add(BlobServer(px.upstream))
+    other = servers.add(BlobServer(image[0]))
     # "localhost" is another host than "127.0.0.1" to a client
     px.other = f"http://localhost:{other.server_address[1]}"
     px.require_basic = "Basic " + base64.b64encode(b"carol:pw").decode()
