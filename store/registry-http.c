@@ -72,7 +72,6 @@ static void handle_put(struct strata_reg *reg, CURL *c)
 		curl_easy_cleanup(c);
 }
 
-void strata_reg_pool_free(struct strata_reg *reg);
 void strata_reg_pool_free(struct strata_reg *reg)
 {
 	while (reg->n_pool > 0)

@@ -42,8 +42,6 @@
 	"application/vnd.docker.distribution.manifest.list.v2+json, " \
 	"application/vnd.docker.distribution.manifest.v2+json"
 
-void strata_reg_pool_free(struct strata_reg *reg);
-
 void strata_reg_free(struct strata_reg *reg)
 {
 	strata_reg_pool_free(reg);

@@ -83,6 +83,8 @@ int strata_reg_open(const struct strata_ref *ref,
 		    const struct strata_reg_opts *o, struct strata_reg **out,
 		    struct strata_err *err);
 void strata_reg_free(struct strata_reg *reg);
+/* Close the idle curl handles (registry-http.c). */
+void strata_reg_pool_free(struct strata_reg *reg);
 
 /* Probe /v2/ if not done yet (strata_reg_get does it first). */
 int strata_reg_connect(struct strata_reg *reg, struct strata_err *err);
