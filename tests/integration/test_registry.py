@@ -672,6 +672,11 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
                 + body[len(body) // 2 + 1:]
         if action == "long":
             body = body + b"x" * 100
+        if action == "huge":
+            body = b" " * (5 << 20) + body
+        if action == "dcd":
+            r.headers.replace_header(
+                "Docker-Content-Digest", "sha256:" + "1" * 64)
         self.send_response(r.status)
         for k, v in r.getheaders():
             if k.lower() in ("content-type", "docker-content-digest",
@@ -839,6 +844,22 @@ def test_bad_blob_refused_nothing_tagged(image, proxied, strata, store,
     r = strata("import", "--tls-verify=false", f"docker://{addr}/test/img:1",
                "good:1")
     assert r.stdout.strip() == digest
+
+
+@pytest.mark.parametrize("fault,words", [
+    ("dcd", "Docker-Content-Digest sha256:1111"),
+    ("huge", "larger than the 4194304 bytes allowed"),
+])
+def test_bad_manifest_refused(image, proxied, strata, store, fault, words):
+    px, addr, digest, layers = proxied
+    px.faults.append((lambda p, n: "/manifests/" in p, fault))
+    r = strata("import", "--tls-verify=false", f"docker://{addr}/test/img:1",
+               "bad:1", check=False)
+    assert r.returncode == 1
+    for w in (words, addr, "test/img", "manifest 1"):
+        assert w in r.stderr, r.stderr
+    assert tags(strata) == []
+    assert digest.split(":")[1] not in store_blobs(store)
 
 
 def test_redirect_to_another_host_drops_credentials(image, proxied, strata,
