@@ -594,14 +594,17 @@ int strata_reg_get(struct strata_reg *reg, const char *path,
 			}
 		}
 		if (cc != CURLE_OK) {
-			r = strata_err_set(err, cc == CURLE_OPERATION_TIMEDOUT
-					   ? -ETIMEDOUT : -ECONNREFUSED,
+			int code = cc == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT
+				   : cc == CURLE_SSL_CONNECT_ERROR ||
+				     cc == CURLE_PEER_FAILED_VERIFICATION ||
+				     cc == CURLE_SSL_CERTPROBLEM ||
+				     cc == CURLE_SSL_CACERT_BADFILE
+					   ? -EPROTO : -ECONNREFUSED;
+
+			r = strata_err_set(err, code,
 					   "registry %s: repository %s: %s: %s",
 					   reg->name, reg->repo, what,
 					   curl_easy_strerror(cc));
-			if (cc == CURLE_SSL_CONNECT_ERROR ||
-			    cc == CURLE_PEER_FAILED_VERIFICATION)
-				r = -EPROTO;
 			goto out;
 		}
 		r = status_error(reg, x, what, err);

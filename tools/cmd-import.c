@@ -24,8 +24,13 @@ static const char usage[] =
 	"  --platform P          pick P from a multi-platform index (default: host)\n"
 	"  --max-layer-bytes N   refuse a layer whose tar is bigger than N bytes\n"
 	"                        (default 64 GiB; a guard against gzip bombs)\n"
-	"  --max-entries N       refuse a layer with more than N entries (16M)\n"
-	"%s";
+	"  --max-entries N       refuse a layer with more than N entries (16M)\n";
+
+static void usage_err(void)
+{
+	fputs(usage, stderr);
+	fputs(reg_opts_usage, stderr);
+}
 
 static int parse_u64(const char *opt, const char *s, uint64_t *out)
 {
@@ -55,7 +60,8 @@ int cmd_import(int argc, char **argv)
 	int i, n = 0, r;
 
 	if (want_help(argc, argv, NULL)) {
-		printf(usage, reg_opts_usage);
+		fputs(usage, stdout);
+		fputs(reg_opts_usage, stdout);
 		return 0;
 	}
 	for (i = 1; i < argc; i++) {
@@ -85,17 +91,17 @@ int cmd_import(int argc, char **argv)
 		} else if (argv[i][0] == '-' && argv[i][1]) {
 			fprintf(stderr, "strata import: unknown option %s\n",
 				argv[i]);
-			fprintf(stderr, usage, reg_opts_usage);
+			usage_err();
 			return 2;
 		} else if (n < 2) {
 			pos[n++] = argv[i];
 		} else {
-			fprintf(stderr, usage, reg_opts_usage);
+			usage_err();
 			return 2;
 		}
 	}
 	if (n != 2) {
-		fprintf(stderr, usage, reg_opts_usage);
+		usage_err();
 		return 2;
 	}
 	r = strata_store_name(pos[1], &name, &err);

@@ -16,8 +16,13 @@ static const char usage[] =
 	"media type, size and diff_id, and history. --json prints one object;\n"
 	"--raw prints the manifest as stored (for an index, the platform's\n"
 	"manifest), --config the config. A docker:// REF costs the manifest and\n"
-	"config only: no layer is downloaded.\n"
-	"%s";
+	"config only: no layer is downloaded.\n";
+
+static void usage_err(void)
+{
+	fputs(usage, stderr);
+	fputs(reg_opts_usage, stderr);
+}
 
 static struct json_object *str_or_null(const char *s)
 {
@@ -177,7 +182,8 @@ int cmd_inspect(int argc, char **argv)
 	int raw = 0, i, r;
 
 	if (want_help(argc, argv, NULL)) {
-		printf(usage, reg_opts_usage);
+		fputs(usage, stdout);
+		fputs(reg_opts_usage, stdout);
 		return 0;
 	}
 	for (i = 1; i < argc; i++) {
@@ -201,14 +207,14 @@ int cmd_inspect(int argc, char **argv)
 			}
 			pp = &plat;
 		} else if (argv[i][0] == '-' || ref) {
-			fprintf(stderr, usage, reg_opts_usage);
+			usage_err();
 			return 2;
 		} else {
 			ref = argv[i];
 		}
 	}
 	if (!ref) {
-		fprintf(stderr, usage, reg_opts_usage);
+		usage_err();
 		return 2;
 	}
 	r = strata_store_open(g.root, &st, &err);
