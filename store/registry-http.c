@@ -209,25 +209,28 @@ static size_t write_cb(char *buf, size_t size, size_t nmemb, void *ctx)
 	return n;
 }
 
-/* The host[:port] of @url, lower-cased, into @out. */
+/* The origin of @url, "scheme://host:port" lower-cased, into @out:
+ * credentials go only where the registry itself is. */
 static void url_host(const char *url, char *out, size_t cap)
 {
 	CURLU *u = curl_url();
-	char *h = NULL, *p = NULL;
+	char *h = NULL, *p = NULL, *sc = NULL;
 
 	out[0] = '\0';
 	if (!u)
 		return;
 	if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_SCHEME, &sc, 0) == CURLUE_OK &&
 	    curl_url_get(u, CURLUPART_HOST, &h, 0) == CURLUE_OK) {
 		if (curl_url_get(u, CURLUPART_PORT, &p, CURLU_DEFAULT_PORT)
 		    != CURLUE_OK)
 			p = NULL;
-		snprintf(out, cap, "%s:%s", h, p ? p : "");
+		snprintf(out, cap, "%s://%s:%s", sc, h, p ? p : "");
 		for (char *c = out; *c; c++)
 			if (*c >= 'A' && *c <= 'Z')
 				*c = (char)(*c - 'A' + 'a');
 	}
+	curl_free(sc);
 	curl_free(h);
 	curl_free(p);
 	curl_url_cleanup(u);
