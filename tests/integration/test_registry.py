@@ -973,3 +973,29 @@ def test_digest_ref_in_store_needs_no_registry(image, registry, skopeo,
     r = strata("inspect", f"docker://127.0.0.1:{port}/test/img:1",
                check=False)
     assert r.returncode == 1 and f"127.0.0.1:{port}" in r.stderr
+
+
+def test_cached_layers_only_fetch_missing_blobs(image, registry, skopeo,
+                                                strata, store, tmp_path):
+    """Layers already unpacked (say from an oci: layout) are not unpacked
+    again; the blobs the store lacks are still downloaded and verified,
+    so the tag has every blob it names."""
+    layout, tag = image
+    reg = registry()
+    digest = push(skopeo, image, f"{reg}/test/img:1")
+    # layers unpacked from the layout; then the store loses the blobs
+    strata("import", f"oci:{layout}:{tag}", "tmp:1")
+    strata("rmi", "tmp:1")
+    for d in layer_digests(image):
+        (store / "images/blobs/sha256" / d.split(":")[1]).unlink()
+    before = {p.name: p.stat().st_ino
+              for p in (store / "layers/sha256").iterdir()}
+    r = strata("import", "--tls-verify=false", f"docker://{reg}/test/img:1",
+               "again:1")
+    assert r.stdout.strip() == digest
+    after = {p.name: p.stat().st_ino
+             for p in (store / "layers/sha256").iterdir()}
+    assert before == after
+    for d in layer_digests(image):
+        p = store / "images/blobs/sha256" / d.split(":")[1]
+        assert "sha256:" + sha256_file(p) == d
