@@ -589,6 +589,22 @@ static int bad(const char *what, const char *v)
 	return 2;
 }
 
+/* True for the options (other than the config edits) that take a value. */
+static bool takes_value(const char *o)
+{
+	static const char *const with_value[] = {
+		"--upper", "--from", "--platform", "--tag", "--mask-path",
+		"--compression", "--format", "--message", "-m", "--author",
+		"--created-by", "--created", "--threads",
+	};
+	size_t k;
+
+	for (k = 0; k < ARRAY_SIZE(with_value); k++)
+		if (!strcmp(o, with_value[k]))
+			return true;
+	return false;
+}
+
 /* Return: 0 to go on, else the exit status. */
 static int parse(int argc, char **argv, struct args *a,
 		 struct strata_platform *plat)
@@ -604,7 +620,8 @@ static int parse(int argc, char **argv, struct args *a,
 			if (strcmp(o, edit_opts[k].opt))
 				continue;
 			if (edit_opts[k].arg && !v)
-				return bad("option", o);
+				return usage_error("commit", usage, "%s needs "
+						   "a value", o);
 			a->edits[a->o.n_edits].kind = edit_opts[k].kind;
 			a->edits[a->o.n_edits++].value =
 				edit_opts[k].arg ? argv[++i] : NULL;
@@ -618,8 +635,9 @@ static int parse(int argc, char **argv, struct args *a,
 			a->cont = true;
 		} else if (!strcmp(o, "--allow-empty")) {
 			a->o.allow_empty = true;
-		} else if (o[0] == '-' && o[1] && !v) {
-			return bad("option (missing value)", o);
+		} else if (!v && takes_value(o)) {
+			return usage_error("commit", usage, "%s needs a value",
+					   o);
 		} else if (!strcmp(o, "--upper")) {
 			a->o.upper = argv[++i];
 		} else if (!strcmp(o, "--from")) {
@@ -662,16 +680,17 @@ static int parse(int argc, char **argv, struct args *a,
 			if (a->o.threads <= 0)
 				return bad("thread count", argv[i]);
 		} else if (o[0] == '-' && o[1]) {
-			fprintf(stderr, "strata commit: unknown option %s\n%s",
-				o, usage);
-			return 2;
+			return usage_error("commit", usage,
+					   "unknown option \"%s\"", o);
 		} else if (!a->dest) {
 			a->dest = o;
 		} else if (!a->extra) {
 			a->extra = o;
 		} else {
-			fputs(usage, stderr);
-			return 2;
+			return usage_error("commit", usage, "unexpected "
+					   "argument \"%s\" (it takes MOUNTPOINT "
+					   "DEST, or DEST with --upper and "
+					   "--from)", o);
 		}
 	}
 	if (!a->o.upper && !a->o.from && a->dest && a->extra) {
@@ -679,21 +698,28 @@ static int parse(int argc, char **argv, struct args *a,
 		a->mountpoint = a->dest;
 		a->dest = a->extra;
 	} else if (a->extra) {
-		fputs(usage, stderr);
-		return 2;
+		return usage_error("commit", usage, "unexpected argument "
+				   "\"%s\" (with --upper and --from, give only "
+				   "DEST)", a->extra);
 	}
 	if (a->cont && !a->mountpoint) {
 		fprintf(stderr, "strata commit: --continue needs a mountpoint "
 			"(strata commit --continue MOUNTPOINT DEST)\n");
 		return 2;
 	}
-	if (!a->dest || (!a->mountpoint && (!a->o.upper || !a->o.from))) {
-		fprintf(stderr, "strata commit: %s\n%s",
-			!a->dest ? "no destination given"
-				 : "give a mountpoint, or --upper and --from",
-			usage);
-		return 2;
-	}
+	if (!a->dest && !a->o.upper && !a->o.from)
+		return usage_error("commit", usage, "missing MOUNTPOINT and "
+				   "DEST (or --upper DIR --from REF DEST)");
+	if (!a->dest)
+		return usage_error("commit", usage, "missing DEST (where to "
+				   "write the image)");
+	if (!a->mountpoint && (!a->o.upper || !a->o.from))
+		return usage_error("commit", usage, "%s",
+				   a->o.upper ? "--upper needs --from REF (the "
+				   "image the upper directory is over)"
+				   : a->o.from ? "--from needs --upper DIR"
+				   : "missing DEST: give MOUNTPOINT DEST, or "
+				   "--upper DIR --from REF DEST");
 	a->o.dest = a->dest;
 	a->o.tags = a->tags;
 	a->o.mask = a->mask;

@@ -173,26 +173,36 @@ int cmd_inspect(int argc, char **argv)
 	if (want_help(argc, argv, usage))
 		return 0;
 	for (i = 1; i < argc; i++) {
+		const char *v = NULL;
+		int bad = 0;
+
 		if (!strcmp(argv[i], "--json")) {
 			json = true;
-		} else if (!strcmp(argv[i], "--platform") && i + 1 < argc) {
-			if (strata_platform_parse(argv[++i], &plat) < 0) {
-				fprintf(stderr, "strata: invalid platform \"%s\"\n",
-					argv[i]);
+		} else if (opt_value(argc, argv, &i, "--platform", &v,
+				     "inspect", usage, &bad)) {
+			if (bad)
+				return bad;
+			if (strata_platform_parse(v, &plat) < 0) {
+				fprintf(stderr, "strata inspect: invalid "
+					"platform \"%s\" (want OS/ARCH[/VARIANT])"
+					"\n", v);
 				return 2;
 			}
 			pp = &plat;
-		} else if (argv[i][0] == '-' || ref) {
-			fputs(usage, stderr);
-			return 2;
+		} else if (argv[i][0] == '-' && argv[i][1]) {
+			return usage_error("inspect", usage,
+					   "unknown option \"%s\"", argv[i]);
+		} else if (ref) {
+			return usage_error("inspect", usage, "unexpected "
+					   "argument \"%s\" (it takes one REF)",
+					   argv[i]);
 		} else {
 			ref = argv[i];
 		}
 	}
-	if (!ref) {
-		fputs(usage, stderr);
-		return 2;
-	}
+	if (!ref)
+		return usage_error("inspect", usage, "missing REF (the image "
+				   "to inspect)");
 	r = strata_store_open(g.root, &st, &err);
 	if (r == 0)
 		r = strata_image_resolve(st, ref, pp, &img, &err);
