@@ -9,9 +9,10 @@
 static const char usage[] =
 	"usage: strata inspect [--json] [--platform OS/ARCH[/VARIANT]] REF\n"
 	"\n"
-	"Show the image REF: manifest digest, platform, config (env, entrypoint,\n"
-	"cmd, working dir, user, labels, exposed ports, volumes), layers with\n"
-	"media type, size and diff_id, and history. --json prints one object.\n";
+	"Show the image REF: manifest digest, platform, created, author, config\n"
+	"(env, entrypoint, cmd, working dir, user, labels, exposed ports,\n"
+	"volumes), layers with media type, size and diff_id, and history (with\n"
+	"each entry's author). --json prints one object.\n";
 
 static struct json_object *str_or_null(const char *s)
 {
@@ -134,6 +135,8 @@ static void print_text(const struct strata_image *img)
 	       img->platform.arch, img->platform.variant[0] ? "/" : "",
 	       img->platform.variant);
 	printf("%-12s%s\n", "Created", img->created ? img->created : "-");
+	printf("%-12s%s\n", "Author",
+	       img->author && *img->author ? img->author : "-");
 	printf("%-12s%s\n", "Config", img->config_digest);
 	print_list("Env", img->env, "\n            ");
 	print_list("Entrypoint", img->entrypoint, " ");
@@ -153,8 +156,11 @@ static void print_text(const struct strata_image *img)
 	for (i = 0; i < img->n_history; i++) {
 		const struct strata_history *h = &img->history[i];
 
-		printf("  %2zu %s %s%s%s%s\n", i, h->created ? h->created : "-",
+		printf("  %2zu %s %s%s%s%s%s%s%s\n", i,
+		       h->created ? h->created : "-",
 		       h->created_by ? h->created_by : "",
+		       h->author ? " (author: " : "",
+		       h->author ? h->author : "", h->author ? ")" : "",
 		       h->comment ? " # " : "", h->comment ? h->comment : "",
 		       h->empty_layer ? " (empty layer)" : "");
 	}
