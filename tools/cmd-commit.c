@@ -128,6 +128,28 @@ static void mount_info_free(struct mount_info *m)
 	free(m->store);
 }
 
+/*
+ * Send @s on the control socket. MSG_NOSIGNAL: a daemon that closed the
+ * connection (it answers only its owner and root) is an error to report,
+ * not a SIGPIPE that kills strata without a word.
+ */
+static int say(int fd, const char *s)
+{
+	size_t n = strlen(s);
+
+	while (n) {
+		ssize_t k = send(fd, s, n, MSG_NOSIGNAL);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return k < 0 ? -errno : -EIO;
+		s += k;
+		n -= (size_t)k;
+	}
+	return 0;
+}
+
 static int read_reply(int fd, char *buf, size_t size)
 {
 	size_t n = 0;
@@ -204,11 +226,9 @@ static char *continue_ref(const char *dest, const char *src,
 static int continue_mount(struct mount_info *m, const char *ref)
 {
 	char line[2048];
-	size_t n = strlen(ref);
 
-	if (write(m->fd, "continue ", 9) != 9 ||
-	    write(m->fd, ref, n) != (ssize_t)n || write(m->fd, "\n", 1) != 1 ||
-	    read_reply(m->fd, line, sizeof(line)) < 0) {
+	if (say(m->fd, "continue ") < 0 || say(m->fd, ref) < 0 ||
+	    say(m->fd, "\n") < 0 || read_reply(m->fd, line, sizeof(line)) < 0) {
 		fprintf(stderr, "strata commit: --continue: no answer from "
 			"stratafs\n");
 		return -EIO;
@@ -525,7 +545,7 @@ static int open_mount(const char *mp, struct mount_info *m)
 			(unsigned)cred.uid, (int)cred.pid, (unsigned)owner);
 		return -EPERM;
 	}
-	if (write(m->fd, "info\n", 5) != 5 ||
+	if (say(m->fd, "info\n") < 0 ||
 	    read_reply(m->fd, line, sizeof(line)) < 0 ||
 	    !(o = json_tokener_parse(line))) {
 		fprintf(stderr, "strata commit: %s: no answer from stratafs\n",
@@ -574,7 +594,7 @@ static int open_mount(const char *mp, struct mount_info *m)
 				return -errno;
 		}
 	}
-	if (write(m->fd, "freeze\n", 7) != 7 ||
+	if (say(m->fd, "freeze\n") < 0 ||
 	    read_reply(m->fd, line, sizeof(line)) < 0 || strcmp(line, "ok")) {
 		fprintf(stderr, "strata commit: %s: stratafs would not hold "
 			"still\n", abs);
