@@ -183,7 +183,13 @@ def rootless(rootless_user, dev_fuse_open, users_image):
             return run(base + ["run", "--rm", "--signature-policy",
                                cfg / "policy.json", *RUN_OPTS, *args],
                        env=env, check=check, timeout=180, cwd=d)
+
+        def podman_cmd(*args, check=True):
+            return run(base + list(args), env=env, check=check,
+                       timeout=300, cwd=d)
         pm.image = f"oci:{top}/image:{tag}"
+        pm.podman, pm.policy, pm.dir = podman_cmd, cfg / "policy.json", d
+        pm.chown = lambda p: os.lchown(p, pw.pw_uid, pw.pw_gid)
         return pm
     yield setup
     for base, env, xdg in calls:
@@ -260,6 +266,25 @@ BUILT_LISTING = ("/bin/sh", "-c",
                  "tmp/x tmp/y tmp/z; tail -1 etc/passwd")
 
 
+def build_and_list(pm, policy, image, ctx, chown=None):
+    """With podman @pm: pull @image, tag it strata-users:1, build
+    CONTAINERFILE in @ctx over it and list what the steps made."""
+    pm("pull", "-q", "--signature-policy", policy, image)
+    iid = pm("images", "-q", "--no-trunc").stdout.split()[0]
+    pm("tag", iid, "localhost/strata-users:1")
+    ctx.mkdir()
+    (ctx / "Containerfile").write_text(CONTAINERFILE)
+    if chown:
+        chown(ctx)
+        chown(ctx / "Containerfile")
+    r = pm("build", "--pull=never", "--signature-policy", policy,
+           *RUN_OPTS, "-t", "localhost/strata-built:1",
+           "-f", ctx / "Containerfile", ctx, check=False)
+    assert r.returncode == 0, r
+    return pm("run", "--rm", *RUN_OPTS, "localhost/strata-built:1",
+              *BUILT_LISTING)
+
+
 @pytest.mark.parametrize("program", PROGRAMS)
 def test_podman_build_user_steps(users_image, podman, tmp_path, program):
     """`podman build` (rootful) with mount_program: RUN steps as a user
@@ -273,20 +298,21 @@ def test_podman_build_user_steps(users_image, podman, tmp_path, program):
     def pm(*args, check=True):
         return run(base + list(args), env=podman.env, timeout=300,
                    check=check)
-    pm("pull", "-q", "--signature-policy", podman.policy,
-       f"oci:{layout}:{tag}")
-    iid = pm("images", "-q", "--no-trunc").stdout.split()[0]
-    pm("tag", iid, "localhost/strata-users:1")
-    ctx = tmp_path / "ctx"
-    ctx.mkdir()
-    (ctx / "Containerfile").write_text(CONTAINERFILE)
-    r = pm("build", "--pull=never", "--signature-policy", podman.policy,
-           *RUN_OPTS, "-t", "localhost/strata-built:1",
-           "-f", ctx / "Containerfile", ctx, check=False)
-    assert r.returncode == 0, r
-    r = pm("run", "--rm", *RUN_OPTS, "localhost/strata-built:1",
-           *BUILT_LISTING)
-    assert r.stdout.split("\n") == [
+    r = build_and_list(pm, podman.policy, f"oci:{layout}:{tag}",
+                       tmp_path / "ctx")
+    assert r.stdout.split("\n") == BUILT, r
+
+
+@pytest.mark.parametrize("program", PROGRAMS)
+def test_rootless_podman_build_user_steps(rootless, program):
+    """The same build by rootless podman: the same image."""
+    pm = rootless(program)
+    r = build_and_list(pm.podman, pm.policy, pm.image, pm.dir / "ctx",
+                       chown=pm.chown)
+    assert r.stdout.split("\n") == BUILT, r
+
+
+BUILT = [
         "home/carol/id: uid=1002(carol) gid=1002(carol) groups=1002(carol)",
         "home/carol/made: made",
         "home/carol/sub/euid: uid=1002 euid=0",
@@ -303,7 +329,7 @@ def test_podman_build_user_steps(users_image, podman, tmp_path, program):
         "tmp/y 65534:65534 644 regular empty file",
         "tmp/z 65534:65534 644 regular file",
         "carol:x:1002:1002:carol:/home/carol:/bin/sh",
-        ""], r
+        ""]
 
 
 # ---------------------------------------------------------------------------
