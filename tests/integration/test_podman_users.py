@@ -10,7 +10,12 @@ reference) and compared with it:
    by an earlier step and as 65534 (USER): the steps work and the image
    holds their files with their owners;
 3. `su` from one user to another inside a container (a setuid copy of
-   busybox as /bin/su, a password in /etc/passwd).
+   busybox as /bin/su, a password in /etc/passwd);
+4. supplementary groups, setgid directories and umask, and a battery of
+   what a user may and may not do (links, renames, times, set-id modes,
+   chown, chgrp), judged by the kernel's overlay (podman's overlay driver
+   without a mount_program), which fuse-overlayfs does not match for
+   setgid directories.
 
 All podman state lives in the test's directories; the finalizers remove
 every container, stop rootless podman's pause process (by its pid) and
@@ -19,9 +24,8 @@ import os
 import pwd
 import shutil
 import signal
-import stat
 import subprocess
-import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -143,7 +147,8 @@ def rootless(rootless_user, dev_fuse_open, users_image):
     pw = rootless_user
     # a world-searchable home for it all: root's tmp_path is 0700; the
     # path is lower case, as podman names an oci: image after it
-    top = Path(tempfile.mkdtemp(prefix="strata-rl-", dir="/tmp"))
+    top = Path(f"/tmp/strata-rl-{uuid.uuid4().hex[:12]}")
+    top.mkdir(mode=0o755)
     os.chmod(top, 0o755)
     layout, tag = users_image
     shutil.copytree(layout, top / "image", symlinks=True)
@@ -430,3 +435,61 @@ def test_rootless_podman_group_and_umask(rootless, program):
     pm = rootless(program)
     r = pm("--user", "1000", "--group-add", "1001", pm.image, *SHARED_STEPS)
     assert r.stdout.split("\n") == SHARED_OUT, r
+
+
+# ---------------------------------------------------------------------------
+# 4. what a user may and may not do, stratafs next to the kernel's overlay
+
+USER_BATTERY = r"""
+try() { out=$("$@" 2>&1); echo "$* -> $? ${out#*: }"; }
+cd /tmp
+echo a > mine; try ln mine mine2; stat -c '%n %h %u:%g' mine mine2
+try ln /etc/secret /tmp/hl
+try mv /etc/os-release /tmp/
+try rm /srv/bobs-group
+try touch -d '2020-01-01 00:00:00' /etc/passwd
+try touch /etc/passwd
+try touch -d '2020-01-01 00:00:00' mine; stat -c '%n %Y' mine
+try mkfifo p; stat -c '%n %F %a' p
+try ln -s /etc/secret sl; try cat sl
+try cat /home/bob/note; try ls /home/bob; try ls -d /home/bob
+try truncate -s 5 mine; stat -c '%n %s' mine
+try chmod 4755 mine; stat -c '%n %a' mine
+try chmod 2755 mine; stat -c '%n %a' mine
+echo b > /srv/shared/z; try chmod 2700 /srv/shared/z
+stat -c '%n %a %u:%g' /srv/shared/z
+try chown 1000:1001 mine; stat -c '%n %a %u:%g' mine
+try rm -r /srv/shared; ls /srv/shared
+try rmdir /tmp; try mkdir /etc/new; try mv mine /etc/
+echo c > /srv/shared/bobs; try chgrp 0 /srv/shared/bobs
+stat -c '%n %u:%g' /srv/shared/bobs
+try /bin/euid; try /bin/cat /etc/secret
+"""
+
+
+@pytest.mark.parametrize("rootless_mode", [False, True],
+                         ids=["rootful", "rootless"])
+def test_podman_user_battery(users_image, podman, rootless, rootless_mode):
+    """A user (1000, supplementary group 1001) tries links, renames,
+    removals, times, fifos, symlinks, modes with set-id bits, chown and
+    chgrp, in and out of its own files and directories: with stratafs
+    as mount_program every answer (exit status, errno text, resulting
+    owner and mode) is the kernel's overlay's, rootful and rootless."""
+    layout, tag = users_image
+    outs = {}
+    for program in ("kernel", "stratafs"):
+        if rootless_mode:
+            pm = rootless(program)
+            r = pm("--user", "1000", "--group-add", "1001", pm.image,
+                   "/bin/sh", "-c", USER_BATTERY)
+        else:
+            base = overlay_base(podman.base, program)
+            i = base.index("--root")
+            base[i + 1] += f"-{program}"
+            r = run(base + ["run", "--rm", "--signature-policy",
+                            podman.policy, *RUN_OPTS, "--user", "1000",
+                            "--group-add", "1001", f"oci:{layout}:{tag}",
+                            "/bin/sh", "-c", USER_BATTERY],
+                    env=podman.env, timeout=180)
+        outs[program] = r.stdout
+    assert outs["stratafs"] == outs["kernel"], outs
