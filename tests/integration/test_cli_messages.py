@@ -243,7 +243,8 @@ def test_inspect_shows_authors(image, strata, tmp_path):
 @pytest.fixture
 def open_dir():
     """A directory under /tmp every user can search (pytest's tmp_path is
-    root's alone), removed afterwards."""
+    root's alone), removed afterwards: ask for it before `mount`, so that
+    what is mounted in it is unmounted first."""
     d = Path(tempfile.mkdtemp(prefix="strata-cli-", dir="/tmp"))
     os.chmod(d, 0o755)
     yield d
@@ -255,7 +256,7 @@ def as_nobody(argv):
                 "--clear-groups", *argv], check=False)
 
 
-def test_commit_someone_elses_mount(image, strata, mount, open_dir):
+def test_commit_someone_elses_mount(open_dir, image, strata, mount):
     """A user committing root's writable mount is told whose it is and
     who may commit it, exit status 1, never killed by SIGPIPE (141).
     Passes on main already: the owner check against mountinfo's user_id
