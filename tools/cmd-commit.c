@@ -708,9 +708,9 @@ static int parse(int argc, char **argv, struct args *a,
 			a->extra = o;
 		} else {
 			return usage_error("commit", usage, "unexpected "
-					   "argument \"%s\" (it takes MOUNTPOINT "
-					   "DEST, or DEST with --upper and "
-					   "--from)", o);
+					   "argument \"%s\" (it takes "
+					   "MOUNTPOINT DEST, or DEST with "
+					   "--upper and --from)", o);
 		}
 	}
 	if (!a->o.upper && !a->o.from && a->dest && a->extra) {

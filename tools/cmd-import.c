@@ -61,8 +61,8 @@ int cmd_import(int argc, char **argv)
 				return bad;
 			if (strata_platform_parse(v, &plat) < 0) {
 				fprintf(stderr, "strata import: invalid "
-					"platform \"%s\" (want OS/ARCH[/VARIANT])"
-					"\n", v);
+					"platform \"%s\" (want "
+					"OS/ARCH[/VARIANT])\n", v);
 				return 2;
 			}
 			pp = &plat;

@@ -9,10 +9,10 @@
 static const char usage[] =
 	"usage: strata inspect [--json] [--platform OS/ARCH[/VARIANT]] REF\n"
 	"\n"
-	"Show the image REF: manifest digest, platform, created, author, config\n"
-	"(env, entrypoint, cmd, working dir, user, labels, exposed ports,\n"
-	"volumes), layers with media type, size and diff_id, and history (with\n"
-	"each entry's author). --json prints one object.\n";
+	"Show the image REF: manifest digest, platform, created, author,\n"
+	"config (env, entrypoint, cmd, working dir, user, labels, exposed\n"
+	"ports, volumes), layers with media type, size and diff_id, and\n"
+	"history (with each entry's author). --json prints one object.\n";
 
 static struct json_object *str_or_null(const char *s)
 {
@@ -190,8 +190,8 @@ int cmd_inspect(int argc, char **argv)
 				return bad;
 			if (strata_platform_parse(v, &plat) < 0) {
 				fprintf(stderr, "strata inspect: invalid "
-					"platform \"%s\" (want OS/ARCH[/VARIANT])"
-					"\n", v);
+					"platform \"%s\" (want "
+					"OS/ARCH[/VARIANT])\n", v);
 				return 2;
 			}
 			pp = &plat;
