@@ -126,6 +126,9 @@ def rootless_user():
         made = True
         pw = pwd.getpwnam(ROOTLESS_USER)
     for f in ("/etc/subuid", "/etc/subgid"):
+        if not os.path.exists(f):
+            with open(f, "a"):
+                os.chmod(f, 0o644)
         with open(f) as fh:
             if not any(l.split(":")[0] in (ROOTLESS_USER, str(pw.pw_uid))
                        for l in fh):
