@@ -52,38 +52,45 @@ int cmd_import(int argc, char **argv)
 	if (want_help(argc, argv, usage))
 		return 0;
 	for (i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--platform") && i + 1 < argc) {
-			if (strata_platform_parse(argv[++i], &plat) < 0) {
-				fprintf(stderr, "strata: invalid platform \"%s\"\n",
-					argv[i]);
+		const char *v = NULL;
+		int bad = 0;
+
+		if (opt_value(argc, argv, &i, "--platform", &v, "import", usage,
+			      &bad)) {
+			if (bad)
+				return bad;
+			if (strata_platform_parse(v, &plat) < 0) {
+				fprintf(stderr, "strata import: invalid "
+					"platform \"%s\" (want "
+					"OS/ARCH[/VARIANT])\n", v);
 				return 2;
 			}
 			pp = &plat;
-		} else if (!strcmp(argv[i], "--max-layer-bytes") &&
-			   i + 1 < argc) {
-			if (parse_u64(argv[i], argv[i + 1],
-				      &uo.max_layer_bytes) < 0)
-				return 2;
-			i++;
-		} else if (!strcmp(argv[i], "--max-entries") && i + 1 < argc) {
-			if (parse_u64(argv[i], argv[i + 1], &uo.max_entries) < 0)
-				return 2;
-			i++;
+		} else if (opt_value(argc, argv, &i, "--max-layer-bytes", &v,
+				     "import", usage, &bad)) {
+			if (bad || parse_u64("--max-layer-bytes", v,
+					     &uo.max_layer_bytes) < 0)
+				return bad ? bad : 2;
+		} else if (opt_value(argc, argv, &i, "--max-entries", &v,
+				     "import", usage, &bad)) {
+			if (bad || parse_u64("--max-entries", v,
+					     &uo.max_entries) < 0)
+				return bad ? bad : 2;
 		} else if (argv[i][0] == '-' && argv[i][1]) {
-			fprintf(stderr, "strata import: unknown option %s\n%s",
-				argv[i], usage);
-			return 2;
+			return usage_error("import", usage,
+					   "unknown option \"%s\"", argv[i]);
 		} else if (n < 2) {
 			pos[n++] = argv[i];
 		} else {
-			fputs(usage, stderr);
-			return 2;
+			return usage_error("import", usage, "unexpected "
+					   "argument \"%s\" (it takes SRC and "
+					   "NAME[:TAG])", argv[i]);
 		}
 	}
-	if (n != 2) {
-		fputs(usage, stderr);
-		return 2;
-	}
+	if (n < 2)
+		return usage_error("import", usage, n ? "missing NAME[:TAG] "
+				   "(the name to give the image in the store)"
+				   : "missing SRC and NAME[:TAG]");
 	r = strata_store_name(pos[1], &name, &err);
 	if (r < 0)
 		return die_err(&err, r);
