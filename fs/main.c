@@ -130,6 +130,25 @@ static int opt_proc(void *data, const char *arg, int key,
 	return 1;
 }
 
+/*
+ * A usage error before anything was set up: say @what (NULL when it was
+ * said already), the synopsis, and free what parsing took.
+ * Return: 2, the exit status.
+ */
+static int usage_error(struct fuse_args *args, struct options *o,
+		       const char *what)
+{
+	if (what)
+		fprintf(stderr, "stratafs: %s\n", what);
+	fprintf(stderr, "usage: stratafs [-f] [-d] [-o OPTIONS] REF "
+		"MOUNTPOINT (see stratafs --help)\n");
+	fuse_opt_free_args(args);
+	free(o->ref);
+	free(o->mountpoint);
+	o->ref = o->mountpoint = NULL;
+	return 2;
+}
+
 static void usage(void)
 {
 	printf("usage: stratafs [-f] [-d] [-o OPTIONS] REF MOUNTPOINT\n"
@@ -499,7 +518,7 @@ int main(int argc, char *argv[])
 
 	strata_log_set_prog("stratafs");
 	if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) < 0)
-		return 2;
+		return usage_error(&args, &o, NULL);
 	if (o.show_help) {
 		usage();
 		return 0;
@@ -518,11 +537,9 @@ int main(int argc, char *argv[])
 		if (!o.ref || fuse_opt_add_arg(&args, o.mountpoint) < 0)
 			return 1;
 	}
-	if (!o.ref || !o.mountpoint) {
-		fprintf(stderr, "usage: stratafs [-f] [-d] [-o OPTIONS] REF "
-			"MOUNTPOINT (see stratafs --help)\n");
-		return 2;
-	}
+	if (!o.ref || !o.mountpoint)
+		return usage_error(&args, &o, o.ref ? "missing MOUNTPOINT"
+				   : "missing REF and MOUNTPOINT");
 	if ((o.uidmapping && parse_idmap(o.uidmapping, &fs.uidmap, &fs.n_uidmap) < 0) ||
 	    (o.gidmapping && parse_idmap(o.gidmapping, &fs.gidmap, &fs.n_gidmap) < 0)) {
 		fprintf(stderr, "stratafs: invalid uidmapping/gidmapping "

@@ -368,11 +368,11 @@ static int parse_dest(const struct strata_commit_opts *o, struct dest *d,
 					      "cannot write to a digest",
 					      o->dest);
 		if (ref->kind == STRATA_REF_DOCKER)
-			return strata_err_set(err, -EOPNOTSUPP, "destination "
-					      "%s: pushing to a registry is not "
-					      "supported yet: commit to "
-					      "oci:DIR:TAG, then skopeo copy "
-					      "it", o->dest);
+			return strata_err_set(err, -EOPNOTSUPP, "\"%s\": strata "
+					      "does not push to registries "
+					      "yet: commit to oci:DIR:TAG, "
+					      "then skopeo copy oci:DIR:TAG %s",
+					      o->dest, o->dest);
 		d->kind = ref->kind;
 		if (ref->path)
 			d->path = strdup(ref->path);

@@ -130,6 +130,28 @@ static void mount_info_free(struct mount_info *m)
 	free(m->store);
 }
 
+/*
+ * Send @s on the control socket. MSG_NOSIGNAL: a daemon that closed the
+ * connection (it answers only its owner and root) is an error to report,
+ * not a SIGPIPE that kills strata without a word.
+ */
+static int say(int fd, const char *s)
+{
+	size_t n = strlen(s);
+
+	while (n) {
+		ssize_t k = send(fd, s, n, MSG_NOSIGNAL);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return k < 0 ? -errno : -EIO;
+		s += k;
+		n -= (size_t)k;
+	}
+	return 0;
+}
+
 static int read_reply(int fd, char *buf, size_t size)
 {
 	size_t n = 0;
@@ -206,11 +228,9 @@ static char *continue_ref(const char *dest, const char *src,
 static int continue_mount(struct mount_info *m, const char *ref)
 {
 	char line[2048];
-	size_t n = strlen(ref);
 
-	if (write(m->fd, "continue ", 9) != 9 ||
-	    write(m->fd, ref, n) != (ssize_t)n || write(m->fd, "\n", 1) != 1 ||
-	    read_reply(m->fd, line, sizeof(line)) < 0) {
+	if (say(m->fd, "continue ") < 0 || say(m->fd, ref) < 0 ||
+	    say(m->fd, "\n") < 0 || read_reply(m->fd, line, sizeof(line)) < 0) {
 		fprintf(stderr, "strata commit: --continue: no answer from "
 			"stratafs\n");
 		return -EIO;
@@ -527,7 +547,7 @@ static int open_mount(const char *mp, struct mount_info *m)
 			(unsigned)cred.uid, (int)cred.pid, (unsigned)owner);
 		return -EPERM;
 	}
-	if (write(m->fd, "info\n", 5) != 5 ||
+	if (say(m->fd, "info\n") < 0 ||
 	    read_reply(m->fd, line, sizeof(line)) < 0 ||
 	    !(o = json_tokener_parse(line))) {
 		fprintf(stderr, "strata commit: %s: no answer from stratafs\n",
@@ -576,7 +596,7 @@ static int open_mount(const char *mp, struct mount_info *m)
 				return -errno;
 		}
 	}
-	if (write(m->fd, "freeze\n", 7) != 7 ||
+	if (say(m->fd, "freeze\n") < 0 ||
 	    read_reply(m->fd, line, sizeof(line)) < 0 || strcmp(line, "ok")) {
 		fprintf(stderr, "strata commit: %s: stratafs would not hold "
 			"still\n", abs);
@@ -589,6 +609,22 @@ static int bad(const char *what, const char *v)
 {
 	fprintf(stderr, "strata commit: invalid %s \"%s\"\n", what, v);
 	return 2;
+}
+
+/* True for the options (other than the config edits) that take a value. */
+static bool takes_value(const char *o)
+{
+	static const char *const with_value[] = {
+		"--upper", "--from", "--platform", "--tag", "--mask-path",
+		"--compression", "--format", "--message", "-m", "--author",
+		"--created-by", "--created", "--threads",
+	};
+	size_t k;
+
+	for (k = 0; k < ARRAY_SIZE(with_value); k++)
+		if (!strcmp(o, with_value[k]))
+			return true;
+	return false;
 }
 
 /* Return: 0 to go on, else the exit status. */
@@ -606,7 +642,8 @@ static int parse(int argc, char **argv, struct args *a,
 			if (strcmp(o, edit_opts[k].opt))
 				continue;
 			if (edit_opts[k].arg && !v)
-				return bad("option", o);
+				return usage_error("commit", usage, "%s needs "
+						   "a value", o);
 			a->edits[a->o.n_edits].kind = edit_opts[k].kind;
 			a->edits[a->o.n_edits++].value =
 				edit_opts[k].arg ? argv[++i] : NULL;
@@ -625,8 +662,9 @@ static int parse(int argc, char **argv, struct args *a,
 			a->cont = true;
 		} else if (!strcmp(o, "--allow-empty")) {
 			a->o.allow_empty = true;
-		} else if (o[0] == '-' && o[1] && !v) {
-			return bad("option (missing value)", o);
+		} else if (!v && takes_value(o)) {
+			return usage_error("commit", usage, "%s needs a value",
+					   o);
 		} else if (!strcmp(o, "--upper")) {
 			a->o.upper = argv[++i];
 		} else if (!strcmp(o, "--from")) {
@@ -669,16 +707,17 @@ static int parse(int argc, char **argv, struct args *a,
 			if (a->o.threads <= 0)
 				return bad("thread count", argv[i]);
 		} else if (o[0] == '-' && o[1]) {
-			fprintf(stderr, "strata commit: unknown option %s\n%s",
-				o, usage);
-			return 2;
+			return usage_error("commit", usage,
+					   "unknown option \"%s\"", o);
 		} else if (!a->dest) {
 			a->dest = o;
 		} else if (!a->extra) {
 			a->extra = o;
 		} else {
-			fputs(usage, stderr);
-			return 2;
+			return usage_error("commit", usage, "unexpected "
+					   "argument \"%s\" (it takes "
+					   "MOUNTPOINT DEST, or DEST with "
+					   "--upper and --from)", o);
 		}
 	}
 	if (!a->o.upper && !a->o.from && a->dest && a->extra) {
@@ -686,21 +725,28 @@ static int parse(int argc, char **argv, struct args *a,
 		a->mountpoint = a->dest;
 		a->dest = a->extra;
 	} else if (a->extra) {
-		fputs(usage, stderr);
-		return 2;
+		return usage_error("commit", usage, "unexpected argument "
+				   "\"%s\" (with --upper and --from, give only "
+				   "DEST)", a->extra);
 	}
 	if (a->cont && !a->mountpoint) {
 		fprintf(stderr, "strata commit: --continue needs a mountpoint "
 			"(strata commit --continue MOUNTPOINT DEST)\n");
 		return 2;
 	}
-	if (!a->dest || (!a->mountpoint && (!a->o.upper || !a->o.from))) {
-		fprintf(stderr, "strata commit: %s\n%s",
-			!a->dest ? "no destination given"
-				 : "give a mountpoint, or --upper and --from",
-			usage);
-		return 2;
-	}
+	if (!a->dest && !a->o.upper && !a->o.from)
+		return usage_error("commit", usage, "missing MOUNTPOINT and "
+				   "DEST (or --upper DIR --from REF DEST)");
+	if (!a->dest)
+		return usage_error("commit", usage, "missing DEST (where to "
+				   "write the image)");
+	if (!a->mountpoint && (!a->o.upper || !a->o.from))
+		return usage_error("commit", usage, "%s",
+				   a->o.upper ? "--upper needs --from REF (the "
+				   "image the upper directory is over)"
+				   : a->o.from ? "--from needs --upper DIR"
+				   : "missing DEST: give MOUNTPOINT DEST, or "
+				   "--upper DIR --from REF DEST");
 	a->o.dest = a->dest;
 	a->o.tags = a->tags;
 	a->o.mask = a->mask;

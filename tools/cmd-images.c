@@ -28,12 +28,15 @@ int cmd_images(int argc, char **argv)
 	if (want_help(argc, argv, images_usage))
 		return 0;
 	for (i = 1; i < (size_t)argc; i++) {
-		if (!strcmp(argv[i], "--json")) {
+		if (!strcmp(argv[i], "--json"))
 			json = true;
-		} else {
-			fputs(images_usage, stderr);
-			return 2;
-		}
+		else if (argv[i][0] == '-' && argv[i][1])
+			return usage_error("images", images_usage,
+					   "unknown option \"%s\"", argv[i]);
+		else
+			return usage_error("images", images_usage,
+					   "unexpected argument \"%s\" (it "
+					   "takes none)", argv[i]);
 	}
 	r = strata_store_open(g.root, &st, &err);
 	if (r == 0)
@@ -73,10 +76,12 @@ int cmd_rmi(int argc, char **argv)
 
 	if (want_help(argc, argv, rmi_usage))
 		return 0;
-	if (argc < 2) {
-		fputs(rmi_usage, stderr);
-		return 2;
-	}
+	if (argc < 2)
+		return usage_error("rmi", rmi_usage, "no image name given");
+	for (i = 1; i < argc; i++)
+		if (argv[i][0] == '-' && argv[i][1])
+			return usage_error("rmi", rmi_usage,
+					   "unknown option \"%s\"", argv[i]);
 	r = strata_store_open(g.root, &st, &err);
 	if (r < 0)
 		return die_err(&err, r);

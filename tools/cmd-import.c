@@ -26,12 +26,6 @@ static const char usage[] =
 	"                        (default 64 GiB; a guard against gzip bombs)\n"
 	"  --max-entries N       refuse a layer with more than N entries (16M)\n";
 
-static void usage_err(void)
-{
-	fputs(usage, stderr);
-	fputs(reg_opts_usage, stderr);
-}
-
 static int parse_u64(const char *opt, const char *s, uint64_t *out)
 {
 	char *end;
@@ -65,45 +59,49 @@ int cmd_import(int argc, char **argv)
 		return 0;
 	}
 	for (i = 1; i < argc; i++) {
-		int ro = reg_option(argc, argv, &i);
+		const char *v = NULL;
+		int bad = 0, ro = reg_option(argc, argv, &i);
 
 		if (ro < 0)
 			return 2;
 		if (ro > 0)
 			continue;
-		if (!strcmp(argv[i], "--platform") && i + 1 < argc) {
-			if (strata_platform_parse(argv[++i], &plat) < 0) {
-				fprintf(stderr, "strata: invalid platform \"%s\"\n",
-					argv[i]);
+		if (opt_value(argc, argv, &i, "--platform", &v, "import", usage,
+			      &bad)) {
+			if (bad)
+				return bad;
+			if (strata_platform_parse(v, &plat) < 0) {
+				fprintf(stderr, "strata import: invalid "
+					"platform \"%s\" (want "
+					"OS/ARCH[/VARIANT])\n", v);
 				return 2;
 			}
 			pp = &plat;
-		} else if (!strcmp(argv[i], "--max-layer-bytes") &&
-			   i + 1 < argc) {
-			if (parse_u64(argv[i], argv[i + 1],
-				      &uo.max_layer_bytes) < 0)
-				return 2;
-			i++;
-		} else if (!strcmp(argv[i], "--max-entries") && i + 1 < argc) {
-			if (parse_u64(argv[i], argv[i + 1], &uo.max_entries) < 0)
-				return 2;
-			i++;
+		} else if (opt_value(argc, argv, &i, "--max-layer-bytes", &v,
+				     "import", usage, &bad)) {
+			if (bad || parse_u64("--max-layer-bytes", v,
+					     &uo.max_layer_bytes) < 0)
+				return bad ? bad : 2;
+		} else if (opt_value(argc, argv, &i, "--max-entries", &v,
+				     "import", usage, &bad)) {
+			if (bad || parse_u64("--max-entries", v,
+					     &uo.max_entries) < 0)
+				return bad ? bad : 2;
 		} else if (argv[i][0] == '-' && argv[i][1]) {
-			fprintf(stderr, "strata import: unknown option %s\n",
-				argv[i]);
-			usage_err();
-			return 2;
+			return usage_error("import", usage,
+					   "unknown option \"%s\"", argv[i]);
 		} else if (n < 2) {
 			pos[n++] = argv[i];
 		} else {
-			usage_err();
-			return 2;
+			return usage_error("import", usage, "unexpected "
+					   "argument \"%s\" (it takes SRC and "
+					   "NAME[:TAG])", argv[i]);
 		}
 	}
-	if (n != 2) {
-		usage_err();
-		return 2;
-	}
+	if (n < 2)
+		return usage_error("import", usage, n ? "missing NAME[:TAG] "
+				   "(the name to give the image in the store)"
+				   : "missing SRC and NAME[:TAG]");
 	r = strata_store_name(pos[1], &name, &err);
 	if (r < 0)
 		return die_err(&err, r);

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +63,35 @@ bool want_help(int argc, char **argv, const char *text)
 	return false;
 }
 
+int usage_error(const char *cmd, const char *usage, const char *fmt, ...)
+{
+	const char *end = strstr(usage, "\n\n");
+	va_list ap;
+
+	fprintf(stderr, "strata%s%s: ", cmd ? " " : "", cmd ? cmd : "");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\n%.*s\nSee 'strata%s%s --help'.\n",
+		end ? (int)(end - usage) : (int)strlen(usage), usage,
+		cmd ? " " : "", cmd ? cmd : "");
+	return 2;
+}
+
+bool opt_value(int argc, char **argv, int *i, const char *opt,
+	       const char **value, const char *cmd, const char *usage,
+	       int *bad)
+{
+	if (strcmp(argv[*i], opt))
+		return false;
+	if (*i + 1 >= argc) {
+		*bad = usage_error(cmd, usage, "%s needs a value", opt);
+		return true;
+	}
+	*value = argv[++*i];
+	return true;
+}
+
 int main(int argc, char **argv)
 {
 	int i = 1;
@@ -82,14 +112,19 @@ int main(int argc, char **argv)
 		} else if (!strcmp(argv[i], "--version") || !strcmp(argv[i], "-V")) {
 			printf("strata %s\n", STRATA_VERSION);
 			return 0;
+		} else if (!strcmp(argv[i], "--root")) {
+			fprintf(stderr, "strata: --root needs a value\n"
+				"See 'strata --help'.\n");
+			return 2;
 		} else {
-			fprintf(stderr, "strata: unknown option %s\n", argv[i]);
-			usage(stderr);
+			fprintf(stderr, "strata: unknown option \"%s\"\n"
+				"See 'strata --help'.\n", argv[i]);
 			return 2;
 		}
 		i++;
 	}
 	if (i >= argc) {
+		fprintf(stderr, "strata: no command given\n");
 		usage(stderr);
 		return 2;
 	}

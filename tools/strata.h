@@ -29,5 +29,19 @@ int die_err(const struct strata_err *err, int code);
 /* True if argv holds -h/--help; prints @usage (if not NULL) to stdout
  * then. */
 bool want_help(int argc, char **argv, const char *usage);
+/*
+ * A usage error of `strata @cmd`: print "strata CMD: WHAT" (what is
+ * wrong: a missing or extra argument, an unknown option), the synopsis
+ * from @usage (its lines up to the first blank one) and a pointer to
+ * --help, on stderr. Return: 2, the exit status.
+ */
+int usage_error(const char *cmd, const char *usage, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Parse state for `OPTION VALUE`: true if @argv[*i] is @opt; then the
+ * value is taken (*i moves on to it) or, if there is none, *bad is set to
+ * the usage error's status. */
+bool opt_value(int argc, char **argv, int *i, const char *opt,
+	       const char **value, const char *cmd, const char *usage,
+	       int *bad);
 
 #endif

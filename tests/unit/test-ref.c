@@ -196,6 +196,54 @@ static void test_store_name(void)
 	}
 }
 
+/* What a person who typed a name docker or podman would refuse, or a
+ * transport strata does not speak, is told to do instead. */
+static void test_name_advice(void)
+{
+	static const struct {
+		const char *in, *use;
+	} upper[] = {
+		{ "MyApp:1", "(use \"myapp:1\")" },
+		{ "Foo", "(use \"foo\")" },
+		{ "x/Y:Z", "(use \"x/y:Z\")" },
+	};
+	static const char *const registry[] = {
+		"docker://busybox", "docker://localhost:5000/x/y:1",
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(upper) / sizeof(upper[0]); i++) {
+		struct strata_err e1 = { 0 }, e2 = { 0 };
+		struct strata_ref *r = NULL;
+		char *out = NULL;
+
+		is_int(strata_store_name(upper[i].in, &out, &e1), -EINVAL,
+		       "store_name refuses \"%s\"", upper[i].in);
+		is_int(strata_ref_parse(upper[i].in, &r, &e2), -EINVAL,
+		       "ref_parse refuses \"%s\"", upper[i].in);
+		ok(strstr(e1.msg, "must be lower case") &&
+		   strstr(e1.msg, upper[i].use) && !strcmp(e1.msg, e2.msg),
+		   "  both say: %s", e1.msg);
+	}
+	for (i = 0; i < sizeof(registry) / sizeof(registry[0]); i++) {
+		struct strata_err e1 = { 0 }, e2 = { 0 };
+		struct strata_ref *r = NULL;
+		char *out = NULL;
+
+		/* a source: pulled; a store name (a destination): not
+		 * pushed yet, with the way round */
+		is_int(strata_ref_parse(registry[i], &r, &e1), 0,
+		       "ref_parse takes \"%s\"", registry[i]);
+		if (r)
+			strata_ref_free(r);
+		is_int(strata_store_name(registry[i], &out, &e2), -EOPNOTSUPP,
+		       "store_name refuses \"%s\"", registry[i]);
+		ok(strstr(e2.msg, "does not push") &&
+		   strstr(e2.msg, "skopeo copy oci:DIR:TAG ") &&
+		   strstr(e2.msg, registry[i]), "  says: %s", e2.msg);
+	}
+}
+
 static void test_platform(void)
 {
 	static const struct {
@@ -320,6 +368,7 @@ int main(void)
 	test_good();
 	test_bad();
 	test_store_name();
+	test_name_advice();
 	test_platform();
 	test_docker();
 	return done_testing();
