@@ -953,7 +953,7 @@ def test_commit_of_a_docker_mount(image, registry, skopeo, strata, mount,
     # pushing is not there yet, and says so
     r = strata("commit", "--upper", up2, "--from", "fromreg:1",
                f"docker://{reg}/test/img:2", check=False)
-    assert r.returncode == 1 and "not supported yet" in r.stderr
+    assert r.returncode == 1 and "does not push to registries yet" in r.stderr
 
 
 def test_digest_ref_in_store_needs_no_registry(image, registry, skopeo,
