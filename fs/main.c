@@ -31,6 +31,7 @@ struct options {
 	int want_suid, want_dev, want_nosuid;
 	char *root;
 	char *platform;
+	char *creds, *tls_verify, *cert_dir;	/* docker:// */
 	char *uidmapping, *gidmapping;
 	int squash_uid, squash_gid;
 	int allow_other;
@@ -54,6 +55,9 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("gidmapping=%s", gidmapping),
 	{ "squash_to_uid=%d", offsetof(struct options, squash_uid), 0 },
 	{ "squash_to_gid=%d", offsetof(struct options, squash_gid), 0 },
+	OPT("creds=%s", creds),
+	OPT("tls_verify=%s", tls_verify),
+	OPT("cert_dir=%s", cert_dir),
 	OPT("-h", show_help),
 	OPT("--help", show_help),
 	OPT("-V", show_version),
@@ -163,6 +167,8 @@ static void usage(void)
 	       "  -o root=DIR            store root (default $STRATA_ROOT,\n"
 	       "                         /var/lib/strata or $XDG_DATA_HOME/strata)\n"
 	       "  -o platform=OS/ARCH[/VARIANT]  pick from a multi-platform index\n"
+	       "  -o tls_verify=false, cert_dir=DIR, creds=USER:PASS  for docker://\n"
+	       "     (creds= shows in ps and the mount table: prefer an auth file)\n"
 	       "  -o squash_to_uid=N, squash_to_gid=N  show every owner as N\n"
 	       "  -o uidmapping=C:H:N[:C:H:N...], gidmapping=...\n"
 	       "                         show image id C+i as H+i (i < N)\n"
@@ -334,9 +340,20 @@ static int open_image(struct fs *fs, struct options *o,
 		}
 		pp = &plat;
 	}
+	struct strata_reg_opts ro = {
+		.creds = o->creds,
+		.tls_verify = !o->tls_verify ? -1
+			      : !strcmp(o->tls_verify, "false") ? 0 : 1,
+		.cert_dir = o->cert_dir,
+	};
+
 	r = strata_store_open(o->root, &st, &err);
 	if (r == 0)
+		strata_store_set_reg_opts(st, &ro);
+	if (r == 0)
 		r = strata_image_resolve(st, o->ref, pp, &img, &err);
+	if (st)
+		strata_store_set_reg_opts(st, NULL);	/* @ro ends here */
 	if (r == 0)
 		r = strata_cache_ensure(st, img, NULL, &err);
 	if (r == 0)
@@ -356,8 +373,10 @@ fail:
 }
 
 /* The image reference with its path made absolute, so that a commit
- * started from another directory finds the same image. */
-static char *absolute_ref(const char *text)
+ * started from another directory finds the same image; a docker://
+ * reference pinned to @manifest, which the store holds, so a commit needs
+ * no registry and commits onto what is mounted even if the tag moved. */
+static char *absolute_ref(const char *text, const char *manifest)
 {
 	struct strata_err err = { 0 };
 	struct strata_ref *ref = NULL;
@@ -370,6 +389,14 @@ static char *absolute_ref(const char *text)
 
 	if (strata_ref_parse(text, &ref, &err) < 0)
 		return strdup(text);
+	if (ref->kind == STRATA_REF_DOCKER) {
+		if (!manifest || !*manifest ||
+		    asprintf(&out, "docker://%s/%s@%s", ref->registry,
+			     ref->path, manifest) < 0)
+			out = strdup(text);
+		strata_ref_free(ref);
+		return out;
+	}
 	if (ref->kind == STRATA_REF_STORE || !ref->path ||
 	    !(abs = realpath(ref->path, NULL))) {
 		strata_ref_free(ref);
@@ -613,7 +640,8 @@ int main(int argc, char *argv[])
 		goto out;
 	/* relative paths mean something only before daemonizing (cd /) */
 	ctl_mp = realpath(copts.mountpoint, NULL);
-	ctl_ref = o.lowerdir ? strdup("") : absolute_ref(o.ref);
+	ctl_ref = o.lowerdir ? strdup("") : absolute_ref(o.ref,
+						img ? img->manifest_digest : NULL);
 	if (!ctl_mp || !ctl_ref) {
 		fprintf(stderr, "stratafs: %s: %s\n", copts.mountpoint,
 			strerror(errno));
@@ -692,6 +720,9 @@ out:
 	free(o.lowerdir);
 	free(o.root);
 	free(o.platform);
+	free(o.creds);
+	free(o.tls_verify);
+	free(o.cert_dir);
 	free(o.uidmapping);
 	free(o.gidmapping);
 	return ret;

@@ -367,6 +367,12 @@ static int parse_dest(const struct strata_commit_opts *o, struct dest *d,
 			return strata_err_set(err, -EINVAL, "destination %s: "
 					      "cannot write to a digest",
 					      o->dest);
+		if (ref->kind == STRATA_REF_DOCKER)
+			return strata_err_set(err, -EOPNOTSUPP, "\"%s\": strata "
+					      "does not push to registries "
+					      "yet: commit to oci:DIR:TAG, "
+					      "then skopeo copy oci:DIR:TAG %s",
+					      o->dest, o->dest);
 		d->kind = ref->kind;
 		if (ref->path)
 			d->path = strdup(ref->path);
@@ -649,6 +655,10 @@ static int run(struct ctx *c)
 		return r;
 	c->docker = o->docker || c->d.kind == STRATA_REF_DOCKER_ARCHIVE;
 	r = strata_image_resolve(c->st, o->from, o->platform, &c->img, c->err);
+	/* from a registry: its layers are pulled (the view and the new
+	 * manifest need them) */
+	if (r == 0 && c->img->source)
+		r = strata_cache_ensure(c->st, c->img, NULL, c->err);
 	if (r < 0)
 		return r;
 	r = load_config(c);

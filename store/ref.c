@@ -15,6 +15,7 @@ void strata_ref_free(struct strata_ref *ref)
 	free(ref->tag);
 	free(ref->digest);
 	free(ref->text);
+	free(ref->registry);
 	free(ref);
 }
 
@@ -168,14 +169,14 @@ static char *lower_case_name(const char *s, size_t repo_len)
 }
 
 /* The registry transport is not spoken yet: say how to get there. */
+/* A docker:// reference where a store name is wanted (a destination):
+ * strata pulls from registries but does not push yet. */
 static int no_registry(const char *s, struct strata_err *err)
 {
 	return strata_err_set(err, -EOPNOTSUPP,
-			      "\"%s\": strata does not talk to registries yet: "
-			      "copy the image to an OCI layout first (skopeo "
-			      "copy %s oci:DIR:TAG) and use oci:DIR:TAG; to "
-			      "push, commit to oci:DIR:TAG, then skopeo copy "
-			      "oci:DIR:TAG %s", s, s, s);
+			      "\"%s\": strata does not push to registries "
+			      "yet: commit or import to oci:DIR:TAG, then "
+			      "skopeo copy oci:DIR:TAG %s", s, s);
 }
 
 static bool is_registry_ref(const char *s)
@@ -296,8 +297,15 @@ int strata_ref_parse(const char *s, struct strata_ref **out,
 	r->text = strdup(s);
 	if (!r->text)
 		return -ENOMEM;
-	if (is_registry_ref(s))
-		return no_registry(s, err);
+	/* "docker:TAG" stays a store name: only docker:// is the transport */
+	if (is_registry_ref(s)) {
+		r->kind = STRATA_REF_DOCKER;
+		ret = strata_ref_parse_docker(s + 7, r, err);
+		if (ret < 0)
+			return ret;
+		*out = take_ptr(&r);
+		return 0;
+	}
 	for (i = 0; i < ARRAY_SIZE(kinds); i++) {
 		size_t n = strlen(kinds[i].prefix);
 

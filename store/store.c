@@ -127,6 +127,12 @@ const char *strata_store_root(const struct strata_store *st)
 	return st->root;
 }
 
+void strata_store_set_reg_opts(struct strata_store *st,
+			       const struct strata_reg_opts *o)
+{
+	st->reg_opts = o;
+}
+
 int strata_store_index_load(struct strata_store *st, struct json_object **out,
 			    struct strata_err *err)
 {
@@ -441,6 +447,8 @@ void strata_image_free(struct strata_image *img)
 	if (img->blobs_fd >= 0)
 		close(img->blobs_fd);
 	free(img->blobs_desc);
+	if (img->source)
+		img->source->free(img->source);
 	free(img);
 }
 
@@ -551,6 +559,13 @@ int strata_image_resolve(struct strata_store *st, const char *refstr,
 		img->blobs_fd = fcntl(st->blobs_fd, F_DUPFD_CLOEXEC, 3);
 		img->blobs_desc = strdup(ref->path);
 		r = strata_archive_resolve(st, ref, plat, img, err);
+		break;
+	case STRATA_REF_DOCKER:
+		img->blobs_fd = fcntl(st->blobs_fd, F_DUPFD_CLOEXEC, 3);
+		if (asprintf(&img->blobs_desc, "%s/%s", ref->registry,
+			     ref->path) < 0)
+			img->blobs_desc = NULL;
+		r = strata_registry_resolve(st, ref, plat, img, err);
 		break;
 	default:
 		r = -EINVAL;

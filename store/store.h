@@ -61,11 +61,14 @@ enum strata_ref_kind {
 	STRATA_REF_OCI_ARCHIVE,		/* oci-archive:FILE[:TAG] */
 	STRATA_REF_DOCKER_ARCHIVE,	/* docker-archive:FILE[:NAME:TAG] */
 	STRATA_REF_STORE,		/* NAME[:TAG] in the default store */
+	STRATA_REF_DOCKER,		/* docker://[HOST/]PATH[:TAG|@DIGEST] */
 };
 
 struct strata_ref {
 	enum strata_ref_kind kind;
-	char *path;	/* DIR or FILE; NULL for STRATA_REF_STORE */
+	char *path;	/* DIR or FILE; NULL for STRATA_REF_STORE; the
+			 * repository ("library/alpine") for docker:// */
+	char *registry;	/* docker://: "docker.io", "localhost:5000" */
 	char *tag;	/* tag, "NAME:TAG" for docker-archive and store; or NULL */
 	char *digest;	/* "@DIGEST" form, or NULL */
 	char *text;	/* the reference as given */
@@ -122,6 +125,20 @@ static inline void strata_store_freep(struct strata_store **s)
 /* Borrowed, valid while @st lives. */
 const char *strata_store_root(const struct strata_store *st);
 
+/* How docker:// references reach their registry. */
+struct strata_reg_opts {
+	const char *creds;	/* "USER[:PASS]", else the auth files */
+	int tls_verify;		/* -1 default (verify; registries.conf may
+				 * mark a registry insecure), 0 off: plain
+				 * HTTP or unverified TLS, 1 on */
+	const char *cert_dir;	/* *.crt, *.cert, *.key, instead of certs.d */
+};
+
+/* Use @o (borrowed: it must outlive @st's use) for docker:// references
+ * resolved through @st. */
+void strata_store_set_reg_opts(struct strata_store *st,
+			       const struct strata_reg_opts *o);
+
 struct strata_history {
 	char *created, *created_by, *author, *comment;
 	bool empty_layer;
@@ -140,6 +157,24 @@ enum strata_compression {
 	STRATA_COMP_GZIP,
 	STRATA_COMP_ZSTD,
 	STRATA_COMP_SNIFF,	/* docker's ambiguous uncompressed types */
+};
+
+/*
+ * Where layer blobs that are not in blobs_fd come from (a registry).
+ * open() starts fetching @l into the store and returns an fd delivering
+ * its bytes from the start (the fetch verifies and stores them; the
+ * reader verifies what it reads too); finish() waits for that fetch
+ * after the reader closed the fd, @reader_ret being the reader's status,
+ * and returns the fetch's. fetch() stores @l without a reader.
+ */
+struct strata_blob_source {
+	int (*open)(struct strata_blob_source *s, const struct strata_layer *l,
+		    void **handle, struct strata_err *err);
+	int (*finish)(struct strata_blob_source *s, void *handle,
+		      int reader_ret, struct strata_err *err);
+	int (*fetch)(struct strata_blob_source *s, const struct strata_layer *l,
+		     struct strata_err *err);
+	void (*free)(struct strata_blob_source *s);
 };
 
 /* A resolved image: everything inspect shows and a mount needs. */
@@ -169,6 +204,8 @@ struct strata_image {
 	struct strata_history *history;
 	int blobs_fd;			/* dirfd of the blobs/ directory */
 	char *blobs_desc;		/* where blobs come from, for messages */
+	struct strata_blob_source *source;	/* layer blobs missing from
+						 * blobs_fd, or NULL; owned */
 };
 
 /*
@@ -187,6 +224,14 @@ static inline void strata_image_freep(struct strata_image **i)
 	if (*i)
 		strata_image_free(*i);
 }
+
+/*
+ * Read blob @digest of @size bytes of @img (its manifest or config, at
+ * most 20 MiB), verified. Caller frees *out. Return: 0 or negative errno.
+ */
+int strata_image_read_blob(const struct strata_image *img, const char *digest,
+			   int64_t size, char **out, size_t *len,
+			   struct strata_err *err);
 
 /*
  * Copy @img (manifest, config, layer blobs; all verified) into the store

@@ -33,6 +33,8 @@ static const char usage[] =
 	"no config edit) it says so, writes nothing and exits with status 1.\n"
 	"\n"
 	"  --platform P            pick P from a multi-platform REF\n"
+	"  --creds USER[:PASS], --tls-verify=false, --cert-dir DIR\n"
+	"                          for a docker:// REF (its layers are pulled)\n"
 	"  --tag TAG               also tag the result TAG (repeatable)\n"
 	"  --compression C         gzip (default, level 6), zstd (level 3), none\n"
 	"  --format F              oci (default) or docker media types\n"
@@ -649,6 +651,11 @@ static int parse(int argc, char **argv, struct args *a,
 		}
 		if (found)
 			continue;
+		k = reg_option(argc, argv, &i);
+		if (k < 0)
+			return 2;
+		if (k > 0)
+			continue;
 		if (!strcmp(o, "--no-mask-volumes")) {
 			a->o.no_mask_volumes = true;
 		} else if (!strcmp(o, "--continue")) {
@@ -780,6 +787,8 @@ int cmd_commit(int argc, char **argv)
 	/* a mount's image lives in the store it was mounted from */
 	r = strata_store_open(a.mountpoint && !g.root ? mi.store : g.root,
 			      &st, &err);
+	if (r == 0)
+		strata_store_set_reg_opts(st, &g.reg);
 	if (r == 0)
 		r = strata_commit(st, &a.o, &res, &err);
 	if (r < 0) {

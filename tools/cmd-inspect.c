@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* strata inspect [--json] [--platform P] REF */
+/* strata inspect [--json|--raw|--config] [--platform P] REF */
 #include <json-c/json.h>
 #include <stdio.h>
 #include <string.h>
@@ -7,12 +7,17 @@
 #include "strata.h"
 
 static const char usage[] =
-	"usage: strata inspect [--json] [--platform OS/ARCH[/VARIANT]] REF\n"
+	"usage: strata inspect [--json | --raw | --config] [--platform OS/ARCH[/VARIANT]]\n"
+	"                      [--creds USER[:PASS]] [--tls-verify=false]\n"
+	"                      [--cert-dir DIR] REF\n"
 	"\n"
 	"Show the image REF: manifest digest, platform, created, author,\n"
 	"config (env, entrypoint, cmd, working dir, user, labels, exposed\n"
 	"ports, volumes), layers with media type, size and diff_id, and\n"
-	"history (with each entry's author). --json prints one object.\n";
+	"history (with each entry's author). --json prints one object;\n"
+	"--raw prints the manifest as stored (for an index, the platform's\n"
+	"manifest), --config the config. A docker:// REF costs the manifest and\n"
+	"config only: no layer is downloaded.\n";
 
 static struct json_object *str_or_null(const char *s)
 {
@@ -174,16 +179,27 @@ int cmd_inspect(int argc, char **argv)
 	struct strata_err err = { 0 };
 	const char *ref = NULL;
 	bool json = false;
-	int i, r;
+	int raw = 0, i, r;
 
-	if (want_help(argc, argv, usage))
+	if (want_help(argc, argv, NULL)) {
+		fputs(usage, stdout);
+		fputs(reg_opts_usage, stdout);
 		return 0;
+	}
 	for (i = 1; i < argc; i++) {
 		const char *v = NULL;
-		int bad = 0;
+		int bad = 0, ro = reg_option(argc, argv, &i);
 
+		if (ro < 0)
+			return 2;
+		if (ro > 0)
+			continue;
 		if (!strcmp(argv[i], "--json")) {
 			json = true;
+		} else if (!strcmp(argv[i], "--raw")) {
+			raw = 1;
+		} else if (!strcmp(argv[i], "--config")) {
+			raw = 2;
 		} else if (opt_value(argc, argv, &i, "--platform", &v,
 				     "inspect", usage, &bad)) {
 			if (bad)
@@ -211,9 +227,25 @@ int cmd_inspect(int argc, char **argv)
 				   "to inspect)");
 	r = strata_store_open(g.root, &st, &err);
 	if (r == 0)
+		strata_store_set_reg_opts(st, &g.reg);
+	if (r == 0)
 		r = strata_image_resolve(st, ref, pp, &img, &err);
 	if (r < 0)
 		return die_err(&err, r);
+	if (raw) {
+		cleanup_free char *buf = NULL;
+		size_t len;
+
+		r = strata_image_read_blob(img, raw == 1 ? img->manifest_digest
+						     : img->config_digest,
+					   raw == 1 ? img->manifest_size
+						    : img->config_size,
+					   &buf, &len, &err);
+		if (r < 0)
+			return die_err(&err, r);
+		fwrite(buf, 1, len, stdout);
+		return fflush(stdout) == 0 ? 0 : 1;
+	}
 	if (json)
 		print_json(img);
 	else

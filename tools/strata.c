@@ -32,7 +32,8 @@ static void usage(FILE *f)
 		fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
 	fprintf(f, "\nreferences: NAME[:TAG] (store), oci:DIR[:TAG|@DIGEST], "
 		   "oci-archive:FILE[:TAG],\n            "
-		   "docker-archive:FILE[:NAME:TAG]\n"
+		   "docker-archive:FILE[:NAME:TAG],\n            "
+		   "docker://[HOST[:PORT]/]PATH[:TAG|@DIGEST]\n"
 		   "mount an image with: stratafs REF MOUNTPOINT\n"
 		   "'strata COMMAND --help' tells more.\n");
 }
@@ -54,7 +55,8 @@ bool want_help(int argc, char **argv, const char *text)
 		if (!strcmp(argv[i], "--"))
 			break;
 		if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-			fputs(text, stdout);
+			if (text)
+				fputs(text, stdout);
 			return true;
 		}
 	}
@@ -96,6 +98,7 @@ int main(int argc, char **argv)
 	size_t k;
 
 	strata_log_set_prog("strata");
+	g.reg.tls_verify = -1;
 	while (i < argc && argv[i][0] == '-') {
 		if (!strcmp(argv[i], "--root") && i + 1 < argc) {
 			g.root = argv[++i];
