@@ -310,18 +310,35 @@ int strata_ref_parse(const char *s, struct strata_ref **out,
 		break;
 	}
 	if (r->kind == STRATA_REF_STORE) {
-		if (strchr(s, '@') || (strchr(s, ':') && !strchr(s, '/') &&
-				       strchr(s, ':') != strrchr(s, ':')))
+		cleanup_free char *name = strdup(s);
+		char *at = name ? strchr(name, '@') : NULL;
+
+		if (!name)
+			return -ENOMEM;
+		/* NAME[:TAG]@DIGEST: the digest picks the image */
+		if (at) {
+			*at = '\0';
+			if (strata_digest_validate(at + 1, strlen(at + 1)) < 0)
+				return strata_err_set(err, -EINVAL,
+						      "reference %s: invalid "
+						      "digest \"%s\"", s,
+						      at + 1);
+			r->digest = strdup(at + 1);
+			if (!r->digest)
+				return -ENOMEM;
+		}
+		if (strchr(name, ':') && !strchr(name, '/') &&
+		    strchr(name, ':') != strrchr(name, ':'))
 			return strata_err_set(err, -EINVAL,
 					      "invalid reference \"%s\"", s);
-		ret = strata_store_name(s, &r->tag, NULL);
+		ret = strata_store_name(name, &r->tag, NULL);
 		if (ret == -ENOMEM)
 			return ret;
 		if (ret < 0 && name_case_error(s, err) < 0)
 			return -EINVAL;
 		if (ret < 0) {
 			return strata_err_set(err, -EINVAL,
-				"invalid reference \"%s\": use NAME[:TAG], "
+				"invalid reference \"%s\": use NAME[:TAG][@DIGEST], "
 				"oci:DIR[:TAG], oci-archive:FILE[:TAG] or "
 				"docker-archive:FILE[:NAME:TAG]", s);
 		}

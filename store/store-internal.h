@@ -143,6 +143,23 @@ int strata_archive_resolve(struct strata_store *st, const struct strata_ref *ref
 int strata_blob_put(int blobs_fd, const void *buf, size_t len,
 		    char *digest_out);
 
+/* ---- layout-write.c: tags in an index.json ---- */
+
+/*
+ * In the "manifests" array @manifests of an index.json: take tag @name
+ * (an org.opencontainers.image.ref.name value) off every descriptor that
+ * has it, then, when @desc is not NULL, add @desc (ownership taken), which
+ * carries the tag. With @keep (the store), an image that loses its last
+ * name stays listed, as a descriptor without the ref.name annotation, so
+ * it is still reachable by digest until strata gc; and @desc replaces
+ * such an unnamed descriptor of its digest.
+ * Return: the number of descriptors the tag was taken off, or -ENOMEM.
+ */
+int strata_index_retag(struct json_object *manifests, const char *name,
+		       struct json_object *desc, bool keep);
+/* The ref.name annotation of descriptor @desc, or NULL. Borrowed. */
+const char *strata_desc_ref_name(struct json_object *desc);
+
 /* ---- store.c ---- */
 int strata_store_index_load(struct strata_store *st, struct json_object **out,
 			    struct strata_err *err);

@@ -60,7 +60,7 @@ enum strata_ref_kind {
 	STRATA_REF_OCI,			/* oci:DIR[:TAG|@DIGEST] */
 	STRATA_REF_OCI_ARCHIVE,		/* oci-archive:FILE[:TAG] */
 	STRATA_REF_DOCKER_ARCHIVE,	/* docker-archive:FILE[:NAME:TAG] */
-	STRATA_REF_STORE,		/* NAME[:TAG] in the default store */
+	STRATA_REF_STORE,		/* NAME[:TAG][@DIGEST] in the store */
 };
 
 struct strata_ref {
@@ -73,7 +73,8 @@ struct strata_ref {
 
 /*
  * Parse a containers-transports(5) reference. A store reference gets the
- * default tag "latest". Return: 0, -EINVAL (message in @err), -ENOMEM.
+ * default tag "latest"; with "@DIGEST" (NAME[:TAG]@DIGEST) the digest picks
+ * the image and the name is kept only for ":TAG" destinations. Return: 0, -EINVAL (message in @err), -ENOMEM.
  * Caller frees *out with strata_ref_free().
  */
 int strata_ref_parse(const char *s, struct strata_ref **out,
@@ -439,6 +440,8 @@ struct strata_cfg_edit {
 struct strata_commit_opts {
 	const char *upper;		/* the upper directory */
 	const char *from;		/* the image it sits on */
+	const char *from_digest;	/* NULL, or the manifest digest @from
+					 * must resolve to (-ESTALE if not) */
 	const struct strata_platform *platform;	/* NULL = host */
 	/* destination: a reference, or ":TAG" for the source's own layout
 	 * (or store name) under another tag */

@@ -109,6 +109,8 @@ struct args {
 struct mount_info {
 	int fd;				/* the connection; frozen while open */
 	char *upper, *ref, *store;
+	char *manifest;			/* the digest the mount shows */
+	char *base;			/* ref naming exactly that image */
 	/* root committing another user's mount: the directories as checked
 	 * (owned_dir); the upper one is committed through its fd's name */
 	int upper_fd, store_fd;
@@ -126,6 +128,8 @@ static void mount_info_free(struct mount_info *m)
 	free(m->upper);
 	free(m->ref);
 	free(m->store);
+	free(m->manifest);
+	free(m->base);
 }
 
 /*
@@ -220,6 +224,31 @@ static char *continue_ref(const char *dest, const char *src,
 	}
 	strata_ref_free(ref);
 	return out;
+}
+
+/*
+ * The image the mount shows, by digest: its tag may have moved since it was
+ * mounted (a commit to that tag without --continue moves it, and the mount
+ * goes on showing its own image), so REF is never resolved again. An
+ * archive has no digest form: its image is checked against the digest
+ * instead (strata_commit_opts.from_digest). NULL only without memory.
+ */
+static char *base_ref(const char *mref, const char *digest)
+{
+	struct strata_ref *ref = NULL;
+	char *out = NULL;
+	int r = 0;
+
+	if (strata_ref_parse(mref, &ref, NULL) < 0)
+		return strdup(mref);
+	if (ref->kind == STRATA_REF_STORE)
+		r = asprintf(&out, "%s@%s", ref->tag, digest);
+	else if (ref->kind == STRATA_REF_OCI)
+		r = asprintf(&out, "oci:%s@%s", ref->path, digest);
+	else
+		out = strdup(mref);
+	strata_ref_free(ref);
+	return r < 0 ? NULL : out;
 }
 
 /* Tell the (frozen) mount to go on from the committed image. */
@@ -555,6 +584,7 @@ static int open_mount(const char *mp, struct mount_info *m)
 	m->upper = json_str(o, "upper");
 	m->ref = json_str(o, "ref");
 	m->store = json_str(o, "store");
+	m->manifest = json_str(o, "manifest");
 	said_mp = json_str(o, "mountpoint");
 	if (json_object_object_get_ex(o, "pid", &v) &&
 	    json_object_is_type(v, json_type_int))
@@ -566,12 +596,16 @@ static int open_mount(const char *mp, struct mount_info *m)
 			(int)cred.pid, said_pid, said_mp ? said_mp : "?");
 		return -EPERM;
 	}
-	if (!m->upper || !m->ref || !m->store || !m->ref[0]) {
+	if (!m->upper || !m->ref || !m->store || !m->ref[0] || !m->manifest ||
+	    !m->manifest[0]) {
 		fprintf(stderr, "strata commit: %s is not a mount of an image "
 			"(lowerdir= mounts have no image to commit onto)\n",
 			abs);
 		return -EINVAL;
 	}
+	m->base = base_ref(m->ref, m->manifest);
+	if (!m->base)
+		return -ENOMEM;
 	if (geteuid() != owner) {
 		r = owned_dir(abs, "upper directory", m->upper, owner, false);
 		if (r < 0)
@@ -775,7 +809,8 @@ int cmd_commit(int argc, char **argv)
 			goto out;
 		}
 		a.o.upper = mi.upper_fd >= 0 ? mi.upper_at : mi.upper;
-		a.o.from = mi.ref;
+		a.o.from = mi.base;
+		a.o.from_digest = mi.manifest;
 	}
 	/* a mount's image lives in the store it was mounted from */
 	r = strata_store_open(a.mountpoint && !g.root ? mi.store : g.root,
