@@ -733,7 +733,9 @@ int strata_commit(struct strata_store *st, const struct strata_commit_opts *o,
 		c.o = o = &o2;
 	}
 	c.created = o->have_created ? o->created : (int64_t)time(NULL);
-	r = run(&c);
+	r = strata_store_hold(st, err);
+	if (r == 0)
+		r = run(&c);
 	if (c.cfg)
 		json_object_put(c.cfg);
 	if (c.img)

@@ -254,7 +254,8 @@ static int split_at_digest(struct strata_ref *r, struct strata_err *err)
 }
 
 /* Split "PATH:TAG" at the first ':' (paths with ':' cannot carry a tag;
- * skopeo's oci: transport splits the same way). */
+ * skopeo's oci: transport splits the same way); TAG holds at most
+ * @max_colons - 1 colons (0: any number). */
 static int split_tag(struct strata_ref *r, int max_colons,
 		     struct strata_err *err)
 {
@@ -263,7 +264,8 @@ static int split_tag(struct strata_ref *r, int max_colons,
 	if (!colon)
 		return 0;
 	*colon = '\0';
-	if (max_colons == 1 && strchr(colon + 1, ':'))
+	if (max_colons >= 1 && strchr(colon + 1, ':') &&
+	    (max_colons == 1 || strchr(strchr(colon + 1, ':') + 1, ':')))
 		return strata_err_set(err, -EINVAL,
 				      "reference %s: too many ':'", r->text);
 	if (!valid_tag(colon + 1))
@@ -351,8 +353,10 @@ int strata_ref_parse(const char *s, struct strata_ref **out,
 			return ret;
 	}
 	if (!r->digest) {
-		ret = split_tag(r, r->kind == STRATA_REF_DOCKER_ARCHIVE ? 2 : 1,
-				err);
+		/* oci:DIR:NAME:TAG as skopeo reads it: the store's own
+		 * layout names its images NAME:TAG */
+		ret = split_tag(r, r->kind == STRATA_REF_OCI_ARCHIVE ? 1 :
+				r->kind == STRATA_REF_OCI ? 2 : 0, err);
 		if (ret < 0)
 			return ret;
 	}

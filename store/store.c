@@ -53,8 +53,10 @@ static int open_dir(int at, const char *name, mode_t mode)
 void strata_store_free(struct strata_store *st)
 {
 	int *fds[] = { &st->root_fd, &st->images_fd, &st->blobs_fd,
-		       &st->layers_fd, &st->tmp_fd };
+		       &st->layers_fd, &st->tmp_fd, &st->hold_fd };
 	size_t i;
+
+	strata_store_unpin(st);
 
 	for (i = 0; i < ARRAY_SIZE(fds); i++)
 		if (*fds[i] >= 0)
@@ -74,7 +76,7 @@ int strata_store_open(const char *root, struct strata_store **out,
 	if (!st)
 		return -ENOMEM;
 	st->root_fd = st->images_fd = st->blobs_fd = st->layers_fd = -1;
-	st->tmp_fd = -1;
+	st->tmp_fd = st->hold_fd = st->pin_fd = -1;
 	if (root)
 		st->root = strdup(root);
 	else if ((r = default_root(&st->root)) < 0)
@@ -249,6 +251,9 @@ int strata_store_tag(struct strata_store *st, struct strata_image *img,
 	size_t i;
 	int r;
 
+	r = strata_store_hold(st, err);
+	if (r < 0)
+		return r;
 	if ((r = copy_blob(st, img->blobs_fd, img->config_digest,
 			   img->config_size, err)) < 0 ||
 	    (r = copy_blob(st, img->blobs_fd, img->manifest_digest,
@@ -295,8 +300,31 @@ int strata_store_tag(struct strata_store *st, struct strata_image *img,
 	return 0;
 }
 
-int strata_store_list(struct strata_store *st, struct strata_tag_info **out,
-		      size_t *n_out, struct strata_err *err)
+/* Size (manifest, config, layer blobs) and creation time of the image of
+ * descriptor @m, into @t; left at -1 and NULL when it cannot be read. */
+static void describe(struct strata_store *st, struct json_object *m,
+		     struct strata_tag_info *t)
+{
+	struct strata_image *img = calloc(1, sizeof(*img));
+	size_t i;
+
+	t->size = -1;
+	if (!img)
+		return;
+	img->blobs_fd = -1;
+	if (strata_image_from_desc(img, st->blobs_fd, m, NULL, NULL) == 0) {
+		t->size = img->manifest_size + img->config_size;
+		for (i = 0; i < img->n_layers; i++)
+			t->size += img->layers[i].size;
+		if (img->created)
+			t->created = strdup(img->created);
+	}
+	strata_image_free(img);
+}
+
+int strata_store_list(struct strata_store *st, bool all,
+		      struct strata_tag_info **out, size_t *n_out,
+		      struct strata_err *err)
 {
 	struct json_object *idx = NULL, *manifests;
 	struct strata_tag_info *tags;
@@ -322,11 +350,17 @@ int strata_store_list(struct strata_store *st, struct strata_tag_info **out,
 		struct strata_desc d;
 		const char *ref = strata_desc_ref_name(m);
 
-		if (!ref || strata_desc_parse(m, &d, "index.json", NULL) < 0)
+		if ((!ref && !all) ||
+		    strata_desc_parse(m, &d, "index.json", NULL) < 0)
 			continue;
-		tags[k].name = strdup(ref);
+		tags[k].name = ref ? strdup(ref) : NULL;
 		tags[k].digest = strdup(d.digest);
-		tags[k].size = d.size;
+		if ((ref && !tags[k].name) || !tags[k].digest) {
+			strata_tags_free(tags, k + 1);
+			json_object_put(idx);
+			return -ENOMEM;
+		}
+		describe(st, m, &tags[k]);
 		k++;
 	}
 	json_object_put(idx);
@@ -342,6 +376,7 @@ void strata_tags_free(struct strata_tag_info *tags, size_t n)
 	for (i = 0; i < n; i++) {
 		free(tags[i].name);
 		free(tags[i].digest);
+		free(tags[i].created);
 	}
 	free(tags);
 }
@@ -555,6 +590,8 @@ int strata_image_resolve(struct strata_store *st, const char *refstr,
 	int r;
 
 	r = strata_ref_parse(refstr, &ref, err);
+	if (r == 0)
+		r = strata_store_hold(st, err);
 	if (r < 0)
 		return r;
 	img = calloc(1, sizeof(*img));

@@ -198,19 +198,68 @@ int strata_store_tag(struct strata_store *st, struct strata_image *img,
 		     const char *name, struct strata_err *err);
 
 struct strata_tag_info {
-	char *name;		/* "NAME:TAG" */
+	char *name;		/* "NAME:TAG", NULL for an untagged image */
 	char *digest;		/* manifest digest */
-	int64_t size;		/* manifest + config + layer blobs */
+	int64_t size;		/* bytes of the manifest, config and
+				 * (compressed) layer blobs; -1 unreadable */
+	char *created;		/* the config's "created", or NULL */
 };
 
-/* List tags of the store. Caller frees with strata_tags_free(). */
-int strata_store_list(struct strata_store *st, struct strata_tag_info **out,
-		      size_t *n, struct strata_err *err);
+/* List the tags of the store, in index.json's order; with @all also the
+ * images that lost their last tag (name NULL) and wait for strata gc.
+ * Caller frees with strata_tags_free(). */
+int strata_store_list(struct strata_store *st, bool all,
+		      struct strata_tag_info **out, size_t *n,
+		      struct strata_err *err);
 void strata_tags_free(struct strata_tag_info *tags, size_t n);
 
 /* Remove tag @name. Return: 0, -ENOENT (message lists existing tags). */
 int strata_store_untag(struct strata_store *st, const char *name,
 		       struct strata_err *err);
+
+/* ---- users of the store and gc (store/gc.c) ---------------------------- */
+
+/*
+ * Hold the store (ROOT/gc.lock, shared) until strata_store_release() or
+ * strata_store_free(): strata gc removes nothing while it is held. Taken
+ * by strata_image_resolve(), strata_store_tag(), strata_cache_ensure()
+ * and strata_commit() themselves; waits only while a gc runs.
+ * Return: 0 or negative errno.
+ */
+int strata_store_hold(struct strata_store *st, struct strata_err *err);
+void strata_store_release(struct strata_store *st);
+
+/*
+ * Keep @img's blobs (manifest, config, layers) and cached layers from
+ * strata gc for as long as @st is open (or until strata_store_unpin()),
+ * named or not: a pin file in ROOT/pins, flock'ed. For a mount, which
+ * then lets go of the store with strata_store_release(). The pin lives
+ * in the open file, so it survives a fork (daemonizing) and dies with
+ * the last process holding it. Return: 0 or negative errno.
+ */
+int strata_store_pin(struct strata_store *st, const struct strata_image *img,
+		     struct strata_err *err);
+void strata_store_unpin(struct strata_store *st);
+
+struct strata_gc_result {
+	uint64_t images;	/* untagged manifests taken out of index.json */
+	uint64_t kept_images;	/* untagged, kept: a live mount pins them */
+	uint64_t blobs, blob_bytes;
+	uint64_t layers, layer_bytes;	/* cached layer directories */
+	uint64_t temps, temp_bytes;	/* leftovers of killed writers */
+	uint64_t live_pins, stale_pins;
+};
+
+/*
+ * Remove the manifests index.json lists without a name, and every blob
+ * and cached layer that no named manifest reaches, except what a live
+ * pin names; and what killed writers left. Bytes are disk usage
+ * (st_blocks). Return: 0; -EBUSY (nothing removed) while anyone holds
+ * the store; -EBADMSG etc. when a named image cannot be read (nothing
+ * removed, the message names it).
+ */
+int strata_store_gc(struct strata_store *st, struct strata_gc_result *res,
+		    struct strata_err *err);
 
 /* ---- layer cache ------------------------------------------------------- */
 

@@ -17,6 +17,8 @@ int cmd_images(int argc, char **argv);
 int cmd_rmi(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_commit(int argc, char **argv);
+int cmd_tag(int argc, char **argv);
+int cmd_gc(int argc, char **argv);
 
 /* Print "strata: MESSAGE" from @err (or strerror) and return 1. */
 int die_err(const struct strata_err *err, int code);
