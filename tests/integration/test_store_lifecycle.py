@@ -440,3 +440,34 @@ def test_gc_killed(umoci_image, strata, store, tmp_path):
     r = run(["oci-image-tool", "validate", "--type", "image",
              f"{tmp_path}/copy5"], check=False)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_images_columns(umoci_image, strata, store, tmp_path):
+    """SIZE is the manifest, config and layer blobs (Python adds them up
+    from the layout); CREATED the config's time, shown relative."""
+    layout, tag = umoci_image([base])
+    d = strata("import", f"oci:{layout}:{tag}", "app:1").stdout.strip()
+    commit_file(strata, tmp_path, "app:1", "app:2", "f", b"x" * 5000)
+    blob = lambda dg: store / "images/blobs" / dg.replace(":", "/")
+    want = {}
+    for name, dg in tagged(store).items():
+        man = json.loads(blob(dg).read_bytes())
+        cfg = json.loads(blob(man["config"]["digest"]).read_bytes())
+        size = blob(dg).stat().st_size + man["config"]["size"] + \
+            sum(l["size"] for l in man["layers"])
+        want[name] = (dg, cfg["created"], size)
+    listed = json.loads(strata("images", "--json").stdout)
+    assert {i["name"]: (i["digest"], i["created"], i["size"])
+            for i in listed} == want
+    lines = strata("images").stdout.splitlines()
+    assert lines[0].split() == ["NAME", "ID", "CREATED", "SIZE"]
+    row = [l for l in lines if l.startswith("app:2 ")][0].split()
+    assert row[1] == want["app:2"][0].split(":")[1][:12]
+    assert row[2].isdigit() and row[4] == "ago" and \
+        row[3] in ("second", "seconds", "minute", "minutes"), row
+    assert row[6] in ("B", "kB", "MB"), row
+    lines = strata("images", "--digests").stdout.splitlines()
+    assert lines[0].split() == ["NAME", "DIGEST", "CREATED", "SIZE"]
+    assert any(l.split()[:2] == ["app:1", d] for l in lines)
+    r = strata("images", "--bogus", check=False)
+    assert r.returncode == 2
