@@ -108,7 +108,6 @@ static int open_pin(struct strata_store *st, struct strata_err *err)
 				      strerror(-r));
 	}
 	st->pin_fd = fd;
-	st->pin_pid = getpid();
 	return 0;
 }
 
@@ -148,16 +147,15 @@ int strata_store_pin(struct strata_store *st, const struct strata_image *img,
 
 void strata_store_unpin(struct strata_store *st)
 {
+	char path[64];
+
 	if (st->pin_fd < 0)
 		return;
+	/* by name while still locked: gc never takes a live pin for stale */
+	snprintf(path, sizeof(path), "%s/%s", PINS, st->pin_name);
+	unlinkat(st->root_fd, path, 0);
 	close(st->pin_fd);
 	st->pin_fd = -1;
-	if (st->pin_pid == getpid()) {
-		char path[64];
-
-		snprintf(path, sizeof(path), "%s/%s", PINS, st->pin_name);
-		unlinkat(st->root_fd, path, 0);
-	}
 }
 
 /* ---- gc ---------------------------------------------------------------- */

@@ -16,7 +16,6 @@ struct strata_store {
 	int tmp_fd;		/* ROOT/tmp */
 	int hold_fd;		/* ROOT/gc.lock, shared, or -1 (gc.c) */
 	int pin_fd;		/* ROOT/pins/pin_name, or -1 (gc.c) */
-	pid_t pin_pid;		/* who made it */
 	char pin_name[32];
 };
 

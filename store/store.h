@@ -233,9 +233,10 @@ void strata_store_release(struct strata_store *st);
  * Keep @img's blobs (manifest, config, layers) and cached layers from
  * strata gc for as long as @st is open (or until strata_store_unpin()),
  * named or not: a pin file in ROOT/pins, flock'ed. For a mount, which
- * then lets go of the store with strata_store_release(). The pin lives
- * in the open file, so it survives a fork (daemonizing) and dies with
- * the last process holding it. Return: 0 or negative errno.
+ * then lets go of the store with strata_store_release(). The lock lives
+ * in the open file, so it survives a fork (daemonizing: the parent must
+ * exit without strata_store_free(), which removes the pin) and dies
+ * with the last process holding it. Return: 0 or negative errno.
  */
 int strata_store_pin(struct strata_store *st, const struct strata_image *img,
 		     struct strata_err *err);
