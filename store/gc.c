@@ -50,16 +50,38 @@
 #define PINS "pins"
 #define INDEX_LOCK ".index.lock"
 
+/* ROOT/gc.lock, read-only: flock needs no more, so users of a store that
+ * root wrote into (a commit of a user's mount) can still take it. */
+static int open_gc_lock(struct strata_store *st)
+{
+	int fd = openat(st->root_fd, GC_LOCK, O_RDONLY | O_CREAT | O_CLOEXEC |
+			O_NOFOLLOW, 0644);
+
+	return fd < 0 ? -errno : fd;
+}
+
 int strata_store_hold(struct strata_store *st, struct strata_err *err)
 {
 	int fd;
 
 	if (st->hold_fd >= 0)
 		return 0;
-	fd = strata_lock_at(st->root_fd, GC_LOCK, false);
+	fd = open_gc_lock(st);
+	/* a store this user cannot write, nobody here can gc either */
+	if (fd == -EROFS || fd == -EACCES)
+		return 0;
 	if (fd < 0)
 		return strata_err_set(err, fd, "store %s: %s: %s", st->root,
 				      GC_LOCK, strerror(-fd));
+	while (flock(fd, LOCK_SH) < 0) {
+		if (errno != EINTR) {
+			int r = -errno;
+
+			close(fd);
+			return strata_err_set(err, r, "store %s: %s: %s",
+					      st->root, GC_LOCK, strerror(-r));
+		}
+	}
 	st->hold_fd = fd;
 	return 0;
 }
@@ -71,17 +93,24 @@ void strata_store_release(struct strata_store *st)
 	st->hold_fd = -1;
 }
 
+/* Return: 0, 1 when the store cannot be written here, negative errno. */
 static int open_pin(struct strata_store *st, struct strata_err *err)
 {
 	cleanup_fd int dfd = -1;
 	unsigned n;
 	int fd;
 
-	if (mkdirat(st->root_fd, PINS, 0700) < 0 && errno != EEXIST)
+	if (mkdirat(st->root_fd, PINS, 0755) < 0 && errno != EEXIST) {
+		/* read-only, or another user's: see strata_store_pin() */
+		if (errno == EROFS || errno == EACCES)
+			return 1;
 		return strata_err_set(err, -errno, "store %s: %s: %s",
 				      st->root, PINS, strerror(errno));
+	}
 	dfd = openat(st->root_fd, PINS, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
 		     O_CLOEXEC);
+	if (dfd < 0 && errno == EACCES)
+		return 1;
 	if (dfd < 0)
 		return strata_err_set(err, -errno, "store %s: %s: %s",
 				      st->root, PINS, strerror(errno));
@@ -89,9 +118,11 @@ static int open_pin(struct strata_store *st, struct strata_err *err)
 		snprintf(st->pin_name, sizeof(st->pin_name), "%d-%u",
 			 (int)getpid(), n);
 		fd = openat(dfd, st->pin_name, O_WRONLY | O_CREAT | O_EXCL |
-			    O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
+			    O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0644);
 		if (fd >= 0)
 			break;
+		if (errno == EROFS || errno == EACCES)
+			return 1;
 		if (errno != EEXIST)
 			return strata_err_set(err, -errno, "store %s: pin: %s",
 					      st->root, strerror(errno));
@@ -128,8 +159,8 @@ int strata_store_pin(struct strata_store *st, const struct strata_image *img,
 	r = strata_store_hold(st, err);
 	if (r == 0 && st->pin_fd < 0)
 		r = open_pin(st, err);
-	if (r < 0)
-		return r;
+	if (r != 0)
+		return r < 0 ? r : 0;
 	r = pin_line(st->pin_fd, "blob", img->manifest_digest);
 	if (r == 0)
 		r = pin_line(st->pin_fd, "blob", img->config_digest);
@@ -633,11 +664,10 @@ int strata_store_gc(struct strata_store *st, struct strata_gc_result *res,
 	if (st->hold_fd >= 0)
 		return strata_err_set(err, -EBUSY, "store %s: gc from a "
 				      "handle that holds the store", st->root);
-	lock = openat(st->root_fd, GC_LOCK, O_RDWR | O_CREAT | O_CLOEXEC |
-		      O_NOFOLLOW, 0600);
+	lock = open_gc_lock(st);
 	if (lock < 0)
-		return strata_err_set(err, -errno, "store %s: %s: %s",
-				      st->root, GC_LOCK, strerror(errno));
+		return strata_err_set(err, lock, "store %s: %s: %s",
+				      st->root, GC_LOCK, strerror(-lock));
 	if (flock(lock, LOCK_EX | LOCK_NB) < 0)
 		return strata_err_set(err, errno == EWOULDBLOCK ? -EBUSY
 				      : -errno, "store %s is in use by "

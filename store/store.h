@@ -236,7 +236,10 @@ void strata_store_release(struct strata_store *st);
  * then lets go of the store with strata_store_release(). The lock lives
  * in the open file, so it survives a fork (daemonizing: the parent must
  * exit without strata_store_free(), which removes the pin) and dies
- * with the last process holding it. Return: 0 or negative errno.
+ * with the last process holding it. A store this user cannot write
+ * (read-only, another user's) is neither held nor pinned: its owner's
+ * gc could remove an untagged image mounted from it.
+ * Return: 0 or negative errno.
  */
 int strata_store_pin(struct strata_store *st, const struct strata_image *img,
 		     struct strata_err *err);

@@ -477,3 +477,41 @@ def test_images_columns(umoci_image, strata, store, tmp_path):
     assert any(l.split()[:2] == ["app:1", d] for l in lines)
     r = strata("images", "--bogus", check=False)
     assert r.returncode == 2
+
+
+@pytest.fixture
+def ro_bind(tmp_path):
+    made = []
+
+    def bind(src):
+        dst = tmp_path / f"ro{len(made)}"
+        dst.mkdir()
+        run(["mount", "--bind", src, dst])
+        made.append(dst)
+        run(["mount", "-o", "remount,bind,ro", dst])
+        return dst
+    yield bind
+    for d in reversed(made):
+        subprocess.run(["umount", "-l", str(d)])
+
+
+def test_mount_from_read_only_store(umoci_image, mount, strata, store,
+                                    tmp_path, ro_bind):
+    """A store that cannot be written is neither held nor pinned: it
+    still mounts (nobody can gc it from here either)."""
+    layout, tag = umoci_image([base])
+    strata("import", f"oci:{layout}:{tag}", "app:1")
+    ro = ro_bind(store)
+    mnt = mount("app:1", opts=f"root={ro}")
+    assert_same_tree(mnt, umoci_rootfs(layout, tag, tmp_path / "want"))
+    assert not (store / "pins").exists() or \
+        not list((store / "pins").iterdir())
+
+
+def test_help_lists_tag_and_gc(strata):
+    top = strata("--help").stdout
+    assert "  tag " in top and "  gc " in top and "@DIGEST" in top
+    assert "usage: strata gc" in strata("gc", "--help").stdout
+    assert "--digests" in strata("images", "--help").stdout
+    assert "--continue" in strata("commit", "--help").stdout
+    assert strata("gc", "now", check=False).returncode == 2
