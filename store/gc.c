@@ -302,15 +302,89 @@ static int read_pins(struct gc *g)
 	return r;
 }
 
+/* Read JSON blob @digest of @size bytes. Caller puts *out. */
+static int read_doc(struct gc *g, const char *digest, int64_t size,
+		    struct json_object **out)
+{
+	cleanup_free char *buf = NULL;
+	int r;
+
+	r = strata_blob_read(g->st->blobs_fd, digest, size, STRATA_JSON_MAX,
+			     &buf, g->err);
+	if (r == 0)
+		r = strata_json_parse(buf, (size_t)size, digest, out, g->err);
+	return r;
+}
+
+/* Config @digest: its diff_ids name the cached layers to keep. */
+static int mark_config(struct gc *g, const char *digest, int64_t size)
+{
+	struct json_object *doc = NULL, *rootfs, *arr;
+	size_t i, n;
+	int r;
+
+	r = read_doc(g, digest, size, &doc);
+	if (r == 0)
+		r = strata_json_object(doc, "rootfs", true, &rootfs, digest,
+				       g->err);
+	if (r == 0)
+		r = strata_json_array(rootfs, "diff_ids", true, &arr, digest,
+				      g->err);
+	n = r == 0 ? json_object_array_length(arr) : 0;
+	for (i = 0; r == 0 && i < n; i++) {
+		struct json_object *v = json_object_array_get_idx(arr, i);
+
+		if (!json_object_is_type(v, json_type_string))
+			r = strata_err_set(g->err, -EBADMSG, "config %s: "
+					   "diff_ids: not a string", digest);
+		else
+			r = set_add(&g->layers, json_object_get_string(v));
+	}
+	if (doc)
+		json_object_put(doc);
+	return r;
+}
+
+/* Manifest @doc (@digest): its config, layer blobs and diff_ids. */
+static int mark_manifest(struct gc *g, struct json_object *doc,
+			 const char *digest)
+{
+	struct json_object *cfg, *arr;
+	char cdigest[STRATA_DIGEST_MAX];
+	struct strata_desc c;
+	size_t i, n;
+	int r;
+
+	r = strata_json_object(doc, "config", true, &cfg, digest, g->err);
+	if (r == 0)
+		r = strata_desc_parse(cfg, &c, digest, g->err);
+	if (r == 0)
+		r = set_add(&g->blobs, c.digest);
+	if (r == 0)
+		r = strata_json_array(doc, "layers", true, &arr, digest,
+				      g->err);
+	n = r == 0 ? json_object_array_length(arr) : 0;
+	for (i = 0; r == 0 && i < n; i++) {
+		struct strata_desc l;
+
+		r = strata_desc_parse(json_object_array_get_idx(arr, i), &l,
+				      digest, g->err);
+		if (r == 0)
+			r = set_add(&g->blobs, l.digest);
+	}
+	if (r < 0)
+		return r;
+	snprintf(cdigest, sizeof(cdigest), "%s", c.digest);
+	return mark_config(g, cdigest, c.size);
+}
+
 /* Mark what descriptor @desc reaches: the blob, and for a manifest its
  * config, layers and diff_ids, for an index its manifests. */
 static int mark(struct gc *g, struct json_object *desc, int depth,
 		const char *what)
 {
-	struct json_object *doc = NULL, *cfg = NULL, *arr, *rootfs;
-	struct strata_desc d, c;
-	cleanup_free char *buf = NULL, *cbuf = NULL;
-	char cdigest[STRATA_DIGEST_MAX];
+	struct json_object *doc = NULL, *arr;
+	struct strata_desc d;
 	size_t i, n;
 	int r;
 
@@ -324,69 +398,20 @@ static int mark(struct gc *g, struct json_object *desc, int depth,
 	if (depth > 4)
 		return strata_err_set(g->err, -EBADMSG, "%s: indexes nested "
 				      "too deep", what);
-	r = strata_blob_read(g->st->blobs_fd, d.digest, d.size,
-			     STRATA_JSON_MAX, &buf, g->err);
-	if (r == 0)
-		r = strata_json_parse(buf, (size_t)d.size, d.digest, &doc,
-				      g->err);
+	r = read_doc(g, d.digest, d.size, &doc);
 	if (r < 0)
 		return r;
-	if (strata_media_is_index(d.media_type)) {
+	if (strata_media_is_manifest(d.media_type)) {
+		r = mark_manifest(g, doc, d.digest);
+	} else {
 		r = strata_json_array(doc, "manifests", true, &arr, d.digest,
 				      g->err);
 		n = r == 0 ? json_object_array_length(arr) : 0;
 		for (i = 0; r == 0 && i < n; i++)
 			r = mark(g, json_object_array_get_idx(arr, i),
 				 depth + 1, d.digest);
-		goto out;
 	}
-	r = strata_json_object(doc, "config", true, &cfg, d.digest, g->err);
-	if (r == 0)
-		r = strata_desc_parse(cfg, &c, d.digest, g->err);
-	if (r == 0)
-		r = set_add(&g->blobs, c.digest);
-	if (r == 0)
-		r = strata_json_array(doc, "layers", true, &arr, d.digest,
-				      g->err);
-	n = r == 0 ? json_object_array_length(arr) : 0;
-	for (i = 0; r == 0 && i < n; i++) {
-		struct strata_desc l;
-
-		r = strata_desc_parse(json_object_array_get_idx(arr, i), &l,
-				      d.digest, g->err);
-		if (r == 0)
-			r = set_add(&g->blobs, l.digest);
-	}
-	if (r < 0)
-		goto out;
-	/* the config: its diff_ids name the cached layers */
-	snprintf(cdigest, sizeof(cdigest), "%s", c.digest);
 	json_object_put(doc);
-	doc = NULL;
-	r = strata_blob_read(g->st->blobs_fd, cdigest, c.size,
-			     STRATA_JSON_MAX, &cbuf, g->err);
-	if (r == 0)
-		r = strata_json_parse(cbuf, (size_t)c.size, cdigest, &doc,
-				      g->err);
-	if (r == 0)
-		r = strata_json_object(doc, "rootfs", true, &rootfs, cdigest,
-				       g->err);
-	if (r == 0)
-		r = strata_json_array(rootfs, "diff_ids", true, &arr, cdigest,
-				      g->err);
-	n = r == 0 ? json_object_array_length(arr) : 0;
-	for (i = 0; r == 0 && i < n; i++) {
-		struct json_object *v = json_object_array_get_idx(arr, i);
-
-		if (!json_object_is_type(v, json_type_string))
-			r = strata_err_set(g->err, -EBADMSG, "config %s: "
-					   "diff_ids: not a string", cdigest);
-		else
-			r = set_add(&g->layers, json_object_get_string(v));
-	}
-out:
-	if (doc)
-		json_object_put(doc);
 	return r;
 }
 

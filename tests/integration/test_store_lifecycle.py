@@ -515,3 +515,23 @@ def test_help_lists_tag_and_gc(strata):
     assert "--digests" in strata("images", "--help").stdout
     assert "--continue" in strata("commit", "--help").stdout
     assert strata("gc", "now", check=False).returncode == 2
+
+
+def test_gc_broken_tagged_image_removes_nothing(umoci_image, strata, store,
+                                                tmp_path):
+    """A tagged image gc cannot read: it cannot tell what that image
+    uses, so it removes nothing and names the image."""
+    layout, tag = umoci_image([base])
+    strata("import", f"oci:{layout}:{tag}", "app:1")
+    commit_file(strata, tmp_path, "app:1", "app:1", "x", b"x")
+    strata("tag", "app:1", "keep:1")
+    man = json.loads((store / "images/blobs" /
+                      tagged(store)["keep:1"].replace(":", "/")).read_bytes())
+    (store / "images/blobs" /
+     man["config"]["digest"].replace(":", "/")).unlink()
+    snap = on_disk(store), index(store)
+    r = strata("gc", check=False)
+    assert r.returncode == 1, r.stdout
+    assert "app:1" in r.stderr or "keep:1" in r.stderr, r.stderr
+    assert "nothing removed" in r.stderr, r.stderr
+    assert (on_disk(store), index(store)) == snap
