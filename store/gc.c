@@ -223,11 +223,13 @@ static int cmp_str(const void *a, const void *b)
 
 static bool set_has(struct set *s, const char *str)
 {
+	if (!s->n)
+		return false;
 	if (!s->sorted) {
 		qsort(s->v, s->n, sizeof(*s->v), cmp_str);
 		s->sorted = true;
 	}
-	return s->n && bsearch(&str, s->v, s->n, sizeof(*s->v), cmp_str);
+	return bsearch(&str, s->v, s->n, sizeof(*s->v), cmp_str);
 }
 
 static void set_free(struct set *s)

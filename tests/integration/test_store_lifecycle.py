@@ -25,6 +25,17 @@ def check_layout(layout):
             if p != "unexpected directory blobs/./sha512"]
 
 
+@pytest.fixture
+def strata(strata):
+    """conftest's strata, and no sanitizer report on its stderr."""
+    def call(*args, **kw):
+        r = strata(*args, **kw)
+        assert "runtime error" not in r.stderr and \
+            "Sanitizer" not in r.stderr, r.stderr
+        return r
+    return call
+
+
 def base(root):
     (root / "etc").mkdir()
     (root / "etc/motd").write_text("hello\n")
@@ -260,6 +271,14 @@ def disk_usage(store):
     return total
 
 
+def gc(strata, check=True):
+    """strata gc, whose stderr must hold no sanitizer report."""
+    r = strata("gc", check=check)
+    assert "runtime error" not in r.stderr and "Sanitizer" not in r.stderr, \
+        r.stderr
+    return r
+
+
 def freed(out):
     line = [l for l in out.splitlines() if l.startswith("freed ")]
     assert line, out
@@ -290,7 +309,7 @@ def test_gc_dozen_commits_then_rmi_all(umoci_image, strata, store, tmp_path):
     # gc: the five go, with their own blobs and layers; what the tags
     # reach stays (compared with Python's reading of the layout)
     before = disk_usage(store)
-    out = strata("gc").stdout
+    out = gc(strata).stdout
     assert "removed 5 untagged images" in out, out
     assert untagged(store) == []
     want_blobs, want_layers = closure(store)
@@ -308,14 +327,14 @@ def test_gc_dozen_commits_then_rmi_all(umoci_image, strata, store, tmp_path):
     assert strata("images").stdout == ""
     assert len(untagged(store)) == 8
     before = disk_usage(store)
-    out = strata("gc").stdout
+    out = gc(strata).stdout
     assert "removed 8 untagged images" in out, out
     assert index(store)["manifests"] == []
     assert on_disk(store) == (set(), set(), [])
     assert freed(out) == before - disk_usage(store)
     assert not list((store / "images/blobs/sha256").iterdir())
     # and again: nothing to do
-    assert freed(strata("gc").stdout) == 0
+    assert freed(gc(strata).stdout) == 0
 
 
 def test_gc_keeps_live_mounts(umoci_image, mount, strata, store, tmp_path):
@@ -326,7 +345,7 @@ def test_gc_keeps_live_mounts(umoci_image, mount, strata, store, tmp_path):
     rw = mount("app:1", opts=f"upper={tmp_path}/up")
     (rw / "etc/new").write_text("new\n")
     strata("rmi", "app:1")
-    out = strata("gc").stdout
+    out = gc(strata).stdout
     assert "removed 0 untagged images" in out and "live mounts" in out, out
     assert untagged(store) == [d]
     # both mounts read every file as before
@@ -342,7 +361,7 @@ def test_gc_keeps_live_mounts(umoci_image, mount, strata, store, tmp_path):
     unmount(ro)
     unmount(rw)
     for _ in range(100):        # the daemons exit after the unmount
-        if "removed 1 untagged" in (out := strata("gc").stdout):
+        if "removed 1 untagged" in (out := gc(strata).stdout):
             break
         time.sleep(0.1)
     assert "removed 1 untagged images" in out, out
@@ -389,7 +408,7 @@ def test_gc_during_import(umoci_image, mount, strata, store, tmp_path):
         assert p.poll() is None, "import finished before it could be seen"
         os.kill(p.pid, signal.SIGSTOP)
         snap = on_disk(store), index(store)
-        r = strata("gc", check=False)
+        r = gc(strata, check=False)
         assert r.returncode == 1 and "in use" in r.stderr, r.stderr
         assert (on_disk(store), index(store)) == snap
     finally:
@@ -417,7 +436,7 @@ def test_gc_killed(umoci_image, strata, store, tmp_path):
 
     garbage(0)
     t0 = time.monotonic()
-    strata("gc")
+    gc(strata)
     full = time.monotonic() - t0
     killed = 0
     for k in range(1, 6):
@@ -438,7 +457,7 @@ def test_gc_killed(umoci_image, strata, store, tmp_path):
             alg, h = l.split(":")
             assert (store / "layers" / alg / h / "index").is_file(), l
     print(f"gc {full:.3f}s, killed {killed} of 5")
-    strata("gc")
+    gc(strata)
     want_blobs, want_layers = closure(store)
     blobs, layers, tmp = on_disk(store)
     assert blobs == want_blobs and tmp == []
@@ -530,7 +549,7 @@ def test_gc_broken_tagged_image_removes_nothing(umoci_image, strata, store,
     (store / "images/blobs" /
      man["config"]["digest"].replace(":", "/")).unlink()
     snap = on_disk(store), index(store)
-    r = strata("gc", check=False)
+    r = gc(strata, check=False)
     assert r.returncode == 1, r.stdout
     assert "app:1" in r.stderr or "keep:1" in r.stderr, r.stderr
     assert "nothing removed" in r.stderr, r.stderr
