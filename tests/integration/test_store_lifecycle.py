@@ -253,6 +253,16 @@ def closure(store):
     return blobs, diff_ids
 
 
+def closure_of(store, digest):
+    """Blobs and diff_ids of the image with manifest @digest."""
+    blob = lambda d: store / "images/blobs" / d.replace(":", "/")
+    man = json.loads(blob(digest).read_bytes())
+    cfg = json.loads(blob(man["config"]["digest"]).read_bytes())
+    return ({digest, man["config"]["digest"]} |
+            {l["digest"] for l in man["layers"]},
+            set(cfg["rootfs"]["diff_ids"]))
+
+
 def on_disk(store):
     blobs = {f"{a.name}:{f.name}" for a in (store / "images/blobs").iterdir()
              if a.is_dir() for f in a.iterdir()}
@@ -554,3 +564,28 @@ def test_gc_broken_tagged_image_removes_nothing(umoci_image, strata, store,
     assert "app:1" in r.stderr or "keep:1" in r.stderr, r.stderr
     assert "nothing removed" in r.stderr, r.stderr
     assert (on_disk(store), index(store)) == snap
+
+
+def test_gc_keeps_what_a_continued_mount_shows(umoci_image, mount, strata,
+                                               store, tmp_path):
+    """After commit --continue the mount shows the new image: gc keeps it
+    (and its layer) with every tag gone, and the mount reads on."""
+    layout, tag = umoci_image([base])
+    strata("import", f"oci:{layout}:{tag}", "app:1")
+    mnt = mount("app:1", opts=f"upper={tmp_path}/up")
+    (mnt / "added").write_text("added\n")
+    d2 = strata("commit", "--continue", str(mnt), "app:2").stdout.strip()
+    strata("rmi", "app:1", "app:2")
+    gc(strata)
+    assert d2 in untagged(store)
+    _, layers = closure_of(store, d2)
+    for l in layers:
+        alg, h = l.split(":")
+        assert (store / "layers" / alg / h / "index").is_file(), l
+    assert (mnt / "added").read_text() == "added\n"
+    assert (mnt / "etc/motd").read_text() == "hello\n"
+    # drop_caches makes the mount read its layers again
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+    assert (mnt / "added").read_text() == "added\n"
+    assert (mnt / "usr/share/doc/README").read_text() == "doc\n"
