@@ -57,7 +57,6 @@ void strata_store_free(struct strata_store *st)
 	size_t i;
 
 	strata_store_unpin(st);
-
 	for (i = 0; i < ARRAY_SIZE(fds); i++)
 		if (*fds[i] >= 0)
 			close(*fds[i]);
@@ -460,7 +459,8 @@ void strata_image_free(struct strata_image *img)
  * another tool replaced it) is still named by its digest while its blob is
  * in the layout: a digest names content, and the blob is verified against
  * it. Its descriptor is made from the blob itself: digest, size and the
- * document's own mediaType, which it must then carry.
+ * document's mediaType, or for an OCI document without one, the kind its
+ * fields show.
  */
 static int desc_of_blob(int blobs_fd, const char *digest, const char *where,
 			struct json_object **out, struct strata_err *err)
