@@ -601,11 +601,17 @@ static int open_mount(const char *mp, struct mount_info *m)
 			(int)cred.pid, said_pid, said_mp ? said_mp : "?");
 		return -EPERM;
 	}
-	if (!m->upper || !m->ref || !m->store || !m->ref[0] || !m->manifest ||
-	    !m->manifest[0]) {
+	if (!m->upper || !m->ref || !m->store || !m->ref[0]) {
 		fprintf(stderr, "strata commit: %s is not a mount of an image "
 			"(lowerdir= mounts have no image to commit onto)\n",
 			abs);
+		return -EINVAL;
+	}
+	if (!m->manifest ||
+	    strata_digest_validate(m->manifest, strlen(m->manifest)) < 0) {
+		fprintf(stderr, "strata commit: %s: stratafs does not name the "
+			"digest of the image it shows (an older stratafs? "
+			"remount it)\n", abs);
 		return -EINVAL;
 	}
 	m->base = base_ref(m->ref, m->manifest);
