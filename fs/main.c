@@ -358,8 +358,13 @@ static int open_image(struct fs *fs, struct options *o,
 		r = strata_cache_ensure(st, img, NULL, &err);
 	if (r == 0)
 		r = fs_image_load(fs, st, img, &err);
+	/* strata gc keeps what the mount shows while it lives, and may run
+	 * meanwhile */
+	if (r == 0)
+		r = strata_store_pin(st, img, &err);
 	if (r < 0)
 		goto fail;
+	strata_store_release(st);
 	*stp = st;
 	*imgp = img;
 	return 0;

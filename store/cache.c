@@ -263,8 +263,11 @@ int strata_cache_ensure(struct strata_store *st, struct strata_image *img,
 	pthread_t threads[16];
 	size_t i, k, nthreads;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	int r = 0;
+	int r;
 
+	r = strata_store_hold(st, err);
+	if (r < 0)
+		return r;
 	p.jobs = calloc(img->n_layers ? img->n_layers : 1, sizeof(*p.jobs));
 	if (!p.jobs)
 		return -ENOMEM;

@@ -255,7 +255,8 @@ static int split_at_digest(struct strata_ref *r, struct strata_err *err)
 }
 
 /* Split "PATH:TAG" at the first ':' (paths with ':' cannot carry a tag;
- * skopeo's oci: transport splits the same way). */
+ * skopeo's oci: transport splits the same way); TAG holds at most
+ * @max_colons - 1 colons (0: any number). */
 static int split_tag(struct strata_ref *r, int max_colons,
 		     struct strata_err *err)
 {
@@ -264,7 +265,8 @@ static int split_tag(struct strata_ref *r, int max_colons,
 	if (!colon)
 		return 0;
 	*colon = '\0';
-	if (max_colons == 1 && strchr(colon + 1, ':'))
+	if (max_colons >= 1 && strchr(colon + 1, ':') &&
+	    (max_colons == 1 || strchr(strchr(colon + 1, ':') + 1, ':')))
 		return strata_err_set(err, -EINVAL,
 				      "reference %s: too many ':'", r->text);
 	if (!valid_tag(colon + 1))
@@ -318,18 +320,35 @@ int strata_ref_parse(const char *s, struct strata_ref **out,
 		break;
 	}
 	if (r->kind == STRATA_REF_STORE) {
-		if (strchr(s, '@') || (strchr(s, ':') && !strchr(s, '/') &&
-				       strchr(s, ':') != strrchr(s, ':')))
+		cleanup_free char *name = strdup(s);
+		char *at = name ? strchr(name, '@') : NULL;
+
+		if (!name)
+			return -ENOMEM;
+		/* NAME[:TAG]@DIGEST: the digest picks the image */
+		if (at) {
+			*at = '\0';
+			if (strata_digest_validate(at + 1, strlen(at + 1)) < 0)
+				return strata_err_set(err, -EINVAL,
+						      "reference %s: invalid "
+						      "digest \"%s\"", s,
+						      at + 1);
+			r->digest = strdup(at + 1);
+			if (!r->digest)
+				return -ENOMEM;
+		}
+		if (strchr(name, ':') && !strchr(name, '/') &&
+		    strchr(name, ':') != strrchr(name, ':'))
 			return strata_err_set(err, -EINVAL,
 					      "invalid reference \"%s\"", s);
-		ret = strata_store_name(s, &r->tag, NULL);
+		ret = strata_store_name(name, &r->tag, NULL);
 		if (ret == -ENOMEM)
 			return ret;
 		if (ret < 0 && name_case_error(s, err) < 0)
 			return -EINVAL;
 		if (ret < 0) {
 			return strata_err_set(err, -EINVAL,
-				"invalid reference \"%s\": use NAME[:TAG], "
+				"invalid reference \"%s\": use NAME[:TAG][@DIGEST], "
 				"oci:DIR[:TAG], oci-archive:FILE[:TAG] or "
 				"docker-archive:FILE[:NAME:TAG]", s);
 		}
@@ -342,8 +361,10 @@ int strata_ref_parse(const char *s, struct strata_ref **out,
 			return ret;
 	}
 	if (!r->digest) {
-		ret = split_tag(r, r->kind == STRATA_REF_DOCKER_ARCHIVE ? 2 : 1,
-				err);
+		/* oci:DIR:NAME:TAG as skopeo reads it: the store's own
+		 * layout names its images NAME:TAG */
+		ret = split_tag(r, r->kind == STRATA_REF_OCI_ARCHIVE ? 1 :
+				r->kind == STRATA_REF_OCI ? 2 : 0, err);
 		if (ret < 0)
 			return ret;
 	}

@@ -15,6 +15,9 @@ struct strata_store {
 	int layers_fd;		/* ROOT/layers */
 	int tmp_fd;		/* ROOT/tmp */
 	const struct strata_reg_opts *reg_opts;	/* borrowed, or NULL */
+	int hold_fd;		/* ROOT/gc.lock, shared, or -1 (gc.c) */
+	int pin_fd;		/* ROOT/pins/pin_name, or -1 (gc.c) */
+	char pin_name[32];
 };
 
 /* JSON documents larger than this are refused before parsing (the bound
@@ -170,6 +173,22 @@ int strata_registry_resolve(struct strata_store *st,
 			    const struct strata_ref *ref,
 			    const struct strata_platform *plat,
 			    struct strata_image *img, struct strata_err *err);
+/* ---- layout-write.c: tags in an index.json ---- */
+
+/*
+ * In the "manifests" array @manifests of an index.json: take tag @name
+ * (an org.opencontainers.image.ref.name value) off every descriptor that
+ * has it, then, when @desc is not NULL, add @desc (ownership taken), which
+ * carries the tag. With @keep (the store), an image that loses its last
+ * name stays listed, as a descriptor without the ref.name annotation, so
+ * it is still reachable by digest until strata gc; and @desc replaces
+ * such an unnamed descriptor of its digest.
+ * Return: the number of descriptors the tag was taken off, or -ENOMEM.
+ */
+int strata_index_retag(struct json_object *manifests, const char *name,
+		       struct json_object *desc, bool keep);
+/* The ref.name annotation of descriptor @desc, or NULL. Borrowed. */
+const char *strata_desc_ref_name(struct json_object *desc);
 
 /* ---- store.c ---- */
 int strata_store_index_load(struct strata_store *st, struct json_object **out,

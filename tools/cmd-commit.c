@@ -22,9 +22,12 @@ static const char usage[] =
 	"\n"
 	"The second form commits a live writable stratafs mount: it finds the\n"
 	"mount's image and upper directory and holds the mount still (changes\n"
-	"wait) while it reads, so the layer is one consistent snapshot. With\n"
-	"--continue the mount then goes on from the new image with an empty\n"
-	"upper directory, so you can edit and commit again without remounting.\n"
+	"wait) while it reads, so the layer is one consistent snapshot. It\n"
+	"builds on the image the mount shows, by digest, whatever the mount's\n"
+	"tag names by now: the committed image always shows what the mount\n"
+	"shows. With --continue the mount then goes on from the new image\n"
+	"with an empty upper directory, so the next commit holds only what\n"
+	"changed after this one.\n"
 	"Turn the upper directory DIR of a writable mount of REF (overlay or\n"
 	".wh. format) into a new layer, config and manifest, tagged DEST:\n"
 	"oci:DIR:TAG, oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG],\n"
@@ -47,6 +50,8 @@ static const char usage[] =
 	"                          (default $SOURCE_DATE_EPOCH, else now); file\n"
 	"                          times later than it are clamped to it\n"
 	"  --allow-empty           commit even with nothing changed\n"
+	"  --continue              (MOUNTPOINT form) the mount goes on from\n"
+	"                          the new image with an empty upper directory\n"
 	"  --threads N             gzip compression threads (default: CPUs)\n"
 	"config edits (each --X has an --unset-X):\n"
 	"  --env K=V  --unset-env K        --label K=V  --unset-label K\n"
@@ -111,6 +116,8 @@ struct args {
 struct mount_info {
 	int fd;				/* the connection; frozen while open */
 	char *upper, *ref, *store;
+	char *manifest;			/* the digest the mount shows */
+	char *base;			/* ref naming exactly that image */
 	/* root committing another user's mount: the directories as checked
 	 * (owned_dir); the upper one is committed through its fd's name */
 	int upper_fd, store_fd;
@@ -128,6 +135,8 @@ static void mount_info_free(struct mount_info *m)
 	free(m->upper);
 	free(m->ref);
 	free(m->store);
+	free(m->manifest);
+	free(m->base);
 }
 
 /*
@@ -222,6 +231,31 @@ static char *continue_ref(const char *dest, const char *src,
 	}
 	strata_ref_free(ref);
 	return out;
+}
+
+/*
+ * The image the mount shows, by digest: its tag may have moved since it was
+ * mounted (a commit to that tag without --continue moves it, and the mount
+ * goes on showing its own image), so REF is never resolved again. An
+ * archive has no digest form: its image is checked against the digest
+ * instead (strata_commit_opts.from_digest). NULL only without memory.
+ */
+static char *base_ref(const char *mref, const char *digest)
+{
+	struct strata_ref *ref = NULL;
+	char *out = NULL;
+	int r = 0;
+
+	if (strata_ref_parse(mref, &ref, NULL) < 0)
+		return strdup(mref);
+	if (ref->kind == STRATA_REF_STORE)
+		r = asprintf(&out, "%s@%s", ref->tag, digest);
+	else if (ref->kind == STRATA_REF_OCI)
+		r = asprintf(&out, "oci:%s@%s", ref->path, digest);
+	else
+		out = strdup(mref);
+	strata_ref_free(ref);
+	return r < 0 ? NULL : out;
 }
 
 /* Tell the (frozen) mount to go on from the committed image. */
@@ -557,6 +591,7 @@ static int open_mount(const char *mp, struct mount_info *m)
 	m->upper = json_str(o, "upper");
 	m->ref = json_str(o, "ref");
 	m->store = json_str(o, "store");
+	m->manifest = json_str(o, "manifest");
 	said_mp = json_str(o, "mountpoint");
 	if (json_object_object_get_ex(o, "pid", &v) &&
 	    json_object_is_type(v, json_type_int))
@@ -574,6 +609,16 @@ static int open_mount(const char *mp, struct mount_info *m)
 			abs);
 		return -EINVAL;
 	}
+	if (!m->manifest ||
+	    strata_digest_validate(m->manifest, strlen(m->manifest)) < 0) {
+		fprintf(stderr, "strata commit: %s: stratafs does not name the "
+			"digest of the image it shows (an older stratafs? "
+			"remount it)\n", abs);
+		return -EINVAL;
+	}
+	m->base = base_ref(m->ref, m->manifest);
+	if (!m->base)
+		return -ENOMEM;
 	if (geteuid() != owner) {
 		r = owned_dir(abs, "upper directory", m->upper, owner, false);
 		if (r < 0)
@@ -782,7 +827,8 @@ int cmd_commit(int argc, char **argv)
 			goto out;
 		}
 		a.o.upper = mi.upper_fd >= 0 ? mi.upper_at : mi.upper;
-		a.o.from = mi.ref;
+		a.o.from = mi.base;
+		a.o.from_digest = mi.manifest;
 	}
 	/* a mount's image lives in the store it was mounted from */
 	r = strata_store_open(a.mountpoint && !g.root ? mi.store : g.root,

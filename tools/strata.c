@@ -18,6 +18,8 @@ static const struct {
 	{ "import", cmd_import, "copy an image into the store and unpack it" },
 	{ "images", cmd_images, "list the images in the store" },
 	{ "rmi", cmd_rmi, "remove a tag from the store" },
+	{ "tag", cmd_tag, "point a tag of the store at an image of the store" },
+	{ "gc", cmd_gc, "remove untagged images, unused blobs and layers" },
 	{ "inspect", cmd_inspect, "show an image's manifest, config and layers" },
 	{ "commit", cmd_commit, "turn an upper directory into a new layer and tag" },
 };
@@ -30,7 +32,8 @@ static void usage(FILE *f)
 		   "commands:\n");
 	for (i = 0; i < ARRAY_SIZE(commands); i++)
 		fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
-	fprintf(f, "\nreferences: NAME[:TAG] (store), oci:DIR[:TAG|@DIGEST], "
+	fprintf(f, "\nreferences: NAME[:TAG][@DIGEST] (store), "
+		   "oci:DIR[:TAG|@DIGEST],\n            "
 		   "oci-archive:FILE[:TAG],\n            "
 		   "docker-archive:FILE[:NAME:TAG],\n            "
 		   "docker://[HOST[:PORT]/]PATH[:TAG|@DIGEST]\n"

@@ -57,8 +57,15 @@ static void check_ref(const char *s, const struct strata_ref *r)
 		return;
 	}
 	if (r->kind == STRATA_REF_STORE) {
-		FUZZ_CHECK(!r->path && !r->digest && r->tag);
+		FUZZ_CHECK(!r->path && r->tag);
 		FUZZ_CHECK(strchr(r->tag, ':'));
+		/* NAME[:TAG]@DIGEST: the digest is what follows the @ */
+		FUZZ_CHECK(!r->digest == !strchr(s, '@'));
+		if (r->digest) {
+			FUZZ_CHECK(strata_digest_validate(r->digest,
+						strlen(r->digest)) == 0);
+			FUZZ_CHECK(!strcmp(strchr(s, '@') + 1, r->digest));
+		}
 		return;
 	}
 	FUZZ_CHECK(r->path && r->path[0]);

@@ -80,6 +80,13 @@ USAGE_CASES = [
     (["commit", "--bogus", "/mnt", "a:1"], 'unknown option "--bogus"'),
     (["commit", "/mnt", "a:1", "--upper"], "--upper needs a value"),
     (["commit", "/mnt", "a:1", "--env"], "--env needs a value"),
+    (["tag"], "missing SRC and NAME[:TAG]"),
+    (["tag", "a:1"], "missing NAME[:TAG]"),
+    (["tag", "a:1", "b:1", "c:1"], 'unexpected argument "c:1"'),
+    (["tag", "--bogus", "a:1", "b:1"], 'unknown option "--bogus"'),
+    (["images", "--all", "--bogus"], 'unknown option "--bogus"'),
+    (["gc", "now"], 'unexpected argument "now" (it takes none)'),
+    (["gc", "--bogus"], 'unknown option "--bogus"'),
 ]
 
 
@@ -319,6 +326,7 @@ def test_commit_when_the_daemon_hangs_up(image, strata, mount, tmp_path):
             c.sendall(json.dumps({
                 "pid": os.getpid(), "mountpoint": abs_mp,
                 "ref": f"oci:{layout}:{tag}", "upper": str(tmp_path),
+                "manifest": "sha256:" + "0" * 64,
                 "store": str(tmp_path / "store")}).encode() + b"\n")
     th = threading.Thread(target=serve, daemon=True)
     th.start()

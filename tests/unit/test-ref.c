@@ -41,12 +41,18 @@ static void test_good(void)
 		{ "my-app_2.x", STRATA_REF_STORE, NULL, "my-app_2.x:latest", NULL },
 		/* only docker:// is the registry transport */
 		{ "docker:latest", STRATA_REF_STORE, NULL, "docker:latest", NULL },
+		/* NAME[:TAG]@DIGEST: the digest picks the image */
+		{ "busybox@" DG, STRATA_REF_STORE, NULL, "busybox:latest", DG },
+		{ "busybox:1@" DG, STRATA_REF_STORE, NULL, "busybox:1", DG },
+		{ "localhost:5000/foo:bar@" DG, STRATA_REF_STORE, NULL, "localhost:5000/foo:bar", DG },
 		/* oci:DIR[:TAG|@DIGEST] */
 		{ "oci:/tmp/layout", STRATA_REF_OCI, "/tmp/layout", NULL, NULL },
 		{ "oci:layout", STRATA_REF_OCI, "layout", NULL, NULL },
 		{ "oci:/tmp/layout:v1", STRATA_REF_OCI, "/tmp/layout", "v1", NULL },
 		{ "oci:./rel/dir:1.0-rc_1", STRATA_REF_OCI, "./rel/dir", "1.0-rc_1", NULL },
 		{ "oci:/tmp/layout@" DG, STRATA_REF_OCI, "/tmp/layout", NULL, DG },
+		/* the store's own layout: tags are NAME:TAG (as skopeo) */
+		{ "oci:/s/images:app:1", STRATA_REF_OCI, "/s/images", "app:1", NULL },
 		{ "oci:/tmp/lay.out@" DG, STRATA_REF_OCI, "/tmp/lay.out", NULL, DG },
 		/* oci-archive:FILE[:TAG] */
 		{ "oci-archive:/tmp/img.tar", STRATA_REF_OCI_ARCHIVE, "/tmp/img.tar", NULL, NULL },
@@ -88,8 +94,10 @@ static void test_bad(void)
 		":tag",
 		"busybox:",
 		"foo:bar:baz",
-		"busybox@" DG,
-		"busybox:1@" DG,
+		"busybox@sha256:abc",
+		"busybox@",
+		"@" DG,
+		"busybox:1@" DG "@" DG,
 		"foo bar",
 		"foo\tbar",
 		"caf\xc3\xa9",
@@ -110,7 +118,7 @@ static void test_bad(void)
 		"oci::v1",
 		"oci:@" DG,
 		"oci:/tmp/layout:",
-		"oci:/tmp/layout:a:b",
+		"oci:/tmp/layout:a:b:c",
 		"oci:/tmp/layout:bad tag",
 		"oci:/tmp/layout@sha256:abc",
 		"oci:/tmp/layout@sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855",
