@@ -113,6 +113,9 @@ int fs_continue(struct wfs *w, struct strata_store *st, const struct fs *like,
 	if (r == 0)
 		r = fs_image_load(&g->fs, st, g->img, err);
 	if (r == 0)
+		r = strata_store_pin(st, g->img, err);
+	strata_store_release(st);
+	if (r == 0)
 		r = lower_image_new(&g->fs, &g->lw);
 	if (r == 0)
 		r = wfs_continue(w, g->lw, err);

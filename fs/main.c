@@ -32,6 +32,7 @@ struct options {
 	int want_suid, want_dev, want_nosuid;
 	char *root;
 	char *platform;
+	char *creds, *tls_verify, *cert_dir;	/* docker:// */
 	char *uidmapping, *gidmapping;
 	int squash_uid, squash_gid;
 	int allow_other;
@@ -58,6 +59,9 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("gidmapping=%s", gidmapping),
 	{ "squash_to_uid=%d", offsetof(struct options, squash_uid), 0 },
 	{ "squash_to_gid=%d", offsetof(struct options, squash_gid), 0 },
+	OPT("creds=%s", creds),
+	OPT("tls_verify=%s", tls_verify),
+	OPT("cert_dir=%s", cert_dir),
 	OPT("-h", show_help),
 	OPT("--help", show_help),
 	OPT("-V", show_version),
@@ -111,8 +115,9 @@ static bool mount_only(const char *arg)
 /* What `-o` takes, for the message about an option it does not. */
 static const char accepted[] =
 	"upper=, work=, upperdir=, workdir=, lowerdir=, volatile, rebase, "
-	"xattr_permissions=, root=, platform=, squash_to_uid=, "
-	"squash_to_gid=, uidmapping=, gidmapping=, allow_other, the FUSE "
+	"xattr_permissions=, root=, platform=, creds=, tls_verify=, "
+	"cert_dir=, squash_to_uid=, squash_to_gid=, uidmapping=, "
+	"gidmapping=, allow_other, the FUSE "
 	"options allow_root, auto_unmount, default_permissions, fsname=, "
 	"subtype=, max_read=, blksize=, max_threads=, max_idle_threads=, "
 	"clone_fd, kernel_cache, and the mount options ro, rw, [no]suid, "
@@ -152,8 +157,9 @@ static const char *near_option(const char *arg)
 	static const char *const ours[] = {
 		"upper=", "work=", "upperdir=", "workdir=", "lowerdir=",
 		"volatile", "rebase", "xattr_permissions=", "root=",
-		"platform=", "squash_to_uid=", "squash_to_gid=",
-		"uidmapping=", "gidmapping=", "allow_other",
+		"platform=", "creds=", "tls_verify=", "cert_dir=",
+		"squash_to_uid=", "squash_to_gid=", "uidmapping=",
+		"gidmapping=", "allow_other",
 	};
 	const char *eq = strchr(arg, '=');
 	size_t la = eq ? (size_t)(eq - arg) : strlen(arg), i;
@@ -242,6 +248,25 @@ static int opt_proc(void *data, const char *arg, int key,
 	return 1;
 }
 
+/*
+ * A usage error before anything was set up: say @what (NULL when it was
+ * said already), the synopsis, and free what parsing took.
+ * Return: 2, the exit status.
+ */
+static int usage_error(struct fuse_args *args, struct options *o,
+		       const char *what)
+{
+	if (what)
+		fprintf(stderr, "stratafs: %s\n", what);
+	fprintf(stderr, "usage: stratafs [-f] [-d] [-o OPTIONS] REF "
+		"MOUNTPOINT (see stratafs --help)\n");
+	fuse_opt_free_args(args);
+	free(o->ref);
+	free(o->mountpoint);
+	o->ref = o->mountpoint = NULL;
+	return 2;
+}
+
 static void usage(void)
 {
 	printf("usage: stratafs [-f] [-d] [-o OPTIONS] REF MOUNTPOINT\n"
@@ -260,6 +285,8 @@ static void usage(void)
 	       "  -o root=DIR            store root (default $STRATA_ROOT,\n"
 	       "                         /var/lib/strata or $XDG_DATA_HOME/strata)\n"
 	       "  -o platform=OS/ARCH[/VARIANT]  pick from a multi-platform index\n"
+	       "  -o tls_verify=false, cert_dir=DIR, creds=USER:PASS  for docker://\n"
+	       "     (creds= shows in ps and the mount table: prefer an auth file)\n"
 	       "  -o squash_to_uid=N, squash_to_gid=N  show every owner as N\n"
 	       "  -o uidmapping=C:H:N[:C:H:N...], gidmapping=...\n"
 	       "                         show image id C+i as H+i (i < N)\n"
@@ -438,15 +465,31 @@ static int open_image(struct fs *fs, struct options *o,
 		}
 		pp = &plat;
 	}
+	struct strata_reg_opts ro = {
+		.creds = o->creds,
+		.tls_verify = !o->tls_verify ? -1
+			      : !strcmp(o->tls_verify, "false") ? 0 : 1,
+		.cert_dir = o->cert_dir,
+	};
+
 	r = strata_store_open(o->root, &st, &err);
 	if (r == 0)
+		strata_store_set_reg_opts(st, &ro);
+	if (r == 0)
 		r = strata_image_resolve(st, o->ref, pp, &img, &err);
+	if (st)
+		strata_store_set_reg_opts(st, NULL);	/* @ro ends here */
 	if (r == 0)
 		r = strata_cache_ensure(st, img, NULL, &err);
 	if (r == 0)
 		r = fs_image_load(fs, st, img, &err);
+	/* strata gc keeps what the mount shows while it lives, and may run
+	 * meanwhile */
+	if (r == 0)
+		r = strata_store_pin(st, img, &err);
 	if (r < 0)
 		goto fail;
+	strata_store_release(st);
 	*stp = st;
 	*imgp = img;
 	return 0;
@@ -460,8 +503,10 @@ fail:
 }
 
 /* The image reference with its path made absolute, so that a commit
- * started from another directory finds the same image. */
-static char *absolute_ref(const char *text)
+ * started from another directory finds the same image; a docker://
+ * reference pinned to @manifest, which the store holds, so a commit needs
+ * no registry and commits onto what is mounted even if the tag moved. */
+static char *absolute_ref(const char *text, const char *manifest)
 {
 	struct strata_err err = { 0 };
 	struct strata_ref *ref = NULL;
@@ -474,6 +519,14 @@ static char *absolute_ref(const char *text)
 
 	if (strata_ref_parse(text, &ref, &err) < 0)
 		return strdup(text);
+	if (ref->kind == STRATA_REF_DOCKER) {
+		if (!manifest || !*manifest ||
+		    asprintf(&out, "docker://%s/%s@%s", ref->registry,
+			     ref->path, manifest) < 0)
+			out = strdup(text);
+		strata_ref_free(ref);
+		return out;
+	}
 	if (ref->kind == STRATA_REF_STORE || !ref->path ||
 	    !(abs = realpath(ref->path, NULL))) {
 		strata_ref_free(ref);
@@ -596,7 +649,7 @@ int main(int argc, char *argv[])
 
 	strata_log_set_prog("stratafs");
 	if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) < 0)
-		return 2;
+		return usage_error(&args, &o, NULL);
 	if (o.show_help || o.show_version) {
 		if (o.show_help)
 			usage();
@@ -615,11 +668,9 @@ int main(int argc, char *argv[])
 		if (!o.ref || fuse_opt_add_arg(&args, o.mountpoint) < 0)
 			return 1;
 	}
-	if (!o.ref || !o.mountpoint) {
-		fprintf(stderr, "usage: stratafs [-f] [-d] [-o OPTIONS] REF "
-			"MOUNTPOINT (see stratafs --help)\n");
-		return 2;
-	}
+	if (!o.ref || !o.mountpoint)
+		return usage_error(&args, &o, o.ref ? "missing MOUNTPOINT"
+				   : "missing REF and MOUNTPOINT");
 	if ((o.uidmapping && parse_idmap(o.uidmapping, &fs.uidmap, &fs.n_uidmap) < 0) ||
 	    (o.gidmapping && parse_idmap(o.gidmapping, &fs.gidmap, &fs.n_gidmap) < 0)) {
 		fprintf(stderr, "stratafs: invalid uidmapping/gidmapping "
@@ -648,8 +699,7 @@ int main(int argc, char *argv[])
 		goto out;
 	/* relative paths mean something only before daemonizing (cd /) */
 	ctl_mp = realpath(o.mountpoint, NULL);
-	ctl_ref = o.lowerdir ? strdup("") : absolute_ref(o.ref);
-	if (!ctl_mp || !ctl_ref) {
+	if (!ctl_mp) {
 		fprintf(stderr, "stratafs: %s: %s\n", o.mountpoint,
 			strerror(errno));
 		goto out;
@@ -667,6 +717,10 @@ int main(int argc, char *argv[])
 		if (o.upper && lower_image_new(&fs, &lw) < 0)
 			goto out;
 	}
+	ctl_ref = o.lowerdir ? strdup("") : absolute_ref(o.ref,
+						img ? img->manifest_digest : NULL);
+	if (!ctl_ref)
+		goto out;
 	if (lw) {
 		claim.mountpoint = ctl_mp;
 		claim.manifest = img ? img->manifest_digest : NULL;
@@ -817,6 +871,9 @@ out:
 	free(o.lowerdir);
 	free(o.root);
 	free(o.platform);
+	free(o.creds);
+	free(o.tls_verify);
+	free(o.cert_dir);
 	free(o.uidmapping);
 	free(o.gidmapping);
 	for (size_t i = 0; i < o.n_unknown; i++)

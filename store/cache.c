@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "unpack.h"
@@ -32,15 +33,31 @@ struct pool {
 	size_t n;
 	atomic_size_t next;
 	_Atomic uint64_t done;
+	atomic_size_t layers_done;
 	uint64_t total;
+	bool pulling;		/* from a registry */
+	struct timespec start;
 };
 
+/* "pulling layers 1/3, 12.5 MiB/s" and the bytes, on a terminal */
 static void progress_cb(void *ctx, uint64_t bytes)
 {
 	struct pool *p = ctx;
 	uint64_t d = atomic_fetch_add(&p->done, bytes) + bytes;
+	struct timespec now;
+	double secs;
+	char what[96];
 
-	strata_progress("unpacking layers", d, p->total);
+	if (strata_log_quiet())
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	secs = (double)(now.tv_sec - p->start.tv_sec) +
+	       (double)(now.tv_nsec - p->start.tv_nsec) / 1e9;
+	snprintf(what, sizeof(what), "%s layers %zu/%zu, %.1f MiB/s",
+		 p->pulling ? "pulling" : "unpacking",
+		 atomic_load(&p->layers_done), p->n,
+		 secs > 0.05 ? (double)d / (1 << 20) / secs : 0.0);
+	strata_progress(what, d, p->total);
 }
 
 /* Is the layer unpacked, with an index of this version? (An index from
@@ -104,6 +121,17 @@ static bool usable(struct strata_store *st, const struct strata_layer *l,
 	return cached(st, rel) && verified(st, rel, l->digest, l->compression);
 }
 
+/* Is the blob of @l missing from the store, for a source to fetch? */
+static bool blob_missing(struct strata_image *img, const struct strata_layer *l)
+{
+	char rel[STRATA_DIGEST_MAX + 8];
+
+	if (!img->source)
+		return false;
+	strata_blob_relpath(l->digest, rel, sizeof(rel));
+	return faccessat(img->blobs_fd, rel, F_OK, AT_SYMLINK_NOFOLLOW) < 0;
+}
+
 static int unpack_one(struct job *j, struct pool *p)
 {
 	struct strata_store *st = j->st;
@@ -112,25 +140,34 @@ static int unpack_one(struct job *j, struct pool *p)
 	char tmpname[STRATA_DIGEST_MAX + 16], blobrel[STRATA_DIGEST_MAX + 8];
 	char sd[32];
 	cleanup_fd int lock = -1, blob = -1, dest = -1;
+	struct strata_blob_source *src = j->img->source;
 	struct strata_unpack_job uj;
+	struct strata_err uerr = { 0 };
+	void *handle = NULL;
 	int r;
 
 	bool have;
 
 	strata_blob_relpath(l->diff_id, rel, sizeof(rel));
 	if (usable(st, l, rel))
-		return 0;
+		return blob_missing(j->img, l) ? src->fetch(src, l, &j->err) : 0;
 	snprintf(lockname, sizeof(lockname), "%s.lock", rel);
 	lock = strata_lock_at(st->layers_fd, lockname, true);
 	if (lock < 0)
 		return strata_err_set(&j->err, lock, "layer cache lock: %s",
 				      strerror(-lock));
-	if (usable(st, l, rel))
-		return 0;	/* another process unpacked it meanwhile */
+	if (usable(st, l, rel))	/* another process unpacked it meanwhile */
+		return blob_missing(j->img, l) ? src->fetch(src, l, &j->err) : 0;
 	have = cached(st, rel);	/* then this run only verifies the blob */
 	strata_short_digest(l->digest, sd, sizeof(sd));
 	strata_blob_relpath(l->digest, blobrel, sizeof(blobrel));
 	blob = openat(j->img->blobs_fd, blobrel, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (blob < 0 && errno == ENOENT && src) {
+		/* streamed: downloaded, stored and unpacked in one pass */
+		blob = src->open(src, l, &handle, &j->err);
+		if (blob < 0)
+			return blob;
+	}
 	if (blob < 0)
 		return strata_err_set(&j->err, -errno, "layer %s: blob %s",
 				      l->digest, errno == ENOENT
@@ -161,7 +198,18 @@ static int unpack_one(struct job *j, struct pool *p)
 				 ? j->opts->max_entries : 16u << 20;
 	uj.progress = progress_cb;
 	uj.progress_ctx = p;
-	r = strata_unpack_layer(&uj, &j->err);
+	r = strata_unpack_layer(&uj, handle ? &uerr : &j->err);
+	if (handle) {
+		int fr;
+
+		close(blob);	/* a fetch still sending stops */
+		blob = -1;
+		fr = src->finish(src, handle, r, &j->err);
+		if (fr < 0)
+			r = fr;	/* the download's failure explains the rest */
+		else if (r < 0)
+			strata_err_set(&j->err, r, "%s", uerr.msg);
+	}
 	if (r == 0 && have) {
 		cleanup_fd int lfd = openat(st->layers_fd, rel, O_RDONLY |
 					    O_DIRECTORY | O_CLOEXEC);
@@ -202,6 +250,7 @@ static void *worker(void *arg)
 		if (i >= p->n)
 			break;
 		p->jobs[i].ret = unpack_one(&p->jobs[i], p);
+		atomic_fetch_add(&p->layers_done, 1);
 	}
 	return NULL;
 }
@@ -214,8 +263,11 @@ int strata_cache_ensure(struct strata_store *st, struct strata_image *img,
 	pthread_t threads[16];
 	size_t i, k, nthreads;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	int r = 0;
+	int r;
 
+	r = strata_store_hold(st, err);
+	if (r < 0)
+		return r;
 	p.jobs = calloc(img->n_layers ? img->n_layers : 1, sizeof(*p.jobs));
 	if (!p.jobs)
 		return -ENOMEM;
@@ -230,7 +282,8 @@ int strata_cache_ensure(struct strata_store *st, struct strata_image *img,
 			    !strcmp(img->layers[p.jobs[k].layer].digest,
 				    img->layers[i].digest))
 				dup = true;
-		if (dup || usable(st, &img->layers[i], rel))
+		if (dup || (usable(st, &img->layers[i], rel) &&
+			    !blob_missing(img, &img->layers[i])))
 			continue;
 		p.jobs[p.n].st = st;
 		p.jobs[p.n].img = img;
@@ -239,10 +292,17 @@ int strata_cache_ensure(struct strata_store *st, struct strata_image *img,
 		p.total += (uint64_t)img->layers[i].size;
 		p.n++;
 	}
+	p.pulling = img->source != NULL;
+	clock_gettime(CLOCK_MONOTONIC, &p.start);
 	nthreads = (size_t)(opts && opts->jobs > 0 ? opts->jobs
 				: ncpu > 0 ? ncpu : 1);
 	if (nthreads > ARRAY_SIZE(threads))
 		nthreads = ARRAY_SIZE(threads);
+	/* a registry: a few connections at a time, however many CPUs */
+	if (img->source && !(opts && opts->jobs > 0) && nthreads < 3)
+		nthreads = 3;
+	if (img->source && !(opts && opts->jobs > 0) && nthreads > 4)
+		nthreads = 4;
 	if (nthreads > p.n)
 		nthreads = p.n;
 	for (i = 0; i < nthreads; i++)

@@ -367,6 +367,12 @@ static int parse_dest(const struct strata_commit_opts *o, struct dest *d,
 			return strata_err_set(err, -EINVAL, "destination %s: "
 					      "cannot write to a digest",
 					      o->dest);
+		if (ref->kind == STRATA_REF_DOCKER)
+			return strata_err_set(err, -EOPNOTSUPP, "\"%s\": strata "
+					      "does not push to registries "
+					      "yet: commit to oci:DIR:TAG, "
+					      "then skopeo copy oci:DIR:TAG %s",
+					      o->dest, o->dest);
 		d->kind = ref->kind;
 		if (ref->path)
 			d->path = strdup(ref->path);
@@ -396,9 +402,15 @@ static int parse_dest(const struct strata_commit_opts *o, struct dest *d,
 static int open_dest(struct strata_store *st, struct dest *d,
 		     struct strata_err *err)
 {
-	if (d->kind == STRATA_REF_STORE)
-		return strata_layoutw_open(st->root_fd, "images", false, &d->lw,
-					   err);
+	int r;
+
+	if (d->kind == STRATA_REF_STORE) {
+		r = strata_layoutw_open(st->root_fd, "images", false, &d->lw,
+					err);
+		if (r == 0)
+			d->lw->keep_untagged = true;
+		return r;
+	}
 	if (d->kind == STRATA_REF_OCI)
 		return strata_layoutw_open(AT_FDCWD, d->path, true, &d->lw, err);
 	snprintf(d->tmpdir, sizeof(d->tmpdir), "commit-%d", (int)getpid());
@@ -649,8 +661,17 @@ static int run(struct ctx *c)
 		return r;
 	c->docker = o->docker || c->d.kind == STRATA_REF_DOCKER_ARCHIVE;
 	r = strata_image_resolve(c->st, o->from, o->platform, &c->img, c->err);
+	/* from a registry: its layers are pulled (the view and the new
+	 * manifest need them) */
+	if (r == 0 && c->img->source)
+		r = strata_cache_ensure(c->st, c->img, NULL, c->err);
 	if (r < 0)
 		return r;
+	if (o->from_digest && strcmp(o->from_digest, c->img->manifest_digest))
+		return strata_err_set(c->err, -ESTALE, "%s now holds image %s, "
+				      "not %s, the image the upper directory "
+				      "sits on: nothing written", o->from,
+				      c->img->manifest_digest, o->from_digest);
 	r = load_config(c);
 	if (r < 0)
 		return r;
@@ -722,7 +743,9 @@ int strata_commit(struct strata_store *st, const struct strata_commit_opts *o,
 		c.o = o = &o2;
 	}
 	c.created = o->have_created ? o->created : (int64_t)time(NULL);
-	r = run(&c);
+	r = strata_store_hold(st, err);
+	if (r == 0)
+		r = run(&c);
 	if (c.cfg)
 		json_object_put(c.cfg);
 	if (c.img)

@@ -147,6 +147,7 @@ struct strata_layoutw {
 	int dir_fd;
 	int blobs_fd;
 	int lock_fd;
+	bool keep_untagged;	/* the store: see strata_index_retag() */
 };
 
 /*

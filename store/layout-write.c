@@ -261,7 +261,7 @@ static int load_index(struct strata_layoutw *lw, struct json_object **out,
 	return strata_json_parse(buf, len, "index.json", out, err);
 }
 
-static const char *ref_name(struct json_object *desc)
+const char *strata_desc_ref_name(struct json_object *desc)
 {
 	struct json_object *ann, *v;
 
@@ -272,12 +272,76 @@ static const char *ref_name(struct json_object *desc)
 	return json_object_get_string(v);
 }
 
+static const char *desc_digest(struct json_object *desc)
+{
+	struct json_object *v;
+
+	if (!json_object_object_get_ex(desc, "digest", &v) ||
+	    !json_object_is_type(v, json_type_string))
+		return NULL;
+	return json_object_get_string(v);
+}
+
+/* Is any descriptor of @manifests but @skip one of digest @digest? */
+static bool listed(struct json_object *manifests, const char *digest,
+		   size_t skip)
+{
+	size_t i, n = json_object_array_length(manifests);
+
+	for (i = 0; i < n; i++) {
+		const char *d = desc_digest(json_object_array_get_idx(manifests,
+								      i));
+
+		if (i != skip && d && !strcmp(d, digest))
+			return true;
+	}
+	return false;
+}
+
+int strata_index_retag(struct json_object *manifests, const char *name,
+		       struct json_object *desc, bool keep)
+{
+	const char *want = desc ? desc_digest(desc) : NULL;
+	size_t i;
+	int n = 0;
+
+	for (i = json_object_array_length(manifests); i-- > 0;) {
+		struct json_object *m = json_object_array_get_idx(manifests, i);
+		const char *ref = strata_desc_ref_name(m);
+		const char *d = desc_digest(m);
+		struct json_object *ann;
+
+		if (keep && !ref && want && d && !strcmp(d, want)) {
+			json_object_array_del_idx(manifests, i, 1);
+			continue;
+		}
+		if (!ref || strcmp(ref, name))
+			continue;
+		n++;
+		if (!keep || !d || (want && !strcmp(d, want)) ||
+		    listed(manifests, d, i)) {
+			json_object_array_del_idx(manifests, i, 1);
+			continue;
+		}
+		/* the last name of its image: keep it listed, unnamed */
+		json_object_object_get_ex(m, "annotations", &ann);
+		json_object_object_del(ann, REF_NAME);
+		if (json_object_object_length(ann) == 0)
+			json_object_object_del(m, "annotations");
+	}
+	if (desc && json_object_array_add(manifests, desc) < 0) {
+		json_object_put(desc);
+		return -ENOMEM;
+	}
+	return n;
+}
+
 int strata_layoutw_tag(struct strata_layoutw *lw, const char *media_type,
 		       const char *digest, int64_t size, const char *const *tags,
 		       size_t n_tags, struct strata_err *err)
 {
 	struct json_object *idx = NULL, *manifests;
-	size_t i, t, len;
+	size_t t, len;
 	const char *s;
 	int r;
 
@@ -292,13 +356,6 @@ int strata_layoutw_tag(struct strata_layoutw *lw, const char *media_type,
 		struct json_object *desc = json_object_new_object();
 		struct json_object *ann = json_object_new_object();
 
-		for (i = json_object_array_length(manifests); i-- > 0;) {
-			const char *ref = ref_name(
-				json_object_array_get_idx(manifests, i));
-
-			if (ref && !strcmp(ref, tags[t]))
-				json_object_array_del_idx(manifests, i, 1);
-		}
 		json_object_object_add(desc, "mediaType",
 				       json_object_new_string(media_type));
 		json_object_object_add(desc, "digest",
@@ -307,7 +364,10 @@ int strata_layoutw_tag(struct strata_layoutw *lw, const char *media_type,
 		json_object_object_add(ann, REF_NAME,
 				       json_object_new_string(tags[t]));
 		json_object_object_add(desc, "annotations", ann);
-		json_object_array_add(manifests, desc);
+		r = strata_index_retag(manifests, tags[t], desc,
+				       lw->keep_untagged);
+		if (r < 0)
+			goto out;
 	}
 	s = json_object_to_json_string_length(
 		idx, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);

@@ -567,9 +567,34 @@ static int parse_config(struct strata_image *img, struct json_object *cfg,
 	return parse_history(img, cfg, what, err);
 }
 
+struct fetcher {
+	strata_fetch_fn fn;
+	void *ctx;
+};
+
+/* strata_blob_read, asking @f for a blob @blobs_fd lacks */
+static int read_or_fetch(const struct fetcher *f, int blobs_fd,
+			 const struct strata_desc *d, size_t max, char **out,
+			 struct strata_err *err)
+{
+	char rel[STRATA_DIGEST_MAX + 8];
+	int r;
+
+	if (f && f->fn) {
+		strata_blob_relpath(d->digest, rel, sizeof(rel));
+		if (faccessat(blobs_fd, rel, F_OK, AT_SYMLINK_NOFOLLOW) < 0) {
+			r = f->fn(f->ctx, d->digest, d->size, d->media_type,
+				  err);
+			if (r < 0)
+				return r;
+		}
+	}
+	return strata_blob_read(blobs_fd, d->digest, d->size, max, out, err);
+}
+
 static int load_manifest(struct strata_image *img, int blobs_fd,
 			 struct strata_desc *md, struct json_object *doc,
-			 struct strata_err *err)
+			 const struct fetcher *f, struct strata_err *err)
 {
 	struct json_object *cfgdesc, *layers;
 	cleanup_free char *cfgbuf = NULL;
@@ -633,8 +658,7 @@ static int load_manifest(struct strata_image *img, int blobs_fd,
 		return strata_err_set(err, -EOPNOTSUPP,
 				      "%s: cannot verify config digest %s",
 				      what, cd.digest);
-	r = strata_blob_read(blobs_fd, cd.digest, cd.size, STRATA_JSON_MAX,
-			     &cfgbuf, err);
+	r = read_or_fetch(f, blobs_fd, &cd, STRATA_JSON_MAX, &cfgbuf, err);
 	if (r < 0)
 		return strata_err_wrap(err, r, "config of %s", what);
 	snprintf(what, sizeof(what), "config %s",
@@ -661,6 +685,17 @@ int strata_image_from_desc(struct strata_image *img, int blobs_fd,
 			   const struct strata_platform *plat,
 			   struct strata_err *err)
 {
+	return strata_image_from_desc_fetch(img, blobs_fd, desc, plat, NULL,
+					    NULL, err);
+}
+
+int strata_image_from_desc_fetch(struct strata_image *img, int blobs_fd,
+				 struct json_object *desc,
+				 const struct strata_platform *plat,
+				 strata_fetch_fn fetch, void *ctx,
+				 struct strata_err *err)
+{
+	struct fetcher f = { fetch, ctx };
 	struct strata_platform host;
 	struct json_object *doc = NULL, *cur = desc, *held = NULL;
 	int depth, r;
@@ -696,8 +731,7 @@ int strata_image_from_desc(struct strata_image *img, int blobs_fd,
 					   "cannot verify digest %s", d.digest);
 			goto out;
 		}
-		r = strata_blob_read(blobs_fd, d.digest, d.size,
-				     STRATA_JSON_MAX, &buf, err);
+		r = read_or_fetch(&f, blobs_fd, &d, STRATA_JSON_MAX, &buf, err);
 		if (r < 0)
 			goto out;
 		snprintf(what, sizeof(what), "%s %s",
@@ -711,7 +745,7 @@ int strata_image_from_desc(struct strata_image *img, int blobs_fd,
 		if (r < 0)
 			goto out;
 		if (strata_media_is_manifest(d.media_type)) {
-			r = load_manifest(img, blobs_fd, &d, doc, err);
+			r = load_manifest(img, blobs_fd, &d, doc, &f, err);
 			goto out;
 		}
 		{
@@ -742,5 +776,17 @@ out:
 		json_object_put(doc);
 	if (held)
 		json_object_put(held);
+	return r;
+}
+
+int strata_image_read_blob(const struct strata_image *img, const char *digest,
+			   int64_t size, char **out, size_t *len,
+			   struct strata_err *err)
+{
+	int r = strata_blob_read(img->blobs_fd, digest, size, STRATA_JSON_MAX,
+				 out, err);
+
+	if (r == 0)
+		*len = (size_t)size;
 	return r;
 }

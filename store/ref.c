@@ -15,6 +15,7 @@ void strata_ref_free(struct strata_ref *ref)
 	free(ref->tag);
 	free(ref->digest);
 	free(ref->text);
+	free(ref->registry);
 	free(ref);
 }
 
@@ -137,12 +138,82 @@ static bool valid_image_tag(const char *s)
 	return true;
 }
 
+/*
+ * @s with its repository part (before the tag) in lower case, if that
+ * makes it a valid name and @s had capitals there: docker and podman
+ * refuse "MyApp:1" ("repository name must be lowercase"), so does strata,
+ * and the name to suggest is this. Return: the name (caller frees), or
+ * NULL.
+ */
+static char *lower_case_name(const char *s, size_t repo_len)
+{
+	bool upper = false;
+	char *low;
+	size_t i;
+
+	for (i = 0; i < repo_len; i++)
+		upper |= s[i] >= 'A' && s[i] <= 'Z';
+	if (!upper)
+		return NULL;
+	low = strdup(s);
+	if (!low)
+		return NULL;
+	for (i = 0; i < repo_len; i++)
+		if (low[i] >= 'A' && low[i] <= 'Z')
+			low[i] = (char)(low[i] - 'A' + 'a');
+	if (!valid_repo(low, repo_len)) {
+		free(low);
+		return NULL;
+	}
+	return low;
+}
+
+/* The registry transport is not spoken yet: say how to get there. */
+/* A docker:// reference where a store name is wanted (a destination):
+ * strata pulls from registries but does not push yet. */
+static int no_registry(const char *s, struct strata_err *err)
+{
+	return strata_err_set(err, -EOPNOTSUPP,
+			      "\"%s\": strata does not push to registries "
+			      "yet: commit or import to oci:DIR:TAG, then "
+			      "skopeo copy oci:DIR:TAG %s", s, s);
+}
+
+static bool is_registry_ref(const char *s)
+{
+	return !strncmp(s, "docker://", 9);
+}
+
+/*
+ * If @s is a store name but for capitals in its repository part, say so
+ * with the name to use. Return: that -EINVAL, or 0 when it is not the
+ * case.
+ */
+static int name_case_error(const char *s, struct strata_err *err)
+{
+	const char *slash = strrchr(s, '/');
+	const char *colon = strrchr(slash ? slash : s, ':');
+	cleanup_free char *low = NULL;
+
+	if (strchr(s, '@') || (colon && !valid_image_tag(colon + 1)))
+		return 0;
+	low = lower_case_name(s, colon ? (size_t)(colon - s) : strlen(s));
+	if (!low)
+		return 0;
+	return strata_err_set(err, -EINVAL,
+			      "invalid image name \"%s\": reference names "
+			      "must be lower case, as in docker and podman "
+			      "(use \"%s\")", s, low);
+}
+
 int strata_store_name(const char *s, char **out, struct strata_err *err)
 {
 	const char *slash = strrchr(s, '/');
 	const char *colon = strrchr(slash ? slash : s, ':');
 	char *r;
 
+	if (is_registry_ref(s))
+		return no_registry(s, err);
 	if (!*s || *s == ':' || strchr(s, '@'))
 		goto bad;
 	if (!valid_repo(s, colon ? (size_t)(colon - s) : strlen(s)))
@@ -158,6 +229,8 @@ int strata_store_name(const char *s, char **out, struct strata_err *err)
 	*out = r;
 	return 0;
 bad:
+	if (name_case_error(s, err) < 0)
+		return -EINVAL;
 	return strata_err_set(err, -EINVAL,
 			      "invalid image name \"%s\" (want NAME[:TAG]: "
 			      "lower-case name components separated by /, "
@@ -182,7 +255,8 @@ static int split_at_digest(struct strata_ref *r, struct strata_err *err)
 }
 
 /* Split "PATH:TAG" at the first ':' (paths with ':' cannot carry a tag;
- * skopeo's oci: transport splits the same way). */
+ * skopeo's oci: transport splits the same way); TAG holds at most
+ * @max_colons - 1 colons (0: any number). */
 static int split_tag(struct strata_ref *r, int max_colons,
 		     struct strata_err *err)
 {
@@ -191,7 +265,8 @@ static int split_tag(struct strata_ref *r, int max_colons,
 	if (!colon)
 		return 0;
 	*colon = '\0';
-	if (max_colons == 1 && strchr(colon + 1, ':'))
+	if (max_colons >= 1 && strchr(colon + 1, ':') &&
+	    (max_colons == 1 || strchr(strchr(colon + 1, ':') + 1, ':')))
 		return strata_err_set(err, -EINVAL,
 				      "reference %s: too many ':'", r->text);
 	if (!valid_tag(colon + 1))
@@ -224,6 +299,15 @@ int strata_ref_parse(const char *s, struct strata_ref **out,
 	r->text = strdup(s);
 	if (!r->text)
 		return -ENOMEM;
+	/* "docker:TAG" stays a store name: only docker:// is the transport */
+	if (is_registry_ref(s)) {
+		r->kind = STRATA_REF_DOCKER;
+		ret = strata_ref_parse_docker(s + 7, r, err);
+		if (ret < 0)
+			return ret;
+		*out = take_ptr(&r);
+		return 0;
+	}
 	for (i = 0; i < ARRAY_SIZE(kinds); i++) {
 		size_t n = strlen(kinds[i].prefix);
 
@@ -236,16 +320,35 @@ int strata_ref_parse(const char *s, struct strata_ref **out,
 		break;
 	}
 	if (r->kind == STRATA_REF_STORE) {
-		if (strchr(s, '@') || (strchr(s, ':') && !strchr(s, '/') &&
-				       strchr(s, ':') != strrchr(s, ':')))
+		cleanup_free char *name = strdup(s);
+		char *at = name ? strchr(name, '@') : NULL;
+
+		if (!name)
+			return -ENOMEM;
+		/* NAME[:TAG]@DIGEST: the digest picks the image */
+		if (at) {
+			*at = '\0';
+			if (strata_digest_validate(at + 1, strlen(at + 1)) < 0)
+				return strata_err_set(err, -EINVAL,
+						      "reference %s: invalid "
+						      "digest \"%s\"", s,
+						      at + 1);
+			r->digest = strdup(at + 1);
+			if (!r->digest)
+				return -ENOMEM;
+		}
+		if (strchr(name, ':') && !strchr(name, '/') &&
+		    strchr(name, ':') != strrchr(name, ':'))
 			return strata_err_set(err, -EINVAL,
 					      "invalid reference \"%s\"", s);
-		ret = strata_store_name(s, &r->tag, NULL);
+		ret = strata_store_name(name, &r->tag, NULL);
 		if (ret == -ENOMEM)
 			return ret;
+		if (ret < 0 && name_case_error(s, err) < 0)
+			return -EINVAL;
 		if (ret < 0) {
 			return strata_err_set(err, -EINVAL,
-				"invalid reference \"%s\": use NAME[:TAG], "
+				"invalid reference \"%s\": use NAME[:TAG][@DIGEST], "
 				"oci:DIR[:TAG], oci-archive:FILE[:TAG] or "
 				"docker-archive:FILE[:NAME:TAG]", s);
 		}
@@ -258,8 +361,10 @@ int strata_ref_parse(const char *s, struct strata_ref **out,
 			return ret;
 	}
 	if (!r->digest) {
-		ret = split_tag(r, r->kind == STRATA_REF_DOCKER_ARCHIVE ? 2 : 1,
-				err);
+		/* oci:DIR:NAME:TAG as skopeo reads it: the store's own
+		 * layout names its images NAME:TAG */
+		ret = split_tag(r, r->kind == STRATA_REF_OCI_ARCHIVE ? 1 :
+				r->kind == STRATA_REF_OCI ? 2 : 0, err);
 		if (ret < 0)
 			return ret;
 	}

@@ -14,6 +14,10 @@ struct strata_store {
 	int blobs_fd;		/* ROOT/images/blobs */
 	int layers_fd;		/* ROOT/layers */
 	int tmp_fd;		/* ROOT/tmp */
+	const struct strata_reg_opts *reg_opts;	/* borrowed, or NULL */
+	int hold_fd;		/* ROOT/gc.lock, shared, or -1 (gc.c) */
+	int pin_fd;		/* ROOT/pins/pin_name, or -1 (gc.c) */
+	char pin_name[32];
 };
 
 /* JSON documents larger than this are refused before parsing (the bound
@@ -127,6 +131,16 @@ int strata_image_from_desc(struct strata_image *img, int blobs_fd,
 			   struct json_object *desc,
 			   const struct strata_platform *plat,
 			   struct strata_err *err);
+/* The same, calling @fetch(@ctx, digest, size, media type, err) for a
+ * manifest, index or config missing from @blobs_fd, which puts it there
+ * (verified) or fails. */
+typedef int (*strata_fetch_fn)(void *ctx, const char *digest, int64_t size,
+			       const char *media_type, struct strata_err *err);
+int strata_image_from_desc_fetch(struct strata_image *img, int blobs_fd,
+				 struct json_object *desc,
+				 const struct strata_platform *plat,
+				 strata_fetch_fn fetch, void *ctx,
+				 struct strata_err *err);
 
 /* ---- archive.c ---- */
 
@@ -142,6 +156,39 @@ int strata_archive_resolve(struct strata_store *st, const struct strata_ref *ref
  * NULL. */
 int strata_blob_put(int blobs_fd, const void *buf, size_t len,
 		    char *digest_out);
+
+/* ---- ref-docker.c ---- */
+
+/* Fill @r (kind, text set) from the part of a docker:// reference after
+ * "docker:" (so starting with "//"): registry, repository (path), tag, digest, normalised as
+ * podman does. Return: 0, -EINVAL (message in @err), -ENOMEM. */
+int strata_ref_parse_docker(const char *s, struct strata_ref *r,
+			    struct strata_err *err);
+
+/* ---- registry.c ---- */
+
+/* Resolve a docker:// reference: manifest (and index) and config into
+ * the store's blobs, @img->source set for the layers. */
+int strata_registry_resolve(struct strata_store *st,
+			    const struct strata_ref *ref,
+			    const struct strata_platform *plat,
+			    struct strata_image *img, struct strata_err *err);
+/* ---- layout-write.c: tags in an index.json ---- */
+
+/*
+ * In the "manifests" array @manifests of an index.json: take tag @name
+ * (an org.opencontainers.image.ref.name value) off every descriptor that
+ * has it, then, when @desc is not NULL, add @desc (ownership taken), which
+ * carries the tag. With @keep (the store), an image that loses its last
+ * name stays listed, as a descriptor without the ref.name annotation, so
+ * it is still reachable by digest until strata gc; and @desc replaces
+ * such an unnamed descriptor of its digest.
+ * Return: the number of descriptors the tag was taken off, or -ENOMEM.
+ */
+int strata_index_retag(struct json_object *manifests, const char *name,
+		       struct json_object *desc, bool keep);
+/* The ref.name annotation of descriptor @desc, or NULL. Borrowed. */
+const char *strata_desc_ref_name(struct json_object *desc);
 
 /* ---- store.c ---- */
 int strata_store_index_load(struct strata_store *st, struct json_object **out,

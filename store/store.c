@@ -53,9 +53,10 @@ static int open_dir(int at, const char *name, mode_t mode)
 void strata_store_free(struct strata_store *st)
 {
 	int *fds[] = { &st->root_fd, &st->images_fd, &st->blobs_fd,
-		       &st->layers_fd, &st->tmp_fd };
+		       &st->layers_fd, &st->tmp_fd, &st->hold_fd };
 	size_t i;
 
+	strata_store_unpin(st);
 	for (i = 0; i < ARRAY_SIZE(fds); i++)
 		if (*fds[i] >= 0)
 			close(*fds[i]);
@@ -74,7 +75,7 @@ int strata_store_open(const char *root, struct strata_store **out,
 	if (!st)
 		return -ENOMEM;
 	st->root_fd = st->images_fd = st->blobs_fd = st->layers_fd = -1;
-	st->tmp_fd = -1;
+	st->tmp_fd = st->hold_fd = st->pin_fd = -1;
 	if (root)
 		st->root = strdup(root);
 	else if ((r = default_root(&st->root)) < 0)
@@ -127,6 +128,12 @@ const char *strata_store_root(const struct strata_store *st)
 	return st->root;
 }
 
+void strata_store_set_reg_opts(struct strata_store *st,
+			       const struct strata_reg_opts *o)
+{
+	st->reg_opts = o;
+}
+
 int strata_store_index_load(struct strata_store *st, struct json_object **out,
 			    struct strata_err *err)
 {
@@ -159,18 +166,6 @@ static int index_save(struct strata_store *st, struct json_object *idx)
 		idx, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
 
 	return strata_write_atomic(st->images_fd, "index.json", s, len, 0644);
-}
-
-static const char *ref_name_of(struct json_object *desc)
-{
-	struct json_object *ann, *v;
-
-	if (!json_object_object_get_ex(desc, "annotations", &ann) || !ann ||
-	    !json_object_object_get_ex(ann, "org.opencontainers.image.ref.name",
-				       &v) ||
-	    !json_object_is_type(v, json_type_string))
-		return NULL;
-	return json_object_get_string(v);
 }
 
 /* Copy blob @digest from @src_fd into the store (if missing), verifying. */
@@ -258,9 +253,12 @@ int strata_store_tag(struct strata_store *st, struct strata_image *img,
 {
 	struct json_object *idx = NULL, *manifests, *desc, *ann;
 	cleanup_fd int lock = -1;
-	size_t i, n;
+	size_t i;
 	int r;
 
+	r = strata_store_hold(st, err);
+	if (r < 0)
+		return r;
 	if ((r = copy_blob(st, img->blobs_fd, img->config_digest,
 			   img->config_size, err)) < 0 ||
 	    (r = copy_blob(st, img->blobs_fd, img->manifest_digest,
@@ -286,13 +284,6 @@ int strata_store_tag(struct strata_store *st, struct strata_image *img,
 		json_object_put(idx);
 		return -EBADMSG;
 	}
-	n = json_object_array_length(manifests);
-	for (i = n; i-- > 0;) {
-		const char *ref = ref_name_of(json_object_array_get_idx(manifests, i));
-
-		if (ref && !strcmp(ref, name))
-			json_object_array_del_idx(manifests, i, 1);
-	}
 	desc = json_object_new_object();
 	ann = json_object_new_object();
 	json_object_object_add(desc, "mediaType",
@@ -304,8 +295,9 @@ int strata_store_tag(struct strata_store *st, struct strata_image *img,
 	json_object_object_add(ann, "org.opencontainers.image.ref.name",
 			       json_object_new_string(name));
 	json_object_object_add(desc, "annotations", ann);
-	json_object_array_add(manifests, desc);
-	r = index_save(st, idx);
+	r = strata_index_retag(manifests, name, desc, true);
+	if (r >= 0)
+		r = index_save(st, idx);
 	json_object_put(idx);
 	if (r < 0)
 		return strata_err_set(err, r, "store index.json: %s",
@@ -313,8 +305,31 @@ int strata_store_tag(struct strata_store *st, struct strata_image *img,
 	return 0;
 }
 
-int strata_store_list(struct strata_store *st, struct strata_tag_info **out,
-		      size_t *n_out, struct strata_err *err)
+/* Size (manifest, config, layer blobs) and creation time of the image of
+ * descriptor @m, into @t; left at -1 and NULL when it cannot be read. */
+static void describe(struct strata_store *st, struct json_object *m,
+		     struct strata_tag_info *t)
+{
+	struct strata_image *img = calloc(1, sizeof(*img));
+	size_t i;
+
+	t->size = -1;
+	if (!img)
+		return;
+	img->blobs_fd = -1;
+	if (strata_image_from_desc(img, st->blobs_fd, m, NULL, NULL) == 0) {
+		t->size = img->manifest_size + img->config_size;
+		for (i = 0; i < img->n_layers; i++)
+			t->size += img->layers[i].size;
+		if (img->created)
+			t->created = strdup(img->created);
+	}
+	strata_image_free(img);
+}
+
+int strata_store_list(struct strata_store *st, bool all,
+		      struct strata_tag_info **out, size_t *n_out,
+		      struct strata_err *err)
 {
 	struct json_object *idx = NULL, *manifests;
 	struct strata_tag_info *tags;
@@ -338,13 +353,19 @@ int strata_store_list(struct strata_store *st, struct strata_tag_info **out,
 	for (i = 0; i < n; i++) {
 		struct json_object *m = json_object_array_get_idx(manifests, i);
 		struct strata_desc d;
-		const char *ref = ref_name_of(m);
+		const char *ref = strata_desc_ref_name(m);
 
-		if (!ref || strata_desc_parse(m, &d, "index.json", NULL) < 0)
+		if ((!ref && !all) ||
+		    strata_desc_parse(m, &d, "index.json", NULL) < 0)
 			continue;
-		tags[k].name = strdup(ref);
+		tags[k].name = ref ? strdup(ref) : NULL;
 		tags[k].digest = strdup(d.digest);
-		tags[k].size = d.size;
+		if ((ref && !tags[k].name) || !tags[k].digest) {
+			strata_tags_free(tags, k + 1);
+			json_object_put(idx);
+			return -ENOMEM;
+		}
+		describe(st, m, &tags[k]);
 		k++;
 	}
 	json_object_put(idx);
@@ -360,6 +381,7 @@ void strata_tags_free(struct strata_tag_info *tags, size_t n)
 	for (i = 0; i < n; i++) {
 		free(tags[i].name);
 		free(tags[i].digest);
+		free(tags[i].created);
 	}
 	free(tags);
 }
@@ -369,8 +391,6 @@ int strata_store_untag(struct strata_store *st, const char *name,
 {
 	struct json_object *idx = NULL, *manifests;
 	cleanup_fd int lock = -1;
-	size_t i, n;
-	bool found = false;
 	int r;
 
 	lock = strata_lock_at(st->images_fd, INDEX_LOCK, true);
@@ -384,16 +404,12 @@ int strata_store_untag(struct strata_store *st, const char *name,
 		json_object_put(idx);
 		return -EBADMSG;
 	}
-	n = json_object_array_length(manifests);
-	for (i = n; i-- > 0;) {
-		const char *ref = ref_name_of(json_object_array_get_idx(manifests, i));
-
-		if (ref && !strcmp(ref, name)) {
-			json_object_array_del_idx(manifests, i, 1);
-			found = true;
-		}
+	r = strata_index_retag(manifests, name, NULL, true);
+	if (r < 0) {
+		json_object_put(idx);
+		return r;
 	}
-	if (!found) {
+	if (r == 0) {
 		struct json_object *dummy;
 
 		strata_index_pick(idx, name, NULL, "store", &dummy, err);
@@ -441,7 +457,73 @@ void strata_image_free(struct strata_image *img)
 	if (img->blobs_fd >= 0)
 		close(img->blobs_fd);
 	free(img->blobs_desc);
+	if (img->source)
+		img->source->free(img->source);
 	free(img);
+}
+
+/*
+ * A manifest or index that index.json no longer lists (its tag moved, or
+ * another tool replaced it) is still named by its digest while its blob is
+ * in the layout: a digest names content, and the blob is verified against
+ * it. Its descriptor is made from the blob itself: digest, size and the
+ * document's mediaType, or for an OCI document without one, the kind its
+ * fields show.
+ */
+static int desc_of_blob(int blobs_fd, const char *digest, const char *where,
+			struct json_object **out, struct strata_err *err)
+{
+	char rel[STRATA_DIGEST_MAX + 8];
+	struct json_object *doc = NULL, *desc;
+	cleanup_free char *buf = NULL;
+	const char *mt = NULL;
+	struct stat sb;
+	int r;
+
+	strata_blob_relpath(digest, rel, sizeof(rel));
+	if (fstatat(blobs_fd, rel, &sb, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    !S_ISREG(sb.st_mode))
+		return strata_err_set(err, -ENOENT, "%s: no image with digest "
+				      "%s (not in index.json, no such blob)",
+				      where, digest);
+	if (sb.st_size > STRATA_JSON_MAX)
+		return strata_err_set(err, -EBADMSG, "%s: blob %s is no "
+				      "manifest (%lld bytes)", where, digest,
+				      (long long)sb.st_size);
+	r = strata_blob_read(blobs_fd, digest, sb.st_size, STRATA_JSON_MAX,
+			     &buf, err);
+	if (r < 0)
+		return r;
+	r = strata_json_parse(buf, (size_t)sb.st_size, digest, &doc, err);
+	if (r < 0)
+		return r;
+	strata_json_string(doc, "mediaType", false, &mt, digest, NULL);
+	/* an OCI document may leave mediaType out (image-spec manifest.md,
+	 * image-index.md): its fields say which one it is */
+	if (!mt && json_object_object_get_ex(doc, "config", NULL) &&
+	    json_object_object_get_ex(doc, "layers", NULL))
+		mt = "application/vnd.oci.image.manifest.v1+json";
+	else if (!mt && json_object_object_get_ex(doc, "manifests", NULL))
+		mt = MT_OCI_INDEX;
+	if (!mt || (!strata_media_is_manifest(mt) &&
+		    !strata_media_is_index(mt))) {
+		json_object_put(doc);
+		return strata_err_set(err, -ENOENT, "%s: blob %s is not listed "
+				      "in index.json and is not a manifest "
+				      "or an index", where, digest);
+	}
+	desc = json_object_new_object();
+	if (!desc) {
+		json_object_put(doc);
+		return -ENOMEM;
+	}
+	json_object_object_add(desc, "mediaType", json_object_new_string(mt));
+	json_object_object_add(desc, "digest", json_object_new_string(digest));
+	json_object_object_add(desc, "size",
+			       json_object_new_int64(sb.st_size));
+	json_object_put(doc);
+	*out = desc;
+	return 0;
 }
 
 static int resolve_layout(struct strata_image *img, int layout_fd,
@@ -451,6 +533,7 @@ static int resolve_layout(struct strata_image *img, int layout_fd,
 {
 	cleanup_free char *buf = NULL;
 	struct json_object *idx = NULL, *desc;
+	struct strata_err perr = { 0 };
 	char what[600];
 	size_t len;
 	int r;
@@ -488,7 +571,15 @@ static int resolve_layout(struct strata_image *img, int layout_fd,
 	r = strata_json_parse(buf, len, what, &idx, err);
 	if (r < 0)
 		return r;
-	r = strata_index_pick(idx, tag, digest, where, &desc, err);
+	r = strata_index_pick(idx, tag, digest, where, &desc, &perr);
+	if (r < 0 && !(r == -ENOENT && digest) && err && !err->code)
+		*err = perr;
+	if (r == -ENOENT && digest) {
+		json_object_put(idx);
+		idx = NULL;
+		r = desc_of_blob(img->blobs_fd, digest, where, &idx, err);
+		desc = idx;
+	}
 	if (r == 0)
 		r = strata_image_from_desc(img, img->blobs_fd, desc, plat, err);
 	json_object_put(idx);
@@ -507,6 +598,8 @@ int strata_image_resolve(struct strata_store *st, const char *refstr,
 	int r;
 
 	r = strata_ref_parse(refstr, &ref, err);
+	if (r == 0)
+		r = strata_store_hold(st, err);
 	if (r < 0)
 		return r;
 	img = calloc(1, sizeof(*img));
@@ -525,11 +618,12 @@ int strata_image_resolve(struct strata_store *st, const char *refstr,
 					      "store %s (it holds no images; "
 					      "strata import adds one)",
 					      ref->tag, st->root);
-		r = resolve_layout(img, st->images_fd, "store", ref->tag, NULL,
+		r = resolve_layout(img, st->images_fd, "store",
+				   ref->digest ? NULL : ref->tag, ref->digest,
 				   plat, err);
 		if (r == -ENOENT && !strata_err_isset(err))
 			r = strata_err_set(err, r, "no image %s in the store",
-					   ref->tag);
+					   ref->digest ? ref->digest : ref->tag);
 		break;
 	case STRATA_REF_OCI:
 		dfd = open(ref->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -551,6 +645,13 @@ int strata_image_resolve(struct strata_store *st, const char *refstr,
 		img->blobs_fd = fcntl(st->blobs_fd, F_DUPFD_CLOEXEC, 3);
 		img->blobs_desc = strdup(ref->path);
 		r = strata_archive_resolve(st, ref, plat, img, err);
+		break;
+	case STRATA_REF_DOCKER:
+		img->blobs_fd = fcntl(st->blobs_fd, F_DUPFD_CLOEXEC, 3);
+		if (asprintf(&img->blobs_desc, "%s/%s", ref->registry,
+			     ref->path) < 0)
+			img->blobs_desc = NULL;
+		r = strata_registry_resolve(st, ref, plat, img, err);
 		break;
 	default:
 		r = -EINVAL;

@@ -60,12 +60,15 @@ enum strata_ref_kind {
 	STRATA_REF_OCI,			/* oci:DIR[:TAG|@DIGEST] */
 	STRATA_REF_OCI_ARCHIVE,		/* oci-archive:FILE[:TAG] */
 	STRATA_REF_DOCKER_ARCHIVE,	/* docker-archive:FILE[:NAME:TAG] */
-	STRATA_REF_STORE,		/* NAME[:TAG] in the default store */
+	STRATA_REF_STORE,		/* NAME[:TAG][@DIGEST] in the store */
+	STRATA_REF_DOCKER,		/* docker://[HOST/]PATH[:TAG|@DIGEST] */
 };
 
 struct strata_ref {
 	enum strata_ref_kind kind;
-	char *path;	/* DIR or FILE; NULL for STRATA_REF_STORE */
+	char *path;	/* DIR or FILE; NULL for STRATA_REF_STORE; the
+			 * repository ("library/alpine") for docker:// */
+	char *registry;	/* docker://: "docker.io", "localhost:5000" */
 	char *tag;	/* tag, "NAME:TAG" for docker-archive and store; or NULL */
 	char *digest;	/* "@DIGEST" form, or NULL */
 	char *text;	/* the reference as given */
@@ -73,7 +76,8 @@ struct strata_ref {
 
 /*
  * Parse a containers-transports(5) reference. A store reference gets the
- * default tag "latest". Return: 0, -EINVAL (message in @err), -ENOMEM.
+ * default tag "latest"; with "@DIGEST" (NAME[:TAG]@DIGEST) the digest picks
+ * the image and the name is kept only for ":TAG" destinations. Return: 0, -EINVAL (message in @err), -ENOMEM.
  * Caller frees *out with strata_ref_free().
  */
 int strata_ref_parse(const char *s, struct strata_ref **out,
@@ -122,6 +126,20 @@ static inline void strata_store_freep(struct strata_store **s)
 /* Borrowed, valid while @st lives. */
 const char *strata_store_root(const struct strata_store *st);
 
+/* How docker:// references reach their registry. */
+struct strata_reg_opts {
+	const char *creds;	/* "USER[:PASS]", else the auth files */
+	int tls_verify;		/* -1 default (verify; registries.conf may
+				 * mark a registry insecure), 0 off: plain
+				 * HTTP or unverified TLS, 1 on */
+	const char *cert_dir;	/* *.crt, *.cert, *.key, instead of certs.d */
+};
+
+/* Use @o (borrowed: it must outlive @st's use) for docker:// references
+ * resolved through @st. */
+void strata_store_set_reg_opts(struct strata_store *st,
+			       const struct strata_reg_opts *o);
+
 struct strata_history {
 	char *created, *created_by, *author, *comment;
 	bool empty_layer;
@@ -140,6 +158,24 @@ enum strata_compression {
 	STRATA_COMP_GZIP,
 	STRATA_COMP_ZSTD,
 	STRATA_COMP_SNIFF,	/* docker's ambiguous uncompressed types */
+};
+
+/*
+ * Where layer blobs that are not in blobs_fd come from (a registry).
+ * open() starts fetching @l into the store and returns an fd delivering
+ * its bytes from the start (the fetch verifies and stores them; the
+ * reader verifies what it reads too); finish() waits for that fetch
+ * after the reader closed the fd, @reader_ret being the reader's status,
+ * and returns the fetch's. fetch() stores @l without a reader.
+ */
+struct strata_blob_source {
+	int (*open)(struct strata_blob_source *s, const struct strata_layer *l,
+		    void **handle, struct strata_err *err);
+	int (*finish)(struct strata_blob_source *s, void *handle,
+		      int reader_ret, struct strata_err *err);
+	int (*fetch)(struct strata_blob_source *s, const struct strata_layer *l,
+		     struct strata_err *err);
+	void (*free)(struct strata_blob_source *s);
 };
 
 /* A resolved image: everything inspect shows and a mount needs. */
@@ -169,6 +205,8 @@ struct strata_image {
 	struct strata_history *history;
 	int blobs_fd;			/* dirfd of the blobs/ directory */
 	char *blobs_desc;		/* where blobs come from, for messages */
+	struct strata_blob_source *source;	/* layer blobs missing from
+						 * blobs_fd, or NULL; owned */
 };
 
 /*
@@ -189,6 +227,14 @@ static inline void strata_image_freep(struct strata_image **i)
 }
 
 /*
+ * Read blob @digest of @size bytes of @img (its manifest or config, at
+ * most 20 MiB), verified. Caller frees *out. Return: 0 or negative errno.
+ */
+int strata_image_read_blob(const struct strata_image *img, const char *digest,
+			   int64_t size, char **out, size_t *len,
+			   struct strata_err *err);
+
+/*
  * Copy @img (manifest, config, layer blobs; all verified) into the store
  * and point tag @name ("NAME:TAG") at it, replacing an older image of that
  * name. Return: 0 or negative errno.
@@ -197,19 +243,72 @@ int strata_store_tag(struct strata_store *st, struct strata_image *img,
 		     const char *name, struct strata_err *err);
 
 struct strata_tag_info {
-	char *name;		/* "NAME:TAG" */
+	char *name;		/* "NAME:TAG", NULL for an untagged image */
 	char *digest;		/* manifest digest */
-	int64_t size;		/* manifest + config + layer blobs */
+	int64_t size;		/* bytes of the manifest, config and
+				 * (compressed) layer blobs; -1 unreadable */
+	char *created;		/* the config's "created", or NULL */
 };
 
-/* List tags of the store. Caller frees with strata_tags_free(). */
-int strata_store_list(struct strata_store *st, struct strata_tag_info **out,
-		      size_t *n, struct strata_err *err);
+/* List the tags of the store, in index.json's order; with @all also the
+ * images that lost their last tag (name NULL) and wait for strata gc.
+ * Caller frees with strata_tags_free(). */
+int strata_store_list(struct strata_store *st, bool all,
+		      struct strata_tag_info **out, size_t *n,
+		      struct strata_err *err);
 void strata_tags_free(struct strata_tag_info *tags, size_t n);
 
 /* Remove tag @name. Return: 0, -ENOENT (message lists existing tags). */
 int strata_store_untag(struct strata_store *st, const char *name,
 		       struct strata_err *err);
+
+/* ---- users of the store and gc (store/gc.c) ---------------------------- */
+
+/*
+ * Hold the store (ROOT/gc.lock, shared) until strata_store_release() or
+ * strata_store_free(): strata gc removes nothing while it is held. Taken
+ * by strata_image_resolve(), strata_store_tag(), strata_cache_ensure()
+ * and strata_commit() themselves; waits only while a gc runs.
+ * Return: 0 or negative errno.
+ */
+int strata_store_hold(struct strata_store *st, struct strata_err *err);
+void strata_store_release(struct strata_store *st);
+
+/*
+ * Keep @img's blobs (manifest, config, layers) and cached layers from
+ * strata gc for as long as @st is open (or until strata_store_unpin()),
+ * named or not: a pin file in ROOT/pins, flock'ed. For a mount, which
+ * then lets go of the store with strata_store_release(). The lock lives
+ * in the open file, so it survives a fork (daemonizing: the parent must
+ * exit without strata_store_free(), which removes the pin) and dies
+ * with the last process holding it. A store this user cannot write
+ * (read-only, another user's) is neither held nor pinned: its owner's
+ * gc could remove an untagged image mounted from it.
+ * Return: 0 or negative errno.
+ */
+int strata_store_pin(struct strata_store *st, const struct strata_image *img,
+		     struct strata_err *err);
+void strata_store_unpin(struct strata_store *st);
+
+struct strata_gc_result {
+	uint64_t images;	/* untagged manifests taken out of index.json */
+	uint64_t kept_images;	/* untagged, kept: a live mount pins them */
+	uint64_t blobs, blob_bytes;
+	uint64_t layers, layer_bytes;	/* cached layer directories */
+	uint64_t temps, temp_bytes;	/* leftovers of killed writers */
+	uint64_t live_pins, stale_pins;
+};
+
+/*
+ * Remove the manifests index.json lists without a name, and every blob
+ * and cached layer that no named manifest reaches, except what a live
+ * pin names; and what killed writers left. Bytes are disk usage
+ * (st_blocks). Return: 0; -EBUSY (nothing removed) while anyone holds
+ * the store; -EBADMSG etc. when a named image cannot be read (nothing
+ * removed, the message names it).
+ */
+int strata_store_gc(struct strata_store *st, struct strata_gc_result *res,
+		    struct strata_err *err);
 
 /* ---- layer cache ------------------------------------------------------- */
 
@@ -439,6 +538,8 @@ struct strata_cfg_edit {
 struct strata_commit_opts {
 	const char *upper;		/* the upper directory */
 	const char *from;		/* the image it sits on */
+	const char *from_digest;	/* NULL, or the manifest digest @from
+					 * must resolve to (-ESTALE if not) */
 	const struct strata_platform *platform;	/* NULL = host */
 	/* destination: a reference, or ":TAG" for the source's own layout
 	 * (or store name) under another tag */

@@ -22,9 +22,12 @@ static const char usage[] =
 	"\n"
 	"The second form commits a live writable stratafs mount: it finds the\n"
 	"mount's image and upper directory and holds the mount still (changes\n"
-	"wait) while it reads, so the layer is one consistent snapshot. With\n"
-	"--continue the mount then goes on from the new image with an empty\n"
-	"upper directory, so you can edit and commit again without remounting.\n"
+	"wait) while it reads, so the layer is one consistent snapshot. It\n"
+	"builds on the image the mount shows, by digest, whatever the mount's\n"
+	"tag names by now: the committed image always shows what the mount\n"
+	"shows. With --continue the mount then goes on from the new image\n"
+	"with an empty upper directory, so the next commit holds only what\n"
+	"changed after this one.\n"
 	"Turn the upper directory DIR of a writable mount of REF (overlay or\n"
 	".wh. format) into a new layer, config and manifest, tagged DEST:\n"
 	"oci:DIR:TAG, oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG],\n"
@@ -33,6 +36,8 @@ static const char usage[] =
 	"no config edit) it says so, writes nothing and exits with status 1.\n"
 	"\n"
 	"  --platform P            pick P from a multi-platform REF\n"
+	"  --creds USER[:PASS], --tls-verify=false, --cert-dir DIR\n"
+	"                          for a docker:// REF (its layers are pulled)\n"
 	"  --tag TAG               also tag the result TAG (repeatable)\n"
 	"  --compression C         gzip (default, level 6), zstd (level 3), none\n"
 	"  --format F              oci (default) or docker media types\n"
@@ -45,6 +50,8 @@ static const char usage[] =
 	"                          (default $SOURCE_DATE_EPOCH, else now); file\n"
 	"                          times later than it are clamped to it\n"
 	"  --allow-empty           commit even with nothing changed\n"
+	"  --continue              (MOUNTPOINT form) the mount goes on from\n"
+	"                          the new image with an empty upper directory\n"
 	"  --threads N             gzip compression threads (default: CPUs)\n"
 	"config edits (each --X has an --unset-X):\n"
 	"  --env K=V  --unset-env K        --label K=V  --unset-label K\n"
@@ -109,6 +116,8 @@ struct args {
 struct mount_info {
 	int fd;				/* the connection; frozen while open */
 	char *upper, *ref, *store;
+	char *manifest;			/* the digest the mount shows */
+	char *base;			/* ref naming exactly that image */
 	/* root committing another user's mount: the directories as checked
 	 * (owned_dir); the upper one is committed through its fd's name */
 	int upper_fd, store_fd;
@@ -126,6 +135,30 @@ static void mount_info_free(struct mount_info *m)
 	free(m->upper);
 	free(m->ref);
 	free(m->store);
+	free(m->manifest);
+	free(m->base);
+}
+
+/*
+ * Send @s on the control socket. MSG_NOSIGNAL: a daemon that closed the
+ * connection (it answers only its owner and root) is an error to report,
+ * not a SIGPIPE that kills strata without a word.
+ */
+static int say(int fd, const char *s)
+{
+	size_t n = strlen(s);
+
+	while (n) {
+		ssize_t k = send(fd, s, n, MSG_NOSIGNAL);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return k < 0 ? -errno : -EIO;
+		s += k;
+		n -= (size_t)k;
+	}
+	return 0;
 }
 
 static int read_reply(int fd, char *buf, size_t size)
@@ -200,15 +233,38 @@ static char *continue_ref(const char *dest, const char *src,
 	return out;
 }
 
+/*
+ * The image the mount shows, by digest: its tag may have moved since it was
+ * mounted (a commit to that tag without --continue moves it, and the mount
+ * goes on showing its own image), so REF is never resolved again. An
+ * archive has no digest form: its image is checked against the digest
+ * instead (strata_commit_opts.from_digest). NULL only without memory.
+ */
+static char *base_ref(const char *mref, const char *digest)
+{
+	struct strata_ref *ref = NULL;
+	char *out = NULL;
+	int r = 0;
+
+	if (strata_ref_parse(mref, &ref, NULL) < 0)
+		return strdup(mref);
+	if (ref->kind == STRATA_REF_STORE)
+		r = asprintf(&out, "%s@%s", ref->tag, digest);
+	else if (ref->kind == STRATA_REF_OCI)
+		r = asprintf(&out, "oci:%s@%s", ref->path, digest);
+	else
+		out = strdup(mref);
+	strata_ref_free(ref);
+	return r < 0 ? NULL : out;
+}
+
 /* Tell the (frozen) mount to go on from the committed image. */
 static int continue_mount(struct mount_info *m, const char *ref)
 {
 	char line[2048];
-	size_t n = strlen(ref);
 
-	if (write(m->fd, "continue ", 9) != 9 ||
-	    write(m->fd, ref, n) != (ssize_t)n || write(m->fd, "\n", 1) != 1 ||
-	    read_reply(m->fd, line, sizeof(line)) < 0) {
+	if (say(m->fd, "continue ") < 0 || say(m->fd, ref) < 0 ||
+	    say(m->fd, "\n") < 0 || read_reply(m->fd, line, sizeof(line)) < 0) {
 		fprintf(stderr, "strata commit: --continue: no answer from "
 			"stratafs\n");
 		return -EIO;
@@ -525,7 +581,7 @@ static int open_mount(const char *mp, struct mount_info *m)
 			(unsigned)cred.uid, (int)cred.pid, (unsigned)owner);
 		return -EPERM;
 	}
-	if (write(m->fd, "info\n", 5) != 5 ||
+	if (say(m->fd, "info\n") < 0 ||
 	    read_reply(m->fd, line, sizeof(line)) < 0 ||
 	    !(o = json_tokener_parse(line))) {
 		fprintf(stderr, "strata commit: %s: no answer from stratafs\n",
@@ -535,6 +591,7 @@ static int open_mount(const char *mp, struct mount_info *m)
 	m->upper = json_str(o, "upper");
 	m->ref = json_str(o, "ref");
 	m->store = json_str(o, "store");
+	m->manifest = json_str(o, "manifest");
 	said_mp = json_str(o, "mountpoint");
 	if (json_object_object_get_ex(o, "pid", &v) &&
 	    json_object_is_type(v, json_type_int))
@@ -552,6 +609,16 @@ static int open_mount(const char *mp, struct mount_info *m)
 			abs);
 		return -EINVAL;
 	}
+	if (!m->manifest ||
+	    strata_digest_validate(m->manifest, strlen(m->manifest)) < 0) {
+		fprintf(stderr, "strata commit: %s: stratafs does not name the "
+			"digest of the image it shows (an older stratafs? "
+			"remount it)\n", abs);
+		return -EINVAL;
+	}
+	m->base = base_ref(m->ref, m->manifest);
+	if (!m->base)
+		return -ENOMEM;
 	if (geteuid() != owner) {
 		r = owned_dir(abs, "upper directory", m->upper, owner, false);
 		if (r < 0)
@@ -574,7 +641,7 @@ static int open_mount(const char *mp, struct mount_info *m)
 				return -errno;
 		}
 	}
-	if (write(m->fd, "freeze\n", 7) != 7 ||
+	if (say(m->fd, "freeze\n") < 0 ||
 	    read_reply(m->fd, line, sizeof(line)) < 0 || strcmp(line, "ok")) {
 		fprintf(stderr, "strata commit: %s: stratafs would not hold "
 			"still\n", abs);
@@ -587,6 +654,22 @@ static int bad(const char *what, const char *v)
 {
 	fprintf(stderr, "strata commit: invalid %s \"%s\"\n", what, v);
 	return 2;
+}
+
+/* True for the options (other than the config edits) that take a value. */
+static bool takes_value(const char *o)
+{
+	static const char *const with_value[] = {
+		"--upper", "--from", "--platform", "--tag", "--mask-path",
+		"--compression", "--format", "--message", "-m", "--author",
+		"--created-by", "--created", "--threads",
+	};
+	size_t k;
+
+	for (k = 0; k < ARRAY_SIZE(with_value); k++)
+		if (!strcmp(o, with_value[k]))
+			return true;
+	return false;
 }
 
 /* Return: 0 to go on, else the exit status. */
@@ -604,7 +687,8 @@ static int parse(int argc, char **argv, struct args *a,
 			if (strcmp(o, edit_opts[k].opt))
 				continue;
 			if (edit_opts[k].arg && !v)
-				return bad("option", o);
+				return usage_error("commit", usage, "%s needs "
+						   "a value", o);
 			a->edits[a->o.n_edits].kind = edit_opts[k].kind;
 			a->edits[a->o.n_edits++].value =
 				edit_opts[k].arg ? argv[++i] : NULL;
@@ -612,14 +696,20 @@ static int parse(int argc, char **argv, struct args *a,
 		}
 		if (found)
 			continue;
+		k = reg_option(argc, argv, &i);
+		if (k < 0)
+			return 2;
+		if (k > 0)
+			continue;
 		if (!strcmp(o, "--no-mask-volumes")) {
 			a->o.no_mask_volumes = true;
 		} else if (!strcmp(o, "--continue")) {
 			a->cont = true;
 		} else if (!strcmp(o, "--allow-empty")) {
 			a->o.allow_empty = true;
-		} else if (o[0] == '-' && o[1] && !v) {
-			return bad("option (missing value)", o);
+		} else if (!v && takes_value(o)) {
+			return usage_error("commit", usage, "%s needs a value",
+					   o);
 		} else if (!strcmp(o, "--upper")) {
 			a->o.upper = argv[++i];
 		} else if (!strcmp(o, "--from")) {
@@ -662,16 +752,17 @@ static int parse(int argc, char **argv, struct args *a,
 			if (a->o.threads <= 0)
 				return bad("thread count", argv[i]);
 		} else if (o[0] == '-' && o[1]) {
-			fprintf(stderr, "strata commit: unknown option %s\n%s",
-				o, usage);
-			return 2;
+			return usage_error("commit", usage,
+					   "unknown option \"%s\"", o);
 		} else if (!a->dest) {
 			a->dest = o;
 		} else if (!a->extra) {
 			a->extra = o;
 		} else {
-			fputs(usage, stderr);
-			return 2;
+			return usage_error("commit", usage, "unexpected "
+					   "argument \"%s\" (it takes "
+					   "MOUNTPOINT DEST, or DEST with "
+					   "--upper and --from)", o);
 		}
 	}
 	if (!a->o.upper && !a->o.from && a->dest && a->extra) {
@@ -679,21 +770,28 @@ static int parse(int argc, char **argv, struct args *a,
 		a->mountpoint = a->dest;
 		a->dest = a->extra;
 	} else if (a->extra) {
-		fputs(usage, stderr);
-		return 2;
+		return usage_error("commit", usage, "unexpected argument "
+				   "\"%s\" (with --upper and --from, give only "
+				   "DEST)", a->extra);
 	}
 	if (a->cont && !a->mountpoint) {
 		fprintf(stderr, "strata commit: --continue needs a mountpoint "
 			"(strata commit --continue MOUNTPOINT DEST)\n");
 		return 2;
 	}
-	if (!a->dest || (!a->mountpoint && (!a->o.upper || !a->o.from))) {
-		fprintf(stderr, "strata commit: %s\n%s",
-			!a->dest ? "no destination given"
-				 : "give a mountpoint, or --upper and --from",
-			usage);
-		return 2;
-	}
+	if (!a->dest && !a->o.upper && !a->o.from)
+		return usage_error("commit", usage, "missing MOUNTPOINT and "
+				   "DEST (or --upper DIR --from REF DEST)");
+	if (!a->dest)
+		return usage_error("commit", usage, "missing DEST (where to "
+				   "write the image)");
+	if (!a->mountpoint && (!a->o.upper || !a->o.from))
+		return usage_error("commit", usage, "%s",
+				   a->o.upper ? "--upper needs --from REF (the "
+				   "image the upper directory is over)"
+				   : a->o.from ? "--from needs --upper DIR"
+				   : "missing DEST: give MOUNTPOINT DEST, or "
+				   "--upper DIR --from REF DEST");
 	a->o.dest = a->dest;
 	a->o.tags = a->tags;
 	a->o.mask = a->mask;
@@ -729,11 +827,14 @@ int cmd_commit(int argc, char **argv)
 			goto out;
 		}
 		a.o.upper = mi.upper_fd >= 0 ? mi.upper_at : mi.upper;
-		a.o.from = mi.ref;
+		a.o.from = mi.base;
+		a.o.from_digest = mi.manifest;
 	}
 	/* a mount's image lives in the store it was mounted from */
 	r = strata_store_open(a.mountpoint && !g.root ? mi.store : g.root,
 			      &st, &err);
+	if (r == 0)
+		strata_store_set_reg_opts(st, &g.reg);
 	if (r == 0)
 		r = strata_commit(st, &a.o, &res, &err);
 	if (r < 0) {

@@ -10,12 +10,16 @@
 
 static const char usage[] =
 	"usage: strata import [--platform OS/ARCH[/VARIANT]] [--max-layer-bytes N]\n"
-	"                     [--max-entries N] SRC NAME[:TAG]\n"
+	"                     [--max-entries N] [--creds USER[:PASS]]\n"
+	"                     [--tls-verify=false] [--cert-dir DIR] SRC NAME[:TAG]\n"
 	"\n"
 	"Copy the image SRC (oci:DIR[:TAG|@DIGEST], oci-archive:FILE[:TAG],\n"
-	"docker-archive:FILE[:NAME:TAG] or a store NAME[:TAG]) into the store\n"
-	"as NAME:TAG (tag defaults to latest), verifying every blob, and unpack\n"
-	"its layers into the layer cache. Prints the manifest digest.\n"
+	"docker-archive:FILE[:NAME:TAG], docker://[HOST[:PORT]/]PATH[:TAG|@DIGEST]\n"
+	"or a store NAME[:TAG]) into the store as NAME:TAG (tag defaults to\n"
+	"latest), verifying every blob, and unpack its layers into the layer\n"
+	"cache (from a registry, each layer is unpacked as it downloads). The\n"
+	"tag is written only once everything is verified. Prints the manifest\n"
+	"digest.\n"
 	"\n"
 	"  --platform P          pick P from a multi-platform index (default: host)\n"
 	"  --max-layer-bytes N   refuse a layer whose tar is bigger than N bytes\n"
@@ -49,45 +53,61 @@ int cmd_import(int argc, char **argv)
 	const char *pos[2];
 	int i, n = 0, r;
 
-	if (want_help(argc, argv, usage))
+	if (want_help(argc, argv, NULL)) {
+		fputs(usage, stdout);
+		fputs(reg_opts_usage, stdout);
 		return 0;
+	}
 	for (i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--platform") && i + 1 < argc) {
-			if (strata_platform_parse(argv[++i], &plat) < 0) {
-				fprintf(stderr, "strata: invalid platform \"%s\"\n",
-					argv[i]);
+		const char *v = NULL;
+		int bad = 0, ro = reg_option(argc, argv, &i);
+
+		if (ro < 0)
+			return 2;
+		if (ro > 0)
+			continue;
+		if (opt_value(argc, argv, &i, "--platform", &v, "import", usage,
+			      &bad)) {
+			if (bad)
+				return bad;
+			if (strata_platform_parse(v, &plat) < 0) {
+				fprintf(stderr, "strata import: invalid "
+					"platform \"%s\" (want "
+					"OS/ARCH[/VARIANT])\n", v);
 				return 2;
 			}
 			pp = &plat;
-		} else if (!strcmp(argv[i], "--max-layer-bytes") &&
-			   i + 1 < argc) {
-			if (parse_u64(argv[i], argv[i + 1],
-				      &uo.max_layer_bytes) < 0)
-				return 2;
-			i++;
-		} else if (!strcmp(argv[i], "--max-entries") && i + 1 < argc) {
-			if (parse_u64(argv[i], argv[i + 1], &uo.max_entries) < 0)
-				return 2;
-			i++;
+		} else if (opt_value(argc, argv, &i, "--max-layer-bytes", &v,
+				     "import", usage, &bad)) {
+			if (bad || parse_u64("--max-layer-bytes", v,
+					     &uo.max_layer_bytes) < 0)
+				return bad ? bad : 2;
+		} else if (opt_value(argc, argv, &i, "--max-entries", &v,
+				     "import", usage, &bad)) {
+			if (bad || parse_u64("--max-entries", v,
+					     &uo.max_entries) < 0)
+				return bad ? bad : 2;
 		} else if (argv[i][0] == '-' && argv[i][1]) {
-			fprintf(stderr, "strata import: unknown option %s\n%s",
-				argv[i], usage);
-			return 2;
+			return usage_error("import", usage,
+					   "unknown option \"%s\"", argv[i]);
 		} else if (n < 2) {
 			pos[n++] = argv[i];
 		} else {
-			fputs(usage, stderr);
-			return 2;
+			return usage_error("import", usage, "unexpected "
+					   "argument \"%s\" (it takes SRC and "
+					   "NAME[:TAG])", argv[i]);
 		}
 	}
-	if (n != 2) {
-		fputs(usage, stderr);
-		return 2;
-	}
+	if (n < 2)
+		return usage_error("import", usage, n ? "missing NAME[:TAG] "
+				   "(the name to give the image in the store)"
+				   : "missing SRC and NAME[:TAG]");
 	r = strata_store_name(pos[1], &name, &err);
 	if (r < 0)
 		return die_err(&err, r);
 	r = strata_store_open(g.root, &st, &err);
+	if (r == 0)
+		strata_store_set_reg_opts(st, &g.reg);
 	if (r == 0)
 		r = strata_image_resolve(st, pos[0], pp, &img, &err);
 	/* unpack (which verifies every layer) before the tag exists, so a

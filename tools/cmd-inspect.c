@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* strata inspect [--json] [--platform P] REF */
+/* strata inspect [--json|--raw|--config] [--platform P] REF */
 #include <json-c/json.h>
 #include <stdio.h>
 #include <string.h>
@@ -7,11 +7,17 @@
 #include "strata.h"
 
 static const char usage[] =
-	"usage: strata inspect [--json] [--platform OS/ARCH[/VARIANT]] REF\n"
+	"usage: strata inspect [--json | --raw | --config] [--platform OS/ARCH[/VARIANT]]\n"
+	"                      [--creds USER[:PASS]] [--tls-verify=false]\n"
+	"                      [--cert-dir DIR] REF\n"
 	"\n"
-	"Show the image REF: manifest digest, platform, config (env, entrypoint,\n"
-	"cmd, working dir, user, labels, exposed ports, volumes), layers with\n"
-	"media type, size and diff_id, and history. --json prints one object.\n";
+	"Show the image REF: manifest digest, platform, created, author,\n"
+	"config (env, entrypoint, cmd, working dir, user, labels, exposed\n"
+	"ports, volumes), layers with media type, size and diff_id, and\n"
+	"history (with each entry's author). --json prints one object;\n"
+	"--raw prints the manifest as stored (for an index, the platform's\n"
+	"manifest), --config the config. A docker:// REF costs the manifest and\n"
+	"config only: no layer is downloaded.\n";
 
 static struct json_object *str_or_null(const char *s)
 {
@@ -134,6 +140,8 @@ static void print_text(const struct strata_image *img)
 	       img->platform.arch, img->platform.variant[0] ? "/" : "",
 	       img->platform.variant);
 	printf("%-12s%s\n", "Created", img->created ? img->created : "-");
+	printf("%-12s%s\n", "Author",
+	       img->author && *img->author ? img->author : "-");
 	printf("%-12s%s\n", "Config", img->config_digest);
 	print_list("Env", img->env, "\n            ");
 	print_list("Entrypoint", img->entrypoint, " ");
@@ -153,8 +161,11 @@ static void print_text(const struct strata_image *img)
 	for (i = 0; i < img->n_history; i++) {
 		const struct strata_history *h = &img->history[i];
 
-		printf("  %2zu %s %s%s%s%s\n", i, h->created ? h->created : "-",
+		printf("  %2zu %s %s%s%s%s%s%s%s\n", i,
+		       h->created ? h->created : "-",
 		       h->created_by ? h->created_by : "",
+		       h->author ? " (author: " : "",
+		       h->author ? h->author : "", h->author ? ")" : "",
 		       h->comment ? " # " : "", h->comment ? h->comment : "",
 		       h->empty_layer ? " (empty layer)" : "");
 	}
@@ -168,36 +179,73 @@ int cmd_inspect(int argc, char **argv)
 	struct strata_err err = { 0 };
 	const char *ref = NULL;
 	bool json = false;
-	int i, r;
+	int raw = 0, i, r;
 
-	if (want_help(argc, argv, usage))
+	if (want_help(argc, argv, NULL)) {
+		fputs(usage, stdout);
+		fputs(reg_opts_usage, stdout);
 		return 0;
+	}
 	for (i = 1; i < argc; i++) {
+		const char *v = NULL;
+		int bad = 0, ro = reg_option(argc, argv, &i);
+
+		if (ro < 0)
+			return 2;
+		if (ro > 0)
+			continue;
 		if (!strcmp(argv[i], "--json")) {
 			json = true;
-		} else if (!strcmp(argv[i], "--platform") && i + 1 < argc) {
-			if (strata_platform_parse(argv[++i], &plat) < 0) {
-				fprintf(stderr, "strata: invalid platform \"%s\"\n",
-					argv[i]);
+		} else if (!strcmp(argv[i], "--raw")) {
+			raw = 1;
+		} else if (!strcmp(argv[i], "--config")) {
+			raw = 2;
+		} else if (opt_value(argc, argv, &i, "--platform", &v,
+				     "inspect", usage, &bad)) {
+			if (bad)
+				return bad;
+			if (strata_platform_parse(v, &plat) < 0) {
+				fprintf(stderr, "strata inspect: invalid "
+					"platform \"%s\" (want "
+					"OS/ARCH[/VARIANT])\n", v);
 				return 2;
 			}
 			pp = &plat;
-		} else if (argv[i][0] == '-' || ref) {
-			fputs(usage, stderr);
-			return 2;
+		} else if (argv[i][0] == '-' && argv[i][1]) {
+			return usage_error("inspect", usage,
+					   "unknown option \"%s\"", argv[i]);
+		} else if (ref) {
+			return usage_error("inspect", usage, "unexpected "
+					   "argument \"%s\" (it takes one REF)",
+					   argv[i]);
 		} else {
 			ref = argv[i];
 		}
 	}
-	if (!ref) {
-		fputs(usage, stderr);
-		return 2;
-	}
+	if (!ref)
+		return usage_error("inspect", usage, "missing REF (the image "
+				   "to inspect)");
 	r = strata_store_open(g.root, &st, &err);
+	if (r == 0)
+		strata_store_set_reg_opts(st, &g.reg);
 	if (r == 0)
 		r = strata_image_resolve(st, ref, pp, &img, &err);
 	if (r < 0)
 		return die_err(&err, r);
+	if (raw) {
+		cleanup_free char *buf = NULL;
+		size_t len;
+
+		r = strata_image_read_blob(img, raw == 1 ? img->manifest_digest
+						     : img->config_digest,
+					   raw == 1 ? img->manifest_size
+						    : img->config_size,
+					   &buf, &len, &err);
+		if (r < 0)
+			return die_err(&err, r);
+		fwrite(buf, 1, len, stdout);
+		return fflush(stdout) == 0 ? 0 : 1;
+	}
 	if (json)
 		print_json(img);
 	else

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,8 @@ static const struct {
 	{ "import", cmd_import, "copy an image into the store and unpack it" },
 	{ "images", cmd_images, "list the images in the store" },
 	{ "rmi", cmd_rmi, "remove a tag from the store" },
+	{ "tag", cmd_tag, "point a tag of the store at an image of the store" },
+	{ "gc", cmd_gc, "remove untagged images, unused blobs and layers" },
 	{ "inspect", cmd_inspect, "show an image's manifest, config and layers" },
 	{ "commit", cmd_commit, "turn an upper directory into a new layer and tag" },
 };
@@ -29,9 +32,11 @@ static void usage(FILE *f)
 		   "commands:\n");
 	for (i = 0; i < ARRAY_SIZE(commands); i++)
 		fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
-	fprintf(f, "\nreferences: NAME[:TAG] (store), oci:DIR[:TAG|@DIGEST], "
+	fprintf(f, "\nreferences: NAME[:TAG][@DIGEST] (store), "
+		   "oci:DIR[:TAG|@DIGEST],\n            "
 		   "oci-archive:FILE[:TAG],\n            "
-		   "docker-archive:FILE[:NAME:TAG]\n"
+		   "docker-archive:FILE[:NAME:TAG],\n            "
+		   "docker://[HOST[:PORT]/]PATH[:TAG|@DIGEST]\n"
 		   "mount an image with: stratafs REF MOUNTPOINT\n"
 		   "'strata COMMAND --help' tells more.\n");
 }
@@ -53,11 +58,41 @@ bool want_help(int argc, char **argv, const char *text)
 		if (!strcmp(argv[i], "--"))
 			break;
 		if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-			fputs(text, stdout);
+			if (text)
+				fputs(text, stdout);
 			return true;
 		}
 	}
 	return false;
+}
+
+int usage_error(const char *cmd, const char *usage, const char *fmt, ...)
+{
+	const char *end = strstr(usage, "\n\n");
+	va_list ap;
+
+	fprintf(stderr, "strata%s%s: ", cmd ? " " : "", cmd ? cmd : "");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\n%.*s\nSee 'strata%s%s --help'.\n",
+		end ? (int)(end - usage) : (int)strlen(usage), usage,
+		cmd ? " " : "", cmd ? cmd : "");
+	return 2;
+}
+
+bool opt_value(int argc, char **argv, int *i, const char *opt,
+	       const char **value, const char *cmd, const char *usage,
+	       int *bad)
+{
+	if (strcmp(argv[*i], opt))
+		return false;
+	if (*i + 1 >= argc) {
+		*bad = usage_error(cmd, usage, "%s needs a value", opt);
+		return true;
+	}
+	*value = argv[++*i];
+	return true;
 }
 
 int main(int argc, char **argv)
@@ -66,6 +101,7 @@ int main(int argc, char **argv)
 	size_t k;
 
 	strata_log_set_prog("strata");
+	g.reg.tls_verify = -1;
 	while (i < argc && argv[i][0] == '-') {
 		if (!strcmp(argv[i], "--root") && i + 1 < argc) {
 			g.root = argv[++i];
@@ -79,14 +115,19 @@ int main(int argc, char **argv)
 		} else if (!strcmp(argv[i], "--version") || !strcmp(argv[i], "-V")) {
 			printf("strata %s\n", STRATA_VERSION);
 			return 0;
+		} else if (!strcmp(argv[i], "--root")) {
+			fprintf(stderr, "strata: --root needs a value\n"
+				"See 'strata --help'.\n");
+			return 2;
 		} else {
-			fprintf(stderr, "strata: unknown option %s\n", argv[i]);
-			usage(stderr);
+			fprintf(stderr, "strata: unknown option \"%s\"\n"
+				"See 'strata --help'.\n", argv[i]);
 			return 2;
 		}
 		i++;
 	}
 	if (i >= argc) {
+		fprintf(stderr, "strata: no command given\n");
 		usage(stderr);
 		return 2;
 	}

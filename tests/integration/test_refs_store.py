@@ -230,7 +230,7 @@ def test_import_images_rmi(image, mount, strata, store, tmp_path):
     listed = json.loads(strata("images", "--json").stdout)
     assert sorted((i["name"], i["digest"]) for i in listed) == [
         ("app:1", digest), ("app:2", digest), ("other:latest", digest)]
-    text = strata("images").stdout
+    text = strata("images", "--digests").stdout
     for n in ("app:1", "app:2", "other:latest"):
         assert any(l.split()[:2] == [n, digest] for l in text.splitlines()), text
 

@@ -18,6 +18,7 @@ static const char *kind_name(int k)
 	case STRATA_REF_OCI_ARCHIVE: return "oci-archive";
 	case STRATA_REF_DOCKER_ARCHIVE: return "docker-archive";
 	case STRATA_REF_STORE: return "store";
+	case STRATA_REF_DOCKER: return "docker";
 	}
 	return "?";
 }
@@ -38,12 +39,20 @@ static void test_good(void)
 		{ "localhost:5000/foo", STRATA_REF_STORE, NULL, "localhost:5000/foo:latest", NULL },
 		{ "localhost:5000/foo:bar", STRATA_REF_STORE, NULL, "localhost:5000/foo:bar", NULL },
 		{ "my-app_2.x", STRATA_REF_STORE, NULL, "my-app_2.x:latest", NULL },
+		/* only docker:// is the registry transport */
+		{ "docker:latest", STRATA_REF_STORE, NULL, "docker:latest", NULL },
+		/* NAME[:TAG]@DIGEST: the digest picks the image */
+		{ "busybox@" DG, STRATA_REF_STORE, NULL, "busybox:latest", DG },
+		{ "busybox:1@" DG, STRATA_REF_STORE, NULL, "busybox:1", DG },
+		{ "localhost:5000/foo:bar@" DG, STRATA_REF_STORE, NULL, "localhost:5000/foo:bar", DG },
 		/* oci:DIR[:TAG|@DIGEST] */
 		{ "oci:/tmp/layout", STRATA_REF_OCI, "/tmp/layout", NULL, NULL },
 		{ "oci:layout", STRATA_REF_OCI, "layout", NULL, NULL },
 		{ "oci:/tmp/layout:v1", STRATA_REF_OCI, "/tmp/layout", "v1", NULL },
 		{ "oci:./rel/dir:1.0-rc_1", STRATA_REF_OCI, "./rel/dir", "1.0-rc_1", NULL },
 		{ "oci:/tmp/layout@" DG, STRATA_REF_OCI, "/tmp/layout", NULL, DG },
+		/* the store's own layout: tags are NAME:TAG (as skopeo) */
+		{ "oci:/s/images:app:1", STRATA_REF_OCI, "/s/images", "app:1", NULL },
 		{ "oci:/tmp/lay.out@" DG, STRATA_REF_OCI, "/tmp/lay.out", NULL, DG },
 		/* oci-archive:FILE[:TAG] */
 		{ "oci-archive:/tmp/img.tar", STRATA_REF_OCI_ARCHIVE, "/tmp/img.tar", NULL, NULL },
@@ -85,8 +94,10 @@ static void test_bad(void)
 		":tag",
 		"busybox:",
 		"foo:bar:baz",
-		"busybox@" DG,
-		"busybox:1@" DG,
+		"busybox@sha256:abc",
+		"busybox@",
+		"@" DG,
+		"busybox:1@" DG "@" DG,
 		"foo bar",
 		"foo\tbar",
 		"caf\xc3\xa9",
@@ -107,7 +118,7 @@ static void test_bad(void)
 		"oci::v1",
 		"oci:@" DG,
 		"oci:/tmp/layout:",
-		"oci:/tmp/layout:a:b",
+		"oci:/tmp/layout:a:b:c",
 		"oci:/tmp/layout:bad tag",
 		"oci:/tmp/layout@sha256:abc",
 		"oci:/tmp/layout@sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855",
@@ -193,6 +204,54 @@ static void test_store_name(void)
 	}
 }
 
+/* What a person who typed a name docker or podman would refuse, or a
+ * transport strata does not speak, is told to do instead. */
+static void test_name_advice(void)
+{
+	static const struct {
+		const char *in, *use;
+	} upper[] = {
+		{ "MyApp:1", "(use \"myapp:1\")" },
+		{ "Foo", "(use \"foo\")" },
+		{ "x/Y:Z", "(use \"x/y:Z\")" },
+	};
+	static const char *const registry[] = {
+		"docker://busybox", "docker://localhost:5000/x/y:1",
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(upper) / sizeof(upper[0]); i++) {
+		struct strata_err e1 = { 0 }, e2 = { 0 };
+		struct strata_ref *r = NULL;
+		char *out = NULL;
+
+		is_int(strata_store_name(upper[i].in, &out, &e1), -EINVAL,
+		       "store_name refuses \"%s\"", upper[i].in);
+		is_int(strata_ref_parse(upper[i].in, &r, &e2), -EINVAL,
+		       "ref_parse refuses \"%s\"", upper[i].in);
+		ok(strstr(e1.msg, "must be lower case") &&
+		   strstr(e1.msg, upper[i].use) && !strcmp(e1.msg, e2.msg),
+		   "  both say: %s", e1.msg);
+	}
+	for (i = 0; i < sizeof(registry) / sizeof(registry[0]); i++) {
+		struct strata_err e1 = { 0 }, e2 = { 0 };
+		struct strata_ref *r = NULL;
+		char *out = NULL;
+
+		/* a source: pulled; a store name (a destination): not
+		 * pushed yet, with the way round */
+		is_int(strata_ref_parse(registry[i], &r, &e1), 0,
+		       "ref_parse takes \"%s\"", registry[i]);
+		if (r)
+			strata_ref_free(r);
+		is_int(strata_store_name(registry[i], &out, &e2), -EOPNOTSUPP,
+		       "store_name refuses \"%s\"", registry[i]);
+		ok(strstr(e2.msg, "does not push") &&
+		   strstr(e2.msg, "skopeo copy oci:DIR:TAG ") &&
+		   strstr(e2.msg, registry[i]), "  says: %s", e2.msg);
+	}
+}
+
 static void test_platform(void)
 {
 	static const struct {
@@ -245,11 +304,80 @@ static void test_platform(void)
 	ok(!memcmp(&p, &q, sizeof(p)), "and round-trips");
 }
 
+/* docker:// normalised as podman and skopeo do (containers/image
+ * docker/reference: ParseNormalizedNamed) */
+static void test_docker(void)
+{
+	static const struct {
+		const char *s, *registry, *path, *tag, *digest;
+	} good[] = {
+		{ "docker://alpine", "docker.io", "library/alpine", "latest", NULL },
+		{ "docker://alpine:3.19", "docker.io", "library/alpine", "3.19", NULL },
+		{ "docker://library/alpine", "docker.io", "library/alpine", "latest", NULL },
+		{ "docker://docker.io/alpine", "docker.io", "library/alpine", "latest", NULL },
+		{ "docker://index.docker.io/alpine", "docker.io", "library/alpine", "latest", NULL },
+		{ "docker://docker.io/library/alpine:edge", "docker.io", "library/alpine", "edge", NULL },
+		{ "docker://user/app", "docker.io", "user/app", "latest", NULL },
+		{ "docker://quay.io/podman/stable:v4", "quay.io", "podman/stable", "v4", NULL },
+		{ "docker://localhost/x", "localhost", "x", "latest", NULL },
+		{ "docker://localhost:5000/x", "localhost:5000", "x", "latest", NULL },
+		{ "docker://127.0.0.1:5000/a/b/c:t_1.0-x", "127.0.0.1:5000", "a/b/c", "t_1.0-x", NULL },
+		{ "docker://reg:5000/x", "reg:5000", "x", "latest", NULL },
+		{ "docker://Reg/x", "Reg", "x", "latest", NULL },
+		{ "docker://alpine@" DG, "docker.io", "library/alpine", NULL, DG },
+		{ "docker://host.example/a/b@" DG, "host.example", "a/b", NULL, DG },
+		{ "docker://alpine:3@" DG, "docker.io", "library/alpine", "3", DG },
+		{ "docker://my-app__x-y/z.a", "docker.io", "my-app__x-y/z.a", "latest", NULL },
+		/* no '/': never a host */
+		{ "docker://host.example", "docker.io", "library/host.example", "latest", NULL },
+	};
+	static const char *const bad[] = {
+		"docker:", "docker://", "docker://:tag",
+		"docker://Alpine", "docker://alpine:", "docker://alpine:-x",
+		"docker://alpine@sha256:abc", "docker://alpine@",
+		"docker://host.example/", "docker://host.example//x",
+		"docker://host:99999/x", "docker://host:/x", "docker://-h.x/y",
+		"docker://a/../b", "docker://a b", "docker://a/B",
+		"docker://alpine:a:b", "docker://my_app.x/z",
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		cleanup_(strata_ref_freep) struct strata_ref *r = NULL;
+		struct strata_err err = { 0 };
+		const char *s = good[i].s;
+
+		if (!is_int(strata_ref_parse(s, &r, &err), 0, "parse %s", s)) {
+			diag("message: %s", err.msg);
+			continue;
+		}
+		is_str(kind_name(r->kind), "docker", "  %s: kind", s);
+		is_str(r->registry, good[i].registry, "  %s: registry", s);
+		is_str(r->path, good[i].path, "  %s: repository", s);
+		is_str(r->tag, good[i].tag, "  %s: tag", s);
+		is_str(r->digest, good[i].digest, "  %s: digest", s);
+	}
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct strata_ref *r = NULL;
+		struct strata_err err = { 0 };
+		int ret = strata_ref_parse(bad[i], &r, &err);
+
+		is_int(ret, -EINVAL, "refuse \"%s\"", bad[i]);
+		if (ret == 0) {
+			diag("parsed as %s / %s tag %s", r->registry, r->path,
+			     r->tag ? r->tag : "NULL");
+			strata_ref_free(r);
+		}
+	}
+}
+
 int main(void)
 {
 	test_good();
 	test_bad();
 	test_store_name();
+	test_name_advice();
 	test_platform();
+	test_docker();
 	return done_testing();
 }

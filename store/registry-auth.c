@@ -1,0 +1,373 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Registry credentials and authentication.
+ *
+ * Credentials: --creds USER[:PASS], else the first auth file that has an
+ * entry for the registry, in containers-auth.json(5) order:
+ * $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json,
+ * ~/.config/containers/auth.json, ~/.docker/config.json. Entries are the
+ * plain "auths": {"HOST": {"auth": base64("user:pass")}} kind; credential
+ * helpers (credHelpers, credsStore) are not run.
+ *
+ * Authentication follows the registry's 401 (distribution "token"
+ * spec): Basic sends the credentials; Bearer fetches a token from the
+ * challenge's realm for scope repository:REPO:pull (with the credentials,
+ * if any, as Basic) and keeps it until it expires.
+ */
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "registry.h"
+
+#define TOKEN_MAX (1u << 20)
+
+/* The auth file key forms that name @reg (docker.io has its own). */
+static bool key_matches(const char *key, const char *name)
+{
+	size_t n = strlen(name);
+
+	if (!strncmp(key, "https://", 8))
+		key += 8;
+	else if (!strncmp(key, "http://", 7))
+		key += 7;
+	if (!strcmp(name, "docker.io") &&
+	    (!strncmp(key, "index.docker.io", 15) ||
+	     !strncmp(key, "registry-1.docker.io", 20)))
+		return true;
+	return !strncmp(key, name, n) && (key[n] == '\0' || key[n] == '/');
+}
+
+static int set_userpass(struct strata_reg *reg, const char *s, size_t n,
+			const char *from)
+{
+	const char *colon = memchr(s, ':', n);
+
+	free(reg->user);
+	free(reg->pass);
+	free(reg->creds_from);
+	reg->user = strndup(s, colon ? (size_t)(colon - s) : n);
+	reg->pass = colon ? strndup(colon + 1, n - (size_t)(colon - s) - 1)
+			  : NULL;
+	reg->creds_from = from ? strdup(from) : NULL;
+	if (!reg->user || (colon && !reg->pass) || (from && !reg->creds_from))
+		return -ENOMEM;
+	return 0;
+}
+
+/* Look @reg up in the auth file @path. Return: 1 found, 0 not. */
+static int from_file(struct strata_reg *reg, const char *path,
+		     struct strata_err *err)
+{
+	cleanup_free char *buf = NULL;
+	struct json_object *o = NULL, *auths, *e, *a;
+	size_t len;
+	int r, found = 0;
+
+	r = strata_read_file(AT_FDCWD, path, 1u << 20, &buf, &len);
+	if (r < 0)
+		return 0;
+	if (strata_json_parse(buf, len, path, &o, NULL) < 0) {
+		strata_warn("%s: not valid JSON, ignored", path);
+		return 0;
+	}
+	if (!json_object_object_get_ex(o, "auths", &auths) ||
+	    !json_object_is_type(auths, json_type_object))
+		goto out;
+	json_object_object_foreach(auths, key, val) {
+		unsigned char dec[4096];
+		const char *b64;
+		int dlen;
+		size_t blen;
+
+		if (!key_matches(key, reg->name))
+			continue;
+		e = val;
+		if (!json_object_is_type(e, json_type_object) ||
+		    !json_object_object_get_ex(e, "auth", &a) ||
+		    !json_object_is_type(a, json_type_string))
+			continue;
+		b64 = json_object_get_string(a);
+		blen = strlen(b64);
+		if (blen == 0 || blen > 4 * (sizeof(dec) / 3) - 4 || blen % 4)
+			continue;
+		dlen = EVP_DecodeBlock(dec, (const unsigned char *)b64,
+				       (int)blen);
+		if (dlen < 0)
+			continue;
+		while (dlen > 0 && blen > 0 && b64[--blen] == '=')
+			dlen--;
+		if (!memchr(dec, ':', (size_t)dlen))
+			continue;
+		r = set_userpass(reg, (const char *)dec, (size_t)dlen, path);
+		if (r < 0) {
+			json_object_put(o);
+			return r;
+		}
+		found = 1;
+		break;
+	}
+out:
+	json_object_put(o);
+	(void)err;
+	return found;
+}
+
+int strata_reg_find_creds(struct strata_reg *reg, const char *creds,
+			  struct strata_err *err)
+{
+	const char *env = getenv("REGISTRY_AUTH_FILE");
+	const char *xdg = getenv("XDG_RUNTIME_DIR");
+	const char *home = getenv("HOME");
+	char path[4096];
+	int r;
+
+	if (creds)
+		return set_userpass(reg, creds, strlen(creds), NULL);
+	if (env && *env)
+		return from_file(reg, env, err) < 0 ? -ENOMEM : 0;
+	if (xdg && *xdg) {
+		snprintf(path, sizeof(path), "%s/containers/auth.json", xdg);
+		if ((r = from_file(reg, path, err)) != 0)
+			return r < 0 ? r : 0;
+	}
+	if (home && *home) {
+		snprintf(path, sizeof(path), "%s/.config/containers/auth.json",
+			 home);
+		if ((r = from_file(reg, path, err)) != 0)
+			return r < 0 ? r : 0;
+		snprintf(path, sizeof(path), "%s/.docker/config.json", home);
+		if ((r = from_file(reg, path, err)) != 0)
+			return r < 0 ? r : 0;
+	}
+	return 0;
+}
+
+/* Next auth-param of a challenge: KEY=VALUE or KEY="VALUE" (with \
+ * escapes), separated by commas. Return: false at the end. */
+static bool next_param(const char **p, char *key, size_t kcap, char *val,
+		       size_t vcap)
+{
+	const char *s = *p;
+	size_t k = 0, v = 0;
+
+	while (*s == ' ' || *s == ',' || *s == '\t')
+		s++;
+	if (!*s)
+		return false;
+	while (*s && *s != '=' && *s != ',' && *s != ' ') {
+		if (k + 1 < kcap)
+			key[k++] = *s;
+		s++;
+	}
+	key[k] = '\0';
+	while (*s == ' ')
+		s++;
+	if (*s != '=') {
+		val[0] = '\0';
+		*p = s;
+		return true;
+	}
+	s++;
+	while (*s == ' ')
+		s++;
+	if (*s == '"') {
+		s++;
+		while (*s && *s != '"') {
+			if (*s == '\\' && s[1])
+				s++;
+			if (v + 1 < vcap)
+				val[v++] = *s;
+			s++;
+		}
+		if (*s == '"')
+			s++;
+	} else {
+		while (*s && *s != ',' && *s != ' ') {
+			if (v + 1 < vcap)
+				val[v++] = *s;
+			s++;
+		}
+	}
+	val[v] = '\0';
+	*p = s;
+	return true;
+}
+
+int strata_reg_challenge(struct strata_reg *reg, const char *value)
+{
+	char key[64], val[1024];
+	const char *p;
+
+	if (!strncasecmp(value, "Basic", 5) &&
+	    (value[5] == ' ' || value[5] == '\0')) {
+		pthread_mutex_lock(&reg->lock);
+		reg->auth = REG_AUTH_BASIC;
+		pthread_mutex_unlock(&reg->lock);
+		return REG_AUTH_BASIC;
+	}
+	if (strncasecmp(value, "Bearer ", 7))
+		return -EPROTO;
+	p = value + 7;
+	pthread_mutex_lock(&reg->lock);
+	while (next_param(&p, key, sizeof(key), val, sizeof(val))) {
+		char **dst = !strcasecmp(key, "realm") ? &reg->realm
+			     : !strcasecmp(key, "service") ? &reg->service
+							   : NULL;
+
+		if (!dst)
+			continue;
+		free(*dst);
+		*dst = strdup(val);
+	}
+	reg->auth = REG_AUTH_BEARER;
+	pthread_mutex_unlock(&reg->lock);
+	return REG_AUTH_BEARER;
+}
+
+struct membuf {
+	char *buf;
+	size_t len;
+	bool too_big;
+};
+
+static size_t mem_write(char *p, size_t size, size_t n, void *ctx)
+{
+	struct membuf *m = ctx;
+	size_t len = size * n;
+	char *nb;
+
+	if (m->len + len > TOKEN_MAX) {
+		m->too_big = true;
+		return 0;
+	}
+	nb = realloc(m->buf, m->len + len + 1);
+	if (!nb)
+		return 0;
+	m->buf = nb;
+	memcpy(m->buf + m->len, p, len);
+	m->len += len;
+	m->buf[m->len] = '\0';
+	return len;
+}
+
+int strata_reg_fetch_token(struct strata_reg *reg, struct strata_err *err)
+{
+	struct membuf m = { 0 };
+	struct json_object *o = NULL, *v;
+	cleanup_free char *url = NULL, *scope = NULL;
+	char *esc_service = NULL, *esc_scope = NULL, pr[200];
+	long status = 0, expires = 60;
+	CURLcode cc;
+	CURL *c;
+	int r = 0;
+
+	if (!reg->realm || (strncmp(reg->realm, "https://", 8) &&
+			    strncmp(reg->realm, "http://", 7)))
+		return strata_err_set(err, -EPROTO,
+				      "registry %s: Bearer challenge without "
+				      "a usable realm URL", reg->name);
+	c = curl_easy_init();
+	if (!c)
+		return -ENOMEM;
+	if (asprintf(&scope, "repository:%s:pull", reg->repo) < 0) {
+		scope = NULL;
+		r = -ENOMEM;
+		goto out;
+	}
+	esc_scope = curl_easy_escape(c, scope, 0);
+	esc_service = reg->service ? curl_easy_escape(c, reg->service, 0)
+				   : NULL;
+	if (!esc_scope || asprintf(&url, "%s%sscope=%s%s%s", reg->realm,
+				   strchr(reg->realm, '?') ? "&" : "?",
+				   esc_scope, esc_service ? "&service=" : "",
+				   esc_service ? esc_service : "") < 0) {
+		url = NULL;
+		r = -ENOMEM;
+		goto out;
+	}
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 30L);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, reg->stall);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, mem_write);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &m);
+	strata_reg_apply_tls(reg, c);
+	if (reg->user) {
+		curl_easy_setopt(c, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
+		curl_easy_setopt(c, CURLOPT_USERNAME, reg->user);
+		curl_easy_setopt(c, CURLOPT_PASSWORD, reg->pass ? reg->pass : "");
+	}
+	cc = curl_easy_perform(c);
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	strata_printable(reg->realm, strlen(reg->realm), pr, sizeof(pr));
+	if (cc != CURLE_OK) {
+		r = strata_err_set(err, m.too_big ? -EFBIG : -ECONNREFUSED,
+				   "registry %s: token server %s: %s", reg->name,
+				   pr, m.too_big ? "answer too large"
+						 : curl_easy_strerror(cc));
+		goto out;
+	}
+	if (status == 401 || status == 403) {
+		r = strata_err_set(err, -EACCES,
+				   "registry %s: token server %s refused %s "
+				   "(HTTP %ld)%s", reg->name, pr,
+				   reg->user ? "the credentials" : "an "
+				   "anonymous pull", status,
+				   reg->user ? "" : ": give credentials with "
+				   "--creds USER:PASS or in an auth file");
+		goto out;
+	}
+	if (status != 200 || !m.buf ||
+	    strata_json_parse(m.buf, m.len, "token", &o, NULL) < 0) {
+		r = strata_err_set(err, -EPROTO,
+				   "registry %s: token server %s: HTTP %ld, "
+				   "no token", reg->name, pr, status);
+		goto out;
+	}
+	if ((!json_object_object_get_ex(o, "token", &v) ||
+	     !json_object_is_type(v, json_type_string)) &&
+	    (!json_object_object_get_ex(o, "access_token", &v) ||
+	     !json_object_is_type(v, json_type_string))) {
+		r = strata_err_set(err, -EPROTO, "registry %s: token server "
+				   "%s: answer has no token", reg->name, pr);
+		goto out;
+	}
+	/* a token goes into a header line: printable ASCII only */
+	for (const char *t = json_object_get_string(v); *t; t++)
+		if (*t <= ' ' || *t > '~') {
+			r = strata_err_set(err, -EPROTO, "registry %s: token "
+					   "server %s: malformed token",
+					   reg->name, pr);
+			goto out;
+		}
+	free(reg->token);
+	reg->token = strdup(json_object_get_string(v));
+	if (!reg->token) {
+		r = -ENOMEM;
+		goto out;
+	}
+	if (json_object_object_get_ex(o, "expires_in", &v) &&
+	    json_object_is_type(v, json_type_int) &&
+	    json_object_get_int64(v) >= 60 &&
+	    json_object_get_int64(v) < 86400 * 365)
+		expires = (long)json_object_get_int64(v);
+	/* renewed a little before it runs out */
+	reg->token_expiry = time(NULL) + expires - 10;
+out:
+	if (o)
+		json_object_put(o);
+	free(m.buf);
+	curl_free(esc_scope);
+	curl_free(esc_service);
+	curl_easy_cleanup(c);
+	return r;
+}

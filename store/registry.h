@@ -1,0 +1,135 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The registry client (store-internal): the OCI distribution protocol over
+ * libcurl, shared by pull (registry.c) and, later, push. One struct
+ * strata_reg per (registry, repository); requests from several threads
+ * each take a curl handle from its small pool.
+ */
+#ifndef STRATA_REGISTRY_H
+#define STRATA_REGISTRY_H
+
+#include <pthread.h>
+#include <time.h>
+
+#include "store-internal.h"
+
+/* Manifests and indexes larger than this are refused (the bound
+ * registries put on what they accept). */
+#define STRATA_MANIFEST_MAX (4u << 20)
+
+struct strata_reg_opts;		/* store.h */
+
+struct strata_reg {
+	char *name;		/* as in the reference: "docker.io" */
+	char *host;		/* API host[:port]: "registry-1.docker.io" */
+	char *repo;		/* "library/alpine" */
+	char base[600];		/* "https://host" or "http://host" */
+	bool insecure;		/* --tls-verify=false or registries.conf */
+	char *cert_dir;		/* *.crt, *.cert + *.key for this host */
+	char *user, *pass;	/* credentials, or NULL */
+	char *creds_from;	/* where they came from, for messages */
+	long stall;		/* seconds without a byte: retry */
+	int retries;		/* attempts after the first */
+	bool probed;		/* /v2/ answered (base is set) */
+	pthread_mutex_t connect_lock;	/* held while probing */
+
+	pthread_mutex_t lock;	/* protects what follows */
+	int auth;		/* REG_AUTH_* learned from a 401 */
+	char *realm, *service;	/* Bearer challenge */
+	char *token;		/* Bearer token for scope pull */
+	time_t token_expiry;
+	void *pool[8];		/* idle CURL handles */
+	int n_pool;
+};
+
+enum { REG_AUTH_NONE, REG_AUTH_BASIC, REG_AUTH_BEARER };
+
+/* What a response said besides its body. */
+struct strata_reg_resp {
+	long status;
+	char content_type[256];
+	char docker_digest[STRATA_DIGEST_MAX];
+	char www_auth[2048];
+	char location[4096];
+	char content_range[128];
+	long retry_after;	/* seconds, -1 if absent */
+	int64_t content_length;	/* -1 if absent */
+};
+
+/*
+ * Where a body goes. write() gets the bytes of a 2xx body in order; it
+ * returns 0 or a negative errno that ends the request for good (no
+ * retry). @offset counts bytes accepted: when a retry resumes a body,
+ * the request asks for "Range: bytes=offset-" if @resumable, and skips
+ * the first @offset bytes of a server that answers 200 with the whole
+ * body again.
+ */
+struct strata_reg_sink {
+	int (*write)(struct strata_reg_sink *s, const void *buf, size_t n);
+	/* a sink that cannot resume forgets what it got before a retry */
+	void (*reset)(struct strata_reg_sink *s);
+	uint64_t offset;
+	bool resumable;
+	struct strata_err err;	/* the sink's own message */
+	/* private to the request */
+	uint64_t skip;
+	bool ranged;
+};
+
+/* Open a client for @ref (kind STRATA_REF_DOCKER) with @o (may be NULL):
+ * credentials, TLS settings, registries.conf. Caller frees with
+ * strata_reg_free(). */
+int strata_reg_open(const struct strata_ref *ref,
+		    const struct strata_reg_opts *o, struct strata_reg **out,
+		    struct strata_err *err);
+void strata_reg_free(struct strata_reg *reg);
+/* Close the idle curl handles (registry-http.c). */
+void strata_reg_pool_free(struct strata_reg *reg);
+
+/* Probe /v2/ if not done yet (strata_reg_get does it first). */
+int strata_reg_connect(struct strata_reg *reg, struct strata_err *err);
+
+/*
+ * GET @path (below /v2/<repo>/, e.g. "manifests/latest") with @accept
+ * (or NULL), body to @sink; redirects followed without credentials to
+ * another host; 401 answered with Basic or a Bearer token; 429, 5xx and
+ * broken or stalled connections retried with backoff. Return: 0 with
+ * @resp of the final 2xx answer, or negative errno with a message naming
+ * registry, repository and @what.
+ */
+int strata_reg_get(struct strata_reg *reg, const char *path,
+		   const char *accept, struct strata_reg_sink *sink,
+		   struct strata_reg_resp *resp, const char *what,
+		   struct strata_err *err);
+
+/* registry-auth.c */
+
+/* Credentials for registry @name: "USER[:PASS]" from @creds, else the
+ * auth files (containers-auth.json(5) order). Sets reg->user, pass,
+ * creds_from; none found is not an error. */
+int strata_reg_find_creds(struct strata_reg *reg, const char *creds,
+			  struct strata_err *err);
+/* Parse a WWW-Authenticate value; learn the scheme (and realm, service).
+ * Return: REG_AUTH_BASIC, REG_AUTH_BEARER, or -EPROTO. */
+int strata_reg_challenge(struct strata_reg *reg, const char *value);
+/* Fetch a token for pull from the realm (with the credentials, if any).
+ * Called with reg->lock held. Return: 0 or negative errno. */
+int strata_reg_fetch_token(struct strata_reg *reg, struct strata_err *err);
+
+/* registry-conf.c */
+
+/* Is @host[:port] marked insecure in registries.conf? */
+bool strata_reg_conf_insecure(const char *host);
+/* The certs.d directory of @host (from $STRATA_CERTS_D or the defaults),
+ * or NULL. Caller frees. */
+char *strata_reg_certs_dir(const char *host);
+/* libcurl CURLOPT_SSL_CTX_FUNCTION adding the *.crt of directory @dir
+ * to the CAs libcurl loaded. */
+int strata_reg_ssl_ctx(void *curl, void *ssl_ctx, void *dir);
+/* The first NAME.cert with a NAME.key in @dir. Return: 1 found, 0 not;
+ * caller frees both. */
+int strata_reg_client_cert(const char *dir, char **cert, char **key);
+/* Apply reg's TLS settings to a curl handle. */
+int strata_reg_apply_tls(struct strata_reg *reg, void *curl);
+
+#endif

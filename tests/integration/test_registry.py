@@ -1,0 +1,1001 @@
+"""docker:// pulls (issue 11) against Debian's docker-registry.
+
+skopeo pushes an image built with umoci; strata pulls, inspects and
+mounts it; the tree is compared entry by entry with `umoci unpack` of the
+same layout, and digests with what skopeo reports. Registries run over
+plain HTTP, TLS with a CA made here by openssl, htpasswd Basic auth and
+token auth (a token server in this file signing RS256 JWTs with openssl).
+A fault-injecting proxy between strata and the registry cuts, stalls,
+refuses, corrupts, lengthens and redirects answers.
+
+Every registry, token server and proxy is stopped in a finalizer; every
+mount is unmounted by the `mount` fixture."""
+import base64
+import http.client
+import http.server
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from conftest import (STRATA, assert_same_as_umoci, is_mounted, run,
+                      sha256_file)
+
+# ---------------------------------------------------------------------------
+# processes, ports, images
+
+
+@pytest.fixture(autouse=True)
+def no_proxy_env(monkeypatch):
+    """Every registry here is on 127.0.0.1: no proxy from the environment
+    (libcurl and urllib would both use it)."""
+    for v in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY",
+              "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(v, raising=False)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def procs():
+    """procs.start(cmd, **kw) -> Popen; each is killed (its process group,
+    by pid) and reaped in the finalizer."""
+    started = []
+
+    class P:
+        @staticmethod
+        def start(cmd, **kw):
+            kw.setdefault("stdout", subprocess.DEVNULL)
+            kw.setdefault("stderr", subprocess.DEVNULL)
+            p = subprocess.Popen([str(c) for c in cmd],
+                                 start_new_session=True, **kw)
+            started.append(p)
+            return p
+    yield P
+    for p in started:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            p.communicate(timeout=10)
+        except Exception:
+            pass
+
+
+@pytest.fixture
+def servers():
+    """servers.add(httpserver): served from a thread, shut down in the
+    finalizer."""
+    started = []
+
+    class S:
+        @staticmethod
+        def add(srv):
+            t = threading.Thread(target=srv.serve_forever, daemon=True)
+            t.start()
+            started.append((srv, t))
+            return srv
+    yield S
+    for srv, t in started:
+        srv.shutdown()
+        srv.server_close()
+        t.join(10)
+
+
+def wait_port(port, p):
+    for _ in range(400):
+        if p.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.025)
+    return False
+
+
+@pytest.fixture
+def registry(tmp_path, procs):
+    """registry(extra_yaml="", scheme="http") -> "127.0.0.1:PORT"."""
+    count = [0]
+
+    def start(extra="", tls=None):
+        count[0] += 1
+        data = tmp_path / f"registry-data-{count[0]}"
+        for _ in range(3):
+            port = free_port()
+            conf = tmp_path / f"registry-{port}.yml"
+            http = f"http:\n  addr: 127.0.0.1:{port}\n"
+            if tls:
+                http += (f"  tls:\n    certificate: {tls[0]}\n"
+                         f"    key: {tls[1]}\n")
+            conf.write_text(
+                "version: 0.1\nlog:\n  level: warn\n"
+                f"storage:\n  filesystem:\n    rootdirectory: {data}\n"
+                + http + extra)
+            p = procs.start(["/usr/bin/docker-registry", "serve", conf])
+            if wait_port(port, p):
+                return f"127.0.0.1:{port}"
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        pytest.fail("docker-registry did not start")
+    return start
+
+
+def busybox_base(root):
+    (root / "bin").mkdir()
+    shutil.copy("/usr/bin/busybox", root / "bin/busybox")
+    for a in ("sh", "ls", "cat"):
+        os.symlink("busybox", root / "bin" / a)
+    (root / "etc").mkdir()
+    (root / "etc/motd").write_text("from a registry\n")
+    (root / "etc/old").write_text("old\n")
+    os.link(root / "etc/motd", root / "etc/motd.link")
+    (root / "usr/share/doc").mkdir(parents=True)
+    (root / "usr/share/doc/README").write_text("doc\n" * 1000)
+
+
+def second_layer(root):
+    (root / "etc/old").unlink()
+    shutil.rmtree(root / "usr/share/doc")
+    (root / "etc/new").write_text("new\n")
+    os.chmod(root / "etc/new", 0o640)
+    os.chown(root / "etc/new", 12, 34)
+
+
+@pytest.fixture
+def image(umoci_image):
+    """(layout, tag) of a two-layer busybox image made by umoci."""
+    return umoci_image([busybox_base, second_layer], name="src", tag="t")
+
+
+@pytest.fixture
+def skopeo(tmp_path):
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps(
+        {"default": [{"type": "insecureAcceptAnything"}]}))
+
+    def call(*args, check=True):
+        return run(["skopeo", "--policy", policy, *args], check=check)
+    return call
+
+
+def push(skopeo, image, dest, *extra):
+    """skopeo copy the image to docker://@dest; return the digest skopeo
+    inspect reports for it there."""
+    layout, tag = image
+    skopeo("copy", "--dest-tls-verify=false", *extra, f"oci:{layout}:{tag}",
+           f"docker://{dest}")
+    creds = []
+    if "--dest-creds" in extra:
+        creds = ["--creds", extra[extra.index("--dest-creds") + 1]]
+    insp = json.loads(skopeo("inspect", "--tls-verify=false", *creds,
+                             f"docker://{dest}").stdout)
+    return insp["Digest"]
+
+
+def store_blobs(store):
+    d = store / "images/blobs/sha256"
+    return {p.name for p in d.iterdir()} if d.is_dir() else set()
+
+
+def layer_digests(image):
+    layout, tag = image
+    index = json.loads((layout / "index.json").read_text())
+    m = index["manifests"][0]["digest"].split(":")[1]
+    man = json.loads((layout / "blobs/sha256" / m).read_text())
+    return [l["digest"] for l in man["layers"]]
+
+
+def tags(strata):
+    out = strata("images").stdout.split("\n")[1:]
+    return [l.split()[0] for l in out if l.strip()]
+
+
+# ---------------------------------------------------------------------------
+# plain HTTP: pull, inspect, mount
+
+
+def test_import_matches_umoci_and_skopeo(image, registry, skopeo, strata,
+                                         mount, store, tmp_path):
+    reg = registry()
+    digest = push(skopeo, image, f"{reg}/test/img:1")
+    r = strata("import", "--tls-verify=false", f"docker://{reg}/test/img:1",
+               "pulled:1")
+    assert r.stdout.strip() == digest
+    assert tags(strata) == ["pulled:1"]
+    # every blob is in the store, named by its digest
+    for d in layer_digests(image):
+        p = store / "images/blobs/sha256" / d.split(":")[1]
+        assert "sha256:" + sha256_file(p) == d
+    mnt = mount("pulled:1")
+    assert_same_as_umoci(mnt, *image, tmp_path / "umoci")
+    # skopeo reads back the same manifest from the store
+    insp = json.loads(skopeo("inspect", f"oci:{store}/images:pulled:1").stdout)
+    assert insp["Digest"] == digest
+
+
+def test_mount_docker_ref_directly(image, registry, skopeo, mount, store,
+                                   tmp_path):
+    reg = registry()
+    push(skopeo, image, f"{reg}/a/b/c:v2")
+    mnt = mount(f"docker://{reg}/a/b/c:v2", opts="tls_verify=false")
+    assert_same_as_umoci(mnt, *image, tmp_path / "umoci")
+    # pulled into the store: a second mount downloads nothing
+    for d in layer_digests(image):
+        assert d.split(":")[1] in store_blobs(store)
+
+
+def test_docker_schema2_push(image, registry, skopeo, strata, mount,
+                             tmp_path):
+    """skopeo --format v2s2 pushes Docker media types; strata pulls them
+    with the digest skopeo reports."""
+    reg = registry()
+    digest = push(skopeo, image, f"{reg}/d/v2s2:1", "--format", "v2s2")
+    r = strata("import", "--tls-verify=false", f"docker://{reg}/d/v2s2:1",
+               "v2s2:1")
+    assert r.stdout.strip() == digest
+    j = json.loads(strata("inspect", "--json", "v2s2:1").stdout)
+    assert j["mediaType"] == \
+        "application/vnd.docker.distribution.manifest.v2+json"
+    assert_same_as_umoci(mount("v2s2:1"), *image, tmp_path / "umoci")
+
+
+def test_pull_by_digest(image, registry, skopeo, strata):
+    reg = registry()
+    digest = push(skopeo, image, f"{reg}/test/img:1")
+    r = strata("inspect", "--tls-verify=false", "--json",
+               f"docker://{reg}/test/img@{digest}")
+    assert json.loads(r.stdout)["digest"] == digest
+    bad = "sha256:" + "0" * 64
+    r = strata("inspect", "--tls-verify=false",
+               f"docker://{reg}/test/img@{bad}", check=False)
+    assert r.returncode == 1
+    assert reg in r.stderr and "test/img" in r.stderr and bad in r.stderr
+
+
+def test_inspect_downloads_no_layer(image, registry, skopeo, strata, store):
+    reg = registry()
+    digest = push(skopeo, image, f"{reg}/test/img:1")
+    ref = f"docker://{reg}/test/img:1"
+    j = json.loads(strata("inspect", "--tls-verify=false", "--json",
+                          ref).stdout)
+    sk = json.loads(skopeo("inspect", "--tls-verify=false", ref).stdout)
+    assert j["digest"] == digest == sk["Digest"]
+    assert [l["digest"] for l in j["layers"]] == sk["Layers"]
+    have = store_blobs(store)
+    assert not any(d.split(":")[1] in have for d in sk["Layers"])
+    raw = subprocess.run([STRATA, "inspect", "--tls-verify=false", "--raw",
+                          ref], capture_output=True, check=True).stdout
+    skraw = subprocess.run(["skopeo", "inspect", "--tls-verify=false",
+                            "--raw", ref], capture_output=True,
+                           check=True).stdout
+    assert raw == skraw
+    cfg = subprocess.run([STRATA, "inspect", "--tls-verify=false",
+                          "--config", ref], capture_output=True,
+                         check=True).stdout
+    skcfg = subprocess.run(["skopeo", "inspect", "--tls-verify=false",
+                            "--config", "--raw", ref], capture_output=True,
+                           check=True).stdout
+    assert cfg == skcfg
+    assert tags(strata) == []
+
+
+def test_multi_platform_index(image, registry, skopeo, strata, tmp_path,
+                              mount):
+    """An OCI index pushed with skopeo --all resolves to the host
+    platform; --platform picks another."""
+    layout, tag = image
+    idx = json.loads((layout / "index.json").read_text())
+    man_desc = dict(idx["manifests"][0])
+    man_desc.pop("annotations", None)
+    man = json.loads((layout / "blobs/sha256" /
+                      man_desc["digest"].split(":")[1]).read_text())
+    cfg = json.loads((layout / "blobs/sha256" /
+                      man["config"]["digest"].split(":")[1]).read_text())
+    # a second platform: the same layers, another architecture
+    cfg2 = dict(cfg, architecture="s390x")
+    c2 = json.dumps(cfg2).encode()
+    import hashlib
+    c2d = "sha256:" + hashlib.sha256(c2).hexdigest()
+    (layout / "blobs/sha256" / c2d.split(":")[1]).write_bytes(c2)
+    man2 = dict(man, config=dict(man["config"], digest=c2d, size=len(c2)))
+    m2 = json.dumps(man2).encode()
+    m2d = "sha256:" + hashlib.sha256(m2).hexdigest()
+    (layout / "blobs/sha256" / m2d.split(":")[1]).write_bytes(m2)
+    ix = {"schemaVersion": 2,
+          "mediaType": "application/vnd.oci.image.index.v1+json",
+          "manifests": [
+              dict(man_desc, platform={"os": "linux",
+                                       "architecture": cfg["architecture"]}),
+              {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+               "digest": m2d, "size": len(m2),
+               "platform": {"os": "linux", "architecture": "s390x"}}]}
+    ixb = json.dumps(ix).encode()
+    ixd = "sha256:" + hashlib.sha256(ixb).hexdigest()
+    (layout / "blobs/sha256" / ixd.split(":")[1]).write_bytes(ixb)
+    idx["manifests"].append({
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "digest": ixd, "size": len(ixb),
+        "annotations": {"org.opencontainers.image.ref.name": "multi"}})
+    (layout / "index.json").write_text(json.dumps(idx))
+    reg = registry()
+    skopeo("copy", "--all", "--dest-tls-verify=false", f"oci:{layout}:multi",
+           f"docker://{reg}/multi:1")
+    ref = f"docker://{reg}/multi:1"
+    j = json.loads(strata("inspect", "--tls-verify=false", "--json",
+                          ref).stdout)
+    assert j["digest"] == man_desc["digest"]
+    j = json.loads(strata("inspect", "--tls-verify=false", "--json",
+                          "--platform", "linux/s390x", ref).stdout)
+    assert j["digest"] == m2d and j["platform"]["architecture"] == "s390x"
+    strata("import", "--tls-verify=false", ref, "multi:1")
+    mnt = mount("multi:1")
+    assert_same_as_umoci(mnt, layout, tag, tmp_path / "umoci")
+
+
+def test_missing_repository_and_manifest(image, registry, skopeo, strata):
+    reg = registry()
+    push(skopeo, image, f"{reg}/test/img:1")
+    r = strata("inspect", "--tls-verify=false", f"docker://{reg}/nope/x:1",
+               check=False)
+    assert r.returncode == 1 and "no repository nope/x" in r.stderr, r.stderr
+    assert reg in r.stderr
+    r = strata("inspect", "--tls-verify=false", f"docker://{reg}/test/img:2",
+               check=False)
+    assert r.returncode == 1, r.stderr
+    assert "repository test/img" in r.stderr and "manifest 2" in r.stderr
+    assert "no such manifest" in r.stderr
+
+
+def test_https_needed_unless_insecure(image, registry, skopeo, strata,
+                                      tmp_path, monkeypatch):
+    reg = registry()
+    push(skopeo, image, f"{reg}/test/img:1")
+    ref = f"docker://{reg}/test/img:1"
+    conf = tmp_path / "registries.conf"
+    conf.write_text("")
+    monkeypatch.setenv("CONTAINERS_REGISTRIES_CONF", str(conf))
+    r = strata("inspect", ref, check=False)
+    assert r.returncode == 1
+    assert reg in r.stderr and "--tls-verify=false" in r.stderr, r.stderr
+    conf.write_text('unqualified-search-registries = []\n\n'
+                    '[[registry]]\n'
+                    f'location = "{reg}"\n'
+                    'insecure = true\n')
+    strata("import", ref, "viaconf:1")
+    assert tags(strata) == ["viaconf:1"]
+
+
+# ---------------------------------------------------------------------------
+# TLS with a CA made here
+
+
+def make_ca_and_cert(d, cn="127.0.0.1"):
+    d.mkdir(parents=True, exist_ok=True)
+    run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+         "-keyout", d / "ca.key", "-out", d / "ca.crt", "-days", "2",
+         "-subj", "/CN=strata test CA"])
+    run(["openssl", "req", "-newkey", "rsa:2048", "-nodes",
+         "-keyout", d / "server.key", "-out", d / "server.csr",
+         "-subj", f"/CN={cn}"])
+    (d / "ext.cnf").write_text(f"subjectAltName=IP:{cn},DNS:localhost\n")
+    run(["openssl", "x509", "-req", "-in", d / "server.csr", "-CA",
+         d / "ca.crt", "-CAkey", d / "ca.key", "-CAcreateserial",
+         "-out", d / "server.crt", "-days", "2", "-extfile", d / "ext.cnf"])
+    return d / "ca.crt", d / "server.crt", d / "server.key"
+
+
+def test_tls_with_certs_d(image, registry, skopeo, strata, mount, tmp_path,
+                          monkeypatch):
+    ca, crt, key = make_ca_and_cert(tmp_path / "pki")
+    reg = registry(tls=(crt, key))
+    digest = push(skopeo, image, f"{reg}/test/img:1")
+    ref = f"docker://{reg}/test/img:1"
+    certs = tmp_path / "certs.d"
+    monkeypatch.setenv("STRATA_CERTS_D", str(certs))
+    monkeypatch.setenv("CONTAINERS_REGISTRIES_CONF", str(tmp_path / "none"))
+    # unknown CA: refused, and the message says what to do
+    r = strata("inspect", ref, check=False)
+    assert r.returncode == 1 and "certs.d" in r.stderr, r.stderr
+    # the CA in certs.d/HOST:PORT/
+    (certs / reg).mkdir(parents=True)
+    shutil.copy(ca, certs / reg / "ca.crt")
+    assert strata("import", ref, "tls:1").stdout.strip() == digest
+    # --cert-dir instead of certs.d
+    monkeypatch.setenv("STRATA_CERTS_D", str(tmp_path / "empty"))
+    cd = tmp_path / "certdir"
+    cd.mkdir()
+    shutil.copy(ca, cd / "my.crt")
+    j = json.loads(strata("inspect", "--json", "--cert-dir", cd, ref).stdout)
+    assert j["digest"] == digest
+    # --tls-verify=false accepts the unknown CA too
+    strata("inspect", "--tls-verify=false", ref)
+    # and stratafs with cert_dir=
+    mnt = mount(ref, opts=f"cert_dir={cd}")
+    assert_same_as_umoci(mnt, *image, tmp_path / "umoci")
+
+
+# ---------------------------------------------------------------------------
+# htpasswd Basic auth
+
+
+def test_basic_auth(image, registry, skopeo, strata, tmp_path, monkeypatch):
+    ht = tmp_path / "htpasswd"
+    run(["htpasswd", "-Bbc", ht, "alice", "s3cret"])
+    reg = registry("auth:\n  htpasswd:\n    realm: strata-test\n"
+                   f"    path: {ht}\n")
+    digest = push(skopeo, image, f"{reg}/test/img:1",
+                  "--dest-creds", "alice:s3cret")
+    ref = f"docker://{reg}/test/img:1"
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
+    r = strata("inspect", "--tls-verify=false", ref, check=False)
+    assert r.returncode == 1
+    assert reg in r.stderr and "authentication required" in r.stderr
+    assert "--creds" in r.stderr
+    r = strata("inspect", "--tls-verify=false", "--creds", "alice:wrong",
+               ref, check=False)
+    assert r.returncode == 1 and "authentication required" in r.stderr
+    assert "credentials (from --creds) were refused" in r.stderr
+    assert strata("import", "--tls-verify=false", "--creds", "alice:s3cret",
+                  ref, "basic:1").stdout.strip() == digest
+    # an auth file (containers-auth.json), and ~/.docker/config.json
+    auth = {"auths": {reg: {"auth": base64.b64encode(
+        b"alice:s3cret").decode()}}}
+    af = tmp_path / "auth.json"
+    af.write_text(json.dumps(auth))
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(af))
+    strata("inspect", "--tls-verify=false", ref)
+    monkeypatch.delenv("REGISTRY_AUTH_FILE")
+    (tmp_path / "home/.docker").mkdir(parents=True)
+    (tmp_path / "home/.docker/config.json").write_text(json.dumps(auth))
+    strata("inspect", "--tls-verify=false", ref)
+
+
+# ---------------------------------------------------------------------------
+# token auth: a token server signing RS256 JWTs with openssl
+
+
+def b64url(b):
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+class TokenServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, key, cert_der, service, creds):
+        super().__init__(("127.0.0.1", 0), TokenHandler)
+        self.key, self.cert_der = key, cert_der
+        self.service, self.creds = service, creds
+        self.seen = []
+
+
+class TokenHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+
+    def do_GET(self):
+        srv = self.server
+        q = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
+        auth = self.headers.get("Authorization", "")
+        user = None
+        if auth.startswith("Basic "):
+            u, _, p = base64.b64decode(auth[6:]).decode().partition(":")
+            if (u, p) == srv.creds:
+                user = u
+        srv.seen.append((q.get("scope", []), q.get("service", []), user))
+        if user is None:
+            self.send_response(401)
+            self.end_headers()
+            return
+        access = []
+        for s in q.get("scope", []):
+            kind, name, actions = s.split(":")
+            access.append({"type": kind, "name": name,
+                           "actions": actions.split(",")})
+        now = int(time.time())
+        header = {"typ": "JWT", "alg": "RS256",
+                  "x5c": [base64.b64encode(srv.cert_der).decode()]}
+        claims = {"iss": "strata-test-issuer", "sub": user,
+                  "aud": srv.service, "exp": now + 300, "nbf": now - 10,
+                  "iat": now, "jti": f"{now}-{len(srv.seen)}",
+                  "access": access}
+        signing = (b64url(json.dumps(header).encode()) + "." +
+                   b64url(json.dumps(claims).encode()))
+        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign",
+                              str(srv.key)], input=signing.encode(),
+                             capture_output=True, check=True).stdout
+        body = json.dumps({"token": signing + "." + b64url(sig),
+                           "expires_in": 300}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_token_auth(image, registry, skopeo, strata, tmp_path, servers,
+                    monkeypatch):
+    d = tmp_path / "tok"
+    d.mkdir()
+    run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+         "-keyout", d / "key.pem", "-out", d / "cert.pem", "-days", "2",
+         "-subj", "/CN=strata token signer"])
+    der = subprocess.run(["openssl", "x509", "-in", str(d / "cert.pem"),
+                          "-outform", "DER"], capture_output=True,
+                         check=True).stdout
+    tok = servers.add(TokenServer(d / "key.pem", der, "strata-test",
+                                  ("bob", "t0ken")))
+    realm = f"http://127.0.0.1:{tok.server_address[1]}/token"
+    reg = registry("auth:\n  token:\n"
+                   f"    realm: {realm}\n    service: strata-test\n"
+                   "    issuer: strata-test-issuer\n"
+                   f"    rootcertbundle: {d / 'cert.pem'}\n")
+    digest = push(skopeo, image, f"{reg}/test/img:1",
+                  "--dest-creds", "bob:t0ken")
+    ref = f"docker://{reg}/test/img:1"
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    r = strata("inspect", "--tls-verify=false", ref, check=False)
+    assert r.returncode == 1 and "token server" in r.stderr, r.stderr
+    assert "anonymous" in r.stderr and reg in r.stderr
+    tok.seen.clear()
+    assert strata("import", "--tls-verify=false", "--creds", "bob:t0ken",
+                  ref, "token:1").stdout.strip() == digest
+    scopes = {s for sc, _, _ in tok.seen for s in sc}
+    assert scopes == {"repository:test/img:pull"}, tok.seen
+    assert all(sv == ["strata-test"] for _, sv, _ in tok.seen)
+    # one token serves every request of the pull (cached until expiry)
+    assert len(tok.seen) <= 2, tok.seen
+
+    # the Bearer token never goes to the host a blob is redirected to
+    px = servers.add(Proxy(("127.0.0.1", int(reg.split(":")[1]))))
+    px.forward_auth = True
+    other = servers.add(BlobServer(image[0]))
+    px.other = f"http://localhost:{other.server_address[1]}"
+    for dg in layer_digests(image):
+        px.faults.append((blob_pred(dg), "redirect"))
+    addr = f"127.0.0.1:{px.server_address[1]}"
+    strata("--root", tmp_path / "store2", "import", "--tls-verify=false",
+           "--creds", "bob:t0ken", f"docker://{addr}/test/img:1", "token:2")
+    assert len(other.seen) == len(layer_digests(image))
+    for _, h in other.seen:
+        assert not any(k.lower() == "authorization" for k in h), h
+    assert any(h.get("Authorization", "").startswith("Bearer ")
+               for p, h in px.log if "/manifests/" in p)
+
+
+# ---------------------------------------------------------------------------
+# the fault-injecting proxy
+
+
+class Proxy(http.server.ThreadingHTTPServer):
+    """Plain HTTP reverse proxy to @upstream. self.faults: list of
+    (predicate(path, n) -> bool, action) consumed in order; actions:
+    "cut" (half the body, then close), "cut-ignore-range" (cut, and the
+    next request for the path is sent upstream without its Range),
+    "stall" (half, then silence), "429", "500", "flip" (one byte
+    changed), "long" (body + 100 bytes), "redirect" (307 to
+    self.other + path)."""
+    daemon_threads = True
+
+    def __init__(self, upstream):
+        super().__init__(("127.0.0.1", 0), ProxyHandler)
+        self.upstream = upstream
+        self.faults = []
+        self.log = []
+        self.lock = threading.Lock()
+        self.require_basic = None
+        self.drop_range_for = set()
+        self.other = None
+        self.stall_event = threading.Event()
+        self.slow = False
+        self.forward_auth = False
+
+
+class ProxyHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    def fetch_upstream(self, path, headers):
+        c = http.client.HTTPConnection(*self.server.upstream, timeout=30)
+        c.request("GET", path, headers=headers)
+        r = c.getresponse()
+        body = r.read()
+        c.close()
+        return r, body
+
+    def do_GET(self):
+        srv = self.server
+        path = self.path
+        hdrs = {k: v for k, v in self.headers.items()
+                if k.lower() in ("accept", "range", "authorization")}
+        with srv.lock:
+            srv.log.append((path, dict(self.headers)))
+            n = sum(1 for p, _ in srv.log if p == path)
+            action = None
+            for i, (pred, act) in enumerate(srv.faults):
+                if pred(path, n):
+                    action = act
+                    del srv.faults[i]
+                    break
+            if path in srv.drop_range_for:
+                hdrs.pop("Range", None)
+                srv.drop_range_for.discard(path)
+        if srv.require_basic and self.headers.get("Authorization") != \
+                srv.require_basic:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="proxy"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if action in ("429", "500"):
+            body = b'{"errors":[{"code":"TOOMANYREQUESTS"}]}'
+            self.send_response(int(action))
+            if action == "429":
+                self.send_header("Retry-After", "1")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        if action == "redirect":
+            self.send_response(307)
+            self.send_header("Location", srv.other + path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if not srv.forward_auth:
+            hdrs.pop("Authorization", None)
+        r, body = self.fetch_upstream(path, hdrs)
+        if action == "flip" and body:
+            body = body[:len(body) // 2] + bytes([body[len(body) // 2] ^ 1]) \
+                + body[len(body) // 2 + 1:]
+        if action == "long":
+            body = body + b"x" * 100
+        if action == "huge":
+            body = b" " * (5 << 20) + body
+        if action == "dcd":
+            r.headers.replace_header(
+                "Docker-Content-Digest", "sha256:" + "1" * 64)
+        self.send_response(r.status)
+        for k, v in r.getheaders():
+            if k.lower() in ("content-type", "docker-content-digest",
+                             "content-range", "www-authenticate",
+                             "docker-distribution-api-version"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if action in ("cut", "cut-ignore-range", "stall"):
+            self.wfile.write(body[:len(body) // 2])
+            self.wfile.flush()
+            if action == "cut-ignore-range":
+                with srv.lock:
+                    srv.drop_range_for.add(path)
+            if action == "stall":
+                srv.stall_event.wait(30)
+            self.close_connection = True
+            return
+        if srv.slow:
+            for i in range(0, len(body), 4096):
+                self.wfile.write(body[i:i + 4096])
+                self.wfile.flush()
+                time.sleep(0.01)
+            return
+        self.wfile.write(body)
+
+
+class BlobServer(http.server.ThreadingHTTPServer):
+    """The other host a blob is redirected to (storage, as registries
+    use): serves /v2/.../blobs/sha256:HEX from the OCI layout @layout and
+    records the headers it was sent."""
+    daemon_threads = True
+
+    def __init__(self, layout):
+        super().__init__(("127.0.0.1", 0), BlobHandler)
+        self.layout = Path(layout)
+        self.seen = []
+
+
+class BlobHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+
+    def do_GET(self):
+        self.server.seen.append((self.path, dict(self.headers)))
+        hexd = self.path.rsplit("sha256:", 1)[-1]
+        p = self.server.layout / "blobs/sha256" / hexd
+        if "/" in hexd or not p.is_file():
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = p.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def proxied(image, registry, skopeo, servers, monkeypatch):
+    """(proxy, "127.0.0.1:PROXYPORT", digest, layer digests): the image
+    pushed to a registry behind a fault-injecting proxy."""
+    reg = registry()
+    digest = push(skopeo, image, f"{reg}/test/img:1")
+    host, port = reg.split(":")
+    px = servers.add(Proxy((host, int(port))))
+    monkeypatch.setenv("STRATA_REGISTRY_TIMEOUT", "2")
+    yield px, f"127.0.0.1:{px.server_address[1]}", digest, \
+        layer_digests(image)
+    px.stall_event.set()
+
+
+def blob_pred(digest):
+    return lambda path, n: path.endswith("/blobs/" + digest)
+
+
+def biggest_layer(image):
+    layout, _ = image
+    return max(layer_digests(image), key=lambda d: (
+        layout / "blobs/sha256" / d.split(":")[1]).stat().st_size)
+
+
+def test_cut_connection_resumes_with_range(image, proxied, strata, mount,
+                                           tmp_path):
+    px, addr, digest, layers = proxied
+    big = biggest_layer(image)
+    px.faults.append((blob_pred(big), "cut"))
+    r = strata("import", "--tls-verify=false", f"docker://{addr}/test/img:1",
+               "cut:1")
+    assert r.stdout.strip() == digest
+    gets = [h for p, h in px.log if p.endswith("/blobs/" + big)]
+    assert len(gets) == 2 and "Range" not in gets[0], gets
+    assert gets[1]["Range"].startswith("bytes=") and \
+        gets[1]["Range"] != "bytes=0-", gets
+    assert_same_as_umoci(mount("cut:1"), *image, tmp_path / "umoci")
+
+
+def test_resume_answered_with_whole_body(image, proxied, strata, mount,
+                                         tmp_path):
+    px, addr, digest, layers = proxied
+    big = biggest_layer(image)
+    px.faults.append((blob_pred(big), "cut-ignore-range"))
+    r = strata("import", "--tls-verify=false", f"docker://{addr}/test/img:1",
+               "c200:1")
+    assert r.stdout.strip() == digest
+    assert_same_as_umoci(mount("c200:1"), *image, tmp_path / "umoci")
+
+
+def test_stalled_connection_times_out_and_retries(image, proxied, strata):
+    px, addr, digest, layers = proxied
+    big = biggest_layer(image)
+    px.faults.append((blob_pred(big), "stall"))
+    r = strata("import", "--tls-verify=false", f"docker://{addr}/test/img:1",
+               "stall:1")
+    assert r.stdout.strip() == digest
+    assert "retrying" in r.stderr
+    gets = [h for p, h in px.log if p.endswith("/blobs/" + big)]
+    assert len(gets) == 2 and "Range" in gets[1]
+
+
+def test_429_and_500_are_retried(image, proxied, strata):
+    px, addr, digest, layers = proxied
+    px.faults.append((lambda p, n: "/manifests/" in p, "429"))
+    px.faults.append((lambda p, n: "/manifests/" in p, "500"))
+    px.faults.append((blob_pred(layers[0]), "500"))
+    r = strata("import", "--tls-verify=false", f"docker://{addr}/test/img:1",
+               "retry:1")
+    assert r.stdout.strip() == digest
+    assert "HTTP 429" in r.stderr and "HTTP 500" in r.stderr
+
+
+def test_retries_are_bounded(image, proxied, strata, monkeypatch):
+    px, addr, digest, layers = proxied
+    monkeypatch.setenv("STRATA_REGISTRY_RETRIES", "2")
+    for _ in range(3):
+        px.faults.append((lambda p, n: "/manifests/" in p, "500"))
+    r = strata("inspect", "--tls-verify=false",
+               f"docker://{addr}/test/img:1", check=False)
+    assert r.returncode == 1 and "HTTP 500" in r.stderr, r.stderr
+    assert sum(1 for p, _ in px.log if "/manifests/" in p) == 3
+
+
+@pytest.mark.parametrize("fault,words", [
+    ("flip", "digest mismatch"),
+    ("long", "longer than the descriptor"),
+])
+def test_bad_blob_refused_nothing_tagged(image, proxied, strata, store,
+                                         fault, words):
+    px, addr, digest, layers = proxied
+    big = biggest_layer(image)
+    px.faults.append((blob_pred(big), fault))
+    r = strata("import", "--tls-verify=false", f"docker://{addr}/test/img:1",
+               "bad:1", check=False)
+    assert r.returncode == 1
+    for w in (words, addr, "test/img", big):
+        assert w in r.stderr, r.stderr
+    assert tags(strata) == []
+    assert big.split(":")[1] not in store_blobs(store)
+    layers_dir = store / "layers/sha256"
+    assert not layers_dir.exists() or len([
+        p for p in layers_dir.iterdir() if not p.name.endswith(".lock")]) \
+        <= len(layers) - 1
+    # a later, clean pull works
+    r = strata("import", "--tls-verify=false", f"docker://{addr}/test/img:1",
+               "good:1")
+    assert r.stdout.strip() == digest
+
+
+@pytest.mark.parametrize("fault,words", [
+    ("dcd", "Docker-Content-Digest sha256:1111"),
+    ("huge", "larger than the 4194304 bytes allowed"),
+])
+def test_bad_manifest_refused(image, proxied, strata, store, fault, words):
+    px, addr, digest, layers = proxied
+    px.faults.append((lambda p, n: "/manifests/" in p, fault))
+    r = strata("import", "--tls-verify=false", f"docker://{addr}/test/img:1",
+               "bad:1", check=False)
+    assert r.returncode == 1
+    for w in (words, addr, "test/img", "manifest 1"):
+        assert w in r.stderr, r.stderr
+    assert tags(strata) == []
+    assert digest.split(":")[1] not in store_blobs(store)
+
+
+def test_redirect_to_another_host_drops_credentials(image, proxied, strata,
+                                                    servers, mount,
+                                                    tmp_path):
+    px, addr, digest, layers = proxied
+    other = servers.add(BlobServer(image[0]))
+    # "localhost" is another host than "127.0.0.1" to a client
+    px.other = f"http://localhost:{other.server_address[1]}"
+    px.require_basic = "Basic " + base64.b64encode(b"carol:pw").decode()
+    for d in layers:
+        px.faults.append((blob_pred(d), "redirect"))
+    strata("import", "--tls-verify=false", "--creds", "carol:pw",
+           f"docker://{addr}/test/img:1", "redir:1")
+    assert len(other.seen) == len(layers)
+    for path, h in other.seen:
+        assert "Authorization" not in h and "authorization" not in h, h
+    blob_gets = [h for p, h in px.log if "/blobs/" in p]
+    assert any(h.get("Authorization") == px.require_basic
+               for h in blob_gets)
+    assert_same_as_umoci(mount("redir:1"), *image, tmp_path / "umoci")
+
+
+def test_killed_pull_leaves_nothing_tagged_and_resumes(image, proxied,
+                                                       store, strata):
+    px, addr, digest, layers = proxied
+    px.slow = True
+    big = biggest_layer(image)
+    p = subprocess.Popen([str(STRATA), "import", "--tls-verify=false",
+                          f"docker://{addr}/test/img:1", "killed:1"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         start_new_session=True)
+    partial = store / "tmp" / ("pull-sha256-" + big.split(":")[1])
+    try:
+        for _ in range(3000):
+            if partial.exists() and partial.stat().st_size > 100000:
+                break
+            if p.poll() is not None:
+                break
+            time.sleep(0.01)
+        assert p.poll() is None, p.stderr.read()
+        os.killpg(p.pid, signal.SIGKILL)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+    assert tags(strata) == []
+    have = partial.stat().st_size
+    assert have > 0
+    px.slow = False
+    n_before = len(px.log)
+    r = strata("import", "--tls-verify=false", f"docker://{addr}/test/img:1",
+               "killed:1")
+    assert r.stdout.strip() == digest
+    gets = [h for p_, h in px.log[n_before:] if p_.endswith("/blobs/" + big)]
+    assert gets and gets[0].get("Range", "").startswith("bytes="), gets
+    assert not partial.exists()
+
+
+# ---------------------------------------------------------------------------
+# commit onto a pulled image
+
+
+def test_commit_of_a_docker_mount(image, registry, skopeo, strata, mount,
+                                  tmp_path):
+    """A writable mount of docker://...:1 commits onto what was mounted
+    (the mount names it by digest, which the store holds); umoci reads
+    the result."""
+    reg = registry()
+    push(skopeo, image, f"{reg}/test/img:1")
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    mnt = mount(f"docker://{reg}/test/img:1",
+                opts=f"tls_verify=false,upper={upper}")
+    (mnt / "hello.txt").write_text("hello\n")
+    out = tmp_path / "out"
+    strata("commit", mnt, f"oci:{out}:2")
+    rootfs = tmp_path / "unpacked"
+    run(["umoci", "unpack", "--image", f"{out}:2", rootfs])
+    assert (rootfs / "rootfs/hello.txt").read_text() == "hello\n"
+    assert (rootfs / "rootfs/etc/motd").read_text() == "from a registry\n"
+    # --from a docker:// reference, layers pulled on the way
+    up2 = tmp_path / "up2"
+    up2.mkdir()
+    (up2 / "x").write_text("x\n")
+    strata("commit", "--tls-verify=false", "--upper", up2, "--from",
+           f"docker://{reg}/test/img:1", "fromreg:1")
+    m = mount("fromreg:1")
+    assert (m / "x").read_text() == "x\n"
+    assert (m / "etc/new").read_text() == "new\n"
+    # pushing is not there yet, and says so
+    r = strata("commit", "--upper", up2, "--from", "fromreg:1",
+               f"docker://{reg}/test/img:2", check=False)
+    assert r.returncode == 1 and "does not push to registries yet" in r.stderr
+
+
+def test_digest_ref_in_store_needs_no_registry(image, registry, skopeo,
+                                               strata, mount, tmp_path):
+    reg = registry()
+    digest = push(skopeo, image, f"{reg}/test/img:1")
+    strata("import", "--tls-verify=false", f"docker://{reg}/test/img:1",
+           "x:1")
+    # a reference by digest to a registry nobody answers at
+    port = free_port()
+    ref = f"docker://127.0.0.1:{port}/test/img@{digest}"
+    j = json.loads(strata("inspect", "--json", ref).stdout)
+    assert j["digest"] == digest
+    mnt = mount(ref)
+    assert_same_as_umoci(mnt, *image, tmp_path / "umoci")
+    # by tag it must ask, and says who did not answer
+    r = strata("inspect", f"docker://127.0.0.1:{port}/test/img:1",
+               check=False)
+    assert r.returncode == 1 and f"127.0.0.1:{port}" in r.stderr
+
+
+def test_cached_layers_only_fetch_missing_blobs(image, registry, skopeo,
+                                                strata, store, tmp_path):
+    """Layers already unpacked (say from an oci: layout) are not unpacked
+    again; the blobs the store lacks are still downloaded and verified,
+    so the tag has every blob it names."""
+    layout, tag = image
+    reg = registry()
+    digest = push(skopeo, image, f"{reg}/test/img:1")
+    # layers unpacked from the layout; then the store loses the blobs
+    strata("import", f"oci:{layout}:{tag}", "tmp:1")
+    strata("rmi", "tmp:1")
+    for d in layer_digests(image):
+        (store / "images/blobs/sha256" / d.split(":")[1]).unlink()
+    before = {p.name: p.stat().st_ino
+              for p in (store / "layers/sha256").iterdir()}
+    r = strata("import", "--tls-verify=false", f"docker://{reg}/test/img:1",
+               "again:1")
+    assert r.stdout.strip() == digest
+    after = {p.name: p.stat().st_ino
+             for p in (store / "layers/sha256").iterdir()}
+    assert before == after
+    for d in layer_digests(image):
+        p = store / "images/blobs/sha256" / d.split(":")[1]
+        assert "sha256:" + sha256_file(p) == d
