@@ -188,13 +188,14 @@ def as_nobody():
     os.setuid(65534)
 
 
-def test_users_mount_holds_its_upper_against_root(images, mount, nobody_dir,
+def test_users_mount_holds_its_upper_against_root(nobody_dir, images, mount,
                                                   dev_fuse_open, tmp_path):
     """A user's mount holds its upper directory against a second mount of
     the user's and against root's: the lock is on the directory, not in a
     per-user place, and the refusal names the user's mount from the
     record the unprivileged daemon keeps in user.* xattrs. Before: both
-    mounted."""
+    mounted. (nobody_dir comes first: made before the mounts, removed
+    after them.)"""
     _, _, (la, ta), _ = images
     lay = nobody_dir / "layout"
     shutil.copytree(la, lay)
