@@ -119,6 +119,10 @@ int fs_continue(struct wfs *w, struct strata_store *st, const struct fs *like,
 		r = lower_image_new(&g->fs, &g->lw);
 	if (r == 0)
 		r = wfs_continue(w, g->lw, err);
+	/* the upper directory is empty now, its changes are made on this */
+	if (r == 0 && wfs_claim_rebased(w, g->img->manifest_digest, ref) < 0)
+		strata_warn("upper directory %s: cannot record image %s",
+			    w->upper_path, ref);
 	if (r < 0) {
 		if (g->lw)
 			g->lw->ops->free(g->lw);

@@ -27,6 +27,7 @@
 struct options {
 	char *upper, *work, *lowerdir;
 	int volatile_;
+	int rebase;
 	int xattr_permissions;
 	int want_suid, want_dev, want_nosuid;
 	char *root;
@@ -37,6 +38,8 @@ struct options {
 	int allow_other;
 	int show_help, show_version;
 	char *ref, *mountpoint;
+	char **unknown;			/* options nobody takes */
+	size_t n_unknown;
 };
 
 #define OPT(t, p) { t, offsetof(struct options, p), 1 }
@@ -48,6 +51,7 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("workdir=%s", work),
 	OPT("lowerdir=%s", lowerdir),
 	OPT("volatile", volatile_),
+	OPT("rebase", rebase),
 	{ "xattr_permissions=%d", offsetof(struct options, xattr_permissions), 0 },
 	OPT("root=%s", root),
 	OPT("platform=%s", platform),
@@ -92,6 +96,111 @@ static bool fuse_knows(const char *arg)
 	return arg[0] == '-';
 }
 
+/* Options of mount(8) and fstab(5) that concern mount(8) alone:
+ * mount.fuse3 drops some of them, but stratafs may run without it. */
+static bool mount_only(const char *arg)
+{
+	static const char *const known[] = {
+		"defaults", "auto", "noauto", "user", "nouser", "users",
+		"owner", "group", "nofail", "_netdev", "silent", "loud",
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+		if (!strcmp(arg, known[i]))
+			return true;
+	return !strncmp(arg, "x-", 2) || !strncmp(arg, "comment=", 8);
+}
+
+/* What `-o` takes, for the message about an option it does not. */
+static const char accepted[] =
+	"upper=, work=, upperdir=, workdir=, lowerdir=, volatile, rebase, "
+	"xattr_permissions=, root=, platform=, creds=, tls_verify=, "
+	"cert_dir=, squash_to_uid=, squash_to_gid=, uidmapping=, "
+	"gidmapping=, allow_other, the FUSE "
+	"options allow_root, auto_unmount, default_permissions, fsname=, "
+	"subtype=, max_read=, blksize=, max_threads=, max_idle_threads=, "
+	"clone_fd, kernel_cache, and the mount options ro, rw, [no]suid, "
+	"[no]dev, [no]exec, [no]atime, relatime, strictatime, [no]diratime, "
+	"[no]lazytime, sync, async, dirsync, defaults, auto, noauto, user, "
+	"users, nofail, _netdev, x-*";
+
+/* Edit distance of @a and @b, up to 31 characters each (else 99). */
+static int distance(const char *a, size_t la, const char *b, size_t lb)
+{
+	int d[32][32];
+	size_t i, j;
+
+	if (la > 31 || lb > 31)
+		return 99;
+	for (i = 0; i <= la; i++)
+		d[i][0] = (int)i;
+	for (j = 0; j <= lb; j++)
+		d[0][j] = (int)j;
+	for (i = 1; i <= la; i++) {
+		for (j = 1; j <= lb; j++) {
+			int k = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+
+			if (d[i - 1][j] + 1 < k)
+				k = d[i - 1][j] + 1;
+			if (d[i][j - 1] + 1 < k)
+				k = d[i][j - 1] + 1;
+			d[i][j] = k;
+		}
+	}
+	return d[la][lb];
+}
+
+/* The stratafs option @arg may be a misspelling of, or NULL. */
+static const char *near_option(const char *arg)
+{
+	static const char *const ours[] = {
+		"upper=", "work=", "upperdir=", "workdir=", "lowerdir=",
+		"volatile", "rebase", "xattr_permissions=", "root=",
+		"platform=", "creds=", "tls_verify=", "cert_dir=",
+		"squash_to_uid=", "squash_to_gid=", "uidmapping=",
+		"gidmapping=", "allow_other",
+	};
+	const char *eq = strchr(arg, '=');
+	size_t la = eq ? (size_t)(eq - arg) : strlen(arg), i;
+
+	for (i = 0; i < sizeof(ours) / sizeof(ours[0]); i++) {
+		size_t lb = strcspn(ours[i], "=");
+
+		if (distance(arg, la, ours[i], lb) <= (lb >= 8 ? 2 : 1))
+			return ours[i];
+	}
+	return NULL;
+}
+
+/*
+ * Options nobody took. A mount of an image must not go ahead without what
+ * was asked (`uppr=DIR` would give a read-only mount): an error. A drop-in
+ * mount (lowerdir=, as containers-storage or an fstab line written for
+ * fuse-overlayfs runs it) is passed fuse-overlayfs's own options
+ * (context=, noxattrs=, fsync=0, ...): a warning. Return: 0 or 2.
+ */
+static int check_unknown(const struct options *o)
+{
+	size_t i;
+
+	for (i = 0; i < o->n_unknown; i++) {
+		const char *near = near_option(o->unknown[i]);
+
+		if (o->lowerdir) {
+			fprintf(stderr, "stratafs: ignoring unknown option "
+				"\"%s\"\n", o->unknown[i]);
+			continue;
+		}
+		fprintf(stderr, "stratafs: unknown option \"%s\"%s%s%s; -o "
+			"takes %s (see stratafs --help)\n", o->unknown[i],
+			near ? " (did you mean " : "", near ? near : "",
+			near ? "?)" : "", accepted);
+		return 2;
+	}
+	return 0;
+}
+
 static int opt_proc(void *data, const char *arg, int key,
 		    struct fuse_args *outargs)
 {
@@ -120,11 +229,20 @@ static int opt_proc(void *data, const char *arg, int key,
 		o->want_nosuid = 1;
 	if (key == FUSE_OPT_KEY_OPT && !*arg)
 		return 0;	/* "a,,b": containers-storage writes these */
+	if (key == FUSE_OPT_KEY_OPT && mount_only(arg))
+		return 0;
 	if (key == FUSE_OPT_KEY_OPT && !fuse_knows(arg)) {
-		/* fuse-overlayfs and mount(8) options we have no use for
-		 * (context=, noxattrs=, fsync=0, ...): say so, go on */
-		fprintf(stderr, "stratafs: ignoring unknown option \"%s\"\n",
-			arg);
+		/* judged once all are parsed: is it a lowerdir= mount? */
+		char **nu = realloc(o->unknown,
+				    (o->n_unknown + 1) * sizeof(*nu));
+
+		if (!nu || !(nu[o->n_unknown] = strdup(arg))) {
+			if (nu)
+				o->unknown = nu;
+			return -1;
+		}
+		o->unknown = nu;
+		o->n_unknown++;
 		return 0;
 	}
 	return 1;
@@ -180,10 +298,17 @@ static void usage(void)
 	       "  -o lowerdir=L1:L2,upperdir=U,workdir=W  plain directories as\n"
 	       "                         layers (fuse-overlayfs compatible)\n"
 	       "  -o volatile            no fsync: faster, for throwaway changes\n"
+	       "  -o rebase              mount the upper dir over this image although\n"
+	       "                         its changes were made on another one\n"
 	       "  -o xattr_permissions=2 keep owners and modes in\n"
 	       "                         user.containers.override_stat (automatic when\n"
 	       "                         not root)\n"
 	       "  -h, --help, -V, --version\n"
+	       "\n"
+	       "Also the FUSE options of mount.fuse3(8) and the mount(8) options\n"
+	       "(ro, nosuid, noatime, nofail, x-*, ...). Any other option is an\n"
+	       "error, except with lowerdir= (a warning: fuse-overlayfs's options).\n"
+	       "An upper directory is locked by its mount, and records its image.\n"
 	       "\n"
 	       "Unmount with: fusermount3 -u MOUNTPOINT\n");
 }
@@ -504,6 +629,7 @@ int main(int argc, char *argv[])
 	struct fuse_session *se = NULL;
 	struct fuse_loop_config *lc = NULL;
 	struct wfs wfs = { 0 };
+	struct wfs_claim claim = { 0 };
 	struct lower *lw = NULL;
 	bool wfs_ready = false;
 	cleanup_free char *ctl_mp = NULL;
@@ -524,14 +650,14 @@ int main(int argc, char *argv[])
 	strata_log_set_prog("stratafs");
 	if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) < 0)
 		return usage_error(&args, &o, NULL);
-	if (o.show_help) {
-		usage();
-		return 0;
-	}
-	if (o.show_version) {
-		printf("stratafs %s (libfuse %s)\n", STRATA_VERSION,
-		       fuse_pkgversion());
-		return 0;
+	if (o.show_help || o.show_version) {
+		if (o.show_help)
+			usage();
+		else
+			printf("stratafs %s (libfuse %s)\n", STRATA_VERSION,
+			       fuse_pkgversion());
+		ret = 0;
+		goto out;
 	}
 	/* as a mount_program (containers-storage runs it as fuse-overlayfs:
 	 * `-o lowerdir=...,upperdir=...,workdir=... TARGET`) there is no
@@ -564,9 +690,20 @@ int main(int argc, char *argv[])
 			"in /etc/fuse.conf for users other than root\n");
 		return 1;
 	}
+	ret = check_unknown(&o);
+	if (ret)
+		goto out;
+	ret = 1;
 	/* before libfuse's own terser check of the same */
 	if (check_mountpoint(o.mountpoint) < 0)
 		goto out;
+	/* relative paths mean something only before daemonizing (cd /) */
+	ctl_mp = realpath(o.mountpoint, NULL);
+	if (!ctl_mp) {
+		fprintf(stderr, "stratafs: %s: %s\n", o.mountpoint,
+			strerror(errno));
+		goto out;
+	}
 	if (fuse_parse_cmdline(&args, &copts) != 0) {
 		ret = 2;
 		goto out;
@@ -580,8 +717,16 @@ int main(int argc, char *argv[])
 		if (o.upper && lower_image_new(&fs, &lw) < 0)
 			goto out;
 	}
+	ctl_ref = o.lowerdir ? strdup("") : absolute_ref(o.ref,
+						img ? img->manifest_digest : NULL);
+	if (!ctl_ref)
+		goto out;
 	if (lw) {
-		if (wfs_init(&wfs, lw, o.upper, o.work) < 0) {
+		claim.mountpoint = ctl_mp;
+		claim.manifest = img ? img->manifest_digest : NULL;
+		claim.ref = ctl_ref;
+		claim.rebase = o.rebase;
+		if (wfs_init(&wfs, lw, o.upper, o.work, &claim) < 0) {
 			wfs_destroy(&wfs);
 			goto out;
 		}
@@ -643,15 +788,6 @@ int main(int argc, char *argv[])
 		wfs.se = se;
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out;
-	/* relative paths mean something only before daemonizing (cd /) */
-	ctl_mp = realpath(copts.mountpoint, NULL);
-	ctl_ref = o.lowerdir ? strdup("") : absolute_ref(o.ref,
-						img ? img->manifest_digest : NULL);
-	if (!ctl_mp || !ctl_ref) {
-		fprintf(stderr, "stratafs: %s: %s\n", copts.mountpoint,
-			strerror(errno));
-		goto out_signals;
-	}
 	/* the control socket before the mount, so that a daemon that cannot
 	 * own it says so here and leaves no mount whose commits would talk
 	 * to whoever holds the name. A lowerdir= mount (containers-storage's
@@ -665,12 +801,19 @@ int main(int argc, char *argv[])
 			"see: findmnt %s)\n", copts.mountpoint, copts.mountpoint);
 		goto out_control;
 	}
+	/* the upper directory's records: once here, where a failure to
+	 * write them still reaches the terminal, and again in the daemon,
+	 * whose pid is the one to name */
+	if (wfs_ready && wfs.upperfd >= 0)
+		wfs_claim_mounted(&wfs);
 	if (fuse_daemonize(copts.foreground) != 0)
 		goto out_unmount;
 	/* what goes wrong from now on (a planted fifo, an upper entry
 	 * changed behind the mount) must reach someone */
 	if (!copts.foreground)
 		strata_log_set_syslog(true);
+	if (wfs_ready && wfs.upperfd >= 0 && !copts.foreground)
+		wfs_claim_mounted(&wfs);
 	/* threads do not survive daemonizing: start it only now */
 	if (wfs_ready && wfs.upperfd >= 0 && !o.lowerdir &&
 	    start_control(&wfs, &o, ctl_mp, ctl_ref, st, img, &fs) < 0) {
@@ -695,6 +838,9 @@ int main(int argc, char *argv[])
 		ret = fuse_session_loop_mt(se, lc) != 0;
 	fuse_loop_cfg_destroy(lc);
 	fs_control_stop();
+	/* unmounted: the next mount of the upper directory may start */
+	if (wfs_ready)
+		wfs_claim_release(&wfs);
 out_unmount:
 	fuse_session_unmount(se);
 out_control:
@@ -730,5 +876,8 @@ out:
 	free(o.cert_dir);
 	free(o.uidmapping);
 	free(o.gidmapping);
+	for (size_t i = 0; i < o.n_unknown; i++)
+		free(o.unknown[i]);
+	free(o.unknown);
 	return ret;
 }

@@ -177,8 +177,13 @@ static void check_trust(struct wfs *w, const struct stat *ust)
 			    w->upper_path);
 }
 
+static char *dup_or_null(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
+
 int wfs_init(struct wfs *w, struct lower *lw, const char *upper,
-	     const char *work)
+	     const char *work, const struct wfs_claim *claim)
 {
 	char defwork[PATH_MAX], tmp[64];
 	struct stat ust, wst;
@@ -209,6 +214,11 @@ int wfs_init(struct wfs *w, struct lower *lw, const char *upper,
 	w->root->lower = lw->ops->root(lw);
 	if (!upper)
 		return 0;
+	w->mountpoint = dup_or_null(claim->mountpoint);
+	w->base_manifest = dup_or_null(claim->manifest);
+	w->base_ref = dup_or_null(claim->manifest ? claim->ref : NULL);
+	if (!w->mountpoint || (claim->manifest && !w->base_ref))
+		return -ENOMEM;
 
 	created = stat(upper, &ust) < 0 && errno == ENOENT;
 	r = mkdir_p(upper, 0755);
@@ -221,6 +231,10 @@ int wfs_init(struct wfs *w, struct lower *lw, const char *upper,
 			    ? "refusing upper directory (a symlink or not a "
 			      "directory)" : "cannot open upper directory",
 			    upper, errno);
+	w->upper_path = realpath(upper, NULL);
+	r = wfs_claim_lock(w, w->upperfd, true);
+	if (r < 0)
+		return r;
 	if (created)
 		root_attrs(w);
 	if (!work) {
@@ -235,7 +249,6 @@ int wfs_init(struct wfs *w, struct lower *lw, const char *upper,
 	r = mkdir_p(work, 0700);
 	if (r < 0)
 		return fail("cannot create work directory", work, -r);
-	w->upper_path = realpath(upper, NULL);
 	w->work_path = realpath(work, NULL);
 	wd = open_own_dir("work directory", work);
 	if (wd < 0)
@@ -265,6 +278,10 @@ int wfs_init(struct wfs *w, struct lower *lw, const char *upper,
 	close(wd);
 	if (w->workfd < 0)
 		return fail("cannot open work directory", work, errno);
+	/* before emptying it: it may be another mount's */
+	r = wfs_claim_lock(w, w->workfd, false);
+	if (r < 0)
+		return r;
 	empty_dir(w->workfd);
 
 	/* what may this process write? */
@@ -284,6 +301,9 @@ int wfs_init(struct wfs *w, struct lower *lw, const char *upper,
 	if (!w->root_daemon)
 		w->override = true;
 	check_trust(w, &ust);
+	r = wfs_claim_base(w, claim->rebase);
+	if (r < 0)
+		return r;
 	w->root->upper = true;
 	{
 		char v = 0;
@@ -322,6 +342,7 @@ void wfs_destroy(struct wfs *w)
 	}
 	free(w->ihash);
 	wn_dirfd_forget(w, NULL);
+	wfs_claim_release(w);
 	if (w->root) {
 		free(w->root->name);
 		free(w->root);
@@ -332,6 +353,9 @@ void wfs_destroy(struct wfs *w)
 		close(w->workfd);
 	free(w->upper_path);
 	free(w->work_path);
+	free(w->mountpoint);
+	free(w->base_manifest);
+	free(w->base_ref);
 	pthread_mutex_destroy(&w->lock);
 	pthread_rwlock_destroy(&w->freeze);
 }

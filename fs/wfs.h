@@ -98,18 +98,48 @@ struct wfs {
 	struct wnode *root;
 	uint64_t tmp_seq;
 	uint64_t gen;			/* bumped by wfs_continue() */
+	/* what the mount claims of its upper directory (upper-claim.c) */
+	char *mountpoint;		/* absolute */
+	char *base_manifest, *base_ref;	/* its image; NULL: lowerdir= */
+	bool base_write;		/* record the image once mounted */
+	bool locked_upper, locked_work;	/* holds their flocks */
+};
+
+/* What a writable mount claims of its upper directory: it alone uses it
+ * (and its work directory), and its changes are made on this image. */
+struct wfs_claim {
+	const char *mountpoint;		/* absolute, for the lock's record */
+	const char *manifest;		/* the image's manifest digest;
+					 * NULL: no image (lowerdir=) */
+	const char *ref;		/* the image's reference */
+	bool rebase;			/* -o rebase: another image is fine */
 };
 
 extern const struct fuse_lowlevel_ops wfs_ops;
 
 /*
  * Set up @w over @lw with upper directory @upper (NULL: read-only) and work
- * directory @work (NULL: derived from @upper, ".NAME.work" beside it).
+ * directory @work (NULL: derived from @upper, ".NAME.work" beside it),
+ * locking both for the mount @claim describes (borrowed for the call) and
+ * checking that the upper directory was made on its image.
  * Prints what is wrong and returns negative errno on failure.
  */
 int wfs_init(struct wfs *w, struct lower *lw, const char *upper,
-	     const char *work);
+	     const char *work, const struct wfs_claim *claim);
+/* Releases the locks (wfs_claim_release) too. */
 void wfs_destroy(struct wfs *w);
+/*
+ * Once mounted: record the image in the upper directory if it had no
+ * record (or -o rebase), and this process's pid and the mount's device
+ * as the holder of the locks; call again in the daemon after forking.
+ * Failures are logged, not fatal.
+ */
+void wfs_claim_mounted(struct wfs *w);
+/* After wfs_continue: the upper directory's changes are now made on
+ * image @manifest (@ref); record it. Return: 0 or -ENOMEM. */
+int wfs_claim_rebased(struct wfs *w, const char *manifest, const char *ref);
+/* Give up the locks: the session has ended. */
+void wfs_claim_release(struct wfs *w);
 /*
  * Go on over lower stack @lw (the image just committed from this upper
  * directory, so the view does not change) with an empty upper directory:
@@ -229,3 +259,10 @@ int wfs_get_override(int pfd, const char *name, uid_t *uid, gid_t *gid,
 /* A fresh temporary name in the work directory. */
 void wfs_tmpname(struct wfs *w, char *buf, size_t size);
 int wfs_fsync_fd(struct wfs *w, int fd);
+
+/* Lock the upper directory (@upper) or work directory behind @fd for
+ * this mount, or print who holds it. Return: 0, -EBUSY, -errno. */
+int wfs_claim_lock(struct wfs *w, int fd, bool upper);
+/* Is the upper directory's recorded image this mount's (or @rebase)?
+ * Prints both when not. Return: 0 or -EEXIST. */
+int wfs_claim_base(struct wfs *w, bool rebase);

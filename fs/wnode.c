@@ -666,6 +666,15 @@ int wn_resolve_wh(struct wfs *w, struct wnode *p, const char *name,
 		close(pfd);
 	if (!upper && !low)
 		return -ENOENT;
+	if (meta && !low) {
+		/* its data was below, and is not (an upper directory laid
+		 * over another image, or a lower changed): the kernel
+		 * overlay refuses the lookup too ("metacopy with no lower
+		 * data found"), rather than show a file of zeros */
+		strata_warn("upper directory %s: metacopy %s has no lower "
+			    "file to take its data from", w->upper_path, name);
+		return -EIO;
+	}
 	n = wn_new(w, p, name);
 	if (!n) {
 		if (low)

@@ -1258,7 +1258,17 @@ static int list_dir(struct wfs *w, struct wnode *d, struct wdir **out)
 			continue;
 		if (i + 1 < up->n && !strcmp(up->v[i].name, up->v[i + 1].name))
 			continue;	/* entry plus `.wh.` twin: odd, skip */
-		if (wn_resolve(w, d, up->v[i].name, &c) < 0)
+		r = wn_resolve(w, d, up->v[i].name, &c);
+		if (r == -EIO) {
+			/* listed, and its stat fails: the kernel overlay's
+			 * answer for a metacopy without its lower file */
+			r = wdir_add(res, up->v[i].name, up->v[i].ino,
+				     up->v[i].type);
+			if (r < 0)
+				goto fail;
+			continue;
+		}
+		if (r < 0)
 			continue;
 		r = wdir_add(res, up->v[i].name, c->ino, c->type);
 		wn_forget(w, c, 0);
