@@ -101,6 +101,9 @@ struct wfs {
 };
 
 extern const struct fuse_lowlevel_ops wfs_ops;
+/* Is a FLUSH of handle @fh quick: nothing written through it since the
+ * last flush, so no kernel notification to send (for fs_loop_run). */
+bool wfs_flush_quick(uint64_t fh);
 
 /*
  * Set up @w over @lw with upper directory @upper (NULL: read-only) and work

@@ -834,7 +834,7 @@ static void w_write_buf_locked(fuse_req_t req, fuse_ino_t ino,
 	if (r < 0) {
 		fuse_reply_err(req, (int)-r);
 	} else {
-		h->wrote = true;
+		__atomic_store_n(&h->wrote, true, __ATOMIC_RELAXED);
 		fuse_reply_write(req, (size_t)r);
 	}
 }
@@ -843,12 +843,18 @@ static void w_write_buf_locked(fuse_req_t req, fuse_ino_t ino,
  * pages are stale (close-to-open). */
 static void notify_written(struct wfs *w, struct whandle *h)
 {
-	if (!h->wrote)
+	if (!__atomic_exchange_n(&h->wrote, false, __ATOMIC_RELAXED))
 		return;
-	h->wrote = false;
 	LOCK(w);
 	note_peers(w, h->n);
 	UNLOCK(w);
+}
+
+bool wfs_flush_quick(uint64_t fh)
+{
+	struct whandle *h = (struct whandle *)(uintptr_t)fh;
+
+	return !__atomic_load_n(&h->wrote, __ATOMIC_RELAXED);
 }
 
 static void w_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
