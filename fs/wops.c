@@ -1971,6 +1971,11 @@ static void w_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_SPLICE_READ;
 	if (conn->capable & FUSE_CAP_READDIRPLUS)
 		conn->want |= FUSE_CAP_READDIRPLUS;
+	/* Every READDIR a READDIRPLUS, not only the first of a directory:
+	 * a walk (containers-storage's diff on every commit, find, tar)
+	 * lstats every name, and with "auto" every name past the first
+	 * 4-32 KiB of a listing cost a LOOKUP of its own. */
+	conn->want &= ~(unsigned)FUSE_CAP_READDIRPLUS_AUTO;
 	if (conn->capable & FUSE_CAP_CACHE_SYMLINKS)
 		conn->want |= FUSE_CAP_CACHE_SYMLINKS;
 	/* the umask comes with each request and is applied in do_make(),
