@@ -51,18 +51,21 @@ static bool open_quick(const struct fuse_in_header *in, size_t size)
 	       (o->flags & O_ACCMODE) == O_RDONLY && !(o->flags & O_TRUNC);
 }
 
-static bool release_quick(const struct fuse_in_header *in, size_t size)
+static bool release_quick(struct loop *l, const struct fuse_in_header *in,
+			  size_t size)
 {
 	const struct fuse_release_in *r = (const void *)(in + 1);
 
-	/* closing what was open for writing may notify the kernel */
+	/* closing what was written through may notify the kernel; after
+	 * close(2)'s FLUSH nothing is left to notify */
 	return size >= sizeof(*in) + sizeof(*r) &&
-	       (r->flags & O_ACCMODE) == O_RDONLY;
+	       ((r->flags & O_ACCMODE) == O_RDONLY ||
+		(l->flush_quick && l->flush_quick(r->fh)));
 }
 
-/* May @buf be answered without handing the reading on? Only requests
- * that read (the tree or file data), never ones that change something,
- * copy up, sync or notify the kernel. */
+/* May @buf be answered without handing the reading on? Requests that
+ * read (the tree or file data) and small writes to an open file; never
+ * ones that change the tree, may copy up, sync or notify the kernel. */
 static bool quick(struct loop *l, const struct fuse_buf *buf)
 {
 	const struct fuse_in_header *in = buf->mem;
@@ -87,10 +90,17 @@ static bool quick(struct loop *l, const struct fuse_buf *buf)
 	case FUSE_INTERRUPT:
 	case FUSE_INIT:
 		return true;
+	case FUSE_WRITE:
+		/* up to a page, to an upper file (a write copies up only
+		 * after a live commit went on, which needs the control
+		 * socket that lowerdir= mounts do not have); the kernel is
+		 * told about it at FLUSH */
+		return buf->size <= sizeof(*in) +
+		       sizeof(struct fuse_write_in) + 4096;
 	case FUSE_OPEN:
 		return open_quick(in, buf->size);
 	case FUSE_RELEASE:
-		return release_quick(in, buf->size);
+		return release_quick(l, in, buf->size);
 	case FUSE_FLUSH:
 		return l->flush_quick && buf->size >= sizeof(*in) +
 		       sizeof(struct fuse_flush_in) &&

@@ -101,8 +101,8 @@ struct wfs {
 };
 
 extern const struct fuse_lowlevel_ops wfs_ops;
-/* Is a FLUSH of handle @fh quick: nothing written through it since the
- * last flush, so no kernel notification to send (for fs_loop_run). */
+/* Is a FLUSH or RELEASE of handle @fh quick: nothing written through it
+ * since the last flush, so no kernel notification to send (fs_loop_run). */
 bool wfs_flush_quick(uint64_t fh);
 
 /*
