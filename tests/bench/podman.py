@@ -349,6 +349,8 @@ def report(ctx, args):
         out.append(f"| {wl.title} | " + " | ".join(cells) + " |")
     out += ["", "### Ratios", ""]
     pairs = [(a, b) for a, b in (("stratafs", "fuse-overlayfs"),
+                                 ("stratafs-before", "fuse-overlayfs"),
+                                 ("stratafs", "stratafs-before"),
                                  ("stratafs", "overlay"),
                                  ("fuse-overlayfs", "overlay"))
              if a in subs and b in subs]
@@ -365,7 +367,7 @@ def report(ctx, args):
             bad = a == "stratafs" and b == "fuse-overlayfs" and r > 1.0
             cells.append(f"**{r:.2f}**" if bad else f"{r:.2f}")
         out.append(f"| {wl.title} | " + " | ".join(cells) + " |")
-    out += ["", "Bold: stratafs slower than fuse-overlayfs.", "",
+    out += ["", "Bold: stratafs (this build) slower than fuse-overlayfs.", "",
             "### What each subject saw (must agree)", "",
             "| workload | " + " | ".join(L(s) for s in subs) + " |",
             "|---|" + "---|" * len(subs)]
@@ -389,6 +391,9 @@ def main():
     ap.add_argument("--build", default=os.environ.get(
         "STRATA_BUILD", str(REPO / "build-bench")),
         help="meson build dir (default $STRATA_BUILD or build-bench)")
+    ap.add_argument("--before", metavar="DIR",
+                    help="also measure the stratafs of build dir DIR (e.g. "
+                    "a build of the main branch) as a fourth subject")
     ap.add_argument("--only", help="regex: run only matching workloads "
                     "(commit, build, run)")
     ap.add_argument("--subjects", help="comma list: restrict to these "
@@ -428,6 +433,13 @@ def main():
         ctx.stratafs = ctx.work / "bin" / "stratafs"
         shutil.copy2(stratafs, ctx.stratafs)
         ctx.fuse_overlayfs = shutil.which("fuse-overlayfs")
+        if args.before:
+            ctx.stratafs_before = ctx.work / "bin" / "stratafs-before"
+            shutil.copy2(Path(args.before) / "fs" / "stratafs",
+                         ctx.stratafs_before)
+            SUBJECTS["stratafs-before"] = Podman(
+                "stratafs-before", f"stratafs of {args.before}",
+                "stratafs_before")
         ctx.info = build_image(ctx)
         ctx.layout = ctx.cache / "layout"
         ctx.containerfile = ctx.work / "ctx" / "Containerfile"
