@@ -21,6 +21,7 @@
 #include "config.h"
 #include "fs.h"
 #include "lower.h"
+#include "loop.h"
 #include "wfs.h"
 #include "control.h"
 
@@ -834,6 +835,13 @@ int main(int argc, char *argv[])
 				       ? copts.max_idle_threads : 8);
 	if (copts.singlethread)
 		ret = fuse_session_loop(se) != 0;
+	else if (o.lowerdir)
+		/* a container's root (mount_program): mostly one process's
+		 * serial requests, and a tree walk per commit (loop.h) */
+		ret = fs_loop_run(se, copts.max_threads &&
+				  copts.max_threads <= 100000
+				  ? copts.max_threads : 16,
+				  wfs_flush_quick) != 0;
 	else
 		ret = fuse_session_loop_mt(se, lc) != 0;
 	fuse_loop_cfg_destroy(lc);

@@ -116,6 +116,9 @@ struct wfs_claim {
 };
 
 extern const struct fuse_lowlevel_ops wfs_ops;
+/* Is a FLUSH or RELEASE of handle @fh quick: nothing written through it
+ * since the last flush, so no kernel notification to send (fs_loop_run). */
+bool wfs_flush_quick(uint64_t fh);
 
 /*
  * Set up @w over @lw with upper directory @upper (NULL: read-only) and work

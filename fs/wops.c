@@ -834,7 +834,7 @@ static void w_write_buf_locked(fuse_req_t req, fuse_ino_t ino,
 	if (r < 0) {
 		fuse_reply_err(req, (int)-r);
 	} else {
-		h->wrote = true;
+		__atomic_store_n(&h->wrote, true, __ATOMIC_RELAXED);
 		fuse_reply_write(req, (size_t)r);
 	}
 }
@@ -843,12 +843,18 @@ static void w_write_buf_locked(fuse_req_t req, fuse_ino_t ino,
  * pages are stale (close-to-open). */
 static void notify_written(struct wfs *w, struct whandle *h)
 {
-	if (!h->wrote)
+	if (!__atomic_exchange_n(&h->wrote, false, __ATOMIC_RELAXED))
 		return;
-	h->wrote = false;
 	LOCK(w);
 	note_peers(w, h->n);
 	UNLOCK(w);
+}
+
+bool wfs_flush_quick(uint64_t fh)
+{
+	struct whandle *h = (struct whandle *)(uintptr_t)fh;
+
+	return !__atomic_load_n(&h->wrote, __ATOMIC_RELAXED);
 }
 
 static void w_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -1975,6 +1981,11 @@ static void w_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_SPLICE_READ;
 	if (conn->capable & FUSE_CAP_READDIRPLUS)
 		conn->want |= FUSE_CAP_READDIRPLUS;
+	/* Every READDIR a READDIRPLUS, not only the first of a directory:
+	 * a walk (containers-storage's diff on every commit, find, tar)
+	 * lstats every name, and with "auto" every name past the first
+	 * 4-32 KiB of a listing cost a LOOKUP of its own. */
+	conn->want &= ~(unsigned)FUSE_CAP_READDIRPLUS_AUTO;
 	if (conn->capable & FUSE_CAP_CACHE_SYMLINKS)
 		conn->want |= FUSE_CAP_CACHE_SYMLINKS;
 	/* the umask comes with each request and is applied in do_make(),
