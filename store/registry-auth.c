@@ -261,7 +261,7 @@ int strata_reg_fetch_token(struct strata_reg *reg, struct strata_err *err)
 {
 	struct membuf m = { 0 };
 	struct json_object *o = NULL, *v;
-	cleanup_free char *url = NULL, *scope = NULL;
+	cleanup_free char *url = NULL, *scope = NULL, *more = NULL;
 	char *esc_service = NULL, *esc_scope = NULL, pr[200];
 	long status = 0, expires = 60;
 	CURLcode cc;
@@ -276,17 +276,34 @@ int strata_reg_fetch_token(struct strata_reg *reg, struct strata_err *err)
 	c = curl_easy_init();
 	if (!c)
 		return -ENOMEM;
-	if (asprintf(&scope, "repository:%s:pull", reg->repo) < 0) {
+	if (asprintf(&scope, "repository:%s:%s", reg->repo,
+		     reg->push ? "pull,push" : "pull") < 0) {
 		scope = NULL;
 		r = -ENOMEM;
 		goto out;
 	}
 	esc_scope = curl_easy_escape(c, scope, 0);
+	/* a cross-repository mount reads the other repository too: one
+	 * more scope parameter each (distribution token spec) */
+	more = strdup("");
+	for (int i = 0; more && i < reg->n_mount_from; i++) {
+		char *e = curl_easy_escape(c, reg->mount_from[i], 0);
+		char *next = NULL;
+
+		if (!e || asprintf(&next, "%s&scope=repository%%3A%s%%3Apull",
+				   more, e) < 0)
+			next = NULL;
+		curl_free(e);
+		free(more);
+		more = next;
+	}
 	esc_service = reg->service ? curl_easy_escape(c, reg->service, 0)
 				   : NULL;
-	if (!esc_scope || asprintf(&url, "%s%sscope=%s%s%s", reg->realm,
+	if (!esc_scope || !more ||
+	    asprintf(&url, "%s%sscope=%s%s%s%s", reg->realm,
 				   strchr(reg->realm, '?') ? "&" : "?",
-				   esc_scope, esc_service ? "&service=" : "",
+				   esc_scope, more,
+				   esc_service ? "&service=" : "",
 				   esc_service ? esc_service : "") < 0) {
 		url = NULL;
 		r = -ENOMEM;

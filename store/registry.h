@@ -37,6 +37,9 @@ struct strata_reg {
 	int auth;		/* REG_AUTH_* learned from a 401 */
 	char *realm, *service;	/* Bearer challenge */
 	char *token;		/* Bearer token for scope pull */
+	bool push;		/* ask tokens for pull,push */
+	char *mount_from[8];	/* other repositories (pull) for mounts */
+	int n_mount_from;
 	time_t token_expiry;
 	void *pool[8];		/* idle CURL handles */
 	int n_pool;
@@ -52,6 +55,8 @@ struct strata_reg_resp {
 	char www_auth[2048];
 	char location[4096];
 	char content_range[128];
+	char range[128];	/* an upload's progress: "0-END" */
+	int64_t chunk_min;	/* OCI-Chunk-Min-Length, 0 if absent */
 	long retry_after;	/* seconds, -1 if absent */
 	int64_t content_length;	/* -1 if absent */
 };
@@ -101,6 +106,38 @@ int strata_reg_get(struct strata_reg *reg, const char *path,
 		   const char *accept, struct strata_reg_sink *sink,
 		   struct strata_reg_resp *resp, const char *what,
 		   struct strata_err *err);
+
+/*
+ * A request: @method ("GET", "HEAD", "POST", "PUT", "PATCH"), to @url
+ * (absolute, or relative to the registry: an upload's Location) or else
+ * @path as strata_reg_get. Methods other than GET and HEAD send a body
+ * of @body_len bytes (maybe 0) from @body or, if NULL, read from @body_fd
+ * at @body_off; it is sent again from its start on a retry. @headers:
+ * extra "Name: value" lines. A status in @ok_status is an answer, not an
+ * error (a 404 to HEAD, a 202 to a mount, 416 to PATCH). @progress is
+ * told of bytes sent.
+ */
+struct strata_reg_req {
+	const char *method;
+	const char *url;
+	const char *path;
+	const char *accept;
+	const char *headers[4];
+	const char *body;
+	int body_fd;
+	uint64_t body_off, body_len;
+	long ok_status[4];
+	struct strata_reg_sink *sink;
+	void (*progress)(void *ctx, uint64_t bytes);
+	void *progress_ctx;
+};
+
+/* Return: 0 with @resp of the final answer (a 2xx or one of
+ * @ok_status; resp->location absolute), or negative errno with a message
+ * naming registry, repository and @what. */
+int strata_reg_request(struct strata_reg *reg, const struct strata_reg_req *q,
+		       struct strata_reg_resp *resp, const char *what,
+		       struct strata_err *err);
 
 /* registry-auth.c */
 

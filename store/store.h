@@ -139,6 +139,37 @@ struct strata_reg_opts {
 void strata_store_set_reg_opts(struct strata_store *st,
 			       const struct strata_reg_opts *o);
 
+/* ---- push (store/registry-push.c) -------------------------------------- */
+
+struct strata_push_opts {
+	const char *dest;		/* docker://...; its tag is the first */
+	const char *const *tags;	/* more tags (borrowed) */
+	size_t n_tags;
+	const char *manifest;		/* pushed verbatim (borrowed) */
+	size_t manifest_len;
+	const char *media_type;		/* the manifest's */
+	const int *blob_fds;		/* blob directories (ALG/HEX), searched
+					 * in order; borrowed */
+	size_t n_blob_fds;
+};
+
+struct strata_push_result {
+	char manifest_digest[STRATA_DIGEST_MAX];
+	int uploaded, mounted, skipped;	/* blobs */
+	uint64_t bytes;			/* of blobs, sent or found */
+};
+
+/*
+ * Push a manifest (or an index, with its children by digest) and every
+ * blob it names to the registry of @o->dest, using @st's registry
+ * options; blobs the registry has are skipped, blobs pulled from another
+ * repository of the same registry are mounted. Progress on a terminal.
+ * Return: 0, or negative errno with @err naming registry, repository and
+ * blob or manifest.
+ */
+int strata_push(struct strata_store *st, const struct strata_push_opts *o,
+		struct strata_push_result *res, struct strata_err *err);
+
 struct strata_history {
 	char *created, *created_by, *author, *comment;
 	bool empty_layer;
@@ -514,6 +545,8 @@ struct strata_commit_result {
 	int64_t layer_size;		/* compressed */
 	uint64_t tar_size;		/* uncompressed */
 	uint64_t entries;		/* tar entries written */
+	bool pushed;			/* to a docker:// destination: */
+	int push_uploaded, push_mounted, push_skipped;	/* blobs */
 };
 
 /*

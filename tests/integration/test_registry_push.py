@@ -1,0 +1,200 @@
+"""docker:// pushes (issue 11, push side) against Debian's docker-registry.
+
+strata commits onto an image skopeo pushed, straight to the registry;
+skopeo pulls the result back and umoci unpacks it, and the tree and the
+digests are compared. A recording proxy between strata and the registry
+logs every request (method, path) so the tests assert what reached the
+registry, and injects faults on the upload path: a relative Location
+with an extra query parameter, a 416 to a chunk.
+
+Registries and proxies are stopped in finalizers (fixtures from
+test_registry.py)."""
+import http.client
+import http.server
+import json
+import threading
+import urllib.parse
+
+import pytest
+
+from conftest import run
+from test_registry import (no_proxy_env, procs, registry, servers,  # noqa
+                           skopeo, image, push, layer_digests)
+
+
+class RecProxy(http.server.ThreadingHTTPServer):
+    """Plain HTTP proxy to @upstream logging (method, path). Faults:
+    relative_location (Location made relative, "&px=1" added: the
+    registry's own _state parameter stays), fail_patch (answer this many
+    PATCHes after the first with 416 without forwarding them)."""
+    daemon_threads = True
+
+    def __init__(self, upstream):
+        super().__init__(("127.0.0.1", 0), RecHandler)
+        self.upstream = upstream
+        self.log = []
+        self.lock = threading.Lock()
+        self.relative_location = False
+        self.fail_patch = 0
+        self.patches = 0
+
+
+class RecHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    def forward(self):
+        srv = self.server
+        n = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(n) if n else b""
+        with srv.lock:
+            srv.log.append((self.command, self.path))
+            fail = False
+            if self.command == "PATCH":
+                srv.patches += 1
+                if srv.patches > 1 and srv.fail_patch > 0:
+                    srv.fail_patch -= 1
+                    fail = True
+        if fail:
+            self.send_response(416)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        hdrs = {k: v for k, v in self.headers.items()
+                if k.lower() not in ("content-length", "connection")}
+        c = http.client.HTTPConnection(*srv.upstream, timeout=30)
+        c.request(self.command, self.path, body=body, headers=hdrs)
+        r = c.getresponse()
+        rbody = r.read()
+        c.close()
+        self.send_response(r.status)
+        for k, v in r.getheaders():
+            if k.lower() in ("content-length", "connection",
+                             "transfer-encoding", "date"):
+                continue
+            if k.lower() == "location" and srv.relative_location:
+                u = urllib.parse.urlsplit(v)
+                q = u.query + ("&" if u.query else "") + "px=1"
+                v = urllib.parse.urlunsplit(("", "", u.path, q, ""))
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(rbody)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(rbody)
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = forward
+
+
+@pytest.fixture
+def pushed(image, registry, skopeo, servers):
+    """(proxy, "127.0.0.1:PROXYPORT", registry): the image pushed by
+    skopeo to test/img:1 on a registry behind a recording proxy."""
+    reg = registry()
+    push(skopeo, image, f"{reg}/test/img:1")
+    host, port = reg.split(":")
+    px = servers.add(RecProxy((host, int(port))))
+    return px, f"127.0.0.1:{px.server_address[1]}", reg
+
+
+def writes(px):
+    return [(m, p) for m, p in px.log if m not in ("GET", "HEAD")]
+
+
+def pull_back(skopeo, ref, dest, tmp_path):
+    """skopeo copy @ref to an oci layout, umoci unpack it: the rootfs."""
+    out = tmp_path / dest
+    skopeo("copy", "--src-tls-verify=false", f"docker://{ref}",
+           f"oci:{out}:x")
+    run(["umoci", "unpack", "--rootless", "--image", f"{out}:x",
+         tmp_path / (dest + "-b")])
+    return tmp_path / (dest + "-b") / "rootfs"
+
+
+def test_commit_pushes_one_layer_config_manifest(pushed, strata, skopeo,
+                                                 tmp_path, image):
+    px, addr, reg = pushed
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    (upper / "hello.txt").write_text("hello\n")
+    # the base pulled through the proxy (its blobs' origin: test/img)
+    strata("import", "--tls-verify=false", f"docker://{addr}/test/img:1",
+           "base:1")
+    px.log.clear()
+    r = strata("commit", "--tls-verify=false", "--upper", upper, "--from",
+               "base:1", "--tag", "extra", f"docker://{addr}/test/img:2")
+    digest = r.stdout.strip()
+    w = writes(px)
+    posts = [p for m, p in w if m == "POST"]
+    puts = [p for m, p in w if m == "PUT"]
+    # one layer and one config uploaded; the base's layers were there
+    assert len(posts) == 2 and all("/blobs/uploads/" in p for p in posts)
+    assert len([p for p in puts if "/blobs/uploads/" in p]) == 2
+    assert [p for p in puts if "/manifests/" in p] == \
+        ["/v2/test/img/manifests/2", "/v2/test/img/manifests/extra"]
+    heads = [p for m, p in px.log if m == "HEAD"]
+    for d in layer_digests(image):
+        assert f"/v2/test/img/blobs/{d}" in heads
+    # skopeo reads it back with the same digest; umoci unpacks it
+    insp = json.loads(skopeo("inspect", "--tls-verify=false",
+                             f"docker://{reg}/test/img:extra").stdout)
+    assert insp["Digest"] == digest
+    root = pull_back(skopeo, f"{reg}/test/img:2", "back", tmp_path)
+    assert (root / "hello.txt").read_text() == "hello\n"
+    assert (root / "etc/new").read_text() == "new\n"
+    assert not (root / "etc/old").exists()
+
+
+def test_cross_repository_mount(pushed, strata, skopeo, tmp_path, image):
+    px, addr, reg = pushed
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    (upper / "x").write_text("x\n")
+    strata("import", "--tls-verify=false", f"docker://{addr}/test/img:1",
+           "base:1")
+    px.log.clear()
+    strata("commit", "--tls-verify=false", "--upper", upper, "--from",
+           "base:1", f"docker://{addr}/other/repo:1")
+    posts = [p for m, p in px.log if m == "POST"]
+    mounts = [p for p in posts if "mount=" in p]
+    assert sorted(urllib.parse.parse_qs(urllib.parse.urlsplit(p).query)
+                  ["mount"][0] for p in mounts) == \
+        sorted(layer_digests(image))
+    assert all("from=test%2Fimg" in p or "from=test/img" in p
+               for p in mounts)
+    # only the new layer and config travelled
+    assert len([p for m, p in px.log if m == "PUT"
+                and "/blobs/uploads/" in p]) == 2
+    root = pull_back(skopeo, f"{reg}/other/repo:1", "back", tmp_path)
+    assert (root / "x").read_text() == "x\n"
+    assert (root / "etc/motd").read_text() == "from a registry\n"
+
+
+def test_chunked_relative_location_and_416(pushed, strata, skopeo,
+                                           tmp_path, monkeypatch):
+    px, addr, reg = pushed
+    px.relative_location = True
+    px.fail_patch = 1
+    monkeypatch.setenv("STRATA_PUSH_CHUNK_SIZE", "65536")
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    (upper / "big").write_bytes(bytes(range(256)) * 2048 +
+                                 __import__("os").urandom(300000))
+    strata("import", "--tls-verify=false", f"docker://{addr}/test/img:1",
+           "base:1")
+    px.log.clear()
+    strata("commit", "--tls-verify=false", "--compression", "none",
+           "--upper", upper, "--from", "base:1",
+           f"docker://{addr}/test/img:chunked")
+    patches = [p for m, p in px.log if m == "PATCH"]
+    assert len(patches) >= 4
+    # every request on the upload kept the registry's state and ours
+    for m, p in px.log:
+        if "/blobs/uploads/" in p and m in ("PATCH", "PUT"):
+            q = urllib.parse.parse_qs(urllib.parse.urlsplit(p).query)
+            assert q.get("px") == ["1"] and "_state" in q, p
+    # the 416 made strata ask the upload where it stands
+    assert any(m == "GET" and "/blobs/uploads/" in p for m, p in px.log)
+    root = pull_back(skopeo, f"{reg}/test/img:chunked", "back", tmp_path)
+    assert (root / "big").read_bytes() == (upper / "big").read_bytes()
