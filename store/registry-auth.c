@@ -132,8 +132,14 @@ int strata_reg_find_creds(struct strata_reg *reg, const char *creds,
 		return set_userpass(reg, creds, strlen(creds), NULL);
 	if (env && *env)
 		return from_file(reg, env, err) < 0 ? -ENOMEM : 0;
-	if (xdg && *xdg) {
-		snprintf(path, sizeof(path), "%s/containers/auth.json", xdg);
+	if ((xdg && *xdg) || geteuid() == 0) {
+		/* where podman login (and strata login) write */
+		if (xdg && *xdg)
+			snprintf(path, sizeof(path), "%s/containers/auth.json",
+				 xdg);
+		else
+			snprintf(path, sizeof(path),
+				 "/run/containers/0/auth.json");
 		if ((r = from_file(reg, path, err)) != 0)
 			return r < 0 ? r : 0;
 	}
@@ -276,16 +282,24 @@ int strata_reg_fetch_token(struct strata_reg *reg, struct strata_err *err)
 	c = curl_easy_init();
 	if (!c)
 		return -ENOMEM;
-	if (asprintf(&scope, "repository:%s:%s", reg->repo,
+	if (!*reg->repo) {
+		/* a login check: a token for no repository */
+		scope = NULL;
+	} else if (asprintf(&scope, "repository:%s:%s", reg->repo,
 		     reg->push ? "pull,push" : "pull") < 0) {
 		scope = NULL;
 		r = -ENOMEM;
 		goto out;
 	}
-	esc_scope = curl_easy_escape(c, scope, 0);
-	/* a cross-repository mount reads the other repository too: one
-	 * more scope parameter each (distribution token spec) */
-	more = strdup("");
+	esc_scope = scope ? curl_easy_escape(c, scope, 0) : NULL;
+	esc_service = reg->service ? curl_easy_escape(c, reg->service, 0)
+				   : NULL;
+	/* the query: scope (none for a login check), then one more scope
+	 * for each repository a cross-repository mount reads (distribution
+	 * token spec), then service */
+	if (asprintf(&more, "%s%s", esc_scope ? "&scope=" : "",
+		     esc_scope ? esc_scope : "") < 0)
+		more = NULL;
 	for (int i = 0; more && i < reg->n_mount_from; i++) {
 		char *e = curl_easy_escape(c, reg->mount_from[i], 0);
 		char *next = NULL;
@@ -297,14 +311,11 @@ int strata_reg_fetch_token(struct strata_reg *reg, struct strata_err *err)
 		free(more);
 		more = next;
 	}
-	esc_service = reg->service ? curl_easy_escape(c, reg->service, 0)
-				   : NULL;
-	if (!esc_scope || !more ||
-	    asprintf(&url, "%s%sscope=%s%s%s%s", reg->realm,
-				   strchr(reg->realm, '?') ? "&" : "?",
-				   esc_scope, more,
-				   esc_service ? "&service=" : "",
-				   esc_service ? esc_service : "") < 0) {
+	if ((scope && !esc_scope) || !more ||
+	    asprintf(&url, "%s%s%s%s%s", reg->realm,
+		     strchr(reg->realm, '?') ? "&" : "?", more[0] ? more + 1 : "",
+		     esc_service ? (more[0] ? "&service=" : "service=") : "",
+		     esc_service ? esc_service : "") < 0) {
 		url = NULL;
 		r = -ENOMEM;
 		goto out;

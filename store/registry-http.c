@@ -130,6 +130,8 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *ctx)
 		copy_value(r->location, sizeof(r->location), v, vlen);
 	else if (IS("Content-Range"))
 		copy_value(r->content_range, sizeof(r->content_range), v, vlen);
+	else if (IS("Link"))
+		copy_value(r->link, sizeof(r->link), v, vlen);
 	else if (IS("Range"))
 		copy_value(r->range, sizeof(r->range), v, vlen);
 	else if (IS("OCI-Chunk-Min-Length")) {

@@ -46,6 +46,7 @@
 
 struct push {
 	struct strata_store *st;
+	const struct strata_push_opts *o;
 	struct strata_reg *reg;
 	const int *blob_fds;
 	size_t n_blob_fds;
@@ -311,14 +312,12 @@ static int push_blob(struct push *p, const char *digest, int64_t size,
 	cleanup_fd int fd = -1;
 	char path[STRATA_DIGEST_MAX + 64], what[STRATA_DIGEST_MAX + 16];
 	char loc[sizeof(resp.location)];
+	struct strata_err e1 = { 0 }, e2 = { 0 };
 	int r;
 
 	snprintf(what, sizeof(what), "blob %s", digest);
 	snprintf(p->cur, sizeof(p->cur), "%s", digest);
 	p->idx++;
-	r = open_blob(p, digest, size, &fd, err);
-	if (r < 0)
-		return r;
 	snprintf(path, sizeof(path), "blobs/%s", digest);
 	{
 		struct strata_reg_req q = { .method = "HEAD", .path = path,
@@ -359,6 +358,19 @@ static int push_blob(struct push *p, const char *digest, int64_t size,
 		if (r < 0)
 			return r;
 	}
+	/* the bytes are needed now (not for a HEAD hit or a mount) */
+	r = open_blob(p, digest, size, &fd, &e1);
+	if (r == -ENOENT && p->o->fetch) {
+		r = p->o->fetch(p->o->fetch_ctx, digest, size, &e2);
+		if (r == 0)
+			r = open_blob(p, digest, size, &fd, err);
+		else if (err)
+			*err = e2;
+	} else if (r < 0 && err) {
+		*err = e1;
+	}
+	if (r < 0)
+		return r;
 	if (resp.status != 202 || !resp.location[0])
 		return strata_err_set(err, -EPROTO, "registry %s: repository "
 				      "%s: %s: the upload was not opened "
@@ -566,7 +578,7 @@ int strata_push(struct strata_store *st, const struct strata_push_opts *o,
 		struct strata_push_result *res, struct strata_err *err)
 {
 	cleanup_(strata_ref_freep) struct strata_ref *ref = NULL;
-	struct push p = { .st = st, .blob_fds = o->blob_fds,
+	struct push p = { .st = st, .o = o, .blob_fds = o->blob_fds,
 			  .n_blob_fds = o->n_blob_fds, .res = res };
 	char digest[STRATA_DIGEST_MAX];
 	int r;

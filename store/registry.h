@@ -55,7 +55,8 @@ struct strata_reg_resp {
 	char www_auth[2048];
 	char location[4096];
 	char content_range[128];
-	char range[128];	/* an upload's progress: "0-END" */
+	char range[128];
+	char link[2048];	/* Link: of a paged list */	/* an upload's progress: "0-END" */
 	int64_t chunk_min;	/* OCI-Chunk-Min-Length, 0 if absent */
 	long retry_after;	/* seconds, -1 if absent */
 	int64_t content_length;	/* -1 if absent */
