@@ -12,14 +12,17 @@ test_registry.py)."""
 import http.client
 import http.server
 import json
+import os
+import shutil
 import threading
 import urllib.parse
 
 import pytest
 
-from conftest import run
+from conftest import STRATA, run
 from test_registry import (no_proxy_env, procs, registry, servers,  # noqa
                            skopeo, image, push, layer_digests)
+from test_commit_peers import podman, sweep_mounts  # noqa
 
 
 class RecProxy(http.server.ThreadingHTTPServer):
@@ -37,6 +40,7 @@ class RecProxy(http.server.ThreadingHTTPServer):
         self.relative_location = False
         self.fail_patch = 0
         self.patches = 0
+        self.paginate_tags = False
 
 
 class RecHandler(http.server.BaseHTTPRequestHandler):
@@ -64,12 +68,33 @@ class RecHandler(http.server.BaseHTTPRequestHandler):
             return
         hdrs = {k: v for k, v in self.headers.items()
                 if k.lower() not in ("content-length", "connection")}
+        u = urllib.parse.urlsplit(self.path)
+        q = urllib.parse.parse_qs(u.query)
+        page = srv.paginate_tags and u.path.endswith("/tags/list") and \
+            "n" in q
         c = http.client.HTTPConnection(*srv.upstream, timeout=30)
-        c.request(self.command, self.path, body=body, headers=hdrs)
+        c.request(self.command, u.path if page else self.path, body=body,
+                  headers=hdrs)
         r = c.getresponse()
         rbody = r.read()
         c.close()
+        link = None
+        if page and r.status == 200:
+            # the spec's pagination, which this registry does not do:
+            # n tags after "last", Link to the next page
+            doc = json.loads(rbody)
+            tags = sorted(doc["tags"])
+            if "last" in q:
+                tags = [t for t in tags if t > q["last"][0]]
+            n = int(q["n"][0])
+            if len(tags) > n:
+                link = (f'<{u.path}?n={n}&last={tags[n - 1]}>; '
+                        'rel="next"')
+            doc["tags"] = tags[:n]
+            rbody = json.dumps(doc).encode()
         self.send_response(r.status)
+        if link:
+            self.send_header("Link", link)
         for k, v in r.getheaders():
             if k.lower() in ("content-length", "connection",
                              "transfer-encoding", "date"):
@@ -198,3 +223,147 @@ def test_chunked_relative_location_and_416(pushed, strata, skopeo,
     assert any(m == "GET" and "/blobs/uploads/" in p for m, p in px.log)
     root = pull_back(skopeo, f"{reg}/test/img:chunked", "back", tmp_path)
     assert (root / "big").read_bytes() == (upper / "big").read_bytes()
+
+
+# ---------------------------------------------------------------------------
+# strata copy
+
+
+def test_copy_between_transports_keeps_digests(pushed, strata, skopeo,
+                                               tmp_path, store, image):
+    px, addr, reg = pushed
+    digest = json.loads(skopeo("inspect", "--tls-verify=false",
+                               f"docker://{reg}/test/img:1").stdout)["Digest"]
+    # docker:// -> oci: and -> the store: same digest, skopeo reads both
+    oci = tmp_path / "oci"
+    assert strata("copy", "--tls-verify=false", f"docker://{addr}/test/img:1",
+                  f"oci:{oci}:c").stdout.strip() == digest
+    assert json.loads(skopeo("inspect", f"oci:{oci}:c").stdout)["Digest"] \
+        == digest
+    assert strata("copy", "--tls-verify=false", f"docker://{addr}/test/img:1",
+                  "copied:1").stdout.strip() == digest
+    assert json.loads(skopeo("inspect",
+                             f"oci:{store}/images:copied:1").stdout)[
+        "Digest"] == digest
+    # oci: -> docker:// (a registry that has nothing): every blob uploaded
+    layout, tag = image
+    px.log.clear()
+    d2 = strata("copy", "--tls-verify=false", f"oci:{layout}:{tag}",
+                f"docker://{addr}/fresh/img:1").stdout.strip()
+    assert d2 == digest
+    # the layers are mounted from test/img, where this store saw them
+    # (its copy above): only the config travels
+    uploads = [p for m, p in px.log if m == "PUT" and "/blobs/uploads/" in p]
+    mounts = [p for m, p in px.log if m == "POST" and "mount=" in p]
+    assert len(uploads) == 1 and len(mounts) == len(layer_digests(image))
+    root = pull_back(skopeo, f"{reg}/fresh/img:1", "back", tmp_path)
+    assert (root / "etc/new").read_text() == "new\n"
+    # again: the registry has everything, only HEADs and the manifest PUT
+    px.log.clear()
+    strata("copy", "--tls-verify=false", f"oci:{layout}:{tag}",
+           f"docker://{addr}/fresh/img:2")
+    assert writes(px) == [("PUT", "/v2/fresh/img/manifests/2")]
+    # store -> oci-archive -> skopeo
+    arch = tmp_path / "img.tar"
+    strata("copy", "copied:1", f"oci-archive:{arch}:a")
+    assert json.loads(skopeo("inspect", f"oci-archive:{arch}:a").stdout)[
+        "Digest"] == digest
+
+
+def test_copy_docker_to_docker_mounts(pushed, strata, skopeo, tmp_path,
+                                      image):
+    """docker:// -> another repository of the same registry: the layers
+    are mounted, never downloaded."""
+    px, addr, reg = pushed
+    digest = strata("copy", "--tls-verify=false", "--tag", "also",
+                    f"docker://{addr}/test/img:1",
+                    f"docker://{addr}/mirror/img:1").stdout.strip()
+    gets = [p for m, p in px.log if m == "GET" and "/blobs/sha256:" in p]
+    cfg = json.loads(skopeo("inspect", "--raw", "--tls-verify=false",
+                            f"docker://{reg}/test/img:1").stdout)["config"]
+    # only the config was read (resolving the image needs it)
+    assert gets == [f"/v2/test/img/blobs/{cfg['digest']}"]
+    mounts = [p for m, p in px.log if m == "POST" and "mount=" in p]
+    assert len(mounts) == len(layer_digests(image))
+    for t in ("1", "also"):
+        insp = json.loads(skopeo("inspect", "--tls-verify=false",
+                                 f"docker://{reg}/mirror/img:{t}").stdout)
+        assert insp["Digest"] == digest
+
+
+# ---------------------------------------------------------------------------
+# login, logout, ls-tags
+
+
+def test_login_with_skopeo(image, registry, skopeo, strata, tmp_path,
+                           monkeypatch):
+    ht = tmp_path / "htpasswd"
+    run(["htpasswd", "-Bbc", ht, "alice", "s3cret"])
+    reg = registry("auth:\n  htpasswd:\n    realm: strata-test\n"
+                   f"    path: {ht}\n")
+    push(skopeo, image, f"{reg}/test/img:1", "--dest-creds", "alice:s3cret")
+    af = tmp_path / "run/containers/auth.json"
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    # wrong password: refused, nothing written
+    r = run([STRATA, "login", "--tls-verify=false", "-u", "alice",
+             "--password-stdin", reg], check=False, input="nope\n")
+    assert r.returncode == 1 and "were refused" in r.stderr
+    assert not af.exists()
+    run([STRATA, "login", "--tls-verify=false", "--username", "alice",
+         "--password-stdin", reg], input="s3cret\n")
+    assert af.stat().st_mode & 0o777 == 0o600
+    # skopeo uses what strata wrote
+    skopeo("inspect", "--tls-verify=false", "--authfile", af,
+           f"docker://{reg}/test/img:1")
+    strata("inspect", "--tls-verify=false", f"docker://{reg}/test/img:1")
+    strata("logout", reg)
+    assert reg not in json.loads(af.read_text())["auths"]
+    r = strata("inspect", "--tls-verify=false", f"docker://{reg}/test/img:1",
+               check=False)
+    assert r.returncode == 1 and "authentication required" in r.stderr
+    r = strata("logout", reg, check=False)
+    assert r.returncode == 1 and "not logged in" in r.stderr
+    # strata uses what skopeo login wrote
+    skopeo("login", "--tls-verify=false", "--authfile", af, "-u", "alice",
+           "-p", "s3cret", reg)
+    strata("inspect", "--tls-verify=false", f"docker://{reg}/test/img:1")
+    strata("logout", "--all")
+    assert json.loads(af.read_text())["auths"] == {}
+
+
+def test_ls_tags_pages(pushed, strata, skopeo):
+    px, addr, reg = pushed
+    want = ["1"] + [f"t{i}" for i in range(6)]
+    for t in want[1:]:
+        skopeo("copy", "--src-tls-verify=false", "--dest-tls-verify=false",
+               f"docker://{reg}/test/img:1", f"docker://{reg}/test/img:{t}")
+    px.log.clear()
+    px.paginate_tags = True
+    out = strata("ls-tags", "--tls-verify=false", "--page-size", "2",
+                 f"docker://{addr}/test/img").stdout.split()
+    assert sorted(out) == sorted(want)
+    pages = [p for m, p in px.log if "/tags/list" in p]
+    assert len(pages) == 4 and "last=" in pages[1]
+
+
+# ---------------------------------------------------------------------------
+# podman runs what strata pushed
+
+
+@pytest.mark.skipif(not shutil.which("podman") or os.geteuid() != 0,
+                    reason="podman as root")
+def test_podman_runs_pushed_image(pushed, strata, tmp_path, podman):
+    px, addr, reg = pushed
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    (upper / "hello.txt").write_text("pushed by strata\n")
+    strata("commit", "--tls-verify=false", "--upper", upper, "--from",
+           f"docker://{addr}/test/img:1", f"docker://{reg}/run/img:1")
+    r = podman("run", "--rm", "--signature-policy", podman.policy,
+               "--tls-verify=false", "--ulimit", "nofile=1024:1024",
+               "--ulimit", "nproc=1024:1024", "--network", "none",
+               f"{reg}/run/img:1", "cat", "/hello.txt", "/etc/motd",
+               timeout=300)
+    assert r.stdout == "pushed by strata\nfrom a registry\n"
