@@ -14,6 +14,7 @@ import http.server
 import json
 import os
 import shutil
+import subprocess
 import threading
 import urllib.parse
 
@@ -21,7 +22,8 @@ import pytest
 
 from conftest import STRATA, run
 from test_registry import (no_proxy_env, procs, registry, servers,  # noqa
-                           skopeo, image, push, layer_digests)
+                           skopeo, image, push, layer_digests,
+                           TokenServer)
 from test_commit_peers import podman, sweep_mounts  # noqa
 
 
@@ -367,3 +369,48 @@ def test_podman_runs_pushed_image(pushed, strata, tmp_path, podman):
                f"{reg}/run/img:1", "cat", "/hello.txt", "/etc/motd",
                timeout=300)
     assert r.stdout == "pushed by strata\nfrom a registry\n"
+
+
+def test_token_auth_push_scopes(image, registry, skopeo, strata, tmp_path,
+                                servers, monkeypatch):
+    """Bearer tokens: a push asks repository:NAME:pull,push and pull on
+    the repository its layers are mounted from; login asks a token for
+    no repository; the registry (which checks each token's access) takes
+    it all."""
+    d = tmp_path / "tok"
+    d.mkdir()
+    run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+         "-keyout", d / "key.pem", "-out", d / "cert.pem", "-days", "2",
+         "-subj", "/CN=strata token signer"])
+    der = subprocess.run(["openssl", "x509", "-in", str(d / "cert.pem"),
+                          "-outform", "DER"], capture_output=True,
+                         check=True).stdout
+    tok = servers.add(TokenServer(d / "key.pem", der, "strata-test",
+                                  ("bob", "t0ken")))
+    realm = f"http://127.0.0.1:{tok.server_address[1]}/token"
+    reg = registry("auth:\n  token:\n"
+                   f"    realm: {realm}\n    service: strata-test\n"
+                   "    issuer: strata-test-issuer\n"
+                   f"    rootcertbundle: {d / 'cert.pem'}\n")
+    push(skopeo, image, f"{reg}/test/img:1", "--dest-creds", "bob:t0ken")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "auth.json"))
+    tok.seen.clear()
+    run([STRATA, "login", "--tls-verify=false", "-u", "bob",
+         "--password-stdin", reg], input="t0ken\n")
+    assert tok.seen and tok.seen[0][0] == [] and tok.seen[0][2] == "bob"
+    strata("import", "--tls-verify=false", f"docker://{reg}/test/img:1",
+           "base:1")
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    (upper / "t").write_text("t\n")
+    tok.seen.clear()
+    strata("commit", "--tls-verify=false", "--upper", upper, "--from",
+           "base:1", f"docker://{reg}/team/app:1")
+    scopes = {s for sc, _, _ in tok.seen for s in sc}
+    assert scopes == {"repository:team/app:pull,push",
+                      "repository:test/img:pull"}, tok.seen
+    insp = json.loads(skopeo("inspect", "--tls-verify=false", "--creds",
+                             "bob:t0ken",
+                             f"docker://{reg}/team/app:1").stdout)
+    assert len(insp["Layers"]) == 3
