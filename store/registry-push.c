@@ -232,7 +232,7 @@ static int upload_chunked(struct push *p, int fd, const char *digest,
 {
 	struct strata_reg *reg = p->reg;
 	struct strata_reg_resp resp;
-	uint64_t off = 0, chunk = (uint64_t)chunk_size();
+	uint64_t off = 0, chunk = (uint64_t)chunk_size(), base = p->done;
 	int n416 = 0, r;
 
 	if (min > 0 && (uint64_t)min > chunk)
@@ -261,7 +261,6 @@ static int upload_chunked(struct push *p, int fd, const char *digest,
 						    .ok_status = { 204 } };
 			uint64_t next = 0;
 
-			p->done -= n;
 			if (++n416 > MAX_416)
 				return strata_err_set(err, -EPROTO, "registry "
 					"%s: repository %s: %s: the upload "
@@ -280,11 +279,12 @@ static int upload_chunked(struct push *p, int fd, const char *digest,
 					"%s: repository %s: %s: the upload "
 					"holds more than the blob", reg->name,
 					reg->repo, what);
-			p->done -= off - next;
 			off = next;
 		} else {
 			off += n;
 		}
+		/* what the registry holds, however often a chunk was sent */
+		p->done = base + off;
 		if (!resp.location[0])
 			return strata_err_set(err, -EPROTO, "registry %s: "
 					      "repository %s: %s: an upload "

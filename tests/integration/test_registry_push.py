@@ -247,6 +247,10 @@ def test_copy_between_transports_keeps_digests(pushed, strata, skopeo,
     assert json.loads(skopeo("inspect",
                              f"oci:{store}/images:copied:1").stdout)[
         "Digest"] == digest
+    for dg in layer_digests(image):
+        h = dg.split(":")[1]
+        assert (oci / "blobs/sha256" / h).is_file()
+        assert (store / "images/blobs/sha256" / h).is_file()
     # oci: -> docker:// (a registry that has nothing): every blob uploaded
     layout, tag = image
     px.log.clear()
