@@ -32,6 +32,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -51,13 +52,31 @@ struct push {
 	const int *blob_fds;
 	size_t n_blob_fds;
 	struct strata_push_result *res;
-	/* progress */
-	uint64_t total, done;
+	/* progress: done and idx are updated by the blob threads
+	 * (atomics), the rest before they start */
+	uint64_t total;
+	int64_t done;
 	struct timespec start;
-	char what[160];
-	char cur[32];
 	int idx, n;
 };
+
+/* One blob, pushed by one thread. */
+struct job {
+	struct push *p;
+	const char *digest;
+	int64_t size;
+	int64_t counted;	/* its bytes in p->done */
+	int idx;
+	int ret;
+	struct strata_err err;
+};
+
+/* This blob's bytes at the registry are @n now. */
+static void job_count(struct job *j, int64_t n)
+{
+	__atomic_add_fetch(&j->p->done, n - j->counted, __ATOMIC_RELAXED);
+	j->counted = n;
+}
 
 /* ---- where a blob came from ---- */
 
@@ -140,18 +159,22 @@ static char *origin_repo(struct push *p, const char *digest)
 
 static void progress_cb(void *ctx, uint64_t bytes)
 {
-	struct push *p = ctx;
+	struct job *j = ctx;
+	struct push *p = j->p;
 	struct timespec now;
 	double secs, rate;
+	int64_t done;
+	char what[160];
 
-	p->done += bytes;
+	job_count(j, j->counted + (int64_t)bytes);
+	done = __atomic_load_n(&p->done, __ATOMIC_RELAXED);
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	secs = (double)(now.tv_sec - p->start.tv_sec) +
 	       (double)(now.tv_nsec - p->start.tv_nsec) / 1e9;
-	rate = secs > 0 ? (double)p->done / secs / (1 << 20) : 0;
-	snprintf(p->what, sizeof(p->what), "pushing blob %d/%d %.19s %.1f MiB/s",
-		 p->idx, p->n, p->cur, rate);
-	strata_progress(p->what, p->done, p->total);
+	rate = secs > 0 ? (double)done / secs / (1 << 20) : 0;
+	snprintf(what, sizeof(what), "pushing blob %d/%d %.19s %.1f MiB/s",
+		 j->idx, p->n, j->digest, rate);
+	strata_progress(what, done > 0 ? (uint64_t)done : 0, p->total);
 }
 
 /* ---- one blob ---- */
@@ -226,13 +249,14 @@ static int parse_range(const char *r, uint64_t *next)
 	return 0;
 }
 
-static int upload_chunked(struct push *p, int fd, const char *digest,
-			  int64_t size, char *loc, size_t loc_cap,
+static int upload_chunked(struct job *j, int fd, char *loc, size_t loc_cap,
 			  int64_t min, const char *what, struct strata_err *err)
 {
-	struct strata_reg *reg = p->reg;
+	struct strata_reg *reg = j->p->reg;
+	const char *digest = j->digest;
+	int64_t size = j->size;
 	struct strata_reg_resp resp;
-	uint64_t off = 0, chunk = (uint64_t)chunk_size(), base = p->done;
+	uint64_t off = 0, chunk = (uint64_t)chunk_size();
 	int n416 = 0, r;
 
 	if (min > 0 && (uint64_t)min > chunk)
@@ -247,7 +271,7 @@ static int upload_chunked(struct push *p, int fd, const char *digest,
 			.headers = { "Content-Type: application/octet-stream",
 				     cr },
 			.ok_status = { 416 },
-			.progress = progress_cb, .progress_ctx = p,
+			.progress = progress_cb, .progress_ctx = j,
 		};
 
 		snprintf(cr, sizeof(cr), "Content-Range: %llu-%llu",
@@ -284,7 +308,7 @@ static int upload_chunked(struct push *p, int fd, const char *digest,
 			off += n;
 		}
 		/* what the registry holds, however often a chunk was sent */
-		p->done = base + off;
+		job_count(j, (int64_t)off);
 		if (!resp.location[0])
 			return strata_err_set(err, -EPROTO, "registry %s: "
 					      "repository %s: %s: an upload "
@@ -303,10 +327,12 @@ static int upload_chunked(struct push *p, int fd, const char *digest,
 	}
 }
 
-static int push_blob(struct push *p, const char *digest, int64_t size,
-		     struct strata_err *err)
+static int push_blob(struct job *j, struct strata_err *err)
 {
+	struct push *p = j->p;
 	struct strata_reg *reg = p->reg;
+	const char *digest = j->digest;
+	int64_t size = j->size;
 	struct strata_reg_resp resp;
 	cleanup_free char *from = NULL, *url = NULL;
 	cleanup_fd int fd = -1;
@@ -316,8 +342,7 @@ static int push_blob(struct push *p, const char *digest, int64_t size,
 	int r;
 
 	snprintf(what, sizeof(what), "blob %s", digest);
-	snprintf(p->cur, sizeof(p->cur), "%s", digest);
-	p->idx++;
+	j->idx = __atomic_add_fetch(&p->idx, 1, __ATOMIC_RELAXED);
 	snprintf(path, sizeof(path), "blobs/%s", digest);
 	{
 		struct strata_reg_req q = { .method = "HEAD", .path = path,
@@ -327,8 +352,8 @@ static int push_blob(struct push *p, const char *digest, int64_t size,
 		if (r < 0)
 			return r;
 		if (resp.status == 200) {
-			p->res->skipped++;
-			p->done += (uint64_t)size;
+			__atomic_add_fetch(&p->res->skipped, 1, __ATOMIC_RELAXED);
+			job_count(j, size);
 			return 0;
 		}
 	}
@@ -346,8 +371,8 @@ static int push_blob(struct push *p, const char *digest, int64_t size,
 		if (r < 0)
 			return r;
 		if (resp.status == 201) {
-			p->res->mounted++;
-			p->done += (uint64_t)size;
+			__atomic_add_fetch(&p->res->mounted, 1, __ATOMIC_RELAXED);
+			job_count(j, size);
 			return 0;
 		}
 	} else {
@@ -378,10 +403,10 @@ static int push_blob(struct push *p, const char *digest, int64_t size,
 				      what, resp.status, resp.location[0] ? ""
 				      : ", no Location");
 	snprintf(loc, sizeof(loc), "%s", resp.location);
-	p->res->uploaded++;
+	__atomic_add_fetch(&p->res->uploaded, 1, __ATOMIC_RELAXED);
 	if (size > chunk_size() || resp.chunk_min > 0)
-		return upload_chunked(p, fd, digest, size, loc, sizeof(loc),
-				      resp.chunk_min, what, err);
+		return upload_chunked(j, fd, loc, sizeof(loc), resp.chunk_min,
+				      what, err);
 	free(url);
 	url = with_digest(loc, digest);
 	if (!url)
@@ -391,13 +416,12 @@ static int push_blob(struct push *p, const char *digest, int64_t size,
 			.method = "PUT", .url = url, .body_fd = fd,
 			.body_len = (uint64_t)size,
 			.headers = { "Content-Type: application/octet-stream" },
-			.progress = progress_cb, .progress_ctx = p,
+			.progress = progress_cb, .progress_ctx = j,
 		};
-		uint64_t before = p->done;
 
 		r = strata_reg_request(reg, &q, &resp, what, err);
 		/* a retried body counts once */
-		p->done = before + (uint64_t)size;
+		job_count(j, r == 0 ? size : 0);
 		return r;
 	}
 }
@@ -488,6 +512,62 @@ static int read_manifest(struct push *p, const char *digest, int64_t size,
 }
 
 #define MAX_BLOBS 1024
+#define PUSH_THREADS 4
+
+struct pool {
+	struct job *jobs;
+	size_t n, next;		/* next: atomic */
+	bool failed;		/* atomic: stop taking jobs */
+};
+
+static void *blob_worker(void *arg)
+{
+	struct pool *pl = arg;
+
+	for (;;) {
+		size_t i = __atomic_fetch_add(&pl->next, 1, __ATOMIC_RELAXED);
+
+		if (i >= pl->n || __atomic_load_n(&pl->failed, __ATOMIC_RELAXED))
+			return NULL;
+		pl->jobs[i].ret = push_blob(&pl->jobs[i], &pl->jobs[i].err);
+		if (pl->jobs[i].ret < 0)
+			__atomic_store_n(&pl->failed, true, __ATOMIC_RELAXED);
+	}
+}
+
+/* The blobs of one manifest, a few at a time (the registry's answers,
+ * not the bytes, are what a small push waits for); the first failure in
+ * manifest order is the one reported. */
+static int push_blobs(struct push *p, const struct blobref *b, size_t n,
+		      struct strata_err *err)
+{
+	cleanup_free struct job *jobs = calloc(n ? n : 1, sizeof(*jobs));
+	struct pool pl = { .jobs = jobs, .n = n };
+	pthread_t th[PUSH_THREADS];
+	int nt = 0, r = 0;
+	size_t i;
+
+	if (!jobs)
+		return -ENOMEM;
+	if (!n)
+		return 0;
+	for (i = 0; i < n; i++)
+		jobs[i] = (struct job){ .p = p, .digest = b[i].digest,
+					.size = b[i].size };
+	while (nt < PUSH_THREADS && (size_t)nt < n - 1 &&
+	       pthread_create(&th[nt], NULL, blob_worker, &pl) == 0)
+		nt++;
+	blob_worker(&pl);
+	while (nt > 0)
+		pthread_join(th[--nt], NULL);
+	for (i = 0; i < n && r == 0; i++)
+		if (jobs[i].ret < 0) {
+			r = jobs[i].ret;
+			if (err && !err->code)
+				*err = jobs[i].err;
+		}
+	return r;
+}
 
 /* Blobs of manifest @buf, then (for an index) its children by digest.
  * The manifest itself is left to the caller. */
@@ -533,8 +613,8 @@ static int push_tree(struct push *p, const char *buf, size_t len,
 	for (i = 0; r == 0 && i < n; i++)
 		p->total += (uint64_t)b[i].size;
 	p->n += (int)n;
-	for (i = 0; r == 0 && i < n; i++)
-		r = push_blob(p, b[i].digest, b[i].size, err);
+	if (r == 0)
+		r = push_blobs(p, b, n, err);
 out:
 	json_object_put(m);
 	return r;
