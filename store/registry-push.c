@@ -404,7 +404,8 @@ static int push_blob(struct job *j, struct strata_err *err)
 				      : ", no Location");
 	snprintf(loc, sizeof(loc), "%s", resp.location);
 	__atomic_add_fetch(&p->res->uploaded, 1, __ATOMIC_RELAXED);
-	if (size > chunk_size() || resp.chunk_min > 0)
+	/* a registry's minimum chunk only matters to blobs sent in chunks */
+	if (size > chunk_size() && size > resp.chunk_min)
 		return upload_chunked(j, fd, loc, sizeof(loc), resp.chunk_min,
 				      what, err);
 	free(url);

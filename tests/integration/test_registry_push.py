@@ -43,6 +43,8 @@ class RecProxy(http.server.ThreadingHTTPServer):
         self.fail_patch = 0
         self.patches = 0
         self.paginate_tags = False
+        self.chunk_min = None
+        self.sizes = []
 
 
 class RecHandler(http.server.BaseHTTPRequestHandler):
@@ -57,6 +59,7 @@ class RecHandler(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(n) if n else b""
         with srv.lock:
             srv.log.append((self.command, self.path))
+            srv.sizes.append(n)
             fail = False
             if self.command == "PATCH":
                 srv.patches += 1
@@ -97,6 +100,8 @@ class RecHandler(http.server.BaseHTTPRequestHandler):
         self.send_response(r.status)
         if link:
             self.send_header("Link", link)
+        if srv.chunk_min and self.command == "POST" and r.status == 202:
+            self.send_header("OCI-Chunk-Min-Length", str(srv.chunk_min))
         for k, v in r.getheaders():
             if k.lower() in ("content-length", "connection",
                              "transfer-encoding", "date"):
@@ -211,11 +216,12 @@ def test_chunked_relative_location_and_416(pushed, strata, skopeo,
     strata("import", "--tls-verify=false", f"docker://{addr}/test/img:1",
            "base:1")
     px.log.clear()
-    strata("commit", "--tls-verify=false", "--compression", "none",
-           "--upper", upper, "--from", "base:1",
-           f"docker://{addr}/test/img:chunked")
+    r = strata("commit", "--tls-verify=false", "--compression", "none",
+               "--upper", upper, "--from", "base:1",
+               f"docker://{addr}/test/img:chunked")
     patches = [p for m, p in px.log if m == "PATCH"]
     assert len(patches) >= 4
+    assert "pushed: 2 blobs uploaded, 0 mounted" in r.stderr
     # every request on the upload kept the registry's state and ours
     for m, p in px.log:
         if "/blobs/uploads/" in p and m in ("PATCH", "PUT"):
@@ -225,6 +231,16 @@ def test_chunked_relative_location_and_416(pushed, strata, skopeo,
     assert any(m == "GET" and "/blobs/uploads/" in p for m, p in px.log)
     root = pull_back(skopeo, f"{reg}/test/img:chunked", "back", tmp_path)
     assert (root / "big").read_bytes() == (upper / "big").read_bytes()
+    # a registry's minimum chunk size is honoured (all but the last)
+    px.log.clear()
+    px.sizes.clear()
+    px.chunk_min = 200000
+    (upper / "big").write_bytes(__import__("os").urandom(700000))
+    strata("commit", "--tls-verify=false", "--compression", "none",
+           "--upper", upper, "--from", "base:1",
+           f"docker://{addr}/test/img:chunkmin")
+    sizes = [n for (m, p), n in zip(px.log, px.sizes) if m == "PATCH"]
+    assert len(sizes) >= 3 and all(n == 200000 for n in sizes[:-1]), sizes
 
 
 # ---------------------------------------------------------------------------
