@@ -290,6 +290,12 @@ def test_copy_between_transports_keeps_digests(pushed, strata, skopeo,
     strata("copy", "copied:1", f"oci-archive:{arch}:a")
     assert json.loads(skopeo("inspect", f"oci-archive:{arch}:a").stdout)[
         "Digest"] == digest
+    # store -> docker-archive (its own manifest.json, the same blobs)
+    darch = tmp_path / "img-docker.tar"
+    strata("copy", "copied:1", f"docker-archive:{darch}:d/img:1")
+    insp = json.loads(skopeo("inspect", f"docker-archive:{darch}").stdout)
+    cfg = json.loads(strata("inspect", "--config", "copied:1").stdout)
+    assert insp["Layers"] == cfg["rootfs"]["diff_ids"]
 
 
 def test_copy_docker_to_docker_mounts(pushed, strata, skopeo, tmp_path,
