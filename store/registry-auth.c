@@ -11,8 +11,10 @@
  *
  * Authentication follows the registry's 401 (distribution "token"
  * spec): Basic sends the credentials; Bearer fetches a token from the
- * challenge's realm for scope repository:REPO:pull (with the credentials,
- * if any, as Basic) and keeps it until it expires.
+ * challenge's realm for scope repository:REPO:pull (pull,push for a push,
+ * plus repository:OTHER:pull for each repository a blob is mounted from;
+ * no scope for a login check), with the credentials, if any, as Basic,
+ * and keeps it until it expires.
  */
 #include <curl/curl.h>
 #include <errno.h>

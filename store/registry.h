@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The registry client (store-internal): the OCI distribution protocol over
- * libcurl, shared by pull (registry.c) and, later, push. One struct
+ * libcurl, shared by pull (registry.c), push (registry-push.c), login and
+ * tag lists (registry-login.c). One struct
  * strata_reg per (registry, repository); requests from several threads
  * each take a curl handle from its small pool.
  */
@@ -36,7 +37,7 @@ struct strata_reg {
 	pthread_mutex_t lock;	/* protects what follows */
 	int auth;		/* REG_AUTH_* learned from a 401 */
 	char *realm, *service;	/* Bearer challenge */
-	char *token;		/* Bearer token for scope pull */
+	char *token;		/* Bearer token for the scopes below */
 	bool push;		/* ask tokens for pull,push */
 	char *mount_from[8];	/* other repositories (pull) for mounts */
 	int n_mount_from;
@@ -150,7 +151,8 @@ int strata_reg_find_creds(struct strata_reg *reg, const char *creds,
 /* Parse a WWW-Authenticate value; learn the scheme (and realm, service).
  * Return: REG_AUTH_BASIC, REG_AUTH_BEARER, or -EPROTO. */
 int strata_reg_challenge(struct strata_reg *reg, const char *value);
-/* Fetch a token for pull from the realm (with the credentials, if any).
+/* Fetch a token from the realm for reg's scopes (with the credentials,
+ * if any).
  * Called with reg->lock held. Return: 0 or negative errno. */
 int strata_reg_fetch_token(struct strata_reg *reg, struct strata_err *err);
 

@@ -31,7 +31,8 @@ class RecProxy(http.server.ThreadingHTTPServer):
     """Plain HTTP proxy to @upstream logging (method, path). Faults:
     relative_location (Location made relative, "&px=1" added: the
     registry's own _state parameter stays), fail_patch (answer this many
-    PATCHes after the first with 416 without forwarding them)."""
+    PATCHes after the first with 416 without forwarding them), fail_put
+    (answer this many upload PUTs with 500, not forwarded)."""
     daemon_threads = True
 
     def __init__(self, upstream):
@@ -41,6 +42,7 @@ class RecProxy(http.server.ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.relative_location = False
         self.fail_patch = 0
+        self.fail_put = 0
         self.patches = 0
         self.paginate_tags = False
         self.chunk_min = None
@@ -61,13 +63,17 @@ class RecHandler(http.server.BaseHTTPRequestHandler):
             srv.log.append((self.command, self.path))
             srv.sizes.append(n)
             fail = False
+            if self.command == "PUT" and srv.fail_put > 0 and \
+                    "/blobs/uploads/" in self.path:
+                srv.fail_put -= 1
+                fail = 500
             if self.command == "PATCH":
                 srv.patches += 1
                 if srv.patches > 1 and srv.fail_patch > 0:
                     srv.fail_patch -= 1
-                    fail = True
+                    fail = 416
         if fail:
-            self.send_response(416)
+            self.send_response(fail)
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
@@ -154,6 +160,7 @@ def test_commit_pushes_one_layer_config_manifest(pushed, strata, skopeo,
     strata("import", "--tls-verify=false", f"docker://{addr}/test/img:1",
            "base:1")
     px.log.clear()
+    px.fail_put = 1     # a 500 to an upload's PUT is retried
     r = strata("commit", "--tls-verify=false", "--upper", upper, "--from",
                "base:1", "--tag", "extra", f"docker://{addr}/test/img:2")
     digest = r.stdout.strip()
@@ -162,7 +169,7 @@ def test_commit_pushes_one_layer_config_manifest(pushed, strata, skopeo,
     puts = [p for m, p in w if m == "PUT"]
     # one layer and one config uploaded; the base's layers were there
     assert len(posts) == 2 and all("/blobs/uploads/" in p for p in posts)
-    assert len([p for p in puts if "/blobs/uploads/" in p]) == 2
+    assert len([p for p in puts if "/blobs/uploads/" in p]) == 3
     assert [p for p in puts if "/manifests/" in p] == \
         ["/v2/test/img/manifests/2", "/v2/test/img/manifests/extra"]
     heads = [p for m, p in px.log if m == "HEAD"]
