@@ -367,16 +367,16 @@ static int parse_dest(const struct strata_commit_opts *o, struct dest *d,
 			return strata_err_set(err, -EINVAL, "destination %s: "
 					      "cannot write to a digest",
 					      o->dest);
-		if (ref->kind == STRATA_REF_DOCKER)
-			return strata_err_set(err, -EOPNOTSUPP, "\"%s\": strata "
-					      "does not push to registries "
-					      "yet: commit to oci:DIR:TAG, "
-					      "then skopeo copy oci:DIR:TAG %s",
-					      o->dest, o->dest);
 		d->kind = ref->kind;
-		if (ref->path)
+		/* docker://: built in a layout in the store's tmp, pushed
+		 * from there with its tags */
+		if (ref->kind == STRATA_REF_DOCKER)
+			d->path = strdup(o->dest);
+		else if (ref->path)
 			d->path = strdup(ref->path);
-		if (ref->kind == STRATA_REF_STORE ||
+		if (ref->kind == STRATA_REF_DOCKER) {
+			tag = NULL;	/* the reference's own, on push */
+		} else if (ref->kind == STRATA_REF_STORE ||
 		    (ref->kind == STRATA_REF_DOCKER_ARCHIVE && ref->tag)) {
 			if ((r = name_of(ref->tag, &d->name)) < 0)
 				return r;
@@ -634,6 +634,39 @@ static int write_archive(struct ctx *c, const char *mdigest, int64_t msize)
 	return strata_archive_write(&a, c->err);
 }
 
+/* The new manifest, config and layer from the tmp layout, the base's
+ * layers from the store, to the registry. */
+static int push(struct ctx *c, const char *mdigest, int64_t msize)
+{
+	cleanup_free char *man = NULL;
+	int fds[2] = { c->d.lw->blobs_fd, c->img->blobs_fd };
+	struct strata_push_opts po = {
+		.dest = c->d.path,
+		.tags = (const char *const *)c->d.tags,
+		.n_tags = c->d.n_tags,
+		.media_type = c->docker ? MT_DOCKER_MANIFEST : MT_OCI_MANIFEST,
+		.blob_fds = fds,
+		.n_blob_fds = 2,
+	};
+	struct strata_push_result pr;
+	int r;
+
+	r = strata_blob_read(c->d.lw->blobs_fd, mdigest, msize,
+			     STRATA_JSON_MAX, &man, c->err);
+	if (r < 0)
+		return r;
+	po.manifest = man;
+	po.manifest_len = (size_t)msize;
+	r = strata_push(c->st, &po, &pr, c->err);
+	if (r == 0) {
+		c->res->pushed = true;
+		c->res->push_uploaded = pr.uploaded;
+		c->res->push_mounted = pr.mounted;
+		c->res->push_skipped = pr.skipped;
+	}
+	return r;
+}
+
 static int load_config(struct ctx *c)
 {
 	cleanup_free char *buf = NULL;
@@ -694,7 +727,8 @@ static int run(struct ctx *c)
 	if ((r = load_config(c)) < 0 || (r = edit_config(c, c->res->layer)) < 0)
 		goto out;
 	for (i = 0; i < c->img->n_layers && c->d.kind != STRATA_REF_OCI_ARCHIVE &&
-		    c->d.kind != STRATA_REF_DOCKER_ARCHIVE; i++) {
+		    c->d.kind != STRATA_REF_DOCKER_ARCHIVE &&
+		    c->d.kind != STRATA_REF_DOCKER; i++) {
 		r = strata_layoutw_copy(c->d.lw, c->img->blobs_fd,
 					c->img->layers[i].digest,
 					c->img->layers[i].size, c->err);
@@ -714,6 +748,8 @@ static int run(struct ctx *c)
 				       mdigest, msize,
 				       (const char *const *)c->d.tags,
 				       c->d.n_tags, c->err);
+	else if (c->d.kind == STRATA_REF_DOCKER)
+		r = push(c, mdigest, msize);
 	else
 		r = write_archive(c, mdigest, msize);
 out:

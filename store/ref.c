@@ -168,15 +168,13 @@ static char *lower_case_name(const char *s, size_t repo_len)
 	return low;
 }
 
-/* The registry transport is not spoken yet: say how to get there. */
-/* A docker:// reference where a store name is wanted (a destination):
- * strata pulls from registries but does not push yet. */
+/* A docker:// reference where a store name is wanted (import's NAME,
+ * rmi): say how to push there instead. */
 static int no_registry(const char *s, struct strata_err *err)
 {
 	return strata_err_set(err, -EOPNOTSUPP,
-			      "\"%s\": strata does not push to registries "
-			      "yet: commit or import to oci:DIR:TAG, then "
-			      "skopeo copy oci:DIR:TAG %s", s, s);
+			      "\"%s\" is a registry, not a store name: "
+			      "push there with strata copy SRC %s", s, s);
 }
 
 static bool is_registry_ref(const char *s)

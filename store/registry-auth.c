@@ -11,8 +11,10 @@
  *
  * Authentication follows the registry's 401 (distribution "token"
  * spec): Basic sends the credentials; Bearer fetches a token from the
- * challenge's realm for scope repository:REPO:pull (with the credentials,
- * if any, as Basic) and keeps it until it expires.
+ * challenge's realm for scope repository:REPO:pull (pull,push for a push,
+ * plus repository:OTHER:pull for each repository a blob is mounted from;
+ * no scope for a login check), with the credentials, if any, as Basic,
+ * and keeps it until it expires.
  */
 #include <curl/curl.h>
 #include <errno.h>
@@ -132,8 +134,14 @@ int strata_reg_find_creds(struct strata_reg *reg, const char *creds,
 		return set_userpass(reg, creds, strlen(creds), NULL);
 	if (env && *env)
 		return from_file(reg, env, err) < 0 ? -ENOMEM : 0;
-	if (xdg && *xdg) {
-		snprintf(path, sizeof(path), "%s/containers/auth.json", xdg);
+	if ((xdg && *xdg) || geteuid() == 0) {
+		/* where podman login (and strata login) write */
+		if (xdg && *xdg)
+			snprintf(path, sizeof(path), "%s/containers/auth.json",
+				 xdg);
+		else
+			snprintf(path, sizeof(path),
+				 "/run/containers/0/auth.json");
 		if ((r = from_file(reg, path, err)) != 0)
 			return r < 0 ? r : 0;
 	}
@@ -261,7 +269,7 @@ int strata_reg_fetch_token(struct strata_reg *reg, struct strata_err *err)
 {
 	struct membuf m = { 0 };
 	struct json_object *o = NULL, *v;
-	cleanup_free char *url = NULL, *scope = NULL;
+	cleanup_free char *url = NULL, *scope = NULL, *more = NULL;
 	char *esc_service = NULL, *esc_scope = NULL, pr[200];
 	long status = 0, expires = 60;
 	CURLcode cc;
@@ -276,18 +284,40 @@ int strata_reg_fetch_token(struct strata_reg *reg, struct strata_err *err)
 	c = curl_easy_init();
 	if (!c)
 		return -ENOMEM;
-	if (asprintf(&scope, "repository:%s:pull", reg->repo) < 0) {
+	if (!*reg->repo) {
+		/* a login check: a token for no repository */
+		scope = NULL;
+	} else if (asprintf(&scope, "repository:%s:%s", reg->repo,
+		     reg->push ? "pull,push" : "pull") < 0) {
 		scope = NULL;
 		r = -ENOMEM;
 		goto out;
 	}
-	esc_scope = curl_easy_escape(c, scope, 0);
+	esc_scope = scope ? curl_easy_escape(c, scope, 0) : NULL;
 	esc_service = reg->service ? curl_easy_escape(c, reg->service, 0)
 				   : NULL;
-	if (!esc_scope || asprintf(&url, "%s%sscope=%s%s%s", reg->realm,
-				   strchr(reg->realm, '?') ? "&" : "?",
-				   esc_scope, esc_service ? "&service=" : "",
-				   esc_service ? esc_service : "") < 0) {
+	/* the query: scope (none for a login check), then one more scope
+	 * for each repository a cross-repository mount reads (distribution
+	 * token spec), then service */
+	if (asprintf(&more, "%s%s", esc_scope ? "&scope=" : "",
+		     esc_scope ? esc_scope : "") < 0)
+		more = NULL;
+	for (int i = 0; more && i < reg->n_mount_from; i++) {
+		char *e = curl_easy_escape(c, reg->mount_from[i], 0);
+		char *next = NULL;
+
+		if (!e || asprintf(&next, "%s&scope=repository%%3A%s%%3Apull",
+				   more, e) < 0)
+			next = NULL;
+		curl_free(e);
+		free(more);
+		more = next;
+	}
+	if ((scope && !esc_scope) || !more ||
+	    asprintf(&url, "%s%s%s%s%s", reg->realm,
+		     strchr(reg->realm, '?') ? "&" : "?", more[0] ? more + 1 : "",
+		     esc_service ? (more[0] ? "&service=" : "service=") : "",
+		     esc_service ? esc_service : "") < 0) {
 		url = NULL;
 		r = -ENOMEM;
 		goto out;

@@ -29,6 +29,8 @@
 struct xfer {
 	struct strata_reg *reg;
 	struct strata_reg_sink *sink;
+	const struct strata_reg_req *req;
+	uint64_t body_pos;
 	struct strata_reg_resp *resp;
 	CURL *c;
 	char errbody[ERRBODY_MAX + 1];
@@ -128,6 +130,20 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *ctx)
 		copy_value(r->location, sizeof(r->location), v, vlen);
 	else if (IS("Content-Range"))
 		copy_value(r->content_range, sizeof(r->content_range), v, vlen);
+	else if (IS("Link"))
+		copy_value(r->link, sizeof(r->link), v, vlen);
+	else if (IS("Range"))
+		copy_value(r->range, sizeof(r->range), v, vlen);
+	else if (IS("OCI-Chunk-Min-Length")) {
+		char *end;
+		long long l;
+
+		copy_value(tmp, sizeof(tmp), v, vlen);
+		errno = 0;
+		l = strtoll(tmp, &end, 10);
+		if (!errno && end != tmp && !*end && l > 0)
+			r->chunk_min = l;
+	}
 	else if (IS("Retry-After")) {
 		char *end;
 		long s;
@@ -403,6 +419,33 @@ static struct curl_slist *auth_header(struct strata_reg *reg,
 	return h;
 }
 
+static size_t read_cb(char *buf, size_t size, size_t nitems, void *ctx)
+{
+	struct xfer *x = ctx;
+	const struct strata_reg_req *q = x->req;
+	size_t n = size * nitems;
+	uint64_t left = q->body_len - x->body_pos;
+	ssize_t got;
+
+	if (n > left)
+		n = (size_t)left;
+	if (!n)
+		return 0;
+	if (q->body) {
+		memcpy(buf, q->body + x->body_pos, n);
+		got = (ssize_t)n;
+	} else {
+		got = pread(q->body_fd, buf, n,
+			    (off_t)(q->body_off + x->body_pos));
+		if (got <= 0)
+			return CURL_READFUNC_ABORT;
+	}
+	x->body_pos += (uint64_t)got;
+	if (q->progress)
+		q->progress(q->progress_ctx, (uint64_t)got);
+	return (size_t)got;
+}
+
 /* One exchange with one URL: no redirect, no retry. */
 static CURLcode perform(struct strata_reg *reg, struct xfer *x,
 			const char *url, const char *accept, bool with_auth)
@@ -435,6 +478,24 @@ static CURLcode perform(struct strata_reg *reg, struct xfer *x,
 	curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, NULL);
 	if (strata_reg_apply_tls(reg, c) < 0)
 		return CURLE_OUT_OF_MEMORY;
+	if (x->req && x->req->method && !strcmp(x->req->method, "HEAD")) {
+		curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+	} else if (x->req && x->req->method && strcmp(x->req->method, "GET")) {
+		/* a body (maybe empty) with Content-Length, whatever the
+		 * verb; no "Expect: 100-continue" round trip */
+		x->body_pos = 0;
+		curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+		curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, x->req->method);
+		curl_easy_setopt(c, CURLOPT_READFUNCTION, read_cb);
+		curl_easy_setopt(c, CURLOPT_READDATA, x);
+		curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE,
+				 (curl_off_t)x->req->body_len);
+		h = curl_slist_append(h, "Expect:");
+		h = curl_slist_append(h, "Transfer-Encoding:");
+	}
+	for (int i = 0; x->req && i < (int)ARRAY_SIZE(x->req->headers) &&
+			x->req->headers[i]; i++)
+		h = curl_slist_append(h, x->req->headers[i]);
 	if (accept) {
 		snprintf(acc, sizeof(acc), "Accept: %s", accept);
 		h = curl_slist_append(h, acc);
@@ -474,6 +535,26 @@ int strata_reg_get(struct strata_reg *reg, const char *path,
 		   struct strata_reg_resp *resp, const char *what,
 		   struct strata_err *err)
 {
+	struct strata_reg_req q = { .method = "GET", .path = path,
+				    .accept = accept, .sink = sink };
+
+	return strata_reg_request(reg, &q, resp, what, err);
+}
+
+static bool status_wanted(const struct strata_reg_req *q, long st)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(q->ok_status) && q->ok_status[i]; i++)
+		if (q->ok_status[i] == st)
+			return true;
+	return false;
+}
+
+int strata_reg_request(struct strata_reg *reg, const struct strata_reg_req *q,
+		       struct strata_reg_resp *resp, const char *what,
+		       struct strata_err *err)
+{
+	const char *path = q->path, *accept = q->accept;
+	struct strata_reg_sink *sink = q->sink;
 	cleanup_free struct xfer *x = calloc(1, sizeof(*x));
 	cleanup_free char *url = NULL, *first = NULL;
 	char home[600], here[600];
@@ -481,7 +562,7 @@ int strata_reg_get(struct strata_reg *reg, const char *path,
 
 	if (!x)
 		return -ENOMEM;
-	if (strcmp(path, "/")) {
+	if (q->url || strcmp(path, "/")) {
 		pthread_mutex_lock(&reg->connect_lock);
 		r = reg->probed ? 0 : strata_reg_connect(reg, err);
 		pthread_mutex_unlock(&reg->connect_lock);
@@ -490,16 +571,34 @@ int strata_reg_get(struct strata_reg *reg, const char *path,
 	}
 	x->reg = reg;
 	x->sink = sink;
+	x->req = q;
 	x->resp = resp;
 	x->c = handle_get(reg);
 	if (!x->c)
 		return -ENOMEM;
-	if (asprintf(&url, "%s/v2/%s%s%s", reg->base, reg->repo,
-		     *path ? "/" : "", path) < 0) {
+	if (q->url) {
+		/* an upload's Location, resolved against the registry: its
+		 * query parameters are the registry's state, kept as given */
+		url = resolve_location(reg->base, q->url);
+		if (!url) {
+			char lp[200];
+
+			r = strata_err_set(err, -EPROTO, "registry %s: "
+					   "repository %s: %s: unusable "
+					   "location \"%s\"", reg->name,
+					   reg->repo, what,
+					   strata_printable(q->url,
+							    strlen(q->url),
+							    lp, sizeof(lp)));
+			goto out;
+		}
+	} else if (asprintf(&url, "%s/v2/%s%s%s", reg->base, reg->repo,
+			    *path ? "/" : "", path) < 0) {
+		url = NULL;
 		r = -ENOMEM;
 		goto out;
 	}
-	if (!strcmp(path, "/")) {
+	if (!q->url && !strcmp(path, "/")) {
 		free(url);
 		if (asprintf(&url, "%s/v2/", reg->base) < 0) {
 			url = NULL;
@@ -526,6 +625,11 @@ int strata_reg_get(struct strata_reg *reg, const char *path,
 					   reg->name, reg->repo, what,
 					   sink->err.code ? sink->err.msg
 						: strerror(-x->sink_ret));
+			goto out;
+		}
+		if (cc == CURLE_OK && (status_wanted(q, st) ||
+				       (st >= 200 && st < 300))) {
+			r = 0;
 			goto out;
 		}
 		if (cc == CURLE_OK && st >= 300 && st < 400 && st != 304 &&
@@ -614,6 +718,17 @@ int strata_reg_get(struct strata_reg *reg, const char *path,
 		goto out;
 	}
 out:
+	if (r == 0 && resp->location[0]) {
+		/* Location made absolute against the URL that answered (it
+		 * may be relative, with query parameters to keep) */
+		char *abs = resolve_location(url, resp->location);
+
+		if (abs && strlen(abs) < sizeof(resp->location))
+			memcpy(resp->location, abs, strlen(abs) + 1);
+		else
+			resp->location[0] = '\0';
+		free(abs);
+	}
 	handle_put(reg, x->c);
 	return r;
 }

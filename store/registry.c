@@ -57,6 +57,8 @@ void strata_reg_free(struct strata_reg *reg)
 	free(reg->realm);
 	free(reg->service);
 	free(reg->token);
+	for (int i = 0; i < reg->n_mount_from; i++)
+		free(reg->mount_from[i]);
 	free(reg);
 }
 
@@ -786,6 +788,11 @@ int strata_registry_resolve(struct strata_store *st,
 	json_object_put(desc);
 	if (r < 0)
 		return strata_err_wrap(err, r, "image %s", ref->text);
+	/* where these blobs live: a push to another repository of this
+	 * registry mounts them from here */
+	for (size_t i = 0; i < img->n_layers; i++)
+		strata_origin_record(st, img->layers[i].digest, reg->name,
+				     reg->repo);
 	src = calloc(1, sizeof(*src));
 	if (!src)
 		return -ENOMEM;

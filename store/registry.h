@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The registry client (store-internal): the OCI distribution protocol over
- * libcurl, shared by pull (registry.c) and, later, push. One struct
+ * libcurl, shared by pull (registry.c), push (registry-push.c), login and
+ * tag lists (registry-login.c). One struct
  * strata_reg per (registry, repository); requests from several threads
  * each take a curl handle from its small pool.
  */
@@ -36,7 +37,10 @@ struct strata_reg {
 	pthread_mutex_t lock;	/* protects what follows */
 	int auth;		/* REG_AUTH_* learned from a 401 */
 	char *realm, *service;	/* Bearer challenge */
-	char *token;		/* Bearer token for scope pull */
+	char *token;		/* Bearer token for the scopes below */
+	bool push;		/* ask tokens for pull,push */
+	char *mount_from[8];	/* other repositories (pull) for mounts */
+	int n_mount_from;
 	time_t token_expiry;
 	void *pool[8];		/* idle CURL handles */
 	int n_pool;
@@ -52,6 +56,9 @@ struct strata_reg_resp {
 	char www_auth[2048];
 	char location[4096];
 	char content_range[128];
+	char range[128];
+	char link[2048];	/* Link: of a paged list */	/* an upload's progress: "0-END" */
+	int64_t chunk_min;	/* OCI-Chunk-Min-Length, 0 if absent */
 	long retry_after;	/* seconds, -1 if absent */
 	int64_t content_length;	/* -1 if absent */
 };
@@ -102,6 +109,38 @@ int strata_reg_get(struct strata_reg *reg, const char *path,
 		   struct strata_reg_resp *resp, const char *what,
 		   struct strata_err *err);
 
+/*
+ * A request: @method ("GET", "HEAD", "POST", "PUT", "PATCH"), to @url
+ * (absolute, or relative to the registry: an upload's Location) or else
+ * @path as strata_reg_get. Methods other than GET and HEAD send a body
+ * of @body_len bytes (maybe 0) from @body or, if NULL, read from @body_fd
+ * at @body_off; it is sent again from its start on a retry. @headers:
+ * extra "Name: value" lines. A status in @ok_status is an answer, not an
+ * error (a 404 to HEAD, a 202 to a mount, 416 to PATCH). @progress is
+ * told of bytes sent.
+ */
+struct strata_reg_req {
+	const char *method;
+	const char *url;
+	const char *path;
+	const char *accept;
+	const char *headers[4];
+	const char *body;
+	int body_fd;
+	uint64_t body_off, body_len;
+	long ok_status[4];
+	struct strata_reg_sink *sink;
+	void (*progress)(void *ctx, uint64_t bytes);
+	void *progress_ctx;
+};
+
+/* Return: 0 with @resp of the final answer (a 2xx or one of
+ * @ok_status; resp->location absolute), or negative errno with a message
+ * naming registry, repository and @what. */
+int strata_reg_request(struct strata_reg *reg, const struct strata_reg_req *q,
+		       struct strata_reg_resp *resp, const char *what,
+		       struct strata_err *err);
+
 /* registry-auth.c */
 
 /* Credentials for registry @name: "USER[:PASS]" from @creds, else the
@@ -112,7 +151,8 @@ int strata_reg_find_creds(struct strata_reg *reg, const char *creds,
 /* Parse a WWW-Authenticate value; learn the scheme (and realm, service).
  * Return: REG_AUTH_BASIC, REG_AUTH_BEARER, or -EPROTO. */
 int strata_reg_challenge(struct strata_reg *reg, const char *value);
-/* Fetch a token for pull from the realm (with the credentials, if any).
+/* Fetch a token from the realm for reg's scopes (with the credentials,
+ * if any).
  * Called with reg->lock held. Return: 0 or negative errno. */
 int strata_reg_fetch_token(struct strata_reg *reg, struct strata_err *err);
 

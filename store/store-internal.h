@@ -157,6 +157,13 @@ int strata_archive_resolve(struct strata_store *st, const struct strata_ref *ref
 int strata_blob_put(int blobs_fd, const void *buf, size_t len,
 		    char *digest_out);
 
+/* ---- registry-push.c ---- */
+
+/* Remember that blob @digest was seen in @registry/@repo (a hint for
+ * cross-repository mounts: ROOT/origins/ALG-HEX); best effort. */
+void strata_origin_record(struct strata_store *st, const char *digest,
+			  const char *registry, const char *repo);
+
 /* ---- ref-docker.c ---- */
 
 /* Fill @r (kind, text set) from the part of a docker:// reference after

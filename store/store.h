@@ -140,6 +140,91 @@ struct strata_reg_opts {
 void strata_store_set_reg_opts(struct strata_store *st,
 			       const struct strata_reg_opts *o);
 
+/* ---- login, logout, tags (store/registry-login.c) --------------------- */
+
+/* The auth file login writes and logout edits ($REGISTRY_AUTH_FILE,
+ * $XDG_RUNTIME_DIR/containers/auth.json, /run/containers/0/auth.json for
+ * root, ~/.config/containers/auth.json) into @out. Return: 0 or -ENOENT. */
+int strata_auth_file_path(char *out, size_t cap);
+/* Check @o->creds ("USER:PASS") against REGISTRY's /v2/. Return: 0,
+ * -EACCES (refused), or another negative errno, with @err. */
+int strata_registry_login(const char *registry,
+			  const struct strata_reg_opts *o,
+			  struct strata_err *err);
+/* Set (atomically, 0600) or remove (@registry NULL: all) the entry of
+ * @registry in the auth file @path, keeping the rest. Return: 0, -ENOENT
+ * (remove: no entry), or negative errno, with @err. */
+int strata_auth_file_set(const char *path, const char *registry,
+			 const char *user, const char *pass,
+			 struct strata_err *err);
+int strata_auth_file_remove(const char *path, const char *registry,
+			    struct strata_err *err);
+/* Call @cb with each tag of docker:// repository @ref, @page_size (0:
+ * the registry's default) per request, following Link rel="next".
+ * Return: 0, @cb's negative value, or negative errno with @err. */
+int strata_registry_tags(const char *ref, const struct strata_reg_opts *o,
+			 int page_size, int (*cb)(void *ctx, const char *tag),
+			 void *ctx, struct strata_err *err);
+
+/* ---- copy (store/copy.c) ---------------------------------------------- */
+
+struct strata_copy_opts {
+	const char *src;		/* any reference */
+	const char *dest;		/* store NAME[:TAG], oci:DIR:TAG,
+					 * oci-archive:, docker-archive:,
+					 * docker:// */
+	const char *const *tags;	/* more tags at the destination */
+	size_t n_tags;
+	const struct strata_platform *platform;	/* NULL = host */
+};
+
+/*
+ * Copy the image @o->src to @o->dest: the manifest's bytes and every blob
+ * as they are, so the digest stays (a docker-archive keeps the blobs and
+ * writes its own manifest.json). From a registry, only the blobs the
+ * destination needs are downloaded (none for another repository of the
+ * same registry: they are mounted). @digest_out gets the manifest
+ * digest. Return: 0 or negative errno with @err.
+ */
+int strata_copy(struct strata_store *st, const struct strata_copy_opts *o,
+		char *digest_out, struct strata_err *err);
+
+/* ---- push (store/registry-push.c) -------------------------------------- */
+
+struct strata_push_opts {
+	const char *dest;		/* docker://...; its tag is the first */
+	const char *const *tags;	/* more tags (borrowed) */
+	size_t n_tags;
+	const char *manifest;		/* pushed verbatim (borrowed) */
+	size_t manifest_len;
+	const char *media_type;		/* the manifest's */
+	const int *blob_fds;		/* blob directories (ALG/HEX), searched
+					 * in order; borrowed */
+	size_t n_blob_fds;
+	/* a blob in none of them that must be uploaded: put it in the
+	 * first (or NULL: an error) */
+	int (*fetch)(void *ctx, const char *digest, int64_t size,
+		     struct strata_err *err);
+	void *fetch_ctx;
+};
+
+struct strata_push_result {
+	char manifest_digest[STRATA_DIGEST_MAX];
+	int uploaded, mounted, skipped;	/* blobs */
+	uint64_t bytes;			/* of blobs, sent or found */
+};
+
+/*
+ * Push a manifest (or an index, with its children by digest) and every
+ * blob it names to the registry of @o->dest, using @st's registry
+ * options; blobs the registry has are skipped, blobs pulled from another
+ * repository of the same registry are mounted. Progress on a terminal.
+ * Return: 0, or negative errno with @err naming registry, repository and
+ * blob or manifest.
+ */
+int strata_push(struct strata_store *st, const struct strata_push_opts *o,
+		struct strata_push_result *res, struct strata_err *err);
+
 struct strata_history {
 	char *created, *created_by, *author, *comment;
 	bool empty_layer;
@@ -570,6 +655,8 @@ struct strata_commit_result {
 	int64_t layer_size;		/* compressed */
 	uint64_t tar_size;		/* uncompressed */
 	uint64_t entries;		/* tar entries written */
+	bool pushed;			/* to a docker:// destination: */
+	int push_uploaded, push_mounted, push_skipped;	/* blobs */
 };
 
 /*

@@ -869,6 +869,10 @@ int cmd_commit(int argc, char **argv)
 			(long long)res.layer_size);
 	else if (!g.quiet)
 		fprintf(stderr, "no file changes: config only (empty_layer)\n");
+	if (!g.quiet && res.pushed)
+		fprintf(stderr, "pushed: %d blobs uploaded, %d mounted from "
+			"another repository, %d already there\n",
+			res.push_uploaded, res.push_mounted, res.push_skipped);
 	printf("%s\n", res.manifest_digest);
 	r = 0;
 out:

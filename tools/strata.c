@@ -22,6 +22,10 @@ static const struct {
 	{ "gc", cmd_gc, "remove untagged images, unused blobs and layers" },
 	{ "inspect", cmd_inspect, "show an image's manifest, config and layers" },
 	{ "commit", cmd_commit, "turn an upper directory into a new layer and tag" },
+	{ "copy", cmd_copy, "copy an image between stores, layouts, archives, registries" },
+	{ "login", cmd_login, "check and store credentials for a registry" },
+	{ "logout", cmd_logout, "remove stored credentials" },
+	{ "ls-tags", cmd_ls_tags, "list a registry repository's tags" },
 };
 
 static void usage(FILE *f)

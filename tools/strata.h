@@ -20,6 +20,10 @@ int cmd_inspect(int argc, char **argv);
 int cmd_commit(int argc, char **argv);
 int cmd_tag(int argc, char **argv);
 int cmd_gc(int argc, char **argv);
+int cmd_copy(int argc, char **argv);
+int cmd_login(int argc, char **argv);
+int cmd_logout(int argc, char **argv);
+int cmd_ls_tags(int argc, char **argv);
 
 /* Registry options (reg-opts.c): consume argv[*i] (and its value) into
  * g.reg. Return: 1 consumed, 0 not ours, -1 bad value (printed). */

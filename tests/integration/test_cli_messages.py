@@ -166,14 +166,14 @@ def test_capitals_explained_everywhere(image, store, tmp_path):
 
 def test_docker_refs_point_to_skopeo(image, store, tmp_path):
     """A docker:// reference is pulled wherever an image is read
-    (test_registry.py); where a store name or a destination is wanted it
-    says strata does not push yet and gives the skopeo command to use.
+    (test_registry.py); where a store name is wanted it says how to
+    push there (strata copy); commit to it pushes (test_registry_push.py).
     Where it is read from a registry nobody answers at, the message names
     the registry."""
     layout, tag = image
     ref = "docker://127.0.0.1:1/team/app:1"
-    want = (f'"{ref}": strata does not push to registries yet: commit or '
-            f"import to oci:DIR:TAG, then skopeo copy oci:DIR:TAG {ref}")
+    want = (f'"{ref}" is a registry, not a store name: push there with '
+            f"strata copy SRC {ref}")
     cases = name_cases(tmp_path, layout, tag, ref)
     for what, argv in cases:
         r = run(argv, check=False)
@@ -182,8 +182,8 @@ def test_docker_refs_point_to_skopeo(image, store, tmp_path):
         if what in ("import NAME", "rmi"):
             assert r.stderr == f"{prog}: {want}\n", (what, r.stderr)
         elif what == "commit DEST":
-            assert "does not push to registries yet" in r.stderr and \
-                f"skopeo copy oci:DIR:TAG {ref}" in r.stderr, (what, r)
+            # an empty upper: nothing to push, and no registry asked
+            assert "nothing to commit" in r.stderr, (what, r)
         else:
             assert "registry 127.0.0.1:1: repository team/app" in \
                 r.stderr, (what, r.stderr)
@@ -209,9 +209,9 @@ def test_names_of_a_live_commit(image, strata, mount, tmp_path):
     assert r.returncode == 1 and r.stderr == (
         'strata: invalid image name "MyApp:1": reference names must be '
         'lower case, as in docker and podman (use "myapp:1")\n'), r
-    r = strata("commit", mnt, "docker://x/y:1", check=False)
+    r = strata("commit", mnt, "docker://127.0.0.1:1/y:1", check=False)
     assert r.returncode == 1 and \
-        "skopeo copy oci:DIR:TAG docker://x/y:1" in r.stderr, r
+        "registry 127.0.0.1:1: repository y" in r.stderr, r
 
 
 # ---------------------------------------------------------------------------

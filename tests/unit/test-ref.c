@@ -238,16 +238,16 @@ static void test_name_advice(void)
 		struct strata_ref *r = NULL;
 		char *out = NULL;
 
-		/* a source: pulled; a store name (a destination): not
-		 * pushed yet, with the way round */
+		/* a source: pulled; a store name (a destination): the
+		 * way to push there */
 		is_int(strata_ref_parse(registry[i], &r, &e1), 0,
 		       "ref_parse takes \"%s\"", registry[i]);
 		if (r)
 			strata_ref_free(r);
 		is_int(strata_store_name(registry[i], &out, &e2), -EOPNOTSUPP,
 		       "store_name refuses \"%s\"", registry[i]);
-		ok(strstr(e2.msg, "does not push") &&
-		   strstr(e2.msg, "skopeo copy oci:DIR:TAG ") &&
+		ok(strstr(e2.msg, "not a store name") &&
+		   strstr(e2.msg, "strata copy SRC ") &&
 		   strstr(e2.msg, registry[i]), "  says: %s", e2.msg);
 	}
 }
