@@ -48,6 +48,7 @@ struct strata_blobw {
 	int fd;
 	char tmp[64];
 	bool finished;
+	bool nosync;
 	int comp;
 	struct strata_hasher *h_raw, *h_comp;
 	uint64_t raw_bytes;
@@ -402,9 +403,14 @@ static int finish_stream(struct strata_blobw *w)
 {
 	int r = w->comp == STRATA_COMP_GZIP ? gz_finish(w) : flush_buf(w, true);
 
-	if (r == 0 && fsync(w->fd) < 0)
+	if (r == 0 && !w->nosync && fsync(w->fd) < 0)
 		r = -errno;
 	return r;
+}
+
+void strata_blobw_set_nosync(struct strata_blobw *w)
+{
+	w->nosync = true;
 }
 
 int strata_blobw_finish(struct strata_blobw *w, char *digest, char *diff_id,
@@ -433,7 +439,8 @@ int strata_blobw_finish(struct strata_blobw *w, char *digest, char *diff_id,
 		return r;
 	}
 	w->finished = true;
-	fsync(bfd);
+	if (!w->nosync)
+		fsync(bfd);
 	close(bfd);
 	return 0;
 }
@@ -447,7 +454,8 @@ int strata_blobw_finish_as(struct strata_blobw *w, const char *name)
 	if (renameat(w->dir_fd, w->tmp, w->dir_fd, name) < 0)
 		return -errno;
 	w->finished = true;
-	fsync(w->dir_fd);
+	if (!w->nosync)
+		fsync(w->dir_fd);
 	return 0;
 }
 

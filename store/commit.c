@@ -415,7 +415,7 @@ static int open_dest(struct strata_store *st, struct dest *d,
 		return strata_layoutw_open(AT_FDCWD, d->path, true, &d->lw, err);
 	snprintf(d->tmpdir, sizeof(d->tmpdir), "commit-%d", (int)getpid());
 	strata_rmtree_at(st->tmp_fd, d->tmpdir);
-	return strata_layoutw_open(st->tmp_fd, d->tmpdir, true, &d->lw, err);
+	return strata_layoutw_open_staging(st->tmp_fd, d->tmpdir, &d->lw, err);
 }
 
 /* ---- the commit ---- */
@@ -583,6 +583,8 @@ static int write_layer(struct ctx *c, char **volumes)
 	if (r < 0)
 		return strata_err_set(c->err, r, "%s: %s", c->d.lw->path,
 				      strerror(-r));
+	if (c->d.lw->staging)
+		strata_blobw_set_nosync(w);
 	r = strata_commit_layer(&lw, w, &entries, c->err);
 	if (r < 0)
 		return r;

@@ -39,6 +39,9 @@ struct strata_blobw;
  */
 int strata_blobw_new(int dir_fd, int compression, int threads,
 		     struct strata_blobw **out);
+/* Skip the fsyncs of strata_blobw_finish() and _finish_as(): for a blob in
+ * a staging directory that is deleted once read (a commit to docker://). */
+void strata_blobw_set_nosync(struct strata_blobw *w);
 int strata_blobw_write(struct strata_blobw *w, const void *buf, size_t n);
 /* Uncompressed bytes written so far. */
 uint64_t strata_blobw_bytes(const struct strata_blobw *w);
@@ -148,6 +151,7 @@ struct strata_layoutw {
 	int blobs_fd;
 	int lock_fd;
 	bool keep_untagged;	/* the store: see strata_index_retag() */
+	bool staging;		/* read once, then deleted: no fsync */
 };
 
 /*
@@ -157,16 +161,27 @@ struct strata_layoutw {
  */
 int strata_layoutw_open(int at_fd, const char *path, bool create,
 			struct strata_layoutw **out, struct strata_err *err);
+/*
+ * Create a staging layout at @at_fd/@path: as strata_layoutw_open(), but
+ * nothing written into it is fsync'd (nor blobs made with a strata_blobw
+ * the caller marks with strata_blobw_set_nosync()). For a directory that
+ * is read once and deleted, never for one anything else reads.
+ */
+int strata_layoutw_open_staging(int at_fd, const char *path,
+				struct strata_layoutw **out,
+				struct strata_err *err);
 void strata_layoutw_free(struct strata_layoutw *lw);
 static inline void strata_layoutw_freep(struct strata_layoutw **lw)
 {
 	if (*lw)
 		strata_layoutw_free(*lw);
 }
-/* Store @buf as a sha256 blob (temp, fsync, rename, fsync dir). */
+/* Store @buf as a sha256 blob (temp, fsync, rename, fsync dir; without
+ * the fsyncs when @lw->staging). */
 int strata_layoutw_put(struct strata_layoutw *lw, const void *buf, size_t len,
 		       char *digest_out);
-/* Copy blob @digest from @src_blobs_fd unless present, verifying it. */
+/* Copy blob @digest from @src_blobs_fd unless present, verifying it
+ * (fsync'd as strata_layoutw_put()). */
 int strata_layoutw_copy(struct strata_layoutw *lw, int src_blobs_fd,
 			const char *digest, int64_t size,
 			struct strata_err *err);

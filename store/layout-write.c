@@ -8,6 +8,12 @@
  * lock strata_store_tag() takes) from open to free, so two commits into one
  * layout run one after the other, and the temporary files a killed commit
  * left are removed by the next writer once it holds the lock.
+ *
+ * A staging layout (strata_layoutw_open_staging()) skips every fsync: it
+ * lives in the store's tmp, is read once (pushed, or packed into an
+ * archive that is itself fsync'd) and deleted, and a crash leaves nothing
+ * that anything reads; its fsyncs were most of a one-file commit to a
+ * registry.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -62,8 +68,21 @@ void strata_layoutw_free(struct strata_layoutw *lw)
 	free(lw);
 }
 
-int strata_layoutw_open(int at_fd, const char *path, bool create,
-			struct strata_layoutw **out, struct strata_err *err)
+/* oci-layout of a staging layout: no temporary name, no fsync */
+static int write_plain(int dir_fd, const char *name, const void *buf,
+		       size_t len)
+{
+	cleanup_fd int fd = openat(dir_fd, name, O_WRONLY | O_CREAT | O_TRUNC |
+				   O_CLOEXEC | O_NOFOLLOW, 0644);
+
+	if (fd < 0)
+		return -errno;
+	return strata_write_all(fd, buf, len);
+}
+
+static int layoutw_open(int at_fd, const char *path, bool create,
+			bool staging, struct strata_layoutw **out,
+			struct strata_err *err)
 {
 	static const char layout[] = "{\"imageLayoutVersion\":\"1.0.0\"}";
 	cleanup_(strata_layoutw_freep) struct strata_layoutw *lw = NULL;
@@ -73,6 +92,7 @@ int strata_layoutw_open(int at_fd, const char *path, bool create,
 	if (!lw)
 		return -ENOMEM;
 	lw->dir_fd = lw->blobs_fd = lw->lock_fd = -1;
+	lw->staging = staging;
 	lw->path = strdup(path);
 	if (!lw->path)
 		return -ENOMEM;
@@ -95,8 +115,11 @@ int strata_layoutw_open(int at_fd, const char *path, bool create,
 		if (!create)
 			return strata_err_set(err, -ENOENT, "%s: not an OCI "
 					      "image layout", path);
-		r = strata_write_atomic(lw->dir_fd, "oci-layout", layout,
-					sizeof(layout) - 1, 0644);
+		r = staging ? write_plain(lw->dir_fd, "oci-layout", layout,
+					  sizeof(layout) - 1)
+			    : strata_write_atomic(lw->dir_fd, "oci-layout",
+						  layout, sizeof(layout) - 1,
+						  0644);
 		if (r < 0)
 			return strata_err_set(err, r, "%s: %s", path,
 					      strerror(-r));
@@ -114,6 +137,19 @@ int strata_layoutw_open(int at_fd, const char *path, bool create,
 					"it" : strerror(-lw->blobs_fd));
 	*out = take_ptr(&lw);
 	return 0;
+}
+
+int strata_layoutw_open(int at_fd, const char *path, bool create,
+			struct strata_layoutw **out, struct strata_err *err)
+{
+	return layoutw_open(at_fd, path, create, false, out, err);
+}
+
+int strata_layoutw_open_staging(int at_fd, const char *path,
+				struct strata_layoutw **out,
+				struct strata_err *err)
+{
+	return layoutw_open(at_fd, path, true, true, out, err);
 }
 
 static bool have_blob(struct strata_layoutw *lw, const char *digest)
@@ -144,7 +180,8 @@ static int publish(struct strata_layoutw *lw, const char *tmp,
 		close(bfd);
 		return r;
 	}
-	fsync(bfd);
+	if (!lw->staging)
+		fsync(bfd);
 	close(bfd);
 	return 0;
 }
@@ -165,7 +202,7 @@ int strata_layoutw_put(struct strata_layoutw *lw, const void *buf, size_t len,
 	if (fd < 0)
 		return -errno;
 	r = strata_write_all(fd, buf, len);
-	if (r == 0 && fsync(fd) < 0)
+	if (r == 0 && !lw->staging && fsync(fd) < 0)
 		r = -errno;
 	if (r == 0)
 		r = publish(lw, tmp, digest_out);
@@ -225,7 +262,7 @@ int strata_layoutw_copy(struct strata_layoutw *lw, int src_blobs_fd,
 					   "does not match its descriptor",
 					   digest);
 	}
-	if (r == 0 && fsync(out) < 0)
+	if (r == 0 && !lw->staging && fsync(out) < 0)
 		r = -errno;
 	if (r == 0)
 		r = publish(lw, tmp, digest);

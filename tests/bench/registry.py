@@ -15,9 +15,16 @@ or layout each run, every timing ending with `sync`:
   skopeo+strata skopeo copy docker://... oci:DIR, then strata import oci:DIR
                 (the way before strata spoke the protocol)
   skopeo        skopeo copy docker://... oci:DIR alone (download only)
+  import oci:   strata import oci:DIR of that layout alone (unpack only:
+                the second half of skopeo+strata, timed by itself)
+  podman        podman pull (overlay driver, --root/--runroot in the run
+                directory, a storage.conf of its own): pulled to
+                mountable layers, as strata
 
 Prints the median, min and max of each and the ratio to skopeo+strata,
-plus strata's CPU time (user+sys, from wait4) and peak RSS. Asserts
+strata's time over the slower of its two parts alone (download = skopeo,
+unpack = import oci:), plus strata's CPU time (user+sys, from wait4) and
+peak RSS. Asserts
 nothing; not part of the test suite. Run as root (umoci, registry)."""
 import argparse
 import json
@@ -82,6 +89,16 @@ def timed(cmd, env=None):
     return (time.monotonic() - t0, ru.ru_utime + ru.ru_stime, ru.ru_maxrss)
 
 
+def unmount_under(path):
+    """What podman's overlay driver left mounted under @path, deepest
+    first (it may make its home a private mount)."""
+    with open("/proc/self/mounts") as f:
+        mnts = [ln.split()[1] for ln in f]
+    for m in sorted((m for m in mnts if m.startswith(f"{path}/")),
+                    key=len, reverse=True):
+        subprocess.run(["umount", "-l", m], check=False)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
@@ -114,15 +131,34 @@ def main():
         ref = f"docker://127.0.0.1:{port}/bench/img:1"
         sh(["skopeo", "--policy", policy, "copy", "--dest-tls-verify=false",
             f"oci:{lay}:t", ref])
-        res = {"strata": [], "skopeo+strata": [], "skopeo": []}
+        res = {"strata": [], "skopeo+strata": [], "skopeo": [],
+               "import oci:": [], "podman": []}
         cpu, rss = [], []
+        pconf = work / "storage.conf"
+        pr = work / "podman"
+        pconf.write_text(f'[storage]\ndriver = "overlay"\n'
+                         f'graphroot = "{pr}/root"\nrunroot = "{pr}/run"\n')
+        penv = dict(os.environ, CONTAINERS_STORAGE_CONF=str(pconf))
         for i in range(a.runs):
             for name in res:
                 st, oc = work / "store", work / "oci"
                 shutil.rmtree(st, ignore_errors=True)
-                shutil.rmtree(oc, ignore_errors=True)
+                if name != "import oci:":
+                    shutil.rmtree(oc, ignore_errors=True)
                 os.sync()
-                if name == "strata":
+                if name == "import oci:":
+                    # the layout skopeo just wrote
+                    t, _, _ = timed([strata, "--root", st, "-q", "import",
+                                     f"oci:{oc}:1", "b:1"])
+                elif name == "podman":
+                    t, _, _ = timed(["podman", "--root", pr / "root",
+                                     "--runroot", pr / "run",
+                                     "--storage-driver", "overlay", "pull",
+                                     "-q", "--tls-verify=false", ref],
+                                    env=penv)
+                    unmount_under(pr)
+                    shutil.rmtree(pr, ignore_errors=True)
+                elif name == "strata":
                     t, c, m = timed([strata, "--root", st, "-q", "import",
                                      "--tls-verify=false", ref, "b:1"])
                     cpu.append(c)
@@ -144,7 +180,12 @@ def main():
             md = statistics.median(v)
             print(f"| {name} | {md:.2f} | {min(v):.2f} | {max(v):.2f} | "
                   f"{md / base:.2f} |")
-        print(f"\nstrata import docker://: CPU {statistics.median(cpu):.2f} s"
+        slow = max(statistics.median(res["skopeo"]),
+                   statistics.median(res["import oci:"]))
+        print(f"\npull-to-mountable (strata) is "
+              f"{statistics.median(res['strata']) / slow:.2f} of the slower "
+              "part alone (max of skopeo, import oci:)")
+        print(f"strata import docker://: CPU {statistics.median(cpu):.2f} s"
               f" (median), peak RSS {max(rss) // 1024} MiB; load average "
               f"{os.getloadavg()[0]:.1f}")
     finally:
