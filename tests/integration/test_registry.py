@@ -11,6 +11,7 @@ refuses, corrupts, lengthens and redirects answers.
 Every registry, token server and proxy is stopped in a finalizer; every
 mount is unmounted by the `mount` fixture."""
 import base64
+import hashlib
 import http.client
 import http.server
 import json
@@ -677,6 +678,21 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         if action == "dcd":
             r.headers.replace_header(
                 "Docker-Content-Digest", "sha256:" + "1" * 64)
+        if action == "schema1":
+            # what a registry answers for an image it holds only in
+            # Docker's schema 1 (signed, "fsLayers"/"history")
+            body = json.dumps({
+                "schemaVersion": 1, "name": "test/img", "tag": "1",
+                "architecture": "amd64",
+                "fsLayers": [{"blobSum": "sha256:" + "a" * 64}],
+                "history": [{"v1Compatibility": "{}"}],
+                "signatures": []}).encode()
+            r.headers.replace_header(
+                "Content-Type",
+                "application/vnd.docker.distribution.manifest.v1+prettyjws")
+            r.headers.replace_header(
+                "Docker-Content-Digest",
+                "sha256:" + hashlib.sha256(body).hexdigest())
         self.send_response(r.status)
         for k, v in r.getheaders():
             if k.lower() in ("content-type", "docker-content-digest",
@@ -849,6 +865,7 @@ def test_bad_blob_refused_nothing_tagged(image, proxied, strata, store,
 @pytest.mark.parametrize("fault,words", [
     ("dcd", "Docker-Content-Digest sha256:1111"),
     ("huge", "larger than the 4194304 bytes allowed"),
+    ("schema1", "Docker schema 1 is not supported"),
 ])
 def test_bad_manifest_refused(image, proxied, strata, store, fault, words):
     px, addr, digest, layers = proxied
