@@ -19,6 +19,8 @@
 
 #include "unpack.h"
 
+struct pool;
+
 struct job {
 	struct strata_store *st;
 	struct strata_image *img;
@@ -26,6 +28,9 @@ struct job {
 	const struct strata_unpack_opts *opts;
 	struct strata_err err;
 	int ret;
+	struct pool *pool;
+	_Atomic uint64_t done;	/* bytes of this layer so far */
+	atomic_bool active;	/* being fetched or unpacked now */
 };
 
 struct pool {
@@ -39,23 +44,52 @@ struct pool {
 	struct timespec start;
 };
 
-/* "pulling layers 1/3, 12.5 MiB/s" and the bytes, on a terminal */
+/* "pulling layers 1/3 [3f2a9c0e1b7d 45% 9e01c4d2aa10 12%], 12.5 MiB/s"
+ * and the total bytes, on a terminal: each layer in flight (at most
+ * four shown) by the first hex digits of its digest */
 static void progress_cb(void *ctx, uint64_t bytes)
 {
-	struct pool *p = ctx;
+	struct job *j = ctx;
+	struct pool *p = j->pool;
 	uint64_t d = atomic_fetch_add(&p->done, bytes) + bytes;
 	struct timespec now;
 	double secs;
-	char what[96];
+	char what[256], each[160];
+	size_t i, len = 0, shown = 0;
 
+	atomic_fetch_add(&j->done, bytes);
 	if (strata_log_quiet())
 		return;
+	each[0] = '\0';
+	for (i = 0; i < p->n && shown < 4; i++) {
+		const struct strata_layer *l;
+		const char *hex;
+		uint64_t ld;
+		int w;
+
+		if (!atomic_load(&p->jobs[i].active))
+			continue;
+		l = &p->jobs[i].img->layers[p->jobs[i].layer];
+		hex = strchr(l->digest, ':');
+		hex = hex ? hex + 1 : l->digest;
+		ld = atomic_load(&p->jobs[i].done);
+		w = snprintf(each + len, sizeof(each) - len, "%s%.12s %u%%",
+			     shown ? " " : " [", hex,
+			     l->size > 0 ? (unsigned)(ld * 100 /
+						      (uint64_t)l->size) : 0u);
+		if (w < 0 || (size_t)w >= sizeof(each) - len - 1)
+			break;
+		len += (size_t)w;
+		shown++;
+	}
+	if (shown)
+		strcat(each, "]");
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	secs = (double)(now.tv_sec - p->start.tv_sec) +
 	       (double)(now.tv_nsec - p->start.tv_nsec) / 1e9;
-	snprintf(what, sizeof(what), "%s layers %zu/%zu, %.1f MiB/s",
+	snprintf(what, sizeof(what), "%s layers %zu/%zu%s, %.1f MiB/s",
 		 p->pulling ? "pulling" : "unpacking",
-		 atomic_load(&p->layers_done), p->n,
+		 atomic_load(&p->layers_done), p->n, each,
 		 secs > 0.05 ? (double)d / (1 << 20) / secs : 0.0);
 	strata_progress(what, d, p->total);
 }
@@ -132,7 +166,7 @@ static bool blob_missing(struct strata_image *img, const struct strata_layer *l)
 	return faccessat(img->blobs_fd, rel, F_OK, AT_SYMLINK_NOFOLLOW) < 0;
 }
 
-static int unpack_one(struct job *j, struct pool *p)
+static int unpack_one(struct job *j)
 {
 	struct strata_store *st = j->st;
 	const struct strata_layer *l = &j->img->layers[j->layer];
@@ -197,7 +231,7 @@ static int unpack_one(struct job *j, struct pool *p)
 	uj.max_entries = j->opts && j->opts->max_entries
 				 ? j->opts->max_entries : 16u << 20;
 	uj.progress = progress_cb;
-	uj.progress_ctx = p;
+	uj.progress_ctx = j;
 	r = strata_unpack_layer(&uj, handle ? &uerr : &j->err);
 	if (handle) {
 		int fr;
@@ -249,7 +283,9 @@ static void *worker(void *arg)
 
 		if (i >= p->n)
 			break;
-		p->jobs[i].ret = unpack_one(&p->jobs[i], p);
+		atomic_store(&p->jobs[i].active, true);
+		p->jobs[i].ret = unpack_one(&p->jobs[i]);
+		atomic_store(&p->jobs[i].active, false);
 		atomic_fetch_add(&p->layers_done, 1);
 	}
 	return NULL;
@@ -289,6 +325,7 @@ int strata_cache_ensure(struct strata_store *st, struct strata_image *img,
 		p.jobs[p.n].img = img;
 		p.jobs[p.n].layer = i;
 		p.jobs[p.n].opts = opts;
+		p.jobs[p.n].pool = &p;
 		p.total += (uint64_t)img->layers[i].size;
 		p.n++;
 	}

@@ -1016,3 +1016,57 @@ def test_cached_layers_only_fetch_missing_blobs(image, registry, skopeo,
     for d in layer_digests(image):
         p = store / "images/blobs/sha256" / d.split(":")[1]
         assert "sha256:" + sha256_file(p) == d
+
+
+def run_on_pty(args, timeout=120, env=None):
+    """Run @args with standard error on a pseudo-terminal (standard output
+    a pipe); return (status, what the terminal showed, stdout)."""
+    import pty
+    master, slave = pty.openpty()
+    p = subprocess.Popen([str(a) for a in args], stdout=subprocess.PIPE,
+                         stderr=slave, stdin=subprocess.DEVNULL, env=env)
+    os.close(slave)
+    shown = b""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:		# EIO: the child closed its end
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    out = p.stdout.read().decode()
+    return p.wait(timeout=timeout), shown.decode(errors="replace"), out
+
+
+def test_pull_progress_on_a_terminal_only(image, proxied, strata, store):
+    """A pull shows, on a terminal, each layer in flight with its share
+    and the total with a rate; piped or with --quiet it shows nothing
+    but errors."""
+    px, addr, digest, layers = proxied
+    px.slow = True		# long enough for several redraws
+    src = f"docker://{addr}/test/img:1"
+    rc, shown, out = run_on_pty([STRATA, "import", "--tls-verify=false",
+                                 src, "tty:1"])
+    assert rc == 0 and out.strip() == digest, (rc, shown)
+    lines = [l for l in shown.split("\r") if "pulling layers" in l]
+    assert lines, shown
+    hexes = {d.split(":")[1][:12] for d in layers}
+    seen = {h for h in hexes if any(f"{h} " in l for l in lines)}
+    assert seen, (hexes, lines[:5])
+    assert any("MiB/s" in l and "%" in l for l in lines), lines[:5]
+    # piped, and --quiet on a terminal, each into a store of its own (so
+    # every layer is pulled again): no progress
+    env = dict(os.environ, STRATA_ROOT=str(store) + "-piped")
+    r = strata("import", "--tls-verify=false", src, "piped:1", env=env)
+    assert r.stdout.strip() == digest
+    assert "pulling" not in r.stderr and "\r" not in r.stderr, r.stderr
+    env = dict(os.environ, STRATA_ROOT=str(store) + "-quiet")
+    rc, shown, out = run_on_pty([STRATA, "--quiet", "import",
+                                 "--tls-verify=false", src, "quiet:1"],
+                                env=env)
+    assert rc == 0 and out.strip() == digest, shown
+    assert "pulling" not in shown and "MiB" not in shown, shown
+

@@ -447,3 +447,21 @@ def test_token_auth_push_scopes(image, registry, skopeo, strata, tmp_path,
                              "bob:t0ken",
                              f"docker://{reg}/team/app:1").stdout)
     assert len(insp["Layers"]) == 3
+
+
+def test_push_progress_on_a_terminal_only(pushed, strata, image):
+    """A push shows, on a terminal, the blob being sent, its digest and
+    the rate; piped it shows nothing of it."""
+    from test_registry import run_on_pty
+    px, addr, reg = pushed
+    layout, tag = image
+    rc, shown, out = run_on_pty([STRATA, "copy", "--tls-verify=false",
+                                 f"oci:{layout}:{tag}",
+                                 f"docker://{addr}/test/tty:1"])
+    assert rc == 0, shown
+    lines = [l for l in shown.split("\r") if "pushing blob" in l]
+    assert any(d[:19] in l and "MiB/s" in l for l in lines
+               for d in layer_digests(image)), lines[:5]
+    r = strata("copy", "--tls-verify=false", f"oci:{layout}:{tag}",
+               f"docker://{addr}/test/piped:1")
+    assert "pushing blob" not in r.stderr and "\r" not in r.stderr, r.stderr
