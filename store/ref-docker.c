@@ -12,39 +12,6 @@
 
 #include "store-internal.h"
 
-static bool lower_alnum(char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-}
-
-/* distribution/reference path component: [a-z0-9]+(([._]|__|-+)[a-z0-9]+)* */
-static bool path_component(const char *s, size_t n)
-{
-	size_t i = 0;
-
-	if (!n || !lower_alnum(s[0]) || !lower_alnum(s[n - 1]))
-		return false;
-	while (i < n) {
-		if (lower_alnum(s[i])) {
-			i++;
-		} else if (s[i] == '.' || s[i] == '_') {
-			if (s[i] == '_' && i + 1 < n && s[i + 1] == '_')
-				i++;
-			i++;
-			if (i >= n || !lower_alnum(s[i]))
-				return false;
-		} else if (s[i] == '-') {
-			while (i < n && s[i] == '-')
-				i++;
-			if (i >= n || !lower_alnum(s[i]))
-				return false;
-		} else {
-			return false;
-		}
-	}
-	return true;
-}
-
 /* HOST[:PORT]: DNS labels (or an IPv4 address), an optional port. */
 static bool host_ok(const char *s, size_t n)
 {
@@ -169,7 +136,7 @@ int strata_ref_parse_docker(const char *s, struct strata_ref *r,
 
 		if (!sl)
 			sl = end;
-		if (!path_component(c, (size_t)(sl - c)))
+		if (!strata_ref_component_ok(c, (size_t)(sl - c)))
 			return bad(r, "invalid repository name (lower-case "
 				   "components separated by /)", err);
 		if (sl == end)

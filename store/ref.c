@@ -44,7 +44,7 @@ static bool lower_alnum(char c)
 /* A path component of a repository name (distribution/reference):
  * lower-case alphanumerics joined by one '.', one or two '_', or any
  * number of '-'. */
-static bool valid_component(const char *s, size_t n)
+bool strata_ref_component_ok(const char *s, size_t n)
 {
 	size_t i = 0;
 
@@ -111,7 +111,7 @@ static bool valid_repo(const char *s, size_t n)
 		     (slash - p == 9 && !memcmp(p, "localhost", 9)))) {
 			if (!valid_domain(p, (size_t)(slash - p)))
 				return false;
-		} else if (!valid_component(p, (size_t)(slash - p))) {
+		} else if (!strata_ref_component_ok(p, (size_t)(slash - p))) {
 			return false;
 		}
 		first = false;

@@ -164,6 +164,13 @@ int strata_blob_put(int blobs_fd, const void *buf, size_t len,
 void strata_origin_record(struct strata_store *st, const char *digest,
 			  const char *registry, const char *repo);
 
+/* ---- ref.c ---- */
+
+/* Is @s (@n bytes) a repository path component (distribution/reference:
+ * lower-case alphanumerics joined by one '.', one or two '_', or any
+ * number of '-')? */
+bool strata_ref_component_ok(const char *s, size_t n);
+
 /* ---- ref-docker.c ---- */
 
 /* Fill @r (kind, text set) from the part of a docker:// reference after
