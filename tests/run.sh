@@ -30,7 +30,7 @@ before=$(count_mounts)
 status=0
 meson test -C "$build" --print-errorlogs || status=1
 # a short fuzzing run of every harness from its saved corpus (tests/fuzz)
-fuzz_secs=${STRATA_FUZZ_SECONDS:-12}
+fuzz_secs=${STRATA_FUZZ_SECONDS:-8}
 if [ "$fuzz_secs" -gt 0 ]; then
 	rm -rf build-fuzz/findings-run
 	FUZZ_SEED=1 FUZZ_FINDINGS=build-fuzz/findings-run \
@@ -39,7 +39,8 @@ if [ "$fuzz_secs" -gt 0 ]; then
 		status=1
 	}
 fi
-/usr/bin/python3 -m pytest tests/integration -q -p no:cacheprovider "$@" || {
+/usr/bin/python3 -m pytest tests/integration -q -p no:cacheprovider \
+	--durations=25 "$@" || {
 	rc=$?
 	# 5 = no tests collected: that is a failure of the suite too
 	status=1

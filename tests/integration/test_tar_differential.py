@@ -30,7 +30,7 @@ from ocibuild import (dir_, hardlink, make_tar, reg, symlink,  # noqa: E402
                       header_block, pad, typed, wh, opq)
 
 GOTAR_DIR = difftar.HERE
-FUZZ_SECONDS = float(os.environ.get("STRATA_TARFUZZ_SECONDS", "60"))
+FUZZ_SECONDS = float(os.environ.get("STRATA_TARFUZZ_SECONDS", "20"))
 FUZZ_SEED = int(os.environ.get("STRATA_TARFUZZ_SEED", "1"))
 
 
@@ -186,7 +186,7 @@ def test_seed_read_like_go(name, gotar, lxdump, tmp_path):
 
 
 def test_fuzz_bounded(gotar, lxdump, tmp_path):
-    """About a minute of seeded mutations (STRATA_TARFUZZ_SECONDS,
+    """20 s (by default) of seeded mutations (STRATA_TARFUZZ_SECONDS,
     STRATA_TARFUZZ_SEED); every differing input is kept in tmp_path and
     reported with its first headers, grouped by kind of difference."""
     plain = [v for v in SEEDS.values()
