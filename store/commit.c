@@ -22,6 +22,10 @@
 #define MT_OCI_CONFIG "application/vnd.oci.image.config.v1+json"
 #define MT_DOCKER_MANIFEST "application/vnd.docker.distribution.manifest.v2+json"
 #define MT_DOCKER_CONFIG "application/vnd.docker.container.image.v1+json"
+/* what Debian's skopeo 1.9 writes and podman 4.3 reads (newer ones use
+ * io.github.containers.zstd-chunked.*) */
+#define ANN_ZCK_POSITION "io.containers.zstd-chunked.manifest-position"
+#define ANN_ZCK_CHECKSUM "io.containers.zstd-chunked.manifest-checksum"
 
 static const char *layer_type(bool docker, int comp)
 {
@@ -36,6 +40,8 @@ static const char *layer_type(bool docker, int comp)
 		"application/vnd.docker.image.rootfs.diff.tar.zstd",
 	};
 
+	if (comp == STRATA_COMP_ZSTD_CHUNKED)
+		comp = STRATA_COMP_ZSTD;
 	if (comp < 0 || comp > STRATA_COMP_ZSTD)
 		comp = STRATA_COMP_NONE;
 	return docker ? dock[comp] : oci[comp];
@@ -431,6 +437,8 @@ struct ctx {
 	int64_t created;
 	int64_t config_size;
 	bool docker;
+	char toc_position[128];		/* zstd:chunked annotations */
+	char toc_checksum[STRATA_DIGEST_MAX];
 };
 
 static int edit_config(struct ctx *c, bool layer)
@@ -530,10 +538,22 @@ static int write_manifest(struct ctx *c, char *digest, int64_t *size)
 		json_object_array_add(layers, descriptor(
 			layer_type(c->docker, comp), l->digest, l->size));
 	}
-	if (c->res->layer)
-		json_object_array_add(layers, descriptor(
+	if (c->res->layer) {
+		struct json_object *d = descriptor(
 			layer_type(c->docker, c->o->compression),
-			c->res->layer_digest, c->res->layer_size));
+			c->res->layer_digest, c->res->layer_size);
+
+		if (c->toc_position[0]) {
+			struct json_object *a = json_object_new_object();
+
+			json_object_object_add(a, ANN_ZCK_CHECKSUM,
+				json_object_new_string(c->toc_checksum));
+			json_object_object_add(a, ANN_ZCK_POSITION,
+				json_object_new_string(c->toc_position));
+			json_object_object_add(d, "annotations", a);
+		}
+		json_object_array_add(layers, d);
+	}
 	json_object_object_add(m, "layers", layers);
 	if (!c->docker) {
 		struct json_object *ann = json_object_new_object();
@@ -596,6 +616,16 @@ static int write_layer(struct ctx *c, char **volumes)
 	if (r < 0)
 		return strata_err_set(c->err, r, "%s: writing the layer: %s",
 				      c->d.lw->path, strerror(-r));
+	{
+		const char *pos, *sum;
+
+		if (strata_blobw_toc(w, &pos, &sum) == 0) {
+			snprintf(c->toc_position, sizeof(c->toc_position),
+				 "%s", pos);
+			snprintf(c->toc_checksum, sizeof(c->toc_checksum),
+				 "%s", sum);
+		}
+	}
 	c->res->tar_size = strata_blobw_bytes(w);
 	c->res->layer = true;
 	return 0;
@@ -695,6 +725,11 @@ static int run(struct ctx *c)
 	if (r < 0)
 		return r;
 	c->docker = o->docker || c->d.kind == STRATA_REF_DOCKER_ARCHIVE;
+	if (c->docker && o->compression == STRATA_COMP_ZSTD_CHUNKED)
+		return strata_err_set(c->err, -EINVAL, "%s: zstd:chunked needs "
+				      "OCI media types (its TOC is named by "
+				      "layer annotations, which Docker "
+				      "manifests lack)", o->dest);
 	r = strata_image_resolve(c->st, o->from, o->platform, &c->img, c->err);
 	/* from a registry: its layers are pulled (the view and the new
 	 * manifest need them) */
