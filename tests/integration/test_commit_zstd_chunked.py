@@ -60,8 +60,8 @@ def edit(mnt):
     os.link(mnt / "etc/motd", mnt / "etc/motd.hard")
     os.symlink("../etc/motd", mnt / "bin/motd-link")
     (mnt / "usr/lib").mkdir(parents=True)
-    (mnt / "usr/lib/big.bin").write_bytes(rnd.randbytes(3 * MiB + 123))
-    (mnt / "var/zeros").write_bytes(b"\0" * (2 * MiB + MiB // 2))
+    (mnt / "usr/lib/big.bin").write_bytes(rnd.randbytes(MiB + 123))
+    (mnt / "var/zeros").write_bytes(b"\0" * (MiB + MiB // 2))
     (mnt / "etc/empty").write_bytes(b"")
     for i in range(20):
         (mnt / f"etc/small{i:02d}").write_text(f"small file {i}\n" * i)
@@ -298,7 +298,7 @@ def test_toc_matches_skopeos_conversion(committed):
     assert norm(ours) == norm(theirs)
     assert len(szeros) == 1
     assert norm(zeros[:1], ("chunkSize", "chunkDigest")) == norm(szeros)
-    assert [e.get("chunkOffset", 0) for e in zeros] == [0, MiB, 2 * MiB]
+    assert [e.get("chunkOffset", 0) for e in zeros] == [0, MiB]
 
 
 def test_strata_and_umoci_read_it(committed, umoci_tree, mount, store):
@@ -384,3 +384,24 @@ def test_podman_partial_pull(committed, umoci_tree, registry, procs,
              if got[0][k] != want[0][k]]
     assert not diffs, "\n".join(f"{k}:\n  {a}\n  {b}" for k, a, b in diffs)
     assert got[1] == want[1]
+
+
+def test_docker_media_types_refused(committed):
+    """zstd:chunked names its TOC in layer annotations, which Docker
+    manifests lack: --format docker and docker-archive: are refused, with
+    nothing written."""
+    before = sorted(p.name for p in (committed.layout / "blobs/sha256")
+                    .iterdir())
+    index = (committed.layout / "index.json").read_bytes()
+    for dest, extra in ((f"oci:{committed.layout}:bad", ["--format",
+                                                         "docker"]),
+                        (f"docker-archive:{committed.tmp}/d.tar:x:y", [])):
+        r = run([STRATA, "commit", "--compression", "zstd:chunked", *extra,
+                 committed.mnt, dest], check=False, env=committed.env)
+        assert r.returncode != 0
+        assert r.stderr.startswith("strata: ") and "zstd:chunked" in \
+            r.stderr and "OCI media types" in r.stderr, r.stderr
+    assert not (committed.tmp / "d.tar").exists()
+    assert (committed.layout / "index.json").read_bytes() == index
+    assert sorted(p.name for p in (committed.layout / "blobs/sha256")
+                  .iterdir()) == before
