@@ -4,7 +4,8 @@
  * (OCI-RULES.md §1.11). The new config is the source config with the
  * diff_id appended to rootfs.diff_ids, a history entry, `created` and the
  * command line's edits; the manifest keeps the source's layer descriptors
- * byte for byte (media types mapped to the format written) and adds the new
+ * byte for byte (media types mapped to the format written; their
+ * annotations, zstd:chunked TOC positions say, kept) and adds the new
  * one. Into a layout that already holds the base image only the new layer,
  * config and manifest are written; index.json last.
  */
@@ -509,8 +510,49 @@ static struct json_object *descriptor(const char *mt, const char *digest,
 	return d;
 }
 
+/*
+ * The annotations of the source manifest's layer @i (a zstd:chunked TOC's
+ * position and checksum, say), if it still describes @digest there: they
+ * go with the layer into the new manifest. NULL for none (or no source
+ * manifest to read: nothing but the annotations is lost).
+ */
+static struct json_object *source_annotations(struct json_object *src,
+					      size_t i, const char *digest)
+{
+	struct json_object *layers, *l, *d, *a;
+
+	if (!src || !json_object_object_get_ex(src, "layers", &layers) ||
+	    !json_object_is_type(layers, json_type_array) ||
+	    i >= json_object_array_length(layers))
+		return NULL;
+	l = json_object_array_get_idx(layers, i);
+	if (!json_object_object_get_ex(l, "digest", &d) ||
+	    !json_object_is_type(d, json_type_string) ||
+	    strcmp(json_object_get_string(d), digest) ||
+	    !json_object_object_get_ex(l, "annotations", &a) ||
+	    !json_object_is_type(a, json_type_object))
+		return NULL;
+	return json_object_get(a);
+}
+
+static struct json_object *source_manifest(struct ctx *c)
+{
+	cleanup_free char *buf = NULL;
+	struct strata_err ignored = { 0 };
+	struct json_object *m = NULL;
+
+	if (strata_blob_read(c->img->blobs_fd, c->img->manifest_digest,
+			     c->img->manifest_size, STRATA_JSON_MAX, &buf,
+			     &ignored) < 0 ||
+	    strata_json_parse(buf, (size_t)c->img->manifest_size, "manifest",
+			      &m, &ignored) < 0)
+		return NULL;
+	return m;
+}
+
 static int write_manifest(struct ctx *c, char *digest, int64_t *size)
 {
+	struct json_object *src = c->docker ? NULL : source_manifest(c);
 	struct json_object *m = json_object_new_object(), *layers;
 	const char *cfg_s, *man_s;
 	char when[64];
@@ -535,8 +577,13 @@ static int write_manifest(struct ctx *c, char *digest, int64_t *size)
 				   ? sniff(c->img->blobs_fd, l->digest)
 				   : l->compression;
 
-		json_object_array_add(layers, descriptor(
-			layer_type(c->docker, comp), l->digest, l->size));
+		struct json_object *d = descriptor(layer_type(c->docker, comp),
+						   l->digest, l->size);
+		struct json_object *a = source_annotations(src, i, l->digest);
+
+		if (a)
+			json_object_object_add(d, "annotations", a);
+		json_object_array_add(layers, d);
 	}
 	if (c->res->layer) {
 		struct json_object *d = descriptor(
@@ -571,6 +618,7 @@ static int write_manifest(struct ctx *c, char *digest, int64_t *size)
 	r = strata_layoutw_put(c->d.lw, man_s, len, digest);
 out:
 	json_object_put(m);
+	json_object_put(src);
 	if (r < 0)
 		return strata_err_set(c->err, r, "%s: writing blobs: %s",
 				      c->d.lw->path, strerror(-r));

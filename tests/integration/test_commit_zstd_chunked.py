@@ -405,3 +405,22 @@ def test_docker_media_types_refused(committed):
     assert (committed.layout / "index.json").read_bytes() == index
     assert sorted(p.name for p in (committed.layout / "blobs/sha256")
                   .iterdir()) == before
+
+
+def test_commit_on_a_zstd_chunked_base(committed):
+    """A commit on top of the zstd:chunked image keeps the annotations of
+    the layers below, so they stay partially pullable."""
+    upper = committed.tmp / "upper2"
+    upper.mkdir()
+    (upper / "second").write_text("second commit\n")
+    run([STRATA, "commit", "--created", CREATED, "--compression",
+         "zstd:chunked", "--upper", upper, "--from",
+         f"oci:{committed.layout}:zc", f"oci:{committed.layout}:zc-on-zc"],
+        env=committed.env)
+    _, base = manifest_of(committed.layout, "zc")
+    _, m = manifest_of(committed.layout, "zc-on-zc")
+    assert m["layers"][:-1] == base["layers"]
+    assert "annotations" in m["layers"][-2]
+    top = m["layers"][-1]
+    toc = toc_of(blob(committed.layout, top["digest"]).read_bytes(), top)[0]
+    assert [e["name"] for e in toc["entries"]] == ["./", "second"]
