@@ -439,6 +439,21 @@ int strata_zck_data(struct strata_zck *z, struct strata_blobw *w,
 	return gather(z, w, p, n);
 }
 
+/* Go's JSON decoder (podman's, skopeo's) turns bytes that are not UTF-8
+ * into U+FFFD: a TOC naming them would make other files. */
+static bool go_safe(const struct strata_tar_hdr *h, const char *name)
+{
+	size_t i;
+
+	if (!strata_utf8_valid(name) ||
+	    (h->linkname && !strata_utf8_valid(h->linkname)))
+		return false;
+	for (i = 0; i < h->n_xattrs; i++)
+		if (!strata_utf8_valid(h->xattrs[i].name))
+			return false;
+	return true;
+}
+
 int strata_zck_entry(struct strata_zck *z, struct strata_blobw *w,
 		     const struct strata_tar_hdr *h, const char *name)
 {
@@ -447,6 +462,8 @@ int strata_zck_entry(struct strata_zck *z, struct strata_blobw *w,
 
 	if (z->file)
 		return -EINVAL;	/* the last file's content is incomplete */
+	if (!go_safe(h, name))
+		return -EILSEQ;
 	e = entry_new(h, name);
 	if (!e)
 		return -ENOMEM;

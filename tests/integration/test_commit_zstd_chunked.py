@@ -424,3 +424,24 @@ def test_commit_on_a_zstd_chunked_base(committed):
     top = m["layers"][-1]
     toc = toc_of(blob(committed.layout, top["digest"]).read_bytes(), top)[0]
     assert [e["name"] for e in toc["entries"]] == ["./", "second"]
+
+
+def test_name_not_utf8_refused(committed):
+    """A name that is not UTF-8 cannot be in the TOC (Go's JSON decoder
+    would read another name): the commit is refused naming the entry,
+    nothing is written; gzip commits it."""
+    upper = committed.tmp / "upper-latin1"
+    upper.mkdir()
+    (upper / "ok").write_text("ok\n")
+    open(os.fsencode(upper) + b"/caf\xe9", "w").close()
+    index = (committed.layout / "index.json").read_bytes()
+    base = ["commit", "--upper", upper, "--from", f"oci:{committed.layout}:t"]
+    r = subprocess.run([str(a) for a in [STRATA, *base, "--compression",
+                        "zstd:chunked", f"oci:{committed.layout}:latin1"]],
+                       capture_output=True, env=committed.env)
+    assert r.returncode != 0
+    err = r.stderr
+    assert err.startswith(b"strata: ") and b"caf" in err and \
+        b"not UTF-8" in err, err
+    assert (committed.layout / "index.json").read_bytes() == index
+    run([STRATA, *base, f"oci:{committed.layout}:latin1"], env=committed.env)
