@@ -343,17 +343,19 @@ def podman_partial(tmp_path):
 
 def test_podman_partial_pull(committed, umoci_tree, registry, procs,
                              podman_partial, tmp_path):
-    """podman 4.3 pulls the commit from a registry through its partial
-    pull path (the zstd:chunked layer by its TOC, the gzip base layer
+    """strata commits the mount to a registry and podman 4.3 pulls it
+    through its partial pull path (the zstd:chunked layer by its TOC, the gzip base layer
     whole), and the image it stores is the tree umoci unpacks, but for
     owners, times and fifos: podman 4.3's partial pull sets no owner or
     time and makes no fifo from a TOC (from skopeo 1.9's zstd:chunked
     layers neither: their TOCs name the same owners, times and fifos)."""
     reg = registry()
     copy, rootfs = umoci_tree
-    run(["skopeo", "--policy", podman_partial.policy, "copy",
-         "--dest-tls-verify=false", f"oci:{committed.layout}:zc",
-         f"docker://{reg}/zc/img:1"])
+    # strata commits the mount straight to the registry: the same layer
+    r = run([STRATA, "commit", "--tls-verify=false", "--created", CREATED,
+             "--compression", "zstd:chunked", committed.mnt,
+             f"docker://{reg}/zc/img:1"], env=committed.env)
+    assert r.stdout.strip() == manifest_of(committed.layout, "zc")[0]
     desc, _ = top_layer(committed.layout, "zc")
     base_desc = manifest_of(committed.layout, "zc")[1]["layers"][0]
     r = podman_partial("--log-level", "debug", "pull", "--tls-verify=false",
