@@ -72,6 +72,8 @@ struct strata_blobw {
 	size_t buf_len;
 	unsigned char *zout;
 	size_t zout_cap;
+	/* zstd:chunked: zchunked.c compresses, out_write() writes */
+	struct strata_zck *zck;
 };
 
 static int out_write(struct strata_blobw *w, const void *buf, size_t n)
@@ -319,6 +321,8 @@ int strata_blobw_write(struct strata_blobw *w, const void *buf, size_t n)
 
 	strata_hasher_update(w->h_raw, buf, n);
 	w->raw_bytes += n;
+	if (w->zck)
+		return strata_zck_data(w->zck, w, buf, n);
 	if (w->comp == STRATA_COMP_GZIP)
 		return gz_write(w, p, n);
 	while (n > 0) {
@@ -343,6 +347,23 @@ int strata_blobw_write(struct strata_blobw *w, const void *buf, size_t n)
 uint64_t strata_blobw_bytes(const struct strata_blobw *w)
 {
 	return w->raw_bytes;
+}
+
+int strata_blobw_out(struct strata_blobw *w, const void *buf, size_t n)
+{
+	return out_write(w, buf, n);
+}
+
+int strata_blobw_entry(struct strata_blobw *w, const struct strata_tar_hdr *h,
+		       const char *name)
+{
+	return w->zck ? strata_zck_entry(w->zck, w, h, name) : 0;
+}
+
+int strata_blobw_toc(const struct strata_blobw *w, const char **position,
+		     const char **checksum)
+{
+	return w->zck ? strata_zck_toc(w->zck, position, checksum) : -ENOENT;
 }
 
 int strata_blobw_new(int dir_fd, int compression, int threads,
@@ -381,6 +402,8 @@ int strata_blobw_new(int dir_fd, int compression, int threads,
 		w->crc = crc32(0, NULL, 0);
 		return out_write(w, gz_header, sizeof(gz_header));
 	}
+	if (compression == STRATA_COMP_ZSTD_CHUNKED)
+		return strata_zck_new(&w->zck);
 	w->buf = malloc(CHUNK);
 	if (!w->buf)
 		return -ENOMEM;
@@ -401,7 +424,9 @@ int strata_blobw_new(int dir_fd, int compression, int threads,
 
 static int finish_stream(struct strata_blobw *w)
 {
-	int r = w->comp == STRATA_COMP_GZIP ? gz_finish(w) : flush_buf(w, true);
+	int r = w->zck ? strata_zck_finish(w->zck, w)
+		: w->comp == STRATA_COMP_GZIP ? gz_finish(w)
+		: flush_buf(w, true);
 
 	if (r == 0 && !w->nosync && fsync(w->fd) < 0)
 		r = -errno;
@@ -485,6 +510,7 @@ void strata_blobw_free(struct strata_blobw *w)
 	if (w->h_comp)
 		strata_hasher_free(w->h_comp);
 	ZSTD_freeCCtx(w->zc);
+	strata_zck_free(w->zck);
 	free(w->buf);
 	free(w->zout);
 	pthread_mutex_destroy(&w->lock);

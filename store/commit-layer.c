@@ -383,6 +383,13 @@ static int header(struct walk *wk, const char *path, const struct meta *m,
 	};
 	int r = strata_tar_header(wk->w, &h);
 
+	if (r == -EILSEQ)	/* zchunked.c */
+		return strata_err_set(wk->err, r, "layer: %s: its name, link "
+				      "target or an xattr name is not UTF-8, "
+				      "which a zstd:chunked table of contents "
+				      "cannot hold (Go readers change it); "
+				      "use --compression zstd",
+				      path[0] ? path : "/");
 	if (r < 0)
 		return strata_err_set(wk->err, r, "layer: writing %s: %s",
 				      path[0] ? path : "/", strerror(-r));

@@ -4,7 +4,8 @@
  * (OCI-RULES.md §1.11). The new config is the source config with the
  * diff_id appended to rootfs.diff_ids, a history entry, `created` and the
  * command line's edits; the manifest keeps the source's layer descriptors
- * byte for byte (media types mapped to the format written) and adds the new
+ * byte for byte (media types mapped to the format written; their
+ * annotations, zstd:chunked TOC positions say, kept) and adds the new
  * one. Into a layout that already holds the base image only the new layer,
  * config and manifest are written; index.json last.
  */
@@ -22,6 +23,10 @@
 #define MT_OCI_CONFIG "application/vnd.oci.image.config.v1+json"
 #define MT_DOCKER_MANIFEST "application/vnd.docker.distribution.manifest.v2+json"
 #define MT_DOCKER_CONFIG "application/vnd.docker.container.image.v1+json"
+/* what Debian's skopeo 1.9 writes and podman 4.3 reads (newer ones use
+ * io.github.containers.zstd-chunked.*) */
+#define ANN_ZCK_POSITION "io.containers.zstd-chunked.manifest-position"
+#define ANN_ZCK_CHECKSUM "io.containers.zstd-chunked.manifest-checksum"
 
 static const char *layer_type(bool docker, int comp)
 {
@@ -36,6 +41,8 @@ static const char *layer_type(bool docker, int comp)
 		"application/vnd.docker.image.rootfs.diff.tar.zstd",
 	};
 
+	if (comp == STRATA_COMP_ZSTD_CHUNKED)
+		comp = STRATA_COMP_ZSTD;
 	if (comp < 0 || comp > STRATA_COMP_ZSTD)
 		comp = STRATA_COMP_NONE;
 	return docker ? dock[comp] : oci[comp];
@@ -431,6 +438,8 @@ struct ctx {
 	int64_t created;
 	int64_t config_size;
 	bool docker;
+	char toc_position[128];		/* zstd:chunked annotations */
+	char toc_checksum[STRATA_DIGEST_MAX];
 };
 
 static int edit_config(struct ctx *c, bool layer)
@@ -501,8 +510,49 @@ static struct json_object *descriptor(const char *mt, const char *digest,
 	return d;
 }
 
+/*
+ * The annotations of the source manifest's layer @i (a zstd:chunked TOC's
+ * position and checksum, say), if it still describes @digest there: they
+ * go with the layer into the new manifest. NULL for none (or no source
+ * manifest to read: nothing but the annotations is lost).
+ */
+static struct json_object *source_annotations(struct json_object *src,
+					      size_t i, const char *digest)
+{
+	struct json_object *layers, *l, *d, *a;
+
+	if (!src || !json_object_object_get_ex(src, "layers", &layers) ||
+	    !json_object_is_type(layers, json_type_array) ||
+	    i >= json_object_array_length(layers))
+		return NULL;
+	l = json_object_array_get_idx(layers, i);
+	if (!json_object_object_get_ex(l, "digest", &d) ||
+	    !json_object_is_type(d, json_type_string) ||
+	    strcmp(json_object_get_string(d), digest) ||
+	    !json_object_object_get_ex(l, "annotations", &a) ||
+	    !json_object_is_type(a, json_type_object))
+		return NULL;
+	return json_object_get(a);
+}
+
+static struct json_object *source_manifest(struct ctx *c)
+{
+	cleanup_free char *buf = NULL;
+	struct strata_err ignored = { 0 };
+	struct json_object *m = NULL;
+
+	if (strata_blob_read(c->img->blobs_fd, c->img->manifest_digest,
+			     c->img->manifest_size, STRATA_JSON_MAX, &buf,
+			     &ignored) < 0 ||
+	    strata_json_parse(buf, (size_t)c->img->manifest_size, "manifest",
+			      &m, &ignored) < 0)
+		return NULL;
+	return m;
+}
+
 static int write_manifest(struct ctx *c, char *digest, int64_t *size)
 {
+	struct json_object *src = c->docker ? NULL : source_manifest(c);
 	struct json_object *m = json_object_new_object(), *layers;
 	const char *cfg_s, *man_s;
 	char when[64];
@@ -527,13 +577,30 @@ static int write_manifest(struct ctx *c, char *digest, int64_t *size)
 				   ? sniff(c->img->blobs_fd, l->digest)
 				   : l->compression;
 
-		json_object_array_add(layers, descriptor(
-			layer_type(c->docker, comp), l->digest, l->size));
+		struct json_object *d = descriptor(layer_type(c->docker, comp),
+						   l->digest, l->size);
+		struct json_object *a = source_annotations(src, i, l->digest);
+
+		if (a)
+			json_object_object_add(d, "annotations", a);
+		json_object_array_add(layers, d);
 	}
-	if (c->res->layer)
-		json_object_array_add(layers, descriptor(
+	if (c->res->layer) {
+		struct json_object *d = descriptor(
 			layer_type(c->docker, c->o->compression),
-			c->res->layer_digest, c->res->layer_size));
+			c->res->layer_digest, c->res->layer_size);
+
+		if (c->toc_position[0]) {
+			struct json_object *a = json_object_new_object();
+
+			json_object_object_add(a, ANN_ZCK_CHECKSUM,
+				json_object_new_string(c->toc_checksum));
+			json_object_object_add(a, ANN_ZCK_POSITION,
+				json_object_new_string(c->toc_position));
+			json_object_object_add(d, "annotations", a);
+		}
+		json_object_array_add(layers, d);
+	}
 	json_object_object_add(m, "layers", layers);
 	if (!c->docker) {
 		struct json_object *ann = json_object_new_object();
@@ -551,6 +618,7 @@ static int write_manifest(struct ctx *c, char *digest, int64_t *size)
 	r = strata_layoutw_put(c->d.lw, man_s, len, digest);
 out:
 	json_object_put(m);
+	json_object_put(src);
 	if (r < 0)
 		return strata_err_set(c->err, r, "%s: writing blobs: %s",
 				      c->d.lw->path, strerror(-r));
@@ -596,6 +664,16 @@ static int write_layer(struct ctx *c, char **volumes)
 	if (r < 0)
 		return strata_err_set(c->err, r, "%s: writing the layer: %s",
 				      c->d.lw->path, strerror(-r));
+	{
+		const char *pos, *sum;
+
+		if (strata_blobw_toc(w, &pos, &sum) == 0) {
+			snprintf(c->toc_position, sizeof(c->toc_position),
+				 "%s", pos);
+			snprintf(c->toc_checksum, sizeof(c->toc_checksum),
+				 "%s", sum);
+		}
+	}
 	c->res->tar_size = strata_blobw_bytes(w);
 	c->res->layer = true;
 	return 0;
@@ -695,6 +773,11 @@ static int run(struct ctx *c)
 	if (r < 0)
 		return r;
 	c->docker = o->docker || c->d.kind == STRATA_REF_DOCKER_ARCHIVE;
+	if (c->docker && o->compression == STRATA_COMP_ZSTD_CHUNKED)
+		return strata_err_set(c->err, -EINVAL, "%s: zstd:chunked needs "
+				      "OCI media types (its TOC is named by "
+				      "layer annotations, which Docker "
+				      "manifests lack)", o->dest);
 	r = strata_image_resolve(c->st, o->from, o->platform, &c->img, c->err);
 	/* from a registry: its layers are pulled (the view and the new
 	 * manifest need them) */

@@ -12,6 +12,7 @@
  *   layout-write.c  writing into an OCI layout under its lock: blobs,
  *                 index.json tags
  *   commit.c      the upper-directory walk, config, manifest
+ *   zchunked.c    zstd:chunked: a frame per file content chunk and a TOC
  */
 #ifndef STRATA_COMMIT_H
 #define STRATA_COMMIT_H
@@ -32,7 +33,7 @@ struct strata_blobw;
 /*
  * Start a blob in the layout whose directory is @dir_fd (temporary file
  * there, renamed into @dir_fd/blobs/sha256/ by strata_blobw_finish()).
- * @compression is STRATA_COMP_NONE, _GZIP or _ZSTD; @threads is the number
+ * @compression is STRATA_COMP_NONE, _GZIP, _ZSTD or _ZSTD_CHUNKED; @threads is the number
  * of gzip workers (0 = online CPUs, capped at 4).
  * Caller frees with strata_blobw_free() (removes the temporary file when the
  * blob was not finished).
@@ -237,5 +238,38 @@ struct strata_archive_out {
 
 int strata_archive_write(const struct strata_archive_out *a,
 			 struct strata_err *err);
+
+/* ---- zchunked.c (and its hooks in blobwrite.c) ---- */
+
+struct strata_zck;
+
+/* blobwrite.c: after the header block(s) of an entry named @name (as in
+ * the tar header) are written, before its content: a TOC entry for a
+ * zstd:chunked blob, nothing for others. tarwrite.c calls it. */
+int strata_blobw_entry(struct strata_blobw *w, const struct strata_tar_hdr *h,
+		       const char *name);
+/* blobwrite.c: once a zstd:chunked blob is finished, the values of its
+ * manifest annotations ...zstd-chunked.manifest-position and
+ * ...manifest-checksum (borrowed until strata_blobw_free()); -ENOENT for
+ * other blobs. */
+int strata_blobw_toc(const struct strata_blobw *w, const char **position,
+		     const char **checksum);
+/* blobwrite.c: append compressed bytes to the blob (hashed as its
+ * digest). For zchunked.c. */
+int strata_blobw_out(struct strata_blobw *w, const void *buf, size_t n);
+
+/* The zstd:chunked compressor of a blob (format: zchunked.c). Caller
+ * frees with strata_zck_free(). */
+int strata_zck_new(struct strata_zck **out);
+void strata_zck_free(struct strata_zck *z);
+/* Tar bytes, in order (compressed out through strata_blobw_out()). */
+int strata_zck_data(struct strata_zck *z, struct strata_blobw *w,
+		    const void *buf, size_t n);
+int strata_zck_entry(struct strata_zck *z, struct strata_blobw *w,
+		     const struct strata_tar_hdr *h, const char *name);
+/* The last frame, the TOC and the footer. */
+int strata_zck_finish(struct strata_zck *z, struct strata_blobw *w);
+int strata_zck_toc(const struct strata_zck *z, const char **position,
+		   const char **checksum);
 
 #endif

@@ -63,6 +63,21 @@ static int utf8_seq(const unsigned char *p, const unsigned char *end)
 	return n;
 }
 
+bool strata_utf8_valid(const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	const unsigned char *end = p + strlen(s);
+
+	while (p < end) {
+		int n = utf8_seq(p, end);
+
+		if (n < 0)
+			return false;
+		p += n;
+	}
+	return true;
+}
+
 static int hex4(const unsigned char *p, uint32_t *v)
 {
 	int i;

@@ -243,6 +243,7 @@ enum strata_compression {
 	STRATA_COMP_GZIP,
 	STRATA_COMP_ZSTD,
 	STRATA_COMP_SNIFF,	/* docker's ambiguous uncompressed types */
+	STRATA_COMP_ZSTD_CHUNKED,	/* commit only: zstd with a TOC */
 };
 
 /*
@@ -631,7 +632,8 @@ struct strata_commit_opts {
 	const char *dest;
 	const char *const *tags;	/* extra tags in the destination */
 	size_t n_tags;
-	int compression;		/* STRATA_COMP_GZIP, _ZSTD, _NONE */
+	int compression;		/* STRATA_COMP_GZIP, _ZSTD, _NONE,
+					 * _ZSTD_CHUNKED */
 	bool docker;			/* Docker schema 2 media types */
 	const char *const *mask;	/* path prefixes left out */
 	size_t n_mask;

@@ -196,5 +196,6 @@ int strata_tar_header(struct strata_blobw *w, const struct strata_tar_hdr *h)
 	ustar(b, name, h->type, h->mode & 07777, h->uid, h->gid,
 	      h->type == '0' ? h->size : 0, mtime, h->linkname, h->devmajor,
 	      h->devminor);
-	return strata_blobw_write(w, b, BLOCK);
+	r = strata_blobw_write(w, b, BLOCK);
+	return r < 0 ? r : strata_blobw_entry(w, h, name);
 }

@@ -39,7 +39,9 @@ static const char usage[] =
 	"  --creds USER[:PASS], --tls-verify=false, --cert-dir DIR\n"
 	"                          for a docker:// REF (its layers are pulled)\n"
 	"  --tag TAG               also tag the result TAG (repeatable)\n"
-	"  --compression C         gzip (default, level 6), zstd (level 3), none\n"
+	"  --compression C         gzip (default, level 6), zstd (level 3),\n"
+	"                          zstd:chunked (zstd with a table of contents:\n"
+	"                          lazy or partial pulls), none\n"
 	"  --format F              oci (default) or docker media types\n"
 	"  --mask-path PREFIX      leave PREFIX and below out (repeatable)\n"
 	"  --no-mask-volumes       keep the config's Volumes (left out by default)\n"
@@ -728,6 +730,8 @@ static int parse(int argc, char **argv, struct args *a,
 				a->o.compression = STRATA_COMP_GZIP;
 			else if (!strcmp(v, "zstd"))
 				a->o.compression = STRATA_COMP_ZSTD;
+			else if (!strcmp(v, "zstd:chunked"))
+				a->o.compression = STRATA_COMP_ZSTD_CHUNKED;
 			else if (!strcmp(v, "none"))
 				a->o.compression = STRATA_COMP_NONE;
 			else

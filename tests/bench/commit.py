@@ -26,8 +26,9 @@ A. A one-file change (one line appended to usr/share/zoneinfo/zone.tab) on
 B. The same one-file change plus 500 MiB of copies of real /usr/lib files
    (python, postgresql, git, gcc, llvm: several thousand files, compressible
    like real binaries and sources) under opt/bench-add: strata commit with
-   gzip on all CPUs, gzip --threads 1, zstd, none, against `umoci repack` of
-   the same change (on the large and on the small image) and against
+   gzip on all CPUs, gzip --threads 1, zstd, zstd:chunked, none, against
+   `umoci repack` of the same change (on the large and on the small image)
+   and against
    `tar -cf - -C U . | gzip` / `| pigz` / no compression.
 
 Every timed run writes a fresh destination: a layout made untimed from
@@ -261,6 +262,9 @@ def subjects_b(ctx):
                      ctx.large, "b", ["--threads", "1"]),
         StrataCommit("strata-zstd", "strata commit --compression zstd",
                      ctx.large, "b", ["--compression", "zstd"]),
+        StrataCommit("strata-zchunked",
+                     "strata commit --compression zstd:chunked",
+                     ctx.large, "b", ["--compression", "zstd:chunked"]),
         StrataCommit("strata-none", "strata commit --compression none",
                      ctx.large, "b", ["--compression", "none"]),
         UmociRepack("umoci-large", "umoci repack", ctx.large),

@@ -6,6 +6,8 @@ The binaries come from $STRATA_BUILD (tests/run.sh sets it), else build/.
 """
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -504,3 +506,85 @@ def ovl_pair(tmp_path, ovl_mounts):
         p.i.close_all()
         for d in p.deviations:
             print(f"tolerated {p.impl} deviation {d[0]}: {d[1][:500]}")
+
+
+# ---------------------------------------------------------------------------
+# processes and a loopback registry (test_registry, test_registry_push,
+# test_commit_peers, test_commit_zstd_chunked)
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def procs():
+    """procs.start(cmd, **kw) -> Popen; each is killed (its process group,
+    by pid) and reaped in the finalizer."""
+    started = []
+
+    class P:
+        @staticmethod
+        def start(cmd, **kw):
+            kw.setdefault("stdout", subprocess.DEVNULL)
+            kw.setdefault("stderr", subprocess.DEVNULL)
+            p = subprocess.Popen([str(c) for c in cmd],
+                                 start_new_session=True, **kw)
+            started.append(p)
+            return p
+    yield P
+    for p in started:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            p.communicate(timeout=10)
+        except Exception:
+            pass
+
+
+def wait_port(port, p):
+    for _ in range(400):
+        if p.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.025)
+    return False
+
+
+@pytest.fixture
+def registry(tmp_path, procs):
+    """registry(extra_yaml="", tls=None) -> "127.0.0.1:PORT": Debian's
+    docker-registry on a free loopback port, storage in tmp_path, plain
+    HTTP unless @tls is (certificate, key); @extra_yaml is appended to its
+    configuration (auth). Killed in the procs finalizer."""
+    count = [0]
+
+    def start(extra="", tls=None):
+        count[0] += 1
+        data = tmp_path / f"registry-data-{count[0]}"
+        for _ in range(3):
+            port = free_port()
+            conf = tmp_path / f"registry-{port}.yml"
+            http = f"http:\n  addr: 127.0.0.1:{port}\n"
+            if tls:
+                http += (f"  tls:\n    certificate: {tls[0]}\n"
+                         f"    key: {tls[1]}\n")
+            conf.write_text(
+                "version: 0.1\nlog:\n  level: warn\n"
+                f"storage:\n  filesystem:\n    rootdirectory: {data}\n"
+                + http + extra)
+            p = procs.start(["/usr/bin/docker-registry", "serve", conf])
+            if wait_port(port, p):
+                return f"127.0.0.1:{port}"
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        pytest.fail("docker-registry did not start")
+    return start

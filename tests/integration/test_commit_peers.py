@@ -14,11 +14,9 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -64,34 +62,6 @@ def busybox(umoci_image):
     run(["umoci", "config", "--image", f"{layout}:{tag}",
          "--config.cmd", "/bin/sh"])
     return layout, tag
-
-
-@pytest.fixture
-def procs():
-    """procs.start(cmd, **popen_kw) -> Popen; every process is killed (by
-    its pid, with its process group) and reaped in the finalizer."""
-    started = []
-
-    class P:
-        @staticmethod
-        def start(cmd, **kw):
-            kw.setdefault("stdout", subprocess.PIPE)
-            kw.setdefault("stderr", subprocess.PIPE)
-            p = subprocess.Popen([str(c) for c in cmd],
-                                 start_new_session=True, **kw)
-            started.append(p)
-            return p
-    yield P
-    for p in started:
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
-            p.communicate(timeout=10)
-        except Exception:
-            pass
 
 
 def unmount_below(top):
@@ -356,46 +326,9 @@ def test_runc_runs_stratafs_rootfs(busybox, strata, mount, tmp_path, runc):
 # ---------------------------------------------------------------------------
 # 3. registry round trip
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def registry(tmp_path, procs):
-    """Debian's docker-registry on 127.0.0.1:<free port>, storage in
-    tmp_path; returns 'host:port'. Killed in the procs finalizer."""
-    for attempt in range(3):
-        port = free_port()
-        conf = tmp_path / f"registry-{port}.yml"
-        conf.write_text(
-            "version: 0.1\n"
-            "log:\n  level: warn\n"
-            "storage:\n  filesystem:\n"
-            f"    rootdirectory: {tmp_path}/registry-data\n"
-            "  delete:\n    enabled: true\n"
-            f"http:\n  addr: 127.0.0.1:{port}\n")
-        p = procs.start(["/usr/bin/docker-registry", "serve", conf],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(200):
-            if p.poll() is not None:
-                break
-            try:
-                with urllib.request.urlopen(
-                        f"http://127.0.0.1:{port}/v2/", timeout=2) as r:
-                    if r.status == 200:
-                        return f"127.0.0.1:{port}"
-            except OSError:
-                time.sleep(0.05)
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
-    pytest.fail("docker-registry did not answer on /v2/")
-
-
 def test_registry_round_trip(busybox, strata, mount, tmp_path, registry):
     layout, tag = busybox
+    registry = registry()
     digest = commit_new_file(strata, mount, tmp_path, layout, tag)
     policy = tmp_path / "policy.json"
     policy.write_text(json.dumps(

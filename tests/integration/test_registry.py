@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -27,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (STRATA, assert_same_as_umoci, is_mounted, run,
-                      sha256_file)
+from conftest import (STRATA, assert_same_as_umoci, free_port, is_mounted,
+                      run, sha256_file)
 
 # ---------------------------------------------------------------------------
 # processes, ports, images
@@ -41,40 +40,6 @@ def no_proxy_env(monkeypatch):
     for v in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY",
               "HTTPS_PROXY", "ALL_PROXY"):
         monkeypatch.delenv(v, raising=False)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def procs():
-    """procs.start(cmd, **kw) -> Popen; each is killed (its process group,
-    by pid) and reaped in the finalizer."""
-    started = []
-
-    class P:
-        @staticmethod
-        def start(cmd, **kw):
-            kw.setdefault("stdout", subprocess.DEVNULL)
-            kw.setdefault("stderr", subprocess.DEVNULL)
-            p = subprocess.Popen([str(c) for c in cmd],
-                                 start_new_session=True, **kw)
-            started.append(p)
-            return p
-    yield P
-    for p in started:
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
-            p.communicate(timeout=10)
-        except Exception:
-            pass
 
 
 @pytest.fixture
@@ -95,47 +60,6 @@ def servers():
         srv.shutdown()
         srv.server_close()
         t.join(10)
-
-
-def wait_port(port, p):
-    for _ in range(400):
-        if p.poll() is not None:
-            return False
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return True
-        except OSError:
-            time.sleep(0.025)
-    return False
-
-
-@pytest.fixture
-def registry(tmp_path, procs):
-    """registry(extra_yaml="", scheme="http") -> "127.0.0.1:PORT"."""
-    count = [0]
-
-    def start(extra="", tls=None):
-        count[0] += 1
-        data = tmp_path / f"registry-data-{count[0]}"
-        for _ in range(3):
-            port = free_port()
-            conf = tmp_path / f"registry-{port}.yml"
-            http = f"http:\n  addr: 127.0.0.1:{port}\n"
-            if tls:
-                http += (f"  tls:\n    certificate: {tls[0]}\n"
-                         f"    key: {tls[1]}\n")
-            conf.write_text(
-                "version: 0.1\nlog:\n  level: warn\n"
-                f"storage:\n  filesystem:\n    rootdirectory: {data}\n"
-                + http + extra)
-            p = procs.start(["/usr/bin/docker-registry", "serve", conf])
-            if wait_port(port, p):
-                return f"127.0.0.1:{port}"
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-        pytest.fail("docker-registry did not start")
-    return start
 
 
 def busybox_base(root):

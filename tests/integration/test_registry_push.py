@@ -21,7 +21,7 @@ import urllib.parse
 import pytest
 
 from conftest import STRATA, run
-from test_registry import (no_proxy_env, procs, registry, servers,  # noqa
+from test_registry import (no_proxy_env, servers,  # noqa
                            skopeo, image, push, layer_digests,
                            TokenServer)
 from test_commit_peers import podman, sweep_mounts  # noqa
