@@ -427,3 +427,27 @@ def test_layers_usage(strata):
     assert "WASTED" in r.stdout and "efficiency" in r.stdout
     r = strata("layers", "oci:/nonexistent:t", check=False)
     assert r.returncode == 1 and "/nonexistent" in r.stderr
+
+
+def test_layer_only_mounts_stack_on_the_kernel_overlay(umoci_img, mount,
+                                                       ovl_mounts, tmp_path):
+    """The kernel overlay, given every layer's `only` mount as its lower
+    directories, reads their whiteouts and opaque marks as the image's:
+    it shows what the mount of the image shows. (Directories: the kernel
+    takes attributes from the topmost layer holding one, listed in the
+    tar or not, so only their presence is compared.)"""
+    layout, tag = umoci_img
+    ref = f"oci:{layout}:{tag}"
+    lowers = [mount(ref, opts=f"layer={n},only") for n in range(4, 0, -1)]
+    full = mount(ref)
+    k = tmp_path / "kernel"
+    k.mkdir()
+    ovl_mounts.kernel(lowers, None, None, k)
+    a, la = tree(full)
+    b, lb = tree(k)
+    for t in (a, b):
+        for p in t:
+            if stat.S_ISDIR(t[p][0]):
+                t[p] = "dir"
+    assert a == b
+    assert la == lb
