@@ -23,6 +23,7 @@
 #include <fuse_lowlevel.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/stat.h>
 
 #include "store.h"
 
@@ -93,6 +94,13 @@ struct fs {
 	uint64_t features;		/* union of the layers' STRATA_LX_HAS_* */
 	bool readonly;
 	bool no_open;			/* kernel skips open/opendir (ro) */
+	/* -o layer=N[,only]: serve layers [layer_lo, layer_lo + n_layers)
+	 * of the image (layer_n 0: all of them); with show_whiteouts (one
+	 * layer alone) its whiteouts are character devices 0:0 and its
+	 * opaque directories carry the overlay opaque xattr, as in an
+	 * overlay upper directory */
+	uint32_t layer_lo, layer_n;
+	bool show_whiteouts;
 	/* Merges of different directories run in parallel; a lock per
 	 * directory would cost 40 bytes each, so they share a few. */
 	pthread_mutex_t merge_locks[FS_MERGE_LOCKS];
@@ -114,6 +122,19 @@ static inline const struct strata_lx_entry *
 fs_entry(const struct fs *fs, uint32_t layer, uint32_t entry)
 {
 	return strata_lx_entry(fs->layers[layer].lx, entry);
+}
+
+/* The file type and mode @e shows: a whiteout (only with
+ * show_whiteouts is one ever reached) is a character device 0:0. */
+static inline mode_t fs_entry_mode(const struct strata_lx_entry *e)
+{
+	return (e->flags & STRATA_LX_WHITEOUT) ? S_IFCHR : e->mode;
+}
+
+/* Is @e shown as a directory (a whited-out implied directory is not)? */
+static inline bool fs_entry_isdir(const struct strata_lx_entry *e)
+{
+	return S_ISDIR(e->mode) && !(e->flags & STRATA_LX_WHITEOUT);
 }
 
 static inline const char *fs_name(const struct fs *fs, uint32_t layer,

@@ -25,12 +25,17 @@ int fs_image_load(struct fs *fs, struct strata_store *st,
 	if (img->n_layers == 0)
 		return strata_err_set(err, -EINVAL, "image %s has no layers",
 				      img->ref_text);
-	fs->n_layers = (uint32_t)img->n_layers;
-	fs->layers = calloc(img->n_layers, sizeof(*fs->layers));
+	fs->n_layers = fs->layer_n ? fs->layer_n : (uint32_t)img->n_layers;
+	if (fs->layer_lo >= img->n_layers ||
+	    fs->n_layers > img->n_layers - fs->layer_lo)
+		return strata_err_set(err, -ERANGE, "image %s has %zu layers: "
+				      "no layer %u", img->ref_text,
+				      img->n_layers, fs->layer_lo + fs->n_layers);
+	fs->layers = calloc(fs->n_layers, sizeof(*fs->layers));
 	if (!fs->layers)
 		return -ENOMEM;
 	for (i = 0; i < fs->n_layers; i++) {
-		r = strata_lindex_open(st, img->layers[i].diff_id,
+		r = strata_lindex_open(st, img->layers[fs->layer_lo + i].diff_id,
 				       &fs->layers[i].lx, err);
 		if (r < 0)
 			return r;

@@ -35,6 +35,8 @@ struct options {
 	char *platform;
 	char *creds, *tls_verify, *cert_dir;	/* docker:// */
 	char *uidmapping, *gidmapping;
+	char *layer;			/* layer=N */
+	int layer_only;			/* only: layer N alone */
 	int squash_uid, squash_gid;
 	int allow_other;
 	int show_help, show_version;
@@ -63,6 +65,8 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("creds=%s", creds),
 	OPT("tls_verify=%s", tls_verify),
 	OPT("cert_dir=%s", cert_dir),
+	OPT("layer=%s", layer),
+	OPT("only", layer_only),
 	OPT("-h", show_help),
 	OPT("--help", show_help),
 	OPT("-V", show_version),
@@ -118,7 +122,7 @@ static const char accepted[] =
 	"upper=, work=, upperdir=, workdir=, lowerdir=, volatile, rebase, "
 	"xattr_permissions=, root=, platform=, creds=, tls_verify=, "
 	"cert_dir=, squash_to_uid=, squash_to_gid=, uidmapping=, "
-	"gidmapping=, allow_other, the FUSE "
+	"gidmapping=, layer=, only, allow_other, the FUSE "
 	"options allow_root, auto_unmount, default_permissions, fsname=, "
 	"subtype=, max_read=, blksize=, max_threads=, max_idle_threads=, "
 	"clone_fd, kernel_cache, and the mount options ro, rw, [no]suid, "
@@ -160,7 +164,7 @@ static const char *near_option(const char *arg)
 		"volatile", "rebase", "xattr_permissions=", "root=",
 		"platform=", "creds=", "tls_verify=", "cert_dir=",
 		"squash_to_uid=", "squash_to_gid=", "uidmapping=",
-		"gidmapping=", "allow_other",
+		"gidmapping=", "allow_other", "layer=", "only",
 	};
 	const char *eq = strchr(arg, '=');
 	size_t la = eq ? (size_t)(eq - arg) : strlen(arg), i;
@@ -249,6 +253,48 @@ static int opt_proc(void *data, const char *arg, int key,
 	return 1;
 }
 
+/* "N" of layer=N: 1 the bottom layer, -1 the top. Return: 0 or -EINVAL. */
+static int parse_layer(const char *s, long *out)
+{
+	char *end;
+
+	errno = 0;
+	*out = strtol(s, &end, 10);
+	if (!*s || *end || errno || *out == 0 || *out > 1000000 ||
+	    *out < -1000000)
+		return -EINVAL;
+	return 0;
+}
+
+/* layer=N and only: a number, and a read-only mount of an image. Return:
+ * 0 or 2 (said why). */
+static int check_layer(const struct options *o)
+{
+	long n;
+
+	if (o->layer_only && !o->layer) {
+		fprintf(stderr, "stratafs: \"only\" needs layer=N (the layer "
+			"to show alone)\n");
+		return 2;
+	}
+	if (!o->layer)
+		return 0;
+	if (parse_layer(o->layer, &n) < 0) {
+		fprintf(stderr, "stratafs: invalid layer=%s: want a layer "
+			"number, 1 for the bottom layer, -1 for the top one "
+			"(strata layers REF lists them)\n", o->layer);
+		return 2;
+	}
+	if (o->upper || o->lowerdir) {
+		fprintf(stderr, "stratafs: layer= mounts part of an image "
+			"read-only; it cannot take %s (a commit onto part "
+			"of an image is not defined)\n",
+			o->upper ? "upper=" : "lowerdir=");
+		return 2;
+	}
+	return 0;
+}
+
 /*
  * A usage error before anything was set up: say @what (NULL when it was
  * said already), the synopsis, and free what parsing took.
@@ -292,6 +338,11 @@ static void usage(void)
 	       "  -o uidmapping=C:H:N[:C:H:N...], gidmapping=...\n"
 	       "                         show image id C+i as H+i (i < N)\n"
 	       "  -o allow_other         let other users see the mount (always, as root)\n"
+	       "  -o layer=N             the image as it was after layer N (1 is the\n"
+	       "                         bottom layer, -1 the top; see strata layers)\n"
+	       "  -o layer=N,only        layer N alone: whiteouts as character devices\n"
+	       "                         0:0, opaque directories with the xattr\n"
+	       "                         user.overlay.opaque (and trusted.*, as root)\n"
 	       "  -o upper=DIR           writable: changes go to DIR (created if\n"
 	       "                         missing; overlay format, kept across mounts)\n"
 	       "  -o work=DIR            work directory, same filesystem as upper\n"
@@ -449,6 +500,28 @@ static int check_mountpoint(const char *mp)
 	return 0;
 }
 
+/* Which layers of @img layer=N[,only] serves, into @fs. */
+static int pick_layers(struct fs *fs, const struct options *o,
+		       const struct strata_image *img, struct strata_err *err)
+{
+	long n, k = (long)img->n_layers;
+
+	if (parse_layer(o->layer, &n) < 0)
+		return -EINVAL;	/* checked before */
+	if (n > k || n < -k)
+		return strata_err_set(err, -ERANGE, "image %s has %ld "
+				      "layer%s: layer=%s is not one of them "
+				      "(1..%ld from the bottom, -1..-%ld from "
+				      "the top)", img->ref_text, k,
+				      k == 1 ? "" : "s", o->layer, k, k);
+	if (n < 0)
+		n += k + 1;
+	fs->layer_lo = o->layer_only ? (uint32_t)(n - 1) : 0;
+	fs->layer_n = o->layer_only ? 1 : (uint32_t)n;
+	fs->show_whiteouts = o->layer_only;
+	return 0;
+}
+
 static int open_image(struct fs *fs, struct options *o,
 		      struct strata_store **stp, struct strata_image **imgp)
 {
@@ -480,6 +553,8 @@ static int open_image(struct fs *fs, struct options *o,
 		r = strata_image_resolve(st, o->ref, pp, &img, &err);
 	if (st)
 		strata_store_set_reg_opts(st, NULL);	/* @ro ends here */
+	if (r == 0 && o->layer)
+		r = pick_layers(fs, o, img, &err);
 	if (r == 0)
 		r = strata_cache_ensure(st, img, NULL, &err);
 	if (r == 0)
@@ -694,6 +769,9 @@ int main(int argc, char *argv[])
 	ret = check_unknown(&o);
 	if (ret)
 		goto out;
+	ret = check_layer(&o);
+	if (ret)
+		goto out;
 	ret = 1;
 	/* before libfuse's own terser check of the same */
 	if (check_mountpoint(o.mountpoint) < 0)
@@ -884,6 +962,7 @@ out:
 	free(o.cert_dir);
 	free(o.uidmapping);
 	free(o.gidmapping);
+	free(o.layer);
 	for (size_t i = 0; i < o.n_unknown; i++)
 		free(o.unknown[i]);
 	free(o.unknown);

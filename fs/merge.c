@@ -52,7 +52,19 @@ int fs_dir_merge(struct fs *fs, struct dnode *d)
 	for (s = 0; s < d->n_src; s++)
 		total += fs_entry(fs, d->src[s].layer, d->src[s].entry)->b;
 	/* One source without whiteouts or ghosts (most directories): the
-	 * children are the index's own run of entries; nothing to keep. */
+	 * children are the index's own run of entries; nothing to keep.
+	 * One layer shown alone (show_whiteouts) is always that. */
+	if (d->n_src == 1 && fs->show_whiteouts) {
+		const struct strata_lx_entry *e = fs_entry(fs, d->src[0].layer,
+							   d->src[0].entry);
+
+		d->first.layer = d->src[0].layer;
+		d->first.entry = e->a;
+		d->n_children = e->b;
+		atomic_store_explicit(&d->merged, true, memory_order_release);
+		pthread_mutex_unlock(fs_merge_lock(fs, d));
+		return 0;
+	}
 	if (d->n_src == 1) {
 		uint32_t layer = d->src[0].layer, c;
 		const struct strata_lx_entry *e = fs_entry(fs, layer,

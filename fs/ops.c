@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "fs.h"
+#include "whiteout.h"
 
 static struct fs *get_fs(fuse_req_t req)
 {
@@ -49,6 +50,10 @@ void fs_fill_stat(struct fs *fs, fuse_ino_t ino, uint32_t layer,
 	st->st_mode = e->mode;
 	if (e->flags & STRATA_LX_IMPLIED)
 		st->st_mode = S_IFDIR | 0755;
+	if (e->flags & STRATA_LX_WHITEOUT) {	/* show_whiteouts only */
+		st->st_mode = S_IFCHR;
+		st->st_nlink = 1;
+	}
 	strata_lx_owner_of(lx, e, &uid, &gid);
 	st->st_uid = map_id(fs->uidmap, fs->n_uidmap, fs->squash_uid,
 			    fs->squash_uid_to, uid);
@@ -56,9 +61,15 @@ void fs_fill_stat(struct fs *fs, fuse_ino_t ino, uint32_t layer,
 			    fs->squash_gid_to, gid);
 	/* Like the kernel overlay: a directory merged from several layers
 	 * reports nlink 1 ("unknown" to find), a single-layer one is exact. */
-	st->st_nlink = S_ISDIR(e->mode) && n_src > 1 ? 1
-						     : strata_lx_nlink(lx, e);
-	if (S_ISDIR(e->mode))
+	if (e->flags & STRATA_LX_WHITEOUT)
+		;
+	else if (S_ISDIR(e->mode) && n_src > 1)
+		st->st_nlink = 1;
+	else
+		st->st_nlink = strata_lx_nlink(lx, e);
+	if (e->flags & STRATA_LX_WHITEOUT)
+		;
+	else if (S_ISDIR(e->mode))
 		st->st_size = 4096;
 	else if (S_ISREG(e->mode) || S_ISLNK(e->mode))
 		st->st_size = (off_t)e->size;
@@ -93,6 +104,14 @@ static const struct strata_lx_entry *file_entry(struct fs *fs, fuse_ino_t ino,
 	return fs_entry(fs, *layer, i);
 }
 
+/* The entry whose number non-directory @e shows: its hardlink group's
+ * leader; a whiteout (`b` of a whited-out directory counts children)
+ * its own. */
+static uint32_t file_leader(uint32_t entry, const struct strata_lx_entry *e)
+{
+	return (e->flags & STRATA_LX_WHITEOUT) ? entry : e->b;
+}
+
 /* Fill @ep for child @c of @parent, taking a lookup reference. */
 static int make_entry(struct fs *fs, struct dnode *parent,
 		      const struct fs_child *c, struct fuse_entry_param *ep)
@@ -102,7 +121,7 @@ static int make_entry(struct fs *fs, struct dnode *parent,
 	memset(ep, 0, sizeof(*ep));
 	ep->attr_timeout = fs->timeout;
 	ep->entry_timeout = fs->timeout;
-	if (S_ISDIR(e->mode)) {
+	if (fs_entry_isdir(e)) {
 		struct dnode *d = fs_dnode_ref(fs, parent, c);
 
 		if (!d)
@@ -110,7 +129,7 @@ static int make_entry(struct fs *fs, struct dnode *parent,
 		ep->ino = d->ino;
 		dir_stat(fs, d, &ep->attr);
 	} else {
-		ep->ino = fs_make_ino(c->layer, e->b);
+		ep->ino = fs_make_ino(c->layer, file_leader(c->entry, e));
 		fs_fill_stat(fs, ep->ino, c->layer, e, 1, &ep->attr);
 	}
 	return 0;
@@ -199,7 +218,7 @@ static int do_getattr(struct fs *fs, fuse_ino_t ino, struct stat *st)
 		return 0;
 	}
 	e = file_entry(fs, ino, &layer);
-	if (!e || S_ISDIR(e->mode))
+	if (!e || fs_entry_isdir(e))
 		return -ESTALE;
 	fs_fill_stat(fs, ino, layer, e, 1, st);
 	return 0;
@@ -461,10 +480,11 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 					break;
 			} else {
 				memset(&ep, 0, sizeof(ep));
-				ep.attr.st_ino = S_ISDIR(e->mode)
+				ep.attr.st_ino = fs_entry_isdir(e)
 					? fs_make_ino(c->layer, c->entry)
-					: fs_make_ino(c->layer, e->b);
-				ep.attr.st_mode = e->mode;
+					: fs_make_ino(c->layer,
+						      file_leader(c->entry, e));
+				ep.attr.st_mode = fs_entry_mode(e);
 			}
 		}
 		if (plus)
@@ -568,6 +588,51 @@ static const uint8_t *xattrs_of(struct fs *fs, fuse_ino_t ino, size_t *len,
 	return p;
 }
 
+/*
+ * With show_whiteouts, the names of the overlay opaque mark that
+ * directory @ino carries (NUL-separated, like listxattr(2)): "y" in
+ * user.overlay.opaque, and in trusted.overlay.opaque too for a daemon
+ * running as root (the kernel overlay's own, which only root reads).
+ * Return: their length, 0 if none.
+ */
+static size_t opaque_names(struct fs *fs, fuse_ino_t ino, const char **names)
+{
+	static const char both[] = WH_OPAQUE_TRUSTED "\0" WH_OPAQUE_USER;
+	struct dnode *d;
+
+	if (!fs->show_whiteouts)
+		return 0;
+	d = fs_dnode_get(fs, ino);
+	if (!d || !(fs_entry(fs, d->attr.layer, d->attr.entry)->flags &
+		    STRATA_LX_OPAQUE))
+		return 0;
+	if (geteuid() == 0) {
+		*names = both;
+		return sizeof(both);
+	}
+	*names = WH_OPAQUE_USER;
+	return sizeof(WH_OPAQUE_USER);
+}
+
+/* Answer getxattr @name of @ino from the opaque mark. Return: answered. */
+static bool opaque_getxattr(fuse_req_t req, struct fs *fs, fuse_ino_t ino,
+			    const char *name, size_t size)
+{
+	const char *names = NULL, *p;
+	size_t len = opaque_names(fs, ino, &names);
+
+	for (p = names; p && p < names + len; p += strlen(p) + 1) {
+		if (strcmp(p, name))
+			continue;
+		if (size == 0)
+			fuse_reply_xattr(req, 1);
+		else
+			fuse_reply_buf(req, "y", 1);
+		return true;
+	}
+	return false;
+}
+
 static void fs_ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			   size_t size)
 {
@@ -581,6 +646,8 @@ static void fs_ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 		fuse_reply_err(req, -err);
 		return;
 	}
+	if (opaque_getxattr(req, fs, ino, name, size))
+		return;
 	/* No layer has ACLs or SELinux labels: say the fs has no such
 	 * support, which ls(1) remembers per device instead of asking
 	 * about every file (two round trips per file saved). */
@@ -617,8 +684,9 @@ static void fs_ll_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
 	struct fs *fs = get_fs(req);
 	const uint8_t *p, *end;
+	const char *opq = NULL;
 	char *buf = NULL;
-	size_t total = 0, xlen;
+	size_t total = 0, xlen, olen;
 	int err;
 
 	p = xattrs_of(fs, ino, &xlen, &err);
@@ -626,9 +694,20 @@ static void fs_ll_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 		fuse_reply_err(req, -err);
 		return;
 	}
+	olen = opaque_names(fs, ino, &opq);
 	end = p ? p + xlen : NULL;
-	if (p && size)
-		buf = malloc(xlen);
+	if (size && (p || olen)) {
+		buf = malloc(xlen + olen);
+		if (!buf) {
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+	}
+	if (olen) {
+		if (buf)
+			memcpy(buf, opq, olen);
+		total = olen;
+	}
 	while (p) {
 		const char *n;
 		const void *v;

@@ -593,6 +593,35 @@ int strata_lx_set_children(struct strata_lindex *lx, uint32_t dir,
  */
 int strata_lx_graft(struct strata_lindex **lx, uint32_t n);
 
+/* ---- layer statistics (store/layerstat.c) ------------------------------ */
+
+/*
+ * What one layer does to the image below it. Entries are what the tar
+ * lists (not whiteouts, not directories made only for a child); bytes are
+ * regular-file content, a hardlink group's once.
+ */
+struct strata_layer_stat {
+	uint64_t added, added_bytes;	/* paths the image did not have */
+	uint64_t changed, changed_bytes; /* paths it had: replaced, or a
+					 * directory listed again */
+	uint64_t removed;		/* paths hidden by whiteouts, opaque
+					 * directories, or a directory
+					 * replaced by a non-directory */
+	uint64_t removed_bytes;		/* content they made unreachable */
+	uint64_t replaced_bytes;	/* content its changes made
+					 * unreachable */
+	uint64_t content;		/* content bytes the layer carries */
+	uint64_t wasted;		/* of those, what no path of the
+					 * final image reaches */
+};
+
+/*
+ * The statistics of every layer of cached image @img (strata_cache_ensure
+ * first), bottom first, into @out (img->n_layers of them).
+ * Return: 0 or negative errno.
+ */
+int strata_layer_stats(struct strata_store *st, const struct strata_image *img,
+		       struct strata_layer_stat *out, struct strata_err *err);
 
 /* ---- commit (store/commit.c) ------------------------------------------ */
 

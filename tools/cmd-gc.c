@@ -18,19 +18,6 @@ static const char usage[] =
 	"gc leaves a valid store; the next gc finishes its work.\n"
 	"Prints what it removed and the disk space it freed.\n";
 
-static void human(uint64_t n, char *out, size_t len)
-{
-	static const char *const unit[] = { "B", "kB", "MB", "GB", "TB" };
-	double v = (double)n;
-	size_t i = 0;
-
-	while (v >= 999.5 && i + 1 < ARRAY_SIZE(unit)) {
-		v /= 1000;
-		i++;
-	}
-	snprintf(out, len, "%.3g %s", v, unit[i]);
-}
-
 int cmd_gc(int argc, char **argv)
 {
 	cleanup_(strata_store_freep) struct strata_store *st = NULL;
@@ -53,7 +40,7 @@ int cmd_gc(int argc, char **argv)
 	if (r < 0)
 		return die_err(&err, r);
 	total = res.blob_bytes + res.layer_bytes + res.temp_bytes;
-	human(total, h, sizeof(h));
+	human_size(total, h, sizeof(h));
 	printf("removed %llu untagged images, %llu blobs (%llu bytes), "
 	       "%llu cached layers (%llu bytes), %llu leftovers (%llu "
 	       "bytes)\n",

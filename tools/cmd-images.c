@@ -98,22 +98,13 @@ static void relative(const char *created, char *out, size_t len)
 	}
 }
 
-/* 1000-based, three significant digits, as podman shows sizes. */
+/* An image's size; "?" when unreadable (-1). */
 static void human(int64_t n, char *out, size_t len)
 {
-	static const char *const unit[] = { "B", "kB", "MB", "GB", "TB" };
-	double v = (double)n;
-	size_t i = 0;
-
-	if (n < 0) {
+	if (n < 0)
 		snprintf(out, len, "?");
-		return;
-	}
-	while (v >= 999.5 && i + 1 < ARRAY_SIZE(unit)) {
-		v /= 1000;
-		i++;
-	}
-	snprintf(out, len, "%.3g %s", v, unit[i]);
+	else
+		human_size((uint64_t)n, out, len);
 }
 
 static void print_json(const struct strata_tag_info *tags, size_t n)

@@ -21,6 +21,7 @@ static const struct {
 	{ "tag", cmd_tag, "point a tag of the store at an image of the store" },
 	{ "gc", cmd_gc, "remove untagged images, unused blobs and layers" },
 	{ "inspect", cmd_inspect, "show an image's manifest, config and layers" },
+	{ "layers", cmd_layers, "what each layer adds, changes, removes and wastes" },
 	{ "commit", cmd_commit, "turn an upper directory into a new layer and tag" },
 	{ "copy", cmd_copy, "copy an image between stores, layouts, archives, registries" },
 	{ "login", cmd_login, "check and store credentials for a registry" },
@@ -43,6 +44,19 @@ static void usage(FILE *f)
 		   "docker://[HOST[:PORT]/]PATH[:TAG|@DIGEST]\n"
 		   "mount an image with: stratafs REF MOUNTPOINT\n"
 		   "'strata COMMAND --help' tells more.\n");
+}
+
+void human_size(uint64_t n, char *out, size_t len)
+{
+	static const char *const unit[] = { "B", "kB", "MB", "GB", "TB" };
+	double v = (double)n;
+	size_t i = 0;
+
+	while (v >= 999.5 && i + 1 < ARRAY_SIZE(unit)) {
+		v /= 1000;
+		i++;
+	}
+	snprintf(out, len, "%.3g %s", v, unit[i]);
 }
 
 int die_err(const struct strata_err *err, int code)

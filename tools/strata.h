@@ -24,12 +24,16 @@ int cmd_copy(int argc, char **argv);
 int cmd_login(int argc, char **argv);
 int cmd_logout(int argc, char **argv);
 int cmd_ls_tags(int argc, char **argv);
+int cmd_layers(int argc, char **argv);
 
 /* Registry options (reg-opts.c): consume argv[*i] (and its value) into
  * g.reg. Return: 1 consumed, 0 not ours, -1 bad value (printed). */
 int reg_option(int argc, char **argv, int *i);
 extern const char reg_opts_usage[];
 
+/* @n bytes as podman shows sizes: 1000-based, three significant digits
+ * ("4.2 MB"), into @out. */
+void human_size(uint64_t n, char *out, size_t len);
 /* Print "strata: MESSAGE" from @err (or strerror) and return 1. */
 int die_err(const struct strata_err *err, int code);
 /* True if argv holds -h/--help; prints @usage (if not NULL) to stdout

@@ -123,20 +123,26 @@ def umoci_image(tmp_path):
     given the rootfs Path to modify (umoci repack records the difference,
     deletions as whiteouts). Returns the layout directory and tag."""
     def build(steps, name="img", tag="t"):
-        layout = tmp_path / name
-        bundle = tmp_path / f"{name}-bundle"
-        run(["umoci", "init", "--layout", layout])
-        run(["umoci", "new", "--image", f"{layout}:{tag}"])
-        for step in steps:
-            if bundle.exists():
-                shutil.rmtree(bundle)
-            run(["umoci", "unpack", "--image", f"{layout}:{tag}", bundle])
-            step(bundle / "rootfs")
-            run(["umoci", "repack", "--image", f"{layout}:{tag}", bundle])
+        return build_umoci_image(tmp_path, steps, name, tag)
+    return build
+
+
+def build_umoci_image(base, steps, name="img", tag="t"):
+    """The umoci_image fixture's work, in directory @base (for fixtures of
+    a wider scope)."""
+    layout = Path(base) / name
+    bundle = Path(base) / f"{name}-bundle"
+    run(["umoci", "init", "--layout", layout])
+    run(["umoci", "new", "--image", f"{layout}:{tag}"])
+    for step in steps:
         if bundle.exists():
             shutil.rmtree(bundle)
-        return layout, tag
-    return build
+        run(["umoci", "unpack", "--image", f"{layout}:{tag}", bundle])
+        step(bundle / "rootfs")
+        run(["umoci", "repack", "--image", f"{layout}:{tag}", bundle])
+    if bundle.exists():
+        shutil.rmtree(bundle)
+    return layout, tag
 
 
 def umoci_rootfs(layout, tag, dest):
