@@ -907,7 +907,7 @@ int strata_load_separated(struct strata_store *st,
 	size_t len, n = 0, i;
 	struct sep_lookup lk = { st, NULL, NULL };
 	struct strata_layer_lookup lookup = { lookup_layer, &lk };
-	char mpath[600];
+	char mpath[600], missing[1200] = "";
 	int r;
 
 	if (o->base && o->lib && !strcmp(o->base, o->lib))
@@ -975,8 +975,10 @@ int strata_load_separated(struct strata_store *st,
 				 &shown[i], &fds[i], err);
 		if (r == -ENOENT && i < 2) {
 			/* not shipped: its layers come from the store */
-			lk.missing = i == 0 ? "no base tarball"
-					    : "no lib tarball";
+			snprintf(missing + strlen(missing),
+				 sizeof(missing) - strlen(missing), "%s%s is "
+				 "missing", *missing ? ", " : "", shown[i]);
+			lk.missing = missing;
 			r = 0;
 			continue;
 		}
