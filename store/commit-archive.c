@@ -332,6 +332,6 @@ void strata_legacy_layer_ids(char *const *diff_ids, size_t n, char (*ids)[65])
 			snprintf(buf, sizeof(buf), "%s %s", chain, diff_ids[i]);
 			strata_sha256(buf, strlen(buf), chain);
 		}
-		snprintf(ids[i], 65, "%s", hex_of(chain));
+		snprintf(ids[i], 65, "%.64s", hex_of(chain));
 	}
 }

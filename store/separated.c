@@ -352,7 +352,7 @@ static int fd_sha256(int fd, char *hex)
 		strata_hasher_update(h, buf, (size_t)n);
 	}
 	strata_hasher_final(h, d);
-	snprintf(hex, 65, "%s", d + strlen("sha256:"));
+	snprintf(hex, 65, "%.64s", d + strlen("sha256:"));
 	return 0;
 }
 
