@@ -53,6 +53,7 @@ struct sep_ctx {
 	size_t n_rn;
 	char **made;			/* tarballs written, removed on error */
 	size_t n_made;
+	uint64_t bytes;			/* of layers written, for progress */
 };
 
 struct sep_app {
@@ -233,7 +234,8 @@ out:
 	return r;
 }
 
-static int copy_fd(struct strata_blobw *w, int fd, uint64_t size)
+static int copy_fd(struct sep_ctx *c, struct strata_blobw *w, int fd,
+		   uint64_t size)
 {
 	cleanup_free char *buf = malloc(1 << 20);
 	uint64_t done = 0;
@@ -252,6 +254,8 @@ static int copy_fd(struct strata_blobw *w, int fd, uint64_t size)
 		if (r < 0)
 			return r;
 		done += (uint64_t)n;
+		c->bytes += (uint64_t)n;
+		strata_progress("saving separated images", c->bytes, 0);
 	}
 	return 0;
 }
@@ -318,7 +322,7 @@ static int put_layer(struct sep_ctx *c, struct strata_blobw *w,
 	if (r == 0)
 		r = strata_tar_member(w, name, '0', size, SEP_MTIME);
 	if (r == 0)
-		r = copy_fd(w, fd, size);
+		r = copy_fd(c, w, fd, size);
 	if (r == 0)
 		r = strata_tar_pad(w, size);
 	if (r < 0 && !strata_err_isset(err))
@@ -416,7 +420,6 @@ static int write_tarball(struct sep_ctx *c, const struct sep_app *a,
 					    ents[i].len, SEP_MTIME);
 		else
 			r = put_layer(c, w, a, ents[i].layer, config, err);
-		strata_progress("saving", i + 1, n);
 	}
 	if (r == 0)
 		r = strata_tar_end(w);
@@ -968,6 +971,13 @@ int strata_load_separated(struct strata_store *st,
 		goto out;
 	}
 	lk.app = key;
+	for (i = 0; i < 3; i++)
+		if (!paths[i] && *tars[i] && !plain_name(tars[i])) {
+			r = strata_err_set(err, -EBADMSG, "%s: %s tarball "
+					   "\"%s\" of %s is not a file name",
+					   mpath, what[i], tars[i], key);
+			goto out;
+		}
 	for (i = 0; i < 3; i++) {
 		if (!paths[i] && !*tars[i])
 			continue;	/* no lib */

@@ -293,6 +293,15 @@ def test_separated_tampered_refused(separated, strata, store, tmp_path):
     assert "app_1_lib_image.tar.gz" in r.stderr and "sha256" in r.stderr
     assert strata("images").stdout.splitlines()[1:] == []
     assert not any((store / "images/blobs/sha256").iterdir())
+    # a manifest naming a tarball outside DIR is refused as such
+    man = json.loads((d / "manifest").read_text())
+    man["app:1"]["app"] = "../../etc/passwd"
+    (d / "manifest").write_text(json.dumps(man))
+    r = strata("load", "--dir", d, "app:1", check=False)
+    assert r.returncode == 1 and "is not a file name" in r.stderr
+    r = strata("load", "--dir", d, "nosuch:1", check=False)
+    assert r.returncode == 1 and "no image nosuch:1" in r.stderr
+    assert "app:1, app:2" in r.stderr
 
 
 def test_separated_base_from_store(images, separated, strata, mount,
