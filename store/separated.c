@@ -174,6 +174,18 @@ static int layer_tmp(struct sep_ctx *c, const struct strata_image *img,
 		return strata_err_set(err, -errno, "image %s: layer %s: %s",
 				      img->ref_text, l->digest, strerror(errno));
 	out = openat(c->st->tmp_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (out < 0 && (errno == EOPNOTSUPP || errno == EISDIR ||
+			errno == EINVAL)) {
+		char tmp[64];
+
+		/* no O_TMPFILE here: a name, gone as soon as it is open */
+		snprintf(tmp, sizeof(tmp), ".sep-%d-layer", (int)getpid());
+		unlinkat(c->st->tmp_fd, tmp, 0);
+		out = openat(c->st->tmp_fd, tmp, O_RDWR | O_CREAT | O_EXCL |
+			     O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (out >= 0)
+			unlinkat(c->st->tmp_fd, tmp, 0);
+	}
 	if (out < 0)
 		return strata_err_set(err, -errno, "%s/tmp: %s",
 				      strata_store_root(c->st), strerror(errno));
