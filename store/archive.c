@@ -206,8 +206,9 @@ fail:
 	return r;
 }
 
-static int read_archive(const char *path, int blobs_fd, struct members *m,
-			struct strata_err *err)
+/* Read the archive @path (through @fd when >= 0, from its start). */
+static int read_archive_fd(const char *path, int fd, int blobs_fd,
+			   struct members *m, struct strata_err *err)
 {
 	struct archive *a = archive_read_new();
 	struct archive_entry *e;
@@ -219,7 +220,8 @@ static int read_archive(const char *path, int blobs_fd, struct members *m,
 	archive_read_support_format_gnutar(a);
 	archive_read_support_filter_gzip(a);
 	archive_read_support_filter_zstd(a);
-	if (archive_read_open_filename(a, path, 1 << 20) != ARCHIVE_OK) {
+	if ((fd >= 0 ? archive_read_open_fd(a, fd, 1 << 20)
+		     : archive_read_open_filename(a, path, 1 << 20)) != ARCHIVE_OK) {
 		r = strata_err_set(err, -ENOENT, "%s: %s", path,
 				   strata_archive_error(a));
 		goto out;
@@ -305,6 +307,12 @@ out:
 	return r;
 }
 
+static int read_archive(const char *path, int blobs_fd, struct members *m,
+			struct strata_err *err)
+{
+	return read_archive_fd(path, -1, blobs_fd, m, err);
+}
+
 static int member_json(struct members *m, const char *name, const char *path,
 		       struct json_object **out, struct strata_err *err)
 {
@@ -318,7 +326,7 @@ static int member_json(struct members *m, const char *name, const char *path,
 	return strata_json_parse(x->data, x->len, what, out, err);
 }
 
-static bool repotag_matches(const char *have, const char *want)
+bool strata_repotag_matches(const char *have, const char *want)
 {
 	static const char *prefixes[] = { "docker.io/library/", "docker.io/",
 					  "localhost/", "" };
@@ -373,18 +381,145 @@ static struct json_object *desc_new(const char *mt, const char *digest,
 	return d;
 }
 
+/* The i-th diff_id of the config held in member @cfg, into @out. */
+static int config_diff_id(struct member *cfg, size_t i, const char *what,
+			  char *out, struct strata_err *err)
+{
+	struct json_object *c = NULL, *rootfs, *ids;
+	const char *d;
+	int r;
+
+	if (!cfg->data)
+		return strata_err_set(err, -ENOENT, "%s: config not readable",
+				      what);
+	r = strata_json_parse(cfg->data, cfg->len, what, &c, err);
+	if (r == 0)
+		r = strata_json_object(c, "rootfs", true, &rootfs, what, err);
+	if (r == 0)
+		r = strata_json_array(rootfs, "diff_ids", true, &ids, what, err);
+	if (r == 0 && i >= json_object_array_length(ids))
+		r = strata_err_set(err, -EBADMSG, "%s: the config has %zu "
+				   "diff_ids, fewer than the layers", what,
+				   json_object_array_length(ids));
+	if (r == 0) {
+		d = json_object_get_string(json_object_array_get_idx(ids, i));
+		if (!d || strata_digest_validate(d, strlen(d)) < 0)
+			r = strata_err_set(err, -EBADMSG, "%s: diff_id %zu "
+					   "invalid", what, i);
+		else
+			snprintf(out, STRATA_DIGEST_MAX, "%s", d);
+	}
+	if (c)
+		json_object_put(c);
+	return r;
+}
+
+/*
+ * Build the OCI manifest of manifest.json entry @entry (its config and
+ * layers members of @m), store it and fill @img. A layer missing from @m
+ * is asked of @lookup (by diff_id) when given.
+ */
+static int docker_entry(struct strata_store *st, struct members *m,
+			struct json_object *entry, const char *what,
+			const char *ref_text,
+			const struct strata_platform *plat,
+			const struct strata_layer_lookup *lookup,
+			struct strata_image *img, struct strata_err *err)
+{
+	struct json_object *layers, *man, *mlayers, *desc = NULL;
+	const char *cfgname;
+	char cfgdigest[STRATA_DIGEST_MAX], mdigest[STRATA_DIGEST_MAX];
+	struct member *cfg;
+	size_t i;
+	int r;
+
+	if ((r = strata_json_string(entry, "Config", true, &cfgname, what, err)) < 0 ||
+	    (r = strata_json_array(entry, "Layers", true, &layers, what, err)) < 0)
+		return r;
+	cfg = resolve(m, cfgname);
+	if (!cfg || (!cfg->data && !cfg->digest[0]))
+		return strata_err_set(err, -ENOENT, "%s: config %s not in the "
+				      "archive", what, cfgname);
+	if (cfg->data) {
+		r = strata_blob_put(st->blobs_fd, cfg->data, cfg->len, cfgdigest);
+		if (r < 0)
+			return r;
+		cfg->size = (int64_t)cfg->len;
+	} else {
+		strcpy(cfgdigest, cfg->digest);
+	}
+	man = json_object_new_object();
+	json_object_object_add(man, "schemaVersion", json_object_new_int(2));
+	json_object_object_add(man, "mediaType", json_object_new_string(
+		"application/vnd.oci.image.manifest.v1+json"));
+	json_object_object_add(man, "config", desc_new(
+		"application/vnd.oci.image.config.v1+json", cfgdigest, cfg->size));
+	mlayers = json_object_new_array();
+	json_object_object_add(man, "layers", mlayers);
+	for (i = 0; i < json_object_array_length(layers); i++) {
+		const char *lname = json_object_get_string(
+			json_object_array_get_idx(layers, i));
+		struct member *l = lname ? resolve(m, lname) : NULL;
+		struct member found = { 0 };
+		const char *mt = NULL;
+
+		if ((!l || !l->digest[0]) && lookup && lname) {
+			char diff_id[STRATA_DIGEST_MAX];
+
+			r = config_diff_id(cfg, i, what, diff_id, err);
+			if (r == 0)
+				r = lookup->fn(lookup->ctx, diff_id, lname,
+					       found.digest, &found.size, err);
+			if (r < 0) {
+				json_object_put(man);
+				return r;
+			}
+			l = &found;
+		}
+		if (!l || !l->digest[0]) {
+			json_object_put(man);
+			return strata_err_set(err, -ENOENT,
+					      "%s: layer %s not in the archive",
+					      what, lname ? lname : "(null)");
+		}
+		r = sniff_media_type(st->blobs_fd, l->digest, &mt);
+		if (r < 0) {
+			json_object_put(man);
+			return r;
+		}
+		json_object_array_add(mlayers, desc_new(mt, l->digest, l->size));
+	}
+	{
+		size_t len;
+		const char *s = json_object_to_json_string_length(
+			man, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE,
+			&len);
+
+		r = strata_blob_put(st->blobs_fd, s, len, mdigest);
+		if (r == 0)
+			desc = desc_new("application/vnd.oci.image.manifest.v1+json",
+					mdigest, (int64_t)len);
+	}
+	json_object_put(man);
+	if (r < 0)
+		return r;
+	r = strata_image_from_desc(img, img->blobs_fd, desc, plat, err);
+	if (r < 0)
+		strata_err_wrap(err, r, "image %s", ref_text);
+	json_object_put(desc);
+	return r;
+}
+
 static int docker_manifest(struct strata_store *st, struct members *m,
 			   const struct strata_ref *ref,
 			   const struct strata_platform *plat,
+			   const struct strata_layer_lookup *lookup,
 			   struct strata_image *img, struct strata_err *err)
 {
-	struct json_object *mj = NULL, *entry = NULL, *layers, *man, *mlayers;
-	struct json_object *desc = NULL;
-	const char *cfgname;
-	char what[512], cfgdigest[STRATA_DIGEST_MAX], mdigest[STRATA_DIGEST_MAX];
+	struct json_object *mj = NULL, *entry = NULL;
+	char what[512];
 	char tags[400];
 	size_t i, n, o = 0;
-	struct member *cfg;
 	int r;
 
 	r = member_json(m, "manifest.json", ref->path, &mj, err);
@@ -412,7 +547,7 @@ static int docker_manifest(struct strata_store *st, struct members *m,
 			if (o < sizeof(tags))
 				o += (size_t)snprintf(tags + o, sizeof(tags) - o,
 						      "%s%s", o ? ", " : "", t);
-			if (ref->tag && !entry && repotag_matches(t, ref->tag))
+			if (ref->tag && !entry && strata_repotag_matches(t, ref->tag))
 				entry = e;
 		}
 	}
@@ -429,71 +564,8 @@ static int docker_manifest(struct strata_store *st, struct members *m,
 				 ref->path, ref->tag, o ? tags : "none");
 		goto out;
 	}
-	if ((r = strata_json_string(entry, "Config", true, &cfgname, what, err)) < 0 ||
-	    (r = strata_json_array(entry, "Layers", true, &layers, what, err)) < 0)
-		goto out;
-	cfg = resolve(m, cfgname);
-	if (!cfg || (!cfg->data && !cfg->digest[0])) {
-		r = strata_err_set(err, -ENOENT, "%s: config %s not in the "
-				   "archive", what, cfgname);
-		goto out;
-	}
-	if (cfg->data) {
-		r = strata_blob_put(st->blobs_fd, cfg->data, cfg->len, cfgdigest);
-		if (r < 0)
-			goto out;
-		cfg->size = (int64_t)cfg->len;
-	} else {
-		strcpy(cfgdigest, cfg->digest);
-	}
-	man = json_object_new_object();
-	json_object_object_add(man, "schemaVersion", json_object_new_int(2));
-	json_object_object_add(man, "mediaType", json_object_new_string(
-		"application/vnd.oci.image.manifest.v1+json"));
-	json_object_object_add(man, "config", desc_new(
-		"application/vnd.oci.image.config.v1+json", cfgdigest, cfg->size));
-	mlayers = json_object_new_array();
-	json_object_object_add(man, "layers", mlayers);
-	for (i = 0; i < json_object_array_length(layers); i++) {
-		const char *lname = json_object_get_string(
-			json_object_array_get_idx(layers, i));
-		struct member *l = lname ? resolve(m, lname) : NULL;
-		const char *mt = NULL;
-
-		if (!l || !l->digest[0]) {
-			r = strata_err_set(err, -ENOENT,
-					   "%s: layer %s not in the archive",
-					   what, lname ? lname : "(null)");
-			json_object_put(man);
-			goto out;
-		}
-		r = sniff_media_type(st->blobs_fd, l->digest, &mt);
-		if (r < 0) {
-			json_object_put(man);
-			goto out;
-		}
-		json_object_array_add(mlayers, desc_new(mt, l->digest, l->size));
-	}
-	{
-		size_t len;
-		const char *s = json_object_to_json_string_length(
-			man, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE,
-			&len);
-
-		r = strata_blob_put(st->blobs_fd, s, len, mdigest);
-		if (r == 0)
-			desc = desc_new("application/vnd.oci.image.manifest.v1+json",
-					mdigest, (int64_t)len);
-	}
-	json_object_put(man);
-	if (r < 0)
-		goto out;
-	r = strata_image_from_desc(img, img->blobs_fd, desc, plat, err);
-	if (r < 0)
-		strata_err_wrap(err, r, "image %s", ref->text);
+	r = docker_entry(st, m, entry, what, ref->text, plat, lookup, img, err);
 out:
-	if (desc)
-		json_object_put(desc);
 	json_object_put(mj);
 	return r;
 }
@@ -526,7 +598,7 @@ int strata_archive_resolve(struct strata_store *st, const struct strata_ref *ref
 		goto out;
 	has_oci = find(&m, "index.json") && find(&m, "oci-layout");
 	if (ref->kind == STRATA_REF_DOCKER_ARCHIVE && find(&m, "manifest.json")) {
-		r = docker_manifest(st, &m, ref, plat, img, err);
+		r = docker_manifest(st, &m, ref, plat, NULL, img, err);
 		goto out;
 	}
 	if (!has_oci) {
@@ -547,6 +619,220 @@ int strata_archive_resolve(struct strata_store *st, const struct strata_ref *ref
 	if (r < 0)
 		strata_err_wrap(err, r, "image %s", ref->text);
 	json_object_put(idx);
+out:
+	members_free(&m);
+	return r;
+}
+
+/* A new image read from archive @where into the store's blobs. */
+static struct strata_image *archive_image(struct strata_store *st,
+					  const char *where, const char *text)
+{
+	struct strata_image *img = calloc(1, sizeof(*img));
+
+	if (!img)
+		return NULL;
+	img->blobs_fd = fcntl(st->blobs_fd, F_DUPFD_CLOEXEC, 3);
+	img->ref_text = strdup(text);
+	img->blobs_desc = strdup(where);
+	if (img->blobs_fd < 0 || !img->ref_text || !img->blobs_desc) {
+		strata_image_free(img);
+		return NULL;
+	}
+	return img;
+}
+
+int strata_archive_resolve_parts(struct strata_store *st,
+				 const char *const *paths, const int *fds,
+				 size_t n,
+				 const char *where, const char *tag,
+				 const struct strata_platform *plat,
+				 const struct strata_layer_lookup *lookup,
+				 struct strata_image **out,
+				 struct strata_err *err)
+{
+	struct strata_ref ref = {
+		.kind = STRATA_REF_DOCKER_ARCHIVE,
+		.path = (char *)where,
+		.tag = (char *)tag,
+		.text = (char *)tag,
+	};
+	struct members m = { 0 };
+	struct strata_image *img = NULL;
+	size_t i;
+	int r;
+
+	r = strata_store_hold(st, err);
+	for (i = 0; r == 0 && i < n; i++)
+		r = read_archive_fd(paths[i], fds[i], st->blobs_fd, &m, err);
+	if (r == 0 && !find(&m, "manifest.json"))
+		r = strata_err_set(err, -EBADMSG, "%s: no manifest.json in %s",
+				   where, n ? paths[n - 1] : "(none)");
+	if (r == 0 && !(img = archive_image(st, where, tag)))
+		r = -ENOMEM;
+	if (r == 0)
+		r = docker_manifest(st, &m, &ref, plat, lookup, img, err);
+	members_free(&m);
+	if (r < 0) {
+		if (img)
+			strata_image_free(img);
+		return r;
+	}
+	*out = img;
+	return 0;
+}
+
+/* Tags of manifest.json entry @e (borrowed strings), into @v. */
+static size_t entry_tags(struct json_object *e, const char **v, size_t cap)
+{
+	struct json_object *rt;
+	size_t k, n = 0;
+
+	if (strata_json_array(e, "RepoTags", false, &rt, "", NULL) < 0)
+		return 0;
+	for (k = 0; k < json_object_array_length(rt) && n < cap; k++) {
+		const char *t = json_object_get_string(
+			json_object_array_get_idx(rt, k));
+
+		if (t && *t)
+			v[n++] = t;
+	}
+	return n;
+}
+
+static int each_docker(struct strata_store *st, struct members *m,
+		       const char *path, const struct strata_platform *plat,
+		       strata_archive_each_fn cb, void *ctx,
+		       struct strata_err *err)
+{
+	struct json_object *mj = NULL;
+	char what[512];
+	size_t i;
+	int r;
+
+	r = member_json(m, "manifest.json", path, &mj, err);
+	if (r < 0)
+		return r;
+	snprintf(what, sizeof(what), "%s: manifest.json", path);
+	if (!json_object_is_type(mj, json_type_array))
+		r = strata_err_set(err, -EBADMSG, "%s: not a JSON array", what);
+	for (i = 0; r == 0 && i < json_object_array_length(mj); i++) {
+		struct json_object *e = json_object_array_get_idx(mj, i);
+		const char *tags[64];
+		size_t nt = entry_tags(e, tags, ARRAY_SIZE(tags));
+		char text[600];
+		struct strata_image *img;
+
+		snprintf(text, sizeof(text), "docker-archive:%s:%s", path,
+			 nt ? tags[0] : "(untagged)");
+		img = archive_image(st, path, text);
+		if (!img) {
+			r = -ENOMEM;
+			break;
+		}
+		r = docker_entry(st, m, e, what, text, plat, NULL, img, err);
+		if (r == 0)
+			r = cb(ctx, img, tags, nt, err);
+		strata_image_free(img);
+	}
+	json_object_put(mj);
+	return r;
+}
+
+static int each_oci(struct strata_store *st, struct members *m,
+		    const char *path, const struct strata_platform *plat,
+		    strata_archive_each_fn cb, void *ctx,
+		    struct strata_err *err)
+{
+	struct json_object *idx = NULL, *ms;
+	char what[512];
+	size_t i, j, n;
+	int r;
+
+	r = member_json(m, "index.json", path, &idx, err);
+	if (r < 0)
+		return r;
+	snprintf(what, sizeof(what), "%s: index.json", path);
+	r = strata_json_array(idx, "manifests", true, &ms, what, err);
+	n = r == 0 ? json_object_array_length(ms) : 0;
+	for (i = 0; r == 0 && i < n; i++) {
+		struct json_object *d = json_object_array_get_idx(ms, i);
+		struct strata_desc di, dj;
+		const char *tags[64];
+		size_t nt = 0;
+		bool dup = false;
+		char text[600];
+		struct strata_image *img;
+
+		r = strata_desc_parse(d, &di, what, err);
+		/* one image per digest, with all its names */
+		for (j = 0; r == 0 && j < n && !dup; j++) {
+			const char *name;
+
+			if (strata_desc_parse(json_object_array_get_idx(ms, j),
+					      &dj, what, NULL) < 0 ||
+			    strcmp(dj.digest, di.digest))
+				continue;
+			if (j < i) {
+				dup = true;
+				break;
+			}
+			name = strata_desc_ref_name(
+				json_object_array_get_idx(ms, j));
+			if (name && nt < ARRAY_SIZE(tags))
+				tags[nt++] = name;
+		}
+		if (r < 0 || dup)
+			continue;
+		snprintf(text, sizeof(text), "oci-archive:%s:%s", path,
+			 nt ? tags[0] : di.digest);
+		img = archive_image(st, path, text);
+		if (!img) {
+			r = -ENOMEM;
+			break;
+		}
+		r = strata_image_from_desc(img, img->blobs_fd, d, plat, err);
+		if (r < 0)
+			strata_err_wrap(err, r, "image %s", text);
+		if (r == 0)
+			r = cb(ctx, img, tags, nt, err);
+		strata_image_free(img);
+	}
+	json_object_put(idx);
+	return r;
+}
+
+int strata_archive_load_each(struct strata_store *st, const char *refstr,
+			     const struct strata_platform *plat,
+			     strata_archive_each_fn cb, void *ctx,
+			     struct strata_err *err)
+{
+	cleanup_(strata_ref_freep) struct strata_ref *ref = NULL;
+	struct members m = { 0 };
+	int r;
+
+	r = strata_ref_parse(refstr, &ref, err);
+	if (r < 0)
+		return r;
+	if ((ref->kind != STRATA_REF_DOCKER_ARCHIVE &&
+	     ref->kind != STRATA_REF_OCI_ARCHIVE) || ref->tag || ref->digest)
+		return strata_err_set(err, -EINVAL, "%s: not an archive "
+				      "(docker-archive:FILE or "
+				      "oci-archive:FILE, with no tag)", refstr);
+	r = strata_store_hold(st, err);
+	if (r == 0)
+		r = read_archive(ref->path, st->blobs_fd, &m, err);
+	if (r < 0)
+		goto out;
+	if (find(&m, "manifest.json") &&
+	    (ref->kind == STRATA_REF_DOCKER_ARCHIVE || !find(&m, "index.json")))
+		r = each_docker(st, &m, ref->path, plat, cb, ctx, err);
+	else if (find(&m, "index.json") && find(&m, "oci-layout"))
+		r = each_oci(st, &m, ref->path, plat, cb, ctx, err);
+	else
+		r = strata_err_set(err, -EBADMSG, "%s: neither a docker-archive "
+				   "(manifest.json) nor an oci-archive "
+				   "(index.json and oci-layout)", ref->path);
 out:
 	members_free(&m);
 	return r;

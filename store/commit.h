@@ -93,6 +93,13 @@ struct strata_tar_hdr {
  */
 int strata_tar_header(struct strata_blobw *w, const struct strata_tar_hdr *h);
 int strata_tar_pad(struct strata_blobw *w, uint64_t size);
+/* An archive member of fixed owner (0:0) and mode (0755 for a directory,
+ * 0644 otherwise) at @mtime; strata_tar_file() writes @len bytes of @buf
+ * as its content and the padding. */
+int strata_tar_member(struct strata_blobw *w, const char *name, char type,
+		      uint64_t size, int64_t mtime);
+int strata_tar_file(struct strata_blobw *w, const char *name, const void *buf,
+		    size_t len, int64_t mtime);
 /* The two zero blocks that end an archive. */
 int strata_tar_end(struct strata_blobw *w);
 
@@ -271,5 +278,34 @@ int strata_zck_entry(struct strata_zck *z, struct strata_blobw *w,
 int strata_zck_finish(struct strata_zck *z, struct strata_blobw *w);
 int strata_zck_toc(const struct strata_zck *z, const char **position,
 		   const char **checksum);
+/* One image of an archive holding several (strata save). */
+struct strata_archive_img {
+	char *const *tags;		/* ref.name / RepoTags "NAME:TAG" */
+	size_t n_tags;
+	const char *manifest_mt, *manifest_digest;
+	int64_t manifest_size;
+	const char *config_digest;
+	int64_t config_size;
+	const char *const *layers;	/* digests, base first */
+	const int64_t *sizes;
+	size_t n_layers;
+	int blobs_fd[2];		/* where its blobs are: searched in
+					 * order */
+};
+
+/*
+ * Write the images @imgs into the docker-archive (@docker) or oci-archive
+ * @path, each blob once however many images share it. A docker-archive gets
+ * manifest.json (an entry per image) and repositories. Written to a
+ * temporary name beside @path, fsync'd, renamed. Progress on a terminal.
+ */
+int strata_archive_write_images(const char *path, bool docker,
+				const struct strata_archive_img *imgs, size_t n,
+				struct strata_err *err);
+
+/* Write the legacy (docker save) ID of each layer, whose diff_ids are
+ * @diff_ids, into @ids[i] (64 hex + NUL): the hex of the layer's chain ID
+ * (sha256 of "CHAIN_ID(i-1) DIFF_ID(i)"), as containers/image did. */
+void strata_legacy_layer_ids(char *const *diff_ids, size_t n, char (*ids)[65]);
 
 #endif

@@ -116,7 +116,7 @@ static int have_blob(int blobs_fd, const char *digest)
 	return faccessat(blobs_fd, rel, F_OK, 0) == 0;
 }
 
-static int ensure_layers(struct strata_image *img, struct strata_err *err)
+int strata_image_fetch_layers(struct strata_image *img, struct strata_err *err)
 {
 	for (size_t i = 0; i < img->n_layers; i++) {
 		int r;
@@ -245,7 +245,7 @@ int strata_copy(struct strata_store *st, const struct strata_copy_opts *o,
 		r = to_registry(st, o, img, man, err);
 		goto done;
 	}
-	r = ensure_layers(img, err);
+	r = strata_image_fetch_layers(img, err);
 	if (r < 0)
 		goto out;
 	if (d.ref->kind == STRATA_REF_STORE)

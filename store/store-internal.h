@@ -154,10 +154,44 @@ int strata_archive_resolve(struct strata_store *st, const struct strata_ref *ref
 			   const struct strata_platform *plat,
 			   struct strata_image *img, struct strata_err *err);
 
+/* Where a layer a docker-archive lacks is found (a separated image whose
+ * base stays in the store): put the digest and size of a blob of the
+ * store's whose uncompressed content has @diff_id (@member: the layer's
+ * name in manifest.json, for messages). */
+struct strata_layer_lookup {
+	int (*fn)(void *ctx, const char *diff_id, const char *member,
+		  char *digest, int64_t *size, struct strata_err *err);
+	void *ctx;
+};
+
+/*
+ * Read the docker-archive split over the tars @paths (each may be
+ * gzip'd; read through @fds[i]) as one archive and resolve the image
+ * tagged @tag; @where names it in messages. Caller frees *out.
+ */
+int strata_archive_resolve_parts(struct strata_store *st,
+				 const char *const *paths, const int *fds,
+				 size_t n,
+				 const char *where, const char *tag,
+				 const struct strata_platform *plat,
+				 const struct strata_layer_lookup *lookup,
+				 struct strata_image **out,
+				 struct strata_err *err);
+
+/* Does RepoTags entry @have name @want ("docker.io/library/",
+ * "docker.io/" and "localhost/" prefixes aside)? */
+bool strata_repotag_matches(const char *have, const char *want);
+
 /* Store a blob from memory under its sha256 (atomic). @digest_out may be
  * NULL. */
 int strata_blob_put(int blobs_fd, const void *buf, size_t len,
 		    char *digest_out);
+
+/* ---- copy.c ---- */
+
+/* Fetch the layer blobs of @img missing from its blobs_fd from its
+ * source (a registry) into the store. Return: 0 or negative errno. */
+int strata_image_fetch_layers(struct strata_image *img, struct strata_err *err);
 
 /* ---- registry-push.c ---- */
 

@@ -348,6 +348,60 @@ void strata_tags_free(struct strata_tag_info *tags, size_t n);
 int strata_store_untag(struct strata_store *st, const char *name,
 		       struct strata_err *err);
 
+/* ---- save and load (store/save.c, store/separated.c) ------------------ */
+
+/*
+ * Write the images @images (references) into @dest, "docker-archive:FILE"
+ * or "oci-archive:FILE": one archive, each shared blob once; each image
+ * tagged with its name (a store NAME:TAG, a docker-archive's NAME:TAG, a
+ * docker:// HOST/PATH:TAG). Return: 0 or negative errno with @err.
+ */
+int strata_save(struct strata_store *st, const char *const *images, size_t n,
+		const char *dest, const struct strata_platform *plat,
+		struct strata_err *err);
+
+/*
+ * Each image of the docker-archive or oci-archive @ref (no tag), read
+ * once: @cb gets the image (borrowed, its blobs in the store) and the
+ * names the archive records for it. Return: 0, @cb's error, or negative
+ * errno with @err.
+ */
+typedef int (*strata_archive_each_fn)(void *ctx, struct strata_image *img,
+				      const char *const *tags, size_t n_tags,
+				      struct strata_err *err);
+int strata_archive_load_each(struct strata_store *st, const char *ref,
+			     const struct strata_platform *plat,
+			     strata_archive_each_fn cb, void *ctx,
+			     struct strata_err *err);
+
+/* isula-build's separated images (store/separated.c). */
+struct strata_sep_save_opts {
+	const char *const *images;	/* store names of the app images */
+	size_t n_images;
+	const char *base;		/* store name: its layers go to
+					 * NAME_TAG_base_image.tar.gz */
+	const char *lib;		/* or NULL: layers above base */
+	const char *rename;		/* JSON [{"name":, "rename":}] or NULL */
+	const char *dir;		/* created; holds tarballs, manifest */
+};
+int strata_save_separated(struct strata_store *st,
+			  const struct strata_sep_save_opts *o,
+			  struct strata_err *err);
+
+struct strata_sep_load_opts {
+	const char *dir;		/* the manifest and tarballs */
+	const char *base, *lib;		/* tarball paths instead of DIR's */
+	const char *app;		/* NAME[:TAG], its key in the manifest */
+	bool no_check;			/* skip the sha256 checks */
+};
+/* Verify and reassemble the separated image @o->app into an image whose
+ * blobs are in the store (untagged: cache and tag it). *name gets the
+ * name it was saved under. Caller frees both. */
+int strata_load_separated(struct strata_store *st,
+			  const struct strata_sep_load_opts *o,
+			  struct strata_image **img, char **name,
+			  struct strata_err *err);
+
 /* ---- users of the store and gc (store/gc.c) ---------------------------- */
 
 /*

@@ -115,6 +115,32 @@ int strata_tar_pad(struct strata_blobw *w, uint64_t size)
 	return pad ? strata_blobw_write(w, zero, pad) : 0;
 }
 
+int strata_tar_member(struct strata_blobw *w, const char *name, char type,
+		      uint64_t size, int64_t mtime)
+{
+	struct strata_tar_hdr h = {
+		.path = name,
+		.type = type,
+		.mode = type == '5' ? 0755 : 0644,
+		.size = size,
+		.mtime_sec = mtime,
+	};
+
+	return strata_tar_header(w, &h);
+}
+
+int strata_tar_file(struct strata_blobw *w, const char *name, const void *buf,
+		    size_t len, int64_t mtime)
+{
+	int r = strata_tar_member(w, name, '0', len, mtime);
+
+	if (r == 0)
+		r = strata_blobw_write(w, buf, len);
+	if (r == 0)
+		r = strata_tar_pad(w, len);
+	return r;
+}
+
 int strata_tar_end(struct strata_blobw *w)
 {
 	static const char zero[2 * BLOCK];

@@ -27,6 +27,8 @@ static const struct {
 	{ "login", cmd_login, "check and store credentials for a registry" },
 	{ "logout", cmd_logout, "remove stored credentials" },
 	{ "ls-tags", cmd_ls_tags, "list a registry repository's tags" },
+	{ "save", cmd_save, "write images into one archive, or separated" },
+	{ "load", cmd_load, "import every image of an archive, or separated" },
 };
 
 static void usage(FILE *f)
