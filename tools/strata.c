@@ -26,6 +26,8 @@ static const struct {
 	{ "login", cmd_login, "check and store credentials for a registry" },
 	{ "logout", cmd_logout, "remove stored credentials" },
 	{ "ls-tags", cmd_ls_tags, "list a registry repository's tags" },
+	{ "diff", cmd_diff, "what differs between two images, or a mount and its image" },
+	{ "history", cmd_history, "an image's history: created, by what, layer sizes" },
 };
 
 static void usage(FILE *f)
