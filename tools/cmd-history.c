@@ -114,7 +114,7 @@ static void print_table(const struct row *rows, size_t n, bool trunc)
 	       "CREATED BY", "SIZE", "COMMENT");
 	for (i = n; i-- > 0;) {
 		const struct row *r = &rows[i];
-		char by[4096], comment[4096], size[32], layer[16];
+		char by[4096], comment[4096], size[32], layer[16], created[32];
 		const char *hex = r->l ? strchr(r->l->digest, ':') : NULL;
 
 		cell(r->h ? r->h->created_by : "<no history>", trunc ? 45 : 0,
@@ -131,10 +131,12 @@ static void print_table(const struct row *rows, size_t n, bool trunc)
 			strcat(size, "*");
 		}
 		/* to the second: the fraction is in --json */
-		printf("%-12s  %-20.19s%s  %-45s  %-9s  %s\n", layer,
-		       r->h && r->h->created ? r->h->created : "",
-		       r->h && r->h->created && strlen(r->h->created) > 19
-		       ? "Z" : " ", by, size, comment);
+		snprintf(created, sizeof(created), "%.19s%s",
+			 r->h && r->h->created ? r->h->created : "",
+			 r->h && r->h->created && strlen(r->h->created) > 20
+			 ? "Z" : "");
+		printf("%-12s  %-21s %-45s  %-9s  %s\n", layer, created, by,
+		       size, comment);
 	}
 }
 
