@@ -534,16 +534,20 @@ static uint32_t meta_diff(const struct attrs *a, const struct attrs *b)
 
 /* ---- content ---- */
 
+/* The content file of regular file @x: fd, -ENOENT for an empty file
+ * (none), or negative errno. */
 static int open_content(const struct side *s, struct src x)
 {
 	const struct strata_lx_entry *e = ent(s, x);
 	char name[16];
+	int fd;
 
 	if (!e->a)
 		return -ENOENT;	/* an empty file */
 	snprintf(name, sizeof(name), "%u", e->a);
-	return openat(strata_lx_datafd(layer_of(s, x.layer)), name,
-		      O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	fd = openat(strata_lx_datafd(layer_of(s, x.layer)), name,
+		    O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	return fd < 0 ? -errno : fd;
 }
 
 static ssize_t read_full(int fd, char *buf, size_t n, uint64_t off)
@@ -607,11 +611,11 @@ static int same_content(struct diff *d, struct src xa, struct src xb,
 			      d->b.img->layers[xb.layer].diff_id)))
 		return 1;	/* the same content file */
 	fa = open_content(&d->a, xa);
-	if (fa < 0 && fa != -ENOENT && errno)
-		return content_error(d, &d->a, -errno);
+	if (fa < 0 && fa != -ENOENT)
+		return content_error(d, &d->a, fa);
 	fb = open_content(&d->b, xb);
-	if (fb < 0 && fb != -ENOENT && errno)
-		return content_error(d, &d->b, -errno);
+	if (fb < 0 && fb != -ENOENT)
+		return content_error(d, &d->b, fb);
 	return same_bytes(d, fa, fb, size);
 }
 
@@ -1037,7 +1041,7 @@ static int upper_content(struct diff *d, const char *path, int fd,
 		return r;
 	fa = open_content(&d->a, x);
 	if (fa < 0 && fa != -ENOENT)
-		return content_error(d, &d->a, -errno);
+		return content_error(d, &d->a, fa);
 	r = same_bytes(d, fa, fd, size);
 	if (r < 0)
 		return strata_err_set(d->err, r, "upper %s: %s", path,

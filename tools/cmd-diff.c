@@ -241,7 +241,10 @@ static int diff_mount(const struct args *a, struct strata_diff *d)
 			"DIR IMAGE)\n", a->a, strerror(serr));
 		return 1;
 	}
-	if (live_mount_open("diff", a->a, &mi) < 0)
+	/* held still while the upper directory is read: one snapshot,
+	 * with what the kernel still caches written back */
+	if (live_mount_open("diff", a->a, &mi) < 0 ||
+	    live_mount_freeze("diff", a->a, &mi) < 0)
 		goto out;
 	if (strata_store_open(g.root ? g.root : mi.store, &st, &err) < 0) {
 		r = die_err(&err, err.code);
@@ -263,6 +266,8 @@ static int diff_mount(const struct args *a, struct strata_diff *d)
 		r = die_err(&err, err.code);
 		goto out;
 	}
+	close(mi.fd);	/* thawed: printing may wait on a reader */
+	mi.fd = -1;
 	print(d, mi.base, a->a, a->json, a->stat);
 	r = 0;
 out:
