@@ -1186,6 +1186,27 @@ static int whiteout_delete(struct usink *u, const char *path)
 	return r;
 }
 
+/* Does the upper hide what the image has under directory @path: is it,
+ * or a directory above it, opaque (deleted and made again, or a renamed
+ * directory written in full over one the image has)? */
+static bool under_opaque(struct usink *u, const char *path)
+{
+	size_t n = strlen(path), i;
+	cleanup_free char *p = malloc(n + sizeof("/.wh..wh..opq"));
+
+	if (!p)
+		return false;
+	for (i = 1; i <= n; i++) {
+		if (i < n && path[i] != '/')
+			continue;
+		memcpy(p, path, i);
+		strcpy(p + i, "/.wh..wh..opq");
+		if (rec_find(u, p))
+			return true;
+	}
+	return false;
+}
+
 static int upper_changes(struct usink *u)
 {
 	struct diff *d = u->d;
@@ -1209,17 +1230,21 @@ static int upper_changes(struct usink *u)
 
 			if (!dir)
 				return -ENOMEM;
-			if (!strcmp(base, ".wh..wh..opq")) {
-				r = opaque_deletes(u, dir);
-				continue;
-			}
+			if (!strcmp(base, ".wh..wh..opq"))
+				continue;	/* with its directory */
 			if (asprintf(&target, "%s%s%s", dir, *dir ? "/" : "",
 				     base + 4) < 0)
 				return -ENOMEM;
 			r = whiteout_delete(u, target);
 			continue;
 		}
-		r = set_path(d, rc->path, strlen(rc->path));
+		/* what the image held in an opaque directory and the upper
+		 * does not have again, at any depth */
+		if (rc->type == '5' && rc->in_image && S_ISDIR(rc->old_mode) &&
+		    under_opaque(u, rc->path))
+			r = opaque_deletes(u, rc->path);
+		if (r == 0)
+			r = set_path(d, rc->path, strlen(rc->path));
 		if (r < 0)
 			break;
 		if (!rc->in_image)

@@ -126,6 +126,8 @@ def base_step(r):
     (r / "opq").mkdir()
     for n in ("k1", "k2", "k3"):
         (r / "opq" / n).write_text(n)
+    (r / "opq/sub").mkdir()
+    (r / "opq/sub/old").write_text("old\n")
     (r / "mode").write_text("m\n")
     (r / "own").write_text("o\n")
     (r / "xat").write_text("x\n")
@@ -208,6 +210,7 @@ def test_diff_two_images_against_umoci_trees(images, strata):
                  "/etc/samesize": ("C", ("content",)),
                  "/etc/conf": ("C", ("mtime", "size")),
                  "/mt": ("D", ()), "/opq/k1": ("D", ()),
+                 "/opq/sub": ("D", ()),
                  "/opq/k9": ("A", ()), "/new/a/b/file": ("A", ()),
                  "/etc/same-link": ("A", ())}.items():
         assert got.get(p) == v, (p, got.get(p))
@@ -272,12 +275,15 @@ def test_diff_of_a_mount_after_edits(images, strata, mount, tmp_path):
     (mnt / "opq").mkdir()
     (mnt / "opq/k1").write_text("k1")
     os.utime(mnt / "opq/k1", (MT, MT))
+    (mnt / "opq/sub").mkdir()
+    (mnt / "opq/sub/new").write_text("new\n")
     os.link(mnt / "etc/same", mnt / "etc/same-link")
     got, _ = strata_diff(strata, str(mnt))
     want = py_diff(ra, mnt)
     assert_diff(got, want)
     for p, v in {"/gone": ("D", ()), "/rm-me": ("D", ()),
                  "/fresh/d/f": ("A", ()), "/opq/k2": ("D", ()),
+                 "/opq/sub/old": ("D", ()), "/opq/sub/new": ("A", ()),
                  "/ln": ("C", ("link", "mtime")), "/mode": ("C", ("mode",)),
                  "/etc/same-link": ("A", ())}.items():
         assert got.get(p) == v, (p, got.get(p))
