@@ -25,7 +25,9 @@ and once cold (caches dropped before the run):
 
 - strata:  `strata --root STORE diff bench:base bench:top > /dev/null`
 - diff -r: `diff -r --no-dereference BASE/rootfs TOP/rootfs > /dev/null`
-- podman:  `podman image diff bench:base bench:top > /dev/null`
+- podman:  `podman image diff bench:top bench:base > /dev/null` (podman
+  names the newer image first)
+- the floor: `strata --version` (process start, dynamic linking)
 
 The report gives the medians (min-max), the ratio to strata, and how many
 lines each printed (podman also lists, as changed, the parent directory
@@ -138,9 +140,11 @@ def commands(ctx):
         "diff -r": ["diff", "-r", "--no-dereference",
                     ctx.trees["base"] / "rootfs", ctx.trees["top"] / "rootfs"],
     }
+    # the floor: starting the strata process (dynamic linking) alone
+    cmds["strata --version"] = [ctx.strata, "--version"]
     if not ctx.no_podman:
         cmds["podman image diff"] = ctx.pod.base + [
-            "image", "diff", "localhost/bench:base", "localhost/bench:latest"]
+            "image", "diff", "localhost/bench:latest", "localhost/bench:base"]
     return cmds
 
 
@@ -176,8 +180,8 @@ def measure(ctx, runs):
 
 def report(ctx, res, cold, lines):
     ref = statistics.median(res["strata diff"])
-    out = [f"## strata diff, {ctx.name} bench image: base (3 layers) vs "
-           f"top (4 layers)", "",
+    out = [f"## strata diff, {ctx.name} bench image: base ({ctx.n_layers - 1}"
+           f" layers) vs top ({ctx.n_layers} layers)", "",
            f"{datetime.date.today()}, {os.uname().nodename}, "
            f"{os.cpu_count()} CPUs, {ctx.runs} warm runs", "",
            "| subject | warm median (min-max) | ratio | cold | lines |",
@@ -216,7 +220,8 @@ def main():
     signal.signal(signal.SIGHUP, on_signal)
     try:
         ctx.layout, ctx.tag, _ = bench.build_image(args.quick)
-        _, ctx.manifest_digest = bench.image_layers(ctx.layout, ctx.tag)
+        blobs, ctx.manifest_digest = bench.image_layers(ctx.layout, ctx.tag)
+        ctx.n_layers = len(blobs)
         make_tags(ctx)
         prepare(ctx)
         text = report(ctx, *measure(ctx, args.runs))
