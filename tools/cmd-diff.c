@@ -24,8 +24,9 @@ static const char usage[] =
 	"by what happens inside it). Computed from the layer indexes of the\n"
 	"cache (images are unpacked there first): layers both images share\n"
 	"are not looked at, content is read only where size and metadata\n"
-	"are equal. The exit status is 0 with or without differences, as\n"
-	"podman diff's; 1 for an error, 2 for a usage error.\n"
+	"are equal. `strata diff A B` is `podman image diff B A` (podman\n"
+	"names the newer image first). The exit status is 0 with or without\n"
+	"differences, as podman diff's; 1 for an error, 2 for a usage error.\n"
 	"\n"
 	"  --json        one object: {\"a\", \"b\", \"changes\": [{\"kind\",\n"
 	"                \"path\", \"type\", \"old_type\", \"changed\": [...],\n"
@@ -158,7 +159,12 @@ static int parse(int argc, char **argv, struct args *a,
 
 	for (i = 1; i < argc; i++) {
 		const char *o = argv[i], *v = NULL;
+		int k = reg_option(argc, argv, &i);
 
+		if (k < 0)
+			return 2;
+		if (k > 0)
+			continue;
 		if (!strcmp(o, "--json")) {
 			a->json = true;
 		} else if (!strcmp(o, "--stat")) {
@@ -287,8 +293,10 @@ int cmd_diff(int argc, char **argv)
 	cleanup_fd int ufd = -1;
 	int r;
 
-	if (want_help(argc, argv, usage))
+	if (want_help(argc, argv, usage)) {
+		fputs(reg_opts_usage, stdout);
 		return 0;
+	}
 	r = parse(argc, argv, &a, &plat);
 	if (r)
 		return r;

@@ -183,8 +183,10 @@ int cmd_history(int argc, char **argv)
 	size_t n;
 	int i, r, bad = 0;
 
-	if (want_help(argc, argv, usage))
+	if (want_help(argc, argv, usage)) {
+		fputs(reg_opts_usage, stdout);
 		return 0;
+	}
 	for (i = 1; i < argc; i++) {
 		r = reg_option(argc, argv, &i);
 		if (r < 0)
