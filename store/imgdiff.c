@@ -918,7 +918,9 @@ struct rec {
 	uint32_t mode;		/* with the type bits */
 	uint64_t size;
 	char *leader;		/* hardlink ('1'): the name with the data */
-	int fd;			/* an upper hardlink's data, kept; or -1 */
+	bool linked;		/* an upper file with other names: */
+	dev_t dev;		/* its identity, to open it again */
+	ino_t ino;
 	uint32_t what;		/* computed against the image */
 	bool in_image;
 	uint32_t old_mode;
@@ -928,6 +930,7 @@ struct rec {
 
 struct usink {
 	struct diff *d;
+	int upper_fd;
 	struct rec *r;
 	size_t n, cap;
 };
@@ -939,8 +942,6 @@ static void recs_free(struct usink *u)
 	for (i = 0; i < u->n; i++) {
 		free(u->r[i].path);
 		free(u->r[i].leader);
-		if (u->r[i].fd >= 0)
-			close(u->r[i].fd);
 	}
 	free(u->r);
 }
@@ -968,7 +969,8 @@ static int upper_meta(struct diff *d, struct rec *rc, const struct attrs *b)
 		return r;
 	rc->in_image = true;
 	lx_attrs(&d->a, x, &a);
-	r = lx_xattrs(layer_of(&d->a, x.layer), x.entry, true, &a, &names);
+	r = lx_xattrs(layer_of(&d->a, x.layer), x.entry, d->upper, &a,
+		      &names);
 	if (r == 0)
 		rc->what = meta_diff(&a, b);
 	rc->old_mode = a.mode;
@@ -1000,7 +1002,6 @@ static int sink_entry(void *ctx, const struct strata_tar_hdr *h,
 	}
 	rc = &u->r[u->n];
 	memset(rc, 0, sizeof(*rc));
-	rc->fd = -1;
 	rc->path = strdup(h->path);
 	if (!rc->path)
 		return -ENOMEM;
@@ -1060,9 +1061,12 @@ static int sink_data(void *ctx, int fd, uint64_t size, struct strata_err *err)
 	(void)err;
 	if (!rc || rc->type != '0')
 		return 0;
-	/* an upper name with other names: its data, for them */
-	if (fd >= 0 && fstat(fd, &st) == 0 && st.st_nlink > 1)
-		rc->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	/* an upper file with other names: its data is theirs too */
+	if (fd >= 0 && fstat(fd, &st) == 0 && st.st_nlink > 1) {
+		rc->linked = true;
+		rc->dev = st.st_dev;
+		rc->ino = st.st_ino;
+	}
 	if (!rc->data_pending)
 		return 0;
 	rc->data_pending = false;
@@ -1092,10 +1096,41 @@ static int set_path(struct diff *d, const char *path, size_t len)
 	return path_push(d, path, len, &saved);
 }
 
+/* The upper file the walk read for hardlink leader @l, opened again below
+ * the upper directory without following a symlink, and only if it is
+ * still that file. Return: fd or negative errno. */
+static int open_leader(struct usink *u, const struct rec *l)
+{
+	const char *slash = strrchr(l->path, '/');
+	cleanup_free char *dir = strndup(l->path, slash ? (size_t)(slash -
+							    l->path) : 0);
+	cleanup_fd int dfd = -1;
+	struct stat st;
+	int fd;
+
+	if (!l->linked || !dir)
+		return -ENOENT;
+	dfd = *dir ? strata_open_beneath(u->upper_fd, dir)
+		   : fcntl(u->upper_fd, F_DUPFD_CLOEXEC, 3);
+	if (dfd < 0)
+		return -ENOENT;
+	fd = openat(dfd, slash ? slash + 1 : l->path,
+		    O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    st.st_dev != l->dev || st.st_ino != l->ino) {
+		close(fd);
+		return -ESTALE;
+	}
+	return fd;
+}
+
 /* A hardlink's data is its leader's. */
 static int upper_hardlink(struct usink *u, struct rec *rc)
 {
 	struct rec *l = rec_find(u, rc->leader);
+	cleanup_fd int fd = -1;
 
 	if (!l || l->type != '0')
 		return 0;
@@ -1109,12 +1144,14 @@ static int upper_hardlink(struct usink *u, struct rec *rc)
 	}
 	if (!rc->size)
 		return 0;
-	if (l->fd < 0) {
-		/* data the walk did not keep (from the image): unknown */
+	fd = open_leader(u, l);
+	if (fd < 0) {
+		/* data from the image (a metacopy or a renamed directory's
+		 * file), or gone meanwhile: not known to be the same */
 		rc->what |= STRATA_DIFF_CONTENT;
 		return 0;
 	}
-	return upper_content(u->d, rc->path, l->fd, rc->size, &rc->what);
+	return upper_content(u->d, rc->path, fd, rc->size, &rc->what);
 }
 
 /* The image's children of directory @dir ("" root) that the upper's
@@ -1274,6 +1311,7 @@ int strata_diff_upper(struct strata_store *st, struct strata_image *img,
 		r = side_open(st, img, &d.a, err);
 	d.upper = true;
 	u.d = &d;
+	u.upper_fd = upper_fd;
 	lw.sink_ctx = &u;
 	if (r == 0)
 		r = strata_commit_layer(&lw, NULL, &entries, err);

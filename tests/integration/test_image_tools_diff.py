@@ -278,6 +278,20 @@ def test_diff_of_a_mount_after_edits(images, strata, mount, tmp_path):
     (mnt / "opq/sub").mkdir()
     (mnt / "opq/sub/new").write_text("new\n")
     os.link(mnt / "etc/same", mnt / "etc/same-link")
+    # a name of the image made a hardlink to a new file of the same size,
+    # mode, owner and mtime: only the bytes differ, read through the
+    # other name (the one the walk meets first)
+    (mnt / "etc/other").write_text("zzzz")
+    os.chmod(mnt / "etc/other", 0o644)
+    os.utime(mnt / "etc/other", (MT, MT))
+    (mnt / "etc/samesize").unlink()
+    os.link(mnt / "etc/other", mnt / "etc/samesize")
+    # and one whose bytes are the same: unchanged
+    (mnt / "etc/sub/a-copy").write_text("deep\n")
+    os.chmod(mnt / "etc/sub/a-copy", 0o644)
+    os.utime(mnt / "etc/sub/a-copy", (MT, MT))
+    (mnt / "etc/sub/deep").unlink()
+    os.link(mnt / "etc/sub/a-copy", mnt / "etc/sub/deep")
     got, _ = strata_diff(strata, str(mnt))
     want = py_diff(ra, mnt)
     assert_diff(got, want)
@@ -285,9 +299,10 @@ def test_diff_of_a_mount_after_edits(images, strata, mount, tmp_path):
                  "/fresh/d/f": ("A", ()), "/opq/k2": ("D", ()),
                  "/opq/sub/old": ("D", ()), "/opq/sub/new": ("A", ()),
                  "/ln": ("C", ("link", "mtime")), "/mode": ("C", ("mode",)),
-                 "/etc/same-link": ("A", ())}.items():
+                 "/etc/same-link": ("A", ()),
+                 "/etc/samesize": ("C", ("content",))}.items():
         assert got.get(p) == v, (p, got.get(p))
-    assert "/opq/k1" not in got	# recreated as it was
+    assert "/opq/k1" not in got and "/etc/sub/deep" not in got	# recreated as it was
     # the upper directory named directly gives the same answer
     again, _ = strata_diff(strata, "--upper", str(upper),
                            f"oci:{layout}:base")
