@@ -383,8 +383,11 @@ def test_history_short_or_missing(images, strata, tmp_path):
     assert r.stdout.count("<no history>") == n_layers - 1
 
 
-def test_hostile_and_usage(images, strata, tmp_path):
+def test_hostile_and_usage(images, strata, mount, tmp_path):
     layout, _, _ = images
+    ro = mount(f"oci:{layout}:base")    # no upper directory: nothing to say
+    r = strata("diff", str(ro), check=False)
+    assert r.returncode == 1 and "not a writable stratafs mount" in r.stderr
     r = strata("diff", f"oci:{layout}:nope", f"oci:{layout}:t", check=False)
     assert r.returncode == 1 and f"oci:{layout}:nope" in r.stderr
     r = strata("history", "no-such-image:1", check=False)
