@@ -329,6 +329,13 @@ def _content_bytes(layout, digest):
 def test_history_against_skopeo_and_umoci(images, strata):
     layout, _, _ = images
     ref = f"oci:{layout}:t"
+    # not in the cache yet: the compressed size, marked
+    man = _config_of(layout, "t")[2]
+    rows = json.loads(strata("history", "--json", ref).stdout)
+    assert [(r["layer"]["size"], r["layer"]["compressed_size"])
+            for r in rows if r["layer"]] == \
+        [(None, m["size"]) for m in reversed(man["layers"])]
+    assert "*" in strata("history", ref).stdout
     strata("import", ref, "hist:t")     # caches the layers: sizes known
     rows = json.loads(strata("history", "--json", ref).stdout)
     cfg = json.loads(run(["skopeo", "inspect", "--config",
