@@ -174,7 +174,7 @@ static int view(struct walk *wk, struct strata_imgview **out)
 
 /* ---- xattrs and metadata of upper entries ---- */
 
-static bool xattr_skipped(const char *name)
+bool strata_commit_xattr_skipped(const char *name)
 {
 	return !strncmp(name, "trusted.overlay.", 16) ||
 	       !strncmp(name, "user.overlay.", 13) ||
@@ -227,7 +227,7 @@ static int read_xattrs(struct walk *wk, int dirfd, const char *ename,
 	for (i = 0; i < nl; i += (ssize_t)strlen(names + i) + 1) {
 		ssize_t vl;
 
-		if (xattr_skipped(names + i))
+		if (strata_commit_xattr_skipped(names + i))
 			continue;
 		vl = lgetxattr(p, names + i, NULL, 0);
 		if (vl < 0)
@@ -247,7 +247,7 @@ static int read_xattrs(struct walk *wk, int dirfd, const char *ename,
 		char *dst = m->xbuf + total;
 		ssize_t vl;
 
-		if (xattr_skipped(names + i))
+		if (strata_commit_xattr_skipped(names + i))
 			continue;
 		memcpy(dst, names + i, nlen + 1);
 		vl = lgetxattr(p, names + i, dst + nlen + 1, 0);
@@ -381,8 +381,15 @@ static int header(struct walk *wk, const char *path, const struct meta *m,
 		.xattrs = m->x,
 		.n_xattrs = m->nx,
 	};
-	int r = strata_tar_header(wk->w, &h);
+	int r;
 
+	if (wk->o->sink_entry) {
+		r = wk->o->sink_entry(wk->o->sink_ctx, &h, wk->err);
+		if (r == 0)
+			wk->entries++;
+		return r;
+	}
+	r = strata_tar_header(wk->w, &h);
 	if (r == -EILSEQ)	/* zchunked.c */
 		return strata_err_set(wk->err, r, "layer: %s: its name, link "
 				      "target or an xattr name is not UTF-8, "
@@ -507,6 +514,8 @@ static int copy_data(struct walk *wk, int fd, uint64_t size)
 	uint64_t done = 0;
 	int r;
 
+	if (wk->o->sink_data)
+		return wk->o->sink_data(wk->o->sink_ctx, fd, size, wk->err);
 	while (done < size) {
 		size_t want = size - done > (1u << 20) ? (1u << 20)
 						       : (size_t)(size - done);
@@ -590,7 +599,7 @@ static int lower_meta(struct strata_imgview *v,
 			m->x[m->nx].len = vlen;
 			bo += nlen + 1u;
 			off += 6u + nlen + vlen;
-			if (!xattr_skipped(m->x[m->nx].name))
+			if (!strata_commit_xattr_skipped(m->x[m->nx].name))
 				m->nx++;
 		}
 	}
@@ -1135,7 +1144,7 @@ int strata_commit_layer(const struct strata_layer_walk *o,
 		goto out;
 	r = walk_upper(&wk, o->upper_fd, "", false, false);
 	pop_dir(&wk, false);
-	if (r == 0 && wk.entries)
+	if (r == 0 && wk.entries && w)
 		r = strata_tar_end(w);
 	*entries = wk.entries;
 out:

@@ -214,7 +214,19 @@ struct strata_layer_walk {
 	char **volumes;			/* NULL-terminated, or NULL */
 	bool clamp;			/* clamp mtimes to clamp_sec */
 	int64_t clamp_sec;
+	/* instead of a tar (w NULL): each entry's header in tar order, then
+	 * a regular file's content as @fd (-1: empty), borrowed for the
+	 * call; what they return ends the walk when negative */
+	int (*sink_entry)(void *ctx, const struct strata_tar_hdr *h,
+			  struct strata_err *err);
+	int (*sink_data)(void *ctx, int fd, uint64_t size,
+			 struct strata_err *err);
+	void *sink_ctx;
 };
+
+/* Xattrs a layer never carries: the overlay's own, override_stat,
+ * security.selinux (umoci's rule, oci/layer/xattr.go). */
+bool strata_commit_xattr_skipped(const char *name);
 
 /*
  * Write the layer tar of the upper directory into @w (not finished).

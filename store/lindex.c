@@ -417,3 +417,16 @@ int strata_lx_set_children(struct strata_lindex *lx, uint32_t dir,
 	d->b = n;
 	return 0;
 }
+
+int strata_layer_data_bytes(struct strata_store *st, const char *diff_id,
+			    uint64_t *out)
+{
+	struct strata_lindex *lx = NULL;
+	int r = strata_lindex_open(st, diff_id, &lx, NULL);
+
+	if (r < 0)
+		return r;
+	*out = lx->hdr->data_bytes;
+	strata_lindex_close(lx);
+	return 0;
+}

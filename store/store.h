@@ -755,4 +755,59 @@ struct strata_commit_result {
 int strata_commit(struct strata_store *st, const struct strata_commit_opts *o,
 		  struct strata_commit_result *res, struct strata_err *err);
 
+/* ---- diff (store/imgdiff.c) ------------------------------------------- */
+
+/* What a changed entry changed (strata_diff_entry.what). */
+enum {
+	STRATA_DIFF_TYPE = 1 << 0,	/* file type (then nothing else) */
+	STRATA_DIFF_MODE = 1 << 1,	/* permission bits */
+	STRATA_DIFF_OWNER = 1 << 2,	/* uid or gid */
+	STRATA_DIFF_SIZE = 1 << 3,	/* regular file size */
+	STRATA_DIFF_CONTENT = 1 << 4,	/* same size, other bytes (read only
+					 * when nothing else differs) */
+	STRATA_DIFF_MTIME = 1 << 5,	/* seconds or nanoseconds */
+	STRATA_DIFF_XATTRS = 1 << 6,
+	STRATA_DIFF_LINK = 1 << 7,	/* symlink target */
+	STRATA_DIFF_DEVICE = 1 << 8,	/* device number */
+};
+
+struct strata_diff_entry {
+	char kind;		/* 'A' added, 'D' deleted, 'C' changed */
+	uint32_t what;		/* 'C': STRATA_DIFF_* */
+	char *path;		/* "/a/b" */
+	uint32_t old_mode, new_mode;	/* st_mode with type; 0 = absent */
+	uint64_t old_size, new_size;	/* regular files' bytes; a deleted
+					 * directory's old_size is the bytes
+					 * of the files it held */
+};
+
+struct strata_diff {
+	struct strata_diff_entry *e;	/* sorted by path (strcmp) */
+	size_t n, cap;
+	uint64_t added, deleted, changed;		/* entries */
+	uint64_t added_bytes, deleted_bytes, changed_bytes;
+	/* (new_size of A and C, old_size of D) */
+};
+
+/*
+ * What differs from image @a to image @b: one entry per path; a deleted
+ * directory is one entry, an added one lists what it holds. Both are
+ * unpacked into the cache first (strata_cache_ensure()). Free @out with
+ * strata_diff_clear(). Return: 0 or negative errno with @err.
+ */
+int strata_diff_images(struct strata_store *st, struct strata_image *a,
+		       struct strata_image *b, struct strata_diff *out,
+		       struct strata_err *err);
+/* What the upper directory @upper_fd (overlay or .wh. format, as commit
+ * reads it) changes in image @img. */
+int strata_diff_upper(struct strata_store *st, struct strata_image *img,
+		      int upper_fd, struct strata_diff *out,
+		      struct strata_err *err);
+void strata_diff_clear(struct strata_diff *d);
+
+/* Sum of the regular file sizes of cached layer @diff_id (each inode
+ * once). Return: 0, -ENOENT when not cached, or negative errno. */
+int strata_layer_data_bytes(struct strata_store *st, const char *diff_id,
+			    uint64_t *out);
+
 #endif

@@ -29,6 +29,8 @@ static const struct {
 	{ "ls-tags", cmd_ls_tags, "list a registry repository's tags" },
 	{ "save", cmd_save, "write images into one archive, or separated" },
 	{ "load", cmd_load, "import every image of an archive, or separated" },
+	{ "diff", cmd_diff, "what differs between two images, or a mount and its image" },
+	{ "history", cmd_history, "an image's history: created, by what, layer sizes" },
 };
 
 static void usage(FILE *f)

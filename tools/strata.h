@@ -27,6 +27,8 @@ int cmd_ls_tags(int argc, char **argv);
 int cmd_layers(int argc, char **argv);
 int cmd_save(int argc, char **argv);
 int cmd_load(int argc, char **argv);
+int cmd_diff(int argc, char **argv);
+int cmd_history(int argc, char **argv);
 
 /* Registry options (reg-opts.c): consume argv[*i] (and its value) into
  * g.reg. Return: 1 consumed, 0 not ours, -1 bad value (printed). */
@@ -36,6 +38,32 @@ extern const char reg_opts_usage[];
 /* @n bytes as podman shows sizes: 1000-based, three significant digits
  * ("4.2 MB"), into @out. */
 void human_size(uint64_t n, char *out, size_t len);
+/* What a live mount's control socket says about it (stratafs control.h). */
+struct live_mount {
+	int fd;				/* the connection; frozen while open */
+	char *upper, *ref, *store;
+	char *manifest;			/* the digest the mount shows */
+	char *base;			/* ref naming exactly that image */
+	/* root committing another user's mount: the directories as checked
+	 * (owned_dir); the upper one is committed through its fd's name */
+	int upper_fd, store_fd;
+	char upper_at[32], store_at[32];
+};
+/*
+ * Find the stratafs mount at @mp (a fuse.stratafs mount of an image in
+ * mountinfo), connect to its control socket, check that its owner
+ * answers, and learn its upper directory, store and image (by digest:
+ * m->base). Errors are said on stderr as "strata @cmd: ...".
+ * Return: 0 or negative errno. Free with live_mount_free() either way.
+ */
+int live_mount_open(const char *cmd, const char *mp, struct live_mount *m);
+/* Hold the mount still (changes wait) until m->fd is closed. */
+int live_mount_freeze(const char *cmd, const char *mp, struct live_mount *m);
+void live_mount_free(struct live_mount *m);
+/* One request line to, and one reply line from, the control socket. */
+int live_mount_say(int fd, const char *s);
+int live_mount_read_reply(int fd, char *buf, size_t size);
+
 /* Print "strata: MESSAGE" from @err (or strerror) and return 1. */
 int die_err(const struct strata_err *err, int code);
 /* True if argv holds -h/--help; prints @usage (if not NULL) to stdout
