@@ -516,6 +516,7 @@ static char *absolute_ref(const char *text, const char *manifest)
 		[STRATA_REF_OCI] = "oci",
 		[STRATA_REF_OCI_ARCHIVE] = "oci-archive",
 		[STRATA_REF_DOCKER_ARCHIVE] = "docker-archive",
+		[STRATA_REF_DIR] = "dir",
 	};
 
 	if (strata_ref_parse(text, &ref, &err) < 0)

@@ -222,7 +222,8 @@ static char *continue_ref(const char *dest, const char *src,
 				out = NULL;
 		} else if (asprintf(&out, "%s:%s%s%s",
 				    ref->kind == STRATA_REF_OCI_ARCHIVE
-				    ? "oci-archive" : "docker-archive", abs,
+				    ? "oci-archive" : ref->kind == STRATA_REF_DIR
+				    ? "dir" : "docker-archive", abs,
 				    ref->tag ? ":" : "",
 				    ref->tag ? ref->tag : "") < 0) {
 			out = NULL;
