@@ -405,8 +405,8 @@ int strata_schema1_convert(int blobs_fd, const char *what,
 {
 	static const char *const drop[] = { "id", "parent", "parent_id",
 					    "layer_id", "throwaway", "Size" };
-	struct json_object *cfg = NULL, *man = NULL, *diff_ids, *hist, *rootfs;
-	struct json_object *mlayers;
+	struct json_object *cfg = NULL, *man = NULL, *diff_ids = NULL;
+	struct json_object *hist = NULL, *mlayers = NULL, *rootfs;
 	struct s1layer *v = NULL;
 	char digest[STRATA_DIGEST_MAX];
 	const char *arch = NULL;
