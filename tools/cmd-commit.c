@@ -31,7 +31,7 @@ static const char usage[] =
 	"Turn the upper directory DIR of a writable mount of REF (overlay or\n"
 	".wh. format) into a new layer, config and manifest, tagged DEST:\n"
 	"oci:DIR:TAG, oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG],\n"
-	"a store NAME[:TAG], or :TAG for REF's own layout or store name.\n"
+	"dir:DIR, a store NAME[:TAG], or :TAG for REF's own layout or store name.\n"
 	"Prints the new manifest digest. With nothing to commit (no change,\n"
 	"no config edit) it says so, writes nothing and exits with status 1.\n"
 	"\n"
