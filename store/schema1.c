@@ -418,6 +418,14 @@ int strata_schema1_convert(int blobs_fd, const char *what,
 		return strata_err_set(err, -EOPNOTSUPP, "%s: a Docker schema 1 "
 				      "manifest in an OCI layout (read schema "
 				      "1 from dir: or docker://)", what);
+	r = strata_json_int64(doc, "schemaVersion", true, 0, 100, &size, what,
+			      err);
+	if (r < 0)
+		return r;
+	if (size != 1)
+		return strata_err_set(err, -EBADMSG, "%s: a Docker schema 1 "
+				      "media type but schemaVersion %lld", what,
+				      (long long)size);
 	r = parse_layers(doc, what, &v, &n, err);
 	if (r < 0)
 		return r;

@@ -113,6 +113,27 @@ def test_dir_import_and_mount_match_umoci(src, dirs, strata, mount, store,
     assert_same_as_umoci(mount("fromdir:1"), layout, tag, tmp_path / "u2")
 
 
+def test_dir_index_instances(src, dirs, strata, tmp_path):
+    """An index in manifest.json, its instance as HEX.manifest.json (what
+    skopeo copy --all writes): the host platform's instance is read."""
+    d, _ = dirs
+    x = copy_dir(d, tmp_path / "idx")
+    man = (x / "manifest.json").read_bytes()
+    hexd = hashlib.sha256(man).hexdigest()
+    (x / f"{hexd}.manifest.json").write_bytes(man)
+    arch = json.loads(strata("inspect", "--config",
+                             f"dir:{d}").stdout)["architecture"]
+    (x / "manifest.json").write_text(json.dumps({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": "sha256:" + hexd, "size": len(man),
+            "platform": {"os": "linux", "architecture": arch}}]}))
+    assert strata("import", f"dir:{x}", "idx:1").stdout.strip() == \
+        "sha256:" + hexd
+
+
 # ---------------------------------------------------------------------------
 # dir: write
 
