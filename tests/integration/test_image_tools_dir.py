@@ -182,14 +182,15 @@ def test_dir_refuses_to_clobber(strata, src, tmp_path):
     assert f.read_text() == "x"
 
 
-def test_commit_to_dir(strata, src, tmp_path):
+def test_commit_dir_to_dir(strata, src, dirs, tmp_path):
+    """A commit on a dir: base, written as dir:."""
     layout, tag, policy = src
-    strata("import", f"oci:{layout}:{tag}", "w:1")
+    d, _ = dirs
     upper = tmp_path / "upper"
     (upper / "etc").mkdir(parents=True)
     (upper / "etc/added").write_text("added\n")
     out = tmp_path / "c"
-    strata("commit", "--upper", upper, "--from", "w:1", f"dir:{out}")
+    strata("commit", "--upper", upper, "--from", f"dir:{d}", f"dir:{out}")
     skopeo(policy, "copy", f"dir:{out}", f"oci:{tmp_path / 'back'}:t")
     root = umoci_rootfs(tmp_path / "back", "t", tmp_path / "u")
     assert (root / "etc/added").read_text() == "added\n"
