@@ -324,7 +324,8 @@ static void usage(void)
 	       "directory takes the changes. With lowerdir= the layers are plain\n"
 	       "directories (top first), as with the kernel overlay.\n"
 	       "REF: NAME[:TAG] (local store), oci:DIR[:TAG|@DIGEST],\n"
-	       "     oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG]\n"
+	       "     oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG],\n"
+	       "     dir:DIR, docker://HOST/PATH[:TAG|@DIGEST]\n"
 	       "\n"
 	       "options:\n"
 	       "  -f                     stay in the foreground\n"
@@ -591,6 +592,7 @@ static char *absolute_ref(const char *text, const char *manifest)
 		[STRATA_REF_OCI] = "oci",
 		[STRATA_REF_OCI_ARCHIVE] = "oci-archive",
 		[STRATA_REF_DOCKER_ARCHIVE] = "docker-archive",
+		[STRATA_REF_DIR] = "dir",
 	};
 
 	if (strata_ref_parse(text, &ref, &err) < 0)

@@ -711,6 +711,8 @@ static int write_archive(struct ctx *c, const char *mdigest, int64_t msize)
 		sizes[i++] = c->res->layer_size;
 	}
 	a.n_layers = i;
+	if (c->d.kind == STRATA_REF_DIR)
+		return strata_dir_write(&a, NULL, c->err);
 	return strata_archive_write(&a, c->err);
 }
 
@@ -813,6 +815,7 @@ static int run(struct ctx *c)
 		goto out;
 	for (i = 0; i < c->img->n_layers && c->d.kind != STRATA_REF_OCI_ARCHIVE &&
 		    c->d.kind != STRATA_REF_DOCKER_ARCHIVE &&
+		    c->d.kind != STRATA_REF_DIR &&
 		    c->d.kind != STRATA_REF_DOCKER; i++) {
 		r = strata_layoutw_copy(c->d.lw, c->img->blobs_fd,
 					c->img->layers[i].digest,

@@ -257,6 +257,11 @@ struct strata_archive_out {
 
 int strata_archive_write(const struct strata_archive_out *a,
 			 struct strata_err *err);
+/* The same image as a dir: directory at @a->path (layout-dir.c; docker
+ * and tags unused): @manifest holds the manifest's bytes, or NULL to read
+ * them from @a->new_blobs_fd. */
+int strata_dir_write(const struct strata_archive_out *a, const char *manifest,
+		     struct strata_err *err);
 
 /* ---- zchunked.c (and its hooks in blobwrite.c) ---- */
 

@@ -182,7 +182,8 @@ static int to_layout(struct strata_layoutw *lw, struct strata_image *img,
 }
 
 static int to_archive(struct strata_store *st, struct strata_image *img,
-		      struct cdest *d, struct strata_err *err)
+		      const char *man, struct cdest *d,
+		      struct strata_err *err)
 {
 	cleanup_free const char **layers = calloc(img->n_layers + 1,
 						  sizeof(*layers));
@@ -211,6 +212,8 @@ static int to_archive(struct strata_store *st, struct strata_image *img,
 		layers[i] = img->layers[i].digest;
 		sizes[i] = img->layers[i].size;
 	}
+	if (d->ref->kind == STRATA_REF_DIR)
+		return strata_dir_write(&a, man, err);
 	return strata_archive_write(&a, err);
 }
 
@@ -254,7 +257,7 @@ int strata_copy(struct strata_store *st, const struct strata_copy_opts *o,
 		r = strata_layoutw_open(AT_FDCWD, d.ref->path, true, &lw, err);
 	if (r < 0)
 		goto out;
-	r = lw ? to_layout(lw, img, man, &d, err) : to_archive(st, img, &d, err);
+	r = lw ? to_layout(lw, img, man, &d, err) : to_archive(st, img, man, &d, err);
 done:
 	if (r == 0)
 		snprintf(digest_out, STRATA_DIGEST_MAX, "%s",

@@ -29,7 +29,7 @@ bool strata_media_is_index(const char *mt)
 	return !strcmp(mt, MT_OCI_INDEX) || !strcmp(mt, MT_DOCKER_LIST);
 }
 
-static bool media_is_schema1(const char *mt)
+bool strata_media_is_schema1(const char *mt)
 {
 	return !strcmp(mt, "application/vnd.docker.distribution.manifest.v1+json") ||
 	       !strcmp(mt, "application/vnd.docker.distribution.manifest.v1+prettyjws");
@@ -712,14 +712,8 @@ int strata_image_from_desc_fetch(struct strata_image *img, int blobs_fd,
 		r = strata_desc_parse(cur, &d, "descriptor", err);
 		if (r < 0)
 			goto out;
-		if (media_is_schema1(d.media_type)) {
-			r = strata_err_set(err, -EOPNOTSUPP,
-					   "manifest %s: Docker schema 1 "
-					   "manifests are not supported",
-					   d.digest);
-			goto out;
-		}
-		if (!strata_media_is_manifest(d.media_type) &&
+		if (!strata_media_is_schema1(d.media_type) &&
+		    !strata_media_is_manifest(d.media_type) &&
 		    !strata_media_is_index(d.media_type)) {
 			r = strata_err_set(err, -EOPNOTSUPP,
 					   "%s: unsupported media type \"%s\"",
@@ -747,6 +741,20 @@ int strata_image_from_desc_fetch(struct strata_image *img, int blobs_fd,
 		if (strata_media_is_manifest(d.media_type)) {
 			r = load_manifest(img, blobs_fd, &d, doc, &f, err);
 			goto out;
+		}
+		if (strata_media_is_schema1(d.media_type)) {
+			struct json_object *conv = NULL;
+
+			/* converted once, then read as the manifest it
+			 * becomes (schema1.c) */
+			r = strata_schema1_convert(blobs_fd, what, doc, f.fn,
+						   f.ctx, &conv, err);
+			if (r < 0)
+				goto out;
+			if (held)
+				json_object_put(held);
+			held = cur = conv;
+			continue;
 		}
 		{
 			struct json_object *manifests, *next = NULL;

@@ -285,6 +285,7 @@ int strata_ref_parse(const char *s, struct strata_ref **out,
 		{ "oci:", STRATA_REF_OCI },
 		{ "oci-archive:", STRATA_REF_OCI_ARCHIVE },
 		{ "docker-archive:", STRATA_REF_DOCKER_ARCHIVE },
+		{ "dir:", STRATA_REF_DIR },
 	};
 	cleanup_(strata_ref_freep) struct strata_ref *r = NULL;
 	size_t i;
@@ -347,9 +348,17 @@ int strata_ref_parse(const char *s, struct strata_ref **out,
 		if (ret < 0) {
 			return strata_err_set(err, -EINVAL,
 				"invalid reference \"%s\": use NAME[:TAG][@DIGEST], "
-				"oci:DIR[:TAG], oci-archive:FILE[:TAG] or "
-				"docker-archive:FILE[:NAME:TAG]", s);
+				"oci:DIR[:TAG], oci-archive:FILE[:TAG], "
+				"docker-archive:FILE[:NAME:TAG] or dir:DIR", s);
 		}
+		*out = take_ptr(&r);
+		return 0;
+	}
+	/* dir:PATH as skopeo reads it: all of it is the path */
+	if (r->kind == STRATA_REF_DIR && !r->path[0])
+		return strata_err_set(err, -EINVAL,
+				      "reference %s: missing path", s);
+	if (r->kind == STRATA_REF_DIR) {
 		*out = take_ptr(&r);
 		return 0;
 	}

@@ -40,7 +40,9 @@
 	"application/vnd.oci.image.index.v1+json, " \
 	"application/vnd.oci.image.manifest.v1+json, " \
 	"application/vnd.docker.distribution.manifest.list.v2+json, " \
-	"application/vnd.docker.distribution.manifest.v2+json"
+	"application/vnd.docker.distribution.manifest.v2+json, " \
+	"application/vnd.docker.distribution.manifest.v1+prettyjws, " \
+	"application/vnd.docker.distribution.manifest.v1+json"
 
 void strata_reg_free(struct strata_reg *reg)
 {
@@ -258,6 +260,24 @@ static int fetch_manifest(struct strata_reg *reg, int blobs_fd,
 	}
 	if (r < 0)
 		goto out;
+	if (strstr(resp.content_type, "manifest.v1")) {
+		/* a signed schema 1: its digest is that of what it signs,
+		 * and that is what is kept (schema1.c) */
+		char w[STRATA_DIGEST_MAX + 900], *payload;
+		size_t plen;
+
+		snprintf(w, sizeof(w), "registry %s: repository %s: %s",
+			 reg->name, reg->repo, what);
+		r = strata_schema1_unsign(m.buf ? m.buf : "", m.len, w,
+					  &payload, &plen, err);
+		if (r < 0)
+			goto out;
+		if (r == 1) {
+			free(m.buf);
+			m.buf = payload;
+			m.len = plen;
+		}
+	}
 	r = strata_hasher_new_alg(want ? digest_alg(want, alg, sizeof(alg))
 				       : "sha256", &h);
 	if (r < 0) {
@@ -676,8 +696,35 @@ static void src_free(struct strata_blob_source *bs)
 
 struct fetch_ctx {
 	struct strata_reg *reg;
-	int blobs_fd;
+	int blobs_fd, tmp_fd;
 };
+
+/* A layer blob whose size no manifest gave (schema 1): the registry's
+ * Content-Length bounds the download, the digest verifies it. */
+static int fetch_layer(struct fetch_ctx *f, const char *digest,
+		       struct strata_err *err)
+{
+	struct reg_source rs = { .reg = f->reg, .blobs_fd = f->blobs_fd,
+				 .tmp_fd = f->tmp_fd };
+	struct strata_layer l = { .digest = (char *)digest };
+	struct strata_reg_req q = { .method = "HEAD" };
+	struct strata_reg_resp resp;
+	char path[STRATA_DIGEST_MAX + 16], what[STRATA_DIGEST_MAX + 16];
+	int r;
+
+	snprintf(path, sizeof(path), "blobs/%s", digest);
+	snprintf(what, sizeof(what), "blob %s", digest);
+	q.path = path;
+	r = strata_reg_request(f->reg, &q, &resp, what, err);
+	if (r < 0)
+		return r;
+	if (resp.content_length < 0)
+		return strata_err_set(err, -EPROTO, "registry %s: repository "
+				      "%s: %s: no Content-Length", f->reg->name,
+				      f->reg->repo, what);
+	l.size = resp.content_length;
+	return src_fetch(&rs.base, &l, err);
+}
 
 /* layout.c asks for a blob it lacks: a manifest or index, or a config */
 static int fetch_missing(void *ctx, const char *digest, int64_t size,
@@ -687,8 +734,11 @@ static int fetch_missing(void *ctx, const char *digest, int64_t size,
 	char got[STRATA_DIGEST_MAX], mt[256];
 	size_t len;
 
+	if (size < 0)
+		return fetch_layer(f, digest, err);
 	if (strata_media_is_manifest(media_type) ||
-	    strata_media_is_index(media_type))
+	    strata_media_is_index(media_type) ||
+	    strata_media_is_schema1(media_type))
 		return fetch_manifest(f->reg, f->blobs_fd, digest, digest, size,
 				      got, mt, sizeof(mt), &len, err);
 	return fetch_small_blob(f->reg, f->blobs_fd, digest, size, err);
@@ -762,7 +812,8 @@ int strata_registry_resolve(struct strata_store *st,
 				   &len, err);
 	if (r < 0)
 		return r;
-	if (!strata_media_is_manifest(mt) && !strata_media_is_index(mt)) {
+	if (!strata_media_is_manifest(mt) && !strata_media_is_index(mt) &&
+	    !strata_media_is_schema1(mt)) {
 		char pm[300];
 
 		return strata_err_set(err, -EOPNOTSUPP,
@@ -771,9 +822,7 @@ int strata_registry_resolve(struct strata_store *st,
 				      reg->name, reg->repo,
 				      ref->digest ? ref->digest : ref->tag,
 				      strata_printable(mt, strlen(mt), pm,
-						       sizeof(pm)),
-				      strstr(mt, "manifest.v1") ? " (Docker "
-				      "schema 1 is not supported)" : "");
+						       sizeof(pm)), "");
 	}
 	desc = json_object_new_object();
 	if (!desc)
@@ -783,6 +832,7 @@ int strata_registry_resolve(struct strata_store *st,
 	json_object_object_add(desc, "size", json_object_new_int64((int64_t)len));
 	fc.reg = reg;
 	fc.blobs_fd = st->blobs_fd;
+	fc.tmp_fd = st->tmp_fd;
 	r = strata_image_from_desc_fetch(img, img->blobs_fd, desc, plat,
 					 fetch_missing, &fc, err);
 	json_object_put(desc);

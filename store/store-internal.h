@@ -144,6 +144,36 @@ int strata_image_from_desc_fetch(struct strata_image *img, int blobs_fd,
 				 strata_fetch_fn fetch, void *ctx,
 				 struct strata_err *err);
 
+/* ---- schema1.c: Docker schema 1 manifests ---- */
+
+/* If @buf is a signed schema 1 manifest, *payload gets what the JWS
+ * signs (the manifest without "signatures", malloc'd), whose sha256 is
+ * its digest, and a notice says the signature is not checked.
+ * Return: 1 (signed), 0 (unsigned: nothing allocated), -EBADMSG. */
+int strata_schema1_unsign(const char *buf, size_t len, const char *what,
+			  char **payload, size_t *plen, struct strata_err *err);
+/* Convert schema 1 manifest @doc into an OCI config and manifest stored
+ * in @blobs_fd, fetching each layer blob (@fetch with size -1) to hash
+ * it uncompressed; *desc_out gets the new manifest's descriptor. */
+int strata_schema1_convert(int blobs_fd, const char *what,
+			   struct json_object *doc, strata_fetch_fn fetch,
+			   void *ctx, struct json_object **desc_out,
+			   struct strata_err *err);
+
+/* ---- layout-dir.c: skopeo's dir: transport ---- */
+
+/* Resolve a dir: reference: its manifest (and config) into the store's
+ * blobs, @img->source set for the layers, each copied in verified. */
+int strata_dir_resolve(struct strata_store *st, const struct strata_ref *ref,
+		       const struct strata_platform *plat,
+		       struct strata_image *img, struct strata_err *err);
+/* Copy @in_fd (from its start) to @dir_fd/@name through a temporary
+ * file, verifying @digest and @size (-1: any), fsync'd when @sync.
+ * @what names the source in messages. */
+int strata_blob_copy_verified(int in_fd, int dir_fd, const char *name,
+			      const char *digest, int64_t size, bool sync,
+			      const char *what, struct strata_err *err);
+
 /* ---- archive.c ---- */
 
 /*
@@ -247,6 +277,7 @@ int strata_store_index_load(struct strata_store *st, struct json_object **out,
 /* ---- misc ---- */
 bool strata_media_is_manifest(const char *mt);
 bool strata_media_is_index(const char *mt);
+bool strata_media_is_schema1(const char *mt);
 int strata_media_layer_compression(const char *mt);	/* <0 unsupported */
 
 struct archive;

@@ -646,6 +646,11 @@ int strata_image_resolve(struct strata_store *st, const char *refstr,
 		img->blobs_desc = strdup(ref->path);
 		r = strata_archive_resolve(st, ref, plat, img, err);
 		break;
+	case STRATA_REF_DIR:
+		img->blobs_fd = fcntl(st->blobs_fd, F_DUPFD_CLOEXEC, 3);
+		img->blobs_desc = strdup(ref->path);
+		r = strata_dir_resolve(st, ref, plat, img, err);
+		break;
 	case STRATA_REF_DOCKER:
 		img->blobs_fd = fcntl(st->blobs_fd, F_DUPFD_CLOEXEC, 3);
 		if (asprintf(&img->blobs_desc, "%s/%s", ref->registry,

@@ -62,6 +62,7 @@ enum strata_ref_kind {
 	STRATA_REF_DOCKER_ARCHIVE,	/* docker-archive:FILE[:NAME:TAG] */
 	STRATA_REF_STORE,		/* NAME[:TAG][@DIGEST] in the store */
 	STRATA_REF_DOCKER,		/* docker://[HOST/]PATH[:TAG|@DIGEST] */
+	STRATA_REF_DIR,			/* dir:DIR (skopeo's directory) */
 };
 
 struct strata_ref {

@@ -1660,3 +1660,70 @@ out:
 	free(rd.out);
 	return r;
 }
+
+int strata_blob_diff_id(int fd, const char *digest, int64_t size,
+			int compression, uint64_t max_bytes, char *diff_id,
+			int *comp_out, int64_t *size_out,
+			struct strata_err *err)
+{
+	struct reader rd = { .fd = fd, .comp = compression,
+			     .max_uncompressed = max_bytes };
+	char got[STRATA_DIGEST_MAX], sd[32];
+	int r = 0;
+
+	strata_short_digest(digest, sd, sizeof(sd));
+	rd.want_size = size < 0 ? UINT64_MAX : (uint64_t)size;
+	rd.in = malloc(BUF_SIZE);
+	rd.out = malloc(BUF_SIZE);
+	if (!rd.in || !rd.out) {
+		r = -ENOMEM;
+		goto out;
+	}
+	if ((r = strata_hasher_new(digest, &rd.blob_h)) < 0 ||
+	    (r = strata_hasher_new_alg("sha256", &rd.diff_h)) < 0) {
+		r = strata_err_set(err, r, "layer %s: cannot verify this "
+				   "digest algorithm", digest);
+		goto out;
+	}
+	for (;;) {
+		const void *b;
+		ssize_t n = next_chunk(&rd, &b);
+
+		if (n == 0)
+			break;
+		if (n < 0) {
+			r = strata_err_set(err, rd.error, "layer %s: %s", sd,
+					   rd.msg);
+			goto out;
+		}
+	}
+	if (size >= 0 && rd.compressed != (uint64_t)size) {
+		r = strata_err_set(err, -EBADMSG, "layer %s: size mismatch: "
+				   "descriptor says %lld bytes, blob has %llu",
+				   digest, (long long)size,
+				   (unsigned long long)rd.compressed);
+		goto out;
+	}
+	strata_hasher_final(rd.blob_h, got);
+	if (strcmp(got, digest)) {
+		r = strata_err_set(err, -EBADMSG, "layer %s: digest mismatch: "
+				   "content hashes to %s", digest, got);
+		goto out;
+	}
+	strata_hasher_final(rd.diff_h, diff_id);
+	*comp_out = rd.comp;
+	*size_out = (int64_t)rd.compressed;
+out:
+	if (rd.z_ready)
+		inflateEnd(&rd.z);
+	if (rd.zs)
+		ZSTD_freeDStream(rd.zs);
+	strata_tarscan_free(&rd.scan);
+	if (rd.blob_h)
+		strata_hasher_free(rd.blob_h);
+	if (rd.diff_h)
+		strata_hasher_free(rd.diff_h);
+	free(rd.in);
+	free(rd.out);
+	return r;
+}

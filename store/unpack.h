@@ -25,4 +25,16 @@ struct strata_unpack_job {
 int strata_unpack_layer(const struct strata_unpack_job *job,
 			struct strata_err *err);
 
+/*
+ * Read a layer blob from @fd to its end with the same checks: @digest
+ * (and @size, unless -1), decompressed as @compression says (or sniffed),
+ * the tar read as far as its end blocks. @diff_id gets the sha256 of the
+ * uncompressed bytes, *comp_out the compression, *size_out the blob's
+ * size. For Docker schema 1, whose manifests carry no diff_ids.
+ */
+int strata_blob_diff_id(int fd, const char *digest, int64_t size,
+			int compression, uint64_t max_bytes, char *diff_id,
+			int *comp_out, int64_t *size_out,
+			struct strata_err *err);
+
 #endif

@@ -24,7 +24,7 @@ static const char usage[] =
 	"Turn the upper directory DIR of a writable mount of REF (overlay or\n"
 	".wh. format) into a new layer, config and manifest, tagged DEST:\n"
 	"oci:DIR:TAG, oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG],\n"
-	"a store NAME[:TAG], or :TAG for REF's own layout or store name.\n"
+	"dir:DIR, a store NAME[:TAG], or :TAG for REF's own layout or store name.\n"
 	"Prints the new manifest digest. With nothing to commit (no change,\n"
 	"no config edit) it says so, writes nothing and exits with status 1.\n"
 	"\n"
@@ -142,7 +142,8 @@ static char *continue_ref(const char *dest, const char *src,
 				out = NULL;
 		} else if (asprintf(&out, "%s:%s%s%s",
 				    ref->kind == STRATA_REF_OCI_ARCHIVE
-				    ? "oci-archive" : "docker-archive", abs,
+				    ? "oci-archive" : ref->kind == STRATA_REF_DIR
+				    ? "dir" : "docker-archive", abs,
 				    ref->tag ? ":" : "",
 				    ref->tag ? ref->tag : "") < 0) {
 			out = NULL;

@@ -44,7 +44,7 @@ static void usage(FILE *f)
 	fprintf(f, "\nreferences: NAME[:TAG][@DIGEST] (store), "
 		   "oci:DIR[:TAG|@DIGEST],\n            "
 		   "oci-archive:FILE[:TAG],\n            "
-		   "docker-archive:FILE[:NAME:TAG],\n            "
+		   "docker-archive:FILE[:NAME:TAG], dir:DIR,\n            "
 		   "docker://[HOST[:PORT]/]PATH[:TAG|@DIGEST]\n"
 		   "mount an image with: stratafs REF MOUNTPOINT\n"
 		   "'strata COMMAND --help' tells more.\n");

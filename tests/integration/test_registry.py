@@ -603,8 +603,9 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             r.headers.replace_header(
                 "Docker-Content-Digest", "sha256:" + "1" * 64)
         if action == "schema1":
-            # what a registry answers for an image it holds only in
-            # Docker's schema 1 (signed, "fsLayers"/"history")
+            # a malformed Docker schema 1 ("fsLayers"/"history"): served
+            # as signed, with no signature to say what it signs (schema 1
+            # itself is read: test_image_tools_dir.py)
             body = json.dumps({
                 "schemaVersion": 1, "name": "test/img", "tag": "1",
                 "architecture": "amd64",
@@ -789,7 +790,7 @@ def test_bad_blob_refused_nothing_tagged(image, proxied, strata, store,
 @pytest.mark.parametrize("fault,words", [
     ("dcd", "Docker-Content-Digest sha256:1111"),
     ("huge", "larger than the 4194304 bytes allowed"),
-    ("schema1", "Docker schema 1 is not supported"),
+    ("schema1", "malformed JWS signature block"),
 ])
 def test_bad_manifest_refused(image, proxied, strata, store, fault, words):
     px, addr, digest, layers = proxied

@@ -19,6 +19,7 @@ static const char *kind_name(int k)
 	case STRATA_REF_DOCKER_ARCHIVE: return "docker-archive";
 	case STRATA_REF_STORE: return "store";
 	case STRATA_REF_DOCKER: return "docker";
+	case STRATA_REF_DIR: return "dir";
 	}
 	return "?";
 }
@@ -58,6 +59,10 @@ static void test_good(void)
 		{ "oci-archive:/tmp/img.tar", STRATA_REF_OCI_ARCHIVE, "/tmp/img.tar", NULL, NULL },
 		{ "oci-archive:/tmp/img.tar:v2", STRATA_REF_OCI_ARCHIVE, "/tmp/img.tar", "v2", NULL },
 		{ "oci-archive:img.tar:latest", STRATA_REF_OCI_ARCHIVE, "img.tar", "latest", NULL },
+		/* dir:DIR: all of it is the path, ':' and '@' included */
+		{ "dir:/tmp/d", STRATA_REF_DIR, "/tmp/d", NULL, NULL },
+		{ "dir:rel/d:v1", STRATA_REF_DIR, "rel/d:v1", NULL, NULL },
+		{ "dir:/tmp/d@" DG, STRATA_REF_DIR, "/tmp/d@" DG, NULL, NULL },
 		/* docker-archive:FILE[:NAME:TAG]; NAME alone gets :latest */
 		{ "docker-archive:/tmp/d.tar", STRATA_REF_DOCKER_ARCHIVE, "/tmp/d.tar", NULL, NULL },
 		{ "docker-archive:/tmp/d.tar:busybox:1.36", STRATA_REF_DOCKER_ARCHIVE, "/tmp/d.tar", "busybox:1.36", NULL },
@@ -129,6 +134,7 @@ static void test_bad(void)
 		"oci-archive::v1",
 		"oci-archive:/tmp/x.tar:",
 		"oci-archive:/tmp/x.tar:a:b",
+		"dir:",
 		/* docker-archive: */
 		"docker-archive:",
 		"docker-archive::busybox:1",
