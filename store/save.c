@@ -37,6 +37,8 @@ static int image_name(const char *refstr, char **out, struct strata_err *err)
 					 ref->path, ref->tag) < 0)
 			return -ENOMEM;
 		return 0;
+	case STRATA_REF_DIR:		/* dir: holds no name */
+		return 0;
 	case STRATA_REF_STORE:
 	case STRATA_REF_DOCKER_ARCHIVE:
 	case STRATA_REF_OCI:

@@ -14,10 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (assert_same_as_umoci, assert_same_tree, run,
-                      umoci_rootfs)
-from test_registry import (busybox_base, free_port, procs,  # noqa: F401
-                           registry, second_layer, wait_port)
+from conftest import assert_same_as_umoci, assert_same_tree, run, umoci_rootfs
+from test_registry import busybox_base, second_layer
 
 
 @pytest.fixture(scope="module")
