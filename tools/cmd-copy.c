@@ -56,15 +56,10 @@ int cmd_copy(int argc, char **argv)
 			if (bad)
 				return bad;
 			tags[o.n_tags++] = v;
-		} else if (opt_value(argc, argv, &i, "--platform", &v, "copy",
-				     usage, &bad)) {
+		} else if (platform_option(argc, argv, &i, "copy", usage,
+					&plat, &bad)) {
 			if (bad)
 				return bad;
-			if (strata_platform_parse(v, &plat) < 0) {
-				fprintf(stderr, "strata copy: invalid platform "
-					"\"%s\" (want OS/ARCH[/VARIANT])\n", v);
-				return 2;
-			}
 			o.platform = &plat;
 		} else if (argv[i][0] == '-' && argv[i][1]) {
 			return usage_error("copy", usage,

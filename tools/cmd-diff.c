@@ -158,7 +158,7 @@ static int parse(int argc, char **argv, struct args *a,
 	int i, bad = 0;
 
 	for (i = 1; i < argc; i++) {
-		const char *o = argv[i], *v = NULL;
+		const char *o = argv[i];
 		int k = reg_option(argc, argv, &i);
 
 		if (k < 0)
@@ -173,15 +173,10 @@ static int parse(int argc, char **argv, struct args *a,
 				     "diff", usage, &bad)) {
 			if (bad)
 				return bad;
-		} else if (opt_value(argc, argv, &i, "--platform", &v, "diff",
-				     usage, &bad)) {
+		} else if (platform_option(argc, argv, &i, "diff", usage,
+					plat, &bad)) {
 			if (bad)
 				return bad;
-			if (strata_platform_parse(v, plat) < 0) {
-				fprintf(stderr, "strata diff: invalid platform "
-					"\"%s\"\n", v);
-				return 2;
-			}
 			a->plat = plat;
 		} else if (o[0] == '-' && o[1]) {
 			return usage_error("diff", usage, "unknown option "

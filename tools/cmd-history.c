@@ -178,7 +178,7 @@ int cmd_history(int argc, char **argv)
 	cleanup_free struct row *rows = NULL;
 	struct strata_platform plat, *pp = NULL;
 	struct strata_err err = { 0 };
-	const char *ref = NULL, *v = NULL;
+	const char *ref = NULL;
 	bool json = false, trunc = true;
 	size_t n;
 	int i, r, bad = 0;
@@ -197,15 +197,10 @@ int cmd_history(int argc, char **argv)
 			json = true;
 		} else if (!strcmp(argv[i], "--no-trunc")) {
 			trunc = false;
-		} else if (opt_value(argc, argv, &i, "--platform", &v,
-				     "history", usage, &bad)) {
+		} else if (platform_option(argc, argv, &i, "history", usage,
+					&plat, &bad)) {
 			if (bad)
 				return bad;
-			if (strata_platform_parse(v, &plat) < 0) {
-				fprintf(stderr, "strata history: invalid "
-					"platform \"%s\"\n", v);
-				return 2;
-			}
 			pp = &plat;
 		} else if (argv[i][0] == '-' && argv[i][1]) {
 			return usage_error("history", usage, "unknown option "

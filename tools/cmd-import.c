@@ -68,16 +68,10 @@ int cmd_import(int argc, char **argv)
 			return 2;
 		if (ro > 0)
 			continue;
-		if (opt_value(argc, argv, &i, "--platform", &v, "import", usage,
-			      &bad)) {
+		if (platform_option(argc, argv, &i, "import", usage,
+					&plat, &bad)) {
 			if (bad)
 				return bad;
-			if (strata_platform_parse(v, &plat) < 0) {
-				fprintf(stderr, "strata import: invalid "
-					"platform \"%s\" (want "
-					"OS/ARCH[/VARIANT])\n", v);
-				return 2;
-			}
 			pp = &plat;
 		} else if (opt_value(argc, argv, &i, "--max-layer-bytes", &v,
 				     "import", usage, &bad)) {

@@ -187,7 +187,6 @@ int cmd_inspect(int argc, char **argv)
 		return 0;
 	}
 	for (i = 1; i < argc; i++) {
-		const char *v = NULL;
 		int bad = 0, ro = reg_option(argc, argv, &i);
 
 		if (ro < 0)
@@ -200,16 +199,10 @@ int cmd_inspect(int argc, char **argv)
 			raw = 1;
 		} else if (!strcmp(argv[i], "--config")) {
 			raw = 2;
-		} else if (opt_value(argc, argv, &i, "--platform", &v,
-				     "inspect", usage, &bad)) {
+		} else if (platform_option(argc, argv, &i, "inspect", usage,
+					&plat, &bad)) {
 			if (bad)
 				return bad;
-			if (strata_platform_parse(v, &plat) < 0) {
-				fprintf(stderr, "strata inspect: invalid "
-					"platform \"%s\" (want "
-					"OS/ARCH[/VARIANT])\n", v);
-				return 2;
-			}
 			pp = &plat;
 		} else if (argv[i][0] == '-' && argv[i][1]) {
 			return usage_error("inspect", usage,

@@ -175,7 +175,6 @@ int cmd_layers(int argc, char **argv)
 		return 0;
 	}
 	for (i = 1; i < argc; i++) {
-		const char *v = NULL;
 		int bad = 0, ro = reg_option(argc, argv, &i);
 
 		if (ro < 0)
@@ -184,16 +183,10 @@ int cmd_layers(int argc, char **argv)
 			continue;
 		if (!strcmp(argv[i], "--json")) {
 			json = true;
-		} else if (opt_value(argc, argv, &i, "--platform", &v,
-				     "layers", usage, &bad)) {
+		} else if (platform_option(argc, argv, &i, "layers", usage,
+					&plat, &bad)) {
 			if (bad)
 				return bad;
-			if (strata_platform_parse(v, &plat) < 0) {
-				fprintf(stderr, "strata layers: invalid "
-					"platform \"%s\" (want "
-					"OS/ARCH[/VARIANT])\n", v);
-				return 2;
-			}
 			pp = &plat;
 		} else if (argv[i][0] == '-' && argv[i][1]) {
 			return usage_error("layers", usage,

@@ -89,15 +89,10 @@ int cmd_load(int argc, char **argv)
 		const char *v = NULL;
 		int bad = 0;
 
-		if (opt_value(argc, argv, &i, "--platform", &v, "load", usage,
-			      &bad)) {
+		if (platform_option(argc, argv, &i, "load", usage,
+					&plat, &bad)) {
 			if (bad)
 				return bad;
-			if (strata_platform_parse(v, &plat) < 0) {
-				fprintf(stderr, "strata load: invalid platform "
-					"\"%s\" (want OS/ARCH[/VARIANT])\n", v);
-				return 2;
-			}
 			pp = &plat;
 		} else if (opt2(argc, argv, &i, "-d", "--dir", &v, &bad)) {
 			so.dir = v;

@@ -59,15 +59,10 @@ int cmd_save(int argc, char **argv)
 		const char *v = NULL;
 		int bad = 0;
 
-		if (opt_value(argc, argv, &i, "--platform", &v, "save", usage,
-			      &bad)) {
+		if (platform_option(argc, argv, &i, "save", usage,
+					&plat, &bad)) {
 			if (bad)
 				return bad;
-			if (strata_platform_parse(v, &plat) < 0) {
-				fprintf(stderr, "strata save: invalid platform "
-					"\"%s\" (want OS/ARCH[/VARIANT])\n", v);
-				return 2;
-			}
 			pp = &plat;
 		} else if (opt2(argc, argv, &i, "-b", "--base", &v, &bad)) {
 			so.base = v;

@@ -117,6 +117,19 @@ bool opt_value(int argc, char **argv, int *i, const char *opt,
 	return true;
 }
 
+bool platform_option(int argc, char **argv, int *i, const char *cmd,
+		     const char *usage, struct strata_platform *plat, int *bad)
+{
+	const char *v = NULL;
+
+	if (!opt_value(argc, argv, i, "--platform", &v, cmd, usage, bad))
+		return false;
+	if (!*bad && strata_platform_parse(v, plat) < 0)
+		*bad = usage_error(cmd, usage, "invalid platform \"%s\" (want "
+				   "OS/ARCH[/VARIANT], as linux/arm64/v8)", v);
+	return true;
+}
+
 int main(int argc, char **argv)
 {
 	int i = 1;

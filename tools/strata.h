@@ -83,5 +83,10 @@ int usage_error(const char *cmd, const char *usage, const char *fmt, ...)
 bool opt_value(int argc, char **argv, int *i, const char *opt,
 	       const char **value, const char *cmd, const char *usage,
 	       int *bad);
+/* --platform OS/ARCH[/VARIANT] into @plat, like opt_value(): true if
+ * argv[*i] is --platform (*bad: 2 after a usage message when its value is
+ * missing or no platform). */
+bool platform_option(int argc, char **argv, int *i, const char *cmd,
+		     const char *usage, struct strata_platform *plat, int *bad);
 
 #endif
