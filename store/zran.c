@@ -111,8 +111,8 @@
 #define POINT_SIZE 32
 #define SUM_SIZE 64
 #define FLAG_DEFLATED 1u
-#define IN_BUF (128u << 10)
-#define SKIP_BUF (64u << 10)
+#define IN_BUF (64u << 10)
+#define SKIP_BUF (32u << 10)
 
 struct point {
 	uint64_t coff, uoff, woff;

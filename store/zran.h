@@ -111,7 +111,8 @@ struct strata_zran_info {
 	uint64_t n_points;
 	uint64_t window_bytes;	/* stored window bytes, all points */
 	bool deflated_windows;
-	const char *blob_digest;	/* borrowed from the index */
+	const char *blob_digest;	/* borrowed from the index; "" until
+					 * written or loaded */
 };
 void strata_zran_info(const struct strata_zran *z,
 		      struct strata_zran_info *info);
