@@ -29,6 +29,9 @@
 /* Default spacing of access points in uncompressed bytes (zran.c says
  * why this value). */
 #define STRATA_ZRAN_SPAN (4ull << 20)
+/* The index's file name in a cached layer's directory, beside "index"
+ * (so removing the layer removes it). */
+#define STRATA_ZRAN_NAME "zran"
 /* Largest index file strata_zran_load() reads. */
 #define STRATA_ZRAN_FILE_MAX (256u << 20)
 
