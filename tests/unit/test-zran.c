@@ -338,6 +338,60 @@ static void test_zstd(void)
 	free(b.p);
 }
 
+/* A source that is a buffer (as a registry range reader would be). */
+struct mem {
+	const unsigned char *p;
+	size_t len;
+	int calls;
+};
+
+static ssize_t mem_pread(void *ctx, void *buf, size_t len, uint64_t off)
+{
+	struct mem *m = ctx;
+
+	m->calls++;
+	if (off >= m->len)
+		return 0;
+	if (len > m->len - off)
+		len = m->len - (size_t)off;
+	memcpy(buf, m->p + off, len);
+	return (ssize_t)len;
+}
+
+static void test_callback_source(void)
+{
+	size_t len = 1u << 20;
+	cleanup_free unsigned char *d = make_data(len);
+	cleanup_free unsigned char *got = malloc(70000);
+	cleanup_(strata_zran_freep) struct strata_zran *z = NULL;
+	struct buf b = { 0 };
+	struct mem m = { 0 };
+	struct strata_zran_src src = { .fd = -1, .pread = mem_pread, .ctx = &m };
+	int bad = 0;
+
+	gzip_member(&b, d, len / 2, 6, 0);
+	gzip_member(&b, d + len / 2, len - len / 2, 6, 0);
+	m.p = b.p;
+	m.len = b.len;
+	if (!ok(index_blob(&b, 65536, true, &z) == 0, "callback source: indexed"))
+		return;
+	for (int i = 0; i < 30; i++) {
+		uint64_t off = rnd() % len, n = rnd() % 70000;
+
+		if (n > len - off)
+			n = len - off;
+		if (strata_zran_read(z, &src, off, (size_t)n, got) < 0 ||
+		    memcmp(got, d + off, (size_t)n))
+			bad++;
+	}
+	is_int(bad, 0, "callback source: ranges read equal the input");
+	ok(m.calls > 0, "callback source: the callback was used");
+	m.len = b.len / 3;	/* the source ends early */
+	is_int(strata_zran_read(z, &src, len - 10, 10, got), -EBADMSG,
+	       "callback source ending early: EBADMSG");
+	free(b.p);
+}
+
 /* ---- the index file ---- */
 
 static int load(const char *name, struct strata_zran **z, const char *digest)
@@ -654,6 +708,7 @@ int main(void)
 	test_gzip();
 	test_zstd();
 	test_file();
+	test_callback_source();
 	test_unpack_hook(STRATA_COMP_GZIP);
 	test_unpack_hook(STRATA_COMP_ZSTD);
 	close(tmpfd);
