@@ -31,6 +31,7 @@
 
 #include "tarscan.h"
 #include "unpack.h"
+#include "zran.h"
 
 #define BUF_SIZE (1u << 20)
 #define NONE UINT32_MAX
@@ -56,6 +57,7 @@ struct reader {
 	void (*progress)(void *ctx, uint64_t bytes);
 	void *progress_ctx;
 	struct strata_tarscan scan;	/* refuses unknown type flags */
+	struct strata_zran_builder *zran;	/* or NULL (zran.h) */
 };
 
 static int fill_input(struct reader *r)
@@ -163,7 +165,16 @@ static ssize_t next_chunk(struct reader *r, const void **buf)
 			r->z.avail_in = (uInt)(r->in_len - r->in_pos);
 			r->z.next_out = r->out;
 			r->z.avail_out = BUF_SIZE;
-			zr = inflate(&r->z, Z_NO_FLUSH);
+			if (r->zran) {
+				if (strata_zran_inflate(r->zran, &r->z, r->compressed -
+							(r->in_len - r->in_pos),
+							r->uncompressed, &zr) < 0) {
+					fail(r, -ENOMEM, "recording access points failed");
+					return -1;
+				}
+			} else {
+				zr = inflate(&r->z, Z_NO_FLUSH);
+			}
 			r->in_pos = r->in_len - r->z.avail_in;
 			if (zr == Z_STREAM_END) {
 				r->stream_end = true;
@@ -200,6 +211,13 @@ static ssize_t next_chunk(struct reader *r, const void **buf)
 			r->stream_end = zr == 0;
 			r->in_pos = ib.pos;
 			produced = ob.pos;
+			if (r->zran && r->stream_end &&
+			    strata_zran_zstd_frame(r->zran, r->compressed -
+						   (r->in_len - r->in_pos),
+						   r->uncompressed + produced) < 0) {
+				fail(r, -ENOMEM, "recording access points failed");
+				return -1;
+			}
 		}
 		if (produced) {
 			*buf = r->out;
@@ -1538,6 +1556,7 @@ int strata_unpack_layer(const struct strata_unpack_job *job,
 	rd.max_uncompressed = job->max_bytes;
 	rd.progress = job->progress;
 	rd.progress_ctx = job->progress_ctx;
+	rd.zran = job->zran;
 	rd.in = malloc(BUF_SIZE);
 	rd.out = malloc(BUF_SIZE);
 	if (!rd.in || !rd.out) {

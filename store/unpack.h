@@ -16,6 +16,9 @@ struct strata_unpack_job {
 	uint64_t max_entries;
 	void (*progress)(void *ctx, uint64_t compressed_bytes);
 	void *progress_ctx;
+	/* or NULL: access points recorded on the way (zran.h); the caller
+	 * finishes the index once the layer is verified */
+	struct strata_zran_builder *zran;
 };
 
 /*
