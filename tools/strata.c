@@ -26,6 +26,7 @@ static const struct {
 	{ "login", cmd_login, "check and store credentials for a registry" },
 	{ "logout", cmd_logout, "remove stored credentials" },
 	{ "ls-tags", cmd_ls_tags, "list a registry repository's tags" },
+	{ "export", cmd_export, "write an image's root filesystem as one tar" },
 };
 
 static void usage(FILE *f)
