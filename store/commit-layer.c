@@ -1162,10 +1162,12 @@ int strata_commit_layer(const struct strata_layer_walk *o,
 		struct strata_imgview_ent ent;
 
 		r = view(&wk, &v);
-		if (r == 0 && strata_imgview_lookup(v, "", &ent) < 0)
+		/* no layers: an empty tar */
+		if (r == 0 && o->img->n_layers &&
+		    strata_imgview_lookup(v, "", &ent) < 0)
 			r = strata_err_set(err, -ENOENT, "image %s: no root "
 					   "directory", o->img->ref_text);
-		if (r == 0)
+		if (r == 0 && o->img->n_layers)
 			r = emit_lower(&wk, v, &ent, "");
 		if (r == 0)
 			r = strata_tar_end(w);

@@ -47,9 +47,10 @@ int strata_export(struct strata_store *st, const struct strata_export_opts *o,
 		  uint64_t *bytes, struct strata_err *err)
 {
 	cleanup_(strata_image_freep) struct strata_image *img = NULL;
-	cleanup_(strata_blobw_freep) struct strata_blobw *w = NULL;
 	cleanup_free char *dir = NULL, *base = NULL;
-	cleanup_fd int dfd = -1;
+	cleanup_fd int dfd = -1;	/* closed after w, which removes its
+					 * temporary file there */
+	cleanup_(strata_blobw_freep) struct strata_blobw *w = NULL;
 	const char *name = NULL;
 	int r;
 

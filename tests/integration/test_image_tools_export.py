@@ -166,6 +166,11 @@ def test_export_hostile(image, strata, tmp_path):
     assert r.returncode == 1 and "no/such/dir" in r.stderr
     assert not (tmp_path / "no").exists()
     assert sorted(os.listdir(tmp_path)) == ["store"]  # no temp file left
+    (tmp_path / "isdir.tar").mkdir()
+    r = strata("export", f"oci:{layout}:t", tmp_path / "isdir.tar",
+               check=False)
+    assert r.returncode == 1 and "isdir.tar" in r.stderr
+    assert sorted(os.listdir(tmp_path)) == ["isdir.tar", "store"]
     master, slave = pty.openpty()
     try:
         p = subprocess.run([STRATA, "export", f"oci:{layout}:t", "-"],
@@ -178,6 +183,12 @@ def test_export_hostile(image, strata, tmp_path):
     assert r.returncode == 2 and "missing FILE" in r.stderr
     r = strata("export", "--help")
     assert "strata export" in r.stdout
+    # an image of no layers: an empty tar
+    run(["umoci", "init", "--layout", tmp_path / "empty"])
+    run(["umoci", "new", "--image", f"{tmp_path}/empty:e"])
+    strata("export", f"oci:{tmp_path}/empty:e", tmp_path / "e.tar")
+    with tarfile.open(tmp_path / "e.tar") as t:
+        assert t.getmembers() == []
 
 
 def edits(m):
@@ -201,7 +212,7 @@ def manifest_config(layout, tag):
 
 
 def test_commit_squash(image, strata, mount, tmp_path):
-    src, _ = image
+    src, ref = image
     layout = tmp_path / "layout"
     shutil.copytree(src, layout)
     up = tmp_path / "up"
@@ -220,13 +231,18 @@ def test_commit_squash(image, strata, mount, tmp_path):
     with tarfile.open(layout / "blobs/sha256" /
                       man["layers"][0]["digest"].split(":")[1]) as t:
         assert not [n for n in t.getnames() if ".wh." in n]
-    # the other form, to a docker-archive: the same tree
+    # the other form, to a docker-archive, /etc masked: the image's own
+    # /etc stays (a mask leaves out changes), the rest is the mount's
     arch = tmp_path / "sq.tar"
-    strata("commit", "--squash", "--upper", up, "--from", f"oci:{layout}:t",
-           f"docker-archive:{arch}:sq:1")
+    strata("commit", "--squash", "--mask-path", "/etc", "--upper", up,
+           "--from", f"oci:{layout}:t", f"docker-archive:{arch}:sq:1")
     info = json.loads(run(["skopeo", "inspect",
                            f"docker-archive:{arch}"]).stdout)
     assert len(info["Layers"]) == 1
     run(["skopeo", "copy", f"docker-archive:{arch}", f"oci:{layout}:da"])
     got2 = umoci_rootfs(layout, "da", tmp_path / "u2")
-    assert_same_tree(got, got2, ignore=("/",))
+    assert_same_tree(got2 / "etc", ref / "etc")
+    t1, t2 = tree(got)[0], tree(got2)[0]
+    assert {k: v for k, v in t1.items() if not k.startswith("/etc")} == \
+        {k: v for k, v in t2.items() if not k.startswith("/etc")}
+    assert (got2 / "etc/keep").read_text() == "keep\n"
