@@ -22,6 +22,12 @@
  *  - owners and modes from user.containers.override_stat when present; the
  *    overlay's own xattrs, override_stat and security.selinux are never
  *    copied (umoci's rule, oci/layer/xattr.go).
+ *
+ * In squash mode (commit --squash, export) the walk writes the merged tree
+ * instead: the whole image from the layer indexes, with the upper
+ * directory's entries (if any) in place of the image's and its deletions
+ * left out, as the redirected-directory case does for one directory; no
+ * markers. Masks then leave out changes only, never the image's content.
  */
 #include <dirent.h>
 #include <errno.h>
