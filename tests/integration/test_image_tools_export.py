@@ -81,12 +81,15 @@ def build(tmp, name, steps):
 @pytest.fixture(scope="module")
 def image(tmp_path_factory):
     """(layout, umoci rootfs) of the image: two umoci layers and one
-    with sub-second times (umoci writes whole seconds)."""
+    with sub-second times (umoci writes whole seconds) and a whiteout in a
+    directory no layer has."""
     tmp = tmp_path_factory.mktemp("export")
     layout = build(tmp, "img", [layer1, layer2])
-    append_raw_layer(layout, "t", [
+    ghost = tarfile.TarInfo("ghost/.wh.nothing")   # W8: not shown, and
+    append_raw_layer(layout, "t", [                 # no "ghost" dir either
         tar_dir("nsdir", mtime=1600000000.25),
-        tar_file("nsdir/ns", b"sub-second\n", mtime=1600000000.5)])
+        tar_file("nsdir/ns", b"sub-second\n", mtime=1600000000.5),
+        (ghost, b"")])
     return layout, umoci_rootfs(layout, "t", tmp / "unpacked")
 
 
@@ -116,6 +119,7 @@ def test_export_equals_umoci_unpack(image, strata, mount, tmp_path):
     assert la == lb == [["/data/h2", "/data/sub/h3"]]
     assert "/etc/motd" not in ta and "/old/z" in ta and "/old/y" not in ta
     assert ta["/nsdir/ns"][5] == 1600000000_500000000
+    assert "/ghost" not in ta
     assert ta["/xa"][7] == (("trusted.t", b"trusted"), ("user.note", b"a\0b"))
     # directory times too: as the mount shows them
     assert_same_tree(got, mount(f"oci:{layout}:t"))
