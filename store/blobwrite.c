@@ -19,7 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/sendfile.h>
 #include <unistd.h>
 
 #include <zlib.h>
@@ -421,37 +420,6 @@ int strata_blobw_new_fd(int fd, struct strata_blobw **out)
 	*out = w;
 	w->buf = malloc(CHUNK);
 	return w->buf ? 0 : -ENOMEM;
-}
-
-ssize_t strata_blobw_copy_fd(struct strata_blobw *w, int fd, uint64_t size)
-{
-	uint64_t done = 0;
-	int r;
-
-	/* only where nothing has to see the bytes: no hash, no compression */
-	if (!w->nohash || w->comp != STRATA_COMP_NONE)
-		return 0;
-	r = flush_buf(w, false);
-	if (r < 0)
-		return r;
-	while (done < size) {
-		size_t want = size - done > (1u << 30) ? (1u << 30)
-						       : (size_t)(size - done);
-		ssize_t n = sendfile(w->fd, fd, NULL, want);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && done == 0 && (errno == EINVAL || errno == ENOSYS))
-			return 0;	/* not here: the caller reads */
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			break;		/* the file shrank */
-		done += (uint64_t)n;
-	}
-	w->raw_bytes += done;
-	w->comp_bytes += (int64_t)done;
-	return (ssize_t)done;
 }
 
 void strata_blobw_set_nohash(struct strata_blobw *w)

@@ -533,15 +533,6 @@ static int copy_data(struct walk *wk, int fd, uint64_t size)
 	uint64_t done = 0;
 	int r;
 
-	if (fd >= 0 && size >= (64u << 10)) {	/* in the kernel, if it can */
-		ssize_t n = strata_blobw_copy_fd(wk->w, fd, size);
-
-		if (n < 0)
-			return strata_err_set(wk->err, (int)n, "%s: %s",
-					      wk->path, strerror((int)-n));
-		done = (uint64_t)n;
-	}
-
 	while (done < size) {
 		size_t want = size - done > (1u << 20) ? (1u << 20)
 						       : (size_t)(size - done);

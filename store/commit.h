@@ -48,10 +48,6 @@ void strata_blobw_set_nohash(struct strata_blobw *w);
  * file it opened): strata_blobw_flush() writes out the rest. */
 int strata_blobw_new_fd(int fd, struct strata_blobw **out);
 int strata_blobw_flush(struct strata_blobw *w);
-/* Copy up to @size bytes of file @fd (at its offset) into an unhashed,
- * uncompressed blob in the kernel (sendfile); the bytes copied, 0 where
- * that cannot be done (the caller reads instead), or -errno. */
-ssize_t strata_blobw_copy_fd(struct strata_blobw *w, int fd, uint64_t size);
 int strata_blobw_write(struct strata_blobw *w, const void *buf, size_t n);
 /* Uncompressed bytes written so far. */
 uint64_t strata_blobw_bytes(const struct strata_blobw *w);
