@@ -49,6 +49,8 @@ struct strata_blobw {
 	char tmp[64];
 	bool finished;
 	bool nosync;
+	bool nohash;		/* strata_blobw_set_nohash() */
+	bool borrowed;		/* fd is the caller's (strata_blobw_new_fd) */
 	int comp;
 	struct strata_hasher *h_raw, *h_comp;
 	uint64_t raw_bytes;
@@ -319,7 +321,8 @@ int strata_blobw_write(struct strata_blobw *w, const void *buf, size_t n)
 {
 	const unsigned char *p = buf;
 
-	strata_hasher_update(w->h_raw, buf, n);
+	if (!w->nohash)
+		strata_hasher_update(w->h_raw, buf, n);
 	w->raw_bytes += n;
 	if (w->zck)
 		return strata_zck_data(w->zck, w, buf, n);
@@ -422,6 +425,31 @@ int strata_blobw_new(int dir_fd, int compression, int threads,
 	return 0;
 }
 
+int strata_blobw_new_fd(int fd, struct strata_blobw **out)
+{
+	struct strata_blobw *w;
+
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	w->fd = fd;
+	w->dir_fd = -1;
+	w->borrowed = true;
+	w->nohash = true;
+	w->nosync = true;
+	w->comp = STRATA_COMP_NONE;
+	pthread_mutex_init(&w->lock, NULL);
+	pthread_cond_init(&w->cond, NULL);
+	*out = w;
+	w->buf = malloc(CHUNK);
+	return w->buf ? 0 : -ENOMEM;
+}
+
+void strata_blobw_set_nohash(struct strata_blobw *w)
+{
+	w->nohash = true;
+}
+
 static int finish_stream(struct strata_blobw *w)
 {
 	int r = w->zck ? strata_zck_finish(w->zck, w)
@@ -430,6 +458,15 @@ static int finish_stream(struct strata_blobw *w)
 
 	if (r == 0 && !w->nosync && fsync(w->fd) < 0)
 		r = -errno;
+	return r;
+}
+
+int strata_blobw_flush(struct strata_blobw *w)
+{
+	int r = finish_stream(w);
+
+	if (r == 0)
+		w->finished = true;
 	return r;
 }
 
@@ -501,9 +538,9 @@ void strata_blobw_free(struct strata_blobw *w)
 	}
 	if (w->zs_init)
 		deflateEnd(&w->zs);
-	if (w->fd >= 0)
+	if (w->fd >= 0 && !w->borrowed)
 		close(w->fd);
-	if (!w->finished && w->fd >= 0)
+	if (!w->finished && w->fd >= 0 && !w->borrowed)
 		unlinkat(w->dir_fd, w->tmp, 0);
 	if (w->h_raw)
 		strata_hasher_free(w->h_raw);

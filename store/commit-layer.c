@@ -22,6 +22,12 @@
  *  - owners and modes from user.containers.override_stat when present; the
  *    overlay's own xattrs, override_stat and security.selinux are never
  *    copied (umoci's rule, oci/layer/xattr.go).
+ *
+ * In squash mode (commit --squash, export) the walk writes the merged tree
+ * instead: the whole image from the layer indexes, with the upper
+ * directory's entries (if any) in place of the image's and its deletions
+ * left out, as the redirected-directory case does for one directory; no
+ * markers. Masks then leave out changes only, never the image's content.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -60,7 +66,7 @@ struct pend {
 
 struct hl {
 	uint64_t a, b;
-	char *path;
+	char *path;		/* NULL: free slot */
 };
 
 struct walk {
@@ -73,7 +79,7 @@ struct walk {
 	size_t plen, pcap;
 	struct pend *pend;
 	size_t n_pend, cap_pend;
-	struct hl *hl;
+	struct hl *hl;		/* open addressing, cap_hl a power of 2 */
 	size_t n_hl, cap_hl;
 	uint64_t entries;
 	char *buf;
@@ -152,6 +158,13 @@ static bool masked(struct walk *wk)
 		if (prefix_match(wk->path, wk->o->volumes[i]))
 			return true;
 	return false;
+}
+
+/* Is the image's entry at wk->path left out? Masks leave out changes: in
+ * a squash the image's own content stays. */
+static bool masked_lower(struct walk *wk)
+{
+	return !wk->o->squash && masked(wk);
 }
 
 /* ---- the image below, opened on first need ---- */
@@ -401,7 +414,8 @@ static int header(struct walk *wk, const char *path, const struct meta *m,
 		return strata_err_set(wk->err, r, "layer: writing %s: %s",
 				      path[0] ? path : "/", strerror(-r));
 	wk->entries++;
-	strata_progress("committing", strata_blobw_bytes(wk->w), 0);
+	strata_progress(wk->o->progress ? wk->o->progress : "committing",
+			strata_blobw_bytes(wk->w), 0);
 	return 0;
 }
 
@@ -477,6 +491,17 @@ static int pop_dir(struct walk *wk, bool force)
 	return r;
 }
 
+static size_t hl_slot(const struct hl *t, size_t cap, uint64_t a,
+		      uint64_t b)
+{
+	uint64_t h = (a * 0x9e3779b97f4a7c15ull) ^ (b * 0xc2b2ae3d27d4eb4full);
+	size_t i = (size_t)(h ^ (h >> 29)) & (cap - 1);
+
+	while (t[i].path && (t[i].a != a || t[i].b != b))
+		i = (i + 1) & (cap - 1);
+	return i;
+}
+
 /* The hardlink leader for key (a, b): its path, or NULL after recording
  * the current path as the leader. */
 static int hardlink(struct walk *wk, uint64_t a, uint64_t b, const char **out)
@@ -484,25 +509,33 @@ static int hardlink(struct walk *wk, uint64_t a, uint64_t b, const char **out)
 	size_t i;
 
 	*out = NULL;
-	for (i = 0; i < wk->n_hl; i++)
-		if (wk->hl[i].a == a && wk->hl[i].b == b) {
+	if (wk->cap_hl) {
+		i = hl_slot(wk->hl, wk->cap_hl, a, b);
+		if (wk->hl[i].path) {
 			*out = wk->hl[i].path;
 			return 0;
 		}
-	if (wk->n_hl == wk->cap_hl) {
-		size_t cap = wk->cap_hl ? wk->cap_hl * 2 : 16;
-		struct hl *nh = realloc(wk->hl, cap * sizeof(*nh));
+	}
+	if (2 * (wk->n_hl + 1) > wk->cap_hl) {
+		size_t cap = wk->cap_hl ? wk->cap_hl * 2 : 64, k;
+		struct hl *nh = calloc(cap, sizeof(*nh));
 
 		if (!nh)
 			return -ENOMEM;
+		for (k = 0; k < wk->cap_hl; k++)
+			if (wk->hl[k].path)
+				nh[hl_slot(nh, cap, wk->hl[k].a,
+					   wk->hl[k].b)] = wk->hl[k];
+		free(wk->hl);
 		wk->hl = nh;
 		wk->cap_hl = cap;
 	}
-	wk->hl[wk->n_hl].a = a;
-	wk->hl[wk->n_hl].b = b;
-	wk->hl[wk->n_hl].path = strdup(wk->path);
-	if (!wk->hl[wk->n_hl].path)
+	i = hl_slot(wk->hl, wk->cap_hl, a, b);
+	wk->hl[i].path = strdup(wk->path);
+	if (!wk->hl[i].path)
 		return -ENOMEM;
+	wk->hl[i].a = a;
+	wk->hl[i].b = b;
 	wk->n_hl++;
 	return 0;
 }
@@ -630,7 +663,7 @@ static int emit_lower_children(struct walk *wk, struct strata_imgview *v,
 			break;
 		}
 		r = path_push(wk, c[i].name, &saved);
-		if (r == 0 && !masked(wk))
+		if (r == 0 && !masked_lower(wk))
 			r = emit_lower(wk, v, &c[i].ent, sub);
 		path_pop(wk, saved);
 	}
@@ -659,7 +692,7 @@ static int emit_lower(struct walk *wk, struct strata_imgview *v,
 			r = emit_lower_children(wk, v, lpath);
 		goto out;
 	}
-	if (m.type == '0' && (e->flags & STRATA_LX_HARDLINK)) {
+	if (m.type != '5' && (e->flags & STRATA_LX_HARDLINK)) {
 		r = hardlink(wk, (1ull << 63) | ent->layer, e->b, &leader);
 		if (r < 0)
 			goto out;
@@ -1065,6 +1098,7 @@ static int walk_upper(struct walk *wk, int dirfd, const char *origin,
 	/* merge upper and (in full mode) image children by name */
 	i = 0;
 	while (r == 0 && (i < n || j < nl)) {
+		bool use_up, use_low;
 		int cmp;
 		size_t saved;
 
@@ -1072,25 +1106,40 @@ static int walk_upper(struct walk *wk, int dirfd, const char *origin,
 			i++;
 			continue;
 		}
-		if (j < nl && (whited_out(c, n, lc[j].name))) {
-			j++;
-			continue;
+		if (j < nl && whited_out(c, n, lc[j].name)) {
+			bool keep = false;
+
+			if (wk->o->squash) {	/* a masked deletion */
+				r = path_push(wk, lc[j].name, &saved);
+				keep = masked(wk);
+				path_pop(wk, saved);
+			}
+			if (!keep) {
+				j++;
+				continue;
+			}
 		}
 		cmp = i >= n ? 1 : j >= nl ? -1 : strcmp(c[i].name, lc[j].name);
+		use_up = cmp <= 0;
+		use_low = cmp > 0;
 		r = path_push(wk, cmp <= 0 ? c[i].name : lc[j].name, &saved);
-		if (r == 0 && !masked(wk)) {
-			if (cmp <= 0) {
-				r = upper_entry(wk, dirfd, &c[i], origin, full);
-			} else {
-				cleanup_free char *lp = NULL;
+		if (r == 0 && use_up && masked(wk)) {
+			/* a masked change: a squash keeps the image's entry */
+			use_up = false;
+			use_low = cmp == 0 && wk->o->squash;
+		} else if (r == 0 && use_low && masked_lower(wk)) {
+			use_low = false;
+		}
+		if (r == 0 && use_up) {
+			r = upper_entry(wk, dirfd, &c[i], origin, full);
+		} else if (r == 0 && use_low) {
+			cleanup_free char *lp = NULL;
 
-				if (asprintf(&lp, "%s%s%s", origin,
-					     *origin ? "/" : "",
-					     lc[j].name) < 0)
-					r = -ENOMEM;
-				else
-					r = emit_lower(wk, v, &lc[j].ent, lp);
-			}
+			if (asprintf(&lp, "%s%s%s", origin, *origin ? "/" : "",
+				     lc[j].name) < 0)
+				r = -ENOMEM;
+			else
+				r = emit_lower(wk, v, &lc[j].ent, lp);
 		}
 		path_pop(wk, saved);
 		if (cmp <= 0)
@@ -1120,6 +1169,24 @@ int strata_commit_layer(const struct strata_layer_walk *o,
 		r = -ENOMEM;
 		goto out;
 	}
+	if (o->upper_fd < 0) {
+		/* the image alone (an export) */
+		struct strata_imgview *v;
+		struct strata_imgview_ent ent;
+
+		r = view(&wk, &v);
+		/* no layers: an empty tar */
+		if (r == 0 && o->img->n_layers &&
+		    strata_imgview_lookup(v, "", &ent) < 0)
+			r = strata_err_set(err, -ENOENT, "image %s: no root "
+					   "directory", o->img->ref_text);
+		if (r == 0 && o->img->n_layers)
+			r = emit_lower(&wk, v, &ent, "");
+		if (r == 0)
+			r = strata_tar_end(w);
+		*entries = wk.entries;
+		goto out;
+	}
 	if (fstat(o->upper_fd, &st) < 0) {
 		r = -errno;
 		goto out;
@@ -1142,13 +1209,16 @@ int strata_commit_layer(const struct strata_layer_walk *o,
 	meta_free(&m);
 	if (r < 0)
 		goto out;
-	r = walk_upper(&wk, o->upper_fd, "", false, false);
-	pop_dir(&wk, false);
+	r = walk_upper(&wk, o->upper_fd, "", o->squash, false);
+	if (r == 0)
+		r = pop_dir(&wk, o->squash);
+	else
+		pop_dir(&wk, false);
 	if (r == 0 && wk.entries && w)
 		r = strata_tar_end(w);
 	*entries = wk.entries;
 out:
-	for (i = 0; i < wk.n_hl; i++)
+	for (i = 0; i < wk.cap_hl; i++)
 		free(wk.hl[i].path);
 	free(wk.hl);
 	for (i = 0; i < wk.n_pend; i++) {

@@ -440,6 +440,7 @@ struct ctx {
 	bool docker;
 	char toc_position[128];		/* zstd:chunked annotations */
 	char toc_checksum[STRATA_DIGEST_MAX];
+	size_t n_base;		/* the base's layers kept: 0 in a squash */
 };
 
 static int edit_config(struct ctx *c, bool layer)
@@ -469,6 +470,13 @@ static int edit_config(struct ctx *c, bool layer)
 				return r;
 		}
 		tidy(cc);
+	}
+	if (c->o->squash) {
+		/* one layer, one history entry (as buildah --squash) */
+		rootfs = sub_object(cfg, "rootfs");
+		json_object_object_add(rootfs, "diff_ids",
+				       json_object_new_array());
+		json_object_object_add(cfg, "history", json_object_new_array());
 	}
 	if (layer) {
 		rootfs = sub_object(cfg, "rootfs");
@@ -571,7 +579,7 @@ static int write_manifest(struct ctx *c, char *digest, int64_t *size)
 		c->docker ? MT_DOCKER_CONFIG : MT_OCI_CONFIG,
 		c->res->config_digest, (int64_t)len));
 	layers = json_object_new_array();
-	for (i = 0; i < c->img->n_layers; i++) {
+	for (i = 0; i < c->n_base; i++) {
 		const struct strata_layer *l = &c->img->layers[i];
 		int comp = l->compression == STRATA_COMP_SNIFF
 				   ? sniff(c->img->blobs_fd, l->digest)
@@ -637,6 +645,7 @@ static int write_layer(struct ctx *c, char **volumes)
 		.volumes = c->o->no_mask_volumes ? NULL : volumes,
 		.clamp = c->o->have_created,
 		.clamp_sec = c->created,
+		.squash = c->o->squash,
 	};
 	uint64_t entries = 0;
 	int r;
@@ -681,7 +690,7 @@ static int write_layer(struct ctx *c, char **volumes)
 
 static int write_archive(struct ctx *c, const char *mdigest, int64_t msize)
 {
-	size_t n = c->img->n_layers + 1, i;
+	size_t n = c->n_base + 1, i;
 	cleanup_free const char **layers = calloc(n, sizeof(*layers));
 	cleanup_free int64_t *sizes = calloc(n, sizeof(*sizes));
 	struct strata_archive_out a = {
@@ -702,7 +711,7 @@ static int write_archive(struct ctx *c, const char *mdigest, int64_t msize)
 
 	if (!layers || !sizes)
 		return -ENOMEM;
-	for (i = 0; i < c->img->n_layers; i++) {
+	for (i = 0; i < c->n_base; i++) {
 		layers[i] = c->img->layers[i].digest;
 		sizes[i] = c->img->layers[i].size;
 	}
@@ -787,6 +796,7 @@ static int run(struct ctx *c)
 		r = strata_cache_ensure(c->st, c->img, NULL, c->err);
 	if (r < 0)
 		return r;
+	c->n_base = o->squash ? 0 : c->img->n_layers;
 	if (o->from_digest && strcmp(o->from_digest, c->img->manifest_digest))
 		return strata_err_set(c->err, -ESTALE, "%s now holds image %s, "
 				      "not %s, the image the upper directory "
@@ -813,7 +823,7 @@ static int run(struct ctx *c)
 	}
 	if ((r = load_config(c)) < 0 || (r = edit_config(c, c->res->layer)) < 0)
 		goto out;
-	for (i = 0; i < c->img->n_layers && c->d.kind != STRATA_REF_OCI_ARCHIVE &&
+	for (i = 0; i < c->n_base && c->d.kind != STRATA_REF_OCI_ARCHIVE &&
 		    c->d.kind != STRATA_REF_DOCKER_ARCHIVE &&
 		    c->d.kind != STRATA_REF_DIR &&
 		    c->d.kind != STRATA_REF_DOCKER; i++) {

@@ -43,6 +43,12 @@ int strata_blobw_new(int dir_fd, int compression, int threads,
 /* Skip the fsyncs of strata_blobw_finish() and _finish_as(): for a blob in
  * a staging directory that is deleted once read (a commit to docker://). */
 void strata_blobw_set_nosync(struct strata_blobw *w);
+/* Do not hash what is written (the digests are not wanted: an export). */
+void strata_blobw_set_nohash(struct strata_blobw *w);
+/* An uncompressed, unhashed stream into @fd, the caller's (a pipe or a
+ * file it opened): strata_blobw_flush() writes out the rest. */
+int strata_blobw_new_fd(int fd, struct strata_blobw **out);
+int strata_blobw_flush(struct strata_blobw *w);
 int strata_blobw_write(struct strata_blobw *w, const void *buf, size_t n);
 /* Uncompressed bytes written so far. */
 uint64_t strata_blobw_bytes(const struct strata_blobw *w);
@@ -137,7 +143,9 @@ struct strata_imgview_child {
 	struct strata_imgview_ent ent;
 };
 
-/* The merged children of directory @path, sorted by name. Caller frees
+/* The merged children of directory @path, sorted by name, as the mount
+ * lists them (fs/merge.c); a directory child's ent is the entry its
+ * attributes come from, as strata_imgview_lookup() gives it. Caller frees
  * with strata_imgview_children_free(). Return: 0, -ENOENT, -ENOTDIR. */
 int strata_imgview_list(struct strata_imgview *v, const char *path,
 			struct strata_imgview_child **out, size_t *n);
@@ -222,6 +230,11 @@ struct strata_layer_walk {
 	int (*sink_data)(void *ctx, int fd, uint64_t size,
 			 struct strata_err *err);
 	void *sink_ctx;
+	bool squash;			/* the merged tree of image and upper
+					 * (upper_fd -1: the image alone),
+					 * not the changes; masks apply to the
+					 * upper's changes only */
+	const char *progress;		/* progress label; NULL: committing */
 };
 
 /* Xattrs a layer never carries: the overlay's own, override_stat,
@@ -231,6 +244,8 @@ bool strata_commit_xattr_skipped(const char *name);
 /*
  * Write the layer tar of the upper directory into @w (not finished).
  * *entries gets the number of entries written: 0 means no change.
+ * With @lw->squash: the whole tree, directories first, names sorted
+ * bytewise in each, hardlinks to the first name written.
  */
 int strata_commit_layer(const struct strata_layer_walk *lw,
 			struct strata_blobw *w, uint64_t *entries,

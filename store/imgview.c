@@ -191,23 +191,75 @@ void strata_imgview_children_free(struct strata_imgview_child *c, size_t n)
 	free(c);
 }
 
-static int child_cmp(const void *a, const void *b)
-{
-	const struct strata_imgview_child *x = a, *y = b;
+struct cand {
+	const char *name;
+	uint32_t len;
+	uint32_t rank;		/* source position, 0 = top */
+	struct strata_imgview_ent ent;
+};
 
-	return strcmp(x->name, y->name);
+static int cand_cmp(const void *a, const void *b)
+{
+	const struct cand *x = a, *y = b;
+	int c = strata_lx_namecmp(x->name, x->len, y->name, y->len);
+
+	if (c)
+		return c;
+	return x->rank < y->rank ? -1 : x->rank > y->rank;
+}
+
+static const struct strata_lx_entry *cand_entry(struct strata_imgview *v,
+						const struct cand *c)
+{
+	return strata_lx_entry(v->lx[c->ent.layer], c->ent.entry);
+}
+
+/*
+ * The entry a merged name shows, from its candidates @c[0..n) (top first),
+ * as fs/merge.c and fs_dir_sources() pick it: ghosts skipped, a whiteout
+ * hides the name (return false); a directory takes its attributes from the
+ * topmost source the tar listed, searching down while the layers hold a
+ * directory of that name and no opaque one cut them.
+ */
+static bool pick(struct strata_imgview *v, const struct cand *c, size_t n,
+		 struct strata_imgview_ent *out)
+{
+	const struct strata_lx_entry *e;
+	size_t t = 0, k;
+
+	while (t < n && (cand_entry(v, &c[t])->flags & STRATA_LX_GHOST))
+		t++;
+	if (t == n)
+		return false;
+	e = cand_entry(v, &c[t]);
+	if (e->flags & STRATA_LX_WHITEOUT)
+		return false;
+	*out = c[t].ent;
+	if (!S_ISDIR(e->mode))
+		return true;
+	for (k = t; k < n; k++) {
+		e = cand_entry(v, &c[k]);
+		if ((e->flags & STRATA_LX_WHITEOUT) || !S_ISDIR(e->mode))
+			break;
+		if (!(e->flags & (STRATA_LX_IMPLIED | STRATA_LX_GHOST))) {
+			*out = c[k].ent;
+			break;
+		}
+		if (e->flags & STRATA_LX_OPAQUE)
+			break;
+	}
+	return true;
 }
 
 int strata_imgview_list(struct strata_imgview *v, const char *path,
 			struct strata_imgview_child **out, size_t *n_out)
 {
 	cleanup_free struct strata_imgview_ent *src = NULL;
+	cleanup_free struct cand *cands = NULL;
 	struct strata_imgview_child *c = NULL;
 	struct strata_imgview_ent top;
-	size_t n = 0, cap = 0, k;
-	char **hidden = NULL;
-	size_t n_hidden = 0;
-	int ns, i, r = 0;
+	size_t total = 0, n = 0, k = 0, i;
+	int ns, s;
 
 	src = calloc(v->n ? v->n : 1, sizeof(*src));
 	if (!src)
@@ -217,74 +269,53 @@ int strata_imgview_list(struct strata_imgview *v, const char *path,
 		return ns;
 	if (ns == 0)
 		return -ENOENT;
-	for (i = 0; i < ns && r == 0; i++) {
-		const struct strata_lindex *lx = v->lx[src[i].layer];
-		const struct strata_lx_entry *d = strata_lx_entry(lx, src[i].entry);
+	for (s = 0; s < ns; s++)
+		total += strata_lx_entry(v->lx[src[s].layer], src[s].entry)->b;
+	cands = malloc((total ? total : 1) * sizeof(*cands));
+	c = calloc(total ? total : 1, sizeof(*c));
+	if (!cands || !c) {
+		free(c);
+		return -ENOMEM;
+	}
+	for (s = 0; s < ns; s++) {
+		const struct strata_lindex *lx = v->lx[src[s].layer];
+		const struct strata_lx_entry *d = strata_lx_entry(lx, src[s].entry);
 		uint32_t j;
 
-		for (j = d->a; j < d->a + d->b && r == 0; j++) {
+		for (j = d->a; j < d->a + d->b; j++) {
 			const struct strata_lx_entry *e = strata_lx_entry(lx, j);
-			char *name;
-			bool seen = false;
 
 			if (!e)
 				break;
-			name = strndup(strata_lx_str(lx, e->name_off),
-				       e->name_len);
-			if (!name) {
-				r = -ENOMEM;
-				break;
-			}
-			for (k = 0; k < n && !seen; k++)
-				seen = !strcmp(c[k].name, name);
-			for (k = 0; k < n_hidden && !seen; k++)
-				seen = !strcmp(hidden[k], name);
-			if (seen) {
-				free(name);
-				continue;
-			}
-			if (e->flags & STRATA_LX_WHITEOUT) {
-				char **nh = realloc(hidden, (n_hidden + 1) *
-						    sizeof(*nh));
-
-				if (!nh) {
-					free(name);
-					r = -ENOMEM;
-					break;
-				}
-				hidden = nh;
-				hidden[n_hidden++] = name;
-				continue;
-			}
-			if (n == cap) {
-				struct strata_imgview_child *nc;
-
-				cap = cap ? cap * 2 : 16;
-				nc = realloc(c, cap * sizeof(*nc));
-				if (!nc) {
-					free(name);
-					r = -ENOMEM;
-					break;
-				}
-				c = nc;
-			}
-			c[n].name = name;
-			c[n].ent.layer = src[i].layer;
-			c[n].ent.entry = j;
+			cands[n].name = strata_lx_str(lx, e->name_off);
+			cands[n].len = e->name_len;
+			cands[n].rank = (uint32_t)s;
+			cands[n].ent.layer = src[s].layer;
+			cands[n].ent.entry = j;
 			n++;
 		}
 	}
-	for (k = 0; k < n_hidden; k++)
-		free(hidden[k]);
-	free(hidden);
-	if (r < 0) {
-		strata_imgview_children_free(c, n);
-		return r;
+	/* one source is sorted already */
+	if (ns > 1)
+		qsort(cands, n, sizeof(*cands), cand_cmp);
+	for (i = 0; i < n;) {
+		size_t j = i + 1;
+
+		while (j < n && cands[j].len == cands[i].len &&
+		       !memcmp(cands[j].name, cands[i].name, cands[i].len))
+			j++;
+		if (pick(v, cands + i, j - i, &c[k].ent)) {
+			c[k].name = strndup(cands[i].name, cands[i].len);
+			if (!c[k].name) {
+				strata_imgview_children_free(c, k);
+				return -ENOMEM;
+			}
+			k++;
+		}
+		i = j;
 	}
-	if (n)
-		qsort(c, n, sizeof(*c), child_cmp);
 	*out = c;
-	*n_out = n;
+	*n_out = k;
 	return 0;
 }
 

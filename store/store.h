@@ -728,6 +728,9 @@ struct strata_commit_opts {
 	const struct strata_cfg_edit *edits;
 	size_t n_edits;
 	bool allow_empty;		/* commit even with nothing changed */
+	bool squash;			/* one layer: the image and the
+					 * changes merged; history and
+					 * diff_ids of the base dropped */
 	int threads;			/* gzip workers; 0 = CPUs */
 };
 
@@ -810,5 +813,25 @@ void strata_diff_clear(struct strata_diff *d);
  * once). Return: 0, -ENOENT when not cached, or negative errno. */
 int strata_layer_data_bytes(struct strata_store *st, const char *diff_id,
 			    uint64_t *out);
+/* ---- export (store/export.c) ------------------------------------------ */
+
+struct strata_export_opts {
+	const char *ref;		/* the image */
+	const struct strata_platform *platform;	/* NULL = host */
+	const char *upper;		/* NULL, or the upper directory of a
+					 * writable mount of @ref: export
+					 * what the mount shows */
+	const char *from_digest;	/* NULL, or the digest @ref must
+					 * resolve to (-ESTALE if not) */
+	const char *file;		/* written as a temp file, fsync'd,
+					 * renamed; NULL: stream to @fd */
+	int fd;
+};
+/*
+ * The image's root filesystem as one PAX tar, reproducibly (see
+ * store/export.c). *bytes gets the tar's size.
+ */
+int strata_export(struct strata_store *st, const struct strata_export_opts *o,
+		  uint64_t *bytes, struct strata_err *err);
 
 #endif

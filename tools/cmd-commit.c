@@ -45,6 +45,8 @@ static const char usage[] =
 	"                          (default $SOURCE_DATE_EPOCH, else now); file\n"
 	"                          times later than it are clamped to it\n"
 	"  --allow-empty           commit even with nothing changed\n"
+	"  --squash                one layer: the image and the changes merged\n"
+	"                          (history and diff_ids: that layer only)\n"
 	"  --continue              (MOUNTPOINT form) the mount goes on from\n"
 	"                          the new image with an empty upper directory\n"
 	"  --threads N             gzip compression threads (default: CPUs)\n"
@@ -234,6 +236,8 @@ static int parse(int argc, char **argv, struct args *a,
 			a->cont = true;
 		} else if (!strcmp(o, "--allow-empty")) {
 			a->o.allow_empty = true;
+		} else if (!strcmp(o, "--squash")) {
+			a->o.squash = true;
 		} else if (!v && takes_value(o)) {
 			return usage_error("commit", usage, "%s needs a value",
 					   o);

@@ -31,6 +31,7 @@ static const struct {
 	{ "load", cmd_load, "import every image of an archive, or separated" },
 	{ "diff", cmd_diff, "what differs between two images, or a mount and its image" },
 	{ "history", cmd_history, "an image's history: created, by what, layer sizes" },
+	{ "export", cmd_export, "write an image's root filesystem as one tar" },
 };
 
 static void usage(FILE *f)

@@ -29,6 +29,7 @@ int cmd_save(int argc, char **argv);
 int cmd_load(int argc, char **argv);
 int cmd_diff(int argc, char **argv);
 int cmd_history(int argc, char **argv);
+int cmd_export(int argc, char **argv);
 
 /* Registry options (reg-opts.c): consume argv[*i] (and its value) into
  * g.reg. Return: 1 consumed, 0 not ours, -1 bad value (printed). */
