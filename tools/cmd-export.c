@@ -1,14 +1,17 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* strata export [--platform P] REF FILE|- */
+/* strata export [--platform P] REF|MOUNTPOINT FILE|- */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "strata.h"
 
 static const char usage[] =
 	"usage: strata export [--platform OS/ARCH[/VARIANT]] [--creds USER[:PASS]]\n"
-	"                     [--tls-verify=false] [--cert-dir DIR] REF FILE|-\n"
+	"                     [--tls-verify=false] [--cert-dir DIR]\n"
+	"                     REF|MOUNTPOINT FILE|-\n"
 	"\n"
 	"Write the root filesystem of image REF, its layers merged, as one PAX\n"
 	"tar to FILE (a temporary file beside it, renamed over FILE when whole)\n"
@@ -17,7 +20,12 @@ static const char usage[] =
 	"sorted bytewise, numeric owners, modes, nanosecond mtimes, xattrs\n"
 	"(SCHILY.xattr), devices, symlinks, and hardlinks to the first name\n"
 	"written. The same image gives the same bytes. Layers missing from the\n"
-	"cache (a docker:// REF) are pulled first.\n";
+	"cache (a docker:// REF) are pulled first.\n"
+	"\n"
+	"A directory in place of REF is a writable stratafs mount: what it shows\n"
+	"now (its image and its changes, as docker export gives a container),\n"
+	"held still while it is read (a REF that is also a directory here is\n"
+	"taken as the mountpoint).\n";
 
 int cmd_export(int argc, char **argv)
 {
@@ -25,7 +33,9 @@ int cmd_export(int argc, char **argv)
 	struct strata_export_opts o = { .fd = STDOUT_FILENO };
 	struct strata_platform plat;
 	struct strata_err err = { 0 };
-	const char *out = NULL;
+	struct live_mount mi = { .fd = -1, .upper_fd = -1, .store_fd = -1 };
+	const char *out = NULL, *store_root = g.root;
+	struct stat sb;
 	uint64_t bytes = 0;
 	int i, r;
 
@@ -35,23 +45,16 @@ int cmd_export(int argc, char **argv)
 		return 0;
 	}
 	for (i = 1; i < argc; i++) {
-		const char *v = NULL;
 		int bad = 0, ro = reg_option(argc, argv, &i);
 
 		if (ro < 0)
 			return 2;
 		if (ro > 0)
 			continue;
-		if (opt_value(argc, argv, &i, "--platform", &v, "export",
-			      usage, &bad)) {
+		if (platform_option(argc, argv, &i, "export", usage, &plat,
+				    &bad)) {
 			if (bad)
 				return bad;
-			if (strata_platform_parse(v, &plat) < 0) {
-				fprintf(stderr, "strata export: invalid "
-					"platform \"%s\" (want "
-					"OS/ARCH[/VARIANT])\n", v);
-				return 2;
-			}
 			o.platform = &plat;
 		} else if (argv[i][0] == '-' && argv[i][1]) {
 			return usage_error("export", usage,
@@ -82,11 +85,27 @@ int cmd_export(int argc, char **argv)
 	} else {
 		o.file = out;
 	}
-	r = strata_store_open(g.root, &st, &err);
+	/* a directory (or one this user may not look into: another user's
+	 * mount) is a mountpoint; the mount's image is exported by the digest
+	 * it shows, with its upper directory, held still meanwhile */
+	if (stat(o.ref, &sb) == 0 ? S_ISDIR(sb.st_mode) : errno == EACCES) {
+		if (live_mount_open("export", o.ref, &mi) < 0 ||
+		    live_mount_freeze("export", o.ref, &mi) < 0) {
+			live_mount_free(&mi);
+			return 1;
+		}
+		o.ref = mi.base;
+		o.from_digest = mi.manifest;
+		o.upper = mi.upper_fd >= 0 ? mi.upper_at : mi.upper;
+		if (!g.root)	/* the store the mount was made from */
+			store_root = mi.store;
+	}
+	r = strata_store_open(store_root, &st, &err);
 	if (r == 0)
 		strata_store_set_reg_opts(st, &g.reg);
 	if (r == 0)
 		r = strata_export(st, &o, &bytes, &err);
+	live_mount_free(&mi);
 	if (r < 0)
 		return die_err(&err, r);
 	if (!g.quiet && o.file)

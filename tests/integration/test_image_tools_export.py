@@ -250,3 +250,27 @@ def test_commit_squash(image, strata, mount, tmp_path):
     assert {k: v for k, v in t1.items() if not k.startswith("/etc")} == \
         {k: v for k, v in t2.items() if not k.startswith("/etc")}
     assert (got2 / "etc/keep").read_text() == "keep\n"
+
+
+def test_export_of_a_writable_mount(image, strata, mount, tmp_path):
+    """`strata export MOUNTPOINT` gives what the mount shows now (image and
+    changes, as `docker export` gives a container): GNU tar's extraction
+    equals the tree read through the mount; a read-only mount is refused
+    by name."""
+    src, ref = image
+    up = tmp_path / "up"
+    mnt = mount(f"oci:{src}:t", opts=f"upper={up}")
+    edits(mnt)
+    strata("export", mnt, tmp_path / "live.tar")
+    got = gnu_untar(tmp_path / "live.tar", tmp_path / "x")
+    assert_same_tree(got, mnt, ignore=("/",))
+    assert (got / "etc/new").read_text() == "new\n"
+    assert not (got / "owned").exists() and not (got / "data/sub").exists()
+    assert os.stat(got / "etc/new").st_ino == \
+        os.stat(got / "etc/new-link").st_ino
+    # the mount still takes writes afterwards (thawed)
+    (mnt / "after").write_text("x")
+    ro = mount(f"oci:{src}:t")
+    r = strata("export", ro, tmp_path / "ro.tar", check=False)
+    assert r.returncode == 1 and str(ro) in r.stderr, r.stderr
+    assert not (tmp_path / "ro.tar").exists()
