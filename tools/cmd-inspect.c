@@ -152,16 +152,18 @@ static void print_text(const struct strata_image *img)
 	print_list("Labels", img->labels, "\n            ");
 	print_list("Ports", img->exposed_ports, " ");
 	print_list("Volumes", img->volumes, " ");
+	/* numbered from 1 at the bottom, as strata layers and stratafs
+	 * -o layer=N count them */
 	printf("Layers (%zu)\n", img->n_layers);
 	for (i = 0; i < img->n_layers; i++)
-		printf("  %2zu %s %12lld %s\n     diff_id %s\n", i,
+		printf("  %2zu %s %12lld %s\n     diff_id %s\n", i + 1,
 		       img->layers[i].digest, (long long)img->layers[i].size,
 		       img->layers[i].media_type, img->layers[i].diff_id);
 	printf("History (%zu)\n", img->n_history);
 	for (i = 0; i < img->n_history; i++) {
 		const struct strata_history *h = &img->history[i];
 
-		printf("  %2zu %s %s%s%s%s%s%s%s\n", i,
+		printf("  %2zu %s %s%s%s%s%s%s%s\n", i + 1,
 		       h->created ? h->created : "-",
 		       h->created_by ? h->created_by : "",
 		       h->author ? " (author: " : "",
