@@ -19,8 +19,9 @@
  * Filling a file reads its compressed range, decompresses it (never past
  * its size), checks its sha256 against the TOC and only then links it
  * into data/ (an O_TMPFILE: a killed or concurrent fill never leaves a
- * half file under a content name). Content files present are verified;
- * a killed fill resumes with the others. The background fill
+ * half file under a content name; the data is synced once per layer,
+ * and a file a crash cut short is fetched again). Content files present
+ * are verified; a killed fill resumes with the others. The background fill
  * (strata_lx_prefetch) fills every missing file in order, then streams
  * the whole blob once to check its digest and the diff_id: a mismatch
  * makes the layer bad, and every later read of it fails with EIO and a
@@ -461,14 +462,26 @@ static int fill(struct strata_lazy *z, uint32_t data_id)
 			    strerror(-ret));
 		return -EIO;
 	}
-	if (fdatasync(fd) < 0)
-		return -errno;
 	snprintf(name, sizeof(name), "%u", data_id);
 	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
 	if (linkat(AT_FDCWD, proc, z->datafd, name, AT_SYMLINK_FOLLOW) < 0 &&
 	    errno != EEXIST)
 		return -errno;
 	return 0;
+}
+
+/*
+ * Content files are not synced one by one (a fill of many small files
+ * would wait on the disk for each): a file that lost its data in a crash
+ * shows a wrong size and is fetched again; the layer's directory is
+ * synced before its diff_id is recorded.
+ */
+static bool complete(struct strata_lazy *z, int fd, uint32_t data_id)
+{
+	struct stat sb;
+
+	return data_id && data_id <= z->n && fstat(fd, &sb) == 0 &&
+	       (uint64_t)sb.st_size == z->recs[data_id - 1].size;
 }
 
 int strata_lx_content_open(struct strata_lindex *lx, uint32_t data_id)
@@ -485,6 +498,12 @@ int strata_lx_content_open(struct strata_lindex *lx, uint32_t data_id)
 	}
 	fd = openat(strata_lx_datafd(lx), name, O_RDONLY | O_CLOEXEC |
 		    O_NOFOLLOW);
+	if (fd >= 0 && z && !complete(z, fd, data_id)) {
+		close(fd);	/* cut by a crash: fetched again */
+		unlinkat(strata_lx_datafd(lx), name, 0);
+		fd = -1;
+		errno = ENOENT;
+	}
 	if (fd >= 0)
 		return fd;
 	if (errno != ENOENT || !z)
@@ -566,6 +585,8 @@ static int verify_layer(struct strata_lazy *z, const atomic_bool *stop)
 			    r == -EBADMSG ? "corrupt zstd stream" : blob_got);
 		return -EBADMSG;
 	}
+	if (syncfs(z->datafd) < 0)
+		return -errno;
 	r = strata_write_atomic(z->dirfd, "diff_id", diff_got,
 				strlen(diff_got), 0644);
 	if (r < 0)
