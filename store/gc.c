@@ -652,6 +652,29 @@ static void sweep_layers(struct gc *g, const char *alg, size_t hexlen)
 	closedir(d);
 }
 
+/* Shared content (layers/lazy/content/HEX, hardlinks of lazy layers'
+ * content files) that no lazy layer links any more. */
+static void sweep_shared(struct gc *g)
+{
+	int fd = openat(g->st->layers_fd, "lazy/content", O_RDONLY |
+			O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct dirent *de;
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	struct stat sb;
+
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while ((de = readdir(d)))
+		if (fstatat(fd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    S_ISREG(sb.st_mode) && sb.st_nlink == 1 &&
+		    unlinkat(fd, de->d_name, 0) == 0)
+			g->res->layer_bytes += (uint64_t)sb.st_blocks * 512;
+	closedir(d);
+}
+
 /*
  * Lazy layers (layers/lazy/ALG-BLOBHEX.TOCHEX, store/lazy.c) belong to
  * their blob: kept while a named manifest or a live pin keeps the blob,
@@ -678,7 +701,7 @@ static void sweep_lazy(struct gc *g)
 		uint64_t bytes, files = 0;
 
 		if (!dash || !dot || n >= sizeof(digest))
-			continue;
+			continue;	/* content/ is swept below */
 		snprintf(digest, sizeof(digest), "%.*s", (int)(dot - dash - 1),
 			 dash + 1);
 		if (!is_hex(digest, strlen(digest)) || !digest[0])
@@ -702,6 +725,7 @@ static void sweep_lazy(struct gc *g)
 		g->res->layer_bytes += bytes;
 	}
 	closedir(d);
+	sweep_shared(g);
 }
 
 /* Everything in tmp/ is a leftover: its writers all hold the store. */

@@ -52,6 +52,7 @@ struct strata_lazy {
 	size_t map_len;
 	int dirfd;		/* the layer's directory */
 	int datafd;		/* its data/ */
+	int contentfd;		/* layers/lazy/content, or -1 */
 	char *image, *digest, *diff_id;
 	int64_t size;		/* of the blob */
 	atomic_bool bad;
@@ -262,6 +263,8 @@ void strata_lazy_free(struct strata_lazy *z)
 		munmap(z->map, z->map_len);
 	if (z->dirfd >= 0)
 		close(z->dirfd);
+	if (z->contentfd >= 0)
+		close(z->contentfd);
 	free(z->image);
 	free(z->digest);
 	free(z->diff_id);
@@ -329,6 +332,7 @@ int strata_layer_open(struct strata_store *st, const struct strata_image *img,
 	if (!z)
 		return -ENOMEM;
 	z->datafd = -1;
+	z->contentfd = -1;
 	z->size = l->size;
 	z->dirfd = openat(st->layers_fd, rel, O_RDONLY | O_DIRECTORY |
 			  O_NOFOLLOW | O_CLOEXEC);
@@ -361,6 +365,11 @@ int strata_layer_open(struct strata_store *st, const struct strata_image *img,
 	if (r < 0)
 		goto fail;
 	z->datafd = strata_lx_datafd(lx);
+	if (mkdirat(st->layers_fd, "lazy/content", 0755) == 0 ||
+	    errno == EEXIST)
+		z->contentfd = openat(st->layers_fd, "lazy/content",
+				      O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+				      O_CLOEXEC);
 	strata_lindex_set_lazy(lx, z);
 	*out = lx;
 	return 0;
@@ -434,16 +443,43 @@ static int decompress_to(struct strata_lazy *z, const struct strata_lz_rec *r,
 	return strcmp(got, want) ? -EBADMSG : 0;
 }
 
+/*
+ * Content is stored once per digest across lazy layers and images:
+ * layers/lazy/content/HEX is a hardlink of the first content file
+ * filled with that sha256 (verified then), and a later layer naming the
+ * same digest links it instead of fetching (gc removes a content file
+ * nothing else links). Return: 0 if linked.
+ */
+static int link_shared(struct strata_lazy *z, const struct strata_lz_rec *r,
+		       const char *hex, const char *name)
+{
+	struct stat sb;
+
+	if (z->contentfd < 0 ||
+	    fstatat(z->contentfd, hex, &sb, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    !S_ISREG(sb.st_mode) || (uint64_t)sb.st_size != r->size)
+		return -ENOENT;
+	if (linkat(z->contentfd, hex, z->datafd, name, 0) < 0 &&
+	    errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
 static int fill(struct strata_lazy *z, uint32_t data_id)
 {
 	const struct strata_lz_rec *r;
-	char name[16], proc[64], p[300];
+	char name[16], proc[64], p[300], hex[65];
 	cleanup_fd int fd = -1;
-	int ret;
+	int ret, i;
 
 	if (data_id == 0 || data_id > z->n)
 		return -EIO;
 	r = &z->recs[data_id - 1];
+	snprintf(name, sizeof(name), "%u", data_id);
+	for (i = 0; i < 32; i++)
+		snprintf(hex + 2 * i, 3, "%02x", r->sha256[i]);
+	if (link_shared(z, r, hex, name) == 0)
+		return 0;
 	fd = openat(z->datafd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return -errno;
@@ -462,11 +498,12 @@ static int fill(struct strata_lazy *z, uint32_t data_id)
 			    strerror(-ret));
 		return -EIO;
 	}
-	snprintf(name, sizeof(name), "%u", data_id);
 	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
 	if (linkat(AT_FDCWD, proc, z->datafd, name, AT_SYMLINK_FOLLOW) < 0 &&
 	    errno != EEXIST)
 		return -errno;
+	if (z->contentfd >= 0)
+		linkat(z->datafd, name, z->contentfd, hex, 0);	/* best effort */
 	return 0;
 }
 

@@ -145,7 +145,13 @@ def layout_with(path, layers):
 
 def lazy_dirs(store):
     d = Path(store) / "layers" / "lazy"
-    return sorted(p for p in d.iterdir() if p.is_dir()) if d.exists() else []
+    return sorted(p for p in d.iterdir() if p.is_dir() and
+                  p.name != "content") if d.exists() else []
+
+
+def shared_files(store):
+    d = Path(store) / "layers" / "lazy" / "content"
+    return sorted(d.iterdir()) if d.exists() else []
 
 
 def filled(store):
@@ -309,8 +315,9 @@ def test_gc_keeps_lazy_layer_while_mounted(chunked_image, daemon, strata,
     assert len(lazy_dirs(store)) == 2
     unmount(tmp_path / "mnt")
     p.wait(timeout=20)
+    assert shared_files(store)
     strata("gc")
-    assert lazy_dirs(store) == []
+    assert lazy_dirs(store) == [] and shared_files(store) == []
 
 
 FILES = [tar_dir("d"), tar_file("d/a", b"a" * 1000),
@@ -441,3 +448,25 @@ def test_kill_during_fill_then_remount(tmp_path, daemon, mount, store):
     for name, data in want.items():
         assert (mnt / name).read_bytes() == data
     assert n <= filled(store) == 60
+
+
+def test_content_stored_once_across_images(tmp_path, daemon, store):
+    """Two images whose layers differ but share a file's content: the
+    second mount takes it from the first's (one inode, no bytes read
+    from its blob); gc drops the shared copy once no layer links it."""
+    shared = os.urandom(60000)     # incompressible: fetching costs 60 KB
+    one = layout_with(tmp_path / "one", [chunked_blob(
+        [tar_file("x/shared", shared), tar_file("x/one", b"1")])])
+    two = layout_with(tmp_path / "two", [chunked_blob(
+        [tar_file("y/other", b"2" * 100), tar_file("y/same", shared)])])
+    daemon.start(one, tmp_path / "m1")
+    assert (tmp_path / "m1/x/shared").read_bytes() == shared
+    p2 = daemon.start(two, tmp_path / "m2")
+    before = int(Path(f"/proc/{p2.pid}/io").read_text().split()[1])
+    assert (tmp_path / "m2/y/same").read_bytes() == shared
+    read = int(Path(f"/proc/{p2.pid}/io").read_text().split()[1]) - before
+    assert read < len(shared) // 4
+    inodes = {os.stat(f).st_ino for d in lazy_dirs(store)
+              for f in (d / "data").iterdir() if f.stat().st_size ==
+              len(shared)}
+    assert len(inodes) == 1
