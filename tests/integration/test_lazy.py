@@ -190,13 +190,18 @@ class Daemon:
         return ""
 
     def stop(self):
+        bad = []
         for p, mnt, log in self.procs:
             unmount(mnt)
             try:
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 p.kill()
+            text = self.log(p)
+            if "Sanitizer" in text or p.returncode not in (0, -9):
+                bad.append(f"stratafs exited {p.returncode}: {text}")
             log.close()
+        assert not bad, "\n".join(bad)
 
 
 @pytest.fixture
