@@ -110,6 +110,31 @@ int strata_range_src_fd(int fd, struct strata_range_src **out)
 	return 0;
 }
 
+/* A registry's blob, read with Range requests through the image's blob
+ * source (borrowed: the image outlives its layers' indexes). */
+struct reg_src {
+	struct strata_range_src s;
+	struct strata_blob_source *bs;
+	char digest[STRATA_DIGEST_MAX];
+};
+
+static int reg_read(struct strata_range_src *s, void *buf, size_t len,
+		    uint64_t off)
+{
+	struct reg_src *r = (struct reg_src *)s;
+	struct strata_err err = { 0 };
+	int ret = r->bs->read_range(r->bs, r->digest, buf, len, off, &err);
+
+	if (ret < 0)
+		strata_warn("%s", err.code ? err.msg : strerror(-ret));
+	return ret;
+}
+
+static void reg_free(struct strata_range_src *s)
+{
+	free(s);
+}
+
 /* ---- the cache directory ---- */
 
 /* "lazy/sha256-BLOBHEX.TOCHEX" */
@@ -122,18 +147,32 @@ static void lazy_name(const struct strata_layer *l, char *out, size_t len)
 }
 
 /* The blob of @l in @img's blob directory, checked for its size (its
- * digest only once all of it has been read). */
-static int open_blob(const struct strata_image *img,
-		     const struct strata_layer *l, struct strata_err *err)
+ * digest only once all of it has been read); or, missing there, in a
+ * registry that answers Range requests. */
+static int open_src(const struct strata_image *img,
+		    const struct strata_layer *l,
+		    struct strata_range_src **out, struct strata_err *err)
 {
 	char rel[STRATA_DIGEST_MAX + 8];
+	struct reg_src *r;
 	struct stat sb;
 	int fd;
 
 	strata_blob_relpath(l->digest, rel, sizeof(rel));
 	fd = openat(img->blobs_fd, rel, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0 && errno == ENOENT && img->source)
-		return -EOPNOTSUPP;	/* a registry: not yet lazy */
+	if (fd < 0 && errno == ENOENT && img->source) {
+		if (!img->source->read_range)
+			return -EOPNOTSUPP;
+		r = calloc(1, sizeof(*r));
+		if (!r)
+			return -ENOMEM;
+		r->s.read = reg_read;
+		r->s.free = reg_free;
+		r->bs = img->source;
+		snprintf(r->digest, sizeof(r->digest), "%s", l->digest);
+		*out = &r->s;
+		return 0;
+	}
 	if (fd < 0)
 		return strata_err_set(err, -errno, "layer %s: blob %s", l->digest,
 				      strerror(errno));
@@ -145,7 +184,7 @@ static int open_blob(const struct strata_image *img,
 				      "%lld", l->digest, (long long)l->size,
 				      (long long)sb.st_size);
 	}
-	return fd;
+	return strata_range_src_fd(fd, out);
 }
 
 /* Has the whole blob been checked, and does the diff_id it hashed to
@@ -176,12 +215,9 @@ static int build(struct strata_store *st, struct strata_image *img,
 	char tmpname[STRATA_DIGEST_MAX * 2 + 16];
 	struct strata_range_src *src = NULL;
 	cleanup_fd int dest = -1;
-	int fd, r;
+	int r;
 
-	fd = open_blob(img, l, err);
-	if (fd < 0)
-		return fd;
-	r = strata_range_src_fd(fd, &src);
+	r = open_src(img, l, &src, err);
 	if (r < 0)
 		return r;
 	snprintf(tmpname, sizeof(tmpname), "lazy-%s", name);
@@ -320,7 +356,7 @@ int strata_layer_open(struct strata_store *st, const struct strata_image *img,
 	char rel[2 * STRATA_DIGEST_MAX + 16], what[sizeof(rel) + 300];
 	struct strata_lazy *z;
 	struct strata_lindex *lx = NULL;
-	int r, fd;
+	int r;
 
 	if (!l->lazy)
 		return strata_lindex_open(st, l->diff_id, out, err);
@@ -353,12 +389,7 @@ int strata_layer_open(struct strata_store *st, const struct strata_image *img,
 		r = strata_err_set(err, r, "%s", what);
 		goto fail;
 	}
-	fd = open_blob(img, l, err);
-	if (fd < 0) {
-		r = fd;
-		goto fail;
-	}
-	r = strata_range_src_fd(fd, &z->src);
+	r = open_src(img, l, &z->src, err);
 	if (r < 0)
 		goto fail;
 	r = strata_lindex_open_dir(z->dirfd, what, &lx, err);

@@ -267,6 +267,12 @@ struct strata_blob_source {
 		      int reader_ret, struct strata_err *err);
 	int (*fetch)(struct strata_blob_source *s, const struct strata_layer *l,
 		     struct strata_err *err);
+	/* @len bytes at @off of blob @digest into @buf (an HTTP Range
+	 * request; what a lazy layer reads), or NULL when unsupported.
+	 * Safe from several threads. Return: 0 or negative errno. */
+	int (*read_range)(struct strata_blob_source *s, const char *digest,
+			  void *buf, size_t len, uint64_t off,
+			  struct strata_err *err);
 	void (*free)(struct strata_blob_source *s);
 };
 

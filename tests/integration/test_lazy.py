@@ -475,3 +475,63 @@ def test_content_stored_once_across_images(tmp_path, daemon, store):
               for f in (d / "data").iterdir() if f.stat().st_size ==
               len(shared)}
     assert len(inodes) == 1
+
+
+# --- from a registry: Range requests (the loopback registry of
+# test_registry.py: Debian's docker-registry) ---
+
+from test_registry import procs, registry, skopeo  # noqa: E402,F401
+
+
+def layer_blobs_in_store(store):
+    d = Path(store) / "images" / "blobs" / "sha256"
+    return {p.name for p in d.iterdir()} if d.exists() else set()
+
+
+def kill_registry(addr):
+    """Kill the docker-registry serving @addr (started by the registry
+    fixture with a config file named after its port)."""
+    port = addr.rsplit(":", 1)[1]
+    for pid in os.listdir("/proc"):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if b"docker-registry" in cmd and f"registry-{port}.yml".encode() \
+                in cmd:
+            os.kill(int(pid), signal.SIGKILL)
+
+
+def test_lazy_from_registry(chunked_image, registry, skopeo, daemon, store,
+                            tmp_path, monkeypatch):
+    """Pushed by skopeo as it is, mounted from docker://: the layers are
+    never downloaded, files come with Range requests and match umoci's
+    unpack of the original. When the registry goes away, files already
+    fetched still read, the others fail with EIO and a log line."""
+    for v in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.delenv(v, raising=False)
+    layout, tag, ref = chunked_image
+    src = Path(ref.split(":")[1])
+    mdigest = json.loads((src / "index.json").read_text())["manifests"][0][
+        "digest"].split(":")[1]
+    layers = [l["digest"].split(":")[1] for l in json.loads(
+        (src / "blobs/sha256" / mdigest).read_text())["layers"]]
+    reg = registry()
+    skopeo("copy", "--dest-tls-verify=false", ref, f"docker://{reg}/l/z:t")
+    daemon.start(f"docker://{reg}/l/z:t", tmp_path / "m1",
+                 opts="prefetch=0,tls_verify=false")
+    assert filled(store) == 0
+    assert_same_as_umoci(tmp_path / "m1", layout, tag, tmp_path / "umoci")
+    assert filled(store) == 3
+    assert not set(layers) & layer_blobs_in_store(store)
+
+    monkeypatch.setenv("STRATA_ROOT", str(tmp_path / "store2"))
+    p = daemon.start(f"docker://{reg}/l/z:t", tmp_path / "m2",
+                     opts="prefetch=0,tls_verify=false")
+    assert (tmp_path / "m2/etc/hello").read_text() == "changed\n"
+    kill_registry(reg)
+    assert (tmp_path / "m2/etc/hello").read_text() == "changed\n"
+    with pytest.raises(OSError) as e:
+        (tmp_path / "m2/bin/busybox").read_bytes()
+    assert e.value.errno == 5
+    assert "file bin/busybox: cannot fetch its content" in daemon.log(p)
