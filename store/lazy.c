@@ -427,8 +427,8 @@ static void report_bad(struct strata_lazy *z, const char *file)
 
 /* Decompress record @r into @fd, hashing it. Return: 0, -EBADMSG when
  * the bytes are not what the TOC says, or another negative errno. */
-static int decompress_to(struct strata_lazy *z, const struct strata_lz_rec *r,
-			 int fd)
+static int decompress_to(struct strata_range_src *src,
+			 const struct strata_lz_rec *r, int fd)
 {
 	cleanup_free unsigned char *in = malloc(IO_SIZE), *out = malloc(IO_SIZE);
 	ZSTD_DStream *zs = ZSTD_createDStream();
@@ -447,7 +447,7 @@ static int decompress_to(struct strata_lazy *z, const struct strata_lz_rec *r,
 						   : (size_t)(r->end - pos);
 		ZSTD_inBuffer ib = { in, len, 0 };
 
-		ret = z->src->read(z->src, in, len, pos);
+		ret = src->read(src, in, len, pos);
 		pos += len;
 		while (ret == 0 && ib.pos < ib.size) {
 			ZSTD_outBuffer ob = { out, IO_SIZE, 0 };
@@ -496,7 +496,8 @@ static int link_shared(struct strata_lazy *z, const struct strata_lz_rec *r,
 	return 0;
 }
 
-static int fill(struct strata_lazy *z, uint32_t data_id)
+static int fill_from(struct strata_lazy *z, struct strata_range_src *src,
+		     uint32_t data_id)
 {
 	const struct strata_lz_rec *r;
 	char name[16], proc[64], p[300], hex[65];
@@ -514,7 +515,7 @@ static int fill(struct strata_lazy *z, uint32_t data_id)
 	fd = openat(z->datafd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return -errno;
-	ret = decompress_to(z, r, fd);
+	ret = decompress_to(src, r, fd);
 	if (ret == -EBADMSG) {
 		strata_printable(z->names + r->name_off, SIZE_MAX, p, sizeof(p));
 		strata_warn("image %s: layer %s: file %s: content does not "
@@ -550,6 +551,75 @@ static bool complete(struct strata_lazy *z, int fd, uint32_t data_id)
 
 	return data_id && data_id <= z->n && fstat(fd, &sb) == 0 &&
 	       (uint64_t)sb.st_size == z->recs[data_id - 1].size;
+}
+
+static int fill(struct strata_lazy *z, uint32_t data_id)
+{
+	return fill_from(z, z->src, data_id);
+}
+
+/*
+ * The background fill reads neighbouring files' ranges in one request
+ * (a registry round trip each otherwise): up to BATCH_BYTES of the blob,
+ * gaps under BATCH_GAP included, held here while its files are filled.
+ */
+#define BATCH_BYTES (8u << 20)
+#define BATCH_GAP (64u << 10)
+
+struct batch {
+	struct strata_range_src s;
+	struct strata_range_src *next;	/* outside the batch */
+	unsigned char *buf;
+	uint64_t off, len;
+};
+
+static int batch_read(struct strata_range_src *s, void *buf, size_t len,
+		      uint64_t off)
+{
+	struct batch *b = (struct batch *)s;
+
+	if (off >= b->off && len <= b->len && off - b->off <= b->len - len) {
+		memcpy(buf, b->buf + (off - b->off), len);
+		return 0;
+	}
+	return b->next->read(b->next, buf, len, off);
+}
+
+static bool missing(struct strata_lazy *z, uint32_t id)
+{
+	char name[16];
+
+	snprintf(name, sizeof(name), "%u", id);
+	return faccessat(z->datafd, name, F_OK, AT_SYMLINK_NOFOLLOW) < 0;
+}
+
+/* Fill the missing files from @first on that fit one read; return the
+ * next content number to look at. */
+static uint32_t fill_batch(struct strata_lazy *z, uint32_t first)
+{
+	struct batch b = { .s.read = batch_read, .next = z->src };
+	uint32_t last = first, i;
+
+	while (last < z->n && z->recs[last].end - z->recs[first - 1].off <=
+	       BATCH_BYTES && z->recs[last].off - z->recs[last - 1].end <
+	       BATCH_GAP)
+		last++;	/* records first..last (1-based) fit */
+	b.off = z->recs[first - 1].off;
+	b.len = z->recs[last - 1].end - b.off;
+	if (last > first && b.len <= BATCH_BYTES) {
+		b.buf = malloc(b.len);
+		if (b.buf && z->src->read(z->src, b.buf, b.len, b.off) < 0) {
+			free(b.buf);
+			b.buf = NULL;
+		}
+	}
+	if (!b.buf)
+		b.len = 0;	/* one by one, straight from the source */
+	for (i = first; i <= last; i++)
+		if (missing(z, i))
+			fill_from(z, &b.s, i);
+	free(b.buf);
+	return last + 1;
 }
 
 int strata_lx_content_open(struct strata_lindex *lx, uint32_t data_id)
@@ -673,19 +743,19 @@ static int verify_layer(struct strata_lazy *z, const atomic_bool *stop)
 int strata_lx_prefetch(struct strata_lindex *lx, const atomic_bool *stop)
 {
 	struct strata_lazy *z = strata_lindex_lazy(lx);
-	char name[16];
 	uint32_t i;
 	int r;
 
 	if (!z)
 		return 0;
-	for (i = 1; i <= z->n; i++) {
+	for (i = 1; i <= z->n;) {
 		if (atomic_load(stop) || atomic_load(&z->bad))
 			return 0;
-		snprintf(name, sizeof(name), "%u", i);
-		if (faccessat(z->datafd, name, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+		if (!missing(z, i)) {
+			i++;
 			continue;
-		fill(z, i);
+		}
+		i = fill_batch(z, i);
 	}
 	{
 		cleanup_free char *got = NULL;
