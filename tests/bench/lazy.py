@@ -13,6 +13,10 @@ times, each run into a fresh store with the page cache dropped:
   full zstd  stratafs -o lazy=0 on the same layout: today's path, every
              layer unpacked before the mount
   full gzip  stratafs on the original gzip layout (today's import)
+  lazy reg   stratafs -o prefetch=0 on docker://, the zstd:chunked image
+             pushed by skopeo to Debian's docker-registry on 127.0.0.1
+  full reg   stratafs -o lazy=0 on that docker:// reference: pulled and
+             unpacked in full before the mount
 
 then, on the lazy mount, the bytes the daemon read from the blobs
 (/proc/PID/io rchar) for `find` over the whole tree, for `ls -lR`, and
@@ -84,6 +88,35 @@ def fetched(mnt, cmd):
     return rchar(pid) - before
 
 
+def start_registry(work, zc, tag):
+    """docker-registry on a free port, the zstd:chunked image pushed to it
+    by skopeo; returns (process, docker:// reference)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf = work / "registry.yml"
+    conf.write_text("version: 0.1\nlog:\n  level: error\nstorage:\n"
+                    f"  filesystem:\n    rootdirectory: {work}/data\n"
+                    f"http:\n  addr: 127.0.0.1:{port}\n")
+    reg = subprocess.Popen(["/usr/bin/docker-registry", "serve", str(conf)],
+                           stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
+    for _ in range(400):
+        try:
+            socket.create_connection(("127.0.0.1", port), 1).close()
+            break
+        except OSError:
+            time.sleep(0.025)
+    policy = work / "policy.json"
+    policy.write_text(json.dumps(
+        {"default": [{"type": "insecureAcceptAnything"}]}))
+    ref = f"docker://127.0.0.1:{port}/bench/lazy:{tag}"
+    bench.sh(["skopeo", "--policy", policy, "copy", "--dest-tls-verify=false",
+              f"oci:{zc}:{tag}", ref])
+    return reg, ref
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -95,14 +128,19 @@ def main():
     layout, tag, _ = bench.build_image(a.quick)
     zc = convert(layout, tag, a.quick)
     total = blob_bytes(zc, tag)
-    times = {"lazy": [], "full zstd": [], "full gzip": []}
+    times = {"lazy": [], "full zstd": [], "full gzip": [], "lazy reg": [],
+             "full reg": []}
     cases = [("lazy", f"oci:{zc}:{tag}", "prefetch=0"),
              ("full zstd", f"oci:{zc}:{tag}", "lazy=0"),
              ("full gzip", f"oci:{layout}:{tag}", "lazy=0")]
     io = {}
+    reg = None
     with tempfile.TemporaryDirectory(dir="/var/tmp") as w:
         work = Path(w)
         try:
+            reg, rref = start_registry(work, zc, tag)
+            cases += [("lazy reg", rref, "prefetch=0,tls_verify=false"),
+                      ("full reg", rref, "lazy=0,tls_verify=false")]
             for _ in range(a.runs):
                 for name, ref, opts in cases:
                     dt, mnt = mount_time(build, ref, opts, work)
@@ -118,6 +156,9 @@ def main():
                     bench.unmount(mnt)
         finally:
             bench.unmount_all()
+            if reg:
+                os.killpg(reg.pid, 9)
+                reg.wait()
     base = statistics.median(times["full gzip"])
     print(f"## lazy zstd:chunked mount ({'quick' if a.quick else 'full'} "
           f"image, {total / 2**20:.0f} MiB of zstd:chunked blobs, "
