@@ -104,7 +104,9 @@ static int read_toc(struct strata_range_src *src, const struct strata_layer *l,
 		return strata_err_set(err, -EBADMSG, "layer %s: zstd:chunked "
 				      "table of contents does not match the "
 				      "manifest's checksum %s (it hashes to "
-				      "%s): refused", sd, l->toc_digest, got);
+				      "%s): refused (-o lazy=0 unpacks the "
+				      "layer in full, verified by its digest)",
+				      sd, l->toc_digest, got);
 	memcpy(&flen, c + 4, 4);
 	if (memcmp(c, skip_magic, 4) || le32toh(flen) != pos->len)
 		return strata_err_set(err, -EBADMSG, "layer %s: zstd:chunked "

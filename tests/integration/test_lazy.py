@@ -353,6 +353,9 @@ def test_toc_checksum_mismatch_refused(tmp_path, mount, store):
     assert hashlib.sha256(blob).hexdigest()[:12] in r.stderr
     assert ref in r.stderr
     assert lazy_dirs(store) == []
+    # the blob itself is sound: unpacked in full, it mounts
+    mnt = mount(ref, opts="lazy=0")
+    assert (mnt / "d/b").read_bytes() == b"bbbb\n" * 3000
 
 
 def _dotdot(doc):
