@@ -538,3 +538,16 @@ def test_lazy_from_registry(chunked_image, registry, skopeo, daemon, store,
         (tmp_path / "m2/bin/busybox").read_bytes()
     assert e.value.errno == 5
     assert "file bin/busybox: cannot fetch its content" in daemon.log(p)
+
+
+def test_lazy_from_oci_archive(chunked_image, mount, store, tmp_path):
+    """An oci-archive (written by skopeo) is read into the store's blobs,
+    and mounted lazily from there."""
+    _, _, ref = chunked_image
+    archive = tmp_path / "img.tar"
+    run(["skopeo", "copy", "-q", ref, f"oci-archive:{archive}:t"])
+    mnt = mount(f"oci-archive:{archive}:t", opts="prefetch=0")
+    assert len(lazy_dirs(store)) == 2 and filled(store) == 0
+    assert (mnt / "bin/busybox").read_bytes() == \
+        Path("/usr/bin/busybox").read_bytes()
+    assert filled(store) == 1
