@@ -48,6 +48,10 @@ struct strata_lz_rec {
 	uint8_t sha256[32];	/* of the uncompressed content */
 };
 
+/* The largest table of contents read (uncompressed JSON): about 1 KiB an
+ * entry with chunks, so room for a quarter million files */
+#define STRATA_TOC_MAX (256u << 20)
+
 /* zstd:chunked: where the TOC is, from the layer descriptor's annotations */
 struct strata_zc_pos {
 	uint64_t off, len, ulen;	/* compressed TOC in the blob */

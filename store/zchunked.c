@@ -65,10 +65,10 @@ int strata_zc_locate(const struct strata_layer *l, struct strata_zc_pos *pos,
 				      "table of contents at %llu+%llu lies "
 				      "outside the %lld-byte blob", sd, off,
 				      len, (long long)l->size);
-	if (ulen > STRATA_JSON_MAX || len > STRATA_JSON_MAX) {
+	if (ulen > STRATA_TOC_MAX || len > STRATA_TOC_MAX) {
 		strata_warn("layer %s: zstd:chunked table of contents of %llu "
 			    "bytes is over the %u-byte limit: unpacking the "
-			    "layer in full", sd, ulen, STRATA_JSON_MAX);
+			    "layer in full", sd, ulen, STRATA_TOC_MAX);
 		return -EOPNOTSUPP;
 	}
 	if (strncmp(l->toc_digest, "sha256:", 7) ||
@@ -222,16 +222,23 @@ static char type_flag(const char *t)
 	return 0;
 }
 
+static int hexval(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f'
+	       ? c - 'a' + 10 : -1;
+}
+
+/* @hex: lower-case (strata_digest_validate checked it) */
 static int hex_bytes(const char *hex, uint8_t *out, size_t n)
 {
 	size_t i;
 
 	for (i = 0; i < n; i++) {
-		unsigned int b;
+		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
 
-		if (sscanf(hex + 2 * i, "%2x", &b) != 1)
+		if (hi < 0 || lo < 0)
 			return -EINVAL;
-		out[i] = (uint8_t)b;
+		out[i] = (uint8_t)(hi << 4 | lo);
 	}
 	return 0;
 }
@@ -482,8 +489,8 @@ int strata_zc_build(struct strata_range_src *src, const struct strata_layer *l,
 	r = read_toc(src, l, pos, sd, &toc, err);
 	if (r < 0)
 		return r;
-	r = strata_json_parse(toc, pos->ulen, "zstd:chunked table of contents",
-			      &doc, err);
+	r = strata_json_parse_max(toc, pos->ulen, STRATA_TOC_MAX,
+				  "zstd:chunked table of contents", &doc, err);
 	if (r < 0)
 		return strata_err_wrap(err, r, "layer %s", sd);
 	r = strata_json_int64(doc, "version", true, 0, INT64_MAX, &version,
