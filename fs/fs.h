@@ -101,6 +101,10 @@ struct fs {
 	 * overlay upper directory */
 	uint32_t layer_lo, layer_n;
 	bool show_whiteouts;
+	bool lazy;			/* zstd:chunked layers mounted lazily */
+	bool prefetching;		/* the background fill runs: */
+	pthread_t prefetch;
+	atomic_bool stop_prefetch;
 	/* Merges of different directories run in parallel; a lock per
 	 * directory would cost 40 bytes each, so they share a few. */
 	pthread_mutex_t merge_locks[FS_MERGE_LOCKS];
@@ -142,6 +146,11 @@ static inline const char *fs_name(const struct fs *fs, uint32_t layer,
 {
 	return strata_lx_str(fs->layers[layer].lx, e->name_off);
 }
+
+/* image.c: the background fill of lazy layers (strata_lx_prefetch),
+ * bottom layer first, in a thread of its own; stop waits for it. */
+int fs_prefetch_start(struct fs *fs);
+void fs_prefetch_stop(struct fs *fs);
 
 /* node.c */
 int fs_nodes_init(struct fs *fs);

@@ -35,8 +35,8 @@ int fs_image_load(struct fs *fs, struct strata_store *st,
 	if (!fs->layers)
 		return -ENOMEM;
 	for (i = 0; i < fs->n_layers; i++) {
-		r = strata_lindex_open(st, img->layers[fs->layer_lo + i].diff_id,
-				       &fs->layers[i].lx, err);
+		r = strata_layer_open(st, img, fs->layer_lo + i,
+				      &fs->layers[i].lx, err);
 		if (r < 0)
 			return r;
 		fs->layers[i].datafd = strata_lx_datafd(fs->layers[i].lx);
@@ -83,6 +83,43 @@ void fs_image_unload(struct fs *fs)
 	fs->statfs_fd = -1;
 }
 
+static void *prefetch_main(void *arg)
+{
+	struct fs *fs = arg;
+	uint32_t i;
+
+	for (i = 0; i < fs->n_layers && !atomic_load(&fs->stop_prefetch); i++)
+		strata_lx_prefetch(fs->layers[i].lx, &fs->stop_prefetch);
+	return NULL;
+}
+
+int fs_prefetch_start(struct fs *fs)
+{
+	uint32_t i;
+	int r;
+
+	for (i = 0; i < fs->n_layers; i++)
+		if (strata_lx_is_lazy(fs->layers[i].lx))
+			break;
+	if (i == fs->n_layers)
+		return 0;
+	atomic_store(&fs->stop_prefetch, false);
+	r = pthread_create(&fs->prefetch, NULL, prefetch_main, fs);
+	if (r != 0)
+		return -r;
+	fs->prefetching = true;
+	return 0;
+}
+
+void fs_prefetch_stop(struct fs *fs)
+{
+	if (!fs->prefetching)
+		return;
+	atomic_store(&fs->stop_prefetch, true);
+	pthread_join(fs->prefetch, NULL);
+	fs->prefetching = false;
+}
+
 /* Images a live mount went on from; freed at exit. */
 struct generation {
 	struct fs fs;
@@ -114,7 +151,9 @@ int fs_continue(struct wfs *w, struct strata_store *st, const struct fs *like,
 	g->fs.n_gidmap = like->n_gidmap;
 	r = strata_image_resolve(st, ref, NULL, &g->img, err);
 	if (r == 0)
-		r = strata_cache_ensure(st, g->img, NULL, err);
+		r = strata_cache_ensure(st, g->img,
+					&(struct strata_unpack_opts){
+						.lazy = like->lazy }, err);
 	if (r == 0)
 		r = fs_image_load(&g->fs, st, g->img, err);
 	if (r == 0)

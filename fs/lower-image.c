@@ -126,16 +126,13 @@ static int li_open(struct lower *lw, struct lnode *n)
 {
 	struct fs *fs = LI(lw)->fs;
 	const struct strata_lx_entry *e = fs_entry(fs, n->layer, n->entry);
-	char name[16];
 	int fd;
 
 	if (!S_ISREG(e->mode))
 		return -EINVAL;
 	if (!e->a)
 		return -ENODATA;
-	snprintf(name, sizeof(name), "%u", e->a);
-	fd = openat(fs->layers[n->layer].datafd, name,
-		    O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	fd = strata_lx_content_open(fs->layers[n->layer].lx, e->a);
 	return fd < 0 ? -EIO : fd;
 }
 

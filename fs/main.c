@@ -39,6 +39,7 @@ struct options {
 	int layer_only;			/* only: layer N alone */
 	int squash_uid, squash_gid;
 	int allow_other;
+	int lazy, prefetch;		/* zstd:chunked layers: default 1 */
 	int show_help, show_version;
 	char *ref, *mountpoint;
 	char **unknown;			/* options nobody takes */
@@ -62,6 +63,9 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("gidmapping=%s", gidmapping),
 	{ "squash_to_uid=%d", offsetof(struct options, squash_uid), 0 },
 	{ "squash_to_gid=%d", offsetof(struct options, squash_gid), 0 },
+	{ "lazy=%d", offsetof(struct options, lazy), 0 },
+	OPT("prefetch", prefetch),
+	{ "prefetch=%d", offsetof(struct options, prefetch), 0 },
 	OPT("creds=%s", creds),
 	OPT("tls_verify=%s", tls_verify),
 	OPT("cert_dir=%s", cert_dir),
@@ -122,8 +126,8 @@ static const char accepted[] =
 	"upper=, work=, upperdir=, workdir=, lowerdir=, volatile, rebase, "
 	"xattr_permissions=, root=, platform=, creds=, tls_verify=, "
 	"cert_dir=, squash_to_uid=, squash_to_gid=, uidmapping=, "
-	"gidmapping=, layer=, only, allow_other, the FUSE "
-	"options allow_root, auto_unmount, default_permissions, fsname=, "
+	"gidmapping=, layer=, only, allow_other, lazy=, prefetch[=], "
+	"the FUSE options allow_root, auto_unmount, default_permissions, fsname=, "
 	"subtype=, max_read=, blksize=, max_threads=, max_idle_threads=, "
 	"clone_fd, kernel_cache, and the mount options ro, rw, [no]suid, "
 	"[no]dev, [no]exec, [no]atime, relatime, strictatime, [no]diratime, "
@@ -164,7 +168,8 @@ static const char *near_option(const char *arg)
 		"volatile", "rebase", "xattr_permissions=", "root=",
 		"platform=", "creds=", "tls_verify=", "cert_dir=",
 		"squash_to_uid=", "squash_to_gid=", "uidmapping=",
-		"gidmapping=", "allow_other", "layer=", "only",
+		"gidmapping=", "allow_other", "layer=", "only", "lazy=",
+		"prefetch=",
 	};
 	const char *eq = strchr(arg, '=');
 	size_t la = eq ? (size_t)(eq - arg) : strlen(arg), i;
@@ -344,6 +349,10 @@ static void usage(void)
 	       "  -o layer=N,only        layer N alone: whiteouts as character devices\n"
 	       "                         0:0, opaque directories with the xattr\n"
 	       "                         user.overlay.opaque (and trusted.*, as root)\n"
+	       "  -o lazy=0              unpack zstd:chunked layers in full before\n"
+	       "                         mounting (default: mount from their table\n"
+	       "                         of contents, files fetched on first read)\n"
+	       "  -o prefetch=0          no background fill of lazy layers\n"
 	       "  -o upper=DIR           writable: changes go to DIR (created if\n"
 	       "                         missing; overlay format, kept across mounts)\n"
 	       "  -o work=DIR            work directory, same filesystem as upper\n"
@@ -557,7 +566,8 @@ static int open_image(struct fs *fs, struct options *o,
 	if (r == 0 && o->layer)
 		r = pick_layers(fs, o, img, &err);
 	if (r == 0)
-		r = strata_cache_ensure(st, img, NULL, &err);
+		r = strata_cache_ensure(st, img, &(struct strata_unpack_opts){
+					.lazy = o->lazy != 0 }, &err);
 	if (r == 0)
 		r = fs_image_load(fs, st, img, &err);
 	/* strata gc keeps what the mount shows while it lives, and may run
@@ -700,7 +710,8 @@ int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	struct fuse_cmdline_opts copts = { 0 };
-	struct options o = { .squash_uid = -1, .squash_gid = -1 };
+	struct options o = { .squash_uid = -1, .squash_gid = -1, .lazy = 1,
+			     .prefetch = 1 };
 	struct fs fs = { .timeout = 86400.0, .statfs_fd = -1, .readonly = true };
 	struct strata_store *st = NULL;
 	struct strata_image *img = NULL;
@@ -902,6 +913,9 @@ int main(int argc, char *argv[])
 			"socket; unmounting\n", ctl_mp);
 		goto out_unmount;
 	}
+	fs.lazy = o.lazy != 0;
+	if (o.prefetch && !o.lowerdir && fs_prefetch_start(&fs) < 0)
+		strata_warn("cannot start the background fill of lazy layers");
 	lc = fuse_loop_cfg_create();
 	if (!lc)
 		goto out_unmount;
@@ -940,6 +954,7 @@ out:
 		fuse_session_destroy(se);
 	if (wfs_ready)
 		wfs_destroy(&wfs);
+	fs_prefetch_stop(&fs);
 	fs_continue_free();
 	if (lw)
 		lw->ops->free(lw);

@@ -269,7 +269,6 @@ static __thread struct tcache tcache = { .fd = -1 };
 static int content_fd(struct fs *fs, uint32_t layer,
 		      const struct strata_lx_entry *e)
 {
-	char name[16];
 	int fd;
 
 	if (!e || !S_ISREG(e->mode))
@@ -278,9 +277,7 @@ static int content_fd(struct fs *fs, uint32_t layer,
 		return -ENODATA;
 	if (tcache.fd >= 0 && tcache.layer == layer && tcache.data_id == e->a)
 		return tcache.fd;
-	snprintf(name, sizeof(name), "%u", e->a);
-	fd = openat(fs->layers[layer].datafd, name,
-		    O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	fd = strata_lx_content_open(fs->layers[layer].lx, e->a);
 	if (fd < 0)
 		return -EIO;
 	if (tcache.fd >= 0)
@@ -297,7 +294,6 @@ static void fs_ll_open(fuse_req_t req, fuse_ino_t ino,
 	struct fs *fs = get_fs(req);
 	uint32_t layer;
 	const struct strata_lx_entry *e = file_entry(fs, ino, &layer);
-	char name[16];
 	int fd = -1;
 
 	if (fs->readonly && fs->no_open) {
@@ -313,9 +309,7 @@ static void fs_ll_open(fuse_req_t req, fuse_ino_t ino,
 		return;
 	}
 	if (S_ISREG(e->mode) && e->a) {
-		snprintf(name, sizeof(name), "%u", e->a);
-		fd = openat(fs->layers[layer].datafd, name,
-			    O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		fd = strata_lx_content_open(fs->layers[layer].lx, e->a);
 		if (fd < 0) {
 			fuse_reply_err(req, EIO);
 			return;

@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lazy.h"
 #include "unpack.h"
 
 struct pool;
@@ -321,6 +322,21 @@ int strata_cache_ensure(struct strata_store *st, struct strata_image *img,
 		if (dup || (usable(st, &img->layers[i], rel) &&
 			    !blob_missing(img, &img->layers[i])))
 			continue;
+		if (opts && opts->lazy && !usable(st, &img->layers[i], rel)) {
+			struct strata_err lerr = { 0 };
+
+			r = strata_lazy_prepare(st, img, i, opts, &lerr);
+			if (r == 0) {
+				img->layers[i].lazy = true;
+				continue;
+			}
+			if (r != -EOPNOTSUPP) {
+				free(p.jobs);
+				return strata_err_set(err, r, "image %s: %s",
+						      img->ref_text, lerr.msg);
+			}
+			r = 0;	/* not lazy: unpacked in full */
+		}
 		p.jobs[p.n].st = st;
 		p.jobs[p.n].img = img;
 		p.jobs[p.n].layer = i;

@@ -4,7 +4,8 @@
  *
  * What gc may remove: a manifest index.json lists without a name (its tag
  * moved or was removed, strata_index_retag), and every blob and cached
- * layer (layers/ALG/HEX, by diff_id) that no named manifest reaches
+ * layer (layers/ALG/HEX, by diff_id; layers/lazy/ALG-HEX.TOC, by blob)
+ * that no named manifest reaches
  * (manifest -> config and layer blobs, config -> diff_ids; an index ->
  * its manifests). What it must not remove is what someone is using
  * without a name:
@@ -651,6 +652,82 @@ static void sweep_layers(struct gc *g, const char *alg, size_t hexlen)
 	closedir(d);
 }
 
+/* Shared content (layers/lazy/content/HEX, hardlinks of lazy layers'
+ * content files) that no lazy layer links any more. */
+static void sweep_shared(struct gc *g)
+{
+	int fd = openat(g->st->layers_fd, "lazy/content", O_RDONLY |
+			O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct dirent *de;
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	struct stat sb;
+
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while ((de = readdir(d)))
+		if (fstatat(fd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    S_ISREG(sb.st_mode) && sb.st_nlink == 1 &&
+		    unlinkat(fd, de->d_name, 0) == 0)
+			g->res->layer_bytes += (uint64_t)sb.st_blocks * 512;
+	closedir(d);
+}
+
+/*
+ * Lazy layers (layers/lazy/ALG-BLOBHEX.TOCHEX, store/lazy.c) belong to
+ * their blob: kept while a named manifest or a live pin keeps the blob,
+ * removed with it. A lock file goes when its layer does.
+ */
+static void sweep_lazy(struct gc *g)
+{
+	int fd = openat(g->st->layers_fd, "lazy", O_RDONLY | O_DIRECTORY |
+			O_NOFOLLOW | O_CLOEXEC);
+	struct dirent *de;
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	char digest[300], tmp[320];
+
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while ((de = readdir(d))) {
+		const char *dash = strchr(de->d_name, '-');
+		const char *dot = dash ? strchr(dash, '.') : NULL;
+		size_t n = strlen(de->d_name);
+		bool lock = n > 5 && !strcmp(de->d_name + n - 5, ".lock");
+		uint64_t bytes, files = 0;
+
+		if (!dash || !dot || n >= sizeof(digest))
+			continue;	/* content/ is swept below */
+		snprintf(digest, sizeof(digest), "%.*s", (int)(dot - dash - 1),
+			 dash + 1);
+		if (!is_hex(digest, strlen(digest)) || !digest[0])
+			continue;
+		snprintf(digest, sizeof(digest), "%.*s:%.*s",
+			 (int)(dash - de->d_name), de->d_name,
+			 (int)(dot - dash - 1), dash + 1);
+		if (set_has(&g->blobs, digest))
+			continue;
+		if (lock) {
+			unlinkat(fd, de->d_name, 0);
+			continue;
+		}
+		bytes = du_at(fd, de->d_name, &files);
+		snprintf(tmp, sizeof(tmp), "gc-lazy-%s", de->d_name);
+		strata_rmtree_at(g->st->tmp_fd, tmp);
+		if (renameat(fd, de->d_name, g->st->tmp_fd, tmp) < 0)
+			continue;
+		strata_rmtree_at(g->st->tmp_fd, tmp);
+		g->res->layers++;
+		g->res->layer_bytes += bytes;
+	}
+	closedir(d);
+	sweep_shared(g);
+}
+
 /* Everything in tmp/ is a leftover: its writers all hold the store. */
 static void sweep_tmp(struct gc *g)
 {
@@ -735,6 +812,7 @@ int strata_store_gc(struct strata_store *st, struct strata_gc_result *res,
 	}
 	sweep_layers(&g, "sha256", 64);
 	sweep_layers(&g, "sha512", 128);
+	sweep_lazy(&g);
 	sweep_tmp(&g);
 	r = 0;
 out:

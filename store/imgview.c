@@ -47,8 +47,7 @@ int strata_imgview_open(struct strata_store *st, const struct strata_image *img,
 	if (!v->lx)
 		return -ENOMEM;
 	for (i = 0; i < img->n_layers; i++) {
-		r = strata_lindex_open(st, img->layers[i].diff_id, &v->lx[i],
-				       err);
+		r = strata_layer_open(st, img, i, &v->lx[i], err);
 		if (r < 0)
 			return r;
 		v->n++;
@@ -322,10 +321,9 @@ int strata_imgview_list(struct strata_imgview *v, const char *path,
 int strata_imgview_open_data(struct strata_imgview *v,
 			     const struct strata_imgview_ent *ent)
 {
-	const struct strata_lindex *lx = strata_imgview_layer(v, ent->layer);
+	struct strata_lindex *lx = ent->layer < v->n ? v->lx[ent->layer] : NULL;
 	const struct strata_lx_entry *e = lx ? strata_lx_entry(lx, ent->entry)
 					     : NULL;
-	char name[16];
 	int fd;
 
 	if (!e || !S_ISREG(e->mode)) {
@@ -336,7 +334,10 @@ int strata_imgview_open_data(struct strata_imgview *v,
 		errno = 0;
 		return -1;
 	}
-	snprintf(name, sizeof(name), "%u", e->a);
-	fd = openat(strata_lx_datafd(lx), name, O_RDONLY | O_CLOEXEC);
+	fd = strata_lx_content_open(lx, e->a);
+	if (fd < 0) {
+		errno = -fd;
+		return -1;
+	}
 	return fd;
 }

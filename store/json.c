@@ -337,6 +337,14 @@ static int compare_counts(struct json_object *o, const uint32_t *counts,
 int strata_json_parse(const char *buf, size_t len, const char *what,
 		      struct json_object **out, struct strata_err *err)
 {
+	return strata_json_parse_max(buf, len, STRATA_JSON_MAX, what, out,
+				     err);
+}
+
+int strata_json_parse_max(const char *buf, size_t len, size_t max,
+			  const char *what, struct json_object **out,
+			  struct strata_err *err)
+{
 	struct checker c = {
 		.p = (const unsigned char *)buf,
 		.end = (const unsigned char *)buf + len,
@@ -346,10 +354,10 @@ int strata_json_parse(const char *buf, size_t len, const char *what,
 	size_t pos = 0;
 	int r;
 
-	if (len > STRATA_JSON_MAX)
+	if (len > max)
 		return strata_err_set(err, -EFBIG,
-				      "%s: %zu bytes, more than the %u allowed",
-				      what, len, STRATA_JSON_MAX);
+				      "%s: %zu bytes, more than the %zu allowed",
+				      what, len, max);
 	if (check_value(&c, 1) == 0) {
 		skip_ws(&c);
 		if (c.p != c.end)

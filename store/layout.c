@@ -167,6 +167,32 @@ static const char *annotation(struct strata_desc *d, const char *key)
 	return json_object_get_string(v);
 }
 
+/* zstd:chunked annotations: Debian's skopeo 1.9 writes "io.containers.",
+ * newer writers "io.github.containers.". */
+static int toc_annotations(struct strata_layer *l, struct strata_desc *d)
+{
+	static const char *const prefix[] = { "io.github.containers.",
+					      "io.containers." };
+	char key[96];
+	const char *sum, *pos;
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(prefix); i++) {
+		snprintf(key, sizeof(key), "%szstd-chunked.manifest-checksum",
+			 prefix[i]);
+		sum = annotation(d, key);
+		snprintf(key, sizeof(key), "%szstd-chunked.manifest-position",
+			 prefix[i]);
+		pos = annotation(d, key);
+		if (!sum || !pos)
+			continue;
+		l->toc_digest = strdup(sum);
+		l->toc_position = strdup(pos);
+		return l->toc_digest && l->toc_position ? 0 : -ENOMEM;
+	}
+	return 0;
+}
+
 static bool tag_matches(struct strata_desc *d, const char *tag)
 {
 	const char *ref = annotation(d, "org.opencontainers.image.ref.name");
@@ -653,6 +679,9 @@ static int load_manifest(struct strata_image *img, int blobs_fd,
 		    (r = dup_str(&img->layers[i].digest, ld.digest)) < 0)
 			return r;
 		img->layers[i].size = ld.size;
+		r = toc_annotations(&img->layers[i], &ld);
+		if (r < 0)
+			return r;
 	}
 	if (strata_digest_validate(cd.digest, strlen(cd.digest)) < 0)
 		return strata_err_set(err, -EOPNOTSUPP,

@@ -24,7 +24,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "store-internal.h"
+#include "lazy.h"
 
 struct strata_lindex {
 	const uint8_t *map;
@@ -46,6 +46,7 @@ struct strata_lindex {
 	uint32_t cap_ext;
 	char *ext_str;			/* strings str_base.. */
 	uint64_t cap_str;
+	struct strata_lazy *lazy;	/* a lazy layer's fill state, or NULL */
 };
 
 void strata_lindex_close(struct strata_lindex *lx)
@@ -59,7 +60,18 @@ void strata_lindex_close(struct strata_lindex *lx)
 	free(lx->ext);
 	free(lx->ext_orig);
 	free(lx->ext_str);
+	strata_lazy_free(lx->lazy);
 	free(lx);
+}
+
+void strata_lindex_set_lazy(struct strata_lindex *lx, struct strata_lazy *z)
+{
+	lx->lazy = z;
+}
+
+struct strata_lazy *strata_lindex_lazy(const struct strata_lindex *lx)
+{
+	return lx->lazy;
 }
 
 _Static_assert(sizeof(struct strata_lx_entry) == 32,
@@ -116,22 +128,31 @@ static bool entries_ok(const struct strata_lindex *lx)
 int strata_lindex_open(struct strata_store *st, const char *diff_id,
 		       struct strata_lindex **out, struct strata_err *err)
 {
-	char rel[STRATA_DIGEST_MAX + 16];
-	cleanup_fd int dfd = -1, fd = -1;
-	struct strata_lindex *lx;
-	const struct strata_lx_header *h;
-	struct stat sb;
-	void *map;
+	char rel[STRATA_DIGEST_MAX + 16], what[2 * STRATA_DIGEST_MAX + 64];
+	cleanup_fd int dfd = -1;
 
 	strata_blob_relpath(diff_id, rel, sizeof(rel));
 	dfd = openat(st->layers_fd, rel, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0)
 		return strata_err_set(err, -errno, "layer %s: not in the cache",
 				      diff_id);
+	snprintf(what, sizeof(what), "layer %s: cache index is corrupt; "
+		 "remove %s/layers/%s", diff_id, st->root, rel);
+	return strata_lindex_open_dir(dfd, what, out, err);
+}
+
+int strata_lindex_open_dir(int dfd, const char *what,
+			   struct strata_lindex **out, struct strata_err *err)
+{
+	cleanup_fd int fd = -1;
+	struct strata_lindex *lx;
+	const struct strata_lx_header *h;
+	struct stat sb;
+	void *map;
+
 	fd = openat(dfd, "index", O_RDONLY | O_CLOEXEC);
 	if (fd < 0 || fstat(fd, &sb) < 0)
-		return strata_err_set(err, -EBADMSG, "layer %s: cache entry "
-				      "has no index", diff_id);
+		return strata_err_set(err, -EBADMSG, "%s (no index)", what);
 	if ((size_t)sb.st_size < sizeof(*h))
 		goto corrupt;
 	map = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -182,9 +203,7 @@ int strata_lindex_open(struct strata_store *st, const char *diff_id,
 	*out = lx;
 	return 0;
 corrupt:
-	return strata_err_set(err, -EBADMSG, "layer %s: cache index is "
-			      "corrupt; remove %s/layers/%s", diff_id,
-			      st->root, rel);
+	return strata_err_set(err, -EBADMSG, "%s", what);
 }
 
 uint32_t strata_lx_count(const struct strata_lindex *lx)

@@ -682,6 +682,68 @@ static int src_fetch(struct strata_blob_source *bs, const struct strata_layer *l
 	return r;
 }
 
+/* A Range answer's body, into a caller's buffer of exactly its size. */
+struct rangesink {
+	struct strata_reg_sink s;	/* first */
+	unsigned char *buf;
+	size_t len, got;
+};
+
+static int range_write(struct strata_reg_sink *s, const void *buf, size_t n)
+{
+	struct rangesink *r = (struct rangesink *)s;
+
+	if (n > r->len - r->got)
+		return strata_err_set(&s->err, -EPROTO, "the registry sent "
+				      "more than the range asked for (Range "
+				      "not supported?)");
+	memcpy(r->buf + r->got, buf, n);
+	r->got += n;
+	return 0;
+}
+
+static void range_reset(struct strata_reg_sink *s)
+{
+	((struct rangesink *)s)->got = 0;
+}
+
+static int src_read_range(struct strata_blob_source *bs, const char *digest,
+			  void *buf, size_t len, uint64_t off,
+			  struct strata_err *err)
+{
+	struct reg_source *src = (struct reg_source *)bs;
+	struct rangesink rs = { .s.write = range_write,
+				.s.reset = range_reset, .buf = buf,
+				.len = len };
+	struct strata_reg_resp resp;
+	char path[STRATA_DIGEST_MAX + 16], range[80], what[STRATA_DIGEST_MAX + 40];
+	struct strata_reg_req q = { .method = "GET", .path = path,
+				    .sink = &rs.s, .body_fd = -1 };
+	unsigned long long a = 0;
+	int r;
+
+	if (len == 0)
+		return 0;
+	snprintf(path, sizeof(path), "blobs/%s", digest);
+	snprintf(range, sizeof(range), "Range: bytes=%llu-%llu",
+		 (unsigned long long)off,
+		 (unsigned long long)(off + len - 1));
+	snprintf(what, sizeof(what), "blob %s (range)", digest);
+	q.headers[0] = range;
+	r = strata_reg_request(src->reg, &q, &resp, what, err);
+	if (r < 0)
+		return rs.s.err.code ? strata_err_set(err, rs.s.err.code, "%s",
+						      rs.s.err.msg) : r;
+	if (resp.status != 206 ||
+	    sscanf(resp.content_range, "bytes %llu-", &a) != 1 || a != off ||
+	    rs.got != len)
+		return strata_err_set(err, -EPROTO, "registry %s: blob %s: "
+				      "the answer to a Range request is not "
+				      "that range (status %ld)",
+				      src->reg->name, digest, resp.status);
+	return 0;
+}
+
 static void src_free(struct strata_blob_source *bs)
 {
 	struct reg_source *src = (struct reg_source *)bs;
@@ -860,6 +922,7 @@ int strata_registry_resolve(struct strata_store *st,
 	src->base.open = src_open;
 	src->base.finish = src_finish;
 	src->base.fetch = src_fetch;
+	src->base.read_range = src_read_range;
 	src->base.free = src_free;
 	src->reg = take_ptr(&reg);
 	img->source = &src->base;

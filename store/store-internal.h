@@ -37,6 +37,10 @@ int strata_json_parse(const char *buf, size_t len, const char *what,
 		      struct json_object **out, struct strata_err *err);
 /* Is the NUL-terminated @s valid UTF-8 (no overlongs, no surrogates)? */
 bool strata_utf8_valid(const char *s);
+/* The same with a limit of its own (a lazy layer's table of contents). */
+int strata_json_parse_max(const char *buf, size_t len, size_t max,
+			  const char *what, struct json_object **out,
+			  struct strata_err *err);
 
 /* Typed getters. A key set to null counts as absent. String results are
  * borrowed from @obj and refused when they hold a NUL byte.

@@ -445,6 +445,8 @@ void strata_image_free(struct strata_image *img)
 		free(img->layers[i].media_type);
 		free(img->layers[i].digest);
 		free(img->layers[i].diff_id);
+		free(img->layers[i].toc_digest);
+		free(img->layers[i].toc_position);
 	}
 	free(img->layers);
 	for (i = 0; i < img->n_history; i++) {

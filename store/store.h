@@ -14,6 +14,7 @@
 #ifndef STRATA_STORE_H
 #define STRATA_STORE_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -237,6 +238,12 @@ struct strata_layer {
 	int64_t size;
 	char *diff_id;		/* from the config, verified at unpack */
 	int compression;	/* enum strata_compression */
+	/* zstd:chunked: the descriptor's manifest-checksum and
+	 * manifest-position annotations (io.containers. or
+	 * io.github.containers.), or NULL */
+	char *toc_digest;
+	char *toc_position;
+	bool lazy;		/* strata_cache_ensure() left it lazy */
 };
 
 enum strata_compression {
@@ -262,6 +269,12 @@ struct strata_blob_source {
 		      int reader_ret, struct strata_err *err);
 	int (*fetch)(struct strata_blob_source *s, const struct strata_layer *l,
 		     struct strata_err *err);
+	/* @len bytes at @off of blob @digest into @buf (an HTTP Range
+	 * request; what a lazy layer reads), or NULL when unsupported.
+	 * Safe from several threads. Return: 0 or negative errno. */
+	int (*read_range)(struct strata_blob_source *s, const char *digest,
+			  void *buf, size_t len, uint64_t off,
+			  struct strata_err *err);
 	void (*free)(struct strata_blob_source *s);
 };
 
@@ -457,6 +470,9 @@ struct strata_unpack_opts {
 	uint64_t max_layer_bytes;	/* uncompressed; 0 = default (64 GiB) */
 	uint64_t max_entries;		/* per layer; 0 = default (16M) */
 	int jobs;			/* parallel layers; 0 = number of CPUs */
+	bool lazy;			/* zstd:chunked layers with a verified
+					 * table of contents are made lazy
+					 * (store/lazy.c), not unpacked */
 };
 
 /*
@@ -469,6 +485,40 @@ struct strata_unpack_opts {
 int strata_cache_ensure(struct strata_store *st, struct strata_image *img,
 			const struct strata_unpack_opts *opts,
 			struct strata_err *err);
+
+/*
+ * Open layer @i of @img as strata_cache_ensure() left it: unpacked (by
+ * its diff_id), or lazy (l->lazy), its content then filled on demand
+ * from the blob, which stays open. Return: 0 or negative errno with @err.
+ * Caller frees with strata_lindex_close().
+ */
+struct strata_lindex;
+int strata_layer_open(struct strata_store *st, const struct strata_image *img,
+		      size_t i, struct strata_lindex **out,
+		      struct strata_err *err);
+
+/*
+ * An fd (O_RDONLY, caller closes) of the complete content file @data_id
+ * (an entry's `a`) of @lx. In a lazy layer a missing file is fetched,
+ * decompressed and checked against its digest first (so the call may
+ * take a while; safe from several threads and processes at once). The
+ * one way every reader (the mount, copy-up, commit) opens content.
+ * Return: the fd, or -EIO (bad content or a bad layer: logged, naming
+ * image, layer and file), or another negative errno.
+ */
+int strata_lx_content_open(struct strata_lindex *lx, uint32_t data_id);
+
+/* Is @lx a lazy layer? */
+bool strata_lx_is_lazy(const struct strata_lindex *lx);
+
+/*
+ * Fill every missing content file of lazy layer @lx in order, then check
+ * the whole blob (digest and diff_id) once; a mismatch makes the layer
+ * bad (later reads fail with EIO, loudly; the next mount is refused).
+ * Stops early when *@stop is set. Return: 0 (also for an unlazy layer or
+ * when stopped), -EBADMSG for a bad layer, or another negative errno.
+ */
+int strata_lx_prefetch(struct strata_lindex *lx, const atomic_bool *stop);
 
 /*
  * Open the cached layer with diff_id @diff_id read-only.

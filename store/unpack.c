@@ -571,6 +571,7 @@ struct unpack {
 	struct reader *rd;	/* the decompressing reader feeding @a */
 	uint64_t dups;		/* names given twice, the later one kept */
 	char first_dup[256];	/* the first of them, for the warning */
+	bool lazy;		/* content numbered, not written */
 };
 
 static int entry_error(struct unpack *u, const char *name, int code,
@@ -1148,11 +1149,16 @@ static int same_entry(struct unpack *u, struct archive_entry *e,
 	return entry_error(u, name, -EBADMSG, why);
 }
 
-static int handle_entry(struct unpack *u, struct archive_entry *e)
+/*
+ * Apply entry @g to the tree. Its content comes from libarchive (u->a),
+ * or, for a lazy layer (u->lazy), is only numbered: *@data_id gets the
+ * content number of a non-empty regular file, else 0.
+ */
+static int apply_entry(struct unpack *u, const struct strata_tar_entry *g,
+		       uint32_t *data_id)
 {
 	static __thread char scratch[PATH_MAX_BYTES + 1];
 	static __thread char scratch2[PATH_MAX_BYTES + 1];
-	const struct strata_tar_entry *g = strata_tarscan_next(&u->rd->scan);
 	const char *name, *hl;
 	struct comps *c;
 	uint32_t parent = 0, idx;
@@ -1162,13 +1168,7 @@ static int handle_entry(struct unpack *u, struct archive_entry *e)
 	size_t blen;
 	int r;
 
-	r = same_entry(u, e, g);
-	if (r < 0)
-		return r;
-	if (g->sparse && !g->map_ready)
-		return entry_error(u, g->name, -EBADMSG, "libarchive read this "
-				   "sparse file before Go's archive/tar could "
-				   "read its map: refused");
+	*data_id = 0;
 	name = g->name;
 	hl = g->type == '1' ? g->link : NULL;
 	type = go_filetype(g->type);
@@ -1315,12 +1315,33 @@ attrs:
 			goto out;
 		}
 		n->size = (uint64_t)size;
-		if (size > 0)
+		if (size > 0 && u->lazy) {
+			n->data_id = ++u->t.next_data;
+			u->t.data_bytes += n->size;
+			*data_id = n->data_id;
+		} else if (size > 0) {
 			r = write_content(u, n, name, g);
+		}
 	}
 out:
 	free(c);
 	return r;
+}
+
+static int handle_entry(struct unpack *u, struct archive_entry *e)
+{
+	const struct strata_tar_entry *g = strata_tarscan_next(&u->rd->scan);
+	uint32_t data_id;
+	int r;
+
+	r = same_entry(u, e, g);
+	if (r < 0)
+		return r;
+	if (g->sparse && !g->map_ready)
+		return entry_error(u, g->name, -EBADMSG, "libarchive read this "
+				   "sparse file before Go's archive/tar could "
+				   "read its map: refused");
+	return apply_entry(u, g, &data_id);
 }
 
 /* ---- writing the index ---- */
@@ -1537,6 +1558,22 @@ static void tree_free(struct tree *t)
 	free(t->str_slots);
 }
 
+/* What a reader holds: decompressors, the tar watch, hashers, buffers. */
+static void reader_release(struct reader *rd)
+{
+	if (rd->z_ready)
+		inflateEnd(&rd->z);
+	if (rd->zs)
+		ZSTD_freeDStream(rd->zs);
+	strata_tarscan_free(&rd->scan);
+	if (rd->blob_h)
+		strata_hasher_free(rd->blob_h);
+	if (rd->diff_h)
+		strata_hasher_free(rd->diff_h);
+	free(rd->in);
+	free(rd->out);
+}
+
 int strata_unpack_layer(const struct strata_unpack_job *job,
 			struct strata_err *err)
 {
@@ -1666,17 +1703,7 @@ out:
 	if (u.datafd >= 0)
 		close(u.datafd);
 	tree_free(&u.t);
-	if (rd.z_ready)
-		inflateEnd(&rd.z);
-	if (rd.zs)
-		ZSTD_freeDStream(rd.zs);
-	strata_tarscan_free(&rd.scan);
-	if (rd.blob_h)
-		strata_hasher_free(rd.blob_h);
-	if (rd.diff_h)
-		strata_hasher_free(rd.diff_h);
-	free(rd.in);
-	free(rd.out);
+	reader_release(&rd);
 	return r;
 }
 
@@ -1733,16 +1760,70 @@ int strata_blob_diff_id(int fd, const char *digest, int64_t size,
 	*comp_out = rd.comp;
 	*size_out = (int64_t)rd.compressed;
 out:
-	if (rd.z_ready)
-		inflateEnd(&rd.z);
-	if (rd.zs)
-		ZSTD_freeDStream(rd.zs);
-	strata_tarscan_free(&rd.scan);
-	if (rd.blob_h)
-		strata_hasher_free(rd.blob_h);
-	if (rd.diff_h)
-		strata_hasher_free(rd.diff_h);
-	free(rd.in);
-	free(rd.out);
+	reader_release(&rd);
 	return r;
+}
+
+/* ---- an index from a table of contents (lazy layers) ---- */
+
+struct strata_lxbuild {
+	struct unpack u;
+	char layer[32];
+};
+
+int strata_lxbuild_new(const char *digest, uint64_t max_entries,
+		       struct strata_err *err, struct strata_lxbuild **out)
+{
+	struct strata_lxbuild *b = calloc(1, sizeof(*b));
+	uint32_t root;
+	int r;
+
+	if (!b)
+		return -ENOMEM;
+	strata_short_digest(digest, b->layer, sizeof(b->layer));
+	b->u.layer = b->layer;
+	b->u.err = err;
+	b->u.datafd = -1;
+	b->u.lazy = true;
+	b->u.max_entries = max_entries;
+	if ((r = tree_add(&b->u.t, 0, "", 0, &root)) < 0 ||
+	    (r = rehash(&b->u.t)) < 0 ||
+	    (r = owner_index(&b->u.t, 0, 0)) < 0) {
+		strata_lxbuild_free(b);
+		return r;
+	}
+	make_implied_dir(&b->u.t.nodes[0]);
+	*out = b;
+	return 0;
+}
+
+int strata_lxbuild_add(struct strata_lxbuild *b,
+		       const struct strata_tar_entry *g, uint32_t *data_id)
+{
+	return apply_entry(&b->u, g, data_id);
+}
+
+int strata_lxbuild_finish(struct strata_lxbuild *b, int dest_fd)
+{
+	int r;
+
+	if (b->u.dups)
+		strata_warn("layer %s: %llu name%s given twice in the layer "
+			    "(first: %s); the later entry of each is kept",
+			    b->layer, (unsigned long long)b->u.dups,
+			    b->u.dups > 1 ? "s" : "", b->u.first_dup);
+	settle_implied(&b->u.t);
+	r = write_index(&b->u.t, dest_fd);
+	if (r < 0)
+		return strata_err_set(b->u.err, r, "layer %s: writing the "
+				      "index: %s", b->layer, strerror(-r));
+	return 0;
+}
+
+void strata_lxbuild_free(struct strata_lxbuild *b)
+{
+	if (!b)
+		return;
+	tree_free(&b->u.t);
+	free(b);
 }

@@ -1,0 +1,771 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Lazy layers: mounted from a table of contents, filled on first access.
+ *
+ * A layer with a verified TOC (zchunked-toc.c) gets a cache directory
+ * layers/lazy/ALG-BLOBHEX.TOCHEX: "index" (the ordinary metadata index,
+ * built from the TOC), "contents" (per content number: the compressed
+ * range in the blob, the size and the sha256 of the file), data/ (the
+ * content files that have arrived) and, once the whole blob has been read
+ * and checked, "diff_id" (what its uncompressed stream hashes to).
+ *
+ * It is keyed by the blob and the TOC digest, not by the diff_id: the
+ * config's diff_id is a claim nobody has checked while the layer is lazy,
+ * and an index built from a TOC is the TOC author's word, not the tar's.
+ * So a lazy layer never stands in for layers/ALG/DIFFID, the unpacked
+ * layer that full unpacks and their verified/ markers vouch for; a wrong
+ * diff_id can poison nothing but the mounts that claimed it.
+ *
+ * Filling a file reads its compressed range, decompresses it (never past
+ * its size), checks its sha256 against the TOC and only then links it
+ * into data/ (an O_TMPFILE: a killed or concurrent fill never leaves a
+ * half file under a content name; the data is synced once per layer,
+ * and a file a crash cut short is fetched again). Content files present
+ * are verified; a killed fill resumes with the others. The background fill
+ * (strata_lx_prefetch) fills every missing file in order, then streams
+ * the whole blob once to check its digest and the diff_id: a mismatch
+ * makes the layer bad, and every later read of it fails with EIO and a
+ * log line; the next mount refuses it.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include "lazy.h"
+
+#define IO_SIZE (1u << 20)
+
+struct strata_lazy {
+	struct strata_range_src *src;
+	const struct strata_lz_rec *recs;
+	uint32_t n;
+	const char *names;
+	uint64_t names_len;
+	void *map;
+	size_t map_len;
+	int dirfd;		/* the layer's directory */
+	int datafd;		/* its data/ */
+	int contentfd;		/* layers/lazy/content, or -1 */
+	char *image, *digest, *diff_id;
+	int64_t size;		/* of the blob */
+	atomic_bool bad;
+};
+
+/* ---- range sources ---- */
+
+struct fd_src {
+	struct strata_range_src s;
+	int fd;
+};
+
+static int fd_read(struct strata_range_src *s, void *buf, size_t len,
+		   uint64_t off)
+{
+	struct fd_src *f = (struct fd_src *)s;
+	char *p = buf;
+
+	while (len > 0) {
+		ssize_t n = pread(f->fd, p, len, (off_t)off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EBADMSG;	/* the blob is shorter */
+		p += n;
+		off += (uint64_t)n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static void fd_free(struct strata_range_src *s)
+{
+	struct fd_src *f = (struct fd_src *)s;
+
+	close(f->fd);
+	free(f);
+}
+
+int strata_range_src_fd(int fd, struct strata_range_src **out)
+{
+	struct fd_src *f = calloc(1, sizeof(*f));
+
+	if (!f) {
+		close(fd);
+		return -ENOMEM;
+	}
+	f->s.read = fd_read;
+	f->s.free = fd_free;
+	f->fd = fd;
+	*out = &f->s;
+	return 0;
+}
+
+/* A registry's blob, read with Range requests through the image's blob
+ * source (borrowed: the image outlives its layers' indexes). */
+struct reg_src {
+	struct strata_range_src s;
+	struct strata_blob_source *bs;
+	char digest[STRATA_DIGEST_MAX];
+};
+
+static int reg_read(struct strata_range_src *s, void *buf, size_t len,
+		    uint64_t off)
+{
+	struct reg_src *r = (struct reg_src *)s;
+	struct strata_err err = { 0 };
+	int ret = r->bs->read_range(r->bs, r->digest, buf, len, off, &err);
+
+	if (ret < 0)
+		strata_warn("%s", err.code ? err.msg : strerror(-ret));
+	return ret;
+}
+
+static void reg_free(struct strata_range_src *s)
+{
+	free(s);
+}
+
+/* ---- the cache directory ---- */
+
+/* "lazy/sha256-BLOBHEX.TOCHEX" */
+static void lazy_name(const struct strata_layer *l, char *out, size_t len)
+{
+	const char *toc = strchr(l->toc_digest, ':');
+
+	snprintf(out, len, "%s.%s", l->digest, toc ? toc + 1 : l->toc_digest);
+	*strchr(out, ':') = '-';
+}
+
+/* The blob of @l in @img's blob directory, checked for its size (its
+ * digest only once all of it has been read); or, missing there, in a
+ * registry that answers Range requests. */
+static int open_src(const struct strata_image *img,
+		    const struct strata_layer *l,
+		    struct strata_range_src **out, struct strata_err *err)
+{
+	char rel[STRATA_DIGEST_MAX + 8];
+	struct reg_src *r;
+	struct stat sb;
+	int fd;
+
+	strata_blob_relpath(l->digest, rel, sizeof(rel));
+	fd = openat(img->blobs_fd, rel, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0 && errno == ENOENT && img->source) {
+		if (!img->source->read_range)
+			return -EOPNOTSUPP;
+		r = calloc(1, sizeof(*r));
+		if (!r)
+			return -ENOMEM;
+		r->s.read = reg_read;
+		r->s.free = reg_free;
+		r->bs = img->source;
+		snprintf(r->digest, sizeof(r->digest), "%s", l->digest);
+		*out = &r->s;
+		return 0;
+	}
+	if (fd < 0)
+		return strata_err_set(err, -errno, "layer %s: blob %s", l->digest,
+				      strerror(errno));
+	if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode) ||
+	    sb.st_size != l->size) {
+		close(fd);
+		return strata_err_set(err, -EBADMSG, "layer %s: size mismatch: "
+				      "descriptor says %lld bytes, blob has "
+				      "%lld", l->digest, (long long)l->size,
+				      (long long)sb.st_size);
+	}
+	return strata_range_src_fd(fd, out);
+}
+
+/* Has the whole blob been checked, and does the diff_id it hashed to
+ * match @l's claim? Return: 1 checked and matching, 0 not checked yet,
+ * -EBADMSG (message in @err) checked and different. */
+static int diff_id_state(int dirfd, const struct strata_layer *l,
+			 struct strata_err *err)
+{
+	cleanup_free char *got = NULL;
+	size_t len;
+
+	if (strata_read_file(dirfd, "diff_id", STRATA_DIGEST_MAX, &got,
+			     &len) < 0)
+		return 0;
+	if (len == strlen(l->diff_id) && !memcmp(got, l->diff_id, len))
+		return 1;
+	return strata_err_set(err, -EBADMSG, "layer %s: diff_id mismatch: "
+			      "config says %s, uncompressed content hashes to "
+			      "%.*s (the layer is bad)", l->digest, l->diff_id,
+			      (int)len, got);
+}
+
+static int build(struct strata_store *st, struct strata_image *img,
+		 const struct strata_layer *l, const struct strata_zc_pos *pos,
+		 const struct strata_unpack_opts *opts, int lazyfd,
+		 const char *name, struct strata_err *err)
+{
+	char tmpname[STRATA_DIGEST_MAX * 2 + 16];
+	struct strata_range_src *src = NULL;
+	cleanup_fd int dest = -1;
+	int r;
+
+	r = open_src(img, l, &src, err);
+	if (r < 0)
+		return r;
+	snprintf(tmpname, sizeof(tmpname), "lazy-%s", name);
+	strata_rmtree_at(st->tmp_fd, tmpname);
+	if (mkdirat(st->tmp_fd, tmpname, 0755) < 0 ||
+	    (dest = openat(st->tmp_fd, tmpname, O_RDONLY | O_DIRECTORY |
+			   O_CLOEXEC)) < 0) {
+		src->free(src);
+		return strata_err_set(err, -errno, "cache: %s", strerror(errno));
+	}
+	r = strata_zc_build(src, l, pos,
+			    opts && opts->max_layer_bytes
+			    ? opts->max_layer_bytes : 64ull << 30,
+			    opts && opts->max_entries
+			    ? opts->max_entries : 16u << 20, dest, err);
+	src->free(src);
+	if (r == 0 && fsync(dest) < 0)
+		r = -errno;
+	if (r == 0 && renameat(st->tmp_fd, tmpname, lazyfd, name) < 0)
+		r = strata_err_set(err, -errno, "cache: publishing lazy layer: "
+				   "%s", strerror(errno));
+	if (r < 0) {
+		strata_rmtree_at(st->tmp_fd, tmpname);
+		return r;
+	}
+	fsync(lazyfd);
+	return 0;
+}
+
+int strata_lazy_prepare(struct strata_store *st, struct strata_image *img,
+			size_t i, const struct strata_unpack_opts *opts,
+			struct strata_err *err)
+{
+	struct strata_layer *l = &img->layers[i];
+	char name[2 * STRATA_DIGEST_MAX + 8], lockname[sizeof(name) + 8];
+	cleanup_fd int lazyfd = -1, lock = -1, dfd = -1;
+	struct strata_zc_pos pos;
+	int r;
+
+	r = strata_zc_locate(l, &pos, err);
+	if (r < 0)
+		return r;
+	lazy_name(l, name, sizeof(name));
+	snprintf(lockname, sizeof(lockname), "%s.lock", name);
+	if (mkdirat(st->layers_fd, "lazy", 0755) < 0 && errno != EEXIST)
+		return strata_err_set(err, -errno, "cache: %s", strerror(errno));
+	lazyfd = openat(st->layers_fd, "lazy", O_RDONLY | O_DIRECTORY |
+			O_NOFOLLOW | O_CLOEXEC);
+	if (lazyfd < 0)
+		return strata_err_set(err, -errno, "cache: %s", strerror(errno));
+	lock = strata_lock_at(lazyfd, lockname, true);
+	if (lock < 0)
+		return strata_err_set(err, lock, "layer cache lock: %s",
+				      strerror(-lock));
+	dfd = openat(lazyfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+		     O_CLOEXEC);
+	if (dfd < 0) {
+		r = build(st, img, l, &pos, opts, lazyfd, name, err);
+		if (r < 0)
+			return r;
+		dfd = openat(lazyfd, name, O_RDONLY | O_DIRECTORY |
+			     O_NOFOLLOW | O_CLOEXEC);
+		if (dfd < 0)
+			return -errno;
+	}
+	r = diff_id_state(dfd, l, err);
+	return r < 0 ? r : 0;
+}
+
+/* ---- opening a lazy layer ---- */
+
+void strata_lazy_free(struct strata_lazy *z)
+{
+	if (!z)
+		return;
+	if (z->src)
+		z->src->free(z->src);
+	if (z->map)
+		munmap(z->map, z->map_len);
+	if (z->dirfd >= 0)
+		close(z->dirfd);
+	if (z->contentfd >= 0)
+		close(z->contentfd);
+	free(z->image);
+	free(z->digest);
+	free(z->diff_id);
+	free(z);
+}
+
+/* The content table, checked once (our own file, but in a cache anyone
+ * with the store's rights could have changed). */
+static int map_contents(struct strata_lazy *z)
+{
+	cleanup_fd int fd = openat(z->dirfd, "contents", O_RDONLY | O_CLOEXEC);
+	const struct strata_lz_header *h;
+	struct stat sb;
+	uint32_t i;
+
+	if (fd < 0 || fstat(fd, &sb) < 0)
+		return -EBADMSG;
+	if ((size_t)sb.st_size < sizeof(*h))
+		return -EBADMSG;
+	z->map_len = (size_t)sb.st_size;
+	z->map = mmap(NULL, z->map_len, PROT_READ, MAP_PRIVATE, fd, 0);
+	if (z->map == MAP_FAILED) {
+		z->map = NULL;
+		return -errno;
+	}
+	h = z->map;
+	if (memcmp(h->magic, STRATA_LZ_MAGIC, 8) ||
+	    h->file_size != (uint64_t)sb.st_size ||
+	    h->names_off != sizeof(*h) + (uint64_t)h->n * sizeof(*z->recs) ||
+	    h->names_off > h->file_size ||
+	    h->names_len != h->file_size - h->names_off ||
+	    (h->names_len && ((const char *)z->map)[h->file_size - 1]))
+		return -EBADMSG;
+	z->n = h->n;
+	z->recs = (const void *)((const char *)z->map + sizeof(*h));
+	z->names = (const char *)z->map + h->names_off;
+	z->names_len = h->names_len;
+	for (i = 0; i < z->n; i++) {
+		const struct strata_lz_rec *r = &z->recs[i];
+
+		if (r->name_off >= z->names_len || r->end <= r->off ||
+		    r->end > (uint64_t)z->size || r->size > STRATA_LX_MAX_SIZE)
+			return -EBADMSG;
+	}
+	return 0;
+}
+
+int strata_layer_open(struct strata_store *st, const struct strata_image *img,
+		      size_t i, struct strata_lindex **out,
+		      struct strata_err *err)
+{
+	const struct strata_layer *l = &img->layers[i];
+	char rel[2 * STRATA_DIGEST_MAX + 16], what[sizeof(rel) + 300];
+	struct strata_lazy *z;
+	struct strata_lindex *lx = NULL;
+	int r;
+
+	if (!l->lazy)
+		return strata_lindex_open(st, l->diff_id, out, err);
+	strcpy(rel, "lazy/");
+	lazy_name(l, rel + 5, sizeof(rel) - 5);
+	snprintf(what, sizeof(what), "layer %s: lazy cache entry is corrupt; "
+		 "remove %s/layers/%s", l->digest, st->root, rel);
+	z = calloc(1, sizeof(*z));
+	if (!z)
+		return -ENOMEM;
+	z->datafd = -1;
+	z->contentfd = -1;
+	z->size = l->size;
+	z->dirfd = openat(st->layers_fd, rel, O_RDONLY | O_DIRECTORY |
+			  O_NOFOLLOW | O_CLOEXEC);
+	z->image = strdup(img->ref_text);
+	z->digest = strdup(l->digest);
+	z->diff_id = strdup(l->diff_id);
+	if (z->dirfd < 0) {
+		r = strata_err_set(err, -errno, "layer %s: not in the cache",
+				   l->digest);
+		goto fail;
+	}
+	if (!z->image || !z->digest || !z->diff_id) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	r = map_contents(z);
+	if (r < 0) {
+		r = strata_err_set(err, r, "%s", what);
+		goto fail;
+	}
+	r = open_src(img, l, &z->src, err);
+	if (r < 0)
+		goto fail;
+	r = strata_lindex_open_dir(z->dirfd, what, &lx, err);
+	if (r < 0)
+		goto fail;
+	z->datafd = strata_lx_datafd(lx);
+	if (mkdirat(st->layers_fd, "lazy/content", 0755) == 0 ||
+	    errno == EEXIST)
+		z->contentfd = openat(st->layers_fd, "lazy/content",
+				      O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+				      O_CLOEXEC);
+	strata_lindex_set_lazy(lx, z);
+	*out = lx;
+	return 0;
+fail:
+	strata_lazy_free(z);
+	return r;
+}
+
+bool strata_lx_is_lazy(const struct strata_lindex *lx)
+{
+	return strata_lindex_lazy(lx) != NULL;
+}
+
+/* ---- filling ---- */
+
+static void report_bad(struct strata_lazy *z, const char *file)
+{
+	char p[300];
+
+	strata_printable(file, SIZE_MAX, p, sizeof(p));
+	strata_warn("image %s: layer %s is bad (its blob or diff_id did not "
+		    "verify): %s: not served (EIO)", z->image, z->digest, p);
+}
+
+/* Decompress record @r into @fd, hashing it. Return: 0, -EBADMSG when
+ * the bytes are not what the TOC says, or another negative errno. */
+static int decompress_to(struct strata_range_src *src,
+			 const struct strata_lz_rec *r, int fd)
+{
+	cleanup_free unsigned char *in = malloc(IO_SIZE), *out = malloc(IO_SIZE);
+	ZSTD_DStream *zs = ZSTD_createDStream();
+	cleanup_(strata_hasher_freep) struct strata_hasher *h = NULL;
+	char got[STRATA_DIGEST_MAX], want[STRATA_DIGEST_MAX];
+	uint64_t pos = r->off, total = 0;
+	size_t zr = 1;
+	int ret = 0, i;
+
+	if (!in || !out || !zs || strata_hasher_new_alg("sha256", &h) < 0) {
+		ZSTD_freeDStream(zs);
+		return -ENOMEM;
+	}
+	while (ret == 0 && pos < r->end) {
+		size_t len = r->end - pos > IO_SIZE ? IO_SIZE
+						   : (size_t)(r->end - pos);
+		ZSTD_inBuffer ib = { in, len, 0 };
+
+		ret = src->read(src, in, len, pos);
+		pos += len;
+		while (ret == 0 && ib.pos < ib.size) {
+			ZSTD_outBuffer ob = { out, IO_SIZE, 0 };
+
+			zr = ZSTD_decompressStream(zs, &ob, &ib);
+			if (ZSTD_isError(zr) || total + ob.pos > r->size) {
+				ret = -EBADMSG;
+				break;
+			}
+			total += ob.pos;
+			strata_hasher_update(h, out, ob.pos);
+			ret = strata_write_all(fd, out, ob.pos);
+		}
+	}
+	ZSTD_freeDStream(zs);
+	if (ret < 0)
+		return ret;
+	if (zr != 0 || total != r->size)
+		return -EBADMSG;
+	strata_hasher_final(h, got);
+	strcpy(want, "sha256:");
+	for (i = 0; i < 32; i++)
+		snprintf(want + 7 + 2 * i, 3, "%02x", r->sha256[i]);
+	return strcmp(got, want) ? -EBADMSG : 0;
+}
+
+/*
+ * Content is stored once per digest across lazy layers and images:
+ * layers/lazy/content/HEX is a hardlink of the first content file
+ * filled with that sha256 (verified then), and a later layer naming the
+ * same digest links it instead of fetching (gc removes a content file
+ * nothing else links). Return: 0 if linked.
+ */
+static int link_shared(struct strata_lazy *z, const struct strata_lz_rec *r,
+		       const char *hex, const char *name)
+{
+	struct stat sb;
+
+	if (z->contentfd < 0 ||
+	    fstatat(z->contentfd, hex, &sb, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    !S_ISREG(sb.st_mode) || (uint64_t)sb.st_size != r->size)
+		return -ENOENT;
+	if (linkat(z->contentfd, hex, z->datafd, name, 0) < 0 &&
+	    errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+static int fill_from(struct strata_lazy *z, struct strata_range_src *src,
+		     uint32_t data_id)
+{
+	const struct strata_lz_rec *r;
+	char name[16], proc[64], p[300], hex[65];
+	cleanup_fd int fd = -1;
+	int ret, i;
+
+	if (data_id == 0 || data_id > z->n)
+		return -EIO;
+	r = &z->recs[data_id - 1];
+	snprintf(name, sizeof(name), "%u", data_id);
+	for (i = 0; i < 32; i++)
+		snprintf(hex + 2 * i, 3, "%02x", r->sha256[i]);
+	if (link_shared(z, r, hex, name) == 0)
+		return 0;
+	fd = openat(z->datafd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	ret = decompress_to(src, r, fd);
+	if (ret == -EBADMSG) {
+		strata_printable(z->names + r->name_off, SIZE_MAX, p, sizeof(p));
+		strata_warn("image %s: layer %s: file %s: content does not "
+			    "match the table of contents: not served (EIO)",
+			    z->image, z->digest, p);
+		return -EIO;
+	}
+	if (ret < 0) {
+		strata_printable(z->names + r->name_off, SIZE_MAX, p, sizeof(p));
+		strata_warn("image %s: layer %s: file %s: cannot fetch its "
+			    "content: %s", z->image, z->digest, p,
+			    strerror(-ret));
+		return -EIO;
+	}
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	if (linkat(AT_FDCWD, proc, z->datafd, name, AT_SYMLINK_FOLLOW) < 0 &&
+	    errno != EEXIST)
+		return -errno;
+	if (z->contentfd >= 0)
+		linkat(z->datafd, name, z->contentfd, hex, 0);	/* best effort */
+	return 0;
+}
+
+/*
+ * Content files are not synced one by one (a fill of many small files
+ * would wait on the disk for each): a file that lost its data in a crash
+ * shows a wrong size and is fetched again; the layer's directory is
+ * synced before its diff_id is recorded.
+ */
+static bool complete(struct strata_lazy *z, int fd, uint32_t data_id)
+{
+	struct stat sb;
+
+	return data_id && data_id <= z->n && fstat(fd, &sb) == 0 &&
+	       (uint64_t)sb.st_size == z->recs[data_id - 1].size;
+}
+
+static int fill(struct strata_lazy *z, uint32_t data_id)
+{
+	return fill_from(z, z->src, data_id);
+}
+
+/*
+ * The background fill reads neighbouring files' ranges in one request
+ * (a registry round trip each otherwise): up to BATCH_BYTES of the blob,
+ * gaps under BATCH_GAP included, held here while its files are filled.
+ */
+#define BATCH_BYTES (8u << 20)
+#define BATCH_GAP (64u << 10)
+
+struct batch {
+	struct strata_range_src s;
+	struct strata_range_src *next;	/* outside the batch */
+	unsigned char *buf;
+	uint64_t off, len;
+};
+
+static int batch_read(struct strata_range_src *s, void *buf, size_t len,
+		      uint64_t off)
+{
+	struct batch *b = (struct batch *)s;
+
+	if (off >= b->off && len <= b->len && off - b->off <= b->len - len) {
+		memcpy(buf, b->buf + (off - b->off), len);
+		return 0;
+	}
+	return b->next->read(b->next, buf, len, off);
+}
+
+static bool missing(struct strata_lazy *z, uint32_t id)
+{
+	char name[16];
+
+	snprintf(name, sizeof(name), "%u", id);
+	return faccessat(z->datafd, name, F_OK, AT_SYMLINK_NOFOLLOW) < 0;
+}
+
+/* Fill the missing files from @first on that fit one read; return the
+ * next content number to look at. */
+static uint32_t fill_batch(struct strata_lazy *z, uint32_t first)
+{
+	struct batch b = { .s.read = batch_read, .next = z->src };
+	uint32_t last = first, i;
+
+	while (last < z->n && z->recs[last].end - z->recs[first - 1].off <=
+	       BATCH_BYTES && z->recs[last].off - z->recs[last - 1].end <
+	       BATCH_GAP)
+		last++;	/* records first..last (1-based) fit */
+	b.off = z->recs[first - 1].off;
+	b.len = z->recs[last - 1].end - b.off;
+	if (last > first && b.len <= BATCH_BYTES) {
+		b.buf = malloc(b.len);
+		if (b.buf && z->src->read(z->src, b.buf, b.len, b.off) < 0) {
+			free(b.buf);
+			b.buf = NULL;
+		}
+	}
+	if (!b.buf)
+		b.len = 0;	/* one by one, straight from the source */
+	for (i = first; i <= last; i++)
+		if (missing(z, i))
+			fill_from(z, &b.s, i);
+	free(b.buf);
+	return last + 1;
+}
+
+int strata_lx_content_open(struct strata_lindex *lx, uint32_t data_id)
+{
+	struct strata_lazy *z = strata_lindex_lazy(lx);
+	char name[16];
+	int fd, r;
+
+	snprintf(name, sizeof(name), "%u", data_id);
+	if (z && atomic_load(&z->bad)) {
+		if (data_id && data_id <= z->n)
+			report_bad(z, z->names + z->recs[data_id - 1].name_off);
+		return -EIO;
+	}
+	fd = openat(strata_lx_datafd(lx), name, O_RDONLY | O_CLOEXEC |
+		    O_NOFOLLOW);
+	if (fd >= 0 && z && !complete(z, fd, data_id)) {
+		close(fd);	/* cut by a crash: fetched again */
+		unlinkat(strata_lx_datafd(lx), name, 0);
+		fd = -1;
+		errno = ENOENT;
+	}
+	if (fd >= 0)
+		return fd;
+	if (errno != ENOENT || !z)
+		return -errno;
+	r = fill(z, data_id);
+	if (r < 0)
+		return r;
+	fd = openat(strata_lx_datafd(lx), name, O_RDONLY | O_CLOEXEC |
+		    O_NOFOLLOW);
+	return fd < 0 ? -errno : fd;
+}
+
+/* ---- the background fill and the final check ---- */
+
+/* Stream the whole blob: its digest and its uncompressed stream's. */
+static int hash_blob(struct strata_lazy *z, const atomic_bool *stop,
+		     char *blob_got, char *diff_got)
+{
+	cleanup_free unsigned char *in = malloc(IO_SIZE), *out = malloc(IO_SIZE);
+	cleanup_(strata_hasher_freep) struct strata_hasher *bh = NULL, *dh = NULL;
+	ZSTD_DStream *zs = ZSTD_createDStream();
+	uint64_t pos = 0, total = 0;
+	size_t zr = 1;
+	int ret;
+
+	if (!in || !out || !zs || strata_hasher_new(z->digest, &bh) < 0 ||
+	    strata_hasher_new(z->diff_id, &dh) < 0) {
+		ZSTD_freeDStream(zs);
+		return -ENOMEM;
+	}
+	ret = 0;
+	while (ret == 0 && pos < (uint64_t)z->size) {
+		size_t len = (uint64_t)z->size - pos > IO_SIZE
+			     ? IO_SIZE : (size_t)((uint64_t)z->size - pos);
+		ZSTD_inBuffer ib = { in, len, 0 };
+
+		if (stop && atomic_load(stop)) {
+			ret = -EINTR;
+			break;
+		}
+		ret = z->src->read(z->src, in, len, pos);
+		if (ret < 0)
+			break;
+		pos += len;
+		strata_hasher_update(bh, in, len);
+		while (ib.pos < ib.size) {
+			ZSTD_outBuffer ob = { out, IO_SIZE, 0 };
+
+			zr = ZSTD_decompressStream(zs, &ob, &ib);
+			if (ZSTD_isError(zr) || (total += ob.pos) > 64ull << 30) {
+				ret = -EBADMSG;
+				break;
+			}
+			strata_hasher_update(dh, out, ob.pos);
+		}
+	}
+	ZSTD_freeDStream(zs);
+	if (ret == 0 && zr != 0)
+		ret = -EBADMSG;
+	strata_hasher_final(bh, blob_got);
+	strata_hasher_final(dh, diff_got);
+	return ret;
+}
+
+static int verify_layer(struct strata_lazy *z, const atomic_bool *stop)
+{
+	char blob_got[STRATA_DIGEST_MAX], diff_got[STRATA_DIGEST_MAX];
+	int r = hash_blob(z, stop, blob_got, diff_got);
+
+	if (r == -EINTR)
+		return r;
+	if (r < 0 && r != -EBADMSG)
+		return r;
+	if (r == -EBADMSG || strcmp(blob_got, z->digest)) {
+		atomic_store(&z->bad, true);
+		strata_warn("image %s: layer %s: the blob does not match its "
+			    "digest (%s): the layer is bad, its files fail "
+			    "with EIO", z->image, z->digest,
+			    r == -EBADMSG ? "corrupt zstd stream" : blob_got);
+		return -EBADMSG;
+	}
+	if (syncfs(z->datafd) < 0)
+		return -errno;
+	r = strata_write_atomic(z->dirfd, "diff_id", diff_got,
+				strlen(diff_got), 0644);
+	if (r < 0)
+		return r;
+	if (strcmp(diff_got, z->diff_id)) {
+		atomic_store(&z->bad, true);
+		strata_warn("image %s: layer %s: diff_id mismatch: config says "
+			    "%s, uncompressed content hashes to %s: the layer "
+			    "is bad, its files fail with EIO", z->image,
+			    z->digest, z->diff_id, diff_got);
+		return -EBADMSG;
+	}
+	return 0;
+}
+
+int strata_lx_prefetch(struct strata_lindex *lx, const atomic_bool *stop)
+{
+	struct strata_lazy *z = strata_lindex_lazy(lx);
+	uint32_t i;
+	int r;
+
+	if (!z)
+		return 0;
+	for (i = 1; i <= z->n;) {
+		if (atomic_load(stop) || atomic_load(&z->bad))
+			return 0;
+		if (!missing(z, i)) {
+			i++;
+			continue;
+		}
+		i = fill_batch(z, i);
+	}
+	{
+		cleanup_free char *got = NULL;
+		size_t len;
+
+		r = strata_read_file(z->dirfd, "diff_id", STRATA_DIGEST_MAX,
+				     &got, &len);
+		if (r == 0 && len == strlen(z->diff_id) &&
+		    !memcmp(got, z->diff_id, len))
+			return 0;	/* checked by an earlier fill */
+	}
+	return verify_layer(z, stop);
+}

@@ -1,0 +1,103 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Lazy layers (store-internal): a layer whose metadata index is built from
+ * a table of contents (zstd:chunked) and whose content files are filled
+ * on first access from byte ranges of its blob (store/lazy.c), and the
+ * zstd:chunked table of contents itself (store/zchunked-toc.c).
+ */
+#ifndef STRATA_LAZY_H
+#define STRATA_LAZY_H
+
+#include "store-internal.h"
+
+/*
+ * Where a lazy layer's bytes come from: a blob in a local layout or the
+ * store (pread), later a registry (HTTP Range). read() fills @len bytes at
+ * @off or fails. Return: 0 or negative errno.
+ */
+struct strata_range_src {
+	int (*read)(struct strata_range_src *s, void *buf, size_t len,
+		    uint64_t off);
+	void (*free)(struct strata_range_src *s);
+};
+
+/* A source reading the open file @fd (ownership taken). */
+int strata_range_src_fd(int fd, struct strata_range_src **out);
+
+/*
+ * The content table of a lazy layer ("contents" in its directory): a
+ * header, one record per content number (record i is data/<i + 1>), then
+ * the paths of the files for messages.
+ */
+#define STRATA_LZ_MAGIC "STRTLZ01"
+
+struct strata_lz_header {
+	char magic[8];
+	uint32_t n;		/* records */
+	uint32_t pad;
+	uint64_t names_off;	/* NUL-terminated paths */
+	uint64_t names_len;
+	uint64_t file_size;
+};
+
+struct strata_lz_rec {
+	uint64_t off, end;	/* compressed range in the blob */
+	uint64_t size;		/* uncompressed */
+	uint32_t name_off;	/* into names */
+	uint32_t pad;
+	uint8_t sha256[32];	/* of the uncompressed content */
+};
+
+/* The largest table of contents read (uncompressed JSON): about 1 KiB an
+ * entry with chunks, so room for a quarter million files */
+#define STRATA_TOC_MAX (256u << 20)
+
+/* zstd:chunked: where the TOC is, from the layer descriptor's annotations */
+struct strata_zc_pos {
+	uint64_t off, len, ulen;	/* compressed TOC in the blob */
+};
+
+/*
+ * Is layer @l a zstd:chunked layer strata can mount lazily? Parses its
+ * annotations into @pos. Return: 0; -EOPNOTSUPP when it is not (no or
+ * unknown annotations: it is unpacked in full); -EBADMSG for annotations
+ * that lie outside the blob (message in @err).
+ */
+int strata_zc_locate(const struct strata_layer *l, struct strata_zc_pos *pos,
+		     struct strata_err *err);
+
+/*
+ * Read the TOC of layer @l from @src, verify it against the manifest's
+ * checksum, and build the layer's index and content table in directory
+ * @dest_fd ("index", "contents", empty "data/"). Every entry is checked
+ * as a tar entry is (paths, links, whiteouts, limits) and every content
+ * range must lie before the TOC, in order, without overlap.
+ * Return: 0, -EBADMSG (message naming the layer and entry), -EOPNOTSUPP
+ * (a TOC version or digest strata cannot read: unpack in full), or
+ * another negative errno.
+ */
+int strata_zc_build(struct strata_range_src *src, const struct strata_layer *l,
+		    const struct strata_zc_pos *pos, uint64_t max_bytes,
+		    uint64_t max_entries, int dest_fd, struct strata_err *err);
+
+/*
+ * Make layer @i of @img ready to mount lazily (layers/lazy/NAME, built
+ * under tmp/ and renamed, under NAME.lock). Return: 0; -EOPNOTSUPP if the
+ * layer cannot be lazy (unpack it in full); another negative errno with
+ * @err naming image and layer.
+ */
+int strata_lazy_prepare(struct strata_store *st, struct strata_image *img,
+			size_t i, const struct strata_unpack_opts *opts,
+			struct strata_err *err);
+
+/* lindex.c: open the index in directory @dfd (@what names it in
+ * messages); attach and read lazy state. */
+int strata_lindex_open_dir(int dfd, const char *what,
+			   struct strata_lindex **out, struct strata_err *err);
+struct strata_lazy;
+/* Ownership of @z taken. */
+void strata_lindex_set_lazy(struct strata_lindex *lx, struct strata_lazy *z);
+struct strata_lazy *strata_lindex_lazy(const struct strata_lindex *lx);
+void strata_lazy_free(struct strata_lazy *z);
+
+#endif

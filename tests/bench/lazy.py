@@ -1,0 +1,179 @@
+#!/usr/bin/python3
+"""Lazy zstd:chunked layers: mounting before the bytes arrive.
+
+    /usr/bin/python3 tests/bench/lazy.py [--quick] [--runs N] [--build DIR]
+
+Takes the benchmark image of run.py (built and cached by it in
+/var/tmp/strata-bench), converts it once with skopeo to zstd:chunked
+(`skopeo copy --dest-compress-format zstd:chunked`, cached beside it), and
+times, each run into a fresh store with the page cache dropped:
+
+  lazy       stratafs -o prefetch=0 on the zstd:chunked layout: the command
+             returns once the mount is live (every TOC read and verified)
+  full zstd  stratafs -o lazy=0 on the same layout: today's path, every
+             layer unpacked before the mount
+  full gzip  stratafs on the original gzip layout (today's import)
+  lazy reg   stratafs -o prefetch=0 on docker://, the zstd:chunked image
+             pushed by skopeo to Debian's docker-registry on 127.0.0.1
+  full reg   stratafs -o lazy=0 on that docker:// reference: pulled and
+             unpacked in full before the mount
+
+then, on the lazy mount, the bytes the daemon read from the blobs
+(/proc/PID/io rchar) for `find` over the whole tree, for `ls -lR`, and
+for reading one file (the largest under usr/share), against the total
+size of the zstd:chunked blobs. Prints medians (min-max) and ratios;
+asserts nothing; not part of the test suite. Run as root.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run as bench  # noqa: E402
+
+
+def convert(layout, tag, quick):
+    dst = bench.CACHE / f"image-{'quick' if quick else 'full'}-zchunked"
+    stamp = dst / "built.json"
+    src_index = (layout / "index.json").read_text()
+    if stamp.exists() and json.loads(stamp.read_text()).get("from") == \
+            src_index:
+        bench.log(f"reusing {dst}")
+        return dst
+    bench.rmtree(dst)
+    bench.log("converting the image to zstd:chunked with skopeo")
+    bench.sh(["skopeo", "copy", "-q", "--dest-compress-format",
+              "zstd:chunked", f"oci:{layout}:{tag}", f"oci:{dst}:{tag}"])
+    stamp.write_text(json.dumps({"from": src_index}))
+    return dst
+
+
+def blob_bytes(layout, tag):
+    return sum(Path(p).stat().st_size
+               for p in bench.image_layers(layout, tag)[0])
+
+
+def rchar(pid):
+    with open(f"/proc/{pid}/io") as f:
+        for line in f:
+            if line.startswith("rchar:"):
+                return int(line.split()[1])
+    return 0
+
+
+def mount_time(build, ref, opts, work):
+    store, mnt = work / "store", work / "mnt"
+    bench.rmtree(store)
+    mnt.mkdir(exist_ok=True)
+    env = dict(os.environ, STRATA_ROOT=str(store))
+    bench.drop_caches()
+    t = time.monotonic()
+    bench.sh([build / "fs/stratafs", "-o", opts, ref, mnt], env=env)
+    dt = time.monotonic() - t
+    bench.MOUNTS.append(str(mnt))
+    return dt, mnt
+
+
+def fetched(mnt, cmd):
+    pid = bench.daemon_pid(mnt, "stratafs")
+    before = rchar(pid)
+    subprocess.run(cmd, shell=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, cwd=mnt)
+    return rchar(pid) - before
+
+
+def start_registry(work, zc, tag):
+    """docker-registry on a free port, the zstd:chunked image pushed to it
+    by skopeo; returns (process, docker:// reference)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf = work / "registry.yml"
+    conf.write_text("version: 0.1\nlog:\n  level: error\nstorage:\n"
+                    f"  filesystem:\n    rootdirectory: {work}/data\n"
+                    f"http:\n  addr: 127.0.0.1:{port}\n")
+    reg = subprocess.Popen(["/usr/bin/docker-registry", "serve", str(conf)],
+                           stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
+    for _ in range(400):
+        try:
+            socket.create_connection(("127.0.0.1", port), 1).close()
+            break
+        except OSError:
+            time.sleep(0.025)
+    policy = work / "policy.json"
+    policy.write_text(json.dumps(
+        {"default": [{"type": "insecureAcceptAnything"}]}))
+    ref = f"docker://127.0.0.1:{port}/bench/lazy:{tag}"
+    bench.sh(["skopeo", "--policy", policy, "copy", "--dest-tls-verify=false",
+              f"oci:{zc}:{tag}", ref])
+    return reg, ref
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--build", default=os.environ.get(
+        "STRATA_BUILD", str(bench.REPO / "build-bench")))
+    a = ap.parse_args()
+    build = Path(a.build)
+    layout, tag, _ = bench.build_image(a.quick)
+    zc = convert(layout, tag, a.quick)
+    total = blob_bytes(zc, tag)
+    times = {"lazy": [], "full zstd": [], "full gzip": [], "lazy reg": [],
+             "full reg": []}
+    cases = [("lazy", f"oci:{zc}:{tag}", "prefetch=0"),
+             ("full zstd", f"oci:{zc}:{tag}", "lazy=0"),
+             ("full gzip", f"oci:{layout}:{tag}", "lazy=0")]
+    io = {}
+    reg = None
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as w:
+        work = Path(w)
+        try:
+            reg, rref = start_registry(work, zc, tag)
+            cases += [("lazy reg", rref, "prefetch=0,tls_verify=false"),
+                      ("full reg", rref, "lazy=0,tls_verify=false")]
+            for _ in range(a.runs):
+                for name, ref, opts in cases:
+                    dt, mnt = mount_time(build, ref, opts, work)
+                    times[name].append(dt)
+                    if name == "lazy" and not io:
+                        big = max((p for p in (mnt / "usr/share").rglob("*")
+                                   if p.is_file() and not p.is_symlink()),
+                                  key=lambda p: p.stat().st_size)
+                        io["find"] = fetched(mnt, "find . >/dev/null")
+                        io["ls -lR"] = fetched(mnt, "ls -lR >/dev/null")
+                        io[f"cat one file ({big.stat().st_size} B)"] = \
+                            fetched(mnt, f"cat '{big}' >/dev/null")
+                    bench.unmount(mnt)
+        finally:
+            bench.unmount_all()
+            if reg:
+                os.killpg(reg.pid, 9)
+                reg.wait()
+    base = statistics.median(times["full gzip"])
+    print(f"## lazy zstd:chunked mount ({'quick' if a.quick else 'full'} "
+          f"image, {total / 2**20:.0f} MiB of zstd:chunked blobs, "
+          f"{a.runs} runs, cold cache)\n")
+    print("| mount until live | median | min-max | vs full gzip |")
+    print("|---|---|---|---|")
+    for name, ts in times.items():
+        m = statistics.median(ts)
+        print(f"| {name} | {bench.fmt_s(m)} | {bench.fmt_s(min(ts))}-"
+              f"{bench.fmt_s(max(ts))} | {m / base:.3f} |")
+    print("\n| on the lazy mount | bytes read from blobs | of all blobs |")
+    print("|---|---|---|")
+    for k, v in io.items():
+        print(f"| {k} | {bench.fmt_bytes(v)} | {100 * v / total:.3f}% |")
+
+
+if __name__ == "__main__":
+    main()
