@@ -483,7 +483,7 @@ def test_content_stored_once_across_images(tmp_path, daemon, store):
 # --- from a registry: Range requests (the loopback registry of
 # test_registry.py: Debian's docker-registry) ---
 
-from test_registry import procs, registry, skopeo  # noqa: E402,F401
+from test_registry import skopeo  # noqa: E402,F401 (procs, registry: conftest)
 
 
 def layer_blobs_in_store(store):

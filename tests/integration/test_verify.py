@@ -400,10 +400,10 @@ def test_image_names_in_errors_for_store_refs(hostile, tmp_path):
 # ---- a killed import ----
 
 def test_killed_import_publishes_nothing(hostile, tmp_path, store):
-    """kill -9 in the middle of unpacking a 300 MB layer: STORE/layers has
+    """kill -9 in the middle of unpacking a 120 MB layer: STORE/layers has
     no entry for it (only STORE/tmp may hold the half-unpacked tree), no
     tag; a second import succeeds and mounts correctly."""
-    data = os.urandom(300 << 20)
+    data = os.urandom(120 << 20)
     want = hashlib.sha256(data).hexdigest()
     big = Layer([dir_("big"), reg("big/blob", data), reg("big/small", "s")],
                 level=1)
@@ -420,7 +420,7 @@ def test_killed_import_publishes_nothing(hostile, tmp_path, store):
         sizes = [os.path.getsize(os.path.join(d, f))
                  for d, _, fs in os.walk(tmp) for f in fs] \
             if tmp.exists() else []
-        if sum(sizes) > 20 << 20:
+        if sum(sizes) > 8 << 20:
             proc.send_signal(signal.SIGKILL)
             killed = True
             break
