@@ -434,7 +434,9 @@ import os, time
 d = {str(d_m)!r}
 end = time.monotonic() + {RACE_SECS}
 i = 0
-while time.monotonic() < end:
+# at most 8000 files: the kernel overlay makes them fast enough that
+# removing them took longer than the race itself
+while time.monotonic() < end and i < 8000:
     for m in (0o6755, 0o4755, 0o2755, 0o1777):
         try:
             fd = os.open(os.path.join(d, "s%d" % i),
