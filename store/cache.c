@@ -326,6 +326,10 @@ int strata_cache_ensure(struct strata_store *st, struct strata_image *img,
 			struct strata_err lerr = { 0 };
 
 			r = strata_lazy_prepare(st, img, i, opts, &lerr);
+			if (r == -EOPNOTSUPP && opts->lazy_plain)
+				/* gzip, zstd: lazy-zran.c */
+				r = strata_lazy_zran_prepare(st, img, i, opts,
+							     &lerr);
 			if (r == 0) {
 				img->layers[i].lazy = true;
 				continue;
