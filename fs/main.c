@@ -567,7 +567,8 @@ static int open_image(struct fs *fs, struct options *o,
 		r = pick_layers(fs, o, img, &err);
 	if (r == 0)
 		r = strata_cache_ensure(st, img, &(struct strata_unpack_opts){
-					.lazy = o->lazy != 0 }, &err);
+					.lazy = o->lazy != 0,
+					.lazy_plain = o->lazy != 0 }, &err);
 	if (r == 0)
 		r = fs_image_load(fs, st, img, &err);
 	/* strata gc keeps what the mount shows while it lives, and may run

@@ -32,6 +32,8 @@ struct job {
 	struct pool *pool;
 	_Atomic uint64_t done;	/* bytes of this layer so far */
 	atomic_bool active;	/* being fetched or unpacked now */
+	bool plain_lazy;	/* try the lazy gzip/zstd pass first */
+	bool lazy_done;		/* that pass made it lazy */
 };
 
 struct pool {
@@ -285,7 +287,14 @@ static void *worker(void *arg)
 		if (i >= p->n)
 			break;
 		atomic_store(&p->jobs[i].active, true);
-		p->jobs[i].ret = unpack_one(&p->jobs[i]);
+		p->jobs[i].ret = -EOPNOTSUPP;
+		if (p->jobs[i].plain_lazy)	/* store/lazy-zran.c */
+			p->jobs[i].ret = strata_lazy_zran_prepare(
+				p->jobs[i].st, p->jobs[i].img, p->jobs[i].layer,
+				p->jobs[i].opts, &p->jobs[i].err);
+		p->jobs[i].lazy_done = p->jobs[i].ret == 0;
+		if (p->jobs[i].ret == -EOPNOTSUPP)	/* unpacked in full */
+			p->jobs[i].ret = unpack_one(&p->jobs[i]);
 		atomic_store(&p->jobs[i].active, false);
 		atomic_fetch_add(&p->layers_done, 1);
 	}
@@ -342,6 +351,11 @@ int strata_cache_ensure(struct strata_store *st, struct strata_image *img,
 		p.jobs[p.n].layer = i;
 		p.jobs[p.n].opts = opts;
 		p.jobs[p.n].pool = &p;
+		/* gzip, zstd: a metadata pass in place of the unpack, in
+		 * parallel as unpacks are */
+		p.jobs[p.n].plain_lazy = opts && opts->lazy &&
+					 opts->lazy_plain &&
+					 !usable(st, &img->layers[i], rel);
 		p.total += (uint64_t)img->layers[i].size;
 		p.n++;
 	}
@@ -368,6 +382,15 @@ int strata_cache_ensure(struct strata_store *st, struct strata_image *img,
 		pthread_join(threads[i], NULL);
 	strata_progress_done();
 	for (i = 0; i < p.n; i++) {
+		for (k = 0; p.jobs[i].lazy_done && k < img->n_layers; k++) {
+			const struct strata_layer *l =
+				&img->layers[p.jobs[i].layer];
+
+			/* and any repeat of it in the image */
+			if (!strcmp(img->layers[k].digest, l->digest) &&
+			    !strcmp(img->layers[k].diff_id, l->diff_id))
+				img->layers[k].lazy = true;
+		}
 		if (p.jobs[i].ret < 0) {
 			r = p.jobs[i].ret;
 			if (p.jobs[i].err.code)

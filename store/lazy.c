@@ -39,6 +39,7 @@
 #include <zstd.h>
 
 #include "lazy.h"
+#include "zran.h"
 
 #define IO_SIZE (1u << 20)
 
@@ -56,6 +57,10 @@ struct strata_lazy {
 	char *image, *digest, *diff_id;
 	int64_t size;		/* of the blob */
 	atomic_bool bad;
+	/* a gzip/zstd layer (lazy-zran.c): its access points and the
+	 * store's copy of its blob; records hold uncompressed ranges */
+	struct strata_zran *zran;
+	int blobfd;
 };
 
 /* ---- range sources ---- */
@@ -138,11 +143,12 @@ static void reg_free(struct strata_range_src *s)
 /* ---- the cache directory ---- */
 
 /* "lazy/sha256-BLOBHEX.TOCHEX" */
-static void lazy_name(const struct strata_layer *l, char *out, size_t len)
+void strata_lazy_name(const struct strata_layer *l, char *out, size_t len)
 {
-	const char *toc = strchr(l->toc_digest, ':');
+	const char *toc = l->toc_digest ? strchr(l->toc_digest, ':') : NULL;
 
-	snprintf(out, len, "%s.%s", l->digest, toc ? toc + 1 : l->toc_digest);
+	snprintf(out, len, "%s.%s", l->digest, toc ? toc + 1
+		 : l->toc_digest ? l->toc_digest : "zran");
 	*strchr(out, ':') = '-';
 }
 
@@ -260,7 +266,7 @@ int strata_lazy_prepare(struct strata_store *st, struct strata_image *img,
 	r = strata_zc_locate(l, &pos, err);
 	if (r < 0)
 		return r;
-	lazy_name(l, name, sizeof(name));
+	strata_lazy_name(l, name, sizeof(name));
 	snprintf(lockname, sizeof(lockname), "%s.lock", name);
 	if (mkdirat(st->layers_fd, "lazy", 0755) < 0 && errno != EEXIST)
 		return strata_err_set(err, -errno, "cache: %s", strerror(errno));
@@ -299,6 +305,10 @@ void strata_lazy_free(struct strata_lazy *z)
 		munmap(z->map, z->map_len);
 	if (z->dirfd >= 0)
 		close(z->dirfd);
+	if (z->zran)
+		strata_zran_free(z->zran);
+	if (z->blobfd >= 0)
+		close(z->blobfd);
 	if (z->contentfd >= 0)
 		close(z->contentfd);
 	free(z->image);
@@ -342,10 +352,25 @@ static int map_contents(struct strata_lazy *z)
 		const struct strata_lz_rec *r = &z->recs[i];
 
 		if (r->name_off >= z->names_len || r->end <= r->off ||
-		    r->end > (uint64_t)z->size || r->size > STRATA_LX_MAX_SIZE)
+		    (!z->zran && r->end > (uint64_t)z->size) ||
+		    r->size > STRATA_LX_MAX_SIZE)
 			return -EBADMSG;
 	}
-	return 0;
+	return z->zran ? strata_lzr_check(z->zran, z->recs, z->n) : 0;
+}
+
+/* A gzip/zstd layer's access points and the store's copy of its blob. */
+static int open_zran(struct strata_lazy *z, const struct strata_layer *l,
+		     struct strata_err *err)
+{
+	int r = strata_zran_load(z->dirfd, STRATA_ZRAN_NAME, l->digest,
+				 &z->zran, err);
+
+	if (r < 0)
+		return r;
+	z->blobfd = openat(z->dirfd, "blob", O_RDONLY | O_CLOEXEC |
+			   O_NOFOLLOW);
+	return z->blobfd < 0 ? -EBADMSG : 0;
 }
 
 int strata_layer_open(struct strata_store *st, const struct strata_image *img,
@@ -361,7 +386,7 @@ int strata_layer_open(struct strata_store *st, const struct strata_image *img,
 	if (!l->lazy)
 		return strata_lindex_open(st, l->diff_id, out, err);
 	strcpy(rel, "lazy/");
-	lazy_name(l, rel + 5, sizeof(rel) - 5);
+	strata_lazy_name(l, rel + 5, sizeof(rel) - 5);
 	snprintf(what, sizeof(what), "layer %s: lazy cache entry is corrupt; "
 		 "remove %s/layers/%s", l->digest, st->root, rel);
 	z = calloc(1, sizeof(*z));
@@ -369,6 +394,7 @@ int strata_layer_open(struct strata_store *st, const struct strata_image *img,
 		return -ENOMEM;
 	z->datafd = -1;
 	z->contentfd = -1;
+	z->blobfd = -1;
 	z->size = l->size;
 	z->dirfd = openat(st->layers_fd, rel, O_RDONLY | O_DIRECTORY |
 			  O_NOFOLLOW | O_CLOEXEC);
@@ -384,12 +410,16 @@ int strata_layer_open(struct strata_store *st, const struct strata_image *img,
 		r = -ENOMEM;
 		goto fail;
 	}
+	if (!l->toc_digest && open_zran(z, l, err) < 0) {
+		r = strata_err_set(err, -EBADMSG, "%s", what);
+		goto fail;
+	}
 	r = map_contents(z);
 	if (r < 0) {
 		r = strata_err_set(err, r, "%s", what);
 		goto fail;
 	}
-	r = open_src(img, l, &z->src, err);
+	r = z->zran ? 0 : open_src(img, l, &z->src, err);
 	if (r < 0)
 		goto fail;
 	r = strata_lindex_open_dir(z->dirfd, what, &lx, err);
@@ -510,12 +540,13 @@ static int fill_from(struct strata_lazy *z, struct strata_range_src *src,
 	snprintf(name, sizeof(name), "%u", data_id);
 	for (i = 0; i < 32; i++)
 		snprintf(hex + 2 * i, 3, "%02x", r->sha256[i]);
-	if (link_shared(z, r, hex, name) == 0)
+	if (!z->zran && link_shared(z, r, hex, name) == 0)
 		return 0;
 	fd = openat(z->datafd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return -errno;
-	ret = decompress_to(src, r, fd);
+	ret = z->zran ? strata_lzr_fill(z->zran, z->blobfd, r, fd)
+		      : decompress_to(src, r, fd);
 	if (ret == -EBADMSG) {
 		strata_printable(z->names + r->name_off, SIZE_MAX, p, sizeof(p));
 		strata_warn("image %s: layer %s: file %s: content does not "
@@ -534,7 +565,7 @@ static int fill_from(struct strata_lazy *z, struct strata_range_src *src,
 	if (linkat(AT_FDCWD, proc, z->datafd, name, AT_SYMLINK_FOLLOW) < 0 &&
 	    errno != EEXIST)
 		return -errno;
-	if (z->contentfd >= 0)
+	if (z->contentfd >= 0 && !z->zran)
 		linkat(z->datafd, name, z->contentfd, hex, 0);	/* best effort */
 	return 0;
 }
@@ -748,6 +779,9 @@ int strata_lx_prefetch(struct strata_lindex *lx, const atomic_bool *stop)
 
 	if (!z)
 		return 0;
+	if (z->zran)	/* verified before the mount: only the files left */
+		return strata_lzr_fill_all(z->zran, z->blobfd, z->recs, z->n,
+					   z->datafd, stop);
 	for (i = 1; i <= z->n;) {
 		if (atomic_load(stop) || atomic_load(&z->bad))
 			return 0;

@@ -8,6 +8,8 @@
 #ifndef STRATA_LAZY_H
 #define STRATA_LAZY_H
 
+#include <stdatomic.h>
+
 #include "store-internal.h"
 
 /*
@@ -89,6 +91,34 @@ int strata_zc_build(struct strata_range_src *src, const struct strata_layer *l,
 int strata_lazy_prepare(struct strata_store *st, struct strata_image *img,
 			size_t i, const struct strata_unpack_opts *opts,
 			struct strata_err *err);
+
+/* "ALG-BLOBHEX.TOCHEX", or "ALG-BLOBHEX.zran" for a layer without a TOC
+ * (lazy-zran.c) */
+void strata_lazy_name(const struct strata_layer *l, char *out, size_t len);
+
+/*
+ * lazy-zran.c: make gzip or zstd layer @i of @img ready to mount lazily
+ * after one pass over its blob that verifies digest and diff_id, indexes
+ * it and records access points (layers/lazy/ALG-BLOBHEX.zran). Return: 0;
+ * -EOPNOTSUPP (not gzip/zstd, blob not local, a sparse file: unpack in
+ * full); another negative errno with @err naming the layer.
+ */
+int strata_lazy_zran_prepare(struct strata_store *st, struct strata_image *img,
+			     size_t i, const struct strata_unpack_opts *opts,
+			     struct strata_err *err);
+struct strata_zran;
+/* Records of a zran layer in order, within the stream. 0 or -EBADMSG. */
+int strata_lzr_check(const struct strata_zran *z,
+		     const struct strata_lz_rec *recs, uint32_t n);
+/* Write record @r's content, read through access points of blob @blobfd,
+ * to @fd. Return: 0, -EBADMSG, -errno. */
+int strata_lzr_fill(const struct strata_zran *z, int blobfd,
+		    const struct strata_lz_rec *r, int fd);
+/* One sequential decompress of the blob filling every missing data/ file
+ * of records @recs. Return: 0, -EINTR (*@stop), -EBADMSG, -errno. */
+int strata_lzr_fill_all(const struct strata_zran *z, int blobfd,
+			const struct strata_lz_rec *recs, uint32_t n,
+			int datafd, const atomic_bool *stop);
 
 /* lindex.c: open the index in directory @dfd (@what names it in
  * messages); attach and read lazy state. */

@@ -473,6 +473,9 @@ struct strata_unpack_opts {
 	bool lazy;			/* zstd:chunked layers with a verified
 					 * table of contents are made lazy
 					 * (store/lazy.c), not unpacked */
+	bool lazy_plain;		/* with lazy: gzip and zstd layers
+					 * too, after a verifying metadata
+					 * pass (store/lazy-zran.c) */
 };
 
 /*

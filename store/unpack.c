@@ -58,6 +58,7 @@ struct reader {
 	void *progress_ctx;
 	struct strata_tarscan scan;	/* refuses unknown type flags */
 	struct strata_zran_builder *zran;	/* or NULL (zran.h) */
+	int copy_fd;		/* or -1: gets the blob's bytes */
 };
 
 static int fill_input(struct reader *r)
@@ -89,6 +90,12 @@ static int fill_input(struct reader *r)
 		return -1;
 	}
 	strata_hasher_update(r->blob_h, r->in, (size_t)n);
+	if (r->copy_fd >= 0 &&
+	    strata_write_all(r->copy_fd, r->in, (size_t)n) < 0) {
+		r->error = -errno;
+		snprintf(r->msg, sizeof(r->msg), "cache: %s", strerror(errno));
+		return -1;
+	}
 	if (r->progress)
 		r->progress(r->progress_ctx, (uint64_t)n);
 	return 0;
@@ -572,6 +579,7 @@ struct unpack {
 	uint64_t dups;		/* names given twice, the later one kept */
 	char first_dup[256];	/* the first of them, for the warning */
 	bool lazy;		/* content numbered, not written */
+	const struct strata_unpack_job *job;	/* or NULL (lxbuild) */
 };
 
 static int entry_error(struct unpack *u, const char *name, int code,
@@ -1341,7 +1349,17 @@ static int handle_entry(struct unpack *u, struct archive_entry *e)
 		return entry_error(u, g->name, -EBADMSG, "libarchive read this "
 				   "sparse file before Go's archive/tar could "
 				   "read its map: refused");
-	return apply_entry(u, g, &data_id);
+	if (u->lazy && g->sparse)
+		return entry_error(u, g->name, -EOPNOTSUPP, "sparse file: the "
+				   "layer is unpacked in full");
+	r = apply_entry(u, g, &data_id);
+	if (r < 0 || !data_id || !u->job)
+		return r;
+	/* the content follows the entry's own header block */
+	r = u->job->lazy_file(u->job->lazy_ctx, data_id, g->name,
+			      g->offset + 512, (uint64_t)g->size);
+	return r < 0 ? strata_err_set(u->err, r, "layer %s: %s", u->layer,
+				      strerror(-r)) : 0;
 }
 
 /* ---- writing the index ---- */
@@ -1577,7 +1595,7 @@ static void reader_release(struct reader *rd)
 int strata_unpack_layer(const struct strata_unpack_job *job,
 			struct strata_err *err)
 {
-	struct reader rd = { .fd = job->blob_fd };
+	struct reader rd = { .fd = job->blob_fd, .copy_fd = -1 };
 	struct unpack u = { .datafd = -1, .err = err };
 	char got[STRATA_DIGEST_MAX], sd[32];
 	struct archive_entry *e;
@@ -1594,6 +1612,11 @@ int strata_unpack_layer(const struct strata_unpack_job *job,
 	rd.progress = job->progress;
 	rd.progress_ctx = job->progress_ctx;
 	rd.zran = job->zran;
+	if (job->lazy_file) {
+		u.lazy = true;
+		u.job = job;
+		rd.copy_fd = job->copy_fd;
+	}
 	rd.in = malloc(BUF_SIZE);
 	rd.out = malloc(BUF_SIZE);
 	if (!rd.in || !rd.out) {
@@ -1692,6 +1715,8 @@ int strata_unpack_layer(const struct strata_unpack_job *job,
 			    "(first: %s); the later entry of each is kept",
 			    sd, (unsigned long long)u.dups,
 			    u.dups > 1 ? "s" : "", u.first_dup);
+	if (job->usize)
+		*job->usize = rd.uncompressed;
 	settle_implied(&u.t);
 	r = write_index(&u.t, job->dest_fd);
 	if (r < 0)
@@ -1713,7 +1738,7 @@ int strata_blob_diff_id(int fd, const char *digest, int64_t size,
 			struct strata_err *err)
 {
 	struct reader rd = { .fd = fd, .comp = compression,
-			     .max_uncompressed = max_bytes };
+			     .max_uncompressed = max_bytes, .copy_fd = -1 };
 	char got[STRATA_DIGEST_MAX], sd[32];
 	int r = 0;
 

@@ -19,6 +19,18 @@ struct strata_unpack_job {
 	/* or NULL: access points recorded on the way (zran.h); the caller
 	 * finishes the index once the layer is verified */
 	struct strata_zran_builder *zran;
+	/* or NULL: the metadata pass of a lazy layer (lazy-zran.c). No
+	 * content is written; each non-empty regular file's content number,
+	 * name, offset of its content in the uncompressed stream and size
+	 * go to lazy_file (a non-zero return stops the pass), the blob's
+	 * bytes as they are read and hashed are copied to copy_fd, and the
+	 * uncompressed size to *usize. A sparse file ends the pass with
+	 * -EOPNOTSUPP (its content is not one range: unpack in full). */
+	int (*lazy_file)(void *ctx, uint32_t data_id, const char *name,
+			 uint64_t uoff, uint64_t size);
+	void *lazy_ctx;
+	int copy_fd;
+	uint64_t *usize;
 };
 
 /*

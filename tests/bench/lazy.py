@@ -23,6 +23,15 @@ then, on the lazy mount, the bytes the daemon read from the blobs
 for reading one file (the largest under usr/share), against the total
 size of the zstd:chunked blobs. Prints medians (min-max) and ratios;
 asserts nothing; not part of the test suite. Run as root.
+
+With --gzip, the original gzip layout instead (store/lazy-zran.c):
+
+  first ls   stratafs -o prefetch=0 then `ls /` of the mount: the metadata
+             pass (decompress, verify, index, access points, blob copy)
+  full gzip  stratafs -o lazy=0 then `ls /`: today's full import
+  warm read  every file read (`tar c . | cat >/dev/null`) with a cold page
+             cache, on a lazy layer the background fill has completed,
+             against the same on the fully unpacked store
 """
 import argparse
 import json
@@ -117,15 +126,92 @@ def start_registry(work, zc, tag):
     return reg, ref
 
 
+def lazy_filled(store):
+    """Have all lazy layers of @store every content file?"""
+    import struct
+    d = store / "layers" / "lazy"
+    for p in d.iterdir():
+        if p.is_dir() and p.name != "content":
+            n = struct.unpack("<I", (p / "contents").read_bytes()[8:12])[0]
+            if len(os.listdir(p / "data")) < n:
+                return False
+    return True
+
+
+def first_ls(build, ref, opts, work):
+    t = time.monotonic()
+    dt, mnt = mount_time(build, ref, opts, work)
+    subprocess.run(["ls", mnt], stdout=subprocess.DEVNULL, check=True)
+    return time.monotonic() - t, mnt
+
+
+def read_all(mnt):
+    bench.drop_caches()
+    t = time.monotonic()
+    subprocess.run("tar cf - . | cat >/dev/null", shell=True, cwd=mnt,
+                   check=True)
+    return time.monotonic() - t
+
+
+def main_gzip(a, build, layout, tag):
+    times = {"first ls, lazy gzip": [], "first ls, full gzip": [],
+             "warm read, lazy filled": [], "warm read, unpacked": []}
+    ref = f"oci:{layout}:{tag}"
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as w:
+        work = Path(w)
+        try:
+            for _ in range(a.runs):
+                dt, mnt = first_ls(build, ref, "lazy=0", work)
+                times["first ls, full gzip"].append(dt)
+                times["warm read, unpacked"].append(read_all(mnt))
+                bench.unmount(mnt)
+                dt, mnt = first_ls(build, ref, "prefetch=0", work)
+                times["first ls, lazy gzip"].append(dt)
+                bench.unmount(mnt)
+                # the fill, then a warm mount of the filled layers
+                env = dict(os.environ, STRATA_ROOT=str(work / "store"))
+                bench.sh([build / "fs/stratafs", ref, mnt], env=env)
+                bench.MOUNTS.append(str(mnt))
+                t = time.monotonic()
+                while not lazy_filled(work / "store"):
+                    time.sleep(0.2)
+                fill = time.monotonic() - t
+                bench.unmount(mnt)
+                bench.sh([build / "fs/stratafs", "-o", "prefetch=0", ref,
+                          mnt], env=env)
+                times["warm read, lazy filled"].append(read_all(mnt))
+                bench.unmount(mnt)
+                bench.log(f"background fill took {fill:.1f} s")
+        finally:
+            bench.unmount_all()
+    print(f"## lazy gzip mount ({'quick' if a.quick else 'full'} image, "
+          f"{blob_bytes(layout, tag) / 2**20:.0f} MiB of gzip blobs, "
+          f"{a.runs} runs, cold cache)\n")
+    print("| case | median | min-max |")
+    print("|---|---|---|")
+    for name, ts in times.items():
+        print(f"| {name} | {bench.fmt_s(statistics.median(ts))} | "
+              f"{bench.fmt_s(min(ts))}-{bench.fmt_s(max(ts))} |")
+    m = {k: statistics.median(v) for k, v in times.items()}
+    print(f"\nfirst ls lazy/full: "
+          f"{m['first ls, lazy gzip'] / m['first ls, full gzip']:.3f}; "
+          f"warm read lazy/unpacked: "
+          f"{m['warm read, lazy filled'] / m['warm read, unpacked']:.3f}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--gzip", action="store_true",
+                    help="the gzip image: first ls and warm reads")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--build", default=os.environ.get(
         "STRATA_BUILD", str(bench.REPO / "build-bench")))
     a = ap.parse_args()
     build = Path(a.build)
     layout, tag, _ = bench.build_image(a.quick)
+    if a.gzip:
+        return main_gzip(a, build, layout, tag)
     zc = convert(layout, tag, a.quick)
     total = blob_bytes(zc, tag)
     times = {"lazy": [], "full zstd": [], "full gzip": [], "lazy reg": [],

@@ -1,0 +1,467 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Lazy gzip and zstd layers: mounted after one metadata pass, filled from
+ * access points (zran.h).
+ *
+ * The pass (strata_lazy_zran_prepare) reads the whole blob once, as a
+ * full unpack does: it decompresses, checks the tar entries, hashes the
+ * blob and the uncompressed stream and refuses the layer unless both
+ * match the manifest and the config. So unlike a zstd:chunked layer,
+ * everything is verified before the mount goes live. It writes no
+ * content: it records, for each non-empty regular file, the range of its
+ * content in the uncompressed stream, and the access points of the blob.
+ *
+ * Cache entry: layers/lazy/ALG-BLOBHEX.zran, beside the zstd:chunked ones
+ * (same lock, same gc, same "index", "contents" and data/ as lazy.c), with
+ * "zran" (the access points), "blob" and "diff_id". It is keyed by the
+ * blob digest alone: the blob determines the uncompressed stream, and the
+ * diff_id it hashed to is recorded, so a config claiming another diff_id
+ * for the same blob is refused (as it would be by a full unpack) and can
+ * poison nothing. It still never stands in for layers/ALG/DIFFID: a full
+ * unpack of the same layer is a separate entry.
+ *
+ * "blob" is the store's own copy of the blob, written while it was hashed
+ * (the bytes verified are the bytes kept): reads never go back to a
+ * layout or archive another user could change after the check. It costs
+ * the compressed size until gc removes the layer.
+ *
+ * A record in "contents" holds uncompressed offsets [off, end) and no
+ * sha256 (the pass does not see content bytes): such files are not
+ * shared through layers/lazy/content/.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include "lazy.h"
+#include "unpack.h"
+#include "zran.h"
+
+#define IO_SIZE (1u << 20)
+/* one strata_zran_read() at most: each starts again at an access point */
+#define READ_MAX (64u << 20)
+
+struct pass {
+	struct strata_lz_rec *recs;
+	uint32_t n, cap;
+	char *names;
+	size_t names_len, names_cap;
+};
+
+static int pass_file(void *ctx, uint32_t data_id, const char *name,
+		     uint64_t uoff, uint64_t size)
+{
+	struct pass *p = ctx;
+	size_t nl = strlen(name) + 1;
+	struct strata_lz_rec *r;
+
+	if (data_id != p->n + 1 || p->names_len + nl > UINT32_MAX)
+		return -EFBIG;
+	if (p->n == p->cap) {
+		uint32_t cap = p->cap ? 2 * p->cap : 1024;
+		void *q = reallocarray(p->recs, cap, sizeof(*p->recs));
+
+		if (!q)
+			return -ENOMEM;
+		p->recs = q;
+		p->cap = cap;
+	}
+	if (p->names_len + nl > p->names_cap) {
+		size_t cap = 2 * (p->names_len + nl) + 4096;
+		char *q = realloc(p->names, cap);
+
+		if (!q)
+			return -ENOMEM;
+		p->names = q;
+		p->names_cap = cap;
+	}
+	r = &p->recs[p->n++];
+	memset(r, 0, sizeof(*r));
+	r->off = uoff;
+	r->end = uoff + size;
+	r->size = size;
+	r->name_off = (uint32_t)p->names_len;
+	memcpy(p->names + p->names_len, name, nl);
+	p->names_len += nl;
+	return 0;
+}
+
+static int write_contents(const struct pass *p, int dest)
+{
+	struct strata_lz_header h = { .n = p->n };
+	size_t rl = (size_t)p->n * sizeof(*p->recs);
+	cleanup_free char *buf = NULL;
+
+	memcpy(h.magic, STRATA_LZ_MAGIC, 8);
+	h.names_off = sizeof(h) + rl;
+	h.names_len = p->names_len;
+	h.file_size = h.names_off + h.names_len;
+	buf = malloc(h.file_size);
+	if (!buf)
+		return -ENOMEM;
+	memcpy(buf, &h, sizeof(h));
+	if (rl)
+		memcpy(buf + sizeof(h), p->recs, rl);
+	if (p->names_len)
+		memcpy(buf + h.names_off, p->names, p->names_len);
+	return strata_write_atomic(dest, "contents", buf, h.file_size, 0644);
+}
+
+/* The pass, into the empty directory @dest. */
+static int run_pass(const struct strata_layer *l, int blobfd, int dest,
+		    const struct strata_unpack_opts *opts,
+		    struct strata_err *err)
+{
+	struct pass p = { 0 };
+	struct strata_zran_builder *b = NULL;
+	struct strata_zran *z = NULL;
+	cleanup_fd int copy = -1;
+	uint64_t usize = 0;
+	int r;
+
+	if (mkdirat(dest, "data", 0755) < 0)
+		return -errno;
+	copy = openat(dest, "blob", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+		      0444);
+	if (copy < 0)
+		return -errno;
+	r = strata_zran_builder_new(STRATA_ZRAN_SPAN, true, &b);
+	if (r < 0)
+		return r;
+	{
+		struct strata_unpack_job job = {
+			.blob_fd = blobfd, .digest = l->digest,
+			.size = l->size, .diff_id = l->diff_id,
+			.compression = l->compression, .dest_fd = dest,
+			.max_bytes = opts && opts->max_layer_bytes
+				     ? opts->max_layer_bytes : 64ull << 30,
+			.max_entries = opts && opts->max_entries
+				       ? opts->max_entries : 16u << 20,
+			.zran = b, .lazy_file = pass_file, .lazy_ctx = &p,
+			.copy_fd = copy, .usize = &usize,
+		};
+
+		r = strata_unpack_layer(&job, err);
+	}
+	if (r == 0) {
+		r = strata_zran_builder_finish(b, (uint64_t)l->size, usize, &z);
+		if (r == 0)
+			r = strata_zran_write(z, l->digest, dest,
+					      STRATA_ZRAN_NAME);
+		if (r < 0)
+			r = strata_err_set(err, r, "layer %s: access points: %s",
+					   l->digest, strerror(-r));
+	}
+	if (r == 0 && (r = write_contents(&p, dest)) < 0)
+		r = strata_err_set(err, r, "layer %s: cache: %s", l->digest,
+				   strerror(-r));
+	/* verified above: the pass compared it with the config's */
+	if (r == 0 && (r = strata_write_atomic(dest, "diff_id", l->diff_id,
+					       strlen(l->diff_id), 0644)) < 0)
+		r = strata_err_set(err, r, "layer %s: cache: %s", l->digest,
+				   strerror(-r));
+	if (r == 0 && fsync(copy) < 0)
+		r = strata_err_set(err, -errno, "layer %s: cache: %s",
+				   l->digest, strerror(errno));
+	strata_zran_builder_free(b);
+	if (z)
+		strata_zran_free(z);
+	free(p.recs);
+	free(p.names);
+	return r;
+}
+
+int strata_lazy_zran_prepare(struct strata_store *st, struct strata_image *img,
+			     size_t i, const struct strata_unpack_opts *opts,
+			     struct strata_err *err)
+{
+	struct strata_layer *l = &img->layers[i];
+	char name[STRATA_DIGEST_MAX + 8], lockname[sizeof(name) + 8];
+	char rel[STRATA_DIGEST_MAX + 8], tmpname[sizeof(name) + 8];
+	cleanup_fd int lazyfd = -1, lock = -1, dfd = -1, blob = -1, tmp = -1;
+	cleanup_free char *got = NULL;
+	struct stat sb;
+	size_t len;
+	int r;
+
+	if ((l->compression != STRATA_COMP_GZIP &&
+	     l->compression != STRATA_COMP_ZSTD) || l->toc_digest ||
+	    strlen(l->digest) >= STRATA_DIGEST_MAX || !strchr(l->digest, ':'))
+		return -EOPNOTSUPP;
+	strata_lazy_name(l, name, sizeof(name));
+	snprintf(lockname, sizeof(lockname), "%s.lock", name);
+	if (mkdirat(st->layers_fd, "lazy", 0755) < 0 && errno != EEXIST)
+		return strata_err_set(err, -errno, "cache: %s", strerror(errno));
+	lazyfd = openat(st->layers_fd, "lazy", O_RDONLY | O_DIRECTORY |
+			O_NOFOLLOW | O_CLOEXEC);
+	if (lazyfd < 0)
+		return strata_err_set(err, -errno, "cache: %s", strerror(errno));
+	lock = strata_lock_at(lazyfd, lockname, true);
+	if (lock < 0)
+		return strata_err_set(err, lock, "layer cache lock: %s",
+				      strerror(-lock));
+	dfd = openat(lazyfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+		     O_CLOEXEC);
+	if (dfd < 0) {
+		/* the blob must be local (a layout, an archive, the store's
+		 * blobs): a registry's is fetched by the full unpack */
+		strata_blob_relpath(l->digest, rel, sizeof(rel));
+		blob = openat(img->blobs_fd, rel, O_RDONLY | O_CLOEXEC |
+			      O_NOFOLLOW);
+		if (blob < 0 && errno == ENOENT)
+			return -EOPNOTSUPP;
+		if (blob < 0 || fstat(blob, &sb) < 0 || !S_ISREG(sb.st_mode))
+			return -EOPNOTSUPP;
+		snprintf(tmpname, sizeof(tmpname), "lazy-%s", name);
+		strata_rmtree_at(st->tmp_fd, tmpname);
+		if (mkdirat(st->tmp_fd, tmpname, 0755) < 0 ||
+		    (tmp = openat(st->tmp_fd, tmpname, O_RDONLY | O_DIRECTORY |
+				  O_CLOEXEC)) < 0)
+			return strata_err_set(err, -errno, "cache: %s",
+					      strerror(errno));
+		r = run_pass(l, blob, tmp, opts, err);
+		if (r == 0 && fsync(tmp) < 0)
+			r = -errno;
+		if (r == 0 && renameat(st->tmp_fd, tmpname, lazyfd, name) < 0)
+			r = strata_err_set(err, -errno, "cache: publishing lazy "
+					   "layer: %s", strerror(errno));
+		if (r < 0) {
+			strata_rmtree_at(st->tmp_fd, tmpname);
+			return r;
+		}
+		fsync(lazyfd);
+		dfd = openat(lazyfd, name, O_RDONLY | O_DIRECTORY |
+			     O_NOFOLLOW | O_CLOEXEC);
+		if (dfd < 0)
+			return -errno;
+	}
+	if (strata_read_file(dfd, "diff_id", STRATA_DIGEST_MAX, &got,
+			     &len) < 0)
+		return strata_err_set(err, -EBADMSG, "layer %s: lazy cache "
+				      "entry is corrupt; remove %s/layers/"
+				      "lazy/%s", l->digest, st->root, name);
+	if (len != strlen(l->diff_id) || memcmp(got, l->diff_id, len))
+		return strata_err_set(err, -EBADMSG, "layer %s: diff_id "
+				      "mismatch: config says %s, "
+				      "uncompressed content hashes to %.*s",
+				      l->digest, l->diff_id, (int)len, got);
+	return 0;
+}
+
+/* ---- reading ---- */
+
+int strata_lzr_check(const struct strata_zran *z,
+		     const struct strata_lz_rec *recs, uint32_t n)
+{
+	struct strata_zran_info info;
+	uint64_t prev = 0;
+	uint32_t i;
+
+	strata_zran_info(z, &info);
+	for (i = 0; i < n; i++) {
+		if (recs[i].off < prev || recs[i].end <= recs[i].off ||
+		    recs[i].end - recs[i].off != recs[i].size ||
+		    recs[i].end > info.usize)
+			return -EBADMSG;
+		prev = recs[i].end;
+	}
+	return 0;
+}
+
+int strata_lzr_fill(const struct strata_zran *z, int blobfd,
+		    const struct strata_lz_rec *r, int fd)
+{
+	struct strata_zran_src src = { .fd = blobfd };
+	size_t cap = r->size < READ_MAX ? (size_t)r->size : READ_MAX;
+	cleanup_free unsigned char *buf = malloc(cap);
+	uint64_t done = 0;
+	int ret;
+
+	if (!buf)
+		return -ENOMEM;
+	while (done < r->size) {
+		size_t len = r->size - done < cap ? (size_t)(r->size - done)
+						  : cap;
+
+		ret = strata_zran_read(z, &src, r->off + done, len, buf);
+		if (ret == -EINVAL)
+			ret = -EBADMSG;
+		if (ret == 0)
+			ret = strata_write_all(fd, buf, len);
+		if (ret < 0)
+			return ret;
+		done += len;
+	}
+	return 0;
+}
+
+/* The sequential fill: which file the stream is in. */
+struct seq {
+	const struct strata_lz_rec *recs;
+	uint32_t n, i;
+	int datafd;
+	int fd;			/* the file being written, or -1 */
+	bool started;
+};
+
+static int seq_finish(struct seq *s)
+{
+	char name[16], proc[64];
+	int r = 0;
+
+	if (s->fd >= 0) {
+		snprintf(name, sizeof(name), "%u", s->i + 1);
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", s->fd);
+		if (linkat(AT_FDCWD, proc, s->datafd, name, AT_SYMLINK_FOLLOW)
+		    < 0 && errno != EEXIST)
+			r = -errno;
+		close(s->fd);
+		s->fd = -1;
+	}
+	s->started = false;
+	s->i++;
+	return r;
+}
+
+/* @len uncompressed bytes at stream offset @pos */
+static int seq_feed(struct seq *s, uint64_t pos, const unsigned char *p,
+		    size_t len)
+{
+	while (len && s->i < s->n) {
+		const struct strata_lz_rec *r = &s->recs[s->i];
+		size_t k;
+		int ret;
+
+		if (pos < r->off) {
+			k = r->off - pos < len ? (size_t)(r->off - pos) : len;
+			pos += k;
+			p += k;
+			len -= k;
+			continue;
+		}
+		if (!s->started) {
+			char name[16];
+
+			snprintf(name, sizeof(name), "%u", s->i + 1);
+			s->started = true;
+			if (pos != r->off)
+				return -EBADMSG;
+			if (faccessat(s->datafd, name, F_OK,
+				      AT_SYMLINK_NOFOLLOW) < 0) {
+				s->fd = openat(s->datafd, ".", O_TMPFILE |
+					       O_WRONLY | O_CLOEXEC, 0644);
+				if (s->fd < 0)
+					return -errno;
+			}
+		}
+		k = r->end - pos < len ? (size_t)(r->end - pos) : len;
+		if (s->fd >= 0 && (ret = strata_write_all(s->fd, p, k)) < 0)
+			return ret;
+		pos += k;
+		p += k;
+		len -= k;
+		if (pos == r->end && (ret = seq_finish(s)) < 0)
+			return ret;
+	}
+	return 0;
+}
+
+int strata_lzr_fill_all(const struct strata_zran *z, int blobfd,
+			const struct strata_lz_rec *recs, uint32_t n,
+			int datafd, const atomic_bool *stop)
+{
+	struct strata_zran_info info;
+	struct seq s = { .recs = recs, .n = n, .datafd = datafd, .fd = -1 };
+	cleanup_free unsigned char *in = malloc(IO_SIZE), *out = malloc(IO_SIZE);
+	ZSTD_DStream *zs = NULL;
+	z_stream g = { 0 };
+	bool g_ready = false, g_end = false;
+	uint64_t cpos = 0, upos = 0;
+	int ret = 0;
+
+	strata_zran_info(z, &info);
+	if (!in || !out)
+		return -ENOMEM;
+	if (info.kind == STRATA_ZRAN_ZSTD) {
+		zs = ZSTD_createDStream();
+		if (!zs)
+			return -ENOMEM;
+	} else {
+		if (inflateInit2(&g, 16 + MAX_WBITS) != Z_OK)
+			return -ENOMEM;
+		g_ready = true;
+	}
+	while (ret == 0 && cpos < info.csize && s.i < n) {
+		ssize_t got;
+		size_t ipos = 0;
+		bool more = true;	/* output may be pending */
+
+		if (stop && atomic_load(stop)) {
+			ret = -EINTR;
+			break;
+		}
+		got = pread(blobfd, in, IO_SIZE, (off_t)cpos);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0) {
+			ret = got < 0 ? -errno : -EBADMSG;
+			break;
+		}
+		cpos += (uint64_t)got;
+		while (ret == 0 && (ipos < (size_t)got || more)) {
+			size_t produced;
+
+			if (zs) {
+				ZSTD_inBuffer ib = { in, (size_t)got, ipos };
+				ZSTD_outBuffer ob = { out, IO_SIZE, 0 };
+				size_t zr = ZSTD_decompressStream(zs, &ob, &ib);
+
+				if (ZSTD_isError(zr)) {
+					ret = -EBADMSG;
+					break;
+				}
+				ipos = ib.pos;
+				produced = ob.pos;
+			} else {
+				int zr;
+
+				if (g_end) {
+					inflateReset(&g);
+					g_end = false;
+				}
+				g.next_in = in + ipos;
+				g.avail_in = (uInt)((size_t)got - ipos);
+				g.next_out = out;
+				g.avail_out = IO_SIZE;
+				zr = inflate(&g, Z_NO_FLUSH);
+				if (zr == Z_STREAM_END)
+					g_end = true;
+				else if (zr != Z_OK && zr != Z_BUF_ERROR) {
+					ret = -EBADMSG;
+					break;
+				}
+				ipos = (size_t)got - g.avail_in;
+				produced = IO_SIZE - g.avail_out;
+				if (zr == Z_BUF_ERROR && !produced)
+					break;
+			}
+			more = produced == IO_SIZE;
+			ret = seq_feed(&s, upos, out, produced);
+			upos += produced;
+		}
+	}
+	if (ret == 0 && s.i < n)
+		ret = -EBADMSG;	/* the stream ended before its files */
+	if (s.fd >= 0)
+		close(s.fd);
+	if (g_ready)
+		inflateEnd(&g);
+	ZSTD_freeDStream(zs);
+	return ret;
+}

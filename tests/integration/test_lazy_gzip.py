@@ -1,0 +1,182 @@
+"""Lazy gzip and zstd layers (issue 13, item 2): mounted after one pass
+that verifies blob digest and diff_id and records access points; files
+filled on first read from the nearest access point, or by the background
+fill's one sequential decompress.
+
+Compared with `umoci unpack` (an image umoci built: gzip layers) and with
+Python's tarfile reading the blob (layers written here, compressed by the
+`gzip` and `zstd` command lines)."""
+import gzip
+import hashlib
+import io
+import json
+import os
+import random
+import signal
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import (STRATAFS, assert_same_as_umoci, make_tar, run,
+                      tar_dir, tar_file, unmount, write_blob, _json_bytes)
+from test_lazy import (Daemon, busybox_steps, second_steps, filled,
+                       lazy_dirs, zstd, zstd_each)
+
+MEDIA = {"gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+         "zstd": "application/vnd.oci.image.layer.v1.tar+zstd"}
+
+
+@pytest.fixture
+def daemon(tmp_path, store):
+    d = Daemon(tmp_path)
+    yield d
+    d.stop()
+
+
+def compress(raw, how):
+    if how == "gzip":
+        return run_gzip(raw)
+    if how == "zstd":
+        return zstd(raw)
+    # zstd, several frames: access points at frame starts
+    step = 3 << 20
+    return b"".join(zstd_each([raw[i:i + step]
+                               for i in range(0, len(raw), step)]))
+
+
+def run_gzip(raw):
+    import subprocess
+    return subprocess.run(["gzip", "-c", "-6"], input=raw, check=True,
+                          capture_output=True).stdout
+
+
+def layout_of(path, blob, diff_id, how):
+    path = Path(path)
+    path.mkdir(parents=True)
+    (path / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    d, n = write_blob(path, blob)
+    config = {"architecture": "amd64", "os": "linux", "config": {},
+              "rootfs": {"type": "layers", "diff_ids": [diff_id]}}
+    cd, cn = write_blob(path, _json_bytes(config))
+    manifest = {"schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType":
+                           "application/vnd.oci.image.config.v1+json",
+                           "digest": cd, "size": cn},
+                "layers": [{"mediaType": MEDIA[how.split("-")[0]],
+                            "digest": d, "size": n}]}
+    md, mn = write_blob(path, _json_bytes(manifest))
+    (path / "index.json").write_text(json.dumps(
+        {"schemaVersion": 2, "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+             "digest": md, "size": mn,
+             "annotations": {"org.opencontainers.image.ref.name": "t"}}]}))
+    return f"oci:{path}:t"
+
+
+def big_tar():
+    """About 14 MiB of tar (several 4 MiB access-point spans), files of
+    many sizes, one larger than a span; compressible but not trivially."""
+    rnd = random.Random(13)
+    entries = [tar_dir("d")]
+    for i in range(70):
+        size = rnd.choice([1, 700, 5000, 60000, 200000])
+        if i == 33:
+            size = 5 << 20
+        data = bytes(rnd.choice(b"abcdefgh\n") for _ in range(min(size,
+                                                                  4096)))
+        data = (data * (size // len(data) + 1))[:size - 8] + \
+            rnd.randbytes(8) if size > 8 else rnd.randbytes(size)
+        entries.append(tar_file(f"d/f{i}", data))
+    return make_tar(entries)
+
+
+@pytest.fixture(scope="module")
+def raw_tar():
+    return big_tar()
+
+
+def tar_files(raw):
+    """Python's tarfile's reading of the tar: name -> bytes."""
+    t = tarfile.open(fileobj=io.BytesIO(raw))
+    return {m.name: t.extractfile(m).read() for m in t.getmembers()
+            if m.isreg()}
+
+
+@pytest.fixture(scope="module")
+def gzip_image(tmp_path_factory):
+    from conftest import build_umoci_image
+    tmp = tmp_path_factory.mktemp("gz")
+    layout, tag = build_umoci_image(tmp, [busybox_steps, second_steps])
+    return layout, tag
+
+
+def test_gzip_lazy_matches_umoci(gzip_image, mount, store, tmp_path):
+    layout, tag = gzip_image
+    mnt = mount(f"oci:{layout}:{tag}", opts="prefetch=0")
+    dirs = lazy_dirs(store)
+    assert len(dirs) == 2 and all(d.name.endswith(".zran") for d in dirs)
+    sha = Path(store) / "layers" / "sha256"
+    assert not sha.exists() or not any(sha.iterdir())
+    assert filled(store) == 0
+    assert (mnt / "etc/hello").read_text() == "changed\n"
+    assert filled(store) == 1
+    assert_same_as_umoci(mnt, layout, tag, tmp_path / "umoci")
+
+
+@pytest.mark.parametrize("how", ["gzip", "zstd", "zstd-frames"])
+def test_read_before_fill_random_order(how, raw_tar, mount, store, tmp_path):
+    """prefetch=0: every file read through access points, in a random
+    order, matches tarfile's reading of the tar."""
+    want = tar_files(raw_tar)
+    ref = layout_of(tmp_path / "img", compress(raw_tar, how),
+                    "sha256:" + hashlib.sha256(raw_tar).hexdigest(), how)
+    mnt = mount(ref, opts="prefetch=0")
+    names = sorted(want)
+    random.Random(how).shuffle(names)
+    for i, name in enumerate(names):
+        assert (mnt / name).read_bytes() == want[name], name
+        if i == 0:
+            assert filled(store) == 1
+    assert filled(store) == len(want)
+
+
+def test_fill_then_kill_then_remount(raw_tar, daemon, mount, store, tmp_path):
+    """The background fill (one sequential decompress) fills files
+    tarfile reads the same; kill -9 during it leaves no half file under
+    a content name, and a remount reads everything right."""
+    want = tar_files(raw_tar)
+    by_id = sorted(want, key=lambda n: int(n[3:]))	# tar order
+    ref = layout_of(tmp_path / "img", run_gzip(raw_tar),
+                    "sha256:" + hashlib.sha256(raw_tar).hexdigest(), "gzip")
+    p = daemon.start(ref, tmp_path / "mnt1", opts="prefetch")
+    for _ in range(5000):
+        if filled(store) >= 5:
+            break
+        time.sleep(0.001)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    unmount(tmp_path / "mnt1")
+    for d in lazy_dirs(store):
+        for f in (d / "data").iterdir():
+            assert f.read_bytes() == want[by_id[int(f.name) - 1]]
+    p = daemon.start(ref, tmp_path / "mnt2", opts="prefetch")
+    for _ in range(5000):
+        if filled(store) == len(want):
+            break
+        time.sleep(0.002)
+    assert filled(store) == len(want)
+    for name, data in want.items():
+        assert (tmp_path / "mnt2" / name).read_bytes() == data
+
+
+@pytest.mark.parametrize("how", ["gzip", "zstd"])
+def test_wrong_diff_id_refused_before_live(how, mount, store, tmp_path):
+    raw = make_tar([tar_dir("d"), tar_file("d/a", b"a" * 1000)])
+    ref = layout_of(tmp_path / "img", compress(raw, how),
+                    "sha256:" + "2" * 64, how)
+    r = mount(ref, check=False)
+    assert r.returncode != 0 and "diff_id mismatch" in r.stderr
+    assert lazy_dirs(store) == []
