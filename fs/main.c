@@ -40,6 +40,7 @@ struct options {
 	int squash_uid, squash_gid;
 	int allow_other;
 	int lazy, prefetch;		/* zstd:chunked layers: default 1 */
+	char *lazy_s;			/* lazy=0|1|all (2: gzip, zstd too) */
 	int show_help, show_version;
 	char *ref, *mountpoint;
 	char **unknown;			/* options nobody takes */
@@ -63,7 +64,7 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("gidmapping=%s", gidmapping),
 	{ "squash_to_uid=%d", offsetof(struct options, squash_uid), 0 },
 	{ "squash_to_gid=%d", offsetof(struct options, squash_gid), 0 },
-	{ "lazy=%d", offsetof(struct options, lazy), 0 },
+	OPT("lazy=%s", lazy_s),
 	OPT("prefetch", prefetch),
 	{ "prefetch=%d", offsetof(struct options, prefetch), 0 },
 	OPT("creds=%s", creds),
@@ -315,7 +316,8 @@ static int usage_error(struct fuse_args *args, struct options *o,
 	fuse_opt_free_args(args);
 	free(o->ref);
 	free(o->mountpoint);
-	o->ref = o->mountpoint = NULL;
+	free(o->lazy_s);
+	o->ref = o->mountpoint = o->lazy_s = NULL;
 	return 2;
 }
 
@@ -352,6 +354,8 @@ static void usage(void)
 	       "  -o lazy=0              unpack zstd:chunked layers in full before\n"
 	       "                         mounting (default: mount from their table\n"
 	       "                         of contents, files fetched on first read)\n"
+	       "  -o lazy=all            also gzip and zstd layers: live after one\n"
+	       "                         verifying pass, files filled on first read\n"
 	       "  -o prefetch=0          no background fill of lazy layers\n"
 	       "  -o upper=DIR           writable: changes go to DIR (created if\n"
 	       "                         missing; overlay format, kept across mounts)\n"
@@ -568,7 +572,7 @@ static int open_image(struct fs *fs, struct options *o,
 	if (r == 0)
 		r = strata_cache_ensure(st, img, &(struct strata_unpack_opts){
 					.lazy = o->lazy != 0,
-					.lazy_plain = o->lazy != 0 }, &err);
+					.lazy_plain = o->lazy == 2 }, &err);
 	if (r == 0)
 		r = fs_image_load(fs, st, img, &err);
 	/* strata gc keeps what the mount shows while it lives, and may run
@@ -761,6 +765,13 @@ int main(int argc, char *argv[])
 	if (!o.ref || !o.mountpoint)
 		return usage_error(&args, &o, o.ref ? "missing MOUNTPOINT"
 				   : "missing REF and MOUNTPOINT");
+	if (o.lazy_s) {
+		o.lazy = !strcmp(o.lazy_s, "0") ? 0 : !strcmp(o.lazy_s, "1") ? 1
+			 : !strcmp(o.lazy_s, "all") ? 2 : -1;
+		if (o.lazy < 0)
+			return usage_error(&args, &o, "lazy= takes 0, 1 or "
+					   "all");
+	}
 	if ((o.uidmapping && parse_idmap(o.uidmapping, &fs.uidmap, &fs.n_uidmap) < 0) ||
 	    (o.gidmapping && parse_idmap(o.gidmapping, &fs.gidmap, &fs.n_gidmap) < 0)) {
 		fprintf(stderr, "stratafs: invalid uidmapping/gidmapping "
@@ -977,6 +988,7 @@ out:
 	free(o.platform);
 	free(o.creds);
 	free(o.tls_verify);
+	free(o.lazy_s);
 	free(o.cert_dir);
 	free(o.uidmapping);
 	free(o.gidmapping);

@@ -26,7 +26,7 @@ asserts nothing; not part of the test suite. Run as root.
 
 With --gzip, the original gzip layout instead (store/lazy-zran.c):
 
-  first ls   stratafs -o prefetch=0 then `ls /` of the mount: the metadata
+  first ls   stratafs -o lazy=all,prefetch=0 then `ls /`: the metadata
              pass (decompress, verify, index, access points, blob copy)
   full gzip  stratafs -o lazy=0 then `ls /`: today's full import
   warm read  every file read (`tar c . | cat >/dev/null`) with a cold page
@@ -165,20 +165,21 @@ def main_gzip(a, build, layout, tag):
                 times["first ls, full gzip"].append(dt)
                 times["warm read, unpacked"].append(read_all(mnt))
                 bench.unmount(mnt)
-                dt, mnt = first_ls(build, ref, "prefetch=0", work)
+                dt, mnt = first_ls(build, ref, "lazy=all,prefetch=0", work)
                 times["first ls, lazy gzip"].append(dt)
                 bench.unmount(mnt)
                 # the fill, then a warm mount of the filled layers
                 env = dict(os.environ, STRATA_ROOT=str(work / "store"))
-                bench.sh([build / "fs/stratafs", ref, mnt], env=env)
+                bench.sh([build / "fs/stratafs", "-o", "lazy=all", ref, mnt],
+                         env=env)
                 bench.MOUNTS.append(str(mnt))
                 t = time.monotonic()
                 while not lazy_filled(work / "store"):
                     time.sleep(0.2)
                 fill = time.monotonic() - t
                 bench.unmount(mnt)
-                bench.sh([build / "fs/stratafs", "-o", "prefetch=0", ref,
-                          mnt], env=env)
+                bench.sh([build / "fs/stratafs", "-o", "lazy=all,prefetch=0",
+                          ref, mnt], env=env)
                 times["warm read, lazy filled"].append(read_all(mnt))
                 bench.unmount(mnt)
                 bench.log(f"background fill took {fill:.1f} s")

@@ -115,7 +115,7 @@ def gzip_image(tmp_path_factory):
 
 def test_gzip_lazy_matches_umoci(gzip_image, mount, store, tmp_path):
     layout, tag = gzip_image
-    mnt = mount(f"oci:{layout}:{tag}", opts="prefetch=0")
+    mnt = mount(f"oci:{layout}:{tag}", opts="lazy=all,prefetch=0")
     dirs = lazy_dirs(store)
     assert len(dirs) == 2 and all(d.name.endswith(".zran") for d in dirs)
     sha = Path(store) / "layers" / "sha256"
@@ -133,7 +133,7 @@ def test_read_before_fill_random_order(how, raw_tar, mount, store, tmp_path):
     want = tar_files(raw_tar)
     ref = layout_of(tmp_path / "img", compress(raw_tar, how),
                     "sha256:" + hashlib.sha256(raw_tar).hexdigest(), how)
-    mnt = mount(ref, opts="prefetch=0")
+    mnt = mount(ref, opts="lazy=all,prefetch=0")
     names = sorted(want)
     random.Random(how).shuffle(names)
     for i, name in enumerate(names):
@@ -151,7 +151,7 @@ def test_fill_then_kill_then_remount(raw_tar, daemon, mount, store, tmp_path):
     by_id = sorted(want, key=lambda n: int(n[3:]))	# tar order
     ref = layout_of(tmp_path / "img", run_gzip(raw_tar),
                     "sha256:" + hashlib.sha256(raw_tar).hexdigest(), "gzip")
-    p = daemon.start(ref, tmp_path / "mnt1", opts="prefetch")
+    p = daemon.start(ref, tmp_path / "mnt1", opts="lazy=all,prefetch")
     for _ in range(5000):
         if filled(store) >= 5:
             break
@@ -162,7 +162,7 @@ def test_fill_then_kill_then_remount(raw_tar, daemon, mount, store, tmp_path):
     for d in lazy_dirs(store):
         for f in (d / "data").iterdir():
             assert f.read_bytes() == want[by_id[int(f.name) - 1]]
-    p = daemon.start(ref, tmp_path / "mnt2", opts="prefetch")
+    p = daemon.start(ref, tmp_path / "mnt2", opts="lazy=all,prefetch")
     for _ in range(5000):
         if filled(store) == len(want):
             break
@@ -177,6 +177,6 @@ def test_wrong_diff_id_refused_before_live(how, mount, store, tmp_path):
     raw = make_tar([tar_dir("d"), tar_file("d/a", b"a" * 1000)])
     ref = layout_of(tmp_path / "img", compress(raw, how),
                     "sha256:" + "2" * 64, how)
-    r = mount(ref, check=False)
+    r = mount(ref, opts="lazy=all", check=False)
     assert r.returncode != 0 and "diff_id mismatch" in r.stderr
     assert lazy_dirs(store) == []
