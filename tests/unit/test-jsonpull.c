@@ -35,8 +35,21 @@ static void deep(int n, bool accept)
 	check(buf, (size_t)(2 * n), accept);
 }
 
+/* Where json-c 0.16 misreads (U+FFFD), the value Python's json reads */
+static void python_value(void)
+{
+	char doc[] = "\"\\ud837\\ude00\"";
+	struct strata_jp jp;
+
+	strata_jp_init(&jp, doc, strlen(doc));
+	ok(strata_jp_next(&jp) == STRATA_JP_STR && jp.len == 4 &&
+	   !memcmp(jp.str, "\xf0\x9d\xb8\x80", 4),
+	   "\\ud837\\ude00 is U+1DE00, as Python's json reads it");
+}
+
 int main(void)
 {
+	python_value();
 	CASE("{\"version\":1,\"entries\":[{\"type\":\"reg\",\"name\":\"a\"}]}",
 	     true);
 	CASE(" [1, -2, 0, -0, 1.5, 1e3, 2E-2, true, false, null, \"\"] ", true);
