@@ -719,7 +719,7 @@ int strata_zc_build(struct strata_range_src *src, const struct strata_layer *l,
 	r = read_toc(src, l, pos, sd, &toc, err);
 	if (r < 0)
 		return r;
-	/* streamed, not a json-c tree: 5x faster on a 22 MB TOC */
+	/* streamed, no json-c tree: 3.5x less CPU on a 22 MB TOC */
 	strata_jp_init(&jp, toc, pos->ulen);
 	r = strata_lxbuild_new(l->digest, max_entries, err, &bd.b);
 	if (r == 0)
