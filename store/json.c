@@ -14,7 +14,7 @@
 
 #include "store-internal.h"
 
-#define JSON_MAX_DEPTH 32
+#define JSON_MAX_DEPTH STRATA_JSON_MAX_DEPTH
 
 struct checker {
 	const unsigned char *p, *end;
@@ -30,7 +30,7 @@ static void skip_ws(struct checker *c)
 		c->p++;
 }
 
-static int utf8_seq(const unsigned char *p, const unsigned char *end)
+int strata_utf8_seq(const unsigned char *p, const unsigned char *end)
 {
 	unsigned char b = p[0];
 	int n, i;
@@ -69,7 +69,7 @@ bool strata_utf8_valid(const char *s)
 	const unsigned char *end = p + strlen(s);
 
 	while (p < end) {
-		int n = utf8_seq(p, end);
+		int n = strata_utf8_seq(p, end);
 
 		if (n < 0)
 			return false;
@@ -78,7 +78,7 @@ bool strata_utf8_valid(const char *s)
 	return true;
 }
 
-static int hex4(const unsigned char *p, uint32_t *v)
+int strata_hex4(const unsigned char *p, uint32_t *v)
 {
 	int i;
 
@@ -124,7 +124,8 @@ static int check_string(struct checker *c)
 				c->p += 2;
 				continue;
 			case 'u':
-				if (c->end - c->p < 6 || hex4(c->p + 2, &v) < 0)
+				if (c->end - c->p < 6 ||
+				    strata_hex4(c->p + 2, &v) < 0)
 					goto bad_escape;
 				c->p += 6;
 				if (v >= 0xdc00 && v <= 0xdfff)
@@ -132,7 +133,7 @@ static int check_string(struct checker *c)
 				if (v >= 0xd800 && v <= 0xdbff) {
 					if (c->end - c->p < 6 || c->p[0] != '\\' ||
 					    c->p[1] != 'u' ||
-					    hex4(c->p + 2, &lo) < 0 ||
+					    strata_hex4(c->p + 2, &lo) < 0 ||
 					    lo < 0xdc00 || lo > 0xdfff)
 						goto bad_escape;
 					c->p += 6;
@@ -143,7 +144,7 @@ static int check_string(struct checker *c)
 			}
 		}
 		{
-			int n = utf8_seq(c->p, c->end);
+			int n = strata_utf8_seq(c->p, c->end);
 
 			if (n < 0) {
 				c->error = "invalid UTF-8";

@@ -37,6 +37,12 @@ int strata_json_parse(const char *buf, size_t len, const char *what,
 		      struct json_object **out, struct strata_err *err);
 /* Is the NUL-terminated @s valid UTF-8 (no overlongs, no surrogates)? */
 bool strata_utf8_valid(const char *s);
+/* The length of the valid UTF-8 sequence at @p (before @end), or -1. */
+int strata_utf8_seq(const unsigned char *p, const unsigned char *end);
+/* The 4 hex digits at @p as *v; -1 if they are not hex digits. */
+int strata_hex4(const unsigned char *p, uint32_t *v);
+/* How deep strict JSON documents may nest (objects and arrays) */
+#define STRATA_JSON_MAX_DEPTH 32
 /* The same with a limit of its own (a lazy layer's table of contents). */
 int strata_json_parse_max(const char *buf, size_t len, size_t max,
 			  const char *what, struct json_object **out,
