@@ -182,7 +182,7 @@ int strata_lazy_zran_prepare(struct strata_store *st, struct strata_image *img,
 			     struct strata_err *err)
 {
 	struct strata_layer *l = &img->layers[i];
-	char name[STRATA_DIGEST_MAX + 8], lockname[sizeof(name) + 8];
+	char name[STRATA_DIGEST_MAX + 8];
 	char rel[STRATA_DIGEST_MAX + 8], tmpname[sizeof(name) + 8];
 	cleanup_fd int lazyfd = -1, lock = -1, dfd = -1, blob = -1, tmp = -1;
 	cleanup_free char *got = NULL;
@@ -195,17 +195,9 @@ int strata_lazy_zran_prepare(struct strata_store *st, struct strata_image *img,
 	    strlen(l->digest) >= STRATA_DIGEST_MAX || !strchr(l->digest, ':'))
 		return -EOPNOTSUPP;
 	strata_lazy_name(l, name, sizeof(name));
-	snprintf(lockname, sizeof(lockname), "%s.lock", name);
-	if (mkdirat(st->layers_fd, "lazy", 0755) < 0 && errno != EEXIST)
-		return strata_err_set(err, -errno, "cache: %s", strerror(errno));
-	lazyfd = openat(st->layers_fd, "lazy", O_RDONLY | O_DIRECTORY |
-			O_NOFOLLOW | O_CLOEXEC);
-	if (lazyfd < 0)
-		return strata_err_set(err, -errno, "cache: %s", strerror(errno));
-	lock = strata_lock_at(lazyfd, lockname, true);
-	if (lock < 0)
-		return strata_err_set(err, lock, "layer cache lock: %s",
-				      strerror(-lock));
+	r = strata_lazy_lock(st, name, &lazyfd, &lock, err);
+	if (r < 0)
+		return r;
 	dfd = openat(lazyfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
 		     O_CLOEXEC);
 	if (dfd < 0) {

@@ -253,12 +253,31 @@ static int build(struct strata_store *st, struct strata_image *img,
 	return 0;
 }
 
+int strata_lazy_lock(struct strata_store *st, const char *name, int *lazyfd,
+		     int *lock, struct strata_err *err)
+{
+	char lockname[2 * STRATA_DIGEST_MAX + 16];
+
+	snprintf(lockname, sizeof(lockname), "%s.lock", name);
+	if (mkdirat(st->layers_fd, "lazy", 0755) < 0 && errno != EEXIST)
+		return strata_err_set(err, -errno, "cache: %s", strerror(errno));
+	*lazyfd = openat(st->layers_fd, "lazy", O_RDONLY | O_DIRECTORY |
+			 O_NOFOLLOW | O_CLOEXEC);
+	if (*lazyfd < 0)
+		return strata_err_set(err, -errno, "cache: %s", strerror(errno));
+	*lock = strata_lock_at(*lazyfd, lockname, true);
+	if (*lock < 0)
+		return strata_err_set(err, *lock, "layer cache lock: %s",
+				      strerror(-*lock));
+	return 0;
+}
+
 int strata_lazy_prepare(struct strata_store *st, struct strata_image *img,
 			size_t i, const struct strata_unpack_opts *opts,
 			struct strata_err *err)
 {
 	struct strata_layer *l = &img->layers[i];
-	char name[2 * STRATA_DIGEST_MAX + 8], lockname[sizeof(name) + 8];
+	char name[2 * STRATA_DIGEST_MAX + 8];
 	cleanup_fd int lazyfd = -1, lock = -1, dfd = -1;
 	struct strata_zc_pos pos;
 	int r;
@@ -267,17 +286,9 @@ int strata_lazy_prepare(struct strata_store *st, struct strata_image *img,
 	if (r < 0)
 		return r;
 	strata_lazy_name(l, name, sizeof(name));
-	snprintf(lockname, sizeof(lockname), "%s.lock", name);
-	if (mkdirat(st->layers_fd, "lazy", 0755) < 0 && errno != EEXIST)
-		return strata_err_set(err, -errno, "cache: %s", strerror(errno));
-	lazyfd = openat(st->layers_fd, "lazy", O_RDONLY | O_DIRECTORY |
-			O_NOFOLLOW | O_CLOEXEC);
-	if (lazyfd < 0)
-		return strata_err_set(err, -errno, "cache: %s", strerror(errno));
-	lock = strata_lock_at(lazyfd, lockname, true);
-	if (lock < 0)
-		return strata_err_set(err, lock, "layer cache lock: %s",
-				      strerror(-lock));
+	r = strata_lazy_lock(st, name, &lazyfd, &lock, err);
+	if (r < 0)
+		return r;
 	dfd = openat(lazyfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
 		     O_CLOEXEC);
 	if (dfd < 0) {

@@ -95,6 +95,11 @@ int strata_lazy_prepare(struct strata_store *st, struct strata_image *img,
 /* "ALG-BLOBHEX.TOCHEX", or "ALG-BLOBHEX.zran" for a layer without a TOC
  * (lazy-zran.c) */
 void strata_lazy_name(const struct strata_layer *l, char *out, size_t len);
+/* Open ROOT/layers/lazy (made if missing) into *lazyfd and take the lock
+ * of entry @name (NAME.lock) into *lock, waiting for its holder.
+ * Return: 0 or negative errno (message in @err). */
+int strata_lazy_lock(struct strata_store *st, const char *name, int *lazyfd,
+		     int *lock, struct strata_err *err);
 
 /*
  * lazy-zran.c: make gzip or zstd layer @i of @img ready to mount lazily
