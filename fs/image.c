@@ -88,8 +88,18 @@ static void *prefetch_main(void *arg)
 	struct fs *fs = arg;
 	uint32_t i;
 
-	for (i = 0; i < fs->n_layers && !atomic_load(&fs->stop_prefetch); i++)
-		strata_lx_prefetch(fs->layers[i].lx, &fs->stop_prefetch);
+	for (i = 0; i < fs->n_layers && !atomic_load(&fs->stop_prefetch); i++) {
+		int r = strata_lx_prefetch(fs->layers[i].lx,
+					   &fs->stop_prefetch);
+
+		/* a bad layer has said so loudly; anything else (a full
+		 * disk, a registry gone) only stops the fill of this layer:
+		 * its files are still filled when first read */
+		if (r < 0 && r != -EBADMSG)
+			strata_warn("layer %u: background fill stopped: %s; "
+				    "its files are filled when first read",
+				    fs->layer_lo + i + 1, strerror(-r));
+	}
 	return NULL;
 }
 
