@@ -218,16 +218,10 @@ int strata_lazy_zran_prepare(struct strata_store *st, struct strata_image *img,
 			return strata_err_set(err, -errno, "cache: %s",
 					      strerror(errno));
 		r = run_pass(l, blob, tmp, opts, err);
-		if (r == 0 && fsync(tmp) < 0)
-			r = -errno;
-		if (r == 0 && renameat(st->tmp_fd, tmpname, lazyfd, name) < 0)
-			r = strata_err_set(err, -errno, "cache: publishing lazy "
-					   "layer: %s", strerror(errno));
-		if (r < 0) {
-			strata_rmtree_at(st->tmp_fd, tmpname);
+		r = strata_lazy_publish(st, r, tmp, tmpname, lazyfd, name,
+					err);
+		if (r < 0)
 			return r;
-		}
-		fsync(lazyfd);
 		dfd = openat(lazyfd, name, O_RDONLY | O_DIRECTORY |
 			     O_NOFOLLOW | O_CLOEXEC);
 		if (dfd < 0)

@@ -240,8 +240,16 @@ static int build(struct strata_store *st, struct strata_image *img,
 			    opts && opts->max_entries
 			    ? opts->max_entries : 16u << 20, dest, err);
 	src->free(src);
+	return strata_lazy_publish(st, r, dest, tmpname, lazyfd, name, err);
+}
+
+int strata_lazy_publish(struct strata_store *st, int r, int dest,
+			const char *tmpname, int lazyfd, const char *name,
+			struct strata_err *err)
+{
 	if (r == 0 && fsync(dest) < 0)
-		r = -errno;
+		r = strata_err_set(err, -errno, "cache: syncing lazy layer: %s",
+				   strerror(errno));
 	if (r == 0 && renameat(st->tmp_fd, tmpname, lazyfd, name) < 0)
 		r = strata_err_set(err, -errno, "cache: publishing lazy layer: "
 				   "%s", strerror(errno));

@@ -95,6 +95,12 @@ int strata_lazy_prepare(struct strata_store *st, struct strata_image *img,
 /* "ALG-BLOBHEX.TOCHEX", or "ALG-BLOBHEX.zran" for a layer without a TOC
  * (lazy-zran.c) */
 void strata_lazy_name(const struct strata_layer *l, char *out, size_t len);
+/* Finish a lazy entry built in tmp/@tmpname (@dest its fd) whose build
+ * returned @r: synced and renamed to lazy/@name, or removed when @r < 0.
+ * Return: 0 or negative errno (message in @err). */
+int strata_lazy_publish(struct strata_store *st, int r, int dest,
+			const char *tmpname, int lazyfd, const char *name,
+			struct strata_err *err);
 /* Open ROOT/layers/lazy (made if missing) into *lazyfd and take the lock
  * of entry @name (NAME.lock) into *lock, waiting for its holder.
  * Return: 0 or negative errno (message in @err). */

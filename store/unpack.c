@@ -1576,6 +1576,22 @@ static void tree_free(struct tree *t)
 	free(t->str_slots);
 }
 
+/* Read @rd to the end of the blob (what follows the tar's end blocks is
+ * hashed and checked like the rest). Return: 0 or negative errno. */
+static int drain(struct reader *rd, const char *sd, struct strata_err *err)
+{
+	for (;;) {
+		const void *b;
+		ssize_t n = next_chunk(rd, &b);
+
+		if (n == 0)
+			return 0;
+		if (n < 0)
+			return strata_err_set(err, rd->error, "layer %s: %s", sd,
+					      rd->msg);
+	}
+}
+
 /* What a reader holds: decompressors, the tar watch, hashers, buffers. */
 static void reader_release(struct reader *rd)
 {
@@ -1665,18 +1681,9 @@ int strata_unpack_layer(const struct strata_unpack_job *job,
 		goto out;
 	}
 	/* drain padding and junk after the end-of-archive blocks */
-	for (;;) {
-		const void *b;
-		ssize_t n = next_chunk(&rd, &b);
-
-		if (n == 0)
-			break;
-		if (n < 0) {
-			r = strata_err_set(err, rd.error, "layer %s: %s", sd,
-					   rd.msg);
-			goto out;
-		}
-	}
+	r = drain(&rd, sd, err);
+	if (r < 0)
+		goto out;
 	{
 		const struct strata_tar_entry *g;
 
@@ -1756,18 +1763,9 @@ int strata_blob_diff_id(int fd, const char *digest, int64_t size,
 				   "digest algorithm", digest);
 		goto out;
 	}
-	for (;;) {
-		const void *b;
-		ssize_t n = next_chunk(&rd, &b);
-
-		if (n == 0)
-			break;
-		if (n < 0) {
-			r = strata_err_set(err, rd.error, "layer %s: %s", sd,
-					   rd.msg);
-			goto out;
-		}
-	}
+	r = drain(&rd, sd, err);
+	if (r < 0)
+		goto out;
 	if (size >= 0 && rd.compressed != (uint64_t)size) {
 		r = strata_err_set(err, -EBADMSG, "layer %s: size mismatch: "
 				   "descriptor says %lld bytes, blob has %llu",
