@@ -43,17 +43,14 @@ static const char *hex_of(const char *digest)
 	return strchr(digest, ':') + 1;
 }
 
-int strata_blob_copy_verified(int in_fd, int dir_fd, const char *name,
-			      const char *digest, int64_t size, bool sync,
-			      const char *what, struct strata_err *err)
+int strata_blob_copy_fd(int in_fd, int out_fd, const char *digest,
+			int64_t size, const char *what, struct strata_err *err)
 {
-	static unsigned counter;
-	char tmp[64], got[STRATA_DIGEST_MAX];
+	char got[STRATA_DIGEST_MAX];
 	cleanup_(strata_hasher_freep) struct strata_hasher *h = NULL;
 	cleanup_free char *buf = malloc(1 << 20);
-	cleanup_fd int out = -1;
 	uint64_t done = 0;
-	int r = 0;
+	int r;
 
 	if (!buf)
 		return -ENOMEM;
@@ -61,6 +58,53 @@ int strata_blob_copy_verified(int in_fd, int dir_fd, const char *name,
 	if (r < 0)
 		return strata_err_set(err, r, "%s: blob %s: cannot verify this "
 				      "digest algorithm", what, digest);
+	for (;;) {
+		ssize_t n = read(in_fd, buf, 1 << 20);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return strata_err_set(err, -errno, "%s: blob %s: %s",
+					      what, digest, strerror(errno));
+		if (n == 0)
+			break;
+		done += (uint64_t)n;
+		if (size >= 0 && done > (uint64_t)size)
+			break;
+		strata_hasher_update(h, buf, (size_t)n);
+		r = strata_write_all(out_fd, buf, (size_t)n);
+		if (r < 0)
+			return strata_err_set(err, r, "%s: blob %s: %s", what,
+					      digest, strerror(-r));
+		strata_progress("copying blobs", done,
+				size >= 0 ? (uint64_t)size : 0);
+	}
+	if (size >= 0 && done != (uint64_t)size)
+		return strata_err_set(err, -EBADMSG, "%s: blob %s: size "
+				      "mismatch: descriptor says %lld bytes, "
+				      "blob has %s%llu", what, digest,
+				      (long long)size,
+				      done > (uint64_t)size ? "more than " : "",
+				      (unsigned long long)(done > (uint64_t)size
+							   ? (uint64_t)size
+							   : done));
+	strata_hasher_final(h, got);
+	if (strcmp(got, digest))
+		return strata_err_set(err, -EBADMSG, "%s: blob %s: digest "
+				      "mismatch: content hashes to %s", what,
+				      digest, got);
+	return 0;
+}
+
+int strata_blob_copy_verified(int in_fd, int dir_fd, const char *name,
+			      const char *digest, int64_t size, bool sync,
+			      const char *what, struct strata_err *err)
+{
+	static unsigned counter;
+	char tmp[64];
+	cleanup_fd int out = -1;
+	int r;
+
 	snprintf(tmp, sizeof(tmp), ".tmp-copy-%d-%u", (int)getpid(),
 		 __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED));
 	out = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC |
@@ -68,55 +112,13 @@ int strata_blob_copy_verified(int in_fd, int dir_fd, const char *name,
 	if (out < 0)
 		return strata_err_set(err, -errno, "%s: blob %s: %s", what,
 				      digest, strerror(errno));
-	for (;;) {
-		ssize_t n = read(in_fd, buf, 1 << 20);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			r = strata_err_set(err, -errno, "%s: blob %s: %s",
-					   what, digest, strerror(errno));
-			goto fail;
-		}
-		if (n == 0)
-			break;
-		done += (uint64_t)n;
-		if (size >= 0 && done > (uint64_t)size)
-			break;
-		strata_hasher_update(h, buf, (size_t)n);
-		r = strata_write_all(out, buf, (size_t)n);
-		if (r < 0) {
-			r = strata_err_set(err, r, "%s: blob %s: %s", what,
-					   digest, strerror(-r));
-			goto fail;
-		}
-		strata_progress("copying blobs", done,
-				size >= 0 ? (uint64_t)size : 0);
-	}
-	if (size >= 0 && done != (uint64_t)size) {
-		r = strata_err_set(err, -EBADMSG, "%s: blob %s: size mismatch: "
-				   "descriptor says %lld bytes, blob has %s%llu",
-				   what, digest, (long long)size,
-				   done > (uint64_t)size ? "more than " : "",
-				   (unsigned long long)(done > (uint64_t)size
-							? (uint64_t)size : done));
-		goto fail;
-	}
-	strata_hasher_final(h, got);
-	if (strcmp(got, digest)) {
-		r = strata_err_set(err, -EBADMSG, "%s: blob %s: digest "
-				   "mismatch: content hashes to %s", what,
-				   digest, got);
-		goto fail;
-	}
-	if ((sync && fsync(out) < 0) || renameat(dir_fd, tmp, dir_fd, name) < 0) {
+	r = strata_blob_copy_fd(in_fd, out, digest, size, what, err);
+	if (r == 0 && ((sync && fsync(out) < 0) ||
+		       renameat(dir_fd, tmp, dir_fd, name) < 0))
 		r = strata_err_set(err, -errno, "%s: blob %s: %s", what, digest,
 				   strerror(errno));
-		goto fail;
-	}
-	return 0;
-fail:
-	unlinkat(dir_fd, tmp, 0);
+	if (r < 0)
+		unlinkat(dir_fd, tmp, 0);
 	return r;
 }
 

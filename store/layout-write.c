@@ -215,11 +215,8 @@ int strata_layoutw_copy(struct strata_layoutw *lw, int src_blobs_fd,
 			const char *digest, int64_t size,
 			struct strata_err *err)
 {
-	char rel[STRATA_DIGEST_MAX + 8], tmp[64], got[STRATA_DIGEST_MAX];
-	cleanup_(strata_hasher_freep) struct strata_hasher *h = NULL;
-	cleanup_free char *buf = NULL;
+	char rel[STRATA_DIGEST_MAX + 8], tmp[64];
 	cleanup_fd int in = -1, out = -1;
-	int64_t done = 0;
 	int r;
 
 	if (have_blob(lw, digest))
@@ -229,39 +226,12 @@ int strata_layoutw_copy(struct strata_layoutw *lw, int src_blobs_fd,
 	if (in < 0)
 		return strata_err_set(err, -errno, "blob %s: %s", digest,
 				      strerror(errno));
-	r = strata_hasher_new(digest, &h);
-	if (r < 0)
-		return strata_err_set(err, r, "blob %s: unsupported digest",
-				      digest);
 	snprintf(tmp, sizeof(tmp), ".strata-tmp-%d-copy", (int)getpid());
 	out = openat(lw->dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC |
 		     O_CLOEXEC | O_NOFOLLOW, 0644);
-	buf = malloc(1 << 20);
-	if (out < 0 || !buf)
-		return out < 0 ? -errno : -ENOMEM;
-	for (;;) {
-		ssize_t n = read(in, buf, 1 << 20);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			r = n < 0 ? -errno : 0;
-			break;
-		}
-		done += n;
-		strata_hasher_update(h, buf, (size_t)n);
-		r = strata_write_all(out, buf, (size_t)n);
-		if (r < 0)
-			break;
-		strata_progress("copying blobs", (uint64_t)done, (uint64_t)size);
-	}
-	if (r == 0) {
-		strata_hasher_final(h, got);
-		if (done != size || strcmp(got, digest))
-			r = strata_err_set(err, -EBADMSG, "blob %s: content "
-					   "does not match its descriptor",
-					   digest);
-	}
+	if (out < 0)
+		return -errno;
+	r = strata_blob_copy_fd(in, out, digest, size, "store", err);
 	if (r == 0 && !lw->staging && fsync(out) < 0)
 		r = -errno;
 	if (r == 0)

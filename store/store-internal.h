@@ -177,6 +177,11 @@ int strata_schema1_convert(int blobs_fd, const char *what,
 int strata_dir_resolve(struct strata_store *st, const struct strata_ref *ref,
 		       const struct strata_platform *plat,
 		       struct strata_image *img, struct strata_err *err);
+/* Copy @in_fd (from where it is) to @out_fd, verifying @digest and @size
+ * (-1: any) as the bytes pass; @what names the source in messages. The
+ * one copy-and-verify loop of the store, the layout writer and dir:. */
+int strata_blob_copy_fd(int in_fd, int out_fd, const char *digest,
+			int64_t size, const char *what, struct strata_err *err);
 /* Copy @in_fd (from its start) to @dir_fd/@name through a temporary
  * file, verifying @digest and @size (-1: any), fsync'd when @sync.
  * @what names the source in messages. */

@@ -172,12 +172,8 @@ static int index_save(struct strata_store *st, struct json_object *idx)
 static int copy_blob(struct strata_store *st, int src_fd, const char *digest,
 		     int64_t size, struct strata_err *err)
 {
-	char rel[STRATA_DIGEST_MAX + 8], tmp[64], got[STRATA_DIGEST_MAX];
-	cleanup_fd int in = -1, out = -1;
-	cleanup_(strata_hasher_freep) struct strata_hasher *h = NULL;
-	cleanup_free char *tbuf = NULL;
-	int64_t done = 0;
-	int r;
+	char rel[STRATA_DIGEST_MAX + 8];
+	cleanup_fd int in = -1;
 
 	strata_blob_relpath(digest, rel, sizeof(rel));
 	if (faccessat(st->blobs_fd, rel, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
@@ -189,63 +185,8 @@ static int copy_blob(struct strata_store *st, int src_fd, const char *digest,
 		return strata_err_set(err, -errno, "blob %s: %s", digest,
 				      errno == ENOENT ? "missing from the layout"
 						      : strerror(errno));
-	r = strata_hasher_new(digest, &h);
-	if (r < 0)
-		return strata_err_set(err, r, "blob %s: unsupported digest",
-				      digest);
-	snprintf(tmp, sizeof(tmp), ".tmp-blob-%d", (int)getpid());
-	out = openat(st->blobs_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-		     0644);
-	if (out < 0)
-		return -errno;
-	tbuf = malloc(1 << 20);
-	if (!tbuf) {
-		r = -ENOMEM;
-		goto fail;
-	}
-	for (;;) {
-		ssize_t n = read(in, tbuf, 1 << 20);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			r = -errno;
-			goto fail;
-		}
-		if (n == 0)
-			break;
-		done += n;
-		if (done > size)
-			break;
-		strata_hasher_update(h, tbuf, (size_t)n);
-		r = strata_write_all(out, tbuf, (size_t)n);
-		if (r < 0)
-			goto fail;
-		strata_progress("copying blobs", (uint64_t)done, (uint64_t)size);
-	}
-	if (done != size) {
-		r = strata_err_set(err, -EBADMSG,
-				   "blob %s: size mismatch: descriptor says %lld "
-				   "bytes, blob has %s%lld", digest,
-				   (long long)size, done > size ? "more than " : "",
-				   (long long)(done > size ? size : done));
-		goto fail;
-	}
-	strata_hasher_final(h, got);
-	if (strcmp(got, digest)) {
-		r = strata_err_set(err, -EBADMSG,
-				   "blob %s: digest mismatch: content hashes to "
-				   "%s", digest, got);
-		goto fail;
-	}
-	if (fsync(out) < 0 || renameat(st->blobs_fd, tmp, st->blobs_fd, rel) < 0) {
-		r = -errno;
-		goto fail;
-	}
-	return 0;
-fail:
-	unlinkat(st->blobs_fd, tmp, 0);
-	return r;
+	return strata_blob_copy_verified(in, st->blobs_fd, rel, digest, size,
+					 true, "layout", err);
 }
 
 int strata_store_tag(struct strata_store *st, struct strata_image *img,
