@@ -151,6 +151,47 @@ int strata_imgview_list(struct strata_imgview *v, const char *path,
 			struct strata_imgview_child **out, size_t *n);
 void strata_imgview_children_free(struct strata_imgview_child *c, size_t n);
 
+/*
+ * The merged tree one directory at a time (for walks that keep their
+ * place, as diff does). A merged directory is its sources: the layer
+ * entries that are this directory, top first, cut below the first opaque
+ * one (fs_dir_sources()). Caller frees ->s.
+ */
+struct strata_mdir {
+	struct strata_imgview_ent *s;
+	uint32_t n;
+};
+/* A visible child of a merged directory; @name borrowed from the index;
+ * a directory's ent is the one its attributes come from. */
+struct strata_mkid {
+	const char *name;
+	uint32_t len;
+	uint32_t rank;
+	struct strata_imgview_ent ent;
+};
+int strata_mdir_root(struct strata_imgview *v, struct strata_mdir *out);
+/* Sources of child directory @name of @parent (none: n = 0). */
+int strata_mdir_child(struct strata_imgview *v,
+		      const struct strata_mdir *parent,
+		      const char *name, size_t len, struct strata_mdir *out);
+/* The visible entry @name of @parent: true and *@out if there is one. */
+bool strata_mdir_find(struct strata_imgview *v,
+		      const struct strata_mdir *parent,
+		      const char *name, size_t len,
+		      struct strata_imgview_ent *out);
+/* The entry whose attributes directory @m shows. */
+struct strata_imgview_ent strata_mdir_attr(struct strata_imgview *v,
+					   const struct strata_mdir *m);
+/* The visible children of @m sorted by name (fs_dir_merge()); caller
+ * frees *@out. */
+int strata_mdir_list(struct strata_imgview *v, const struct strata_mdir *m,
+		     struct strata_mkid **out, size_t *n);
+/* Resolve "a/b/c" ("" = the root): *@found, the visible entry and, for a
+ * directory, its sources in @dir (caller frees dir->s). */
+int strata_mdir_resolve(struct strata_imgview *v, const char *path,
+			struct strata_imgview_ent *out, struct strata_mdir *dir,
+			bool *found);
+
 /* Borrowed; valid until strata_imgview_free(). */
 const struct strata_lindex *strata_imgview_layer(struct strata_imgview *v,
 						 uint32_t layer);

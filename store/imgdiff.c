@@ -4,11 +4,8 @@
  * directory over it (strata diff), computed from the layer indexes.
  *
  * Two images: both merged trees are walked together, directory by
- * directory, merged as stratafs merges them (fs/merge.c: a directory's
- * sources are its layers' entries top first, cut below the first opaque
- * one; a name shows the topmost source's entry unless that is a whiteout;
- * ghosts only carry whiteouts down), after the grafts strata_imgview_open()
- * applies. Layers below the first diff_id the images do not share are the
+ * directory, through imgview.c's merged-tree calls (strata_mdir_*: the
+ * rules of fs/merge.c, after the grafts strata_imgview_open() applies). Layers below the first diff_id the images do not share are the
  * same bytes and, grafted with the same layers below, the same index: an
  * entry of such a layer at the same position is equal without a look, and
  * a directory whose sources are all such entries is an equal subtree,
@@ -39,28 +36,10 @@
 
 #define CMP_CHUNK (256u * 1024)
 
-struct src {
-	uint32_t layer;
-	uint32_t entry;
-};
-
 struct side {
 	const struct strata_image *img;
 	struct strata_imgview *v;
 	uint32_t n;
-};
-
-/* A merged directory: its sources, top first. */
-struct mdir {
-	struct src *s;
-	uint32_t n;
-};
-
-struct kid {
-	const char *name;
-	uint32_t len;
-	uint32_t rank;
-	struct src s;
 };
 
 struct attrs {
@@ -93,7 +72,8 @@ static const struct strata_lindex *layer_of(const struct side *s, uint32_t l)
 	return strata_imgview_layer(s->v, l);
 }
 
-static const struct strata_lx_entry *ent(const struct side *s, struct src x)
+static const struct strata_lx_entry *ent(const struct side *s,
+					 struct strata_imgview_ent x)
 {
 	return strata_lx_entry(layer_of(s, x.layer), x.entry);
 }
@@ -197,203 +177,6 @@ static void path_pop(struct diff *d, size_t saved)
 	d->path[saved] = '\0';
 }
 
-/* ---- the merged tree of one side ---- */
-
-static int root_dir(const struct side *s, struct mdir *out)
-{
-	uint32_t l;
-
-	out->n = 0;
-	out->s = malloc((s->n ? s->n : 1) * sizeof(*out->s));
-	if (!out->s)
-		return -ENOMEM;
-	for (l = s->n; l-- > 0;) {
-		out->s[out->n].layer = l;
-		out->s[out->n++].entry = 0;
-		if (strata_lx_entry(layer_of(s, l), 0)->flags &
-		    STRATA_LX_OPAQUE)
-			break;
-	}
-	return 0;
-}
-
-/* The entry whose attributes a directory shows: the topmost its tar
- * listed, else the topmost (as stratafs). */
-static struct src dir_attr(const struct side *s, const struct mdir *m)
-{
-	uint32_t i;
-
-	for (i = 0; i < m->n; i++)
-		if (!(ent(s, m->s[i])->flags & STRATA_LX_IMPLIED))
-			return m->s[i];
-	return m->s[0];
-}
-
-/* Sources of child directory @name of @parent (fs_dir_sources()). */
-static int child_dir(const struct side *s, const struct mdir *parent,
-		     const char *name, size_t len, struct mdir *out)
-{
-	uint32_t i;
-
-	out->n = 0;
-	out->s = malloc((parent->n ? parent->n : 1) * sizeof(*out->s));
-	if (!out->s)
-		return -ENOMEM;
-	for (i = 0; i < parent->n; i++) {
-		const struct strata_lindex *lx = layer_of(s, parent->s[i].layer);
-		uint32_t c = strata_lx_lookup(lx, parent->s[i].entry, name, len);
-		const struct strata_lx_entry *e;
-
-		if (c == UINT32_MAX)
-			continue;
-		e = strata_lx_entry(lx, c);
-		if (!S_ISDIR(e->mode) || (e->flags & STRATA_LX_WHITEOUT))
-			break;
-		out->s[out->n].layer = parent->s[i].layer;
-		out->s[out->n++].entry = c;
-		if (e->flags & STRATA_LX_OPAQUE)
-			break;
-	}
-	return 0;
-}
-
-/* The visible entry @name of @parent: topmost source entry that is not a
- * ghost, unless it is a whiteout. Return: true and *out if there is one. */
-static bool child_find(const struct side *s, const struct mdir *parent,
-		       const char *name, size_t len, struct src *out)
-{
-	uint32_t i;
-
-	for (i = 0; i < parent->n; i++) {
-		const struct strata_lindex *lx = layer_of(s, parent->s[i].layer);
-		uint32_t c = strata_lx_lookup(lx, parent->s[i].entry, name, len);
-		const struct strata_lx_entry *e;
-
-		if (c == UINT32_MAX)
-			continue;
-		e = strata_lx_entry(lx, c);
-		if (e->flags & STRATA_LX_GHOST)
-			continue;
-		if (e->flags & STRATA_LX_WHITEOUT)
-			return false;
-		out->layer = parent->s[i].layer;
-		out->entry = c;
-		return true;
-	}
-	return false;
-}
-
-static int kid_cmp(const void *a, const void *b)
-{
-	const struct kid *x = a, *y = b;
-	int c = strata_lx_namecmp(x->name, x->len, y->name, y->len);
-
-	if (c)
-		return c;
-	return x->rank < y->rank ? -1 : x->rank > y->rank;
-}
-
-/* The visible children of @m, sorted by name (fs_dir_merge()). */
-static int list_dir(const struct side *s, const struct mdir *m,
-		    struct kid **out, size_t *n_out)
-{
-	struct kid *k;
-	size_t total = 0, n = 0, i, w = 0;
-	uint32_t r;
-
-	for (r = 0; r < m->n; r++)
-		total += ent(s, m->s[r])->b;
-	k = malloc((total ? total : 1) * sizeof(*k));
-	if (!k)
-		return -ENOMEM;
-	for (r = 0; r < m->n; r++) {
-		const struct strata_lindex *lx = layer_of(s, m->s[r].layer);
-		const struct strata_lx_entry *d = strata_lx_entry(lx,
-								  m->s[r].entry);
-		uint32_t c;
-
-		for (c = 0; c < d->b; c++) {
-			const struct strata_lx_entry *e =
-				strata_lx_entry(lx, d->a + c);
-
-			if (!e)
-				break;
-			k[n].name = strata_lx_str(lx, e->name_off);
-			k[n].len = e->name_len;
-			k[n].rank = r;
-			k[n].s.layer = m->s[r].layer;
-			k[n].s.entry = d->a + c;
-			n++;
-		}
-	}
-	if (m->n > 1)
-		qsort(k, n, sizeof(*k), kid_cmp);
-	for (i = 0; i < n;) {
-		size_t j = i + 1, t = i;
-
-		while (j < n && k[j].len == k[i].len &&
-		       !memcmp(k[j].name, k[i].name, k[i].len))
-			j++;
-		while (t < j && (ent(s, k[t].s)->flags & STRATA_LX_GHOST))
-			t++;
-		if (t < j && !(ent(s, k[t].s)->flags & STRATA_LX_WHITEOUT))
-			k[w++] = k[t];
-		i = j;
-	}
-	*out = k;
-	*n_out = w;
-	return 0;
-}
-
-/* Resolve "a/b/c" ("" = the root) in the merged tree: the visible entry
- * and, for a directory, its sources (caller frees dir->s). */
-static int resolve(const struct side *s, const char *path, struct src *out,
-		   struct mdir *dir, bool *found)
-{
-	struct mdir cur = { 0 };
-	int r;
-
-	*found = false;
-	dir->s = NULL;
-	dir->n = 0;
-	r = root_dir(s, &cur);
-	if (r < 0)
-		return r;
-	if (cur.n == 0) {
-		free(cur.s);
-		return 0;
-	}
-	*out = cur.s[0];
-	while (*path) {
-		const char *slash = strchr(path, '/');
-		size_t len = slash ? (size_t)(slash - path) : strlen(path);
-		struct mdir next;
-
-		if (!child_find(s, &cur, path, len, out)) {
-			free(cur.s);
-			return 0;
-		}
-		if (!S_ISDIR(ent(s, *out)->mode)) {
-			free(cur.s);
-			if (slash)
-				return 0;
-			*found = true;
-			return 0;
-		}
-		r = child_dir(s, &cur, path, len, &next);
-		free(cur.s);
-		if (r < 0)
-			return r;
-		cur = next;
-		path = slash ? slash + 1 : path + len;
-	}
-	*found = true;
-	*dir = cur;
-	if (cur.n)
-		*out = dir_attr(s, &cur);
-	return 0;
-}
-
 /* ---- attributes ---- */
 
 static void attrs_free(struct attrs *a)
@@ -447,7 +230,8 @@ static int lx_xattrs(const struct strata_lindex *lx, uint32_t i, bool filter,
 	return 0;
 }
 
-static void lx_attrs(const struct side *s, struct src x, struct attrs *a)
+static void lx_attrs(const struct side *s, struct strata_imgview_ent x,
+		     struct attrs *a)
 {
 	const struct strata_lindex *lx = layer_of(s, x.layer);
 	const struct strata_lx_entry *e = strata_lx_entry(lx, x.entry);
@@ -536,7 +320,7 @@ static uint32_t meta_diff(const struct attrs *a, const struct attrs *b)
 
 /* The content file of regular file @x: fd, -ENOENT for an empty file
  * (none), or negative errno. */
-static int open_content(const struct side *s, struct src x)
+static int open_content(const struct side *s, struct strata_imgview_ent x)
 {
 	const struct strata_lx_entry *e = ent(s, x);
 	char name[16];
@@ -600,7 +384,8 @@ static int content_error(struct diff *d, const struct side *s, int r)
 }
 
 /* Regular files @xa, @xb of equal size: same content? */
-static int same_content(struct diff *d, struct src xa, struct src xb,
+static int same_content(struct diff *d, struct strata_imgview_ent xa,
+			struct strata_imgview_ent xb,
 			uint64_t size)
 {
 	const struct strata_lx_entry *ea = ent(&d->a, xa), *eb = ent(&d->b, xb);
@@ -621,14 +406,15 @@ static int same_content(struct diff *d, struct src xa, struct src xb,
 
 /* ---- two images ---- */
 
-static bool same_entry(const struct diff *d, struct src xa, struct src xb)
+static bool same_entry(const struct diff *d, struct strata_imgview_ent xa,
+		       struct strata_imgview_ent xb)
 {
 	return xa.layer == xb.layer && xa.entry == xb.entry &&
 	       xa.layer < d->shared;
 }
 
-static bool same_dir(const struct diff *d, const struct mdir *a,
-		     const struct mdir *b)
+static bool same_dir(const struct diff *d, const struct strata_mdir *a,
+		     const struct strata_mdir *b)
 {
 	uint32_t i;
 
@@ -642,7 +428,8 @@ static bool same_dir(const struct diff *d, const struct mdir *a,
 
 /* Compare the visible entries @xa, @xb. Return: STRATA_DIFF_* or
  * negative errno. */
-static int compare(struct diff *d, struct src xa, struct src xb)
+static int compare(struct diff *d, struct strata_imgview_ent xa,
+		   struct strata_imgview_ent xb)
 {
 	struct attrs a, b;
 	char *na = NULL, *nb = NULL;
@@ -673,10 +460,10 @@ static int compare(struct diff *d, struct src xa, struct src xb)
 }
 
 /* Bytes of the regular files at and under @x of side @s. */
-static int tree_bytes(const struct side *s, struct src x,
-		      const struct mdir *m, uint64_t *out)
+static int tree_bytes(const struct side *s, struct strata_imgview_ent x,
+		      const struct strata_mdir *m, uint64_t *out)
 {
-	struct kid *k = NULL;
+	struct strata_mkid *k = NULL;
 	size_t n = 0, i;
 	int r;
 
@@ -685,14 +472,14 @@ static int tree_bytes(const struct side *s, struct src x,
 			*out += ent(s, x)->size;
 		return 0;
 	}
-	r = list_dir(s, m, &k, &n);
+	r = strata_mdir_list(s->v, m, &k, &n);
 	for (i = 0; r == 0 && i < n; i++) {
-		struct mdir c = { 0 };
+		struct strata_mdir c = { 0 };
 
-		if (S_ISDIR(ent(s, k[i].s)->mode))
-			r = child_dir(s, m, k[i].name, k[i].len, &c);
+		if (S_ISDIR(ent(s, k[i].ent)->mode))
+			r = strata_mdir_child(s->v, m, k[i].name, k[i].len, &c);
 		if (r == 0)
-			r = tree_bytes(s, k[i].s, &c, out);
+			r = tree_bytes(s, k[i].ent, &c, out);
 		free(c.s);
 	}
 	free(k);
@@ -700,15 +487,15 @@ static int tree_bytes(const struct side *s, struct src x,
 }
 
 /* Every entry under directory @m of B, as added. */
-static int add_tree(struct diff *d, const struct mdir *m)
+static int add_tree(struct diff *d, const struct strata_mdir *m)
 {
-	struct kid *k = NULL;
+	struct strata_mkid *k = NULL;
 	size_t n = 0, i;
 	int r;
 
-	r = list_dir(&d->b, m, &k, &n);
+	r = strata_mdir_list(d->b.v, m, &k, &n);
 	for (i = 0; r == 0 && i < n; i++) {
-		const struct strata_lx_entry *e = ent(&d->b, k[i].s);
+		const struct strata_lx_entry *e = ent(&d->b, k[i].ent);
 		size_t saved;
 
 		r = path_push(d, k[i].name, k[i].len, &saved);
@@ -716,9 +503,9 @@ static int add_tree(struct diff *d, const struct mdir *m)
 			r = add(d, 'A', 0, 0, e->mode, 0,
 				S_ISREG(e->mode) ? e->size : 0);
 		if (r == 0 && S_ISDIR(e->mode)) {
-			struct mdir c = { 0 };
+			struct strata_mdir c = { 0 };
 
-			r = child_dir(&d->b, m, k[i].name, k[i].len, &c);
+			r = strata_mdir_child(d->b.v, m, k[i].name, k[i].len, &c);
 			if (r == 0)
 				r = add_tree(d, &c);
 			free(c.s);
@@ -729,29 +516,31 @@ static int add_tree(struct diff *d, const struct mdir *m)
 	return r;
 }
 
-static int walk(struct diff *d, const struct mdir *ma, const struct mdir *mb);
+static int walk(struct diff *d, const struct strata_mdir *ma,
+		const struct strata_mdir *mb);
 
 /* Name @k present in A (@ka) and B (@kb) of directories @ma, @mb. */
-static int both(struct diff *d, const struct mdir *ma, const struct mdir *mb,
-		const struct kid *ka, const struct kid *kb)
+static int both(struct diff *d, const struct strata_mdir *ma,
+		const struct strata_mdir *mb,
+		const struct strata_mkid *ka, const struct strata_mkid *kb)
 {
-	const struct strata_lx_entry *ea = ent(&d->a, ka->s);
-	const struct strata_lx_entry *eb = ent(&d->b, kb->s);
-	struct mdir ca = { 0 }, cb = { 0 };
-	struct src xa = ka->s, xb = kb->s;
+	const struct strata_lx_entry *ea = ent(&d->a, ka->ent);
+	const struct strata_lx_entry *eb = ent(&d->b, kb->ent);
+	struct strata_mdir ca = { 0 }, cb = { 0 };
+	struct strata_imgview_ent xa = ka->ent, xb = kb->ent;
 	int w, r = 0;
 
 	if (S_ISDIR(ea->mode))
-		r = child_dir(&d->a, ma, ka->name, ka->len, &ca);
+		r = strata_mdir_child(d->a.v, ma, ka->name, ka->len, &ca);
 	if (r == 0 && S_ISDIR(eb->mode))
-		r = child_dir(&d->b, mb, kb->name, kb->len, &cb);
+		r = strata_mdir_child(d->b.v, mb, kb->name, kb->len, &cb);
 	if (r < 0)
 		goto out;
 	if (S_ISDIR(ea->mode) && S_ISDIR(eb->mode)) {
 		if (same_dir(d, &ca, &cb))
 			goto out;	/* the same subtree */
-		xa = dir_attr(&d->a, &ca);
-		xb = dir_attr(&d->b, &cb);
+		xa = strata_mdir_attr(d->a.v, &ca);
+		xb = strata_mdir_attr(d->b.v, &cb);
 	}
 	w = compare(d, xa, xb);
 	if (w < 0) {
@@ -772,20 +561,21 @@ out:
 	return r;
 }
 
-static int walk(struct diff *d, const struct mdir *ma, const struct mdir *mb)
+static int walk(struct diff *d, const struct strata_mdir *ma,
+		const struct strata_mdir *mb)
 {
-	struct kid *ka = NULL, *kb = NULL;
+	struct strata_mkid *ka = NULL, *kb = NULL;
 	size_t na = 0, nb = 0, i = 0, j = 0;
 	int r;
 
-	r = list_dir(&d->a, ma, &ka, &na);
+	r = strata_mdir_list(d->a.v, ma, &ka, &na);
 	if (r == 0)
-		r = list_dir(&d->b, mb, &kb, &nb);
+		r = strata_mdir_list(d->b.v, mb, &kb, &nb);
 	while (r == 0 && (i < na || j < nb)) {
 		int c = i >= na ? 1 : j >= nb ? -1 :
 			strata_lx_namecmp(ka[i].name, ka[i].len, kb[j].name,
 					  kb[j].len);
-		const struct kid *k = c <= 0 ? &ka[i] : &kb[j];
+		const struct strata_mkid *k = c <= 0 ? &ka[i] : &kb[j];
 		size_t saved;
 
 		r = path_push(d, k->name, k->len, &saved);
@@ -794,26 +584,26 @@ static int walk(struct diff *d, const struct mdir *ma, const struct mdir *mb)
 		if (c == 0) {
 			r = both(d, ma, mb, &ka[i], &kb[j]);
 		} else if (c < 0) {
-			const struct strata_lx_entry *e = ent(&d->a, ka[i].s);
-			struct mdir cm = { 0 };
+			const struct strata_lx_entry *e = ent(&d->a, ka[i].ent);
+			struct strata_mdir cm = { 0 };
 			uint64_t bytes = 0;
 
 			if (S_ISDIR(e->mode))
-				r = child_dir(&d->a, ma, k->name, k->len, &cm);
+				r = strata_mdir_child(d->a.v, ma, k->name, k->len, &cm);
 			if (r == 0)
-				r = tree_bytes(&d->a, k->s, &cm, &bytes);
+				r = tree_bytes(&d->a, k->ent, &cm, &bytes);
 			if (r == 0)
 				r = add(d, 'D', 0, e->mode, 0, bytes, 0);
 			free(cm.s);
 		} else {
-			const struct strata_lx_entry *e = ent(&d->b, kb[j].s);
+			const struct strata_lx_entry *e = ent(&d->b, kb[j].ent);
 
 			r = add(d, 'A', 0, 0, e->mode, 0,
 				S_ISREG(e->mode) ? e->size : 0);
 			if (r == 0 && S_ISDIR(e->mode)) {
-				struct mdir cm = { 0 };
+				struct strata_mdir cm = { 0 };
 
-				r = child_dir(&d->b, mb, k->name, k->len, &cm);
+				r = strata_mdir_child(d->b.v, mb, k->name, k->len, &cm);
 				if (r == 0)
 					r = add_tree(d, &cm);
 				free(cm.s);
@@ -874,7 +664,7 @@ int strata_diff_images(struct strata_store *st, struct strata_image *a,
 		       struct strata_err *err)
 {
 	struct diff d;
-	struct mdir ma = { 0 }, mb = { 0 };
+	struct strata_mdir ma = { 0 }, mb = { 0 };
 	int r;
 
 	r = diff_init(&d, out, err);
@@ -886,9 +676,9 @@ int strata_diff_images(struct strata_store *st, struct strata_image *a,
 	       !strcmp(a->layers[d.shared].diff_id, b->layers[d.shared].diff_id))
 		d.shared++;
 	if (r == 0)
-		r = root_dir(&d.a, &ma);
+		r = strata_mdir_root(d.a.v, &ma);
 	if (r == 0)
-		r = root_dir(&d.b, &mb);
+		r = strata_mdir_root(d.b.v, &mb);
 	if (r == 0 && !same_dir(&d, &ma, &mb) && ma.n && mb.n)
 		r = walk(&d, &ma, &mb);
 	else if (r == 0 && !ma.n && mb.n)
@@ -958,11 +748,11 @@ static bool is_marker(const char *path)
 static int upper_meta(struct diff *d, struct rec *rc, const struct attrs *b)
 {
 	struct attrs a;
-	struct src x;
-	struct mdir m;
+	struct strata_imgview_ent x;
+	struct strata_mdir m;
 	char *names = NULL;
 	bool found;
-	int r = resolve(&d->a, rc->path, &x, &m, &found);
+	int r = strata_mdir_resolve(d->a.v, rc->path, &x, &m, &found);
 
 	free(m.s);
 	if (r < 0 || !found)
@@ -1031,11 +821,11 @@ static int sink_entry(void *ctx, const struct strata_tar_hdr *h,
 static int upper_content(struct diff *d, const char *path, int fd,
 			 uint64_t size, uint32_t *what)
 {
-	struct src x;
-	struct mdir m;
+	struct strata_imgview_ent x;
+	struct strata_mdir m;
 	bool found;
 	cleanup_fd int fa = -1;
-	int r = resolve(&d->a, path, &x, &m, &found);
+	int r = strata_mdir_resolve(d->a.v, path, &x, &m, &found);
 
 	free(m.s);
 	if (r < 0 || !found)
@@ -1159,22 +949,22 @@ static int upper_hardlink(struct usink *u, struct rec *rc)
 static int opaque_deletes(struct usink *u, const char *dir)
 {
 	struct diff *d = u->d;
-	struct src x;
-	struct mdir m;
-	struct kid *k = NULL;
+	struct strata_imgview_ent x;
+	struct strata_mdir m;
+	struct strata_mkid *k = NULL;
 	size_t n = 0, i;
 	bool found;
-	int r = resolve(&d->a, dir, &x, &m, &found);
+	int r = strata_mdir_resolve(d->a.v, dir, &x, &m, &found);
 
 	if (r < 0 || !found || !S_ISDIR(ent(&d->a, x)->mode)) {
 		free(m.s);
 		return r;
 	}
-	r = list_dir(&d->a, &m, &k, &n);
+	r = strata_mdir_list(d->a.v, &m, &k, &n);
 	for (i = 0; r == 0 && i < n; i++) {
 		cleanup_free char *p = NULL;
-		const struct strata_lx_entry *e = ent(&d->a, k[i].s);
-		struct mdir cm = { 0 };
+		const struct strata_lx_entry *e = ent(&d->a, k[i].ent);
+		struct strata_mdir cm = { 0 };
 		uint64_t bytes = 0;
 
 		if (asprintf(&p, "%s%s%.*s", dir, *dir ? "/" : "",
@@ -1185,9 +975,9 @@ static int opaque_deletes(struct usink *u, const char *dir)
 		if (rec_find(u, p))
 			continue;
 		if (S_ISDIR(e->mode))
-			r = child_dir(&d->a, &m, k[i].name, k[i].len, &cm);
+			r = strata_mdir_child(d->a.v, &m, k[i].name, k[i].len, &cm);
 		if (r == 0)
-			r = tree_bytes(&d->a, k[i].s, &cm, &bytes);
+			r = tree_bytes(&d->a, k[i].ent, &cm, &bytes);
 		free(cm.s);
 		if (r == 0)
 			r = set_path(d, p, strlen(p));
@@ -1204,15 +994,15 @@ static int opaque_deletes(struct usink *u, const char *dir)
 static int whiteout_delete(struct usink *u, const char *path)
 {
 	struct diff *d = u->d;
-	struct src x;
-	struct mdir m;
+	struct strata_imgview_ent x;
+	struct strata_mdir m;
 	bool found;
 	uint64_t bytes = 0;
 	int r;
 
 	if (rec_find(u, path))
 		return 0;
-	r = resolve(&d->a, path, &x, &m, &found);
+	r = strata_mdir_resolve(d->a.v, path, &x, &m, &found);
 	if (r == 0 && found)
 		r = tree_bytes(&d->a, x, &m, &bytes);
 	free(m.s);
