@@ -127,12 +127,105 @@ static int entry_cmp(const void *a, const void *b)
 	return strcmp(x->path, y->path);
 }
 
-static void finish(struct strata_diff *o)
+static bool listed(const struct strata_diff *o, const char *path)
+{
+	struct strata_diff_entry key = { .path = (char *)path };
+
+	return o->n && bsearch(&key, o->e, o->n, sizeof(*o->e), entry_cmp);
+}
+
+static int str_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/*
+ * Every directory that holds a change and is not itself added, deleted or
+ * changed becomes a change ("contents"), up to the root, as podman and
+ * docker list them (containers/storage pkg/archive changes.go). It exists
+ * on both sides as a directory: otherwise it would be listed already.
+ * @o is sorted; it is sorted again after.
+ */
+static int mark_parents(struct strata_diff *o)
+{
+	char **p = NULL;
+	size_t np = 0, cap = 0, n0 = o->n, i, k;
+	int r = 0;
+
+	for (i = 0; i < n0 && r == 0; i++) {
+		char *q = strdup(o->e[i].path), *slash;
+
+		if (!q) {
+			r = -ENOMEM;
+			break;
+		}
+		/* up to the first ancestor listed on its own */
+		while ((slash = strrchr(q, '/')) && slash != q) {
+			*slash = '\0';
+			if (listed(o, q))
+				break;
+			if (np == cap) {
+				char **g = realloc(p, (cap = cap ? cap * 2 : 64) *
+						   sizeof(*p));
+
+				if (!g) {
+					r = -ENOMEM;
+					break;
+				}
+				p = g;
+			}
+			if (!(p[np] = strdup(q))) {
+				r = -ENOMEM;
+				break;
+			}
+			np++;
+		}
+		free(q);
+	}
+	if (np)
+		qsort(p, np, sizeof(*p), str_cmp);
+	for (k = 0; k < np && r == 0; k++) {
+		struct strata_diff_entry *e;
+
+		if (o->n > n0 && !strcmp(p[k], o->e[o->n - 1].path))
+			continue;	/* the one just added */
+		if (o->n == o->cap) {
+			size_t c = o->cap ? o->cap * 2 : 64;
+
+			e = realloc(o->e, c * sizeof(*e));
+			if (!e) {
+				r = -ENOMEM;
+				break;
+			}
+			o->e = e;
+			o->cap = c;
+		}
+		e = &o->e[o->n++];
+		memset(e, 0, sizeof(*e));
+		e->path = p[k];
+		p[k] = NULL;
+		e->kind = 'C';
+		e->what = STRATA_DIFF_CONTENTS;
+		e->old_mode = e->new_mode = S_IFDIR;
+	}
+	for (k = 0; k < np; k++)
+		free(p[k]);
+	free(p);
+	if (o->n > n0)
+		qsort(o->e, o->n, sizeof(*o->e), entry_cmp);
+	return r;
+}
+
+static int finish(struct strata_diff *o)
 {
 	size_t i;
+	int r;
 
 	if (o->n)
 		qsort(o->e, o->n, sizeof(*o->e), entry_cmp);
+	r = mark_parents(o);
+	if (r < 0)
+		return r;
 	for (i = 0; i < o->n; i++) {
 		struct strata_diff_entry *e = &o->e[i];
 
@@ -147,6 +240,7 @@ static void finish(struct strata_diff *o)
 			o->changed_bytes += e->new_size;
 		}
 	}
+	return 0;
 }
 
 /* ---- paths ---- */
@@ -694,7 +788,11 @@ int strata_diff_images(struct strata_store *st, struct strata_image *a,
 			strata_err_set(err, r, "diff: out of memory");
 		return r;
 	}
-	finish(out);
+	r = finish(out);
+	if (r < 0) {
+		strata_diff_clear(out);
+		return strata_err_set(err, r, "diff: out of memory");
+	}
 	return 0;
 }
 
@@ -1115,6 +1213,10 @@ int strata_diff_upper(struct strata_store *st, struct strata_image *img,
 			strata_err_set(err, r, "diff: out of memory");
 		return r;
 	}
-	finish(out);
+	r = finish(out);
+	if (r < 0) {
+		strata_diff_clear(out);
+		return strata_err_set(err, r, "diff: out of memory");
+	}
 	return 0;
 }

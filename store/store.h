@@ -826,6 +826,8 @@ enum {
 	STRATA_DIFF_XATTRS = 1 << 6,
 	STRATA_DIFF_LINK = 1 << 7,	/* symlink target */
 	STRATA_DIFF_DEVICE = 1 << 8,	/* device number */
+	STRATA_DIFF_CONTENTS = 1 << 9,	/* a directory: something inside it
+					 * (podman and docker list these) */
 };
 
 struct strata_diff_entry {

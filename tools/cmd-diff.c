@@ -37,7 +37,7 @@ static const char usage[] =
 
 static const char *const what_names[] = {
 	"type", "mode", "owner", "size", "content", "mtime", "xattrs",
-	"link", "device",
+	"link", "device", "contents",
 };
 
 static const char *type_name(uint32_t mode)

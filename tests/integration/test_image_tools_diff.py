@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from test_commit_peers import podman, sweep_mounts  # noqa: F401
 from conftest import (STRATA, append_raw_layer, read_blob, run, tar_dir,
                       tar_file, tar_symlink, umoci_rootfs, write_blob,
                       _json_bytes)
@@ -83,22 +84,42 @@ def py_diff(ra, rb):
         if p not in tb and (parent == "/" or (
                 parent in tb and stat.S_ISDIR(tb[parent]["type"]))):
             out[p] = ("D", ())
+    # docker's and podman's rule (containers/storage pkg/archive
+    # changes.go addChanges): a directory holding a change is changed too
+    for p in list(out):
+        q = p.rsplit("/", 1)[0]
+        while q and q not in out:
+            out[q] = ("C", ())
+            q = q.rsplit("/", 1)[0]
+    return out
+
+
+def holders(d):
+    """The parent directories of the paths of @d."""
+    out = set()
+    for p in d:
+        q = p.rsplit("/", 1)[0]
+        while q:
+            out.add(q)
+            q = q.rsplit("/", 1)[0]
     return out
 
 
 def strata_diff(strata, *args):
-    """strata diff --json: {path: (kind, changed)} with directories whose
-    only change is their mtime left out (see py_diff), and the raw text."""
+    """strata diff --json: {path: (kind, changed)} with directories'
+    mtime and "contents" left out (see py_diff), a directory left with no
+    change kept only when it holds one, and the raw text."""
     r = strata("diff", "--json", *args)
     doc = json.loads(r.stdout)
     out = {}
     for c in doc["changes"]:
         w = tuple(sorted(c.get("changed", ())))
-        if c["kind"] == "C" and c["type"] == "dir" and "mtime" in w:
-            w = tuple(x for x in w if x != "mtime")
-            if not w:
-                continue
+        if c["kind"] == "C" and c["type"] == "dir":
+            w = tuple(x for x in w if x not in ("mtime", "contents"))
         out[c["path"]] = (c["kind"], w)
+    held = holders(out)
+    out = {p: v for p, v in out.items()
+           if v != ("C", ()) or p in held}
     paths = [c["path"] for c in doc["changes"]]
     assert paths == sorted(paths, key=os.fsencode)
     return out, doc
@@ -141,13 +162,14 @@ def base_step(r):
         os.utime(p, (MT, MT), follow_symlinks=False)
 
 
-def change_step(r):
+def change_step(r, dirfile=True):
     (r / "etc/conf").write_text("two, longer\n")
     (r / "etc/samesize").write_text("bbbb")
     os.utime(r / "etc/samesize", (MT, MT))
     shutil.rmtree(r / "gone")
-    shutil.rmtree(r / "dirfile")
-    (r / "dirfile").write_text("now a file\n")
+    if dirfile:
+        shutil.rmtree(r / "dirfile")
+        (r / "dirfile").write_text("now a file\n")
     (r / "filedir").unlink()
     (r / "filedir").mkdir()
     (r / "filedir/inside").write_text("i\n")
@@ -164,12 +186,7 @@ def change_step(r):
     (r / "new/a/b/file").write_text("new\n")
 
 
-@pytest.fixture(scope="module")
-def images(tmp_path_factory):
-    """An OCI layout with tag base (one layer) and tag t: base, a layer of
-    changes (umoci), a config-only entry, and a hand-made layer with an
-    opaque directory and a whiteout."""
-    tmp = tmp_path_factory.mktemp("imgs")
+def make_images(tmp, dirfile=True):
     layout, bundle = tmp / "L", tmp / "bundle"
     run(["umoci", "init", "--layout", layout])
     run(["umoci", "new", "--image", f"{layout}:t"])
@@ -182,7 +199,7 @@ def images(tmp_path_factory):
         run(["umoci", "repack", "--image", f"{layout}:t", bundle])
     step(base_step)
     run(["umoci", "tag", "--image", f"{layout}:t", "base"])
-    step(change_step)
+    step(lambda r: change_step(r, dirfile))
     run(["umoci", "config", "--image", f"{layout}:t", "--config.env", "X=1"])
     append_raw_layer(layout, "t", [
         tar_dir("opq", mtime=MT), tar_file("opq/.wh..wh..opq"),
@@ -191,6 +208,16 @@ def images(tmp_path_factory):
         tar_file(".wh.mt"), tar_dir("etc", mtime=MT + 7),
     ])
     shutil.rmtree(bundle)
+    return layout
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """An OCI layout with tag base (one layer) and tag t: base, a layer of
+    changes (umoci), a config-only entry, and a hand-made layer with an
+    opaque directory and a whiteout."""
+    tmp = tmp_path_factory.mktemp("imgs")
+    layout = make_images(tmp)
     ra = umoci_rootfs(layout, "base", tmp / "ua")
     rb = umoci_rootfs(layout, "t", tmp / "ub")
     return layout, ra, rb
@@ -229,6 +256,44 @@ def test_diff_two_images_against_umoci_trees(images, strata):
     back, _ = strata_diff(strata, f"oci:{layout}:t", f"oci:{layout}:base")
     assert_diff(back, py_diff(rb, ra))
     assert strata("diff", f"oci:{layout}:t", f"oci:{layout}:t").stdout == ""
+
+
+def test_diff_lines_against_podman(strata, podman, tmp_path):
+    """podman image diff of the same two images (vfs store, its naive
+    tree walk): every line podman prints, strata prints with the same
+    kind. strata also reports what podman's walk does not look at: a
+    file's bytes at the same size and mtime, xattrs other than
+    security.capability, a symlink target of the same length, a
+    directory's own mtime, and the parents of those changes."""
+    # the same images without the directory umoci turns into a file: its
+    # layer also whiteouts the old directory's child, under what is now a
+    # file, and podman refuses that layer ("unlinkat /dirfile/child: not
+    # a directory"). podman names a pulled layout after its path, in
+    # lowercase.
+    layout = make_images(tmp_path, dirfile=False)
+    lay = tmp_path / "lay"
+    shutil.copytree(layout, lay)
+    ids = {tag: podman("pull", "-q", f"oci:{lay}:{tag}").stdout.split()[-1]
+           for tag in ("base", "t")}
+    # podman names the newer image first
+    pod = podman("image", "diff", ids["t"], ids["base"]).stdout.split("\n")
+    pod = {ln[2:]: ln[0] for ln in pod if ln.strip()}
+    _, doc = strata_diff(strata, f"oci:{layout}:base", f"oci:{layout}:t")
+    ours = {c["path"]: c for c in doc["changes"]}
+    assert pod, "podman saw no change"
+    for p, kind in sorted(pod.items()):
+        assert p in ours and ours[p]["kind"] == kind, (p, kind, ours.get(p))
+    podman_blind = {"content", "xattrs", "link", "mtime"}
+    for p, c in ours.items():
+        if p in pod:
+            continue
+        assert c["kind"] == "C", c
+        w = set(c["changed"]) - {"contents"}
+        # a parent listed only for what podman does not see
+        assert w <= podman_blind, c
+        if not w:
+            assert any(q.startswith(p + "/") and q not in pod
+                       for q in ours), c
 
 
 def test_diff_stat_counts_and_bytes(images, strata):
