@@ -30,9 +30,10 @@ and once cold (caches dropped before the run):
 - the floor: `strata --version` (process start, dynamic linking)
 
 The report gives the medians (min-max), the ratio to strata, and how many
-lines each printed (podman also lists, as changed, the parent directory
-of every addition and deletion; diff -r lists the first level of a
-deleted or added directory and compares the content of every file).
+lines each printed (strata and podman both list, as changed, every
+directory that holds a change; strata also compares bytes, xattrs and
+link targets that podman's walk skips; diff -r lists the first level of
+a deleted or added directory and compares the content of every file).
 """
 import argparse
 import datetime
