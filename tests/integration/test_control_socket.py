@@ -149,10 +149,13 @@ def nobody_stratafs(nobody_dir, lay, tag, env):
 
 # ---- root's mount ------------------------------------------------------------
 
-def test_commit_refuses_a_squatter(umoci_image, mount, squatter, tmp_path):
+@pytest.mark.parametrize("cmd", ["commit", "diff", "export"])
+def test_commit_refuses_a_squatter(umoci_image, mount, squatter, tmp_path,
+                                   cmd):
     """A squatter that answers for root's mount (here: on the abstract name,
-    with the daemon's own socket gone) is refused: the peer is uid 65534,
-    the mount's owner is root. Nothing is written."""
+    with the daemon's own socket gone) is refused by commit, diff and
+    export of the mount: the peer is uid 65534, the mount's owner is root.
+    Nothing is written, nothing of the squatter's upper is read."""
     layout, tag = umoci_image([base])
     store = tmp_path / "store"
     mnt = tmp_path / "mnt"
@@ -167,10 +170,15 @@ def test_commit_refuses_a_squatter(umoci_image, mount, squatter, tmp_path):
     # the squatter
     (ROOT_DIR / sock_hash(mnt)).unlink(missing_ok=True)
     before = layout_state(layout)
-    r = run([STRATA, "commit", mnt, ":evil"], check=False)
+    out = tmp_path / "export.tar"
+    args = {"commit": [mnt, ":evil"], "diff": [mnt],
+            "export": [mnt, out]}[cmd]
+    r = run([STRATA, cmd] + args, check=False)
     assert r.returncode != 0, r.stderr
     assert str(mnt) in r.stderr and str(NOBODY) in r.stderr, r.stderr
+    assert "shadow" not in r.stdout
     assert layout_state(layout) == before
+    assert not out.exists()
 
 
 def test_daemon_socket_is_owner_only(umoci_image, mount, squatter, tmp_path):
