@@ -208,6 +208,8 @@ static size_t write_cb(char *buf, size_t size, size_t nmemb, void *ctx)
 		}
 		/* 200 to a Range request: the whole body again */
 		s->skip = s->ranged && status != 206 ? s->offset : 0;
+		s->status = status;
+		s->length = x->resp->content_length;
 	}
 	if (s->skip) {
 		off = n < s->skip ? n : (size_t)s->skip;

@@ -81,6 +81,10 @@ struct strata_reg_sink {
 	/* private to the request */
 	uint64_t skip;
 	bool ranged;
+	/* the answer whose body write() gets: its status and
+	 * Content-Length (-1 if absent), set before its first byte */
+	long status;
+	int64_t length;
 };
 
 /* Open a client for @ref (kind STRATA_REF_DOCKER) with @o (may be NULL):
