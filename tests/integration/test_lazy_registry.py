@@ -240,35 +240,57 @@ def test_redirect_keeps_range_drops_token(lreg, daemon, store, tmp_path):
         other.stop_all()
 
 
+def rotate_token_key(lreg, name):
+    """The registry restarted trusting only a new key, which the token
+    server now signs with: every token issued before is refused."""
+    key, cert, der = token_signer(lreg.tmp / name)
+    lreg.reg.stop()
+    shutil.copy(cert, lreg.trusted)
+    lreg.tok.key, lreg.tok.cert_der = key, der
+    assert lreg.reg.start()
+
+
+def login(reg, user, password):
+    run([STRATA, "login", "--tls-verify=false", "-u", user,
+         "--password-stdin", reg.addr], input=password + "\n")
+
+
 def test_token_rotated_refreshed_with_login_creds(lreg, daemon, store,
                                                    tmp_path, monkeypatch):
     """Credentials kept by `strata login` (not given to the mount); the
-    registry then rotates its token signing key (restarted trusting only
-    the new one, as the token server signs with it): the token the mount
+    registry then rotates its token signing key: the token the mount
     holds is refused with 401, a new one is fetched with the login's
-    credentials and the read succeeds."""
+    credentials and the read succeeds. Then the password changes and the
+    user logs in again: the mount, refused by the token server with the
+    old password, reads the auth file again and goes on, no remount."""
     auth = tmp_path / "auth.json"
     monkeypatch.setenv("REGISTRY_AUTH_FILE", str(auth))
     reg = lreg.reg
-    r = run([STRATA, "login", "--tls-verify=false", "-u", CREDS[0],
-             "--password-stdin", reg.addr], input=CREDS[1] + "\n")
-    assert reg.addr in json.loads(auth.read_text())["auths"], r.stdout
+    login(reg, *CREDS)
+    assert reg.addr in json.loads(auth.read_text())["auths"]
     mnt = tmp_path / "m"
     p = daemon.start(f"docker://{reg.addr}/l/z:t", mnt,
                      opts="prefetch=0,tls_verify=false")
     assert (mnt / "data/f5").read_bytes() == lreg.contents["f5"]
     before = len(lreg.tok.seen)
-
-    key, cert, der = token_signer(lreg.tmp / f"tok-{before}")
-    reg.stop()
-    shutil.copy(cert, lreg.trusted)
-    lreg.tok.key, lreg.tok.cert_der = key, der
-    assert reg.start()
+    rotate_token_key(lreg, "tok-rotated")
     assert (mnt / "data/f0").read_bytes() == lreg.contents["f0"]
-    log = daemon.log(p)
-    assert "cannot fetch" not in log and "retrying" not in log, log
     fresh = lreg.tok.seen[before:]
     assert fresh and all(u == CREDS[0] for _, _, u in fresh), fresh
+
+    try:
+        lreg.tok.creds = (CREDS[0], "n3w")
+        login(reg, CREDS[0], "n3w")
+        before = len(lreg.tok.seen)
+        rotate_token_key(lreg, "tok-rotated-2")
+        assert (mnt / "data/f1").read_bytes() == lreg.contents["f1"]
+        # refused with the old password, given with the new one
+        assert [u for _, _, u in lreg.tok.seen[before:]][-2:] == \
+            [None, CREDS[0]], lreg.tok.seen[before:]
+    finally:
+        lreg.tok.creds = CREDS
+    log = daemon.log(p)
+    assert "cannot fetch" not in log and "retrying" not in log, log
 
 
 def futex_waiters(pid):
