@@ -14,7 +14,9 @@
  * challenge's realm for scope repository:REPO:pull (pull,push for a push,
  * plus repository:OTHER:pull for each repository a blob is mounted from;
  * no scope for a login check), with the credentials, if any, as Basic,
- * and keeps it until it expires.
+ * and keeps it until it expires or the registry answers 401. Refused
+ * credentials from an auth file are read from it again (a `strata
+ * login` since a long lazy mount began) and tried once more.
  */
 #include <curl/curl.h>
 #include <errno.h>
