@@ -24,13 +24,12 @@
  * are verified; a killed fill resumes with the others. A range that
  * cannot be fetched (a registry away, cut, lying) fails that read with
  * EIO and leaves nothing: no failure is remembered, the next read asks
- * again. The background fill
- * (strata_lx_prefetch) fills every missing file in order (stopping at
- * a range its source cannot read, for stratafs to resume later), then
- * streams
- * the whole blob once to check its digest and the diff_id: a mismatch
- * makes the layer bad, and every later read of it fails with EIO and a
- * log line; the next mount refuses it.
+ * again. The background fill (strata_lx_prefetch) fills every missing
+ * file in order (stopping at a range its source cannot read, for
+ * stratafs to resume later), then streams the whole blob once to check
+ * its digest and the diff_id: a mismatch makes the layer bad, and every
+ * later read of it fails with EIO and a log line; the next mount
+ * refuses it.
  */
 #include <errno.h>
 #include <fcntl.h>
