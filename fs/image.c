@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fs.h"
@@ -83,22 +84,58 @@ void fs_image_unload(struct fs *fs)
 	fs->statfs_fd = -1;
 }
 
+/* Wait @secs seconds, or less when the fill is told to stop. */
+static void prefetch_pause(struct fs *fs, unsigned secs)
+{
+	struct timespec ts = { 0, 100 * 1000 * 1000 };
+
+	for (unsigned i = 0; i < secs * 10 && !atomic_load(&fs->stop_prefetch);
+	     i++)
+		nanosleep(&ts, NULL);
+}
+
+/* A registry that is away, refusing for now or answering garbage: the
+ * fill of the layer is tried again later. */
+static bool transient(int r)
+{
+	return r == -ECONNREFUSED || r == -ETIMEDOUT || r == -EPROTO ||
+	       r == -ECONNRESET || r == -EHOSTUNREACH || r == -ENETUNREACH ||
+	       r == -EACCES || r == -EIO;
+}
+
+#define PREFETCH_RETRY_FIRST 10	/* seconds, doubled up to */
+#define PREFETCH_RETRY_MAX 300
+
 static void *prefetch_main(void *arg)
 {
 	struct fs *fs = arg;
+	unsigned wait = PREFETCH_RETRY_FIRST;
 	uint32_t i;
 
-	for (i = 0; i < fs->n_layers && !atomic_load(&fs->stop_prefetch); i++) {
+	for (i = 0; i < fs->n_layers && !atomic_load(&fs->stop_prefetch);) {
 		int r = strata_lx_prefetch(fs->layers[i].lx,
 					   &fs->stop_prefetch);
 
-		/* a bad layer has said so loudly; anything else (a full
-		 * disk, a registry gone) only stops the fill of this layer:
-		 * its files are still filled when first read */
+		/* a bad layer has said so loudly; a registry away pauses
+		 * the fill, which resumes where it stopped; anything else
+		 * (a full disk) only stops the fill of this layer: its
+		 * files are still filled when first read */
+		if (r < 0 && transient(r)) {
+			strata_warn("layer %u: background fill paused: %s; "
+				    "trying again in %u s (files are still "
+				    "fetched when first read)",
+				    fs->layer_lo + i + 1, strerror(-r), wait);
+			prefetch_pause(fs, wait);
+			wait = wait * 2 > PREFETCH_RETRY_MAX ? PREFETCH_RETRY_MAX
+							     : wait * 2;
+			continue;
+		}
 		if (r < 0 && r != -EBADMSG)
 			strata_warn("layer %u: background fill stopped: %s; "
 				    "its files are filled when first read",
 				    fs->layer_lo + i + 1, strerror(-r));
+		wait = PREFETCH_RETRY_FIRST;
+		i++;
 	}
 	return NULL;
 }

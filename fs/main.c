@@ -41,6 +41,8 @@ struct options {
 	int allow_other;
 	int lazy, prefetch;		/* zstd:chunked layers: default 1 */
 	char *lazy_s;			/* lazy=0|1|all (2: gzip, zstd too) */
+	char *fetchers_s;		/* fetchers=N: Range requests in flight */
+	int fetchers;
 	int show_help, show_version;
 	char *ref, *mountpoint;
 	char **unknown;			/* options nobody takes */
@@ -65,6 +67,7 @@ static const struct fuse_opt opt_spec[] = {
 	{ "squash_to_uid=%d", offsetof(struct options, squash_uid), 0 },
 	{ "squash_to_gid=%d", offsetof(struct options, squash_gid), 0 },
 	OPT("lazy=%s", lazy_s),
+	OPT("fetchers=%s", fetchers_s),
 	OPT("prefetch", prefetch),
 	{ "prefetch=%d", offsetof(struct options, prefetch), 0 },
 	OPT("creds=%s", creds),
@@ -128,6 +131,7 @@ static const char accepted[] =
 	"xattr_permissions=, root=, platform=, creds=, tls_verify=, "
 	"cert_dir=, squash_to_uid=, squash_to_gid=, uidmapping=, "
 	"gidmapping=, layer=, only, allow_other, lazy=, prefetch[=], "
+	"fetchers=, "
 	"the FUSE options allow_root, auto_unmount, default_permissions, fsname=, "
 	"subtype=, max_read=, blksize=, max_threads=, max_idle_threads=, "
 	"clone_fd, kernel_cache, and the mount options ro, rw, [no]suid, "
@@ -170,7 +174,7 @@ static const char *near_option(const char *arg)
 		"platform=", "creds=", "tls_verify=", "cert_dir=",
 		"squash_to_uid=", "squash_to_gid=", "uidmapping=",
 		"gidmapping=", "allow_other", "layer=", "only", "lazy=",
-		"prefetch=",
+		"prefetch=", "fetchers=",
 	};
 	const char *eq = strchr(arg, '=');
 	size_t la = eq ? (size_t)(eq - arg) : strlen(arg), i;
@@ -317,7 +321,8 @@ static int usage_error(struct fuse_args *args, struct options *o,
 	free(o->ref);
 	free(o->mountpoint);
 	free(o->lazy_s);
-	o->ref = o->mountpoint = o->lazy_s = NULL;
+	free(o->fetchers_s);
+	o->ref = o->mountpoint = o->lazy_s = o->fetchers_s = NULL;
 	return 2;
 }
 
@@ -357,6 +362,8 @@ static void usage(void)
 	       "  -o lazy=all            also gzip and zstd layers: live after one\n"
 	       "                         verifying pass, files filled on first read\n"
 	       "  -o prefetch=0          no background fill of lazy layers\n"
+	       "  -o fetchers=N          Range requests in flight to a registry for\n"
+	       "                         a lazy mount (default 4)\n"
 	       "  -o upper=DIR           writable: changes go to DIR (created if\n"
 	       "                         missing; overlay format, kept across mounts)\n"
 	       "  -o work=DIR            work directory, same filesystem as upper\n"
@@ -558,6 +565,7 @@ static int open_image(struct fs *fs, struct options *o,
 		.tls_verify = !o->tls_verify ? -1
 			      : !strcmp(o->tls_verify, "false") ? 0 : 1,
 		.cert_dir = o->cert_dir,
+		.fetchers = o->fetchers,
 	};
 
 	r = strata_store_open(o->root, &st, &err);
@@ -771,6 +779,16 @@ int main(int argc, char *argv[])
 		if (o.lazy < 0)
 			return usage_error(&args, &o, "lazy= takes 0, 1 or "
 					   "all");
+	}
+	if (o.fetchers_s) {
+		char *end;
+		long v = strtol(o.fetchers_s, &end, 10);
+
+		if (end == o.fetchers_s || *end || v < 1 ||
+		    v > STRATA_FETCHERS_MAX)
+			return usage_error(&args, &o, "fetchers= takes a number "
+					   "from 1 to 64");
+		o.fetchers = (int)v;
 	}
 	if ((o.uidmapping && parse_idmap(o.uidmapping, &fs.uidmap, &fs.n_uidmap) < 0) ||
 	    (o.gidmapping && parse_idmap(o.gidmapping, &fs.gidmap, &fs.n_gidmap) < 0)) {
@@ -989,6 +1007,7 @@ out:
 	free(o.creds);
 	free(o.tls_verify);
 	free(o.lazy_s);
+	free(o.fetchers_s);
 	free(o.cert_dir);
 	free(o.uidmapping);
 	free(o.gidmapping);

@@ -21,11 +21,15 @@
  * into data/ (an O_TMPFILE: a killed or concurrent fill never leaves a
  * half file under a content name; the data is synced once per layer,
  * and a file a crash cut short is fetched again). Content files present
- * are verified; a killed fill resumes with the others. The background fill
- * (strata_lx_prefetch) fills every missing file in order, then streams
- * the whole blob once to check its digest and the diff_id: a mismatch
- * makes the layer bad, and every later read of it fails with EIO and a
- * log line; the next mount refuses it.
+ * are verified; a killed fill resumes with the others. A range that
+ * cannot be fetched (a registry away, cut, lying) fails that read with
+ * EIO and leaves nothing: no failure is remembered, the next read asks
+ * again. The background fill (strata_lx_prefetch) fills every missing
+ * file in order (stopping at a range its source cannot read, for
+ * stratafs to resume later), then streams the whole blob once to check
+ * its digest and the diff_id: a mismatch makes the layer bad, and every
+ * later read of it fails with EIO and a log line; the next mount
+ * refuses it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -574,11 +578,13 @@ static int fill_from(struct strata_lazy *z, struct strata_range_src *src,
 		return -EIO;
 	}
 	if (ret < 0) {
+		/* the source's error, for the background fill to tell a
+		 * registry away from a bad file; a read gets EIO */
 		strata_printable(z->names + r->name_off, SIZE_MAX, p, sizeof(p));
 		strata_warn("image %s: layer %s: file %s: cannot fetch its "
 			    "content: %s", z->image, z->digest, p,
 			    strerror(-ret));
-		return -EIO;
+		return ret == -EIO ? -EIO : ret;
 	}
 	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
 	if (linkat(AT_FDCWD, proc, z->datafd, name, AT_SYMLINK_FOLLOW) < 0 &&
@@ -643,33 +649,42 @@ static bool missing(struct strata_lazy *z, uint32_t id)
 	return faccessat(z->datafd, name, F_OK, AT_SYMLINK_NOFOLLOW) < 0;
 }
 
-/* Fill the missing files from @first on that fit one read; return the
- * next content number to look at. */
-static uint32_t fill_batch(struct strata_lazy *z, uint32_t first)
+/* Fill the missing files from @first on that fit one read; the next
+ * content number to look at goes to *@next. Return: 0, or the source's
+ * error when it cannot be read at all (a registry away: the fill stops
+ * rather than fail every file in turn); a file whose bytes do not match
+ * the TOC has said so and the fill goes on. */
+static int fill_batch(struct strata_lazy *z, uint32_t first, uint32_t *next)
 {
 	struct batch b = { .s.read = batch_read, .next = z->src };
 	uint32_t last = first, i;
+	int r = 0;
 
 	while (last < z->n && z->recs[last].end - z->recs[first - 1].off <=
 	       BATCH_BYTES && z->recs[last].off - z->recs[last - 1].end <
 	       BATCH_GAP)
 		last++;	/* records first..last (1-based) fit */
+	*next = last + 1;
 	b.off = z->recs[first - 1].off;
 	b.len = z->recs[last - 1].end - b.off;
 	if (last > first && b.len <= BATCH_BYTES) {
 		b.buf = malloc(b.len);
-		if (b.buf && z->src->read(z->src, b.buf, b.len, b.off) < 0) {
+		if (b.buf && (r = z->src->read(z->src, b.buf, b.len,
+					       b.off)) < 0) {
 			free(b.buf);
-			b.buf = NULL;
+			return r;
 		}
 	}
 	if (!b.buf)
 		b.len = 0;	/* one by one, straight from the source */
-	for (i = first; i <= last; i++)
-		if (missing(z, i))
-			fill_from(z, &b.s, i);
+	for (i = first; i <= last && r == 0; i++)
+		if (missing(z, i)) {
+			r = fill_from(z, &b.s, i);
+			if (r == -EIO)
+				r = 0;	/* not what the TOC says: said */
+		}
 	free(b.buf);
-	return last + 1;
+	return r;
 }
 
 int strata_lx_content_open(struct strata_lindex *lx, uint32_t data_id)
@@ -697,8 +712,8 @@ int strata_lx_content_open(struct strata_lindex *lx, uint32_t data_id)
 	if (errno != ENOENT || !z)
 		return -errno;
 	r = fill(z, data_id);
-	if (r < 0)
-		return r;
+	if (r < 0)	/* a registry's error is EIO to the reader */
+		return r == -ENOMEM || r == -ENOSPC || r == -EDQUOT ? r : -EIO;
 	fd = openat(strata_lx_datafd(lx), name, O_RDONLY | O_CLOEXEC |
 		    O_NOFOLLOW);
 	return fd < 0 ? -errno : fd;
@@ -808,7 +823,9 @@ int strata_lx_prefetch(struct strata_lindex *lx, const atomic_bool *stop)
 			i++;
 			continue;
 		}
-		i = fill_batch(z, i);
+		r = fill_batch(z, i, &i);
+		if (r < 0)
+			return r;
 	}
 	{
 		cleanup_free char *got = NULL;

@@ -14,7 +14,9 @@
  * challenge's realm for scope repository:REPO:pull (pull,push for a push,
  * plus repository:OTHER:pull for each repository a blob is mounted from;
  * no scope for a login check), with the credentials, if any, as Basic,
- * and keeps it until it expires.
+ * and keeps it until it expires or the registry answers 401. Refused
+ * credentials from an auth file are read from it again (a `strata
+ * login` since a long lazy mount began) and tried once more.
  */
 #include <curl/curl.h>
 #include <errno.h>
@@ -130,8 +132,10 @@ int strata_reg_find_creds(struct strata_reg *reg, const char *creds,
 	char path[4096];
 	int r;
 
-	if (creds)
+	if (creds) {
+		reg->creds_fixed = true;
 		return set_userpass(reg, creds, strlen(creds), NULL);
+	}
 	if (env && *env)
 		return from_file(reg, env, err) < 0 ? -ENOMEM : 0;
 	if ((xdg && *xdg) || geteuid() == 0) {
@@ -155,6 +159,25 @@ int strata_reg_find_creds(struct strata_reg *reg, const char *creds,
 			return r < 0 ? r : 0;
 	}
 	return 0;
+}
+
+static bool same(const char *a, const char *b)
+{
+	return a && b ? !strcmp(a, b) : a == b;
+}
+
+int strata_reg_reload_creds(struct strata_reg *reg)
+{
+	cleanup_free char *user = NULL, *pass = NULL;
+
+	if (reg->creds_fixed)
+		return 0;
+	if ((reg->user && !(user = strdup(reg->user))) ||
+	    (reg->pass && !(pass = strdup(reg->pass))))
+		return 0;
+	if (strata_reg_find_creds(reg, NULL, NULL) < 0)
+		return 0;
+	return !same(user, reg->user) || !same(pass, reg->pass);
 }
 
 /* Next auth-param of a challenge: KEY=VALUE or KEY="VALUE" (with \

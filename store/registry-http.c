@@ -208,6 +208,8 @@ static size_t write_cb(char *buf, size_t size, size_t nmemb, void *ctx)
 		}
 		/* 200 to a Range request: the whole body again */
 		s->skip = s->ranged && status != 206 ? s->offset : 0;
+		s->status = status;
+		s->length = x->resp->content_length;
 	}
 	if (s->skip) {
 		off = n < s->skip ? n : (size_t)s->skip;
@@ -351,11 +353,18 @@ static int status_error(struct strata_reg *reg, struct xfer *x,
 			const char *what, struct strata_err *err)
 {
 	long st = x->resp->status;
-	char code[64], msg[200];
+	char code[64], msg[200], from[300] = "";
+	bool user;
 
 	x->errbody[x->errlen] = '\0';
 	error_codes(x->errbody, x->errlen, code, sizeof(code), msg,
 		    sizeof(msg));
+	pthread_mutex_lock(&reg->lock);
+	user = reg->user != NULL;
+	if (user)
+		snprintf(from, sizeof(from), "%s",
+			 reg->creds_from ? reg->creds_from : "--creds");
+	pthread_mutex_unlock(&reg->lock);
 	if (st == 401 || st == 403)
 		return strata_err_set(err, -EACCES,
 			"registry %s: repository %s: %s: %s (HTTP %ld%s%s)%s%s%s",
@@ -363,10 +372,8 @@ static int status_error(struct strata_reg *reg, struct xfer *x,
 			st == 401 ? "authentication required"
 				  : "access denied",
 			st, code[0] ? " " : "", code,
-			reg->user ? ": the credentials (from " : "",
-			reg->user ? (reg->creds_from ? reg->creds_from
-						     : "--creds") : "",
-			reg->user ? ") were refused"
+			user ? ": the credentials (from " : "", from,
+			user ? ") were refused"
 				  : ": give credentials with --creds USER:PASS "
 				    "or in an auth file (containers-auth.json)");
 	if (st == 404 && !strcmp(code, "NAME_UNKNOWN"))
@@ -397,19 +404,24 @@ static void backoff(long retry_after, int attempt)
 		sleep(s);
 }
 
-static struct curl_slist *auth_header(struct strata_reg *reg,
-				      struct curl_slist *h, bool *basic)
+/* Our Authorization for handle @c: a Bearer header line added to @h, or
+ * Basic credentials set on @c (libcurl copies them: a `strata login`
+ * may replace reg's while this request runs). */
+static struct curl_slist *auth_header(struct strata_reg *reg, CURL *c,
+				      struct curl_slist *h)
 {
 	char *line = NULL;
 
-	*basic = false;
 	pthread_mutex_lock(&reg->lock);
 	if (reg->auth == REG_AUTH_BEARER && reg->token &&
 	    time(NULL) < reg->token_expiry) {
 		if (asprintf(&line, "Authorization: Bearer %s", reg->token) < 0)
 			line = NULL;
 	} else if (reg->auth == REG_AUTH_BASIC && reg->user) {
-		*basic = true;
+		curl_easy_setopt(c, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
+		curl_easy_setopt(c, CURLOPT_USERNAME, reg->user);
+		curl_easy_setopt(c, CURLOPT_PASSWORD,
+				 reg->pass ? reg->pass : "");
 	}
 	pthread_mutex_unlock(&reg->lock);
 	if (line) {
@@ -452,7 +464,6 @@ static CURLcode perform(struct strata_reg *reg, struct xfer *x,
 {
 	struct curl_slist *h = NULL;
 	char range[64], acc[1024];
-	bool basic = false;
 	CURLcode cc;
 	CURL *c = x->c;
 
@@ -513,15 +524,8 @@ static CURLcode perform(struct strata_reg *reg, struct xfer *x,
 	} else if (x->sink) {
 		x->sink->ranged = false;
 	}
-	if (with_auth) {
-		h = auth_header(reg, h, &basic);
-		if (basic) {
-			curl_easy_setopt(c, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
-			curl_easy_setopt(c, CURLOPT_USERNAME, reg->user);
-			curl_easy_setopt(c, CURLOPT_PASSWORD,
-					 reg->pass ? reg->pass : "");
-		}
-	}
+	if (with_auth)
+		h = auth_header(reg, c, h);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
 	cc = curl_easy_perform(c);
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &x->resp->status);
@@ -658,16 +662,28 @@ int strata_reg_request(struct strata_reg *reg, const struct strata_reg_req *q,
 		    auth_tries++ < 2) {
 			int kind = strata_reg_challenge(reg, resp->www_auth);
 
+			bool again;
+
+			/* credentials refused: maybe `strata login` has
+			 * stored new ones since they were read (a long
+			 * lazy mount): read again, and try them once */
+			pthread_mutex_lock(&reg->lock);
 			if (kind == REG_AUTH_BEARER) {
-				pthread_mutex_lock(&reg->lock);
 				r = strata_reg_fetch_token(reg, err);
-				pthread_mutex_unlock(&reg->lock);
-				if (r < 0)
-					goto out;
-				continue;
+				if (r == -EACCES &&
+				    strata_reg_reload_creds(reg) > 0)
+					r = strata_reg_fetch_token(reg, err);
+				again = r == 0;
+			} else {
+				again = kind == REG_AUTH_BASIC && reg->user &&
+					(auth_tries == 1 ||
+					 strata_reg_reload_creds(reg) > 0);
+				r = 0;
 			}
-			if (kind == REG_AUTH_BASIC && reg->user &&
-			    auth_tries == 1)
+			pthread_mutex_unlock(&reg->lock);
+			if (r < 0)
+				goto out;
+			if (again)
 				continue;
 		}
 		if (cc == CURLE_OK && st >= 200 && st < 300) {

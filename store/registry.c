@@ -400,6 +400,12 @@ struct reg_source {
 	struct strata_blob_source base;
 	struct strata_reg *reg;
 	int blobs_fd, tmp_fd;
+	/* Range requests (a lazy mount's reads) in flight, at most
+	 * max_fetch: more wait for a slot, so a burst of first reads
+	 * cannot open a connection per FUSE thread */
+	pthread_mutex_t fetch_lock;
+	pthread_cond_t fetch_free;
+	int fetching, max_fetch;
 };
 
 struct pull {
@@ -687,16 +693,26 @@ struct rangesink {
 	struct strata_reg_sink s;	/* first */
 	unsigned char *buf;
 	size_t len, got;
+	uint64_t off;
 };
 
 static int range_write(struct strata_reg_sink *s, const void *buf, size_t n)
 {
 	struct rangesink *r = (struct rangesink *)s;
 
+	/* A registry or CDN that ignores Range answers 200 with the whole
+	 * blob: refused at its first byte rather than read up to the
+	 * range (a lazy layer would download most of its blob for each
+	 * file); the whole blob when that is the range asked for is fine */
+	if (r->got == 0 && s->status != 206 &&
+	    !(r->off == 0 && s->length == (int64_t)r->len))
+		return strata_err_set(&s->err, -EOPNOTSUPP, "the registry "
+				      "ignores Range requests (HTTP %ld with "
+				      "the whole blob): the blob cannot be "
+				      "read lazily", s->status);
 	if (n > r->len - r->got)
 		return strata_err_set(&s->err, -EPROTO, "the registry sent "
-				      "more than the range asked for (Range "
-				      "not supported?)");
+				      "more than the range asked for");
 	memcpy(r->buf + r->got, buf, n);
 	r->got += n;
 	return 0;
@@ -714,7 +730,7 @@ static int src_read_range(struct strata_blob_source *bs, const char *digest,
 	struct reg_source *src = (struct reg_source *)bs;
 	struct rangesink rs = { .s.write = range_write,
 				.s.reset = range_reset, .buf = buf,
-				.len = len };
+				.len = len, .off = off };
 	struct strata_reg_resp resp;
 	char path[STRATA_DIGEST_MAX + 16], range[80], what[STRATA_DIGEST_MAX + 40];
 	struct strata_reg_req q = { .method = "GET", .path = path,
@@ -730,13 +746,22 @@ static int src_read_range(struct strata_blob_source *bs, const char *digest,
 		 (unsigned long long)(off + len - 1));
 	snprintf(what, sizeof(what), "blob %s (range)", digest);
 	q.headers[0] = range;
+	pthread_mutex_lock(&src->fetch_lock);
+	while (src->fetching >= src->max_fetch)
+		pthread_cond_wait(&src->fetch_free, &src->fetch_lock);
+	src->fetching++;
+	pthread_mutex_unlock(&src->fetch_lock);
 	r = strata_reg_request(src->reg, &q, &resp, what, err);
+	pthread_mutex_lock(&src->fetch_lock);
+	src->fetching--;
+	pthread_cond_signal(&src->fetch_free);
+	pthread_mutex_unlock(&src->fetch_lock);
 	if (r < 0)
-		return rs.s.err.code ? strata_err_set(err, rs.s.err.code, "%s",
-						      rs.s.err.msg) : r;
-	if (resp.status != 206 ||
-	    sscanf(resp.content_range, "bytes %llu-", &a) != 1 || a != off ||
-	    rs.got != len)
+		return r;	/* @err has the sink's message, if it refused */
+	if (rs.got != len ||
+	    (resp.status == 206 &&
+	     (sscanf(resp.content_range, "bytes %llu-", &a) != 1 ||
+	      a != off)))
 		return strata_err_set(err, -EPROTO, "registry %s: blob %s: "
 				      "the answer to a Range request is not "
 				      "that range (status %ld)",
@@ -751,6 +776,8 @@ static void src_free(struct strata_blob_source *bs)
 	strata_reg_free(src->reg);
 	close(src->blobs_fd);
 	close(src->tmp_fd);
+	pthread_mutex_destroy(&src->fetch_lock);
+	pthread_cond_destroy(&src->fetch_free);
 	free(src);
 }
 
@@ -919,6 +946,10 @@ int strata_registry_resolve(struct strata_store *st,
 		free(src);
 		return r;
 	}
+	pthread_mutex_init(&src->fetch_lock, NULL);
+	pthread_cond_init(&src->fetch_free, NULL);
+	src->max_fetch = st->reg_opts && st->reg_opts->fetchers > 0
+			 ? st->reg_opts->fetchers : STRATA_FETCHERS_DEFAULT;
 	src->base.open = src_open;
 	src->base.finish = src_finish;
 	src->base.fetch = src_fetch;

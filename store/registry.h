@@ -29,6 +29,7 @@ struct strata_reg {
 	char *cert_dir;		/* *.crt, *.cert + *.key for this host */
 	char *user, *pass;	/* credentials, or NULL */
 	char *creds_from;	/* where they came from, for messages */
+	bool creds_fixed;	/* given (--creds), not from an auth file */
 	long stall;		/* seconds without a byte: retry */
 	int retries;		/* attempts after the first */
 	bool probed;		/* /v2/ answered (base is set) */
@@ -81,6 +82,10 @@ struct strata_reg_sink {
 	/* private to the request */
 	uint64_t skip;
 	bool ranged;
+	/* the answer whose body write() gets: its status and
+	 * Content-Length (-1 if absent), set before its first byte */
+	long status;
+	int64_t length;
 };
 
 /* Open a client for @ref (kind STRATA_REF_DOCKER) with @o (may be NULL):
@@ -148,6 +153,10 @@ int strata_reg_request(struct strata_reg *reg, const struct strata_reg_req *q,
  * creds_from; none found is not an error. */
 int strata_reg_find_creds(struct strata_reg *reg, const char *creds,
 			  struct strata_err *err);
+/* Credentials refused: read the auth files again unless they were given
+ * with --creds (a `strata login` since a long mount began). Called with
+ * reg->lock held. Return: 1 when they changed, else 0. */
+int strata_reg_reload_creds(struct strata_reg *reg);
 /* Parse a WWW-Authenticate value; learn the scheme (and realm, service).
  * Return: REG_AUTH_BASIC, REG_AUTH_BEARER, or -EPROTO. */
 int strata_reg_challenge(struct strata_reg *reg, const char *value);

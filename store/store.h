@@ -135,7 +135,13 @@ struct strata_reg_opts {
 				 * mark a registry insecure), 0 off: plain
 				 * HTTP or unverified TLS, 1 on */
 	const char *cert_dir;	/* *.crt, *.cert, *.key, instead of certs.d */
+	int fetchers;		/* Range requests in flight per image (a
+				 * lazy mount's reads): 0 is the default,
+				 * STRATA_FETCHERS_DEFAULT */
 };
+
+#define STRATA_FETCHERS_DEFAULT 4
+#define STRATA_FETCHERS_MAX 64
 
 /* Use @o (borrowed: it must outlive @st's use) for docker:// references
  * resolved through @st. */
@@ -506,8 +512,10 @@ int strata_layer_open(struct strata_store *st, const struct strata_image *img,
  * decompressed and checked against its digest first (so the call may
  * take a while; safe from several threads and processes at once). The
  * one way every reader (the mount, copy-up, commit) opens content.
- * Return: the fd, or -EIO (bad content or a bad layer: logged, naming
- * image, layer and file), or another negative errno.
+ * Return: the fd, or -EIO (bad content, a bad layer, or content that
+ * cannot be fetched: a registry away or refusing; logged, naming image,
+ * layer and file; nothing is kept, the next read tries again), or
+ * -ENOMEM, -ENOSPC, -EDQUOT.
  */
 int strata_lx_content_open(struct strata_lindex *lx, uint32_t data_id);
 
@@ -518,8 +526,10 @@ bool strata_lx_is_lazy(const struct strata_lindex *lx);
  * Fill every missing content file of lazy layer @lx in order, then check
  * the whole blob (digest and diff_id) once; a mismatch makes the layer
  * bad (later reads fail with EIO, loudly; the next mount is refused).
- * Stops early when *@stop is set. Return: 0 (also for an unlazy layer or
- * when stopped), -EBADMSG for a bad layer, or another negative errno.
+ * Stops early when *@stop is set, and at the first range its source
+ * cannot read (a registry away: not one failure per file). Return: 0
+ * (also for an unlazy layer or when stopped), -EBADMSG for a bad layer,
+ * or another negative errno (the source's: call again later to resume).
  */
 int strata_lx_prefetch(struct strata_lindex *lx, const atomic_bool *stop);
 

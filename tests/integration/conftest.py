@@ -4,12 +4,19 @@ Every test gets its own store (STRATA_ROOT in a temp dir) and mounts through
 the `mount` fixture, whose finalizer unmounts even when the test fails.
 The binaries come from $STRATA_BUILD (tests/run.sh sets it), else build/.
 """
+import base64
+import hashlib
+import http.client
+import http.server
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -524,23 +531,23 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def procs():
-    """procs.start(cmd, **kw) -> Popen; each is killed (its process group,
-    by pid) and reaped in the finalizer."""
-    started = []
+class Procs:
+    """start(cmd, **kw) -> Popen in a session of its own; stop(p) kills
+    its process group (by pid) and reaps it; stop_all() every one."""
 
-    class P:
-        @staticmethod
-        def start(cmd, **kw):
-            kw.setdefault("stdout", subprocess.DEVNULL)
-            kw.setdefault("stderr", subprocess.DEVNULL)
-            p = subprocess.Popen([str(c) for c in cmd],
-                                 start_new_session=True, **kw)
-            started.append(p)
-            return p
-    yield P
-    for p in started:
+    def __init__(self):
+        self.started = []
+
+    def start(self, cmd, **kw):
+        kw.setdefault("stdout", subprocess.DEVNULL)
+        kw.setdefault("stderr", subprocess.DEVNULL)
+        p = subprocess.Popen([str(c) for c in cmd], start_new_session=True,
+                             **kw)
+        self.started.append(p)
+        return p
+
+    @staticmethod
+    def stop(p):
         if p.poll() is None:
             try:
                 os.killpg(p.pid, signal.SIGKILL)
@@ -550,6 +557,20 @@ def procs():
             p.communicate(timeout=10)
         except Exception:
             pass
+
+    def stop_all(self):
+        for p in self.started:
+            self.stop(p)
+        self.started = []
+
+
+@pytest.fixture
+def procs():
+    """procs.start(cmd, **kw) -> Popen; each is killed (its process group,
+    by pid) and reaped in the finalizer."""
+    p = Procs()
+    yield p
+    p.stop_all()
 
 
 def wait_port(port, p):
@@ -564,6 +585,54 @@ def wait_port(port, p):
     return False
 
 
+class Registry:
+    """Debian's docker-registry on a free loopback port (start_registry):
+    addr "127.0.0.1:PORT"; stop() and start() again on the same port,
+    configuration and storage (a registry that goes away and returns)."""
+
+    def __init__(self, procs, conf, port):
+        self.procs, self.conf, self.port = procs, conf, port
+        self.addr = f"127.0.0.1:{port}"
+        self.p = None
+
+    def start(self):
+        # REGISTRY_* variables are configuration to docker-registry
+        # (REGISTRY_AUTH_FILE, for strata, would be auth.file)
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("REGISTRY_")}
+        with open(Path(self.conf).with_suffix(".log"), "ab") as log:
+            self.p = self.procs.start(["/usr/bin/docker-registry", "serve",
+                                       self.conf], stderr=log, env=env)
+        return wait_port(self.port, self.p)
+
+    def stop(self):
+        self.procs.stop(self.p)
+
+
+def start_registry(base, procs, extra="", tls=None):
+    """A Registry with storage in directory @base (created), plain HTTP
+    unless @tls is (certificate, key); @extra is appended to its
+    configuration (auth)."""
+    base = Path(base)
+    base.mkdir(parents=True, exist_ok=True)
+    for _ in range(3):
+        port = free_port()
+        conf = base / f"registry-{port}.yml"
+        http = f"http:\n  addr: 127.0.0.1:{port}\n"
+        if tls:
+            http += (f"  tls:\n    certificate: {tls[0]}\n"
+                     f"    key: {tls[1]}\n")
+        conf.write_text(
+            "version: 0.1\nlog:\n  level: warn\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {base / 'data'}\n"
+            + http + extra)
+        reg = Registry(procs, conf, port)
+        if reg.start():
+            return reg
+        reg.stop()
+    pytest.fail("docker-registry did not start")
+
+
 @pytest.fixture
 def registry(tmp_path, procs):
     """registry(extra_yaml="", tls=None) -> "127.0.0.1:PORT": Debian's
@@ -574,23 +643,310 @@ def registry(tmp_path, procs):
 
     def start(extra="", tls=None):
         count[0] += 1
-        data = tmp_path / f"registry-data-{count[0]}"
-        for _ in range(3):
-            port = free_port()
-            conf = tmp_path / f"registry-{port}.yml"
-            http = f"http:\n  addr: 127.0.0.1:{port}\n"
-            if tls:
-                http += (f"  tls:\n    certificate: {tls[0]}\n"
-                         f"    key: {tls[1]}\n")
-            conf.write_text(
-                "version: 0.1\nlog:\n  level: warn\n"
-                f"storage:\n  filesystem:\n    rootdirectory: {data}\n"
-                + http + extra)
-            p = procs.start(["/usr/bin/docker-registry", "serve", conf])
-            if wait_port(port, p):
-                return f"127.0.0.1:{port}"
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-        pytest.fail("docker-registry did not start")
+        return start_registry(tmp_path / f"registry-{count[0]}", procs,
+                              extra, tls).addr
     return start
+
+
+# ---------------------------------------------------------------------------
+# HTTP servers beside a registry: a token server, a fault-injecting proxy,
+# a blob store a registry redirects to (test_registry, test_lazy_registry)
+
+class Servers:
+    """add(httpserver): served from a thread; stop_all() shuts them down."""
+
+    def __init__(self):
+        self.started = []
+
+    def add(self, srv):
+        t = threading.Thread(target=srv.serve_forever, daemon=True)
+        t.start()
+        self.started.append((srv, t))
+        return srv
+
+    def stop_all(self):
+        for srv, t in self.started:
+            srv.shutdown()
+            srv.server_close()
+            t.join(10)
+        self.started = []
+
+
+@pytest.fixture
+def servers():
+    """servers.add(httpserver): served from a thread, shut down in the
+    finalizer."""
+    s = Servers()
+    yield s
+    s.stop_all()
+
+
+def token_signer(d):
+    """A key and self-signed certificate for a token server, made by
+    openssl in directory @d (created): (key.pem, cert.pem, cert DER)."""
+    d = Path(d)
+    d.mkdir(parents=True, exist_ok=True)
+    run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+         "-keyout", d / "key.pem", "-out", d / "cert.pem", "-days", "2",
+         "-subj", "/CN=strata token signer"])
+    der = subprocess.run(["openssl", "x509", "-in", str(d / "cert.pem"),
+                          "-outform", "DER"], capture_output=True,
+                         check=True).stdout
+    return d / "key.pem", d / "cert.pem", der
+
+
+def b64url(b):
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+class TokenServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, key, cert_der, service, creds):
+        super().__init__(("127.0.0.1", 0), TokenHandler)
+        self.key, self.cert_der = key, cert_der
+        self.service, self.creds = service, creds
+        self.seen = []
+        self.expires_in = 300   # what the answer says, and the JWT's exp
+
+
+class TokenHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+
+    def do_GET(self):
+        srv = self.server
+        q = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
+        auth = self.headers.get("Authorization", "")
+        user = None
+        if auth.startswith("Basic "):
+            u, _, p = base64.b64decode(auth[6:]).decode().partition(":")
+            if (u, p) == srv.creds:
+                user = u
+        srv.seen.append((q.get("scope", []), q.get("service", []), user))
+        if user is None:
+            self.send_response(401)
+            self.end_headers()
+            return
+        access = []
+        for s in q.get("scope", []):
+            kind, name, actions = s.split(":")
+            access.append({"type": kind, "name": name,
+                           "actions": actions.split(",")})
+        now = int(time.time())
+        header = {"typ": "JWT", "alg": "RS256",
+                  "x5c": [base64.b64encode(srv.cert_der).decode()]}
+        claims = {"iss": "strata-test-issuer", "sub": user,
+                  "aud": srv.service, "exp": now + srv.expires_in, "nbf": now - 10,
+                  "iat": now, "jti": f"{now}-{len(srv.seen)}",
+                  "access": access}
+        signing = (b64url(json.dumps(header).encode()) + "." +
+                   b64url(json.dumps(claims).encode()))
+        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign",
+                              str(srv.key)], input=signing.encode(),
+                             capture_output=True, check=True).stdout
+        body = json.dumps({"token": signing + "." + b64url(sig),
+                           "expires_in": srv.expires_in}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class Proxy(http.server.ThreadingHTTPServer):
+    """Plain HTTP reverse proxy to @upstream. self.faults: list of
+    (predicate(path, n) -> bool, action) consumed in order; actions:
+    "cut" (half the body, then close), "cut-ignore-range" (cut, and the
+    next request for the path is sent upstream without its Range),
+    "stall" (half, then silence), "429", "500", "flip" (one byte
+    changed), "long" (body + 100 bytes), "redirect" (307 to
+    self.other + path), "no-range" (sent upstream without its Range:
+    a 200 with the whole blob, as a server ignoring Range answers).
+    Blob requests in flight are counted (inflight, max_inflight, under
+    cond); while self.hold is clear they wait for it to be set."""
+    daemon_threads = True
+
+    def __init__(self, upstream):
+        super().__init__(("127.0.0.1", 0), ProxyHandler)
+        self.upstream = upstream
+        self.faults = []
+        self.log = []
+        self.lock = threading.Lock()
+        self.require_basic = None
+        self.drop_range_for = set()
+        self.other = None
+        self.stall_event = threading.Event()
+        self.slow = False
+        self.forward_auth = False
+        self.cond = threading.Condition()
+        self.inflight = self.max_inflight = 0
+        self.hold = threading.Event()
+        self.hold.set()
+
+
+class ProxyHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    def fetch_upstream(self, path, headers):
+        c = http.client.HTTPConnection(*self.server.upstream, timeout=30)
+        c.request("GET", path, headers=headers)
+        r = c.getresponse()
+        body = r.read()
+        c.close()
+        return r, body
+
+    def do_GET(self):
+        srv = self.server
+        if "/blobs/" not in self.path:
+            return self.answer()
+        with srv.cond:
+            srv.inflight += 1
+            srv.max_inflight = max(srv.max_inflight, srv.inflight)
+            srv.cond.notify_all()
+        try:
+            srv.hold.wait(60)
+            self.answer()
+        finally:
+            with srv.cond:
+                srv.inflight -= 1
+                srv.cond.notify_all()
+
+    def answer(self):
+        srv = self.server
+        path = self.path
+        hdrs = {k: v for k, v in self.headers.items()
+                if k.lower() in ("accept", "range", "authorization")}
+        with srv.lock:
+            srv.log.append((path, dict(self.headers)))
+            n = sum(1 for p, _ in srv.log if p == path)
+            action = None
+            for i, (pred, act) in enumerate(srv.faults):
+                if pred(path, n):
+                    action = act
+                    del srv.faults[i]
+                    break
+            if path in srv.drop_range_for or action == "no-range":
+                hdrs.pop("Range", None)
+                srv.drop_range_for.discard(path)
+        if srv.require_basic and self.headers.get("Authorization") != \
+                srv.require_basic:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="proxy"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if action in ("429", "500"):
+            body = b'{"errors":[{"code":"TOOMANYREQUESTS"}]}'
+            self.send_response(int(action))
+            if action == "429":
+                self.send_header("Retry-After", "1")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        if action == "redirect":
+            self.send_response(307)
+            self.send_header("Location", srv.other + path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if not srv.forward_auth:
+            hdrs.pop("Authorization", None)
+        r, body = self.fetch_upstream(path, hdrs)
+        if action == "flip" and body:
+            body = body[:len(body) // 2] + bytes([body[len(body) // 2] ^ 1]) \
+                + body[len(body) // 2 + 1:]
+        if action == "long":
+            body = body + b"x" * 100
+        if action == "huge":
+            body = b" " * (5 << 20) + body
+        if action == "dcd":
+            r.headers.replace_header(
+                "Docker-Content-Digest", "sha256:" + "1" * 64)
+        if action == "schema1":
+            # a malformed Docker schema 1 ("fsLayers"/"history"): served
+            # as signed, with no signature to say what it signs (schema 1
+            # itself is read: test_image_tools_dir.py)
+            body = json.dumps({
+                "schemaVersion": 1, "name": "test/img", "tag": "1",
+                "architecture": "amd64",
+                "fsLayers": [{"blobSum": "sha256:" + "a" * 64}],
+                "history": [{"v1Compatibility": "{}"}],
+                "signatures": []}).encode()
+            r.headers.replace_header(
+                "Content-Type",
+                "application/vnd.docker.distribution.manifest.v1+prettyjws")
+            r.headers.replace_header(
+                "Docker-Content-Digest",
+                "sha256:" + hashlib.sha256(body).hexdigest())
+        self.send_response(r.status)
+        for k, v in r.getheaders():
+            if k.lower() in ("content-type", "docker-content-digest",
+                             "content-range", "www-authenticate",
+                             "docker-distribution-api-version"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if action in ("cut", "cut-ignore-range", "stall"):
+            self.wfile.write(body[:len(body) // 2])
+            self.wfile.flush()
+            if action == "cut-ignore-range":
+                with srv.lock:
+                    srv.drop_range_for.add(path)
+            if action == "stall":
+                srv.stall_event.wait(30)
+            self.close_connection = True
+            return
+        if srv.slow:
+            for i in range(0, len(body), 4096):
+                self.wfile.write(body[i:i + 4096])
+                self.wfile.flush()
+                time.sleep(0.01)
+            return
+        self.wfile.write(body)
+
+
+class BlobServer(http.server.ThreadingHTTPServer):
+    """The other host a blob is redirected to (storage, as registries
+    use): serves /v2/.../blobs/sha256:HEX from the OCI layout @layout
+    (a Range of one span: 206) and records the headers it was sent."""
+    daemon_threads = True
+
+    def __init__(self, layout):
+        super().__init__(("127.0.0.1", 0), BlobHandler)
+        self.layout = Path(layout)
+        self.seen = []
+
+
+class BlobHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+
+    def do_GET(self):
+        self.server.seen.append((self.path, dict(self.headers)))
+        hexd = self.path.rsplit("sha256:", 1)[-1]
+        p = self.server.layout / "blobs/sha256" / hexd
+        if "/" in hexd or not p.is_file():
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = p.read_bytes()
+        rng = self.headers.get("Range", "")
+        if rng.startswith("bytes=") and "," not in rng:
+            a, _, z = rng[6:].partition("-")
+            a, z = int(a), min(int(z) if z else len(body) - 1,
+                               len(body) - 1)
+            self.send_response(206)
+            self.send_header("Content-Range",
+                             f"bytes {a}-{z}/{len(body)}")
+            body = body[a:z + 1]
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)

@@ -23,7 +23,7 @@ import pytest
 
 from conftest import (STRATA, STRATAFS, assert_same_as_umoci, is_mounted,
                       make_tar, run, tar_dir, tar_file, tar_symlink,
-                      unmount, write_blob, _json_bytes)
+                      unmount, wait_port, write_blob, _json_bytes)
 
 SKIP_MAGIC = b"\x50\x2a\x4d\x18"
 CHUNKED_MAGIC = b"GnUlInUx"
@@ -493,8 +493,10 @@ def layer_blobs_in_store(store):
 
 def kill_registry(addr):
     """Kill the docker-registry serving @addr (started by the registry
-    fixture with a config file named after its port)."""
+    fixture with a config file named after its port); return its
+    command line, to start it again."""
     port = addr.rsplit(":", 1)[1]
+    argv = None
     for pid in os.listdir("/proc"):
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -503,14 +505,17 @@ def kill_registry(addr):
         if b"docker-registry" in cmd and f"registry-{port}.yml".encode() \
                 in cmd:
             os.kill(int(pid), signal.SIGKILL)
+            argv = [a.decode() for a in cmd.split(b"\0") if a]
+    return argv
 
 
 def test_lazy_from_registry(chunked_image, registry, skopeo, daemon, store,
-                            tmp_path, monkeypatch):
+                            tmp_path, monkeypatch, procs):
     """Pushed by skopeo as it is, mounted from docker://: the layers are
     never downloaded, files come with Range requests and match umoci's
     unpack of the original. When the registry goes away, files already
-    fetched still read, the others fail with EIO and a log line."""
+    fetched still read, the others fail with EIO and a log line; when it
+    returns, they read (nothing remembers the failure; no remount)."""
     for v in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
         monkeypatch.delenv(v, raising=False)
     layout, tag, ref = chunked_image
@@ -532,12 +537,17 @@ def test_lazy_from_registry(chunked_image, registry, skopeo, daemon, store,
     p = daemon.start(f"docker://{reg}/l/z:t", tmp_path / "m2",
                      opts="prefetch=0,tls_verify=false")
     assert (tmp_path / "m2/etc/hello").read_text() == "changed\n"
-    kill_registry(reg)
+    argv = kill_registry(reg)
     assert (tmp_path / "m2/etc/hello").read_text() == "changed\n"
     with pytest.raises(OSError) as e:
         (tmp_path / "m2/bin/busybox").read_bytes()
     assert e.value.errno == 5
     assert "file bin/busybox: cannot fetch its content" in daemon.log(p)
+    assert filled(tmp_path / "store2") == 1     # etc/hello only
+    back = procs.start(argv)
+    assert wait_port(int(reg.rsplit(":", 1)[1]), back)
+    assert (tmp_path / "m2/bin/busybox").read_bytes() == \
+        Path("/usr/bin/busybox").read_bytes()
 
 
 def test_lazy_from_oci_archive(chunked_image, mount, store, tmp_path):

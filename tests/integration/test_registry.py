@@ -11,23 +11,18 @@ refuses, corrupts, lengthens and redirects answers.
 Every registry, token server and proxy is stopped in a finalizer; every
 mount is unmounted by the `mount` fixture."""
 import base64
-import hashlib
-import http.client
-import http.server
 import json
 import os
 import shutil
 import signal
 import subprocess
-import threading
 import time
-import urllib.parse
-from pathlib import Path
 
 import pytest
 
-from conftest import (STRATA, assert_same_as_umoci, free_port, is_mounted,
-                      run, sha256_file)
+from conftest import (STRATA, BlobServer, Proxy, TokenServer,
+                      assert_same_as_umoci, free_port, run, sha256_file,
+                      token_signer)
 
 # ---------------------------------------------------------------------------
 # processes, ports, images
@@ -40,26 +35,6 @@ def no_proxy_env(monkeypatch):
     for v in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY",
               "HTTPS_PROXY", "ALL_PROXY"):
         monkeypatch.delenv(v, raising=False)
-
-
-@pytest.fixture
-def servers():
-    """servers.add(httpserver): served from a thread, shut down in the
-    finalizer."""
-    started = []
-
-    class S:
-        @staticmethod
-        def add(srv):
-            t = threading.Thread(target=srv.serve_forever, daemon=True)
-            t.start()
-            started.append((srv, t))
-            return srv
-    yield S
-    for srv, t in started:
-        srv.shutdown()
-        srv.server_close()
-        t.join(10)
 
 
 def busybox_base(root):
@@ -398,81 +373,16 @@ def test_basic_auth(image, registry, skopeo, strata, tmp_path, monkeypatch):
 # token auth: a token server signing RS256 JWTs with openssl
 
 
-def b64url(b):
-    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-
-
-class TokenServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, key, cert_der, service, creds):
-        super().__init__(("127.0.0.1", 0), TokenHandler)
-        self.key, self.cert_der = key, cert_der
-        self.service, self.creds = service, creds
-        self.seen = []
-
-
-class TokenHandler(http.server.BaseHTTPRequestHandler):
-    def log_message(self, *a):
-        pass
-
-    def do_GET(self):
-        srv = self.server
-        q = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
-        auth = self.headers.get("Authorization", "")
-        user = None
-        if auth.startswith("Basic "):
-            u, _, p = base64.b64decode(auth[6:]).decode().partition(":")
-            if (u, p) == srv.creds:
-                user = u
-        srv.seen.append((q.get("scope", []), q.get("service", []), user))
-        if user is None:
-            self.send_response(401)
-            self.end_headers()
-            return
-        access = []
-        for s in q.get("scope", []):
-            kind, name, actions = s.split(":")
-            access.append({"type": kind, "name": name,
-                           "actions": actions.split(",")})
-        now = int(time.time())
-        header = {"typ": "JWT", "alg": "RS256",
-                  "x5c": [base64.b64encode(srv.cert_der).decode()]}
-        claims = {"iss": "strata-test-issuer", "sub": user,
-                  "aud": srv.service, "exp": now + 300, "nbf": now - 10,
-                  "iat": now, "jti": f"{now}-{len(srv.seen)}",
-                  "access": access}
-        signing = (b64url(json.dumps(header).encode()) + "." +
-                   b64url(json.dumps(claims).encode()))
-        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign",
-                              str(srv.key)], input=signing.encode(),
-                             capture_output=True, check=True).stdout
-        body = json.dumps({"token": signing + "." + b64url(sig),
-                           "expires_in": 300}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
 def test_token_auth(image, registry, skopeo, strata, tmp_path, servers,
                     monkeypatch):
-    d = tmp_path / "tok"
-    d.mkdir()
-    run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
-         "-keyout", d / "key.pem", "-out", d / "cert.pem", "-days", "2",
-         "-subj", "/CN=strata token signer"])
-    der = subprocess.run(["openssl", "x509", "-in", str(d / "cert.pem"),
-                          "-outform", "DER"], capture_output=True,
-                         check=True).stdout
-    tok = servers.add(TokenServer(d / "key.pem", der, "strata-test",
+    key, cert, der = token_signer(tmp_path / "tok")
+    tok = servers.add(TokenServer(key, der, "strata-test",
                                   ("bob", "t0ken")))
     realm = f"http://127.0.0.1:{tok.server_address[1]}/token"
     reg = registry("auth:\n  token:\n"
                    f"    realm: {realm}\n    service: strata-test\n"
                    "    issuer: strata-test-issuer\n"
-                   f"    rootcertbundle: {d / 'cert.pem'}\n")
+                   f"    rootcertbundle: {cert}\n")
     digest = push(skopeo, image, f"{reg}/test/img:1",
                   "--dest-creds", "bob:t0ken")
     ref = f"docker://{reg}/test/img:1"
@@ -510,171 +420,6 @@ def test_token_auth(image, registry, skopeo, strata, tmp_path, servers,
 
 # ---------------------------------------------------------------------------
 # the fault-injecting proxy
-
-
-class Proxy(http.server.ThreadingHTTPServer):
-    """Plain HTTP reverse proxy to @upstream. self.faults: list of
-    (predicate(path, n) -> bool, action) consumed in order; actions:
-    "cut" (half the body, then close), "cut-ignore-range" (cut, and the
-    next request for the path is sent upstream without its Range),
-    "stall" (half, then silence), "429", "500", "flip" (one byte
-    changed), "long" (body + 100 bytes), "redirect" (307 to
-    self.other + path)."""
-    daemon_threads = True
-
-    def __init__(self, upstream):
-        super().__init__(("127.0.0.1", 0), ProxyHandler)
-        self.upstream = upstream
-        self.faults = []
-        self.log = []
-        self.lock = threading.Lock()
-        self.require_basic = None
-        self.drop_range_for = set()
-        self.other = None
-        self.stall_event = threading.Event()
-        self.slow = False
-        self.forward_auth = False
-
-
-class ProxyHandler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *a):
-        pass
-
-    def fetch_upstream(self, path, headers):
-        c = http.client.HTTPConnection(*self.server.upstream, timeout=30)
-        c.request("GET", path, headers=headers)
-        r = c.getresponse()
-        body = r.read()
-        c.close()
-        return r, body
-
-    def do_GET(self):
-        srv = self.server
-        path = self.path
-        hdrs = {k: v for k, v in self.headers.items()
-                if k.lower() in ("accept", "range", "authorization")}
-        with srv.lock:
-            srv.log.append((path, dict(self.headers)))
-            n = sum(1 for p, _ in srv.log if p == path)
-            action = None
-            for i, (pred, act) in enumerate(srv.faults):
-                if pred(path, n):
-                    action = act
-                    del srv.faults[i]
-                    break
-            if path in srv.drop_range_for:
-                hdrs.pop("Range", None)
-                srv.drop_range_for.discard(path)
-        if srv.require_basic and self.headers.get("Authorization") != \
-                srv.require_basic:
-            self.send_response(401)
-            self.send_header("WWW-Authenticate", 'Basic realm="proxy"')
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        if action in ("429", "500"):
-            body = b'{"errors":[{"code":"TOOMANYREQUESTS"}]}'
-            self.send_response(int(action))
-            if action == "429":
-                self.send_header("Retry-After", "1")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-            return
-        if action == "redirect":
-            self.send_response(307)
-            self.send_header("Location", srv.other + path)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        if not srv.forward_auth:
-            hdrs.pop("Authorization", None)
-        r, body = self.fetch_upstream(path, hdrs)
-        if action == "flip" and body:
-            body = body[:len(body) // 2] + bytes([body[len(body) // 2] ^ 1]) \
-                + body[len(body) // 2 + 1:]
-        if action == "long":
-            body = body + b"x" * 100
-        if action == "huge":
-            body = b" " * (5 << 20) + body
-        if action == "dcd":
-            r.headers.replace_header(
-                "Docker-Content-Digest", "sha256:" + "1" * 64)
-        if action == "schema1":
-            # a malformed Docker schema 1 ("fsLayers"/"history"): served
-            # as signed, with no signature to say what it signs (schema 1
-            # itself is read: test_image_tools_dir.py)
-            body = json.dumps({
-                "schemaVersion": 1, "name": "test/img", "tag": "1",
-                "architecture": "amd64",
-                "fsLayers": [{"blobSum": "sha256:" + "a" * 64}],
-                "history": [{"v1Compatibility": "{}"}],
-                "signatures": []}).encode()
-            r.headers.replace_header(
-                "Content-Type",
-                "application/vnd.docker.distribution.manifest.v1+prettyjws")
-            r.headers.replace_header(
-                "Docker-Content-Digest",
-                "sha256:" + hashlib.sha256(body).hexdigest())
-        self.send_response(r.status)
-        for k, v in r.getheaders():
-            if k.lower() in ("content-type", "docker-content-digest",
-                             "content-range", "www-authenticate",
-                             "docker-distribution-api-version"):
-                self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if action in ("cut", "cut-ignore-range", "stall"):
-            self.wfile.write(body[:len(body) // 2])
-            self.wfile.flush()
-            if action == "cut-ignore-range":
-                with srv.lock:
-                    srv.drop_range_for.add(path)
-            if action == "stall":
-                srv.stall_event.wait(30)
-            self.close_connection = True
-            return
-        if srv.slow:
-            for i in range(0, len(body), 4096):
-                self.wfile.write(body[i:i + 4096])
-                self.wfile.flush()
-                time.sleep(0.01)
-            return
-        self.wfile.write(body)
-
-
-class BlobServer(http.server.ThreadingHTTPServer):
-    """The other host a blob is redirected to (storage, as registries
-    use): serves /v2/.../blobs/sha256:HEX from the OCI layout @layout and
-    records the headers it was sent."""
-    daemon_threads = True
-
-    def __init__(self, layout):
-        super().__init__(("127.0.0.1", 0), BlobHandler)
-        self.layout = Path(layout)
-        self.seen = []
-
-
-class BlobHandler(http.server.BaseHTTPRequestHandler):
-    def log_message(self, *a):
-        pass
-
-    def do_GET(self):
-        self.server.seen.append((self.path, dict(self.headers)))
-        hexd = self.path.rsplit("sha256:", 1)[-1]
-        p = self.server.layout / "blobs/sha256" / hexd
-        if "/" in hexd or not p.is_file():
-            self.send_response(404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        body = p.read_bytes()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
 
 @pytest.fixture

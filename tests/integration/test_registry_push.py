@@ -14,16 +14,14 @@ import http.server
 import json
 import os
 import shutil
-import subprocess
 import threading
 import urllib.parse
 
 import pytest
 
-from conftest import STRATA, run
-from test_registry import (no_proxy_env, servers,  # noqa
-                           skopeo, image, push, layer_digests,
-                           TokenServer)
+from conftest import STRATA, TokenServer, run, token_signer
+from test_registry import (no_proxy_env,  # noqa
+                           skopeo, image, push, layer_digests)
 from test_commit_peers import podman, sweep_mounts  # noqa
 
 
@@ -410,21 +408,14 @@ def test_token_auth_push_scopes(image, registry, skopeo, strata, tmp_path,
     the repository its layers are mounted from; login asks a token for
     no repository; the registry (which checks each token's access) takes
     it all."""
-    d = tmp_path / "tok"
-    d.mkdir()
-    run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
-         "-keyout", d / "key.pem", "-out", d / "cert.pem", "-days", "2",
-         "-subj", "/CN=strata token signer"])
-    der = subprocess.run(["openssl", "x509", "-in", str(d / "cert.pem"),
-                          "-outform", "DER"], capture_output=True,
-                         check=True).stdout
-    tok = servers.add(TokenServer(d / "key.pem", der, "strata-test",
+    key, cert, der = token_signer(tmp_path / "tok")
+    tok = servers.add(TokenServer(key, der, "strata-test",
                                   ("bob", "t0ken")))
     realm = f"http://127.0.0.1:{tok.server_address[1]}/token"
     reg = registry("auth:\n  token:\n"
                    f"    realm: {realm}\n    service: strata-test\n"
                    "    issuer: strata-test-issuer\n"
-                   f"    rootcertbundle: {d / 'cert.pem'}\n")
+                   f"    rootcertbundle: {cert}\n")
     push(skopeo, image, f"{reg}/test/img:1", "--dest-creds", "bob:t0ken")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "auth.json"))

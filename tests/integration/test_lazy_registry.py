@@ -1,0 +1,377 @@
+"""Lazy zstd:chunked mounts from a hostile or flaky registry (issue 13).
+
+One image (files of random bytes the test wrote, converted by skopeo with
+`--dest-compress-format zstd:chunked`) is pushed once by skopeo to
+Debian's docker-registry with token auth (conftest's token server,
+RS256 JWTs), behind conftest's fault-injecting proxy. Each test mounts it
+lazily (no prefetch) into a fresh store and reads files: the answer is
+the bytes the test wrote. The proxy changes a Range answer's bytes, cuts
+it, ignores Range, redirects to another host and holds requests to count
+how many are in flight; the registry restarts with a rotated token key.
+A registry that goes away and returns is in test_lazy.py
+(test_lazy_from_registry)."""
+import json
+import os
+import random
+import shutil
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from conftest import (STRATA, STRATAFS, BlobServer, Procs, Proxy, Servers,
+                      TokenServer, run, start_registry, token_signer)
+from test_lazy import daemon, filled  # noqa: F401 (daemon: a fixture)
+
+CREDS = ("bob", "t0ken")
+NAMES = [f"f{i}" for i in range(6)]
+
+
+def files_steps(contents):
+    def step(root):
+        (root / "data").mkdir()
+        for name, data in contents.items():
+            (root / "data" / name).write_bytes(data)
+    return step
+
+
+@pytest.fixture(scope="module")
+def lreg(tmp_path_factory):
+    """The image pushed once: .contents (name -> bytes under /data),
+    .reg (conftest Registry, token auth), .tok (TokenServer), .px (Proxy
+    in front of the registry), .layout (the zstd:chunked layout), .layer
+    (its layer digest), .bundle (the certificate file the registry
+    trusts)."""
+    tmp = tmp_path_factory.mktemp("lreg")
+    rnd = random.Random(13)
+    contents = {n: rnd.randbytes(20000 + 1000 * i)
+                for i, n in enumerate(NAMES)}
+    contents["big"] = rnd.randbytes(3 << 20)
+    layout, bundle = tmp / "img", tmp / "bundle"
+    run(["umoci", "init", "--layout", layout])
+    run(["umoci", "new", "--image", f"{layout}:t"])
+    run(["umoci", "unpack", "--image", f"{layout}:t", bundle])
+    files_steps(contents)(bundle / "rootfs")
+    run(["umoci", "repack", "--image", f"{layout}:t", bundle])
+    shutil.rmtree(bundle)
+    dst = tmp / "chunked"
+    run(["skopeo", "copy", "-q", "--dest-compress-format", "zstd:chunked",
+         f"oci:{layout}:t", f"oci:{dst}:t"])
+    index = json.loads((dst / "index.json").read_text())
+    man = json.loads((dst / "blobs/sha256" / index["manifests"][0][
+        "digest"].split(":")[1]).read_text())
+    assert len(man["layers"]) == 1
+    procs, servers = Procs(), Servers()
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    try:
+        key, cert, der = token_signer(tmp / "tok")
+        trusted = tmp / "tok/trusted.pem"
+        shutil.copy(cert, trusted)
+        tok = servers.add(TokenServer(key, der, "strata-test", CREDS))
+        realm = f"http://127.0.0.1:{tok.server_address[1]}/token"
+        reg = start_registry(tmp / "registry", procs,
+                             "auth:\n  token:\n"
+                             f"    realm: {realm}\n"
+                             "    service: strata-test\n"
+                             "    issuer: strata-test-issuer\n"
+                             f"    rootcertbundle: {trusted}\n")
+        policy = tmp / "policy.json"
+        policy.write_text(json.dumps(
+            {"default": [{"type": "insecureAcceptAnything"}]}))
+        run(["skopeo", "--policy", policy, "copy", "-q",
+             "--dest-tls-verify=false", "--dest-creds", ":".join(CREDS),
+             f"oci:{dst}:t", f"docker://{reg.addr}/l/z:t"], env=env)
+        px = servers.add(Proxy(("127.0.0.1", reg.port)))
+        px.forward_auth = True
+        yield SimpleNamespace(contents=contents, reg=reg, tok=tok, px=px,
+                              layout=dst, layer=man["layers"][0]["digest"],
+                              trusted=trusted, tmp=tmp)
+    finally:
+        servers.stop_all()
+        procs.stop_all()
+
+
+@pytest.fixture(autouse=True)
+def clean(lreg, monkeypatch):
+    """No proxy from the environment; the proxy without faults, passing
+    requests; one retry after a second (not 1+2+4+8 s) for a read that
+    fails."""
+    for v in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY",
+              "HTTPS_PROXY", "ALL_PROXY", "REGISTRY_AUTH_FILE"):
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setenv("STRATA_REGISTRY_RETRIES", "1")
+    px = lreg.px
+    px.faults.clear()
+    px.log.clear()
+    px.hold.set()
+    px.max_inflight = 0
+    px.other = None
+    yield
+    px.hold.set()
+
+
+def mount_proxied(lreg, daemon, mnt, opts=""):
+    """stratafs docker://PROXY/l/z:t on @mnt, no prefetch, in the store
+    of $STRATA_ROOT."""
+    addr = f"127.0.0.1:{lreg.px.server_address[1]}"
+    p = daemon.start(f"docker://{addr}/l/z:t", mnt,
+                     opts="prefetch=0,tls_verify=false,creds="
+                     + ":".join(CREDS) + (opts and "," + opts))
+    lreg.px.log.clear()
+    return p, mnt
+
+
+def blob_get(lreg):
+    return lambda path, n: path.endswith("/blobs/" + lreg.layer)
+
+
+def range_gets(lreg):
+    return [h.get("Range") for p, h in lreg.px.log
+            if p.endswith("/blobs/" + lreg.layer)]
+
+
+def nothing_kept(store):
+    """No content file in the lazy cache and nothing in tmp/: what a
+    failed fill must leave."""
+    lazy = Path(store) / "layers/lazy"
+    kept = [p for p in lazy.glob("*/data/*")] + \
+        [p for p in lazy.glob("content/*")]
+    tmp = Path(store) / "tmp"
+    kept += [p for p in tmp.rglob("*")] if tmp.exists() else []
+    return kept == [], kept
+
+
+def read_eio(path):
+    """A read of @path fails with EIO. (The kernel reads a page again
+    when its readahead failed: a fault must last for a few requests.)"""
+    with pytest.raises(OSError) as e:
+        path.read_bytes()
+    assert e.value.errno == 5, e.value
+
+
+def test_wrong_chunk_is_eio_never_kept(lreg, daemon, store, tmp_path):
+    """A Range answer with one byte changed: EIO, a log line naming
+    image, layer and file, nothing kept; the next read, answered right,
+    gives the file's bytes."""
+    p, mnt = mount_proxied(lreg, daemon, tmp_path / "m")
+    lreg.px.faults += [(blob_get(lreg), "flip")] * 8
+    read_eio(mnt / "data/f0")
+    lreg.px.faults.clear()
+    log = daemon.log(p)
+    assert f"/l/z:t: layer {lreg.layer}: file data/f0: content does not " \
+        "match the table of contents: not served (EIO)" in log, log
+    assert nothing_kept(store)[0], nothing_kept(store)[1]
+    assert (mnt / "data/f0").read_bytes() == lreg.contents["f0"]
+    assert len(set(range_gets(lreg))) == 1 and all(range_gets(lreg))
+    assert filled(store) == 1
+
+
+def test_cut_range_retried_then_eio(lreg, daemon, store, tmp_path):
+    """A connection cut in the middle of a Range answer is retried (once
+    here: STRATA_REGISTRY_RETRIES=1) with the same range; when every
+    attempt is cut, EIO and a log line, and no partial content file."""
+    p, mnt = mount_proxied(lreg, daemon, tmp_path / "m")
+    lreg.px.faults.append((blob_get(lreg), "cut"))
+    assert (mnt / "data/f1").read_bytes() == lreg.contents["f1"]
+    gets = range_gets(lreg)
+    assert len(gets) == 2 and gets[0] == gets[1] and gets[0], gets
+    assert "retrying" in daemon.log(p)
+
+    lreg.px.log.clear()
+    lreg.px.faults += [(blob_get(lreg), "cut")] * 8
+    read_eio(mnt / "data/f2")
+    lreg.px.faults.clear()
+    gets = range_gets(lreg)
+    assert len(gets) >= 2 and len(set(gets)) == 1, gets
+    assert f"layer {lreg.layer}: file data/f2: cannot fetch its content" \
+        in daemon.log(p)
+    assert filled(store) == 1
+    assert not (Path(store) / "tmp").exists() or \
+        not list((Path(store) / "tmp").rglob("*"))
+    assert (mnt / "data/f2").read_bytes() == lreg.contents["f2"]
+
+
+def test_range_ignored(lreg, daemon, store, tmp_path, monkeypatch):
+    """A server that answers a Range request with 200 and the whole blob
+    (a CDN ignoring Range): a read fails clearly (EIO, a log line saying
+    so) instead of reading the blob up to the range; at mount time the
+    layer is pulled in full instead, and the mount is right."""
+    p, mnt = mount_proxied(lreg, daemon, tmp_path / "m")
+    lreg.px.faults += [(blob_get(lreg), "no-range")] * 8
+    read_eio(mnt / "data/f3")
+    lreg.px.faults.clear()
+    log = daemon.log(p)
+    assert "ignores Range requests (HTTP 200 with the whole blob)" in log
+    assert "file data/f3: cannot fetch its content" in log
+    assert (mnt / "data/f3").read_bytes() == lreg.contents["f3"]
+
+    # the table of contents read at mount time: the layer is pulled in
+    # full instead
+    lreg.px.faults.append((blob_get(lreg), "no-range"))
+    store2 = tmp_path / "store2"
+    monkeypatch.setenv("STRATA_ROOT", str(store2))
+    p, mnt = mount_proxied(lreg, daemon, tmp_path / "m2")
+    assert "ignores Range requests" in daemon.log(p)
+    assert (store2 / "images/blobs/sha256" / lreg.layer.split(":")[1]
+            ).is_file()
+    assert filled(store2) == 0
+    assert (mnt / "data/big").read_bytes() == lreg.contents["big"]
+
+
+def test_redirect_keeps_range_drops_token(lreg, daemon, store, tmp_path):
+    """A blob redirected to another host (storage): the Range goes with
+    it, the Bearer token does not."""
+    other = Servers()
+    try:
+        blobs = other.add(BlobServer(lreg.layout))
+        lreg.px.other = f"http://localhost:{blobs.server_address[1]}"
+        p, mnt = mount_proxied(lreg, daemon, tmp_path / "m")
+        lreg.px.faults.append((blob_get(lreg), "redirect"))
+        assert (mnt / "data/f4").read_bytes() == lreg.contents["f4"]
+        assert len(blobs.seen) == 1
+        _, h = blobs.seen[0]
+        assert h.get("Range", "").startswith("bytes="), h
+        assert not any(k.lower() == "authorization" for k in h), h
+        assert all(h.get("Authorization", "").startswith("Bearer ")
+                   for path, h in lreg.px.log if "/blobs/" in path)
+    finally:
+        other.stop_all()
+
+
+def rotate_token_key(lreg, name):
+    """The registry restarted trusting only a new key, which the token
+    server now signs with: every token issued before is refused."""
+    key, cert, der = token_signer(lreg.tmp / name)
+    lreg.reg.stop()
+    shutil.copy(cert, lreg.trusted)
+    lreg.tok.key, lreg.tok.cert_der = key, der
+    assert lreg.reg.start()
+
+
+def login(reg, user, password):
+    run([STRATA, "login", "--tls-verify=false", "-u", user,
+         "--password-stdin", reg.addr], input=password + "\n")
+
+
+def test_token_rotated_refreshed_with_login_creds(lreg, daemon, store,
+                                                   tmp_path, monkeypatch):
+    """Credentials kept by `strata login` (not given to the mount); the
+    registry then rotates its token signing key: the token the mount
+    holds is refused with 401, a new one is fetched with the login's
+    credentials and the read succeeds. Then the password changes and the
+    user logs in again: the mount, refused by the token server with the
+    old password, reads the auth file again and goes on, no remount."""
+    auth = tmp_path / "auth.json"
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(auth))
+    reg = lreg.reg
+    login(reg, *CREDS)
+    assert reg.addr in json.loads(auth.read_text())["auths"]
+    mnt = tmp_path / "m"
+    p = daemon.start(f"docker://{reg.addr}/l/z:t", mnt,
+                     opts="prefetch=0,tls_verify=false")
+    assert (mnt / "data/f5").read_bytes() == lreg.contents["f5"]
+    before = len(lreg.tok.seen)
+    rotate_token_key(lreg, "tok-rotated")
+    assert (mnt / "data/f0").read_bytes() == lreg.contents["f0"]
+    fresh = lreg.tok.seen[before:]
+    assert fresh and all(u == CREDS[0] for _, _, u in fresh), fresh
+
+    try:
+        lreg.tok.creds = (CREDS[0], "n3w")
+        login(reg, CREDS[0], "n3w")
+        before = len(lreg.tok.seen)
+        rotate_token_key(lreg, "tok-rotated-2")
+        assert (mnt / "data/f1").read_bytes() == lreg.contents["f1"]
+        # refused with the old password, given with the new one
+        assert [u for _, _, u in lreg.tok.seen[before:]][-2:] == \
+            [None, CREDS[0]], lreg.tok.seen[before:]
+    finally:
+        lreg.tok.creds = CREDS
+    log = daemon.log(p)
+    assert "cannot fetch" not in log and "retrying" not in log, log
+
+
+def futex_waiters(pid):
+    """Threads of process @pid sleeping on a futex (a mutex or condition
+    variable: a fetch waiting for a free slot)."""
+    n = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            if "futex" in Path(f"/proc/{pid}/task/{tid}/wchan").read_text():
+                n += 1
+        except OSError:
+            pass
+    return n
+
+
+def test_fetches_in_flight_are_bounded(lreg, daemon, store, tmp_path):
+    """Six first reads at once with -o fetchers=2: the proxy holds every
+    blob request until two are in flight and the other four readers wait
+    in stratafs for a slot (threads asleep on a futex), or until a third
+    request arrives; at most two are ever in flight, and every file reads
+    right."""
+    px = lreg.px
+    p, mnt = mount_proxied(lreg, daemon, tmp_path / "m",
+                           "fetchers=2")
+    base = futex_waiters(p.pid)
+    px.hold.clear()
+    got, errors = {}, []
+
+    def read(name):
+        try:
+            got[name] = (mnt / "data" / name).read_bytes()
+        except OSError as e:
+            errors.append((name, e))
+    readers = [threading.Thread(target=read, args=(n,)) for n in NAMES]
+    for t in readers:
+        t.start()
+    ok = False
+    with px.cond:
+        for _ in range(1200):   # the proxy's changes wake it at once
+            if px.inflight > 2 or (px.inflight == 2 and
+                                   futex_waiters(p.pid) >= base + 4):
+                ok = True
+                break
+            px.cond.wait(0.05)
+    px.hold.set()
+    for t in readers:
+        t.join(60)
+    assert ok, (px.inflight, futex_waiters(p.pid), base)
+    assert px.max_inflight == 2, px.max_inflight
+    assert not errors, errors
+    assert got == {n: lreg.contents[n] for n in NAMES}
+
+
+def test_background_fill_pauses_when_registry_fails(lreg, daemon, store,
+                                                    tmp_path):
+    """With the background fill on, a registry that fails every range
+    after the table of contents (HTTP 500, retried once): the fill says
+    once that it pauses, and does not try (and log) file after file; a
+    first read still fetches its file when the registry is back."""
+    def after_toc(path, n):
+        return path.endswith("/blobs/" + lreg.layer) and n >= 2
+    lreg.px.faults += [(after_toc, "500")] * 40
+    addr = f"127.0.0.1:{lreg.px.server_address[1]}"
+    p = daemon.start(f"docker://{addr}/l/z:t", tmp_path / "m",
+                     opts="tls_verify=false,creds=" + ":".join(CREDS))
+    for _ in range(600):
+        log = daemon.log(p)
+        if "background fill paused" in log or p.poll() is not None:
+            break
+        time.sleep(0.05)
+    assert log.count("layer 1: background fill paused: Protocol error; "
+                     "trying again in 10 s") == 1, log
+    assert "cannot fetch" not in log, log
+    lreg.px.faults.clear()
+    assert (tmp_path / "m/data/f1").read_bytes() == lreg.contents["f1"]
+
+
+@pytest.mark.parametrize("value", ["0", "65", "x", ""])
+def test_fetchers_usage_error(value, tmp_path):
+    r = run([STRATAFS, "-o", f"fetchers={value}", "docker://h/r:t",
+             tmp_path], check=False)
+    assert r.returncode == 2
+    assert r.stderr.startswith("stratafs: fetchers= takes a number from "
+                               "1 to 64\nusage: stratafs"), r.stderr
