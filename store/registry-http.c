@@ -10,9 +10,12 @@
  * blob GET is usually redirected to storage on another host.
  *
  * Retries (distribution spec, and what containers/image does): 429 and
- * 5xx answers and broken, refused or stalled connections are retried up
- * to reg->retries times, waiting Retry-After (at most 30 s) or 1, 2, 4 s
+ * 5xx answers and broken or stalled connections are retried up to
+ * reg->retries times, waiting Retry-After (at most 30 s) or 1, 2, 4 s
  * ...; a body cut short is resumed with Range where the sink allows it.
+ * A refused connection (nothing listening) is not retried: a registry
+ * that is down fails at once, so a lazy read gives EIO without waiting
+ * and the next read asks again.
  */
 #include <curl/curl.h>
 #include <errno.h>
