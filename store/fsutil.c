@@ -7,10 +7,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "store-internal.h"
+
+void strata_huge_hint(void *p, size_t len)
+{
+	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+	uintptr_t a = ((uintptr_t)p + page - 1) & ~(page - 1);
+	uintptr_t e = ((uintptr_t)p + len) & ~(page - 1);
+
+	if (len >= STRATA_HUGE_MIN && e > a)
+		madvise((void *)a, e - a, MADV_HUGEPAGE);	/* a hint */
+}
 
 int strata_write_all(int fd, const void *buf, size_t len)
 {

@@ -96,6 +96,8 @@ static int read_toc(struct strata_range_src *src, const struct strata_layer *l,
 
 	if (!c || !u)
 		return -ENOMEM;
+	strata_huge_hint(c, pos->len + 8);
+	strata_huge_hint(u, pos->ulen + 1);
 	r = src->read(src, c, pos->len + 8, pos->off - 8);
 	if (r < 0)
 		return strata_err_set(err, r, "layer %s: reading the table of "
@@ -230,6 +232,7 @@ static int add_rec(struct build *bd, const char *name, uint64_t off,
 
 		if (!p)
 			return -ENOMEM;
+		strata_huge_hint(p, c * sizeof(*bd->recs));
 		bd->recs = p;
 		bd->cap_recs = c;
 	}
@@ -242,6 +245,7 @@ static int add_rec(struct build *bd, const char *name, uint64_t off,
 		p = realloc(bd->names, c);
 		if (!p)
 			return -ENOMEM;
+		strata_huge_hint(p, c);
 		bd->names = p;
 		bd->names_cap = c;
 	}
@@ -721,7 +725,9 @@ int strata_zc_build(struct strata_range_src *src, const struct strata_layer *l,
 		return r;
 	/* streamed, no json-c tree: 3.5x less CPU on a 22 MB TOC */
 	strata_jp_init(&jp, toc, pos->ulen);
-	r = strata_lxbuild_new(l->digest, max_entries, err, &bd.b);
+	/* skopeo's TOCs take 300-450 bytes an entry */
+	r = strata_lxbuild_new(l->digest, max_entries, pos->ulen / 320, err,
+			       &bd.b);
 	if (r == 0)
 		r = read_doc(&bd, &jp, &version);
 	if (r == 0 && version != 1) {
