@@ -1435,7 +1435,8 @@ static void settle_implied(struct tree *t)
 	}
 }
 
-static int write_index(struct tree *t, int dirfd)
+/* @sync: fsync it (a lazy layer's index is checked by its sum instead) */
+static int write_index(struct tree *t, int dirfd, bool sync)
 {
 	cleanup_free uint32_t *order = malloc((size_t)t->n * sizeof(uint32_t));
 	cleanup_free struct strata_lx_entry *out = NULL;
@@ -1568,7 +1569,7 @@ static int write_index(struct tree *t, int dirfd)
 	    (r = strata_write_all(fd, t->owners, t->n_owners * sizeof(*t->owners))) < 0 ||
 	    (r = strata_write_all(fd, links, n_links * sizeof(*links))) < 0)
 		return r;
-	if (fsync(fd) < 0)
+	if (sync && fsync(fd) < 0)
 		return -errno;
 	return 0;
 }
@@ -1733,7 +1734,7 @@ int strata_unpack_layer(const struct strata_unpack_job *job,
 	if (job->usize)
 		*job->usize = rd.uncompressed;
 	settle_implied(&u.t);
-	r = write_index(&u.t, job->dest_fd);
+	r = write_index(&u.t, job->dest_fd, true);
 	if (r < 0)
 		r = strata_err_set(err, r, "layer %s: writing the index: %s",
 				   sd, strerror(-r));
@@ -1866,7 +1867,7 @@ int strata_lxbuild_finish(struct strata_lxbuild *b, int dest_fd)
 			    b->layer, (unsigned long long)b->u.dups,
 			    b->u.dups > 1 ? "s" : "", b->u.first_dup);
 	settle_implied(&b->u.t);
-	r = write_index(&b->u.t, dest_fd);
+	r = write_index(&b->u.t, dest_fd, false);
 	if (r < 0)
 		return strata_err_set(b->u.err, r, "layer %s: writing the "
 				      "index: %s", b->layer, strerror(-r));

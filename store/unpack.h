@@ -62,7 +62,8 @@ int strata_blob_diff_id(int fd, const char *digest, int64_t size,
  * call); @expect, how many entries to size the tables for (a hint);
  * @err (borrowed until free) gets the first error. Caller frees
  * with strata_lxbuild_free(). add: *@data_id is the entry's content
- * number, or 0. finish: write "index" into @dest_fd.
+ * number, or 0. finish: write "index" into @dest_fd (not synced: the
+ * caller makes it durable or checkable).
  * Return: 0 or negative errno (message in @err).
  */
 struct strata_tar_entry;
