@@ -102,6 +102,11 @@ int strata_write_all(int fd, const void *buf, size_t len);
  */
 #define STRATA_HUGE_MIN (2u << 20)
 void strata_huge_hint(void *p, size_t len);
+/* @len zeroed bytes of their own mapping, aligned for huge pages (malloc
+ * hands out 4 KiB-aligned blocks, most of whose huge-page extents are cut);
+ * freed with strata_big_free(@p, @len). NULL when out of memory. */
+void *strata_big_alloc(size_t len);
+void strata_big_free(void *p, size_t len);
 
 /* ---- lock.c ---- */
 

@@ -1828,7 +1828,8 @@ int strata_lxbuild_new(const char *digest, uint64_t max_entries,
 	cap = 0;
 	t->str_slots = calloc(slots, sizeof(*t->str_slots));
 	if (!t->str_slots || grow((void **)&t->nodes, &cap, (size_t)expect + 1,
-				  sizeof(*t->nodes)) < 0) {
+				  sizeof(*t->nodes)) < 0 ||
+	    grow((void **)&t->str, &t->str_cap, (size_t)expect * 24, 1) < 0) {
 		strata_lxbuild_free(b);
 		return -ENOMEM;
 	}
