@@ -278,6 +278,25 @@ static int unpack_one(struct job *j)
 	return 0;
 }
 
+/* Largest blob first: the pool's wall time is then close to the largest
+ * layer's, not that plus whatever small layers queued before it. */
+static int by_size_desc(const void *a, const void *b)
+{
+	const struct job *x = a, *y = b;
+	int64_t sx = x->img->layers[x->layer].size;
+	int64_t sy = y->img->layers[y->layer].size;
+
+	return sx < sy ? 1 : sx > sy ? -1 : x->layer < y->layer ? -1
+	       : x->layer > y->layer;
+}
+
+static int by_layer(const void *a, const void *b)
+{
+	const struct job *x = a, *y = b;
+
+	return x->layer < y->layer ? -1 : x->layer > y->layer;
+}
+
 static void *worker(void *arg)
 {
 	struct pool *p = arg;
@@ -355,6 +374,7 @@ int strata_cache_ensure(struct strata_store *st, struct strata_image *img,
 		p.total += (uint64_t)img->layers[i].size;
 		p.n++;
 	}
+	qsort(p.jobs, p.n, sizeof(*p.jobs), by_size_desc);
 	p.pulling = img->source != NULL;
 	clock_gettime(CLOCK_MONOTONIC, &p.start);
 	nthreads = (size_t)(opts && opts->jobs > 0 ? opts->jobs
@@ -377,6 +397,8 @@ int strata_cache_ensure(struct strata_store *st, struct strata_image *img,
 	for (i = 0; i < nthreads; i++)
 		pthread_join(threads[i], NULL);
 	strata_progress_done();
+	/* back in image order: the error told is the lowest layer's */
+	qsort(p.jobs, p.n, sizeof(*p.jobs), by_layer);
 	for (i = 0; i < p.n; i++) {
 		for (k = 0; p.jobs[i].lazy_done && k < img->n_layers; k++) {
 			const struct strata_layer *l =
