@@ -462,9 +462,10 @@ def test_torn_cache_entry_is_built_again(chunked_image, mount, store,
                                          tmp_path):
     """A lazy entry is not synced when it is built: one a crash tore
     before it reached the disk (here a name changed in one layer's index,
-    the other layer's content table cut short) does not match its "sum"
-    and is built again, so the next mount still matches umoci; it is
-    never served (before sums, the changed name was)."""
+    the other layer's content table cut short, and "checked" naming
+    another boot, as it does after the reboot a crash means) does not
+    match its "sum" and is built again, so the next mount still matches
+    umoci; it is never served (before sums, the changed name was)."""
     layout, tag, ref = chunked_image
     mnt = mount(ref, opts="prefetch=0")
     assert (mnt / "etc/hello").read_text() == "changed\n"
@@ -480,6 +481,9 @@ def test_torn_cache_entry_is_built_again(chunked_image, mount, store,
             with open(d / "contents", "r+b") as f:
                 f.truncate(os.fstat(f.fileno()).st_size // 2)
             torn.add("contents")
+        boot = (d / "checked").read_text()
+        assert boot == Path("/proc/sys/kernel/random/boot_id").read_text()
+        (d / "checked").write_text("an earlier boot")
     assert torn == {"index", "contents"}
     (tmp_path / "again").mkdir()
     r = mount(ref, opts="prefetch=0", mnt=tmp_path / "again", check=False)
