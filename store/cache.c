@@ -32,8 +32,9 @@ struct job {
 	struct pool *pool;
 	_Atomic uint64_t done;	/* bytes of this layer so far */
 	atomic_bool active;	/* being fetched or unpacked now */
-	bool plain_lazy;	/* try the lazy gzip/zstd pass first */
-	bool lazy_done;		/* that pass made it lazy */
+	bool toc_lazy;		/* try a lazy layer from its TOC first */
+	bool plain_lazy;	/* then the lazy gzip/zstd pass */
+	bool lazy_done;		/* one of those made it lazy */
 };
 
 struct pool {
@@ -277,25 +278,51 @@ static int unpack_one(struct job *j)
 	return 0;
 }
 
+/* Largest blob first: the pool's wall time is then close to the largest
+ * layer's, not that plus whatever small layers queued before it. */
+static int by_size_desc(const void *a, const void *b)
+{
+	const struct job *x = a, *y = b;
+	int64_t sx = x->img->layers[x->layer].size;
+	int64_t sy = y->img->layers[y->layer].size;
+
+	return sx < sy ? 1 : sx > sy ? -1 : x->layer < y->layer ? -1
+	       : x->layer > y->layer;
+}
+
+static int by_layer(const void *a, const void *b)
+{
+	const struct job *x = a, *y = b;
+
+	return x->layer < y->layer ? -1 : x->layer > y->layer;
+}
+
 static void *worker(void *arg)
 {
 	struct pool *p = arg;
+	struct job *j;
 
 	for (;;) {
 		size_t i = atomic_fetch_add(&p->next, 1);
 
 		if (i >= p->n)
 			break;
-		atomic_store(&p->jobs[i].active, true);
-		p->jobs[i].ret = -EOPNOTSUPP;
-		if (p->jobs[i].plain_lazy)	/* store/lazy-zran.c */
-			p->jobs[i].ret = strata_lazy_zran_prepare(
-				p->jobs[i].st, p->jobs[i].img, p->jobs[i].layer,
-				p->jobs[i].opts, &p->jobs[i].err);
-		p->jobs[i].lazy_done = p->jobs[i].ret == 0;
-		if (p->jobs[i].ret == -EOPNOTSUPP)	/* unpacked in full */
-			p->jobs[i].ret = unpack_one(&p->jobs[i]);
-		atomic_store(&p->jobs[i].active, false);
+		j = &p->jobs[i];
+		atomic_store(&j->active, true);
+		j->ret = -EOPNOTSUPP;
+		if (j->toc_lazy)	/* store/lazy.c: reads only the TOC */
+			j->ret = strata_lazy_prepare(j->st, j->img, j->layer,
+						     j->opts, &j->err);
+		if (j->ret == -EOPNOTSUPP && j->plain_lazy) /* lazy-zran.c */
+			j->ret = strata_lazy_zran_prepare(j->st, j->img,
+							  j->layer, j->opts,
+							  &j->err);
+		j->lazy_done = j->ret == 0 && (j->toc_lazy || j->plain_lazy);
+		if (j->ret == -EOPNOTSUPP) {	/* unpacked in full */
+			memset(&j->err, 0, sizeof(j->err));
+			j->ret = unpack_one(j);
+		}
+		atomic_store(&j->active, false);
 		atomic_fetch_add(&p->layers_done, 1);
 	}
 	return NULL;
@@ -331,34 +358,23 @@ int strata_cache_ensure(struct strata_store *st, struct strata_image *img,
 		if (dup || (usable(st, &img->layers[i], rel) &&
 			    !blob_missing(img, &img->layers[i])))
 			continue;
-		if (opts && opts->lazy && !usable(st, &img->layers[i], rel)) {
-			struct strata_err lerr = { 0 };
-
-			r = strata_lazy_prepare(st, img, i, opts, &lerr);
-			if (r == 0) {
-				img->layers[i].lazy = true;
-				continue;
-			}
-			if (r != -EOPNOTSUPP) {
-				free(p.jobs);
-				return strata_err_set(err, r, "image %s: %s",
-						      img->ref_text, lerr.msg);
-			}
-			r = 0;	/* not lazy: unpacked in full */
-		}
 		p.jobs[p.n].st = st;
 		p.jobs[p.n].img = img;
 		p.jobs[p.n].layer = i;
 		p.jobs[p.n].opts = opts;
 		p.jobs[p.n].pool = &p;
-		/* gzip, zstd: a metadata pass in place of the unpack, in
-		 * parallel as unpacks are */
-		p.jobs[p.n].plain_lazy = opts && opts->lazy &&
-					 opts->lazy_plain &&
-					 !usable(st, &img->layers[i], rel);
+		/* a layer with a TOC (zstd:chunked) is lazy once its TOC is
+		 * read; gzip, zstd: a metadata pass in place of the unpack.
+		 * Each in parallel, as unpacks are: the mount waits for the
+		 * slowest layer, not for their sum */
+		p.jobs[p.n].toc_lazy = opts && opts->lazy &&
+				       !usable(st, &img->layers[i], rel);
+		p.jobs[p.n].plain_lazy = p.jobs[p.n].toc_lazy &&
+					 opts->lazy_plain;
 		p.total += (uint64_t)img->layers[i].size;
 		p.n++;
 	}
+	qsort(p.jobs, p.n, sizeof(*p.jobs), by_size_desc);
 	p.pulling = img->source != NULL;
 	clock_gettime(CLOCK_MONOTONIC, &p.start);
 	nthreads = (size_t)(opts && opts->jobs > 0 ? opts->jobs
@@ -381,6 +397,8 @@ int strata_cache_ensure(struct strata_store *st, struct strata_image *img,
 	for (i = 0; i < nthreads; i++)
 		pthread_join(threads[i], NULL);
 	strata_progress_done();
+	/* back in image order: the error told is the lowest layer's */
+	qsort(p.jobs, p.n, sizeof(*p.jobs), by_layer);
 	for (i = 0; i < p.n; i++) {
 		for (k = 0; p.jobs[i].lazy_done && k < img->n_layers; k++) {
 			const struct strata_layer *l =

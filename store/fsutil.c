@@ -7,10 +7,56 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "store-internal.h"
+
+void strata_huge_hint(void *p, size_t len)
+{
+	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+	uintptr_t a = ((uintptr_t)p + page - 1) & ~(page - 1);
+	uintptr_t e = ((uintptr_t)p + len) & ~(page - 1);
+
+	if (len >= STRATA_HUGE_MIN && e > a)
+		madvise((void *)a, e - a, MADV_HUGEPAGE);	/* a hint */
+}
+
+#define HUGE_PAGE (2u << 20)
+
+static size_t page_round(size_t len)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+
+	return (len + page - 1) & ~(page - 1);
+}
+
+void *strata_big_alloc(size_t len)
+{
+	size_t map = page_round(len) + HUGE_PAGE;
+	char *p = mmap(NULL, map, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uintptr_t a;
+
+	if (p == MAP_FAILED)
+		return NULL;
+	/* 2 MiB aligned, the rest of the mapping given back */
+	a = ((uintptr_t)p + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
+	if (a > (uintptr_t)p)
+		munmap(p, a - (uintptr_t)p);
+	if ((uintptr_t)p + map > a + page_round(len))
+		munmap((void *)(a + page_round(len)),
+		       (uintptr_t)p + map - (a + page_round(len)));
+	madvise((void *)a, page_round(len), MADV_HUGEPAGE);	/* a hint */
+	return (void *)a;
+}
+
+void strata_big_free(void *p, size_t len)
+{
+	if (p)
+		munmap(p, page_round(len));
+}
 
 int strata_write_all(int fd, const void *buf, size_t len)
 {

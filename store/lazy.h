@@ -71,9 +71,9 @@ int strata_zc_locate(const struct strata_layer *l, struct strata_zc_pos *pos,
 /*
  * Read the TOC of layer @l from @src, verify it against the manifest's
  * checksum, and build the layer's index and content table in directory
- * @dest_fd ("index", "contents", empty "data/"). Every entry is checked
- * as a tar entry is (paths, links, whiteouts, limits) and every content
- * range must lie before the TOC, in order, without overlap.
+ * @dest_fd ("index", "contents", empty "data/"; not synced). Every entry
+ * is checked as a tar entry is (paths, links, whiteouts, limits) and
+ * every content range must lie before the TOC, in order, without overlap.
  * Return: 0, -EBADMSG (message naming the layer and entry), -EOPNOTSUPP
  * (a TOC version or digest strata cannot read: unpack in full), or
  * another negative errno.

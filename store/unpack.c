@@ -340,6 +340,7 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem)
 	n = realloc(*p, c * elem);
 	if (!n)
 		return -ENOMEM;
+	strata_huge_hint(n, c * elem);
 	*p = n;
 	*cap = c;
 	return 0;
@@ -498,9 +499,9 @@ static void slot_insert(struct tree *t, uint32_t idx)
 		 hash_key(u->parent, t->str + u->name_off, u->name_len), idx);
 }
 
-static int rehash(struct tree *t)
+/* A table of @n slots (a power of 2) for the nodes. */
+static int rehash_to(struct tree *t, size_t n)
 {
-	size_t n = t->n_slots ? t->n_slots * 2 : 4096;
 	uint32_t i;
 
 	free(t->slots);
@@ -511,6 +512,11 @@ static int rehash(struct tree *t)
 	for (i = 1; i < t->n; i++)
 		slot_insert(t, i);
 	return 0;
+}
+
+static int rehash(struct tree *t)
+{
+	return rehash_to(t, t->n_slots ? t->n_slots * 2 : 4096);
 }
 
 static int tree_add(struct tree *t, uint32_t parent, const char *name,
@@ -1429,7 +1435,8 @@ static void settle_implied(struct tree *t)
 	}
 }
 
-static int write_index(struct tree *t, int dirfd)
+/* @sync: fsync it (a lazy layer's index is checked by its sum instead) */
+static int write_index(struct tree *t, int dirfd, bool sync)
 {
 	cleanup_free uint32_t *order = malloc((size_t)t->n * sizeof(uint32_t));
 	cleanup_free struct strata_lx_entry *out = NULL;
@@ -1446,6 +1453,8 @@ static int write_index(struct tree *t, int dirfd)
 	if (!order)
 		return -ENOMEM;
 	out = calloc(t->n, sizeof(*out));
+	if (out)
+		strata_huge_hint(out, t->n * sizeof(*out));
 	implied = malloc((size_t)t->n * sizeof(*implied));
 	xtable = malloc((size_t)t->n * sizeof(*xtable));
 	links = malloc((size_t)t->n * sizeof(*links));
@@ -1560,7 +1569,7 @@ static int write_index(struct tree *t, int dirfd)
 	    (r = strata_write_all(fd, t->owners, t->n_owners * sizeof(*t->owners))) < 0 ||
 	    (r = strata_write_all(fd, links, n_links * sizeof(*links))) < 0)
 		return r;
-	if (fsync(fd) < 0)
+	if (sync && fsync(fd) < 0)
 		return -errno;
 	return 0;
 }
@@ -1725,7 +1734,7 @@ int strata_unpack_layer(const struct strata_unpack_job *job,
 	if (job->usize)
 		*job->usize = rd.uncompressed;
 	settle_implied(&u.t);
-	r = write_index(&u.t, job->dest_fd);
+	r = write_index(&u.t, job->dest_fd, true);
 	if (r < 0)
 		r = strata_err_set(err, r, "layer %s: writing the index: %s",
 				   sd, strerror(-r));
@@ -1795,23 +1804,46 @@ struct strata_lxbuild {
 };
 
 int strata_lxbuild_new(const char *digest, uint64_t max_entries,
-		       struct strata_err *err, struct strata_lxbuild **out)
+		       uint64_t expect, struct strata_err *err,
+		       struct strata_lxbuild **out)
 {
 	struct strata_lxbuild *b = calloc(1, sizeof(*b));
+	struct tree *t;
+	size_t slots = 4096, cap;
 	uint32_t root;
 	int r;
 
 	if (!b)
 		return -ENOMEM;
+	t = &b->u.t;
+	/* sized once for @expect entries: no rehash and regrowth of 64K
+	 * nodes on the way (5% of a big layer's mount). Only a hint, and
+	 * tables but a few bytes an entry: capped at the entry limit */
+	if (expect > max_entries)
+		expect = max_entries;
+	if (expect > 1u << 24)
+		expect = 1u << 24;
+	while (slots < 2 * expect)
+		slots *= 2;
+	cap = 0;
+	t->str_slots = calloc(slots, sizeof(*t->str_slots));
+	if (!t->str_slots || grow((void **)&t->nodes, &cap, (size_t)expect + 1,
+				  sizeof(*t->nodes)) < 0 ||
+	    grow((void **)&t->str, &t->str_cap, (size_t)expect * 24, 1) < 0) {
+		strata_lxbuild_free(b);
+		return -ENOMEM;
+	}
+	t->cap = (uint32_t)cap;
+	t->n_str_slots = slots;
 	strata_short_digest(digest, b->layer, sizeof(b->layer));
 	b->u.layer = b->layer;
 	b->u.err = err;
 	b->u.datafd = -1;
 	b->u.lazy = true;
 	b->u.max_entries = max_entries;
-	if ((r = tree_add(&b->u.t, 0, "", 0, &root)) < 0 ||
-	    (r = rehash(&b->u.t)) < 0 ||
-	    (r = owner_index(&b->u.t, 0, 0)) < 0) {
+	if ((r = tree_add(t, 0, "", 0, &root)) < 0 ||
+	    (r = rehash_to(t, slots)) < 0 ||
+	    (r = owner_index(t, 0, 0)) < 0) {
 		strata_lxbuild_free(b);
 		return r;
 	}
@@ -1836,7 +1868,7 @@ int strata_lxbuild_finish(struct strata_lxbuild *b, int dest_fd)
 			    b->layer, (unsigned long long)b->u.dups,
 			    b->u.dups > 1 ? "s" : "", b->u.first_dup);
 	settle_implied(&b->u.t);
-	r = write_index(&b->u.t, dest_fd);
+	r = write_index(&b->u.t, dest_fd, false);
 	if (r < 0)
 		return strata_err_set(b->u.err, r, "layer %s: writing the "
 				      "index: %s", b->layer, strerror(-r));

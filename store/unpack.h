@@ -59,15 +59,18 @@ int strata_blob_diff_id(int fd, const char *digest, int64_t size,
  * but no content is written; a non-empty regular file gets a content
  * number (1, 2, ... in order) for its data/ file.
  * new: @digest names the layer in messages (borrowed only during the
- * call); @err (borrowed until free) gets the first error. Caller frees
+ * call); @expect, how many entries to size the tables for (a hint);
+ * @err (borrowed until free) gets the first error. Caller frees
  * with strata_lxbuild_free(). add: *@data_id is the entry's content
- * number, or 0. finish: write "index" into @dest_fd.
+ * number, or 0. finish: write "index" into @dest_fd (not synced: the
+ * caller makes it durable or checkable).
  * Return: 0 or negative errno (message in @err).
  */
 struct strata_tar_entry;
 struct strata_lxbuild;
 int strata_lxbuild_new(const char *digest, uint64_t max_entries,
-		       struct strata_err *err, struct strata_lxbuild **out);
+		       uint64_t expect, struct strata_err *err,
+		       struct strata_lxbuild **out);
 int strata_lxbuild_add(struct strata_lxbuild *b,
 		       const struct strata_tar_entry *g, uint32_t *data_id);
 int strata_lxbuild_finish(struct strata_lxbuild *b, int dest_fd);

@@ -2,6 +2,8 @@
 """Lazy zstd:chunked layers: mounting before the bytes arrive.
 
     /usr/bin/python3 tests/bench/lazy.py [--quick] [--runs N] [--build DIR]
+    /usr/bin/python3 tests/bench/lazy.py --mount-only --build A --build B
+
 
 Takes the benchmark image of run.py (built and cached by it in
 /var/tmp/strata-bench), converts it once with skopeo to zstd:chunked
@@ -23,6 +25,11 @@ then, on the lazy mount, the bytes the daemon read from the blobs
 for reading one file (the largest under usr/share), against the total
 size of the zstd:chunked blobs. Prints medians (min-max) and ratios;
 asserts nothing; not part of the test suite. Run as root.
+
+With --mount-only, only the lazy mounts (layout and registry), each
+--build given in turn in every run (interleaved, for a before/after on a
+noisy machine), with the mount command's user and system CPU time (its
+rusage: the work before the daemon forks).
 
 With --gzip, the original gzip layout instead (store/lazy-zran.c):
 
@@ -87,6 +94,57 @@ def mount_time(build, ref, opts, work):
     dt = time.monotonic() - t
     bench.MOUNTS.append(str(mnt))
     return dt, mnt
+
+
+def mount_cpu(build, ref, opts, work):
+    """mount_time() with the command's (wall, user, sys) seconds."""
+    store, mnt = work / "store", work / "mnt"
+    bench.rmtree(store)
+    mnt.mkdir(exist_ok=True)
+    env = dict(os.environ, STRATA_ROOT=str(store))
+    bench.drop_caches()
+    t = time.monotonic()
+    p = subprocess.Popen([str(build / "fs/stratafs"), "-o", opts, ref,
+                          str(mnt)], env=env)
+    _, status, ru = os.wait4(p.pid, 0)
+    dt = time.monotonic() - t
+    bench.MOUNTS.append(str(mnt))
+    if status != 0:
+        raise SystemExit(f"stratafs {ref} failed ({status})")
+    return dt, ru.ru_utime, ru.ru_stime
+
+
+def main_mount_only(a, builds, zc, tag):
+    res = {}
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as w:
+        work = Path(w)
+        reg = None
+        try:
+            reg, rref = start_registry(work, zc, tag)
+            cases = [("layout", f"oci:{zc}:{tag}", "prefetch=0"),
+                     ("registry", rref, "prefetch=0,tls_verify=false")]
+            for _ in range(a.runs):
+                for name, ref, opts in cases:
+                    for b in builds:
+                        r = mount_cpu(b, ref, opts, work)
+                        res.setdefault((name, str(b)), []).append(r)
+                        bench.unmount(work / "mnt")
+        finally:
+            bench.unmount_all()
+            if reg:
+                os.killpg(reg.pid, 9)
+                reg.wait()
+    print(f"## lazy mount until live ({'quick' if a.quick else 'full'} "
+          f"image, {a.runs} interleaved runs, cold cache)\n")
+    print("| from | build | wall median | min-max | user | sys | runs |")
+    print("|---|---|---|---|---|---|---|")
+    for (name, b), rs in res.items():
+        w = [r[0] for r in rs]
+        print(f"| {name} | {b} | {bench.fmt_s(statistics.median(w))} | "
+              f"{bench.fmt_s(min(w))}-{bench.fmt_s(max(w))} | "
+              f"{statistics.median(r[1] for r in rs):.2f} s | "
+              f"{statistics.median(r[2] for r in rs):.2f} s | "
+              f"{', '.join(f'{x:.2f}' for x in w)} |")
 
 
 def fetched(mnt, cmd):
@@ -205,15 +263,21 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--gzip", action="store_true",
                     help="the gzip image: first ls and warm reads")
+    ap.add_argument("--mount-only", action="store_true",
+                    help="only the lazy mounts, of each --build in turn")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--build", default=os.environ.get(
-        "STRATA_BUILD", str(bench.REPO / "build-bench")))
+    ap.add_argument("--build", action="append", help="build directory "
+                    "(several with --mount-only)")
     a = ap.parse_args()
-    build = Path(a.build)
+    builds = [Path(b) for b in a.build or [os.environ.get(
+        "STRATA_BUILD", str(bench.REPO / "build-bench"))]]
+    build = builds[0]
     layout, tag, _ = bench.build_image(a.quick)
     if a.gzip:
         return main_gzip(a, build, layout, tag)
     zc = convert(layout, tag, a.quick)
+    if a.mount_only:
+        return main_mount_only(a, builds, zc, tag)
     total = blob_bytes(zc, tag)
     times = {"lazy": [], "full zstd": [], "full gzip": [], "lazy reg": [],
              "full reg": []}

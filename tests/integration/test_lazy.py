@@ -458,6 +458,41 @@ def test_kill_during_fill_then_remount(tmp_path, daemon, mount, store):
     assert n <= filled(store) == 60
 
 
+def test_torn_cache_entry_is_built_again(chunked_image, mount, store,
+                                         tmp_path):
+    """A lazy entry is not synced when it is built: one a crash tore
+    before it reached the disk (here a name changed in one layer's index,
+    the other layer's content table cut short, and "checked" naming
+    another boot, as it does after the reboot a crash means) does not
+    match its "sum" and is built again, so the next mount still matches
+    umoci; it is never served (before sums, the changed name was)."""
+    layout, tag, ref = chunked_image
+    mnt = mount(ref, opts="prefetch=0")
+    assert (mnt / "etc/hello").read_text() == "changed\n"
+    unmount(mnt)
+    torn = set()
+    for d in lazy_dirs(store):
+        index = (d / "index").read_bytes()
+        if b"busybox\0" in index:
+            (d / "index").write_bytes(index.replace(b"busybox\0",
+                                                    b"busyboy\0"))
+            torn.add("index")
+        else:
+            with open(d / "contents", "r+b") as f:
+                f.truncate(os.fstat(f.fileno()).st_size // 2)
+            torn.add("contents")
+        boot = (d / "checked").read_text()
+        assert boot == Path("/proc/sys/kernel/random/boot_id").read_text()
+        (d / "checked").write_text("an earlier boot")
+    assert torn == {"index", "contents"}
+    (tmp_path / "again").mkdir()
+    r = mount(ref, opts="prefetch=0", mnt=tmp_path / "again", check=False)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("lazy cache entry is torn") == 2, r.stderr
+    assert_same_as_umoci(tmp_path / "again", layout, tag,
+                         tmp_path / "umoci")
+
+
 def test_content_stored_once_across_images(tmp_path, daemon, store):
     """Two images whose layers differ but share a file's content: the
     second mount takes it from the first's (one inode, no bytes read
