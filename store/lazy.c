@@ -60,6 +60,7 @@ struct strata_lazy {
 	 * store's copy of its blob; records hold uncompressed ranges */
 	struct strata_zran *zran;
 	int blobfd;
+	bool gzip;		/* eStargz: gzip members, not zstd frames */
 };
 
 /* ---- decompressing ---- */
@@ -297,7 +298,12 @@ static int build(struct strata_store *st, struct strata_image *img,
 		src->free(src);
 		return strata_err_set(err, -errno, "cache: %s", strerror(errno));
 	}
-	r = strata_zc_build(src, l, pos, max_bytes, max_entries, dest, err);
+	if (l->compression == STRATA_COMP_GZIP)
+		r = strata_esgz_build(src, l, max_bytes, max_entries, dest,
+				      err);
+	else
+		r = strata_zc_build(src, l, pos, max_bytes, max_entries, dest,
+				    err);
 	src->free(src);
 	return strata_lazy_publish(st, r, dest, tmpname, lazyfd, name, err);
 }
@@ -346,10 +352,11 @@ int strata_lazy_prepare(struct strata_store *st, struct strata_image *img,
 	struct strata_layer *l = &img->layers[i];
 	char name[2 * STRATA_DIGEST_MAX + 8];
 	cleanup_fd int lazyfd = -1, lock = -1, dfd = -1;
-	struct strata_zc_pos pos;
+	struct strata_zc_pos pos = { 0 };
 	int r;
 
-	r = strata_zc_locate(l, &pos, err);
+	r = l->compression == STRATA_COMP_GZIP ? strata_esgz_locate(l)
+					       : strata_zc_locate(l, &pos, err);
 	if (r < 0)
 		return r;
 	strata_lazy_name(l, name, sizeof(name));
@@ -474,6 +481,7 @@ int strata_layer_open(struct strata_store *st, const struct strata_image *img,
 	z->contentfd = -1;
 	z->blobfd = -1;
 	z->size = l->size;
+	z->gzip = l->compression == STRATA_COMP_GZIP && l->toc_digest;
 	z->dirfd = openat(st->layers_fd, rel, O_RDONLY | O_DIRECTORY |
 			  O_NOFOLLOW | O_CLOEXEC);
 	z->image = strdup(img->ref_text);
@@ -632,7 +640,7 @@ static int fill_from(struct strata_lazy *z, struct strata_range_src *src,
 	if (fd < 0)
 		return -errno;
 	ret = z->zran ? strata_lzr_fill(z->zran, z->blobfd, r, fd)
-		      : decompress_to(src, false, r, fd);
+		      : decompress_to(src, z->gzip, r, fd);
 	if (ret == -EBADMSG) {
 		strata_printable(z->names + r->name_off, SIZE_MAX, p, sizeof(p));
 		strata_warn("image %s: layer %s: file %s: content does not "
@@ -786,7 +794,7 @@ static int hash_blob(struct strata_lazy *z, const atomic_bool *stop,
 
 	if (!in || !out || strata_hasher_new(z->digest, &bh) < 0 ||
 	    strata_hasher_new(z->diff_id, &dh) < 0 ||
-	    strata_dec_init(&d, false) < 0)
+	    strata_dec_init(&d, z->gzip) < 0)
 		return -ENOMEM;
 	ret = 0;
 	while (ret == 0 && pos < (uint64_t)z->size) {

@@ -106,6 +106,15 @@ int strata_zc_build(struct strata_range_src *src, const struct strata_layer *l,
 		    const struct strata_zc_pos *pos, uint64_t max_bytes,
 		    uint64_t max_entries, int dest_fd, struct strata_err *err);
 
+/* eStargz (estargz.c): is layer @l one strata can mount lazily (gzip,
+ * with a toc.digest annotation)? 0 or -EOPNOTSUPP. */
+int strata_esgz_locate(const struct strata_layer *l);
+/* As strata_zc_build(), for eStargz: the TOC found by the footer and
+ * checked against the toc.digest annotation. */
+int strata_esgz_build(struct strata_range_src *src,
+		      const struct strata_layer *l, uint64_t max_bytes,
+		      uint64_t max_entries, int dest_fd, struct strata_err *err);
+
 /*
  * Make layer @i of @img ready to mount lazily (layers/lazy/NAME, built
  * under tmp/ and renamed, under NAME.lock). Return: 0; -EOPNOTSUPP if the
