@@ -88,8 +88,15 @@ static void *prefetch_main(void *arg)
 	struct fs *fs = arg;
 	uint32_t i;
 
+	/* first what each layer names as most likely needed (eStargz's
+	 * .prefetch.landmark), then the rest, layer by layer */
+	for (i = 0; i < fs->n_layers && !atomic_load(&fs->stop_prefetch); i++)
+		strata_lx_prefetch(fs->layers[i].lx, STRATA_PREFETCH_FIRST,
+				   &fs->stop_prefetch);
 	for (i = 0; i < fs->n_layers && !atomic_load(&fs->stop_prefetch); i++) {
-		int r = strata_lx_prefetch(fs->layers[i].lx,
+		int r = strata_lx_prefetch(fs->layers[i].lx, fs->prefetch_all
+					   ? STRATA_PREFETCH_ALL
+					   : STRATA_PREFETCH_REST,
 					   &fs->stop_prefetch);
 
 		/* a bad layer has said so loudly; anything else (a full

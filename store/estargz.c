@@ -21,8 +21,9 @@
  * before anything is served. Files sharing a member (innerOffset, from
  * --estargz-min-chunk-size) are not read lazily: unpacked in full.
  *
- * .prefetch.landmark and .no.prefetch.landmark, and stargz.index.json,
- * are hidden (unpack.c says why).
+ * .prefetch.landmark ends the files to fetch first (content table
+ * header "prefetch"); .no.prefetch.landmark asks for no background
+ * fill. Both, and stargz.index.json, are hidden (unpack.c says why).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -217,6 +218,10 @@ static int content(struct strata_toc_build *bd,
 	r = next_member(bd, name, (uint64_t)e->n[TE_OFFSET], true);
 	if (r < 0)
 		return r;
+	if (strata_esgz_meta_name(name, 1) && !bd->prefetch)
+		bd->prefetch = (uint32_t)bd->n_recs;
+	if (strata_esgz_meta_name(name, 2))
+		bd->prefetch = STRATA_LZ_NO_PREFETCH;
 	bd->prev_end = 0;	/* the last chunk's offset in the file */
 	*off = (uint64_t)e->n[TE_OFFSET];
 	*end = 0;		/* where the next member starts */

@@ -61,6 +61,7 @@ struct strata_lazy {
 	struct strata_zran *zran;
 	int blobfd;
 	bool gzip;		/* eStargz: gzip members, not zstd frames */
+	uint32_t prefetch;	/* the content table header's */
 };
 
 /* ---- decompressing ---- */
@@ -430,6 +431,7 @@ static int map_contents(struct strata_lazy *z)
 	    (h->names_len && ((const char *)z->map)[h->file_size - 1]))
 		return -EBADMSG;
 	z->n = h->n;
+	z->prefetch = h->prefetch;
 	z->recs = (const void *)((const char *)z->map + sizeof(*h));
 	z->names = (const char *)z->map + h->names_off;
 	z->names_len = h->names_len;
@@ -866,26 +868,45 @@ static int verify_layer(struct strata_lazy *z, const atomic_bool *stop)
 	return 0;
 }
 
-int strata_lx_prefetch(struct strata_lindex *lx, const atomic_bool *stop)
+/* Fill the missing files 1..@limit in order. Return: false if stopped. */
+static bool fill_upto(struct strata_lazy *z, uint32_t limit,
+		      const atomic_bool *stop)
 {
-	struct strata_lazy *z = strata_lindex_lazy(lx);
 	uint32_t i;
-	int r;
 
-	if (!z)
-		return 0;
-	if (z->zran)	/* verified before the mount: only the files left */
-		return strata_lzr_fill_all(z->zran, z->blobfd, z->recs, z->n,
-					   z->datafd, stop);
-	for (i = 1; i <= z->n;) {
+	for (i = 1; i <= limit;) {
 		if (atomic_load(stop) || atomic_load(&z->bad))
-			return 0;
+			return false;
 		if (!missing(z, i)) {
 			i++;
 			continue;
 		}
-		i = fill_batch(z, i, z->n);
+		i = fill_batch(z, i, limit);
 	}
+	return true;
+}
+
+int strata_lx_prefetch(struct strata_lindex *lx, int what,
+		       const atomic_bool *stop)
+{
+	struct strata_lazy *z = strata_lindex_lazy(lx);
+	int r;
+
+	if (!z)
+		return 0;
+	if (what == STRATA_PREFETCH_FIRST) {
+		if (!z->zran && z->prefetch != STRATA_LZ_NO_PREFETCH)
+			fill_upto(z, z->prefetch < z->n ? z->prefetch : z->n,
+				  stop);
+		return 0;
+	}
+	if (z->prefetch == STRATA_LZ_NO_PREFETCH && what != STRATA_PREFETCH_ALL)
+		return 0;
+	if (z->zran)	/* verified before the mount: only the files left */
+		return strata_lzr_fill_all(z->zran, z->blobfd, z->recs, z->n,
+					   z->datafd, stop);
+	if (!fill_upto(z, z->n, stop))
+		return 0;
 	{
 		cleanup_free char *got = NULL;
 		size_t len;

@@ -12,6 +12,7 @@ tar.gz they are; the mount is compared with `umoci unpack`.
 import base64
 import gzip
 import hashlib
+import http.server
 import io
 import json
 import os
@@ -20,6 +21,7 @@ import struct
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from pathlib import Path
 
@@ -304,3 +306,112 @@ def test_lazy_from_registry(esgz_image, registry, mount, store, tmp_path,
          .read_text())["manifests"][0]["digest"][7:]).read_text())["layers"]}
     assert not layers & ({p.name for p in blobs.iterdir()}
                          if blobs.exists() else set())
+
+
+class Registry(http.server.ThreadingHTTPServer):
+    """Serves an OCI layout as a registry, and keeps the Range requests
+    in the order they came: (blob digest, first byte)."""
+
+    def __init__(self, layout):
+        self.layout, self.ranges = Path(layout), []
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+
+    def do_HEAD(self):
+        self.do_GET(body=False)
+
+    def do_GET(self, body=True):
+        lay = self.server.layout
+        m = re.fullmatch(r"/v2/[^/]+/(manifests|blobs)/([^/]+)", self.path)
+        if self.path == "/v2/":
+            data, ctype = b"{}", "application/json"
+        elif m and m.group(1) == "manifests":
+            idx = json.loads((lay / "index.json").read_text())["manifests"][0]
+            digest = idx["digest"] if ":" not in m.group(2) else m.group(2)
+            data, ctype = ((lay / "blobs/sha256" / digest[7:]).read_bytes(),
+                           idx["mediaType"])
+        elif m:
+            data, ctype = ((lay / "blobs/sha256" / m.group(2)[7:])
+                           .read_bytes(), "application/octet-stream")
+        else:
+            self.send_error(404)
+            return
+        status, rng = 200, self.headers.get("Range")
+        total = len(data)
+        if rng:
+            a, b = re.fullmatch(r"bytes=(\d+)-(\d*)", rng).groups()
+            a, b = int(a), int(b) if b else total - 1
+            self.server.ranges.append((m.group(2), a))
+            data, status = data[a:b + 1], 206
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Docker-Distribution-API-Version", "registry/2.0")
+        if m and m.group(1) == "manifests":
+            self.send_header("Docker-Content-Digest", sha(data))
+        if rng:
+            self.send_header("Content-Range", f"bytes {a}-{b}/{total}")
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
+
+
+def test_prefetch_follows_landmarks(tmp_path, daemon, store, monkeypatch):
+    """The background fill fetches first what .prefetch.landmark marks as
+    most likely needed (the files before it), in every layer, then the
+    rest; a layer with .no.prefetch.landmark is not filled unless the
+    mount says prefetch=all. Observed in the order of the Range requests
+    a registry gets, no timing."""
+    for v in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.delenv(v, raising=False)
+    quiet = esgz_blob([tar_file(".no.prefetch.landmark", b"\x0f"),
+                       tar_file("q", b"q" * 5000)])
+    middle = esgz_blob([tar_file("m%d" % i, os.urandom(40000))
+                        for i in range(4)])
+    first = [tar_file("hot%d" % i, b"h" * 3000) for i in range(3)]
+    top = esgz_blob(first + [tar_file(".prefetch.landmark", b"\x0f"),
+                             tar_file("cold", os.urandom(40000))])
+    layout = tmp_path / "img"
+    layout_with(layout, [quiet[:3], middle[:3], top[:3]], media_type=GZ)
+    digests = [sha(x[0]) for x in (quiet, middle, top)]
+    toc = {d: x[3] for d, x in zip(digests, (quiet, middle, top))}
+    srv = Registry(layout)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        daemon.start(f"docker://127.0.0.1:{srv.server_port}/img:t",
+                     tmp_path / "m", opts="tls_verify=false")
+        done = [Path(store) / "layers/lazy" / (d.replace(":", "-") + "."
+                                               + ann[TOC_ANN][7:]) / "diff_id"
+                for d, ann in ((digests[1], middle[2]), (digests[2], top[2]))]
+        for _ in range(3000):
+            if all(p.exists() for p in done):
+                break
+            time.sleep(0.01)
+        assert all(p.exists() for p in done)
+    finally:
+        srv.shutdown()
+    # content requests: below each blob's TOC (the footer and TOC reads
+    # before the mount went live are above it)
+    content = [(digests.index(d), a) for d, a in srv.ranges if a < toc[d]]
+    assert content, srv.ranges
+    # layer 3's hot files (before its landmark), then layer 2, then the
+    # rest of layer 3; never layer 1
+    layers_seen = [k for k, _ in content]
+    assert 0 not in layers_seen, "the .no.prefetch.landmark layer was filled"
+    assert layers_seen[0] == 2 and 1 in layers_seen, content
+    first_mid = layers_seen.index(1)
+    assert 2 in layers_seen[first_mid:], "layer 3 was filled before layer 2"
+    quiet_dir = next(d for d in lazy_dirs(store)
+                     if d.name.startswith(digests[0][7:17], 7))
+    assert not os.listdir(quiet_dir / "data")
+    # unless asked: prefetch=all fills and checks it too
+    daemon.start(f"oci:{layout}:t", tmp_path / "m2", opts="prefetch=all")
+    for _ in range(3000):
+        if (quiet_dir / "diff_id").exists():
+            break
+        time.sleep(0.01)
+    assert (quiet_dir / "diff_id").read_text() == quiet[1]
