@@ -65,24 +65,40 @@ static int parse_footer(const unsigned char *f, uint64_t *off)
 	return 0;
 }
 
-/* Inflate the one gzip member @in (@len bytes) into at most @cap bytes
- * of @out. Return: the bytes made, or -EBADMSG. */
+/* Inflate the one gzip member @in (@len bytes), all of it, into *@out
+ * (allocated, grown as needed up to @cap bytes, one more for a NUL).
+ * Return: the bytes made, -EBADMSG, -ENOMEM. */
 static ssize_t gunzip_member(const unsigned char *in, size_t len,
-			     unsigned char *out, size_t cap)
+			     unsigned char **out, size_t cap)
 {
 	z_stream g = { 0 };
-	ssize_t ret;
-	int zr;
+	size_t have = 0, size = 64u << 10;
+	ssize_t ret = -EBADMSG;
+	int zr = Z_OK;
 
 	if (inflateInit2(&g, 16 + MAX_WBITS) != Z_OK)
 		return -ENOMEM;
 	g.next_in = (unsigned char *)in;
 	g.avail_in = (uInt)len;
-	g.next_out = out;
-	g.avail_out = (uInt)cap;
-	zr = inflate(&g, Z_FINISH);
-	ret = zr == Z_STREAM_END && g.avail_in == 0
-	      ? (ssize_t)(cap - g.avail_out) : -EBADMSG;
+	while (zr == Z_OK) {
+		unsigned char *p = realloc(*out, size + 1);
+
+		if (!p) {
+			ret = -ENOMEM;
+			break;
+		}
+		*out = p;
+		g.next_out = p + have;
+		g.avail_out = (uInt)(size - have);
+		zr = inflate(&g, Z_NO_FLUSH);
+		have = size - g.avail_out;
+		if (zr == Z_STREAM_END && g.avail_in == 0)
+			ret = (ssize_t)have;
+		else if (zr == Z_OK && have == size && size < cap)
+			size = size * 2 < cap ? size * 2 : cap;
+		else if (zr == Z_OK)
+			zr = Z_DATA_ERROR;	/* over @cap, or cut short */
+	}
 	inflateEnd(&g);
 	return ret;
 }
@@ -137,14 +153,13 @@ static int read_toc(struct strata_range_src *src, const struct strata_layer *l,
 		return -EOPNOTSUPP;
 	}
 	c = malloc(clen);
-	*buf = malloc(cap + 1);
-	if (!c || !*buf)
+	if (!c)
 		return -ENOMEM;
 	r = src->read(src, c, clen, *toc_off);
 	if (r < 0)
 		return strata_err_set(err, r, "layer %s: reading the table of "
 				      "contents: %s", sd, strerror(-r));
-	n = gunzip_member(c, clen, *buf, cap);
+	n = gunzip_member(c, clen, buf, cap);
 	if (n == -ENOMEM)
 		return -ENOMEM;
 	/* a tar header named stargz.index.json, its size, the JSON */

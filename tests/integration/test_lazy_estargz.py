@@ -164,9 +164,11 @@ def base_entries():
 
 
 def top_entries():
+    """... with a TOC over 64 KiB (grown into as it is inflated)."""
     return [tar_dir("etc"), tar_file("etc/.wh.gone"),
             tar_file("etc/hosts", b"changed\n"),
-            tar_file("etc/new", b"n" * 70000)]
+            tar_file("etc/new", b"n" * 70000), tar_dir("many")] + [
+                tar_file("many/f%03d" % i, b"") for i in range(600)]
 
 
 @pytest.fixture(scope="module")
