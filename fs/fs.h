@@ -102,6 +102,7 @@ struct fs {
 	uint32_t layer_lo, layer_n;
 	bool show_whiteouts;
 	bool lazy;			/* zstd:chunked layers mounted lazily */
+	bool prefetch_all;		/* also layers that ask for none */
 	bool prefetching;		/* the background fill runs: */
 	pthread_t prefetch;
 	atomic_bool stop_prefetch;

@@ -110,11 +110,24 @@ static void *prefetch_main(void *arg)
 {
 	struct fs *fs = arg;
 	unsigned wait = PREFETCH_RETRY_FIRST;
-	uint32_t i;
+	uint32_t i, pass;
 
-	for (i = 0; i < fs->n_layers && !atomic_load(&fs->stop_prefetch);) {
-		int r = strata_lx_prefetch(fs->layers[i].lx,
-					   &fs->stop_prefetch);
+	/* first what each layer names as most likely needed (eStargz's
+	 * .prefetch.landmark), then the rest, layer by layer; pass 0 is
+	 * the first, pass 1 the rest */
+	for (i = 0, pass = 0; pass < 2 && !atomic_load(&fs->stop_prefetch);) {
+		int r;
+
+		if (i == fs->n_layers) {
+			i = 0;
+			pass++;
+			continue;
+		}
+		r = strata_lx_prefetch(fs->layers[i].lx, pass == 0
+				       ? STRATA_PREFETCH_FIRST
+				       : fs->prefetch_all ? STRATA_PREFETCH_ALL
+				       : STRATA_PREFETCH_REST,
+				       &fs->stop_prefetch);
 
 		/* a bad layer has said so loudly; a registry away pauses
 		 * the fill, which resumes where it stopped; anything else

@@ -39,10 +39,12 @@ struct options {
 	int layer_only;			/* only: layer N alone */
 	int squash_uid, squash_gid;
 	int allow_other;
-	int lazy, prefetch;		/* zstd:chunked layers: default 1 */
+	int lazy, prefetch;		/* zstd:chunked layers: default 1;
+					 * prefetch=all: 2 */
 	char *lazy_s;			/* lazy=0|1|all (2: gzip, zstd too) */
 	char *fetchers_s;		/* fetchers=N: Range requests in flight */
 	int fetchers;
+	char *prefetch_s;		/* prefetch=0|1|all */
 	int show_help, show_version;
 	char *ref, *mountpoint;
 	char **unknown;			/* options nobody takes */
@@ -69,7 +71,7 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("lazy=%s", lazy_s),
 	OPT("fetchers=%s", fetchers_s),
 	OPT("prefetch", prefetch),
-	{ "prefetch=%d", offsetof(struct options, prefetch), 0 },
+	OPT("prefetch=%s", prefetch_s),
 	OPT("creds=%s", creds),
 	OPT("tls_verify=%s", tls_verify),
 	OPT("cert_dir=%s", cert_dir),
@@ -322,7 +324,9 @@ static int usage_error(struct fuse_args *args, struct options *o,
 	free(o->mountpoint);
 	free(o->lazy_s);
 	free(o->fetchers_s);
+	free(o->prefetch_s);
 	o->ref = o->mountpoint = o->lazy_s = o->fetchers_s = NULL;
+	o->prefetch_s = NULL;
 	return 2;
 }
 
@@ -356,14 +360,16 @@ static void usage(void)
 	       "  -o layer=N,only        layer N alone: whiteouts as character devices\n"
 	       "                         0:0, opaque directories with the xattr\n"
 	       "                         user.overlay.opaque (and trusted.*, as root)\n"
-	       "  -o lazy=0              unpack zstd:chunked layers in full before\n"
-	       "                         mounting (default: mount from their table\n"
-	       "                         of contents, files fetched on first read)\n"
+	       "  -o lazy=0              unpack zstd:chunked and eStargz layers in\n"
+	       "                         full before mounting (default: mount from\n"
+	       "                         their table of contents, files fetched on\n"
+	       "                         first read)\n"
 	       "  -o lazy=all            also gzip and zstd layers: live after one\n"
 	       "                         verifying pass, files filled on first read\n"
 	       "  -o prefetch=0          no background fill of lazy layers\n"
 	       "  -o fetchers=N          Range requests in flight to a registry for\n"
 	       "                         a lazy mount (default 4)\n"
+	       "  -o prefetch=all        fill even layers that ask for none\n"
 	       "  -o upper=DIR           writable: changes go to DIR (created if\n"
 	       "                         missing; overlay format, kept across mounts)\n"
 	       "  -o work=DIR            work directory, same filesystem as upper\n"
@@ -790,6 +796,14 @@ int main(int argc, char *argv[])
 					   "from 1 to 64");
 		o.fetchers = (int)v;
 	}
+	if (o.prefetch_s) {
+		o.prefetch = !strcmp(o.prefetch_s, "0") ? 0
+			     : !strcmp(o.prefetch_s, "1") ? 1
+			     : !strcmp(o.prefetch_s, "all") ? 2 : -1;
+		if (o.prefetch < 0)
+			return usage_error(&args, &o, "prefetch= takes 0, 1 "
+					   "or all");
+	}
 	if ((o.uidmapping && parse_idmap(o.uidmapping, &fs.uidmap, &fs.n_uidmap) < 0) ||
 	    (o.gidmapping && parse_idmap(o.gidmapping, &fs.gidmap, &fs.n_gidmap) < 0)) {
 		fprintf(stderr, "stratafs: invalid uidmapping/gidmapping "
@@ -944,6 +958,7 @@ int main(int argc, char *argv[])
 		goto out_unmount;
 	}
 	fs.lazy = o.lazy != 0;
+	fs.prefetch_all = o.prefetch == 2;
 	if (o.prefetch && !o.lowerdir && fs_prefetch_start(&fs) < 0)
 		strata_warn("cannot start the background fill of lazy layers");
 	lc = fuse_loop_cfg_create();
@@ -1008,6 +1023,7 @@ out:
 	free(o.tls_verify);
 	free(o.lazy_s);
 	free(o.fetchers_s);
+	free(o.prefetch_s);
 	free(o.cert_dir);
 	free(o.uidmapping);
 	free(o.gidmapping);

@@ -36,8 +36,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <zlib.h>
-#include <zstd.h>
 
 #include "lazy.h"
 #include "unpack.h"
@@ -365,24 +363,14 @@ int strata_lzr_fill_all(const struct strata_zran *z, int blobfd,
 	struct strata_zran_info info;
 	struct seq s = { .recs = recs, .n = n, .datafd = datafd, .fd = -1 };
 	cleanup_free unsigned char *in = malloc(IO_SIZE), *out = malloc(IO_SIZE);
-	ZSTD_DStream *zs = NULL;
-	z_stream g = { 0 };
-	bool g_ready = false, g_end = false;
+	struct strata_dec d;
 	uint64_t cpos = 0, upos = 0;
 	int ret = 0;
 
 	strata_zran_info(z, &info);
-	if (!in || !out)
+	if (!in || !out ||
+	    strata_dec_init(&d, info.kind != STRATA_ZRAN_ZSTD) < 0)
 		return -ENOMEM;
-	if (info.kind == STRATA_ZRAN_ZSTD) {
-		zs = ZSTD_createDStream();
-		if (!zs)
-			return -ENOMEM;
-	} else {
-		if (inflateInit2(&g, 16 + MAX_WBITS) != Z_OK)
-			return -ENOMEM;
-		g_ready = true;
-	}
 	while (ret == 0 && cpos < info.csize && s.i < n) {
 		ssize_t got;
 		size_t ipos = 0;
@@ -401,42 +389,12 @@ int strata_lzr_fill_all(const struct strata_zran *z, int blobfd,
 		}
 		cpos += (uint64_t)got;
 		while (ret == 0 && (ipos < (size_t)got || more)) {
-			size_t produced;
+			size_t produced, before = ipos;
 
-			if (zs) {
-				ZSTD_inBuffer ib = { in, (size_t)got, ipos };
-				ZSTD_outBuffer ob = { out, IO_SIZE, 0 };
-				size_t zr = ZSTD_decompressStream(zs, &ob, &ib);
-
-				if (ZSTD_isError(zr)) {
-					ret = -EBADMSG;
-					break;
-				}
-				ipos = ib.pos;
-				produced = ob.pos;
-			} else {
-				int zr;
-
-				if (g_end) {
-					inflateReset(&g);
-					g_end = false;
-				}
-				g.next_in = in + ipos;
-				g.avail_in = (uInt)((size_t)got - ipos);
-				g.next_out = out;
-				g.avail_out = IO_SIZE;
-				zr = inflate(&g, Z_NO_FLUSH);
-				if (zr == Z_STREAM_END)
-					g_end = true;
-				else if (zr != Z_OK && zr != Z_BUF_ERROR) {
-					ret = -EBADMSG;
-					break;
-				}
-				ipos = (size_t)got - g.avail_in;
-				produced = IO_SIZE - g.avail_out;
-				if (zr == Z_BUF_ERROR && !produced)
-					break;
-			}
+			ret = strata_dec_step(&d, in, (size_t)got, &ipos, out,
+					      IO_SIZE, &produced);
+			if (ret < 0 || (!produced && ipos == before))
+				break;
 			more = produced == IO_SIZE;
 			ret = seq_feed(&s, upos, out, produced);
 			upos += produced;
@@ -446,8 +404,6 @@ int strata_lzr_fill_all(const struct strata_zran *z, int blobfd,
 		ret = -EBADMSG;	/* the stream ended before its files */
 	if (s.fd >= 0)
 		close(s.fd);
-	if (g_ready)
-		inflateEnd(&g);
-	ZSTD_freeDStream(zs);
+	strata_dec_free(&d);
 	return ret;
 }

@@ -43,7 +43,6 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <zstd.h>
 
 #include "lazy.h"
 #include "zran.h"
@@ -69,7 +68,69 @@ struct strata_lazy {
 	 * store's copy of its blob; records hold uncompressed ranges */
 	struct strata_zran *zran;
 	int blobfd;
+	bool gzip;		/* eStargz: gzip members, not zstd frames */
+	uint32_t prefetch;	/* the content table header's */
 };
+
+/* ---- decompressing ---- */
+
+int strata_dec_init(struct strata_dec *d, bool gzip)
+{
+	memset(d, 0, sizeof(*d));
+	d->gzip = gzip;
+	if (!gzip) {
+		d->zs = ZSTD_createDStream();
+		return d->zs ? 0 : -ENOMEM;
+	}
+	if (inflateInit2(&d->gz, 16 + MAX_WBITS) != Z_OK)
+		return -ENOMEM;
+	d->gz_ready = true;
+	return 0;
+}
+
+int strata_dec_step(struct strata_dec *d, const void *in, size_t len,
+		    size_t *ipos, void *out, size_t cap, size_t *made)
+{
+	int zr;
+
+	if (d->zs) {
+		ZSTD_inBuffer ib = { in, len, *ipos };
+		ZSTD_outBuffer ob = { out, cap, 0 };
+		size_t r = ZSTD_decompressStream(d->zs, &ob, &ib);
+
+		if (ZSTD_isError(r))
+			return -EBADMSG;
+		*ipos = ib.pos;
+		*made = ob.pos;
+		d->done = r == 0;
+		return 0;
+	}
+	if (d->gz_end && *ipos < len) {	/* the next member */
+		inflateReset(&d->gz);
+		d->gz_end = false;
+	}
+	d->gz.next_in = (unsigned char *)in + *ipos;
+	d->gz.avail_in = (uInt)(len - *ipos);
+	d->gz.next_out = out;
+	d->gz.avail_out = (uInt)cap;
+	zr = d->gz_end ? Z_STREAM_END : inflate(&d->gz, Z_NO_FLUSH);
+	if (zr != Z_OK && zr != Z_STREAM_END && zr != Z_BUF_ERROR)
+		return -EBADMSG;
+	*ipos = len - d->gz.avail_in;	/* no progress: needs input */
+	*made = cap - d->gz.avail_out;
+	d->gz_end = zr == Z_STREAM_END;
+	d->done = d->gz_end;
+	return 0;
+}
+
+void strata_dec_free(struct strata_dec *d)
+{
+	ZSTD_freeDStream(d->zs);
+	d->zs = NULL;
+	if (d->gz_ready)
+		inflateEnd(&d->gz);
+	d->gz_ready = false;
+}
 
 /* ---- range sources ---- */
 
@@ -343,6 +404,10 @@ static int build(struct strata_store *st, struct strata_image *img,
 {
 	char tmpname[STRATA_DIGEST_MAX * 2 + 16];
 	struct strata_range_src *src = NULL;
+	uint64_t max_bytes = opts && opts->max_layer_bytes
+			     ? opts->max_layer_bytes : 64ull << 30;
+	uint64_t max_entries = opts && opts->max_entries
+			       ? opts->max_entries : 16u << 20;
 	cleanup_fd int dest = -1;
 	int r;
 
@@ -357,11 +422,12 @@ static int build(struct strata_store *st, struct strata_image *img,
 		src->free(src);
 		return strata_err_set(err, -errno, "cache: %s", strerror(errno));
 	}
-	r = strata_zc_build(src, l, pos,
-			    opts && opts->max_layer_bytes
-			    ? opts->max_layer_bytes : 64ull << 30,
-			    opts && opts->max_entries
-			    ? opts->max_entries : 16u << 20, dest, err);
+	if (l->compression == STRATA_COMP_GZIP)
+		r = strata_esgz_build(src, l, max_bytes, max_entries, dest,
+				      err);
+	else
+		r = strata_zc_build(src, l, pos, max_bytes, max_entries, dest,
+				    err);
 	src->free(src);
 	return publish_summed(st, r, dest, tmpname, lazyfd, name, err);
 }
@@ -410,10 +476,11 @@ int strata_lazy_prepare(struct strata_store *st, struct strata_image *img,
 	struct strata_layer *l = &img->layers[i];
 	char name[2 * STRATA_DIGEST_MAX + 8];
 	cleanup_fd int lazyfd = -1, lock = -1, dfd = -1;
-	struct strata_zc_pos pos;
+	struct strata_zc_pos pos = { 0 };
 	int r;
 
-	r = strata_zc_locate(l, &pos, err);
+	r = l->compression == STRATA_COMP_GZIP ? strata_esgz_locate(l)
+					       : strata_zc_locate(l, &pos, err);
 	if (r < 0)
 		return r;
 	strata_lazy_name(l, name, sizeof(name));
@@ -498,6 +565,7 @@ static int map_contents(struct strata_lazy *z)
 	    (h->names_len && ((const char *)z->map)[h->file_size - 1]))
 		return -EBADMSG;
 	z->n = h->n;
+	z->prefetch = h->prefetch;
 	z->recs = (const void *)((const char *)z->map + sizeof(*h));
 	z->names = (const char *)z->map + h->names_off;
 	z->names_len = h->names_len;
@@ -549,6 +617,7 @@ int strata_layer_open(struct strata_store *st, const struct strata_image *img,
 	z->contentfd = -1;
 	z->blobfd = -1;
 	z->size = l->size;
+	z->gzip = l->compression == STRATA_COMP_GZIP && l->toc_digest;
 	z->dirfd = openat(st->layers_fd, rel, O_RDONLY | O_DIRECTORY |
 			  O_NOFOLLOW | O_CLOEXEC);
 	z->image = strdup(img->ref_text);
@@ -608,47 +677,55 @@ static void report_bad(struct strata_lazy *z, const char *file)
 		    "verify): %s: not served (EIO)", z->image, z->digest, p);
 }
 
-/* Decompress record @r into @fd, hashing it. Return: 0, -EBADMSG when
- * the bytes are not what the TOC says, or another negative errno. */
-static int decompress_to(struct strata_range_src *src,
+/* Decompress record @r into @fd, hashing it: zstd frames that hold the
+ * file and nothing else, or gzip members that start with it (eStargz:
+ * what follows the file in its last member is not its). Return: 0,
+ * -EBADMSG when the bytes are not what the TOC says, or another
+ * negative errno. */
+static int decompress_to(struct strata_range_src *src, bool gzip,
 			 const struct strata_lz_rec *r, int fd)
 {
 	cleanup_free unsigned char *in = malloc(IO_SIZE), *out = malloc(IO_SIZE);
-	ZSTD_DStream *zs = ZSTD_createDStream();
 	cleanup_(strata_hasher_freep) struct strata_hasher *h = NULL;
 	char got[STRATA_DIGEST_MAX], want[STRATA_DIGEST_MAX];
+	struct strata_dec d;
 	uint64_t pos = r->off, total = 0;
-	size_t zr = 1;
-	int ret = 0, i;
+	int ret, i;
 
-	if (!in || !out || !zs || strata_hasher_new_alg("sha256", &h) < 0) {
-		ZSTD_freeDStream(zs);
+	if (!in || !out || strata_hasher_new_alg("sha256", &h) < 0 ||
+	    strata_dec_init(&d, gzip) < 0)
 		return -ENOMEM;
-	}
-	while (ret == 0 && pos < r->end) {
+	ret = 0;
+	while (ret == 0 && pos < r->end && total < r->size + !gzip) {
 		size_t len = r->end - pos > IO_SIZE ? IO_SIZE
 						   : (size_t)(r->end - pos);
-		ZSTD_inBuffer ib = { in, len, 0 };
+		size_t ipos = 0, made, before;
 
 		ret = src->read(src, in, len, pos);
 		pos += len;
-		while (ret == 0 && ib.pos < ib.size) {
-			ZSTD_outBuffer ob = { out, IO_SIZE, 0 };
-
-			zr = ZSTD_decompressStream(zs, &ob, &ib);
-			if (ZSTD_isError(zr) || total + ob.pos > r->size) {
-				ret = -EBADMSG;
+		while (ret == 0 && ipos < len) {
+			before = ipos;
+			ret = strata_dec_step(&d, in, len, &ipos, out, IO_SIZE,
+					      &made);
+			if (ret == 0 && !made && ipos == before)
 				break;
-			}
-			total += ob.pos;
-			strata_hasher_update(h, out, ob.pos);
-			ret = strata_write_all(fd, out, ob.pos);
+			if (ret == 0 && total + made > r->size && gzip)
+				made = (size_t)(r->size - total);
+			if (ret == 0 && total + made > r->size)
+				ret = -EBADMSG;
+			if (ret < 0)
+				break;
+			total += made;
+			strata_hasher_update(h, out, made);
+			ret = strata_write_all(fd, out, made);
+			if (gzip && total == r->size)
+				break;
 		}
 	}
-	ZSTD_freeDStream(zs);
+	strata_dec_free(&d);
 	if (ret < 0)
 		return ret;
-	if (zr != 0 || total != r->size)
+	if ((!gzip && !d.done) || total != r->size)
 		return -EBADMSG;
 	strata_hasher_final(h, got);
 	strcpy(want, "sha256:");
@@ -699,7 +776,7 @@ static int fill_from(struct strata_lazy *z, struct strata_range_src *src,
 	if (fd < 0)
 		return -errno;
 	ret = z->zran ? strata_lzr_fill(z->zran, z->blobfd, r, fd)
-		      : decompress_to(src, r, fd);
+		      : decompress_to(src, z->gzip, r, fd);
 	if (ret == -EBADMSG) {
 		strata_printable(z->names + r->name_off, SIZE_MAX, p, sizeof(p));
 		strata_warn("image %s: layer %s: file %s: content does not "
@@ -779,18 +856,19 @@ static bool missing(struct strata_lazy *z, uint32_t id)
 	return faccessat(z->datafd, name, F_OK, AT_SYMLINK_NOFOLLOW) < 0;
 }
 
-/* Fill the missing files from @first on that fit one read; the next
- * content number to look at goes to *@next. Return: 0, or the source's
- * error when it cannot be read at all (a registry away: the fill stops
- * rather than fail every file in turn); a file whose bytes do not match
- * the TOC has said so and the fill goes on. */
-static int fill_batch(struct strata_lazy *z, uint32_t first, uint32_t *next)
+/* Fill the missing files from @first on (to @limit at most) that fit
+ * one read; the next content number to look at goes to *@next. Return:
+ * 0, or the source's error when it cannot be read at all (a registry
+ * away: the fill stops rather than fail every file in turn); a file whose
+ * bytes do not match the TOC has said so and the fill goes on. */
+static int fill_batch(struct strata_lazy *z, uint32_t first, uint32_t limit,
+		      uint32_t *next)
 {
 	struct batch b = { .s.read = batch_read, .next = z->src };
 	uint32_t last = first, i;
 	int r = 0;
 
-	while (last < z->n && z->recs[last].end - z->recs[first - 1].off <=
+	while (last < limit && z->recs[last].end - z->recs[first - 1].off <=
 	       BATCH_BYTES && z->recs[last].off - z->recs[last - 1].end <
 	       BATCH_GAP)
 		last++;	/* records first..last (1-based) fit */
@@ -857,21 +935,19 @@ static int hash_blob(struct strata_lazy *z, const atomic_bool *stop,
 {
 	cleanup_free unsigned char *in = malloc(IO_SIZE), *out = malloc(IO_SIZE);
 	cleanup_(strata_hasher_freep) struct strata_hasher *bh = NULL, *dh = NULL;
-	ZSTD_DStream *zs = ZSTD_createDStream();
+	struct strata_dec d;
 	uint64_t pos = 0, total = 0;
-	size_t zr = 1;
 	int ret;
 
-	if (!in || !out || !zs || strata_hasher_new(z->digest, &bh) < 0 ||
-	    strata_hasher_new(z->diff_id, &dh) < 0) {
-		ZSTD_freeDStream(zs);
+	if (!in || !out || strata_hasher_new(z->digest, &bh) < 0 ||
+	    strata_hasher_new(z->diff_id, &dh) < 0 ||
+	    strata_dec_init(&d, z->gzip) < 0)
 		return -ENOMEM;
-	}
 	ret = 0;
 	while (ret == 0 && pos < (uint64_t)z->size) {
 		size_t len = (uint64_t)z->size - pos > IO_SIZE
 			     ? IO_SIZE : (size_t)((uint64_t)z->size - pos);
-		ZSTD_inBuffer ib = { in, len, 0 };
+		size_t ipos = 0, made, before;
 
 		if (stop && atomic_load(stop)) {
 			ret = -EINTR;
@@ -882,19 +958,20 @@ static int hash_blob(struct strata_lazy *z, const atomic_bool *stop,
 			break;
 		pos += len;
 		strata_hasher_update(bh, in, len);
-		while (ib.pos < ib.size) {
-			ZSTD_outBuffer ob = { out, IO_SIZE, 0 };
-
-			zr = ZSTD_decompressStream(zs, &ob, &ib);
-			if (ZSTD_isError(zr) || (total += ob.pos) > 64ull << 30) {
-				ret = -EBADMSG;
+		while (ret == 0 && ipos < len) {
+			before = ipos;
+			ret = strata_dec_step(&d, in, len, &ipos, out, IO_SIZE,
+					      &made);
+			if (ret == 0 && !made && ipos == before)
 				break;
-			}
-			strata_hasher_update(dh, out, ob.pos);
+			if (ret == 0 && (total += made) > 64ull << 30)
+				ret = -EBADMSG;
+			if (ret == 0)
+				strata_hasher_update(dh, out, made);
 		}
 	}
-	ZSTD_freeDStream(zs);
-	if (ret == 0 && zr != 0)
+	strata_dec_free(&d);
+	if (ret == 0 && !d.done)
 		ret = -EBADMSG;
 	strata_hasher_final(bh, blob_got);
 	strata_hasher_final(dh, diff_got);
@@ -915,7 +992,8 @@ static int verify_layer(struct strata_lazy *z, const atomic_bool *stop)
 		strata_warn("image %s: layer %s: the blob does not match its "
 			    "digest (%s): the layer is bad, its files fail "
 			    "with EIO", z->image, z->digest,
-			    r == -EBADMSG ? "corrupt zstd stream" : blob_got);
+			    r == -EBADMSG ? "corrupt compressed stream"
+					  : blob_got);
 		return -EBADMSG;
 	}
 	if (syncfs(z->datafd) < 0)
@@ -935,28 +1013,51 @@ static int verify_layer(struct strata_lazy *z, const atomic_bool *stop)
 	return 0;
 }
 
-int strata_lx_prefetch(struct strata_lindex *lx, const atomic_bool *stop)
+/* Fill the missing files 1..@limit in order. Return: 0 when done, 1 when
+ * stopped (or the layer is bad), or the source's error (resume later). */
+static int fill_upto(struct strata_lazy *z, uint32_t limit,
+		     const atomic_bool *stop)
 {
-	struct strata_lazy *z = strata_lindex_lazy(lx);
 	uint32_t i;
 	int r;
 
-	if (!z)
-		return 0;
-	if (z->zran)	/* verified before the mount: only the files left */
-		return strata_lzr_fill_all(z->zran, z->blobfd, z->recs, z->n,
-					   z->datafd, stop);
-	for (i = 1; i <= z->n;) {
+	for (i = 1; i <= limit;) {
 		if (atomic_load(stop) || atomic_load(&z->bad))
-			return 0;
+			return 1;
 		if (!missing(z, i)) {
 			i++;
 			continue;
 		}
-		r = fill_batch(z, i, &i);
+		r = fill_batch(z, i, limit, &i);
 		if (r < 0)
 			return r;
 	}
+	return 0;
+}
+
+int strata_lx_prefetch(struct strata_lindex *lx, int what,
+		       const atomic_bool *stop)
+{
+	struct strata_lazy *z = strata_lindex_lazy(lx);
+	int r;
+
+	if (!z)
+		return 0;
+	if (what == STRATA_PREFETCH_FIRST) {
+		if (z->zran || z->prefetch == STRATA_LZ_NO_PREFETCH)
+			return 0;
+		r = fill_upto(z, z->prefetch < z->n ? z->prefetch : z->n,
+			      stop);
+		return r < 0 ? r : 0;
+	}
+	if (z->prefetch == STRATA_LZ_NO_PREFETCH && what != STRATA_PREFETCH_ALL)
+		return 0;
+	if (z->zran)	/* verified before the mount: only the files left */
+		return strata_lzr_fill_all(z->zran, z->blobfd, z->recs, z->n,
+					   z->datafd, stop);
+	r = fill_upto(z, z->n, stop);
+	if (r != 0)
+		return r < 0 ? r : 0;
 	{
 		cleanup_free char *got = NULL;
 		size_t len;

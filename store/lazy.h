@@ -9,6 +9,8 @@
 #define STRATA_LAZY_H
 
 #include <stdatomic.h>
+#include <zlib.h>
+#include <zstd.h>
 
 #include "store-internal.h"
 
@@ -23,6 +25,23 @@ struct strata_range_src {
 	void (*free)(struct strata_range_src *s);
 };
 
+/*
+ * A stream of zstd frames or gzip members, decompressed piece by piece
+ * (lazy.c): step() makes up to @cap bytes into @out from @in, whose first
+ * *@ipos bytes are used already; *@made says how many, and @done whether
+ * a frame or member has just ended (a stream cut there is complete).
+ * Return: 0 or -EBADMSG.
+ */
+struct strata_dec {
+	ZSTD_DStream *zs;
+	z_stream gz;
+	bool gzip, gz_ready, gz_end, done;
+};
+int strata_dec_init(struct strata_dec *d, bool gzip);
+int strata_dec_step(struct strata_dec *d, const void *in, size_t len,
+		    size_t *ipos, void *out, size_t cap, size_t *made);
+void strata_dec_free(struct strata_dec *d);
+
 /* A source reading the open file @fd (ownership taken). */
 int strata_range_src_fd(int fd, struct strata_range_src **out);
 
@@ -36,11 +55,16 @@ int strata_range_src_fd(int fd, struct strata_range_src **out);
 struct strata_lz_header {
 	char magic[8];
 	uint32_t n;		/* records */
-	uint32_t pad;
+	/* records 1..prefetch are filled first, before other layers'
+	 * (eStargz: the files before .prefetch.landmark); NO_PREFETCH: no
+	 * background fill (.no.prefetch.landmark) */
+	uint32_t prefetch;
 	uint64_t names_off;	/* NUL-terminated paths */
 	uint64_t names_len;
 	uint64_t file_size;
 };
+
+#define STRATA_LZ_NO_PREFETCH UINT32_MAX
 
 struct strata_lz_rec {
 	uint64_t off, end;	/* compressed range in the blob */
@@ -81,6 +105,15 @@ int strata_zc_locate(const struct strata_layer *l, struct strata_zc_pos *pos,
 int strata_zc_build(struct strata_range_src *src, const struct strata_layer *l,
 		    const struct strata_zc_pos *pos, uint64_t max_bytes,
 		    uint64_t max_entries, int dest_fd, struct strata_err *err);
+
+/* eStargz (estargz.c): is layer @l one strata can mount lazily (gzip,
+ * with a toc.digest annotation)? 0 or -EOPNOTSUPP. */
+int strata_esgz_locate(const struct strata_layer *l);
+/* As strata_zc_build(), for eStargz: the TOC found by the footer and
+ * checked against the toc.digest annotation. */
+int strata_esgz_build(struct strata_range_src *src,
+		      const struct strata_layer *l, uint64_t max_bytes,
+		      uint64_t max_entries, int dest_fd, struct strata_err *err);
 
 /*
  * Make layer @i of @img ready to mount lazily (layers/lazy/NAME, built

@@ -526,12 +526,18 @@ bool strata_lx_is_lazy(const struct strata_lindex *lx);
  * Fill every missing content file of lazy layer @lx in order, then check
  * the whole blob (digest and diff_id) once; a mismatch makes the layer
  * bad (later reads fail with EIO, loudly; the next mount is refused).
+ * @what: STRATA_PREFETCH_FIRST fills only the files the layer names as
+ * most likely needed (eStargz: those before .prefetch.landmark), to be
+ * done for every layer before the rest; _REST fills everything unless
+ * the layer asks for no prefetch (.no.prefetch.landmark); _ALL even then.
  * Stops early when *@stop is set, and at the first range its source
  * cannot read (a registry away: not one failure per file). Return: 0
  * (also for an unlazy layer or when stopped), -EBADMSG for a bad layer,
  * or another negative errno (the source's: call again later to resume).
  */
-int strata_lx_prefetch(struct strata_lindex *lx, const atomic_bool *stop);
+enum { STRATA_PREFETCH_FIRST, STRATA_PREFETCH_REST, STRATA_PREFETCH_ALL };
+int strata_lx_prefetch(struct strata_lindex *lx, int what,
+		       const atomic_bool *stop);
 
 /*
  * Open the cached layer with diff_id @diff_id read-only.

@@ -586,6 +586,7 @@ struct unpack {
 	char first_dup[256];	/* the first of them, for the warning */
 	bool lazy;		/* content numbered, not written */
 	const struct strata_unpack_job *job;	/* or NULL (lxbuild) */
+	bool esgz_last;		/* the last entry was eStargz's TOC */
 };
 
 static int entry_error(struct unpack *u, const char *name, int code,
@@ -1342,6 +1343,56 @@ out:
 	return r;
 }
 
+/*
+ * eStargz (stargz-snapshotter docs/estargz.md) keeps its table of contents
+ * as the last tar entry, stargz.index.json, and marks the end of the files
+ * to prefetch with .prefetch.landmark (or asks for none with
+ * .no.prefetch.landmark), regular files at the layer root. They are the
+ * format's, not the image's: stargz-snapshotter's lazy mount hides the
+ * landmarks (fs/layer/node.go) and its TOC has no entry for
+ * stargz.index.json; containers/storage's partial pull skips all three
+ * (pkg/chunked, mustSkipFile). strata hides them too, lazy or unpacked in
+ * full, so both show one tree; a full unpack does so only for a tar whose
+ * last entry is stargz.index.json, a property of the uncompressed stream,
+ * so the cache entry of a diff_id does not depend on the manifest that
+ * named it.
+ */
+static const char *const esgz_meta[] = {
+	"stargz.index.json", ".prefetch.landmark", ".no.prefetch.landmark",
+};
+
+bool strata_esgz_meta_name(const char *name, size_t which)
+{
+	while (name[0] == '.' && name[1] == '/')
+		name += 2;
+	while (name[0] == '/')
+		name++;
+	return !strcmp(name, esgz_meta[which]);
+}
+
+static void hide_esgz_meta(struct unpack *u)
+{
+	struct tree *t = &u->t;
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(esgz_meta); i++) {
+		uint32_t idx = tree_find(t, 0, esgz_meta[i], strlen(esgz_meta[i]));
+		uint32_t *link = &t->nodes[0].first_child;
+
+		if (idx == NONE || !S_ISREG(t->nodes[idx].mode) ||
+		    (t->nodes[idx].flags & STRATA_LX_WHITEOUT))
+			continue;
+		unlink_inode(u, idx);
+		while (*link != NONE && *link != idx)
+			link = &t->nodes[*link].next_sibling;
+		if (*link == idx) {
+			*link = t->nodes[idx].next_sibling;
+			t->nodes[0].n_children--;
+		}
+		t->nodes[idx].parent = DEAD;
+	}
+}
+
 static int handle_entry(struct unpack *u, struct archive_entry *e)
 {
 	const struct strata_tar_entry *g = strata_tarscan_next(&u->rd->scan);
@@ -1359,6 +1410,8 @@ static int handle_entry(struct unpack *u, struct archive_entry *e)
 		return entry_error(u, g->name, -EOPNOTSUPP, "sparse file: the "
 				   "layer is unpacked in full");
 	r = apply_entry(u, g, &data_id);
+	u->esgz_last = r == 0 && g->type == '0' &&
+		       strata_esgz_meta_name(g->name, 0);
 	if (r < 0 || !data_id || !u->job)
 		return r;
 	/* the content follows the entry's own header block */
@@ -1733,6 +1786,8 @@ int strata_unpack_layer(const struct strata_unpack_job *job,
 			    u.dups > 1 ? "s" : "", u.first_dup);
 	if (job->usize)
 		*job->usize = rd.uncompressed;
+	if (u.esgz_last)
+		hide_esgz_meta(&u);
 	settle_implied(&u.t);
 	r = write_index(&u.t, job->dest_fd, true);
 	if (r < 0)
@@ -1856,6 +1911,11 @@ int strata_lxbuild_add(struct strata_lxbuild *b,
 		       const struct strata_tar_entry *g, uint32_t *data_id)
 {
 	return apply_entry(&b->u, g, data_id);
+}
+
+void strata_lxbuild_hide_esgz(struct strata_lxbuild *b)
+{
+	hide_esgz_meta(&b->u);
 }
 
 int strata_lxbuild_finish(struct strata_lxbuild *b, int dest_fd)

@@ -75,5 +75,10 @@ int strata_lxbuild_add(struct strata_lxbuild *b,
 		       const struct strata_tar_entry *g, uint32_t *data_id);
 int strata_lxbuild_finish(struct strata_lxbuild *b, int dest_fd);
 void strata_lxbuild_free(struct strata_lxbuild *b);
+/* Hide eStargz's own files at the layer root (unpack.c explains). */
+void strata_lxbuild_hide_esgz(struct strata_lxbuild *b);
+/* Is @name (a tar or TOC name) eStargz's file @which: 0 stargz.index.json,
+ * 1 .prefetch.landmark, 2 .no.prefetch.landmark? */
+bool strata_esgz_meta_name(const char *name, size_t which);
 
 #endif

@@ -3,44 +3,26 @@
  * The table of contents of a zstd:chunked layer (containers/storage
  * pkg/chunked): the layer is an ordinary zstd-compressed tar, but every
  * file's content starts a new zstd frame, and a zstd skippable frame near
- * the end holds the TOC, zstd-compressed JSON:
+ * the end holds the TOC, zstd-compressed JSON (the fields in toc.c) in
+ * which a regular file's frames lie between "offset" and "endOffset" and
+ * "chunk" entries split a large file inside that range. The manifest's
+ * layer descriptor locates the TOC ("…zstd-chunked.manifest-position":
+ * offset:length:uncompressed length:1) and names its sha256
+ * ("…zstd-chunked.manifest-checksum", of the compressed bytes): the
+ * checksum is the TOC's only trust anchor, so a layer without it is
+ * unpacked in full, never mounted from a footer.
  *
- *   {"version": 1, "entries": [{"type": "reg", "name": "bin/sh",
- *     "mode": 493, "size": 123, "uid": 0, "gid": 0,
- *     "modtime": "RFC 3339", "linkName": "...", "devMajor": 0,
- *     "devMinor": 0, "xattrs": {"user.x": "base64"},
- *     "digest": "sha256:...", "offset": N, "endOffset": M, ...}, ...]}
- *
- * with types reg, hardlink, symlink, dir, char, block, fifo, and "chunk"
- * entries that split a large file (its frames between offset and
- * endOffset; "digest" covers the whole uncompressed file, and that is
- * what a fill checks). The manifest's layer descriptor locates the TOC
- * ("…zstd-chunked.manifest-position": offset:length:uncompressed
- * length:1) and names its sha256 ("…zstd-chunked.manifest-checksum", of
- * the compressed bytes): the checksum is the TOC's only trust anchor, so
- * a layer without it is unpacked in full, never mounted from a footer.
- *
- * The TOC is as hostile as a tar: each entry goes through the same checks
- * as a tar entry (unpack.c: "..", absolute names, links out of the layer,
- * whiteouts, limits), and every content range must lie inside the blob,
- * before the TOC, in order and without overlap, so no read of one file
- * can be steered into another's bytes or past the end.
+ * Every content range must lie inside the blob, before the TOC, in order
+ * and without overlap, so no read of one file can be steered into
+ * another's bytes or past the end.
  */
 #include <endian.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
 #include <zstd.h>
 
-#include "jsonpull.h"
-#include "lazy.h"
-#include "tarscan.h"
-#include "unpack.h"
+#include "toc.h"
 
 int strata_zc_locate(const struct strata_layer *l, struct strata_zc_pos *pos,
 		     struct strata_err *err)
@@ -138,583 +120,43 @@ static int read_toc(struct strata_range_src *src, const struct strata_layer *l,
 	return r;
 }
 
-/* "2026-12-02T08:28:34.5Z", "…+02:00" -> seconds and nanoseconds */
-static int parse_time(const char *s, int64_t *sec, uint32_t *nsec)
-{
-	struct tm tm;
-	const char *p;
-	long off = 0;
-	uint32_t ns = 0, scale = 100000000;
-
-	memset(&tm, 0, sizeof(tm));
-	p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-	if (!p)
-		return -EINVAL;
-	if (*p == '.')
-		for (p++; *p >= '0' && *p <= '9'; p++, scale /= 10)
-			ns += (uint32_t)(*p - '0') * scale;
-	if ((*p == '+' || *p == '-') && strlen(p) == 6 && p[3] == ':') {
-		off = ((p[1] - '0') * 10 + (p[2] - '0')) * 3600 +
-		      ((p[4] - '0') * 10 + (p[5] - '0')) * 60;
-		if (*p == '-')
-			off = -off;
-	} else if (strcmp(p, "Z")) {
-		return -EINVAL;
-	}
-	*sec = (int64_t)timegm(&tm) - off;
-	*nsec = ns;
-	return 0;
-}
-
-static char type_flag(const char *t)
-{
-	static const struct {
-		const char *name;
-		char flag;
-	} types[] = {
-		{ "reg", '0' }, { "hardlink", '1' }, { "symlink", '2' },
-		{ "char", '3' }, { "block", '4' }, { "dir", '5' },
-		{ "fifo", '6' },
-	};
-	size_t i;
-
-	for (i = 0; i < ARRAY_SIZE(types); i++)
-		if (!strcmp(t, types[i].name))
-			return types[i].flag;
-	return 0;
-}
-
-static int hexval(char c)
-{
-	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f'
-	       ? c - 'a' + 10 : -1;
-}
-
-/* @hex: lower-case hex digits only */
-static int hex_bytes(const char *hex, uint8_t *out, size_t n)
-{
-	size_t i;
-
-	for (i = 0; i < n; i++) {
-		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
-
-		if (hi < 0 || lo < 0)
-			return -EINVAL;
-		out[i] = (uint8_t)(hi << 4 | lo);
-	}
-	return 0;
-}
-
-struct build {
-	struct strata_lxbuild *b;
-	const char *sd;
-	struct strata_err *err;
-	uint64_t toc_start;	/* content ranges end before this */
-	uint64_t prev_end;	/* of the last content range */
-	uint64_t total, max_bytes;
-	struct strata_lz_rec *recs;
-	size_t n_recs, cap_recs;
-	char *names;
-	size_t names_len, names_cap;
-	const char *reg_name;	/* the regular file "chunk" entries follow */
-	uint8_t sha256[32];	/* the digest of the entry being added */
-	uint64_t reg_off, reg_end;
-};
-
-static int entry_err(struct build *bd, const char *name, const char *why)
-{
-	char p[300];
-
-	strata_printable(name ? name : "", SIZE_MAX, p, sizeof(p));
-	return strata_err_set(bd->err, -EBADMSG, "layer %s: table of contents "
-			      "entry %s: %s", bd->sd, name ? p : "(no name)",
-			      why);
-}
-
-static int add_rec(struct build *bd, const char *name, uint64_t off,
-		   uint64_t end, uint64_t size)
-{
-	struct strata_lz_rec *r;
-	size_t nlen = strlen(name);
-
-	if (bd->n_recs == bd->cap_recs) {
-		size_t c = bd->cap_recs ? bd->cap_recs * 2 : 256;
-		void *p = realloc(bd->recs, c * sizeof(*bd->recs));
-
-		if (!p)
-			return -ENOMEM;
-		strata_huge_hint(p, c * sizeof(*bd->recs));
-		bd->recs = p;
-		bd->cap_recs = c;
-	}
-	if (bd->names_len + nlen + 1 > bd->names_cap) {
-		size_t c = bd->names_cap ? bd->names_cap * 2 : 4096;
-		void *p;
-
-		while (c < bd->names_len + nlen + 1)
-			c *= 2;
-		p = realloc(bd->names, c);
-		if (!p)
-			return -ENOMEM;
-		strata_huge_hint(p, c);
-		bd->names = p;
-		bd->names_cap = c;
-	}
-	if (bd->names_len + nlen + 1 > UINT32_MAX)
-		return -EFBIG;
-	r = &bd->recs[bd->n_recs++];
-	memset(r, 0, sizeof(*r));
-	r->off = off;
-	r->end = end;
-	r->size = size;
-	r->name_off = (uint32_t)bd->names_len;
-	if (size)
-		memcpy(r->sha256, bd->sha256, 32);
-	memcpy(bd->names + bd->names_len, name, nlen + 1);
-	bd->names_len += nlen + 1;
-	return 0;
-}
-
-/* The fields of an entry strata reads; others are skipped. */
-enum { F_STR, F_INT, F_XATTRS };
-enum {
-	E_TYPE, E_NAME, E_LINK, E_MODTIME, E_DIGEST, E_MODE, E_SIZE, E_UID,
-	E_GID, E_MAJOR, E_MINOR, E_OFFSET, E_END, E_XATTRS, E_N
-};
-
-static const struct field {
-	const char *key;
-	size_t len;
-	int kind;
-	int64_t max;
-} fields[E_N] = {
-	[E_TYPE] = { "type", 4, F_STR, 0 },
-	[E_NAME] = { "name", 4, F_STR, 0 },
-	[E_LINK] = { "linkName", 8, F_STR, 0 },
-	[E_MODTIME] = { "modtime", 7, F_STR, 0 },
-	[E_DIGEST] = { "digest", 6, F_STR, 0 },
-	[E_MODE] = { "mode", 4, F_INT, 07777777 },
-	[E_SIZE] = { "size", 4, F_INT, INT64_MAX },
-	[E_UID] = { "uid", 3, F_INT, 0xfffffffe },
-	[E_GID] = { "gid", 3, F_INT, 0xfffffffe },
-	[E_MAJOR] = { "devMajor", 8, F_INT, INT64_MAX },
-	[E_MINOR] = { "devMinor", 8, F_INT, INT64_MAX },
-	[E_OFFSET] = { "offset", 6, F_INT, INT64_MAX },
-	[E_END] = { "endOffset", 9, F_INT, INT64_MAX },
-	[E_XATTRS] = { "xattrs", 6, F_XATTRS, 0 },
-};
-
-struct entry {
-	uint32_t seen, set;	/* bit per field: its key came; not null */
-	const char *s[E_N];
-	int64_t n[E_N];
-	unsigned char *xr;	/* tarscan's xattr records, reused */
-	size_t xr_len, xr_cap, n_xattrs;
-	size_t *xoff;		/* offsets of the records, for duplicates */
-	size_t xoff_cap;
-};
-
-static int json_err(struct build *bd, struct strata_jp *jp)
-{
-	return strata_err_set(bd->err, -EBADMSG, "layer %s: zstd:chunked "
-			      "table of contents: invalid JSON at byte %zu: "
-			      "%s", bd->sd, (size_t)(jp->p - jp->start),
-			      jp->error);
-}
-
-static int field_err(struct build *bd, const struct entry *e, int f,
-		     const char *why)
-{
-	char msg[128];
-
-	snprintf(msg, sizeof(msg), "field \"%s\" %s", fields[f].key, why);
-	return entry_err(bd, e->set & 1u << E_NAME ? e->s[E_NAME] : NULL,
-			 msg);
-}
-
-static int find_field(const char *key, size_t len)
-{
-	int f;
-
-	for (f = 0; f < E_N; f++)
-		if (fields[f].key[0] == key[0] && fields[f].len == len &&
-		    !memcmp(fields[f].key, key, len))
-			return f;
-	return -1;
-}
-
-static const unsigned char *xr_name(const struct entry *e, size_t i,
-				    size_t *len)
-{
-	const unsigned char *p = e->xr + e->xoff[i];
-
-	*len = (size_t)p[0] | (size_t)p[1] << 8;
-	return p + 6;
-}
-
-static const struct entry *xsort_e;
-
-static int xcmp(const void *a, const void *b)
-{
-	const unsigned char *pa = xsort_e->xr + *(const size_t *)a;
-	const unsigned char *pb = xsort_e->xr + *(const size_t *)b;
-	size_t la = (size_t)pa[0] | (size_t)pa[1] << 8;
-	size_t lb = (size_t)pb[0] | (size_t)pb[1] << 8;
-	int c = memcmp(pa + 6, pb + 6, la < lb ? la : lb);
-
-	return c ? c : la < lb ? -1 : la > lb;
-}
-
-/* Has the entry two xattrs of one name? (json-c would keep the last) */
-static bool xattr_dups(struct entry *e)
-{
-	size_t i, la, lb;
-	const unsigned char *a, *b;
-
-	if (e->n_xattrs < 2)
-		return false;
-	xsort_e = e;
-	qsort(e->xoff, e->n_xattrs, sizeof(*e->xoff), xcmp);
-	for (i = 1; i < e->n_xattrs; i++) {
-		a = xr_name(e, i - 1, &la);
-		b = xr_name(e, i, &lb);
-		if (la == lb && !memcmp(a, b, la))
-			return true;
-	}
-	return false;
-}
-
-/* One xattr "name": "base64" as a tarscan record (u16 name length, u32
- * value length, little endian, name, value). */
-static int add_xattr(struct entry *e, const char *key, size_t klen,
-		     const char *b64, size_t blen)
-{
-	size_t need = e->xr_len + 6 + klen + blen / 4 * 3 + 1;
-	unsigned char *buf;
-	int vlen;
-
-	if (klen > 255 || blen % 4 || blen > 4 * 65536 / 3 + 4 ||
-	    memchr(key, '\0', klen))
-		return -EBADMSG;
-	if (need > e->xr_cap) {
-		size_t c = need * 2;
-
-		buf = realloc(e->xr, c);
-		if (!buf)
-			return -ENOMEM;
-		e->xr = buf;
-		e->xr_cap = c;
-	}
-	if (e->n_xattrs == e->xoff_cap) {
-		size_t c = e->xoff_cap ? e->xoff_cap * 2 : 16;
-		size_t *o = realloc(e->xoff, c * sizeof(*o));
-
-		if (!o)
-			return -ENOMEM;
-		e->xoff = o;
-		e->xoff_cap = c;
-	}
-	buf = e->xr + e->xr_len;
-	vlen = EVP_DecodeBlock(buf + 6 + klen, (const unsigned char *)b64,
-			       (int)blen);
-	if (vlen < 0)
-		return -EBADMSG;
-	if (blen && b64[blen - 1] == '=')
-		vlen -= b64[blen - 2] == '=' ? 2 : 1;
-	buf[0] = (unsigned char)klen;
-	buf[1] = (unsigned char)(klen >> 8);
-	buf[2] = (unsigned char)vlen;
-	buf[3] = (unsigned char)(vlen >> 8);
-	buf[4] = (unsigned char)(vlen >> 16);
-	buf[5] = (unsigned char)(vlen >> 24);
-	memcpy(buf + 6, key, klen);
-	e->xoff[e->n_xattrs++] = e->xr_len;
-	e->xr_len += 6 + klen + (size_t)vlen;
-	return 0;
-}
-
-static int read_xattrs(struct build *bd, struct strata_jp *jp,
-		       struct entry *e)
-{
-	enum strata_jp_tok t;
-	int r;
-
-	while ((t = strata_jp_next(jp)) == STRATA_JP_KEY) {
-		const char *key = jp->str;
-		size_t klen = jp->len;
-
-		t = strata_jp_next(jp);
-		if (t == STRATA_JP_ERROR)
-			return json_err(bd, jp);
-		if (t != STRATA_JP_STR)
-			return field_err(bd, e, E_XATTRS, "holds a value that "
-					 "is not a string");
-		r = add_xattr(e, key, klen, jp->str, jp->len);
-		if (r == -ENOMEM)
-			return r;
-		if (r < 0)
-			return field_err(bd, e, E_XATTRS, "holds an invalid "
-					 "extended attribute");
-	}
-	if (t == STRATA_JP_ERROR)
-		return json_err(bd, jp);
-	if (xattr_dups(e))
-		return field_err(bd, e, E_XATTRS, "names an extended "
-				 "attribute twice");
-	return 0;
-}
-
-/* The value of field @f, its key just read. */
-static int read_field(struct build *bd, struct strata_jp *jp,
-		      struct entry *e, int f)
-{
-	enum strata_jp_tok t = strata_jp_next(jp);
-
-	if (t == STRATA_JP_ERROR)
-		return json_err(bd, jp);
-	if (e->seen & 1u << f)
-		return field_err(bd, e, f, "comes twice");
-	e->seen |= 1u << f;
-	if (t == STRATA_JP_NULL)	/* as absent, as strata_json_* read it */
-		return 0;
-	e->set |= 1u << f;
-	switch (fields[f].kind) {
-	case F_STR:
-		if (t != STRATA_JP_STR)
-			return field_err(bd, e, f, "is not a string");
-		if (strlen(jp->str) != jp->len)
-			return field_err(bd, e, f, "holds a NUL byte");
-		e->s[f] = jp->str;
-		return 0;
-	case F_INT:
-		if (t != STRATA_JP_INT)
-			return field_err(bd, e, f, "is not an integer");
-		if (!jp->int_range || jp->i64 < 0 || jp->i64 > fields[f].max)
-			return field_err(bd, e, f, "is out of range");
-		e->n[f] = jp->i64;
-		return 0;
-	default:
-		if (t != STRATA_JP_OBJ)
-			return field_err(bd, e, f, "is not an object");
-		return read_xattrs(bd, jp, e);
-	}
-}
-
 /* A "chunk" entry: part of the regular file before it, inside its range. */
-static int check_chunk(struct build *bd, const struct entry *e)
+static int check_chunk(struct strata_toc_build *bd,
+		       const struct strata_toc_entry *e)
 {
-	const char *name = e->s[E_NAME];
-	uint64_t off = e->set & 1u << E_OFFSET ? (uint64_t)e->n[E_OFFSET] : 0;
+	const char *name = e->s[TE_NAME];
+	uint64_t off = TE_HAS(e, TE_OFFSET) ? (uint64_t)e->n[TE_OFFSET] : 0;
 
 	if (!bd->reg_name || strcmp(name, bd->reg_name))
-		return entry_err(bd, name, "chunk of no file before it");
+		return strata_toc_entry_err(bd, name, "chunk of no file before "
+					    "it");
 	if (off < bd->reg_off || off >= bd->reg_end)
-		return entry_err(bd, name, "chunk outside its file's range");
+		return strata_toc_entry_err(bd, name, "chunk outside its file's "
+					    "range");
 	return 0;
 }
 
-/* The content range and digest of a non-empty regular file. */
-static int content_range(struct build *bd, const struct entry *e,
-			 uint64_t size, uint64_t *off, uint64_t *end)
+/* The content range of a non-empty regular file. */
+static int content_range(struct strata_toc_build *bd,
+			 const struct strata_toc_entry *e, uint64_t size,
+			 uint64_t *off, uint64_t *end)
 {
-	const char *name = e->s[E_NAME], *digest = e->s[E_DIGEST];
-	const uint32_t need = 1u << E_OFFSET | 1u << E_END | 1u << E_DIGEST;
+	const char *name = e->s[TE_NAME];
 
-	if ((e->set & need) != need)
-		return entry_err(bd, name, "no content range or digest");
-	/* "sha256:" and 64 lower-case hex digits, decoded for the record */
-	if (strlen(digest) != 71 || strncmp(digest, "sha256:", 7) ||
-	    hex_bytes(digest + 7, bd->sha256, 32) < 0)
-		return entry_err(bd, name, "digest is not a sha256 digest");
-	*off = (uint64_t)e->n[E_OFFSET];
-	*end = (uint64_t)e->n[E_END];
+	(void)size;
+	if (!TE_HAS(e, TE_OFFSET) || !TE_HAS(e, TE_END))
+		return strata_toc_entry_err(bd, name, "no content range");
+	*off = (uint64_t)e->n[TE_OFFSET];
+	*end = (uint64_t)e->n[TE_END];
 	if (*end <= *off || *end > bd->toc_start)
-		return entry_err(bd, name, "content range lies outside the "
-				 "layer's data");
+		return strata_toc_entry_err(bd, name, "content range lies "
+					    "outside the layer's data");
 	if (*off < bd->prev_end)
-		return entry_err(bd, name, "content range overlaps or comes "
-				 "before the previous file's");
-	bd->total += size;
-	if (bd->total > bd->max_bytes)
-		return entry_err(bd, name, "the layer's files are larger than "
-				 "the limit (decompression bomb?)");
+		return strata_toc_entry_err(bd, name, "content range overlaps "
+					    "or comes before the previous "
+					    "file's");
 	bd->prev_end = *end;
 	return 0;
-}
-
-static int add_entry(struct build *bd, struct entry *e)
-{
-	struct strata_tar_entry g;
-	const char *type = e->s[E_TYPE], *name = e->s[E_NAME];
-	uint64_t off = 0, end = 0;
-	uint32_t data_id;
-	int r;
-
-	if (!(e->set & 1u << E_TYPE) || !(e->set & 1u << E_NAME))
-		return entry_err(bd, name, !(e->set & 1u << E_NAME) ?
-				 "missing field \"name\"" :
-				 "missing field \"type\"");
-	if (!strcmp(type, "chunk"))
-		return check_chunk(bd, e);
-	memset(&g, 0, sizeof(g));
-	g.type = type_flag(type);
-	if (!g.type)
-		return entry_err(bd, name, "unknown entry type");
-	g.name = (char *)name;
-	g.link = (char *)e->s[E_LINK];
-	if ((g.type == '1' || g.type == '2') && !g.link)
-		return entry_err(bd, name, "link without a target");
-	g.mode = e->n[E_MODE];
-	g.size = e->n[E_SIZE];
-	g.uid = e->n[E_UID];
-	g.gid = e->n[E_GID];
-	g.devmajor = e->n[E_MAJOR];
-	g.devminor = e->n[E_MINOR];
-	if (e->s[E_MODTIME] && parse_time(e->s[E_MODTIME], &g.mtime_sec,
-					  &g.mtime_nsec) < 0)
-		return entry_err(bd, name, "modtime is not an RFC 3339 time");
-	if (e->n_xattrs) {
-		g.xattrs = e->xr;
-		g.xattrs_len = e->xr_len;
-	}
-	if (g.type != '0')
-		g.size = 0;
-	if (g.type == '0' && g.size > 0) {
-		r = content_range(bd, e, (uint64_t)g.size, &off, &end);
-		if (r < 0)
-			return r;
-		bd->reg_name = name;
-		bd->reg_off = off;
-		bd->reg_end = end;
-	}
-	r = strata_lxbuild_add(bd->b, &g, &data_id);
-	if (r < 0 || !data_id)
-		return r;
-	if (data_id != bd->n_recs + 1)
-		return -EINVAL;	/* content numbers are given in order */
-	return add_rec(bd, name, off, end, (uint64_t)g.size);
-}
-
-/* One element of "entries", its first token @t read. */
-static int read_entry(struct build *bd, struct strata_jp *jp,
-		      enum strata_jp_tok t, struct entry *e)
-{
-	int r, f;
-
-	if (t != STRATA_JP_OBJ)
-		return entry_err(bd, NULL, "not an object");
-	e->seen = e->set = 0;
-	memset(e->s, 0, sizeof(e->s));
-	memset(e->n, 0, sizeof(e->n));
-	e->xr_len = e->n_xattrs = 0;
-	while ((t = strata_jp_next(jp)) == STRATA_JP_KEY) {
-		f = find_field(jp->str, jp->len);
-		if (f < 0) {
-			if (strata_jp_skip(jp, strata_jp_next(jp)) < 0)
-				return json_err(bd, jp);
-			continue;
-		}
-		r = read_field(bd, jp, e, f);
-		if (r < 0)
-			return r;
-	}
-	if (t == STRATA_JP_ERROR)
-		return json_err(bd, jp);
-	return add_entry(bd, e);
-}
-
-/* The document: {"version": 1, "entries": [...], ...}. A version after
- * the entries is checked once they are read. */
-static int read_doc(struct build *bd, struct strata_jp *jp, int64_t *version)
-{
-	struct entry e = { 0 };
-	enum strata_jp_tok t;
-	bool have_entries = false, have_version = false;
-	int r = 0;
-
-	t = strata_jp_next(jp);
-	if (t == STRATA_JP_ERROR)
-		return json_err(bd, jp);
-	if (t != STRATA_JP_OBJ)
-		return strata_err_set(bd->err, -EBADMSG, "layer %s: zstd:chunked "
-				      "table of contents is not an object",
-				      bd->sd);
-	while (r == 0 && (t = strata_jp_next(jp)) == STRATA_JP_KEY) {
-		bool is_v = !strcmp(jp->str, "version") && jp->len == 7;
-		bool is_e = !strcmp(jp->str, "entries") && jp->len == 7;
-
-		if ((is_v && have_version) || (is_e && have_entries)) {
-			r = strata_err_set(bd->err, -EBADMSG, "layer %s: table "
-					   "of contents: field \"%s\" comes "
-					   "twice", bd->sd, jp->str);
-			break;
-		}
-		t = strata_jp_next(jp);
-		if (t == STRATA_JP_ERROR)
-			break;
-		if (is_v) {
-			have_version = t != STRATA_JP_NULL;
-			if (t == STRATA_JP_INT && jp->int_range &&
-			    jp->i64 >= 0)
-				*version = jp->i64;
-			else if (have_version)
-				r = strata_err_set(bd->err, -EBADMSG, "layer "
-						   "%s: table of contents: "
-						   "field \"version\" is not "
-						   "a version number", bd->sd);
-		} else if (is_e) {
-			have_entries = t != STRATA_JP_NULL;
-			if (have_entries && t != STRATA_JP_ARR)
-				r = strata_err_set(bd->err, -EBADMSG, "layer "
-						   "%s: table of contents: "
-						   "field \"entries\" is not "
-						   "an array", bd->sd);
-			while (r == 0 && have_entries &&
-			       (t = strata_jp_next(jp)) != STRATA_JP_ARR_END &&
-			       t != STRATA_JP_ERROR)
-				r = read_entry(bd, jp, t, &e);
-		} else if (strata_jp_skip(jp, t) < 0) {
-			t = STRATA_JP_ERROR;
-		}
-		if (t == STRATA_JP_ERROR)
-			break;
-	}
-	free(e.xr);
-	free(e.xoff);
-	if (r < 0)
-		return r;
-	if (t == STRATA_JP_ERROR || strata_jp_next(jp) != STRATA_JP_END)
-		return json_err(bd, jp);
-	if (!have_version || !have_entries)
-		return strata_err_set(bd->err, -EBADMSG, "layer %s: table of "
-				      "contents: missing field \"%s\"", bd->sd,
-				      have_version ? "entries" : "version");
-	return 0;
-}
-
-static int write_contents(struct build *bd, int dest_fd)
-{
-	struct strata_lz_header h;
-	cleanup_fd int fd = -1;
-	size_t rb = bd->n_recs * sizeof(*bd->recs);
-	int r;
-
-	memset(&h, 0, sizeof(h));
-	memcpy(h.magic, STRATA_LZ_MAGIC, 8);
-	h.n = (uint32_t)bd->n_recs;
-	h.names_off = sizeof(h) + rb;
-	h.names_len = bd->names_len;
-	h.file_size = h.names_off + h.names_len;
-	fd = openat(dest_fd, "contents", O_WRONLY | O_CREAT | O_TRUNC |
-		    O_CLOEXEC, 0644);
-	if (fd < 0)
-		return -errno;
-	if ((r = strata_write_all(fd, &h, sizeof(h))) < 0 ||
-	    (r = strata_write_all(fd, bd->recs ? (void *)bd->recs : "", rb)) < 0 ||
-	    (r = strata_write_all(fd, bd->names ? bd->names : "",
-				  bd->names_len)) < 0)
-		return r;
-	return 0;	/* not synced: lazy.c sums the entry */
 }
 
 int strata_zc_build(struct strata_range_src *src, const struct strata_layer *l,
@@ -722,57 +164,21 @@ int strata_zc_build(struct strata_range_src *src, const struct strata_layer *l,
 		    uint64_t max_entries, int dest_fd, struct strata_err *err)
 {
 	char *toc = NULL;
-	struct build bd = { .err = err, .max_bytes = max_bytes };
-	struct strata_jp jp;
+	struct strata_toc_build bd = {
+		.format = "zstd:chunked", .err = err, .max_bytes = max_bytes,
+		.toc_start = pos->off - 8, .content = content_range,
+		.chunk = check_chunk,
+	};
 	char sd[32];
-	int64_t version = -1;
-	uint64_t expect;
 	int r;
 
 	strata_short_digest(l->digest, sd, sizeof(sd));
 	bd.sd = sd;
-	bd.toc_start = pos->off - 8;
 	r = read_toc(src, l, pos, sd, &toc, err);
 	if (r < 0)
 		return r;
-	/* streamed, no json-c tree: 3.5x less CPU on a 22 MB TOC */
-	strata_jp_init(&jp, toc, pos->ulen);
-	/* skopeo's TOCs take 300-450 bytes an entry, a tenth of them the
-	 * name: the tables sized once, not regrown and copied (pages not
-	 * written are never faulted in) */
-	expect = pos->ulen / 320 < max_entries ? pos->ulen / 320 : max_entries;
-	bd.recs = malloc((expect + 1) * sizeof(*bd.recs));
-	bd.names = malloc(pos->ulen / 4 + 1);
-	if (!bd.recs || !bd.names) {
-		r = -ENOMEM;
-		goto out;
-	}
-	bd.cap_recs = expect + 1;
-	bd.names_cap = pos->ulen / 4 + 1;
-	strata_huge_hint(bd.recs, bd.cap_recs * sizeof(*bd.recs));
-	strata_huge_hint(bd.names, bd.names_cap);
-	r = strata_lxbuild_new(l->digest, max_entries, expect, err, &bd.b);
-	if (r == 0)
-		r = read_doc(&bd, &jp, &version);
-	if (r == 0 && version != 1) {
-		strata_warn("layer %s: zstd:chunked table of contents version "
-			    "%lld is unknown: unpacking the layer in full", sd,
-			    (long long)version);
-		r = -EOPNOTSUPP;
-	}
-	if (r == 0)
-		r = strata_lxbuild_finish(bd.b, dest_fd);
-	if (r == 0 && mkdirat(dest_fd, "data", 0755) < 0)
-		r = -errno;
-	if (r == 0)
-		r = write_contents(&bd, dest_fd);
-out:
-	if (r < 0 && !strata_err_isset(err))
-		strata_err_set(err, r, "layer %s: table of contents: %s", sd,
-			       strerror(-r));
-	strata_lxbuild_free(bd.b);
-	free(bd.recs);
-	free(bd.names);
+	r = strata_toc_read(&bd, toc, pos->ulen, l->digest, max_entries,
+			    dest_fd);
 	strata_big_free(toc, pos->ulen + 1);
 	return r;
 }

@@ -113,7 +113,8 @@ def chunked_blob(entries, tamper=None, prefix=PREFIX):
     return blob, "sha256:" + hashlib.sha256(raw).hexdigest(), ann
 
 
-def layout_with(path, layers):
+def layout_with(path, layers,
+                media_type="application/vnd.oci.image.layer.v1.tar+zstd"):
     """An OCI layout @path:t of @layers: (blob, diff_id, annotations)."""
     path = Path(path)
     path.mkdir(parents=True)
@@ -121,8 +122,7 @@ def layout_with(path, layers):
     descs = []
     for blob, _, ann in layers:
         d, n = write_blob(path, blob)
-        descs.append({"mediaType":
-                      "application/vnd.oci.image.layer.v1.tar+zstd",
+        descs.append({"mediaType": media_type,
                       "digest": d, "size": n, "annotations": ann})
     config = {"architecture": "amd64", "os": "linux", "config": {},
               "rootfs": {"type": "layers",
