@@ -302,6 +302,38 @@ static int add_gzip_point(struct strata_zran_builder *b, z_stream *z,
 	return 0;
 }
 
+bool strata_zran_point_due(const struct strata_zran_builder *b,
+			   uint64_t uoff)
+{
+	return point_due(b, uoff);
+}
+
+int strata_zran_gzip_point(struct strata_zran_builder *b, uint64_t bit,
+			   uint64_t uoff, const unsigned char *win,
+			   size_t wlen)
+{
+	struct point *p;
+	int r = set_kind(b, STRATA_ZRAN_GZIP);
+
+	if (r < 0)
+		return r;
+	if (wlen > WINSIZE || wlen > uoff ||
+	    (b->z.n && b->z.pts[b->z.n - 1].uoff >= uoff && uoff))
+		return -EINVAL;
+	p = new_point(b);
+	if (!p)
+		return -ENOMEM;
+	/* the whole bytes start after the bit's byte; its high bits are
+	 * the point's */
+	p->coff = (bit + 7) / 8;
+	p->bits = (uint8_t)((8 - bit % 8) % 8);
+	p->uoff = uoff;
+	if (store_window(b, p, win, wlen) < 0)
+		return -ENOMEM;
+	b->z.n++;
+	return 0;
+}
+
 int strata_zran_inflate(struct strata_zran_builder *b, z_stream *z,
 			uint64_t coff, uint64_t uoff, int *zret)
 {

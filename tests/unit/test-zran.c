@@ -20,6 +20,7 @@
 
 #include "store-internal.h"
 #include "unpack.h"
+#include "config.h"
 #include "zran.h"
 #include "tap.h"
 
@@ -657,10 +658,21 @@ static void test_unpack_hook(int comp)
 
 		strata_zran_info(z1, &i1);
 		strata_zran_info(z2, &i2);
-		ok(i1.n_points == i2.n_points && i1.n_points > 3 &&
-		   i1.window_bytes == i2.window_bytes,
-		   "%s: unpack's points are the standalone pass's (%llu)", what,
-		   (unsigned long long)i1.n_points);
+		bool same = i1.n_points == i2.n_points && i1.n_points > 3 &&
+			    i1.window_bytes == i2.window_bytes;
+
+#ifdef STRATA_HAVE_ISAL
+		/* gzdec.c's ISA-L points lie at other block boundaries,
+		 * about as many (a few are dropped when they cannot be
+		 * checked) */
+		if (comp == STRATA_COMP_GZIP)
+			same = i1.n_points > 3 &&
+			       2 * i1.n_points >= i2.n_points &&
+			       i1.n_points <= i2.n_points + 1;
+#endif
+		ok(same, "%s: unpack's points are the standalone pass's "
+		   "(%llu, %llu)", what, (unsigned long long)i1.n_points,
+		   (unsigned long long)i2.n_points);
 		is_int(check_ranges(z1, tar.p, tar.len, 60), 0,
 		       "%s: ranges read through unpack's points equal the tar",
 		       what);
