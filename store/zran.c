@@ -28,11 +28,13 @@
  * zstd, and it has its own table of contents.
  *
  * The points are recorded during the pass that reads the layer anyway
- * (unpack.c calls strata_zran_inflate() in place of inflate(), and
+ * (unpack.c's gzip decoder, gzdec.c, calls strata_zran_inflate() in place
+ * of inflate(), or with ISA-L strata_zran_gzip_point(); unpack.c calls
  * strata_zran_zstd_frame() at each frame end), never in a second pass:
  * inflate is asked to stop at block boundaries (Z_BLOCK) and, where a
  * point is due, inflateGetDictionary() copies zlib's own window, so
- * recording costs nothing but the copies of the windows.
+ * recording costs nothing but the copies of the windows (ISA-L: gzdec.c
+ * says how it finds a boundary, and checks each point with zlib).
  *
  * On disk (little-endian; written atomically beside the cached layer):
  *
