@@ -170,6 +170,17 @@ def test_fill_then_kill_then_remount(raw_tar, daemon, mount, store, tmp_path):
     assert filled(store) == len(want)
     for name, data in want.items():
         assert (tmp_path / "mnt2" / name).read_bytes() == data
+    # every file filled: the store's copy of the blob goes (the files
+    # synced first); a later mount reads the filled files without it
+    blob = lazy_dirs(store)[0] / "blob"
+    for _ in range(2000):
+        if not blob.exists():
+            break
+        time.sleep(0.005)
+    assert not blob.exists()
+    p = daemon.start(ref, tmp_path / "mnt3", opts="lazy=all,prefetch")
+    for name, data in want.items():
+        assert (tmp_path / "mnt3" / name).read_bytes() == data
 
 
 @pytest.mark.parametrize("how", ["gzip", "zstd"])
