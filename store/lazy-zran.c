@@ -23,7 +23,9 @@
  * "blob" is the store's own copy of the blob, written while it was hashed
  * (the bytes verified are the bytes kept): reads never go back to a
  * layout or archive another user could change after the check. It costs
- * the compressed size until gc removes the layer.
+ * the compressed size until the fill has filled every file: then it is
+ * removed (lazy.c, drop_blob(): the files are synced first), and a later
+ * mount of the layer finds every file filled and needs no blob.
  *
  * A record in "contents" holds uncompressed offsets [off, end) and no
  * sha256 (the pass does not see content bytes): such files are not

@@ -591,7 +591,34 @@ static int open_zran(struct strata_lazy *z, const struct strata_layer *l,
 		return r;
 	z->blobfd = openat(z->dirfd, "blob", O_RDONLY | O_CLOEXEC |
 			   O_NOFOLLOW);
-	return z->blobfd < 0 ? -EBADMSG : 0;
+	/* removed once every file was filled (drop_blob()): checked by
+	 * strata_layer_open() */
+	return z->blobfd < 0 && errno != ENOENT ? -EBADMSG : 0;
+}
+
+static bool missing(struct strata_lazy *z, uint32_t id);
+
+/* Is every content file of @z there? */
+static bool all_filled(struct strata_lazy *z)
+{
+	for (uint32_t i = 1; i <= z->n; i++)
+		if (missing(z, i))
+			return false;
+	return true;
+}
+
+/* Every file of a gzip/zstd layer is filled: the store's copy of the blob
+ * is needed no more. The files are synced first, so a crash cannot leave
+ * a layer with neither. Mounts that have it open keep reading it. */
+static int drop_blob(struct strata_lazy *z)
+{
+	if (syncfs(z->datafd) < 0)
+		return -errno;
+	if (!all_filled(z))
+		return -EBADMSG;
+	if (unlinkat(z->dirfd, "blob", 0) < 0 && errno != ENOENT)
+		return -errno;
+	return fsync(z->dirfd) < 0 ? -errno : 0;
 }
 
 int strata_layer_open(struct strata_store *st, const struct strata_image *img,
@@ -648,6 +675,12 @@ int strata_layer_open(struct strata_store *st, const struct strata_image *img,
 	if (r < 0)
 		goto fail;
 	z->datafd = strata_lx_datafd(lx);
+	if (z->zran && z->blobfd < 0 && !all_filled(z)) {
+		r = strata_err_set(err, -EBADMSG, "%s (its blob is gone "
+				   "before all its files were filled)", what);
+		strata_lindex_close(lx);
+		goto fail;
+	}
 	if (mkdirat(st->layers_fd, "lazy/content", 0755) == 0 ||
 	    errno == EEXIST)
 		z->contentfd = openat(st->layers_fd, "lazy/content",
@@ -1052,9 +1085,13 @@ int strata_lx_prefetch(struct strata_lindex *lx, int what,
 	}
 	if (z->prefetch == STRATA_LZ_NO_PREFETCH && what != STRATA_PREFETCH_ALL)
 		return 0;
-	if (z->zran)	/* verified before the mount: only the files left */
-		return strata_lzr_fill_all(z->zran, z->blobfd, z->recs, z->n,
-					   z->datafd, stop);
+	if (z->zran) {	/* verified before the mount: only the files left */
+		if (z->blobfd < 0)
+			return 0;	/* all filled by an earlier fill */
+		r = strata_lzr_fill_all(z->zran, z->blobfd, z->recs, z->n,
+					z->datafd, stop);
+		return r < 0 ? r : drop_blob(z);
+	}
 	r = fill_upto(z, z->n, stop);
 	if (r != 0)
 		return r < 0 ? r : 0;

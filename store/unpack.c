@@ -49,8 +49,7 @@ struct reader {
 	unsigned char *in, *out;
 	size_t in_pos, in_len;
 	bool in_eof, stream_end;
-	z_stream z;
-	bool z_ready;
+	struct strata_gzdec *gz;	/* gzdec.c */
 	ZSTD_DStream *zs;
 	int error;
 	char msg[256];
@@ -135,7 +134,8 @@ static ssize_t next_chunk(struct reader *r, const void **buf)
 				r->comp = STRATA_COMP_NONE;
 			}
 		}
-		if (r->in_eof)
+		if (r->in_eof && !(r->comp == STRATA_COMP_GZIP && r->gz &&
+				   strata_gzdec_pending(r->gz)))
 			break;
 		if (r->comp == STRATA_COMP_NONE) {
 			*buf = r->in + r->in_pos;
@@ -144,56 +144,44 @@ static ssize_t next_chunk(struct reader *r, const void **buf)
 			goto out;
 		}
 		if (r->comp == STRATA_COMP_GZIP) {
-			int zr;
+			size_t used;
+			bool end;
+			char m[200] = "";
 
-			if (!r->z_ready) {
-				if (inflateInit2(&r->z, 16 + MAX_WBITS) != Z_OK) {
-					fail(r, -ENOMEM, "zlib init failed");
-					return -1;
-				}
-				r->z_ready = true;
+			if (!r->gz && strata_gzdec_new(r->zran, &r->gz) < 0) {
+				fail(r, -ENOMEM, "gzip decoder init failed");
+				return -1;
 			}
-			if (r->stream_end) {
+			if (r->stream_end && r->in_pos < r->in_len) {
 				/* RFC 1952 allows several members, and Go's
 				 * gzip reader (multistream by default) reads
 				 * them as one stream; it refuses anything else
 				 * after a member, and so does strata (whatever
-				 * the first byte: inflate checks the rest). */
+				 * the first byte: the header parser checks the
+				 * rest). */
 				if (r->in[r->in_pos] != 0x1f) {
 					fail(r, -EBADMSG, "bytes after the end "
 					     "of the gzip stream that are not "
 					     "a gzip member");
 					return -1;
 				}
-				inflateReset(&r->z);
 				r->stream_end = false;
 			}
-			r->z.next_in = r->in + r->in_pos;
-			r->z.avail_in = (uInt)(r->in_len - r->in_pos);
-			r->z.next_out = r->out;
-			r->z.avail_out = BUF_SIZE;
-			if (r->zran) {
-				if (strata_zran_inflate(r->zran, &r->z, r->compressed -
-							(r->in_len - r->in_pos),
-							r->uncompressed, &zr) < 0) {
-					fail(r, -ENOMEM, "recording access points failed");
-					return -1;
-				}
-			} else {
-				zr = inflate(&r->z, Z_NO_FLUSH);
-			}
-			r->in_pos = r->in_len - r->z.avail_in;
-			if (zr == Z_STREAM_END) {
-				r->stream_end = true;
-			} else if (zr != Z_OK && zr != Z_BUF_ERROR) {
-				char m[200];
-
-				snprintf(m, sizeof(m), "corrupt gzip data: %s",
-					 r->z.msg ? r->z.msg : "inflate failed");
-				fail(r, -EBADMSG, m);
+			if (strata_gzdec_run(r->gz, r->in + r->in_pos,
+					     r->in_len - r->in_pos,
+					     r->compressed - (r->in_len - r->in_pos),
+					     r->out, BUF_SIZE, r->uncompressed,
+					     &used, &produced, &end, m,
+					     sizeof(m)) < 0) {
+				fail(r, m[0] ? -EBADMSG : -ENOMEM,
+				     m[0] ? m : "recording access points failed");
 				return -1;
 			}
-			produced = BUF_SIZE - r->z.avail_out;
+			r->in_pos += used;
+			if (end)
+				r->stream_end = true;
+			if (r->in_eof && !produced)
+				break;
 		} else {
 			ZSTD_inBuffer ib = { r->in, r->in_len, r->in_pos };
 			ZSTD_outBuffer ob = { r->out, BUF_SIZE, 0 };
@@ -1657,8 +1645,7 @@ static int drain(struct reader *rd, const char *sd, struct strata_err *err)
 /* What a reader holds: decompressors, the tar watch, hashers, buffers. */
 static void reader_release(struct reader *rd)
 {
-	if (rd->z_ready)
-		inflateEnd(&rd->z);
+	strata_gzdec_free(rd->gz);
 	if (rd->zs)
 		ZSTD_freeDStream(rd->zs);
 	strata_tarscan_free(&rd->scan);

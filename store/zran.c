@@ -28,11 +28,13 @@
  * zstd, and it has its own table of contents.
  *
  * The points are recorded during the pass that reads the layer anyway
- * (unpack.c calls strata_zran_inflate() in place of inflate(), and
+ * (unpack.c's gzip decoder, gzdec.c, calls strata_zran_inflate() in place
+ * of inflate(), or with ISA-L strata_zran_gzip_point(); unpack.c calls
  * strata_zran_zstd_frame() at each frame end), never in a second pass:
  * inflate is asked to stop at block boundaries (Z_BLOCK) and, where a
  * point is due, inflateGetDictionary() copies zlib's own window, so
- * recording costs nothing but the copies of the windows.
+ * recording costs nothing but the copies of the windows (ISA-L: gzdec.c
+ * says how it finds a boundary, and checks each point with zlib).
  *
  * On disk (little-endian; written atomically beside the cached layer):
  *
@@ -297,6 +299,38 @@ static int add_gzip_point(struct strata_zran_builder *b, z_stream *z,
 	p->uoff = uoff;
 	p->bits = (uint8_t)(z->data_type & 7);
 	if (store_window(b, p, b->dict, len) < 0)
+		return -ENOMEM;
+	b->z.n++;
+	return 0;
+}
+
+bool strata_zran_point_due(const struct strata_zran_builder *b,
+			   uint64_t uoff)
+{
+	return point_due(b, uoff);
+}
+
+int strata_zran_gzip_point(struct strata_zran_builder *b, uint64_t bit,
+			   uint64_t uoff, const unsigned char *win,
+			   size_t wlen)
+{
+	struct point *p;
+	int r = set_kind(b, STRATA_ZRAN_GZIP);
+
+	if (r < 0)
+		return r;
+	if (wlen > WINSIZE || wlen > uoff ||
+	    (b->z.n && b->z.pts[b->z.n - 1].uoff >= uoff && uoff))
+		return -EINVAL;
+	p = new_point(b);
+	if (!p)
+		return -ENOMEM;
+	/* the whole bytes start after the bit's byte; its high bits are
+	 * the point's */
+	p->coff = (bit + 7) / 8;
+	p->bits = (uint8_t)((8 - bit % 8) % 8);
+	p->uoff = uoff;
+	if (store_window(b, p, win, wlen) < 0)
 		return -ENOMEM;
 	b->z.n++;
 	return 0;

@@ -70,6 +70,26 @@ int strata_zran_inflate(struct strata_zran_builder *b, z_stream *z,
 			uint64_t coff, uint64_t uoff, int *zret);
 
 /*
+ * Is a point due at uncompressed offset @uoff (none yet, or @span bytes
+ * since the last one)?
+ */
+bool strata_zran_point_due(const struct strata_zran_builder *b,
+			   uint64_t uoff);
+
+/*
+ * Record a gzip point found by another decoder (gzdec.c): the deflate
+ * block starting at bit @bit of the blob (bit 0 is the low bit of byte 0)
+ * and uncompressed offset @uoff, after @wlen (<= 32 KiB) bytes of window
+ * @win (borrowed; the member's output just before @uoff). The caller has
+ * checked the point (zlib decodes from it what the stream holds there).
+ * Return: 0, -ENOMEM, -EINVAL (fed zstd before, a window too long, or
+ * not after the last point).
+ */
+int strata_zran_gzip_point(struct strata_zran_builder *b, uint64_t bit,
+			   uint64_t uoff, const unsigned char *win,
+			   size_t wlen);
+
+/*
  * A zstd frame (skippable or not) ended: the next frame, if any, starts
  * at blob offset @coff and uncompressed offset @uoff.
  * Return: 0, -ENOMEM, -EINVAL (fed gzip before).
@@ -172,5 +192,32 @@ int strata_zran_read(const struct strata_zran *z,
  */
 int strata_zran_locate(const struct strata_zran *z, uint64_t uoff,
 		       size_t len, uint64_t *cstart, uint64_t *cend);
+
+/*
+ * The gzip decoder of the pass (gzdec.c): ISA-L where built with it, else
+ * zlib; records points in @b (borrowed, may be NULL) as it goes.
+ * Return: 0, -ENOMEM. Caller frees with strata_gzdec_free().
+ */
+struct strata_gzdec;
+int strata_gzdec_new(struct strata_zran_builder *b,
+		     struct strata_gzdec **out);
+void strata_gzdec_free(struct strata_gzdec *d);
+
+/*
+ * Decode from @in (@in_len bytes; byte 0 is blob byte @coff) into @out
+ * (@out_len bytes; byte 0 is stream byte @uoff), as inflate() would:
+ * *@in_used input taken, *@produced output made. A member header is
+ * expected first and after each member end (*@member_end set when a
+ * member's trailer has been checked). Call with @in_len 0 at the end of
+ * the blob while strata_gzdec_pending(): buffered bits may still give
+ * output. Return: 0, -EBADMSG (corrupt; @msg says why), -ENOMEM.
+ */
+int strata_gzdec_run(struct strata_gzdec *d, const unsigned char *in,
+		     size_t in_len, uint64_t coff, unsigned char *out,
+		     size_t out_len, uint64_t uoff, size_t *in_used,
+		     size_t *produced, bool *member_end, char *msg,
+		     size_t msglen);
+/* Inside a member (its end not seen yet)? */
+bool strata_gzdec_pending(const struct strata_gzdec *d);
 
 #endif

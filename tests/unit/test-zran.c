@@ -20,6 +20,7 @@
 
 #include "store-internal.h"
 #include "unpack.h"
+#include "config.h"
 #include "zran.h"
 #include "tap.h"
 
@@ -604,11 +605,15 @@ static int make_tar(struct buf *out)
 	return r;
 }
 
-/* unpack.c records the same points as the standalone pass, and a read
- * through them gives the tar's bytes. */
-static void test_unpack_hook(int comp)
+/* unpack.c records the same points as the standalone pass (or, with
+ * ISA-L, about as many), and a read through them gives the tar's bytes.
+ * @lvl0: the gzip's first member is stored blocks only (level 0), which
+ * has no block header long enough to stop ISA-L (gzdec.c): no points
+ * there, but the right bytes. */
+static void test_unpack_hook(int comp, bool lvl0)
 {
-	const char *what = comp == STRATA_COMP_GZIP ? "gzip" : "zstd";
+	const char *what = comp != STRATA_COMP_GZIP ? "zstd"
+			   : lvl0 ? "gzip, stored then -6" : "gzip";
 	struct buf tar = { 0 }, blob = { 0 };
 	char digest[STRATA_DIGEST_MAX], diff_id[STRATA_DIGEST_MAX];
 	struct strata_zran_builder *b = NULL;
@@ -621,7 +626,7 @@ static void test_unpack_hook(int comp)
 	if (make_tar(&tar) < 0)
 		return;
 	if (comp == STRATA_COMP_GZIP) {
-		gzip_member(&blob, tar.p, tar.len / 2, 6, 0);
+		gzip_member(&blob, tar.p, tar.len / 2, lvl0 ? 0 : 6, 0);
 		gzip_member(&blob, tar.p + tar.len / 2, tar.len - tar.len / 2, 6, 0);
 	} else {
 		for (size_t i = 0; i < tar.len; i += 300000)
@@ -657,10 +662,23 @@ static void test_unpack_hook(int comp)
 
 		strata_zran_info(z1, &i1);
 		strata_zran_info(z2, &i2);
-		ok(i1.n_points == i2.n_points && i1.n_points > 3 &&
-		   i1.window_bytes == i2.window_bytes,
-		   "%s: unpack's points are the standalone pass's (%llu)", what,
-		   (unsigned long long)i1.n_points);
+		bool same = i1.n_points == i2.n_points && i1.n_points > 3 &&
+			    i1.window_bytes == i2.window_bytes;
+
+#ifdef STRATA_HAVE_ISAL
+		/* gzdec.c's ISA-L points lie at other block boundaries,
+		 * about as many (a few are dropped when they cannot be
+		 * checked) */
+		if (comp == STRATA_COMP_GZIP)
+			same = i1.n_points > 3 &&
+			       2 * i1.n_points >= i2.n_points &&
+			       i1.n_points <= i2.n_points + 1;
+#endif
+		if (lvl0)
+			same = i1.n_points >= 1 && i1.n_points <= i2.n_points;
+		ok(same, "%s: unpack's points are the standalone pass's "
+		   "(%llu, %llu)", what, (unsigned long long)i1.n_points,
+		   (unsigned long long)i2.n_points);
 		is_int(check_ranges(z1, tar.p, tar.len, 60), 0,
 		       "%s: ranges read through unpack's points equal the tar",
 		       what);
@@ -709,8 +727,9 @@ int main(void)
 	test_zstd();
 	test_file();
 	test_callback_source();
-	test_unpack_hook(STRATA_COMP_GZIP);
-	test_unpack_hook(STRATA_COMP_ZSTD);
+	test_unpack_hook(STRATA_COMP_GZIP, false);
+	test_unpack_hook(STRATA_COMP_GZIP, true);
+	test_unpack_hook(STRATA_COMP_ZSTD, false);
 	close(tmpfd);
 	is_int(strata_rmtree_at(AT_FDCWD, tmpdir), 0, "temp dir removed");
 	return done_testing();
