@@ -181,12 +181,13 @@ static int do_lookup(fuse_req_t req, fuse_ino_t parent, const char *name,
 static void fs_ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fuse_entry_param ep;
+	struct fs *fs = get_fs(req);	/* a reply frees @req */
 	int r = do_lookup(req, parent, name, &ep);
 
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else if (fuse_reply_entry(req, &ep) != 0 && ep.ino)
-		unref_entry(get_fs(req), &ep);
+		unref_entry(fs, &ep);
 }
 
 static void fs_ll_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
