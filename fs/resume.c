@@ -371,8 +371,9 @@ static ssize_t rs_splice_send(int fdin, off_t *offin, int fdout,
 	return n;
 }
 
-/* In a new worker: take over @se's descriptor with our I/O. */
-static int worker_setup(struct fuse_session *se)
+/* In a new worker of supervisor @parent: take over @se's descriptor
+ * with our I/O. */
+static int worker_setup(struct fuse_session *se, pid_t parent)
 {
 	static const struct fuse_custom_io io = {
 		.read = rs_read,
@@ -382,6 +383,10 @@ static int worker_setup(struct fuse_session *se)
 	uint32_t s;
 
 	prctl(PR_SET_NAME, "stratafs-serve");
+	/* the supervisor owns the mount: killing it ends the mount, as
+	 * killing stratafs always did (ENOTCONN until unmounted) */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+		return -ESRCH;
 	signal(SIGUSR1, SIG_DFL);
 	replay = malloc(sh->n_slots * sizeof(*replay));
 	free_slots = malloc(sh->n_slots * sizeof(*free_slots));
@@ -459,11 +464,11 @@ int fs_resume_supervise(struct fuse_session *se, unsigned max_threads,
 	resumable_arg = arg;
 	sigaction(SIGUSR1, &sa, NULL);
 	for (;;) {
-		pid_t pid = fork();
+		pid_t self = getpid(), pid = fork();
 		int ws;
 
 		if (pid == 0) {
-			if (worker_setup(se) < 0)
+			if (worker_setup(se, self) < 0)
 				_exit(FS_RESUME_GIVE_UP);
 			return 0;
 		}

@@ -11,6 +11,7 @@ the same image. The image is the busybox one test_lazy.py builds, mounted
 from its gzip layout and, converted by skopeo, as lazy zstd:chunked
 layers (files fetched after the restart).
 """
+import errno
 import hashlib
 import json
 import os
@@ -202,3 +203,31 @@ def test_open_files_and_cwd_survive_worker_kill(chunked_image, mount,
             break
         time.sleep(0.01)
     assert not serving(mnt) and not is_mounted(mnt)
+
+
+def test_writable_mount_crash_is_enotconn_and_remount_keeps_writes(
+        chunked_image, mount, tmp_path):
+    """A writable mount is one process, not restarted (stratafs(1),
+    "Restarts and crashes"): its kill -9 aborts the connection, an open
+    file then fails with ENOTCONN, and a new mount of the upper directory
+    has what was written before."""
+    layout, tag, _ = chunked_image
+    upper = tmp_path / "upper"
+    mnt = mount(f"oci:{layout}:{tag}", opts=f"upper={upper}")
+    procs = serving(mnt)
+    assert [c for _, c in procs.values()] == ["stratafs"], procs
+    fd = os.open(mnt / "etc/hello", os.O_WRONLY | os.O_TRUNC)
+    try:
+        assert os.write(fd, b"before\n") == 7
+        os.kill(next(iter(procs)), signal.SIGKILL)
+        with pytest.raises(OSError) as e:
+            os.write(fd, b"after\n")
+        assert e.value.errno in (errno.ENOTCONN, errno.ECONNABORTED)
+        with pytest.raises(OSError) as e:
+            os.stat(mnt / "etc/not-looked-up-before")
+        assert e.value.errno == errno.ENOTCONN
+    finally:
+        os.close(fd)
+    unmount(mnt)
+    mnt2 = mount(f"oci:{layout}:{tag}", opts=f"upper={upper}")
+    assert (mnt2 / "etc/hello").read_bytes() == b"before\n"
