@@ -146,8 +146,13 @@ static int dir_of(struct fs *fs, fuse_ino_t ino, struct dnode **out)
 	struct dnode *d = fs_dnode_get(fs, ino);
 	int r;
 
-	if (!d)
-		return file_entry(fs, ino, &(uint32_t){ 0 }) ? -ENOTDIR : -ESTALE;
+	if (!d) {
+		/* a directory not found again after a restart: stale */
+		const struct strata_lx_entry *e =
+			file_entry(fs, ino, &(uint32_t){ 0 });
+
+		return e && !fs_entry_isdir(e) ? -ENOTDIR : -ESTALE;
+	}
 	r = fs_dir_merge(fs, d);
 	if (r < 0)
 		return r;

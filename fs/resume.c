@@ -424,9 +424,8 @@ static int wait_worker(struct fuse_session *se, pid_t pid, bool *asked_end)
 {
 	int ws;
 
-	while (waitpid(pid, &ws, 0) < 0) {
-		if (errno != EINTR)
-			return 0;
+	for (;;) {
+		/* the end may have been asked while no worker ran */
 		if (fuse_session_exited(se) && !*asked_end) {
 			kill(pid, SIGTERM);
 			*asked_end = true;
@@ -435,8 +434,11 @@ static int wait_worker(struct fuse_session *se, pid_t pid, bool *asked_end)
 			restart_asked = 0;
 			kill(pid, SIGKILL);
 		}
+		if (waitpid(pid, &ws, 0) == pid)
+			return ws;
+		if (errno != EINTR)
+			return 0;
 	}
-	return ws;
 }
 
 int fs_resume_supervise(struct fuse_session *se, unsigned max_threads,
