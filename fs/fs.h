@@ -106,6 +106,12 @@ struct fs {
 	bool prefetching;		/* the background fill runs: */
 	pthread_t prefetch;
 	atomic_bool stop_prefetch;
+	/* node.c: each layer's entry -> parent directory entry, built on
+	 * the first directory node id the kernel names that this process
+	 * never gave out (a restarted worker, fs/resume.c) */
+	pthread_mutex_t revive_lock;
+	uint32_t **parents;
+	uint32_t n_parents;
 	/* Merges of different directories run in parallel; a lock per
 	 * directory would cost 40 bytes each, so they share a few. */
 	pthread_mutex_t merge_locks[FS_MERGE_LOCKS];
@@ -157,7 +163,13 @@ void fs_prefetch_stop(struct fs *fs);
 int fs_nodes_init(struct fs *fs);
 void fs_nodes_free(struct fs *fs);
 /* Find the dnode for @ino; NULL if none. Borrowed: valid while the kernel
- * holds a reference, i.e. for the duration of a request on it. */
+ * holds a reference, i.e. for the duration of a request on it. A
+ * directory node id this process never gave out (the kernel kept it
+ * across a restart of the serving process) is rebuilt from the image:
+ * node ids name (layer, entry), so the entry's path is walked again from
+ * the root, and the node is made only if that walk ends at the same
+ * entry (taking one lookup reference, which the kernel's FORGET of its
+ * own count, never smaller, gives back). */
 struct dnode *fs_dnode_get(struct fs *fs, fuse_ino_t ino);
 /* Find or create the dnode of directory child @c of @parent and take one
  * lookup reference. Return: the node or NULL (-ENOMEM). */

@@ -24,6 +24,7 @@
 #include "loop.h"
 #include "wfs.h"
 #include "control.h"
+#include "resume.h"
 
 struct options {
 	char *upper, *work, *lowerdir;
@@ -670,6 +671,15 @@ static int start_control(struct wfs *w, const struct options *o,
 	return fs_control_start(w, &info);
 }
 
+/* May a new worker take a read-only mount over (fs/resume.c)? Only if
+ * the kernel sends no open/opendir: a file handle is the old worker's. */
+static bool fs_resumable(void *arg)
+{
+	const struct fs *fs = arg;
+
+	return fs->readonly && fs->no_open;
+}
+
 /* Own the control socket of the mount at @mp (absolute), or say why not. */
 static int bind_control(const char *mp)
 {
@@ -739,7 +749,8 @@ int main(int argc, char *argv[])
 	struct wfs wfs = { 0 };
 	struct wfs_claim claim = { 0 };
 	struct lower *lw = NULL;
-	bool wfs_ready = false;
+	bool wfs_ready = false, supervised = false;
+	unsigned nthreads;
 	cleanup_free char *ctl_mp = NULL;
 	cleanup_free char *ctl_ref = NULL;
 	char fsname[1200];
@@ -957,6 +968,26 @@ int main(int argc, char *argv[])
 			"socket; unmounting\n", ctl_mp);
 		goto out_unmount;
 	}
+	/* a read-only image mount outlives the process serving it: this
+	 * one keeps /dev/fuse and restarts the worker when it dies (the
+	 * writable mount's state is not rebuilt from the kernel's node ids:
+	 * it ends, as it always did, with the process) */
+	nthreads = copts.singlethread ? 1 : copts.max_threads &&
+		   copts.max_threads <= 100000 ? copts.max_threads : 16;
+	if (!wfs_ready && !o.lowerdir) {
+		int status = 1;
+		int r = fs_resume_supervise(se, nthreads, fs_resumable, &fs,
+					    &status);
+
+		if (r > 0) {
+			ret = status;
+			goto out_unmount;
+		}
+		if (r < 0)
+			strata_warn("%s: cannot keep the mount across a crash "
+				    "(%s)", ctl_mp, strerror(-r));
+		supervised = r == 0;
+	}
 	fs.lazy = o.lazy != 0;
 	fs.prefetch_all = o.prefetch == 2;
 	if (o.prefetch && !o.lowerdir && fs_prefetch_start(&fs) < 0)
@@ -964,11 +995,11 @@ int main(int argc, char *argv[])
 	lc = fuse_loop_cfg_create();
 	if (!lc)
 		goto out_unmount;
-	fuse_loop_cfg_set_clone_fd(lc, 1);
+	/* a request read through a cloned descriptor fails when it closes
+	 * (a worker's death): a supervised worker reads the session's own */
+	fuse_loop_cfg_set_clone_fd(lc, !supervised);
 	/* unset comes back as 0 or UINT_MAX depending on libfuse */
-	fuse_loop_cfg_set_max_threads(lc, copts.max_threads &&
-				      copts.max_threads <= 100000
-				      ? copts.max_threads : 16);
+	fuse_loop_cfg_set_max_threads(lc, nthreads);
 	fuse_loop_cfg_set_idle_threads(lc, copts.max_idle_threads &&
 				       copts.max_idle_threads <= 100000
 				       ? copts.max_idle_threads : 8);

@@ -146,8 +146,13 @@ static int dir_of(struct fs *fs, fuse_ino_t ino, struct dnode **out)
 	struct dnode *d = fs_dnode_get(fs, ino);
 	int r;
 
-	if (!d)
-		return file_entry(fs, ino, &(uint32_t){ 0 }) ? -ENOTDIR : -ESTALE;
+	if (!d) {
+		/* a directory not found again after a restart: stale */
+		const struct strata_lx_entry *e =
+			file_entry(fs, ino, &(uint32_t){ 0 });
+
+		return e && !fs_entry_isdir(e) ? -ENOTDIR : -ESTALE;
+	}
 	r = fs_dir_merge(fs, d);
 	if (r < 0)
 		return r;
@@ -181,12 +186,13 @@ static int do_lookup(fuse_req_t req, fuse_ino_t parent, const char *name,
 static void fs_ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fuse_entry_param ep;
+	struct fs *fs = get_fs(req);	/* a reply frees @req */
 	int r = do_lookup(req, parent, name, &ep);
 
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else if (fuse_reply_entry(req, &ep) != 0 && ep.ino)
-		unref_entry(get_fs(req), &ep);
+		unref_entry(fs, &ep);
 }
 
 static void fs_ll_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
