@@ -12,9 +12,14 @@
  *     "digest": "sha256:...", "offset": N, "endOffset": M, ...}, ...]}
  *
  * with types reg, hardlink, symlink, dir, char, block, fifo, and "chunk"
- * entries that split a large file (its frames between offset and
- * endOffset; "digest" covers the whole uncompressed file, and that is
- * what a fill checks). The manifest's layer descriptor locates the TOC
+ * entries that split a large file: its "reg" entry's offset and
+ * endOffset span all its frames and "digest" covers the whole file; when
+ * it is split, the "reg" entry also names its first chunk ("chunkSize",
+ * "chunkDigest") and a "chunk" entry follows for each other chunk
+ * ("offset" where its frames start, "chunkOffset" in the file,
+ * "chunkSize", "chunkDigest"). A fill checks every chunk and then the
+ * whole file; a chunk list that does not cover its file exactly, in
+ * order, is refused. The manifest's layer descriptor locates the TOC
  * ("…zstd-chunked.manifest-position": offset:length:uncompressed
  * length:1) and names its sha256 ("…zstd-chunked.manifest-checksum", of
  * the compressed bytes): the checksum is the TOC's only trust anchor, so
@@ -192,8 +197,151 @@ static int hex_bytes(const char *hex, uint8_t *out, size_t n)
 	return 0;
 }
 
+/* ---- what the TOC says of an entry, compared with the tar later ---- */
+
+/* Hash @path as a path: empty and "." components dropped. */
+static void hash_path(EVP_MD_CTX *c, const char *path)
+{
+	const char *p = path, *q;
+	bool first = true;
+
+	while (*p) {
+		q = strchrnul(p, '/');
+		if (q - p > 1 || (q - p == 1 && *p != '.')) {
+			if (!first)
+				EVP_DigestUpdate(c, "/", 1);
+			EVP_DigestUpdate(c, p, (size_t)(q - p));
+			first = false;
+		}
+		p = *q ? q + 1 : q;
+	}
+}
+
+static int xrec_cmp(const void *a, const void *b, void *arg)
+{
+	const unsigned char *x = arg, *pa = x + *(const size_t *)a,
+			    *pb = x + *(const size_t *)b;
+	size_t la = (size_t)pa[0] | (size_t)pa[1] << 8;
+	size_t lb = (size_t)pb[0] | (size_t)pb[1] << 8;
+	int c = memcmp(pa + 6, pb + 6, la < lb ? la : lb);
+
+	return c ? c : la < lb ? -1 : la > lb;
+}
+
+/* The xattr records @x (tarscan's form) hashed in name order. */
+static void hash_xattrs(EVP_MD_CTX *c, const unsigned char *x, size_t len)
+{
+	size_t n = 0, i, pos, *offs = NULL;
+
+	for (pos = 0; pos + 6 <= len; n++)
+		pos += 6 + ((size_t)x[0 + pos] | (size_t)x[pos + 1] << 8) +
+		       ((size_t)x[pos + 2] | (size_t)x[pos + 3] << 8 |
+			(size_t)x[pos + 4] << 16 | (size_t)x[pos + 5] << 24);
+	if (n)
+		offs = malloc(n * sizeof(*offs));
+	if (!offs) {
+		EVP_DigestUpdate(c, x, len);	/* n == 0, or no memory */
+		return;
+	}
+	for (pos = 0, i = 0; i < n; i++) {
+		offs[i] = pos;
+		pos += 6 + ((size_t)x[pos] | (size_t)x[pos + 1] << 8) +
+		       ((size_t)x[pos + 2] | (size_t)x[pos + 3] << 8 |
+			(size_t)x[pos + 4] << 16 | (size_t)x[pos + 5] << 24);
+	}
+	qsort_r(offs, n, sizeof(*offs), xrec_cmp, (void *)x);
+	for (i = 0; i < n; i++) {
+		const unsigned char *r = x + offs[i];
+		size_t l = 6 + ((size_t)r[0] | (size_t)r[1] << 8) +
+			   ((size_t)r[2] | (size_t)r[3] << 8 |
+			    (size_t)r[4] << 16 | (size_t)r[5] << 24);
+
+		EVP_DigestUpdate(c, r, l);
+	}
+	free(offs);
+}
+
+void strata_lz_meta_of(const struct strata_tar_entry *g,
+		       struct strata_lz_meta *m)
+{
+	EVP_MD_CTX *c = EVP_MD_CTX_new();
+
+	memset(m, 0, sizeof(*m));
+	m->type = g->type == '7' ? '0' : g->type;
+	m->mode = g->mode;
+	m->uid = g->uid;
+	m->gid = g->gid;
+	m->size = m->type == '0' ? g->size : 0;
+	m->devmajor = g->devmajor;
+	m->devminor = g->devminor;
+	/* Go's zero time, which older TOCs hold for an mtime of 0 */
+	m->mtime_sec = g->mtime_sec == -62135596800 ? 0 : g->mtime_sec;
+	m->mtime_nsec = g->mtime_nsec;
+	if (!c)
+		return;	/* all hashes zero: a later compare fails safe */
+	EVP_DigestInit_ex(c, EVP_sha256(), NULL);
+	hash_path(c, g->name ? g->name : "");
+	EVP_DigestFinal_ex(c, m->name, NULL);
+	EVP_DigestInit_ex(c, EVP_sha256(), NULL);
+	if (m->type == '1')
+		hash_path(c, g->link ? g->link : "");
+	else if (m->type == '2' && g->link)
+		EVP_DigestUpdate(c, g->link, strlen(g->link));
+	EVP_DigestFinal_ex(c, m->link, NULL);
+	EVP_DigestInit_ex(c, EVP_sha256(), NULL);
+	hash_xattrs(c, g->xattrs, g->xattrs ? g->xattrs_len : 0);
+	EVP_DigestFinal_ex(c, m->xattrs, NULL);
+	EVP_MD_CTX_free(c);
+}
+
+bool strata_lz_meta_differ(const struct strata_lz_meta *a,
+			   const struct strata_lz_meta *b, char *why,
+			   size_t len)
+{
+#define NUM(f, fmt) \
+	if (a->f != b->f) { \
+		snprintf(why, len, #f " " fmt " in the table of contents, " \
+			 fmt " in the tar", (long long)a->f, (long long)b->f); \
+		return true; \
+	}
+	if (a->type != b->type) {
+		snprintf(why, len, "type '%c' in the table of contents, '%c' in "
+			 "the tar", a->type, b->type);
+		return true;
+	}
+	if (memcmp(a->name, b->name, 32)) {
+		snprintf(why, len, "the table of contents names another path");
+		return true;
+	}
+	NUM(mode, "0%llo")
+	NUM(uid, "%lld")
+	NUM(gid, "%lld")
+	NUM(size, "%lld")
+	NUM(devmajor, "%lld")
+	NUM(devminor, "%lld")
+	NUM(mtime_sec, "%lld")
+	NUM(mtime_nsec, "%lld")
+#undef NUM
+	if (memcmp(a->link, b->link, 32)) {
+		snprintf(why, len, "link target differs");
+		return true;
+	}
+	if (memcmp(a->xattrs, b->xattrs, 32)) {
+		snprintf(why, len, "extended attributes differ");
+		return true;
+	}
+	return false;
+}
+
 struct build {
 	struct strata_lxbuild *b;
+	struct strata_lz_chunk *chunks;
+	size_t n_chunks, cap_chunks;
+	struct strata_lz_meta *metas;
+	size_t n_metas, cap_metas;
+	bool chunked;		/* the last file has a chunk list */
+	uint32_t reg_rec;	/* its record, or UINT32_MAX */
+	uint64_t reg_size, chunk_end, chunk_coff;
 	const char *sd;
 	struct strata_err *err;
 	uint64_t toc_start;	/* content ranges end before this */
@@ -264,7 +412,8 @@ static int add_rec(struct build *bd, const char *name, uint64_t off,
 enum { F_STR, F_INT, F_XATTRS };
 enum {
 	E_TYPE, E_NAME, E_LINK, E_MODTIME, E_DIGEST, E_MODE, E_SIZE, E_UID,
-	E_GID, E_MAJOR, E_MINOR, E_OFFSET, E_END, E_XATTRS, E_N
+	E_GID, E_MAJOR, E_MINOR, E_OFFSET, E_END, E_XATTRS, E_CSIZE, E_COFF,
+	E_CDIGEST, E_N
 };
 
 static const struct field {
@@ -287,6 +436,9 @@ static const struct field {
 	[E_OFFSET] = { "offset", 6, F_INT, INT64_MAX },
 	[E_END] = { "endOffset", 9, F_INT, INT64_MAX },
 	[E_XATTRS] = { "xattrs", 6, F_XATTRS, 0 },
+	[E_CSIZE] = { "chunkSize", 9, F_INT, INT64_MAX },
+	[E_COFF] = { "chunkOffset", 11, F_INT, INT64_MAX },
+	[E_CDIGEST] = { "chunkDigest", 11, F_STR, 0 },
 };
 
 struct entry {
@@ -485,7 +637,77 @@ static int read_field(struct build *bd, struct strata_jp *jp,
 	}
 }
 
-/* A "chunk" entry: part of the regular file before it, inside its range. */
+/* Grow array *@p of *@cap elements of @size to hold @n + 1. */
+static int grow(void *p, size_t *cap, size_t n, size_t size)
+{
+	void *q;
+	size_t c;
+
+	if (n < *cap)
+		return 0;
+	c = *cap ? *cap * 2 : 256;
+	q = realloc(*(void **)p, c * size);
+	if (!q)
+		return -ENOMEM;
+	*(void **)p = q;
+	*cap = c;
+	return 0;
+}
+
+static bool is_sha256(const char *d, uint8_t *out)
+{
+	return d && strlen(d) == 71 && !strncmp(d, "sha256:", 7) &&
+	       hex_bytes(d + 7, out, 32) == 0;
+}
+
+/* One chunk of the file being added: @uoff and @size in the file, its
+ * frames from @coff (within the file's range, after the last chunk's). */
+static int add_chunk(struct build *bd, const struct entry *e, uint64_t coff)
+{
+	const char *name = e->s[E_NAME];
+	uint64_t uoff = e->set & 1u << E_COFF ? (uint64_t)e->n[E_COFF] : 0;
+	uint64_t size = e->set & 1u << E_CSIZE ? (uint64_t)e->n[E_CSIZE] : 0;
+	struct strata_lz_chunk *c;
+	uint8_t sha[32];
+	char why[160];
+
+	if (!is_sha256(e->s[E_CDIGEST], sha))
+		return entry_err(bd, name, "chunkDigest is not a sha256 digest");
+	if (uoff != bd->chunk_end) {
+		snprintf(why, sizeof(why), "chunk at offset %llu does not "
+			 "start where the file's previous chunk ends (%llu)",
+			 (unsigned long long)uoff,
+			 (unsigned long long)bd->chunk_end);
+		return entry_err(bd, name, why);
+	}
+	if (size == 0 || size > bd->reg_size - uoff) {
+		snprintf(why, sizeof(why), "chunk at offset %llu of %llu "
+			 "bytes runs past the file's %llu bytes (or is empty)",
+			 (unsigned long long)uoff, (unsigned long long)size,
+			 (unsigned long long)bd->reg_size);
+		return entry_err(bd, name, why);
+	}
+	if (coff < bd->reg_off || coff >= bd->reg_end ||
+	    (bd->chunk_end && coff <= bd->chunk_coff))
+		return entry_err(bd, name, "chunk outside its file's range or "
+				 "out of order");
+	bd->chunk_end = uoff + size;
+	bd->chunk_coff = coff;
+	if (bd->reg_rec == UINT32_MAX)
+		return 0;	/* a file without content of its own */
+	if (grow(&bd->chunks, &bd->cap_chunks, bd->n_chunks,
+		 sizeof(*bd->chunks)) < 0)
+		return -ENOMEM;
+	c = &bd->chunks[bd->n_chunks++];
+	memset(c, 0, sizeof(*c));
+	c->rec = bd->reg_rec;
+	c->uoff = uoff;
+	c->size = size;
+	memcpy(c->sha256, sha, 32);
+	return 0;
+}
+
+/* A "chunk" entry: the next part of the chunked regular file before it. */
 static int check_chunk(struct build *bd, const struct entry *e)
 {
 	const char *name = e->s[E_NAME];
@@ -493,9 +715,25 @@ static int check_chunk(struct build *bd, const struct entry *e)
 
 	if (!bd->reg_name || strcmp(name, bd->reg_name))
 		return entry_err(bd, name, "chunk of no file before it");
-	if (off < bd->reg_off || off >= bd->reg_end)
-		return entry_err(bd, name, "chunk outside its file's range");
-	return 0;
+	if (!bd->chunked)
+		return entry_err(bd, name, "chunk of a file whose entry has no "
+				 "chunkSize and chunkDigest");
+	return add_chunk(bd, e, off);
+}
+
+/* The end of a file's chunk list: do its chunks cover it? */
+static int end_chunks(struct build *bd)
+{
+	char why[128];
+
+	if (!bd->chunked || bd->chunk_end == bd->reg_size) {
+		bd->chunked = false;
+		return 0;
+	}
+	snprintf(why, sizeof(why), "its chunks cover %llu of its %llu bytes",
+		 (unsigned long long)bd->chunk_end,
+		 (unsigned long long)bd->reg_size);
+	return entry_err(bd, bd->reg_name, why);
 }
 
 /* The content range and digest of a non-empty regular file. */
@@ -541,6 +779,10 @@ static int add_entry(struct build *bd, struct entry *e)
 				 "missing field \"type\"");
 	if (!strcmp(type, "chunk"))
 		return check_chunk(bd, e);
+	r = end_chunks(bd);
+	if (r < 0)
+		return r;
+	bd->reg_name = NULL;
 	memset(&g, 0, sizeof(g));
 	g.type = type_flag(type);
 	if (!g.type)
@@ -572,12 +814,31 @@ static int add_entry(struct build *bd, struct entry *e)
 		bd->reg_off = off;
 		bd->reg_end = end;
 	}
+	if (grow(&bd->metas, &bd->cap_metas, bd->n_metas,
+		 sizeof(*bd->metas)) < 0)
+		return -ENOMEM;
+	strata_lz_meta_of(&g, &bd->metas[bd->n_metas++]);
 	r = strata_lxbuild_add(bd->b, &g, &data_id);
-	if (r < 0 || !data_id)
+	if (r < 0)
 		return r;
-	if (data_id != bd->n_recs + 1)
+	if (data_id && data_id != bd->n_recs + 1)
 		return -EINVAL;	/* content numbers are given in order */
-	return add_rec(bd, name, off, end, (uint64_t)g.size);
+	if (data_id) {
+		r = add_rec(bd, name, off, end, (uint64_t)g.size);
+		if (r < 0)
+			return r;
+	}
+	bd->reg_rec = data_id ? data_id - 1 : UINT32_MAX;
+	if (!(e->set & (1u << E_CSIZE | 1u << E_CDIGEST)))
+		return 0;
+	/* a chunked file: this entry names its first chunk */
+	if (g.type != '0' || g.size == 0)
+		return entry_err(bd, name, "chunk list on an entry that is not "
+				 "a non-empty regular file");
+	bd->chunked = true;
+	bd->reg_size = (uint64_t)g.size;
+	bd->chunk_end = 0;
+	return add_chunk(bd, e, off);
 }
 
 /* One element of "entries", its first token @t read. */
@@ -702,12 +963,34 @@ static int write_contents(struct build *bd, int dest_fd)
 	return fsync(fd) < 0 ? -errno : 0;
 }
 
+/* "chunks" or "meta": a header and @n records of @size */
+static int write_table(int dest_fd, const char *name, const char *magic,
+		       const void *recs, size_t n, size_t size)
+{
+	struct strata_lz_tab h;
+	cleanup_fd int fd = -1;
+	int r;
+
+	memset(&h, 0, sizeof(h));
+	memcpy(h.magic, magic, 8);
+	h.n = n;
+	fd = openat(dest_fd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+		    0644);
+	if (fd < 0)
+		return -errno;
+	if ((r = strata_write_all(fd, &h, sizeof(h))) < 0 ||
+	    (r = strata_write_all(fd, recs ? recs : "", n * size)) < 0)
+		return r;
+	return fsync(fd) < 0 ? -errno : 0;
+}
+
 int strata_zc_build(struct strata_range_src *src, const struct strata_layer *l,
 		    const struct strata_zc_pos *pos, uint64_t max_bytes,
 		    uint64_t max_entries, int dest_fd, struct strata_err *err)
 {
 	cleanup_free char *toc = NULL;
-	struct build bd = { .err = err, .max_bytes = max_bytes };
+	struct build bd = { .err = err, .max_bytes = max_bytes,
+			    .reg_rec = UINT32_MAX };
 	struct strata_jp jp;
 	char sd[32];
 	int64_t version = -1;
@@ -724,6 +1007,8 @@ int strata_zc_build(struct strata_range_src *src, const struct strata_layer *l,
 	r = strata_lxbuild_new(l->digest, max_entries, err, &bd.b);
 	if (r == 0)
 		r = read_doc(&bd, &jp, &version);
+	if (r == 0)
+		r = end_chunks(&bd);
 	if (r == 0 && version != 1) {
 		strata_warn("layer %s: zstd:chunked table of contents version "
 			    "%lld is unknown: unpacking the layer in full", sd,
@@ -735,6 +1020,12 @@ int strata_zc_build(struct strata_range_src *src, const struct strata_layer *l,
 	if (r == 0 && mkdirat(dest_fd, "data", 0755) < 0)
 		r = -errno;
 	if (r == 0)
+		r = write_table(dest_fd, "chunks", STRATA_LZC_MAGIC, bd.chunks,
+				bd.n_chunks, sizeof(*bd.chunks));
+	if (r == 0)
+		r = write_table(dest_fd, "meta", STRATA_LZM_MAGIC, bd.metas,
+				bd.n_metas, sizeof(*bd.metas));
+	if (r == 0)
 		r = write_contents(&bd, dest_fd);
 	if (r < 0 && !strata_err_isset(err))
 		strata_err_set(err, r, "layer %s: table of contents: %s", sd,
@@ -742,5 +1033,7 @@ int strata_zc_build(struct strata_range_src *src, const struct strata_layer *l,
 	strata_lxbuild_free(bd.b);
 	free(bd.recs);
 	free(bd.names);
+	free(bd.chunks);
+	free(bd.metas);
 	return r;
 }
