@@ -217,6 +217,16 @@ static void hash_path(EVP_MD_CTX *c, const char *path)
 	}
 }
 
+/* The length of the xattr record at @r (tarscan's form: u16 name length,
+ * u32 value length, little endian, name, value) */
+static size_t xrec_len(const unsigned char *r)
+{
+	return 6 + ((size_t)r[0] | (size_t)r[1] << 8) +
+	       ((size_t)r[2] | (size_t)r[3] << 8 | (size_t)r[4] << 16 |
+		(size_t)r[5] << 24);
+}
+
+/* qsort_r: records at offsets into @arg, by name */
 static int xrec_cmp(const void *a, const void *b, void *arg)
 {
 	const unsigned char *x = arg, *pa = x + *(const size_t *)a,
@@ -234,9 +244,7 @@ static void hash_xattrs(EVP_MD_CTX *c, const unsigned char *x, size_t len)
 	size_t n = 0, i, pos, *offs = NULL;
 
 	for (pos = 0; pos + 6 <= len; n++)
-		pos += 6 + ((size_t)x[0 + pos] | (size_t)x[pos + 1] << 8) +
-		       ((size_t)x[pos + 2] | (size_t)x[pos + 3] << 8 |
-			(size_t)x[pos + 4] << 16 | (size_t)x[pos + 5] << 24);
+		pos += xrec_len(x + pos);
 	if (n)
 		offs = malloc(n * sizeof(*offs));
 	if (!offs) {
@@ -245,19 +253,11 @@ static void hash_xattrs(EVP_MD_CTX *c, const unsigned char *x, size_t len)
 	}
 	for (pos = 0, i = 0; i < n; i++) {
 		offs[i] = pos;
-		pos += 6 + ((size_t)x[pos] | (size_t)x[pos + 1] << 8) +
-		       ((size_t)x[pos + 2] | (size_t)x[pos + 3] << 8 |
-			(size_t)x[pos + 4] << 16 | (size_t)x[pos + 5] << 24);
+		pos += xrec_len(x + pos);
 	}
 	qsort_r(offs, n, sizeof(*offs), xrec_cmp, (void *)x);
-	for (i = 0; i < n; i++) {
-		const unsigned char *r = x + offs[i];
-		size_t l = 6 + ((size_t)r[0] | (size_t)r[1] << 8) +
-			   ((size_t)r[2] | (size_t)r[3] << 8 |
-			    (size_t)r[4] << 16 | (size_t)r[5] << 24);
-
-		EVP_DigestUpdate(c, r, l);
-	}
+	for (i = 0; i < n; i++)
+		EVP_DigestUpdate(c, x + offs[i], xrec_len(x + offs[i]));
 	free(offs);
 }
 
@@ -489,19 +489,6 @@ static const unsigned char *xr_name(const struct entry *e, size_t i,
 	return p + 6;
 }
 
-static const struct entry *xsort_e;
-
-static int xcmp(const void *a, const void *b)
-{
-	const unsigned char *pa = xsort_e->xr + *(const size_t *)a;
-	const unsigned char *pb = xsort_e->xr + *(const size_t *)b;
-	size_t la = (size_t)pa[0] | (size_t)pa[1] << 8;
-	size_t lb = (size_t)pb[0] | (size_t)pb[1] << 8;
-	int c = memcmp(pa + 6, pb + 6, la < lb ? la : lb);
-
-	return c ? c : la < lb ? -1 : la > lb;
-}
-
 /* Has the entry two xattrs of one name? (json-c would keep the last) */
 static bool xattr_dups(struct entry *e)
 {
@@ -510,8 +497,7 @@ static bool xattr_dups(struct entry *e)
 
 	if (e->n_xattrs < 2)
 		return false;
-	xsort_e = e;
-	qsort(e->xoff, e->n_xattrs, sizeof(*e->xoff), xcmp);
+	qsort_r(e->xoff, e->n_xattrs, sizeof(*e->xoff), xrec_cmp, e->xr);
 	for (i = 1; i < e->n_xattrs; i++) {
 		a = xr_name(e, i - 1, &la);
 		b = xr_name(e, i, &lb);

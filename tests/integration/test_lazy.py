@@ -9,6 +9,7 @@ frame; Python's tarfile writes the tar; the layout follows the format
 containers/storage documents), so each test controls what a hostile
 image author controls: the TOC, its checksum annotation, the diff_id.
 """
+import base64
 import hashlib
 import json
 import os
@@ -95,6 +96,11 @@ def chunked_blob(entries, tamper=None, prefix=PREFIX, chunk=None):
                                       time.gmtime(m.mtime))}
         if m.issym() or m.islnk():
             e["linkName"] = m.linkname
+        xattrs = {k[13:]: base64.b64encode(v.encode()).decode()
+                  for k, v in m.pax_headers.items()
+                  if k.startswith("SCHILY.xattr.")}
+        if xattrs:
+            e["xattrs"] = xattrs
         if m.isreg() and m.size:
             data = raw[m.offset_data:m.offset_data + m.size]
             last = max(c for c in cuts if c < m.offset_data + m.size)

@@ -14,7 +14,7 @@
 4. commit, diff, export and import of a lazy image, against umoci.
 
 Hostile layers come from test_lazy.py's writer (chunked_blob)."""
-import hashlib
+import base64
 import json
 import os
 import shutil
@@ -33,9 +33,16 @@ from test_lazy import (Daemon, chunked_blob, chunked_image,  # noqa: F401
                        lazy_dirs)
 from test_registry import skopeo  # noqa: F401
 
+def xattr_file(name, data, xattrs):
+    ti, data = tar_file(name, data)
+    ti.pax_headers = {f"SCHILY.xattr.{k}": v for k, v in xattrs.items()}
+    return ti, data
+
+
 BIG = bytes(range(256)) * 78 + b"x" * 32        # 20000: 5 chunks of 4 KiB
 FILES = [tar_dir("d"), tar_file("d/a", b"a" * 1000), tar_file("d/big", BIG),
-         tar_symlink("d/l", "a"), tar_file("top", b"top\n")]
+         tar_symlink("d/l", "a"), tar_file("top", b"top\n"),
+         xattr_file("d/x", b"x\n", {"user.b": "2", "user.a": "1"})]
 
 
 def entries(doc, name):
@@ -75,6 +82,7 @@ def test_chunked_files_read_and_verify(tmp_path, daemon, store):
                                 for d in lazy_dirs(store)))
     assert (lazy_dirs(store)[0] / "diff_id").read_text() == diff_id
     assert (tmp_path / "mnt/top").read_bytes() == b"top\n"
+    assert os.getxattr(tmp_path / "mnt/d/x", "user.a") == b"1"
     assert "bad" not in daemon.log(p)
 
 
@@ -162,6 +170,11 @@ def _target(doc):
     entries(doc, "d/l")[0]["linkName"] = "big"
 
 
+def _xattr(doc):
+    entries(doc, "d/x")[0]["xattrs"]["user.a"] = base64.b64encode(
+        b"9").decode()
+
+
 def _mtime(doc):
     entries(doc, "d")[0]["modtime"] = "2021-01-01T00:00:00Z"
 
@@ -170,9 +183,10 @@ def _mtime(doc):
     (_mode, "d/a", "mode 0600 in the table of contents, 0644 in the tar"),
     (_uid, "top", "uid 1000 in the table of contents, 0 in the tar"),
     (_target, "d/l", "link target differs"),
+    (_xattr, "d/x", "extended attributes differ"),
     (_mtime, "d/", "mtime_sec 1609459200 in the table of contents, "
      "1600000000 in the tar"),
-], ids=["mode", "uid", "symlink-target", "mtime"])
+], ids=["mode", "uid", "symlink-target", "xattr", "mtime"])
 def test_toc_lying_about_metadata_makes_layer_bad(tmp_path, daemon, mount,
                                                   store, tamper, entry, why):
     """The TOC (its checksum annotation matching it) says otherwise than
