@@ -56,8 +56,8 @@ struct strata_lazy {
 	const struct strata_lz_chunk *chunks;
 	const struct strata_lz_meta *metas;
 	uint64_t n_chunks, n_metas;
-	void *cmap, *mmap;
-	size_t cmap_len, mmap_len;
+	void *chunkmap, *metamap;
+	size_t chunkmap_len, metamap_len;
 	int dirfd;		/* the layer's directory */
 	int datafd;		/* its data/ */
 	int contentfd;		/* layers/lazy/content, or -1 */
@@ -345,10 +345,10 @@ void strata_lazy_free(struct strata_lazy *z)
 		z->src->free(z->src);
 	if (z->map)
 		munmap(z->map, z->map_len);
-	if (z->cmap)
-		munmap(z->cmap, z->cmap_len);
-	if (z->mmap)
-		munmap(z->mmap, z->mmap_len);
+	if (z->chunkmap)
+		munmap(z->chunkmap, z->chunkmap_len);
+	if (z->metamap)
+		munmap(z->metamap, z->metamap_len);
 	if (z->dirfd >= 0)
 		close(z->dirfd);
 	if (z->zran)
@@ -439,8 +439,8 @@ static int map_chunks(struct strata_lazy *z)
 {
 	uint64_t i;
 	int r = map_table(z, "chunks", STRATA_LZC_MAGIC, sizeof(*z->chunks),
-			  &z->cmap, &z->cmap_len, (const void **)&z->chunks,
-			  &z->n_chunks);
+			  &z->chunkmap, &z->chunkmap_len,
+			  (const void **)&z->chunks, &z->n_chunks);
 
 	for (i = 0; r == 0 && i < z->n_chunks; i++) {
 		const struct strata_lz_chunk *c = &z->chunks[i];
@@ -452,7 +452,7 @@ static int map_chunks(struct strata_lazy *z)
 	}
 	if (r == 0)
 		r = map_table(z, "meta", STRATA_LZM_MAGIC, sizeof(*z->metas),
-			      &z->mmap, &z->mmap_len,
+			      &z->metamap, &z->metamap_len,
 			      (const void **)&z->metas, &z->n_metas);
 	return r;
 }
