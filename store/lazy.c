@@ -896,6 +896,7 @@ struct meta_check {
 	struct strata_tarscan *ts;
 	uint64_t i;		/* entries compared */
 	char msg[700];		/* the first difference, once found */
+	int err;		/* or a failure to compare (not the TOC's) */
 };
 
 static void meta_diff(struct meta_check *m, const char *name, const char *why)
@@ -913,14 +914,14 @@ static void meta_drain(struct strata_lazy *z, struct meta_check *m)
 	struct strata_lz_meta got;
 	char why[200];
 
-	while (!m->msg[0] && (g = strata_tarscan_next(m->ts))) {
+	while (!m->msg[0] && !m->err && (g = strata_tarscan_next(m->ts))) {
 		if (m->i == z->n_metas) {
 			meta_diff(m, g->name, "in the tar, not in the table of "
 				  "contents");
 			return;
 		}
-		strata_lz_meta_of(g, &got);
-		if (strata_lz_meta_differ(&z->metas[m->i], &got, why,
+		m->err = strata_lz_meta_of(g, &got);
+		if (m->err == 0 && strata_lz_meta_differ(&z->metas[m->i], &got, why,
 					  sizeof(why)))
 			meta_diff(m, g->name, why);
 		m->i++;
@@ -932,7 +933,7 @@ static void meta_feed(struct strata_lazy *z, struct meta_check *m,
 {
 	char e[512];
 
-	if (m->msg[0])
+	if (m->msg[0] || m->err)
 		return;
 	if (strata_tarscan_feed(m->ts, buf, len, e, sizeof(e)) < 0)
 		snprintf(m->msg, sizeof(m->msg), "the tar: %s", e);
@@ -943,12 +944,12 @@ static void meta_finish(struct strata_lazy *z, struct meta_check *m)
 {
 	char e[512];
 
-	if (m->msg[0])
+	if (m->msg[0] || m->err)
 		return;
 	if (strata_tarscan_finish(m->ts, e, sizeof(e)) < 0)
 		snprintf(m->msg, sizeof(m->msg), "the tar: %s", e);
 	meta_drain(z, m);
-	if (!m->msg[0] && m->i != z->n_metas)
+	if (!m->msg[0] && !m->err && m->i != z->n_metas)
 		snprintf(m->msg, sizeof(m->msg), "the table of contents has "
 			 "%llu entries, the tar %llu",
 			 (unsigned long long)z->n_metas,
@@ -1021,6 +1022,8 @@ static int verify_layer(struct strata_lazy *z, const atomic_bool *stop)
 	r = hash_blob(z, stop, blob_got, diff_got, &m);
 	strata_tarscan_free(m.ts);
 	free(m.ts);
+	if (r == 0 && m.err)
+		return m.err;	/* not checked: the next fill tries again */
 
 	if (r == -EINTR)
 		return r;

@@ -87,9 +87,9 @@ struct strata_lz_meta {
 };
 
 struct strata_tar_entry;
-/* The record of entry @g (from the TOC or from tarscan). */
-void strata_lz_meta_of(const struct strata_tar_entry *g,
-		       struct strata_lz_meta *m);
+/* The record of entry @g (from the TOC or from tarscan). 0, -ENOMEM. */
+int strata_lz_meta_of(const struct strata_tar_entry *g,
+		      struct strata_lz_meta *m);
 /* Do @toc and @tar differ? Writes what differs into @why. */
 bool strata_lz_meta_differ(const struct strata_lz_meta *toc,
 			   const struct strata_lz_meta *tar, char *why,
