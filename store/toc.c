@@ -87,25 +87,28 @@ static char type_flag(const char *t)
 	return 0;
 }
 
-static int hexval(char c)
-{
-	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f'
-	       ? c - 'a' + 10 : -1;
-}
+/* hex digit values plus one, 0 for any other byte (a digest per entry
+ * and one per chunk: a table, not two range tests per digit) */
+static const uint8_t hexval1[256] = {
+	['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5, ['5'] = 6,
+	['6'] = 7, ['7'] = 8, ['8'] = 9, ['9'] = 10, ['a'] = 11, ['b'] = 12,
+	['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16,
+};
 
 /* @hex: lower-case hex digits only */
 static int hex_bytes(const char *hex, uint8_t *out, size_t n)
 {
+	const unsigned char *h = (const unsigned char *)hex;
+	unsigned bad = 0;
 	size_t i;
 
 	for (i = 0; i < n; i++) {
-		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+		unsigned hi = hexval1[h[2 * i]], lo = hexval1[h[2 * i + 1]];
 
-		if (hi < 0 || lo < 0)
-			return -EINVAL;
-		out[i] = (uint8_t)(hi << 4 | lo);
+		bad |= !hi | !lo;
+		out[i] = (uint8_t)((hi - 1) << 4 | ((lo - 1) & 15));
 	}
-	return 0;
+	return bad ? -EINVAL : 0;
 }
 
 int strata_toc_entry_err(struct strata_toc_build *bd, const char *name,
@@ -128,22 +131,37 @@ int strata_toc_sha256(const char *digest, uint8_t out[32])
 
 /* ---- what the TOC says of an entry, compared with the tar later ---- */
 
-/* Hash @path as a path: empty and "." components dropped. */
+/* Hash @path as a path: empty and "." components dropped (gathered
+ * first, one update: an update per component was most of the cost). */
 static void hash_path(EVP_MD_CTX *c, const char *path)
 {
+	char buf[1024];
 	const char *p = path, *q;
+	size_t n = 0, len;
 	bool first = true;
 
-	while (*p) {
+	for (; *p; p = *q ? q + 1 : q) {
 		q = strchrnul(p, '/');
-		if (q - p > 1 || (q - p == 1 && *p != '.')) {
-			if (!first)
-				EVP_DigestUpdate(c, "/", 1);
-			EVP_DigestUpdate(c, p, (size_t)(q - p));
-			first = false;
+		len = (size_t)(q - p);
+		if (len == 0 || (len == 1 && *p == '.'))
+			continue;
+		if (n + len + 1 > sizeof(buf)) {
+			EVP_DigestUpdate(c, buf, n);
+			n = 0;
 		}
-		p = *q ? q + 1 : q;
+		if (!first)
+			buf[n++] = '/';
+		first = false;
+		if (n + len > sizeof(buf)) {	/* a very long component */
+			EVP_DigestUpdate(c, buf, n);
+			EVP_DigestUpdate(c, p, len);
+			n = 0;
+			continue;
+		}
+		memcpy(buf + n, p, len);
+		n += len;
 	}
+	EVP_DigestUpdate(c, buf, n);
 }
 
 /* The length of the xattr record at @r (tarscan's form: u16 name length,
@@ -613,12 +631,20 @@ static int chunk_entry(struct strata_toc_build *bd,
 	return r < 0 ? r : add_chunk(bd, e);
 }
 
-/* The end of a file's chunk list: do its chunks cover it? */
+/* The end of a file's chunk list: do its chunks cover it? One chunk
+ * that is the whole file with the file's digest is not kept: the fill
+ * checks that digest anyway (most files: a third of a big TOC's chunk
+ * table otherwise). */
 static int end_chunks(struct strata_toc_build *bd)
 {
+	const struct strata_lz_chunk *c = bd->n_chunks
+					  ? &bd->chunks[bd->n_chunks - 1] : NULL;
 	char why[128];
 
 	if (!bd->chunked || bd->chunk_end == bd->reg_size) {
+		if (bd->chunked && c && c->rec == bd->reg_rec && c->uoff == 0 &&
+		    c->size == bd->reg_size && !memcmp(c->sha256, bd->sha256, 32))
+			bd->n_chunks--;
 		bd->chunked = false;
 		return 0;
 	}
@@ -886,6 +912,22 @@ int strata_toc_read(struct strata_toc_build *bd, char *json, size_t len,
 		bd->names_cap = len / 4 + 1;
 		strata_huge_hint(bd->recs, bd->cap_recs * sizeof(*bd->recs));
 		strata_huge_hint(bd->names, bd->names_cap);
+	}
+	if (!bd->metas && !bd->chunks) {	/* as the records, once */
+		bd->metas = malloc((expect + 1) * sizeof(*bd->metas));
+		bd->chunks = malloc((expect + 1) * sizeof(*bd->chunks));
+		if (!bd->metas || !bd->chunks) {
+			free(bd->metas);
+			free(bd->chunks);
+			bd->metas = NULL;
+			bd->chunks = NULL;
+		} else {
+			bd->cap_metas = bd->cap_chunks = expect + 1;
+			strata_huge_hint(bd->metas, bd->cap_metas *
+					 sizeof(*bd->metas));
+			strata_huge_hint(bd->chunks, bd->cap_chunks *
+					 sizeof(*bd->chunks));
+		}
 	}
 	bd->reg_rec = UINT32_MAX;
 	r = strata_lxbuild_new(digest, max_entries, expect, bd->err, &bd->b);
