@@ -406,19 +406,24 @@ def _esgz_entries():
     return base_entries() + [(ti, data)]
 
 
-def _go_round(doc):
-    """eStargz's writer keeps the header's time rounded to the second
-    (Go's Time.Round(time.Second)); the test writer truncates."""
+def _as_go_writes(doc):
+    """eStargz's Go writer keeps the header's time rounded to the second
+    (Time.Round(time.Second)), where the test writer truncates, and gives
+    no chunkSize to a file's last, partial chunk."""
     entries(doc, "frac")[0]["modtime"] = "2020-09-13T12:26:41Z"
+    del entries(doc, "usr/lib/big")[-1]["chunkSize"]
 
 
 def test_esgz_layer_verifies_whole(tmp_path, daemon, store):
     """An honest eStargz layer is checked whole after the fill, its TOC's
     metadata against the tar's headers, with no false mismatch: the tar's
     own stargz.index.json entry (the TOC has none for itself), the
-    landmark, a rounded sub-second mtime."""
-    ref = _esgz_ref(tmp_path, _esgz_entries(), _go_round)
+    landmark, a rounded sub-second mtime; a last chunk without chunkSize
+    runs to the file's end."""
+    from test_lazy_estargz import BIG
+    ref = _esgz_ref(tmp_path, _esgz_entries(), _as_go_writes)
     p = daemon.start(ref, tmp_path / "mnt", opts="prefetch")
+    assert (tmp_path / "mnt/usr/lib/big").read_bytes() == BIG
     [d] = lazy_dirs(store)
     assert wait_for(lambda: (d / "diff_id").exists() or
                     "does not match" in daemon.log(p)), daemon.log(p)
