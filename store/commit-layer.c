@@ -171,10 +171,13 @@ static bool masked_lower(struct walk *wk)
 
 static int view(struct walk *wk, struct strata_imgview **out)
 {
+	/* zstd:chunked layers lazily (as the mount has them): the new
+	 * layer needs the indexes below and little content */
+	const struct strata_unpack_opts uo = { .lazy = true };
 	int r;
 
 	if (!wk->view && !wk->view_err) {
-		r = strata_cache_ensure(wk->o->st, wk->o->img, NULL, wk->err);
+		r = strata_cache_ensure(wk->o->st, wk->o->img, &uo, wk->err);
 		if (r == 0)
 			r = strata_imgview_open(wk->o->st, wk->o->img,
 						&wk->view, wk->err);

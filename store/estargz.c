@@ -17,9 +17,11 @@
  * hash to it is refused. A file's content ends where the next file's or
  * chunk's member starts (or the TOC's): offsets must rise strictly and
  * lie before the TOC, so no read is steered into another file's bytes;
- * what is decompressed from there is checked against the file's digest
- * before anything is served. Files sharing a member (innerOffset, from
- * --estargz-min-chunk-size) are not read lazily: unpacked in full.
+ * what is decompressed from there is checked against each chunk's
+ * chunkDigest (a file's last or only chunk has no chunkSize: it runs to
+ * the file's end) and the file's digest before anything is served.
+ * Files sharing a member (innerOffset, from --estargz-min-chunk-size) are
+ * not read lazily: unpacked in full.
  *
  * .prefetch.landmark ends the files to fetch first (content table
  * header "prefetch"); .no.prefetch.landmark asks for no background
@@ -237,7 +239,6 @@ static int content(struct strata_toc_build *bd,
 		bd->prefetch = (uint32_t)bd->n_recs;
 	if (strata_esgz_meta_name(name, 2))
 		bd->prefetch = STRATA_LZ_NO_PREFETCH;
-	bd->prev_end = 0;	/* the last chunk's offset in the file */
 	*off = (uint64_t)e->n[TE_OFFSET];
 	*end = 0;		/* where the next member starts */
 	return 0;
@@ -250,14 +251,9 @@ static int chunk(struct strata_toc_build *bd, const struct strata_toc_entry *e)
 
 	if (r < 0)
 		return r;
-	if (!bd->reg_name || strcmp(name, bd->reg_name))
-		return strata_toc_entry_err(bd, name, "chunk of no file before "
-					    "it");
-	if (!TE_HAS(e, TE_OFFSET) || !TE_HAS(e, TE_CHUNK_OFFSET) ||
-	    (uint64_t)e->n[TE_CHUNK_OFFSET] <= bd->prev_end)
-		return strata_toc_entry_err(bd, name, "chunk out of order or "
-					    "without an offset");
-	bd->prev_end = (uint64_t)e->n[TE_CHUNK_OFFSET];
+	if (!TE_HAS(e, TE_OFFSET))
+		return strata_toc_entry_err(bd, name, "chunk without an "
+					    "offset");
 	return next_member(bd, name, (uint64_t)e->n[TE_OFFSET], false);
 }
 
@@ -277,6 +273,7 @@ int strata_esgz_build(struct strata_range_src *src,
 	struct strata_toc_build bd = {
 		.format = "eStargz", .err = err, .max_bytes = max_bytes,
 		.content = content, .chunk = chunk, .finish = finish,
+		.chunk_rest = true,
 	};
 	char sd[32], *json = NULL;
 	size_t len = 0;

@@ -717,7 +717,10 @@ static int walk(struct diff *d, const struct strata_mdir *ma,
 static int side_open(struct strata_store *st, struct strata_image *img,
 		     struct side *s, struct strata_err *err)
 {
-	int r = strata_cache_ensure(st, img, NULL, err);
+	/* zstd:chunked layers lazily: the indexes and the content of the
+	 * files compared are fetched, each file checked against the TOC */
+	const struct strata_unpack_opts uo = { .lazy = true };
+	int r = strata_cache_ensure(st, img, &uo, err);
 
 	if (r == 0)
 		r = strata_imgview_open(st, img, &s->v, err);

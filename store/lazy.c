@@ -2,15 +2,19 @@
 /*
  * Lazy layers: mounted from a table of contents, filled on first access.
  *
- * A layer with a verified TOC (zchunked-toc.c) gets a cache directory
- * layers/lazy/ALG-BLOBHEX.TOCHEX: "index" (the ordinary metadata index,
- * built from the TOC), "contents" (per content number: the compressed
- * range in the blob, the size and the sha256 of the file), "sum" (the
- * sha256 of those two: they are not synced, and an entry a crash tore is
- * built again, see entry_sum()), "checked" (the boot it was last found
- * intact in), data/ (the content files that have
- * arrived) and, once the whole blob has been read and checked, "diff_id"
- * (what its uncompressed stream hashes to).
+ * A layer with a verified TOC (toc.c, zchunked-toc.c, estargz.c) gets a
+ * cache directory layers/lazy/ALG-BLOBHEX.TOCHEX: "index" (the ordinary
+ * metadata index, built from the TOC), "contents" (per content number:
+ * the compressed range in the blob, the size and the sha256 of the
+ * file), "chunks" (each chunk of a file the TOC splits: where it lies in
+ * the file and its chunkDigest), "meta" (what the TOC says of each entry,
+ * compared with the tar after the fill), "sum" (the sha256 of those four:
+ * they are not synced, and an entry a crash tore is built again, see
+ * entry_sum()), "checked" (the boot it was last found intact in), data/
+ * (the content files that have arrived) and, once the whole blob has
+ * been read and checked, "diff_id" (what its uncompressed stream hashes
+ * to) or "bad" (why its TOC does not describe its tar); those two are
+ * written atomically and synced, as they are written after the build.
  *
  * It is keyed by the blob and the TOC digest, not by the diff_id: the
  * config's diff_id is a claim nobody has checked while the layer is lazy,
@@ -20,7 +24,8 @@
  * diff_id can poison nothing but the mounts that claimed it.
  *
  * Filling a file reads its compressed range, decompresses it (never past
- * its size), checks its sha256 against the TOC and only then links it
+ * its size), checks each chunk against its chunkDigest and the whole
+ * file's sha256 against the TOC and only then links it
  * into data/ (an O_TMPFILE: a killed or concurrent fill never leaves a
  * half file under a content name; the data is synced once per layer,
  * and a file a crash cut short is fetched again). Content files present
@@ -30,7 +35,8 @@
  * again. The background fill (strata_lx_prefetch) fills every missing
  * file in order (stopping at a range its source cannot read, for
  * stratafs to resume later), then streams the whole blob once to check
- * its digest and the diff_id: a mismatch makes the layer bad, and every
+ * its digest and the diff_id, and the TOC's metadata against the tar's
+ * headers: a mismatch makes the layer bad, and every
  * later read of it fails with EIO and a log line; the next mount
  * refuses it.
  */
@@ -45,6 +51,8 @@
 #include <unistd.h>
 
 #include "lazy.h"
+#include "tarscan.h"
+#include "unpack.h"
 #include "zran.h"
 
 #define IO_SIZE (1u << 20)
@@ -58,6 +66,12 @@ struct strata_lazy {
 	uint64_t names_len;
 	void *map;
 	size_t map_len;
+	/* "chunks" and "meta" of a TOC layer (toc.c) */
+	const struct strata_lz_chunk *chunks;
+	const struct strata_lz_meta *metas;
+	uint64_t n_chunks, n_metas;
+	void *chunkmap, *metamap;
+	size_t chunkmap_len, metamap_len;
 	int dirfd;		/* the layer's directory */
 	int datafd;		/* its data/ */
 	int contentfd;		/* layers/lazy/content, or -1 */
@@ -271,6 +285,8 @@ static int diff_id_state(int dirfd, const struct strata_layer *l,
 	cleanup_free char *got = NULL;
 	size_t len;
 
+	if (strata_read_file(dirfd, "bad", 4096, &got, &len) == 0)
+		return strata_err_set(err, -EBADMSG, "%.*s", (int)len, got);
 	if (strata_read_file(dirfd, "diff_id", STRATA_DIGEST_MAX, &got,
 			     &len) < 0)
 		return 0;
@@ -291,7 +307,8 @@ static int diff_id_state(int dirfd, const struct strata_layer *l,
  */
 static int entry_sum(int dfd, char *out)
 {
-	static const char *const names[] = { "index", "contents" };
+	static const char *const names[] = { "index", "contents", "chunks",
+					     "meta" };
 	cleanup_(strata_hasher_freep) struct strata_hasher *h = NULL;
 	/* small: a fresh 1 MiB mapping a call was 256 page faults */
 	cleanup_free unsigned char *buf = malloc(SUM_BUF);
@@ -351,6 +368,8 @@ static bool entry_intact(int dfd)
 	char got[STRATA_DIGEST_MAX], boot[64];
 	size_t len, slen;
 
+	if (faccessat(dfd, "meta", F_OK, AT_SYMLINK_NOFOLLOW))
+		return false;	/* an older strata's, without chunks and meta */
 	boot_id(boot, sizeof(boot));
 	if (*boot && strata_read_file(dfd, "checked", sizeof(boot), &seen,
 				      &slen) == 0 &&
@@ -523,6 +542,10 @@ void strata_lazy_free(struct strata_lazy *z)
 		z->src->free(z->src);
 	if (z->map)
 		munmap(z->map, z->map_len);
+	if (z->chunkmap)
+		munmap(z->chunkmap, z->chunkmap_len);
+	if (z->metamap)
+		munmap(z->metamap, z->metamap_len);
 	if (z->dirfd >= 0)
 		close(z->dirfd);
 	if (z->zran)
@@ -578,6 +601,58 @@ static int map_contents(struct strata_lazy *z)
 			return -EBADMSG;
 	}
 	return z->zran ? strata_lzr_check(z->zran, z->recs, z->n) : 0;
+}
+
+/* Table @name of records of @size (STRATA_LZC_MAGIC or _LZM_): mapped
+ * into *@map, its records at *@recs. */
+static int map_table(struct strata_lazy *z, const char *name,
+		     const char *magic, size_t size, void **map,
+		     size_t *map_len, const void **recs, uint64_t *n)
+{
+	cleanup_fd int fd = openat(z->dirfd, name, O_RDONLY | O_CLOEXEC |
+				   O_NOFOLLOW);
+	const struct strata_lz_tab *h;
+	struct stat sb;
+
+	if (fd < 0 || fstat(fd, &sb) < 0 || (size_t)sb.st_size < sizeof(*h))
+		return -EBADMSG;
+	*map_len = (size_t)sb.st_size;
+	*map = mmap(NULL, *map_len, PROT_READ, MAP_PRIVATE, fd, 0);
+	if (*map == MAP_FAILED) {
+		*map = NULL;
+		return -errno;
+	}
+	h = *map;
+	if (memcmp(h->magic, magic, 8) ||
+	    h->n != (*map_len - sizeof(*h)) / size ||
+	    (*map_len - sizeof(*h)) % size)
+		return -EBADMSG;
+	*n = h->n;
+	*recs = h + 1;
+	return 0;
+}
+
+/* The chunk table, in record order, each inside its file. */
+static int map_chunks(struct strata_lazy *z)
+{
+	uint64_t i;
+	int r = map_table(z, "chunks", STRATA_LZC_MAGIC, sizeof(*z->chunks),
+			  &z->chunkmap, &z->chunkmap_len,
+			  (const void **)&z->chunks, &z->n_chunks);
+
+	for (i = 0; r == 0 && i < z->n_chunks; i++) {
+		const struct strata_lz_chunk *c = &z->chunks[i];
+
+		if (c->rec >= z->n || (i && c->rec < c[-1].rec) ||
+		    c->size > z->recs[c->rec].size ||
+		    c->uoff > z->recs[c->rec].size - c->size)
+			r = -EBADMSG;
+	}
+	if (r == 0)
+		r = map_table(z, "meta", STRATA_LZM_MAGIC, sizeof(*z->metas),
+			      &z->metamap, &z->metamap_len,
+			      (const void **)&z->metas, &z->n_metas);
+	return r;
 }
 
 /* A gzip/zstd layer's access points and the store's copy of its blob. */
@@ -664,6 +739,8 @@ int strata_layer_open(struct strata_store *st, const struct strata_image *img,
 		goto fail;
 	}
 	r = map_contents(z);
+	if (r == 0 && !z->zran)
+		r = map_chunks(z);
 	if (r < 0) {
 		r = strata_err_set(err, r, "%s", what);
 		goto fail;
@@ -674,6 +751,8 @@ int strata_layer_open(struct strata_store *st, const struct strata_image *img,
 	r = strata_lindex_open_dir(z->dirfd, what, &lx, err);
 	if (r < 0)
 		goto fail;
+	if (!faccessat(z->dirfd, "bad", F_OK, AT_SYMLINK_NOFOLLOW))
+		atomic_store(&z->bad, true);	/* found bad by an earlier fill */
 	z->datafd = strata_lx_datafd(lx);
 	if (z->zran && z->blobfd < 0 && !all_filled(z)) {
 		r = strata_err_set(err, -EBADMSG, "%s (its blob is gone "
@@ -706,24 +785,87 @@ static void report_bad(struct strata_lazy *z, const char *file)
 	char p[300];
 
 	strata_printable(file, SIZE_MAX, p, sizeof(p));
-	strata_warn("image %s: layer %s is bad (its blob or diff_id did not "
-		    "verify): %s: not served (EIO)", z->image, z->digest, p);
+	strata_warn("image %s: layer %s is bad (its blob, diff_id or table "
+		    "of contents did not verify): %s: not served (EIO)",
+		    z->image, z->digest, p);
 }
 
-/* Decompress record @r into @fd, hashing it: zstd frames that hold the
- * file and nothing else, or gzip members that start with it (eStargz:
- * what follows the file in its last member is not its). Return: 0,
- * -EBADMSG when the bytes are not what the TOC says, or another
- * negative errno. */
+/* "sha256:HEX" of @b */
+static void digest_of(const uint8_t *b, char *out)
+{
+	int i;
+
+	strcpy(out, "sha256:");
+	for (i = 0; i < 32; i++)
+		snprintf(out + 7 + 2 * i, 3, "%02x", b[i]);
+}
+
+/* The chunks of a file being decompressed, each hashed as it passes. */
+struct chunk_check {
+	const struct strata_lz_chunk *c;	/* the file's, in order */
+	size_t n, i;
+	uint64_t pos;				/* in the file */
+	struct strata_hasher *h;
+	bool bad;				/* chunk i did not match */
+};
+
+/* @len more bytes of the file. Return: 0, -EBADMSG (chunk i is wrong:
+ * k->bad), -ENOMEM. */
+static int chunk_update(struct chunk_check *k, const unsigned char *p,
+			size_t len)
+{
+	char got[STRATA_DIGEST_MAX], want[STRATA_DIGEST_MAX];
+
+	while (len > 0 && k->i < k->n) {
+		const struct strata_lz_chunk *c = &k->c[k->i];
+		uint64_t end = c->uoff + c->size;
+		size_t take;
+
+		if (k->pos < c->uoff) {	/* before it: not a chunk's */
+			take = c->uoff - k->pos < len ? c->uoff - k->pos : len;
+			k->pos += take;
+			p += take;
+			len -= take;
+			continue;
+		}
+		take = end - k->pos < len ? (size_t)(end - k->pos) : len;
+		if (!k->h && strata_hasher_new_alg("sha256", &k->h) < 0)
+			return -ENOMEM;
+		strata_hasher_update(k->h, p, take);
+		k->pos += take;
+		p += take;
+		len -= take;
+		if (k->pos < end)
+			break;
+		strata_hasher_final(k->h, got);
+		strata_hasher_free(k->h);
+		k->h = NULL;
+		digest_of(c->sha256, want);
+		if (strcmp(got, want)) {
+			k->bad = true;
+			return -EBADMSG;
+		}
+		k->i++;
+	}
+	k->pos += len;
+	return 0;
+}
+
+/* Decompress record @r into @fd, hashing it and each of its chunks @k:
+ * zstd frames that hold the file and nothing else, or gzip members that
+ * start with it (eStargz: what follows the file in its last member is
+ * not its). Return: 0, -EBADMSG when the bytes are not what the TOC says
+ * (k->bad: chunk k->i's), or another negative errno. */
 static int decompress_to(struct strata_range_src *src, bool gzip,
-			 const struct strata_lz_rec *r, int fd)
+			 const struct strata_lz_rec *r,
+			 struct chunk_check *k, int fd)
 {
 	cleanup_free unsigned char *in = malloc(IO_SIZE), *out = malloc(IO_SIZE);
 	cleanup_(strata_hasher_freep) struct strata_hasher *h = NULL;
 	char got[STRATA_DIGEST_MAX], want[STRATA_DIGEST_MAX];
 	struct strata_dec d;
 	uint64_t pos = r->off, total = 0;
-	int ret, i;
+	int ret;
 
 	if (!in || !out || strata_hasher_new_alg("sha256", &h) < 0 ||
 	    strata_dec_init(&d, gzip) < 0)
@@ -750,8 +892,10 @@ static int decompress_to(struct strata_range_src *src, bool gzip,
 				break;
 			total += made;
 			strata_hasher_update(h, out, made);
-			ret = strata_write_all(fd, out, made);
-			if (gzip && total == r->size)
+			ret = chunk_update(k, out, made);
+			if (ret == 0)
+				ret = strata_write_all(fd, out, made);
+			if (ret == 0 && gzip && total == r->size)
 				break;
 		}
 	}
@@ -761,10 +905,27 @@ static int decompress_to(struct strata_range_src *src, bool gzip,
 	if ((!gzip && !d.done) || total != r->size)
 		return -EBADMSG;
 	strata_hasher_final(h, got);
-	strcpy(want, "sha256:");
-	for (i = 0; i < 32; i++)
-		snprintf(want + 7 + 2 * i, 3, "%02x", r->sha256[i]);
+	digest_of(r->sha256, want);
 	return strcmp(got, want) ? -EBADMSG : 0;
+}
+
+/* The chunks of record @rec (a binary search: they are in record order) */
+static void chunks_of(const struct strata_lazy *z, uint32_t rec,
+		      struct chunk_check *k)
+{
+	size_t lo = 0, hi = z->n_chunks;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (z->chunks[mid].rec < rec)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	k->c = z->chunks + lo;
+	for (k->n = 0; lo + k->n < z->n_chunks && k->c[k->n].rec == rec;)
+		k->n++;
 }
 
 /*
@@ -794,6 +955,7 @@ static int fill_from(struct strata_lazy *z, struct strata_range_src *src,
 {
 	const struct strata_lz_rec *r;
 	char name[16], proc[64], p[300], hex[65];
+	struct chunk_check k = { 0 };
 	cleanup_fd int fd = -1;
 	int ret, i;
 
@@ -808,8 +970,21 @@ static int fill_from(struct strata_lazy *z, struct strata_range_src *src,
 	fd = openat(z->datafd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return -errno;
+	if (!z->zran)
+		chunks_of(z, data_id - 1, &k);
 	ret = z->zran ? strata_lzr_fill(z->zran, z->blobfd, r, fd)
-		      : decompress_to(src, z->gzip, r, fd);
+		      : decompress_to(src, z->gzip, r, &k, fd);
+	if (k.h)
+		strata_hasher_free(k.h);
+	if (ret == -EBADMSG && k.bad) {
+		strata_printable(z->names + r->name_off, SIZE_MAX, p, sizeof(p));
+		strata_warn("image %s: layer %s: file %s: chunk at offset %llu "
+			    "(%llu bytes) does not match its chunkDigest: not "
+			    "served (EIO)", z->image, z->digest, p,
+			    (unsigned long long)k.c[k.i].uoff,
+			    (unsigned long long)k.c[k.i].size);
+		return -EIO;
+	}
 	if (ret == -EBADMSG) {
 		strata_printable(z->names + r->name_off, SIZE_MAX, p, sizeof(p));
 		strata_warn("image %s: layer %s: file %s: content does not "
@@ -962,9 +1137,102 @@ int strata_lx_content_open(struct strata_lindex *lx, uint32_t data_id)
 
 /* ---- the background fill and the final check ---- */
 
-/* Stream the whole blob: its digest and its uncompressed stream's. */
+/*
+ * The TOC's word on each entry against the tar's headers, read by Go's
+ * rules (tarscan.c) as the uncompressed stream goes by: containers/storage
+ * compares its TOC with the tar-split the TOC names before it pulls; here
+ * the tar itself is at hand once the whole blob has been read.
+ */
+struct meta_check {
+	struct strata_tarscan *ts;
+	uint64_t i;		/* entries compared */
+	bool toc_seen;		/* eStargz: the tar's stargz.index.json */
+	char msg[700];		/* the first difference, once found */
+	int err;		/* or a failure to compare (not the TOC's) */
+};
+
+static void meta_diff(struct meta_check *m, const char *name, const char *why)
+{
+	char p[300];
+
+	strata_printable(name, SIZE_MAX, p, sizeof(p));
+	snprintf(m->msg, sizeof(m->msg), "entry %s: %s", p, why);
+}
+
+/* Go's Time.Round(time.Second) of @m's mtime: eStargz's writer keeps
+ * whole seconds of it in its TOC, its tar the header's own time. */
+static void round_mtime(struct strata_lz_meta *m)
+{
+	if (m->mtime_nsec >= 500000000u)
+		m->mtime_sec++;
+	m->mtime_nsec = 0;
+}
+
+/* Compare the entries the scanner has read so far. eStargz: the tar's
+ * last entry, stargz.index.json, is the TOC itself, which has no entry
+ * for it. */
+static void meta_drain(struct strata_lazy *z, struct meta_check *m)
+{
+	const struct strata_tar_entry *g;
+	struct strata_lz_meta got, want;
+	char why[200];
+
+	while (!m->msg[0] && !m->err && (g = strata_tarscan_next(m->ts))) {
+		if (m->i == z->n_metas && z->gzip && !m->toc_seen &&
+		    strata_esgz_meta_name(g->name ? g->name : "", 0)) {
+			m->toc_seen = true;
+			continue;
+		}
+		if (m->i == z->n_metas || m->toc_seen) {
+			meta_diff(m, g->name, "in the tar, not in the table of "
+				  "contents");
+			return;
+		}
+		m->err = strata_lz_meta_of(g, &got);
+		want = z->metas[m->i];
+		if (z->gzip) {
+			round_mtime(&got);
+			round_mtime(&want);
+		}
+		if (m->err == 0 && strata_lz_meta_differ(&want, &got, why,
+							 sizeof(why)))
+			meta_diff(m, g->name, why);
+		m->i++;
+	}
+}
+
+static void meta_feed(struct strata_lazy *z, struct meta_check *m,
+		      const void *buf, size_t len)
+{
+	char e[512];
+
+	if (m->msg[0] || m->err)
+		return;
+	if (strata_tarscan_feed(m->ts, buf, len, e, sizeof(e)) < 0)
+		snprintf(m->msg, sizeof(m->msg), "the tar: %s", e);
+	meta_drain(z, m);
+}
+
+static void meta_finish(struct strata_lazy *z, struct meta_check *m)
+{
+	char e[512];
+
+	if (m->msg[0] || m->err)
+		return;
+	if (strata_tarscan_finish(m->ts, e, sizeof(e)) < 0)
+		snprintf(m->msg, sizeof(m->msg), "the tar: %s", e);
+	meta_drain(z, m);
+	if (!m->msg[0] && !m->err && m->i != z->n_metas)
+		snprintf(m->msg, sizeof(m->msg), "the table of contents has "
+			 "%llu entries, the tar %llu",
+			 (unsigned long long)z->n_metas,
+			 (unsigned long long)m->i);
+}
+
+/* Stream the whole blob: its digest and its uncompressed stream's, and
+ * the tar's headers against the TOC's (@m). */
 static int hash_blob(struct strata_lazy *z, const atomic_bool *stop,
-		     char *blob_got, char *diff_got)
+		     char *blob_got, char *diff_got, struct meta_check *m)
 {
 	cleanup_free unsigned char *in = malloc(IO_SIZE), *out = malloc(IO_SIZE);
 	cleanup_(strata_hasher_freep) struct strata_hasher *bh = NULL, *dh = NULL;
@@ -999,13 +1267,17 @@ static int hash_blob(struct strata_lazy *z, const atomic_bool *stop,
 				break;
 			if (ret == 0 && (total += made) > 64ull << 30)
 				ret = -EBADMSG;
-			if (ret == 0)
+			if (ret == 0) {
 				strata_hasher_update(dh, out, made);
+				meta_feed(z, m, out, made);
+			}
 		}
 	}
 	strata_dec_free(&d);
 	if (ret == 0 && !d.done)
 		ret = -EBADMSG;
+	if (ret == 0)
+		meta_finish(z, m);
 	strata_hasher_final(bh, blob_got);
 	strata_hasher_final(dh, diff_got);
 	return ret;
@@ -1014,7 +1286,17 @@ static int hash_blob(struct strata_lazy *z, const atomic_bool *stop,
 static int verify_layer(struct strata_lazy *z, const atomic_bool *stop)
 {
 	char blob_got[STRATA_DIGEST_MAX], diff_got[STRATA_DIGEST_MAX];
-	int r = hash_blob(z, stop, blob_got, diff_got);
+	char bad[1200];
+	struct meta_check m = { .ts = calloc(1, sizeof(*m.ts)) };
+	int r;
+
+	if (!m.ts)
+		return -ENOMEM;
+	r = hash_blob(z, stop, blob_got, diff_got, &m);
+	strata_tarscan_free(m.ts);
+	free(m.ts);
+	if (r == 0 && m.err)
+		return m.err;	/* not checked: the next fill tries again */
 
 	if (r == -EINTR)
 		return r;
@@ -1028,6 +1310,19 @@ static int verify_layer(struct strata_lazy *z, const atomic_bool *stop)
 			    r == -EBADMSG ? "corrupt compressed stream"
 					  : blob_got);
 		return -EBADMSG;
+	}
+	if (m.msg[0] && !strcmp(diff_got, z->diff_id)) {
+		/* the blob is what the manifest and config say, the TOC
+		 * the manifest vouches for describes another tree */
+		snprintf(bad, sizeof(bad), "image %s: layer %s: the table of "
+			 "contents does not match the layer's tar: %s: the "
+			 "layer is bad, its files fail with EIO", z->image,
+			 z->digest, m.msg);
+		atomic_store(&z->bad, true);
+		strata_warn("%s", bad);
+		r = strata_write_atomic(z->dirfd, "bad", bad, strlen(bad),
+					0644);
+		return r < 0 ? r : -EBADMSG;
 	}
 	if (syncfs(z->datafd) < 0)
 		return -errno;

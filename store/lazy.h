@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Lazy layers (store-internal): a layer whose metadata index is built from
- * a table of contents (zstd:chunked) and whose content files are filled
- * on first access from byte ranges of its blob (store/lazy.c), and the
- * zstd:chunked table of contents itself (store/zchunked-toc.c).
+ * a table of contents (zstd:chunked, eStargz) and whose content files are
+ * filled on first access from byte ranges of its blob (store/lazy.c), and
+ * the tables of contents themselves (store/toc.c, zchunked-toc.c,
+ * estargz.c).
  */
 #ifndef STRATA_LAZY_H
 #define STRATA_LAZY_H
@@ -73,6 +74,53 @@ struct strata_lz_rec {
 	uint32_t pad;
 	uint8_t sha256[32];	/* of the uncompressed content */
 };
+
+/*
+ * The chunks of the files a TOC splits ("chunks" in the layer's
+ * directory): a header (STRATA_LZC_MAGIC, n), then one record per chunk
+ * in content order, each checked against its chunkDigest as the file is
+ * decompressed. A file without chunks has none (its digest covers it).
+ */
+#define STRATA_LZC_MAGIC "STRTLZC1"
+#define STRATA_LZM_MAGIC "STRTLZM1"
+
+struct strata_lz_tab {
+	char magic[8];
+	uint64_t n;
+};
+
+struct strata_lz_chunk {
+	uint32_t rec;		/* content record (data/<rec + 1>) */
+	uint32_t pad;
+	uint64_t uoff, size;	/* within the uncompressed file */
+	uint8_t sha256[32];
+};
+
+/*
+ * What a TOC says of each entry ("meta": a header with STRATA_LZM_MAGIC,
+ * then one record per entry other than "chunk", in order), compared with
+ * the tar's own headers once the fill has read the whole blob: names and
+ * link targets as paths are compared (leading "./" and "/", "//" and "."
+ * dropped for names and hardlink targets), xattrs as a set (toc.c).
+ * eStargz: modification times to the second, rounded as its writer
+ * rounds them, and the tar's stargz.index.json has no record.
+ */
+struct strata_lz_meta {
+	int64_t mode, uid, gid, size, devmajor, devminor, mtime_sec;
+	uint32_t mtime_nsec;
+	char type;
+	char pad[3];
+	uint8_t name[32], link[32], xattrs[32];	/* sha256 */
+};
+
+struct strata_tar_entry;
+/* The record of entry @g (from the TOC or from tarscan). 0, -ENOMEM. */
+int strata_lz_meta_of(const struct strata_tar_entry *g,
+		      struct strata_lz_meta *m);
+/* Do @toc and @tar differ? Writes what differs into @why. */
+bool strata_lz_meta_differ(const struct strata_lz_meta *toc,
+			   const struct strata_lz_meta *tar, char *why,
+			   size_t len);
 
 /* The largest table of contents read (uncompressed JSON): about 1 KiB an
  * entry with chunks, so room for a quarter million files */

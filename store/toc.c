@@ -9,9 +9,17 @@
  *     "digest": "sha256:...", "offset": N, ...}, ...]}
  *
  * with types reg, hardlink, symlink, dir, char, block, fifo, and "chunk"
- * entries that split a large file ("digest" covers the whole
- * uncompressed file, and that is what a fill checks). Read as a stream
- * (jsonpull.c, no json-c tree: 3.5x less CPU on a 22 MB TOC).
+ * entries that split a large file: "digest" covers the whole
+ * uncompressed file; when it is split, its "reg" entry also names its
+ * first chunk ("chunkSize", "chunkDigest") and a "chunk" entry follows
+ * for each other chunk ("chunkOffset" in the file, "chunkSize",
+ * "chunkDigest"; "offset" where its frames or member start, the
+ * format's to check). A fill checks every chunk and then the whole file;
+ * a chunk list that does not cover its file exactly, in order, is
+ * refused. What each entry says of its metadata is kept ("meta") and
+ * compared with the tar's headers once the whole blob has been read
+ * (lazy.c). Read as a stream (jsonpull.c, no json-c tree: 3.5x less CPU
+ * on a 22 MB TOC).
  *
  * The TOC is as hostile as a tar: each entry goes through the same checks
  * as a tar entry (unpack.c: "..", absolute names, links out of the layer,
@@ -21,6 +29,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -78,25 +87,28 @@ static char type_flag(const char *t)
 	return 0;
 }
 
-static int hexval(char c)
-{
-	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f'
-	       ? c - 'a' + 10 : -1;
-}
+/* hex digit values plus one, 0 for any other byte (a digest per entry
+ * and one per chunk: a table, not two range tests per digit) */
+static const uint8_t hexval1[256] = {
+	['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5, ['5'] = 6,
+	['6'] = 7, ['7'] = 8, ['8'] = 9, ['9'] = 10, ['a'] = 11, ['b'] = 12,
+	['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16,
+};
 
 /* @hex: lower-case hex digits only */
 static int hex_bytes(const char *hex, uint8_t *out, size_t n)
 {
+	const unsigned char *h = (const unsigned char *)hex;
+	unsigned bad = 0;
 	size_t i;
 
 	for (i = 0; i < n; i++) {
-		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+		unsigned hi = hexval1[h[2 * i]], lo = hexval1[h[2 * i + 1]];
 
-		if (hi < 0 || lo < 0)
-			return -EINVAL;
-		out[i] = (uint8_t)(hi << 4 | lo);
+		bad |= !hi | !lo;
+		out[i] = (uint8_t)((hi - 1) << 4 | ((lo - 1) & 15));
 	}
-	return 0;
+	return bad ? -EINVAL : 0;
 }
 
 int strata_toc_entry_err(struct strata_toc_build *bd, const char *name,
@@ -116,6 +128,177 @@ int strata_toc_sha256(const char *digest, uint8_t out[32])
 		return -EINVAL;
 	return hex_bytes(digest + 7, out, 32);
 }
+
+/* ---- what the TOC says of an entry, compared with the tar later ---- */
+
+/* Hash @path as a path: empty and "." components dropped (gathered
+ * first, one update: an update per component was most of the cost). */
+static void hash_path(EVP_MD_CTX *c, const char *path)
+{
+	char buf[1024];
+	const char *p = path, *q;
+	size_t n = 0, len;
+	bool first = true;
+
+	for (; *p; p = *q ? q + 1 : q) {
+		q = strchrnul(p, '/');
+		len = (size_t)(q - p);
+		if (len == 0 || (len == 1 && *p == '.'))
+			continue;
+		if (n + len + 1 > sizeof(buf)) {
+			EVP_DigestUpdate(c, buf, n);
+			n = 0;
+		}
+		if (!first)
+			buf[n++] = '/';
+		first = false;
+		if (n + len > sizeof(buf)) {	/* a very long component */
+			EVP_DigestUpdate(c, buf, n);
+			EVP_DigestUpdate(c, p, len);
+			n = 0;
+			continue;
+		}
+		memcpy(buf + n, p, len);
+		n += len;
+	}
+	EVP_DigestUpdate(c, buf, n);
+}
+
+/* The length of the xattr record at @r (tarscan's form: u16 name length,
+ * u32 value length, little endian, name, value) */
+static size_t xrec_len(const unsigned char *r)
+{
+	return 6 + ((size_t)r[0] | (size_t)r[1] << 8) +
+	       ((size_t)r[2] | (size_t)r[3] << 8 | (size_t)r[4] << 16 |
+		(size_t)r[5] << 24);
+}
+
+/* qsort_r: records at offsets into @arg, by name */
+static int xrec_cmp(const void *a, const void *b, void *arg)
+{
+	const unsigned char *x = arg, *pa = x + *(const size_t *)a,
+			    *pb = x + *(const size_t *)b;
+	size_t la = (size_t)pa[0] | (size_t)pa[1] << 8;
+	size_t lb = (size_t)pb[0] | (size_t)pb[1] << 8;
+	int c = memcmp(pa + 6, pb + 6, la < lb ? la : lb);
+
+	return c ? c : la < lb ? -1 : la > lb;
+}
+
+/* The xattr records @x (tarscan's form) hashed in name order. */
+static void hash_xattrs(EVP_MD_CTX *c, const unsigned char *x, size_t len)
+{
+	size_t n = 0, i, pos, *offs = NULL;
+
+	for (pos = 0; pos + 6 <= len; n++)
+		pos += xrec_len(x + pos);
+	if (n)
+		offs = malloc(n * sizeof(*offs));
+	if (!offs) {
+		EVP_DigestUpdate(c, x, len);	/* n == 0, or no memory */
+		return;
+	}
+	for (pos = 0, i = 0; i < n; i++) {
+		offs[i] = pos;
+		pos += xrec_len(x + pos);
+	}
+	qsort_r(offs, n, sizeof(*offs), xrec_cmp, (void *)x);
+	for (i = 0; i < n; i++)
+		EVP_DigestUpdate(c, x + offs[i], xrec_len(x + offs[i]));
+	free(offs);
+}
+
+/* SHA-256 fetched once (EVP_sha256() in each init costs a fetch and a
+ * lock: a tenth of the build of a 100,000-entry TOC) */
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void)
+{
+	sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+int strata_lz_meta_of(const struct strata_tar_entry *g,
+		      struct strata_lz_meta *m)
+{
+	EVP_MD_CTX *c;
+
+	memset(m, 0, sizeof(*m));
+	m->type = g->type == '7' ? '0' : g->type;
+	m->mode = g->mode;
+	m->uid = g->uid;
+	m->gid = g->gid;
+	m->size = m->type == '0' ? g->size : 0;
+	m->devmajor = g->devmajor;
+	m->devminor = g->devminor;
+	/* Go's zero time, which older TOCs hold for an mtime of 0 */
+	m->mtime_sec = g->mtime_sec == -62135596800 ? 0 : g->mtime_sec;
+	m->mtime_nsec = g->mtime_nsec;
+	pthread_once(&sha256_once, sha256_fetch);
+	c = sha256_md ? EVP_MD_CTX_new() : NULL;
+	if (!c)
+		return -ENOMEM;
+	EVP_DigestInit_ex(c, sha256_md, NULL);
+	hash_path(c, g->name ? g->name : "");
+	EVP_DigestFinal_ex(c, m->name, NULL);
+	/* no link target, no xattrs: zeros, no hash */
+	if ((m->type == '1' || m->type == '2') && g->link) {
+		EVP_DigestInit_ex(c, sha256_md, NULL);
+		if (m->type == '1')
+			hash_path(c, g->link);
+		else
+			EVP_DigestUpdate(c, g->link, strlen(g->link));
+		EVP_DigestFinal_ex(c, m->link, NULL);
+	}
+	if (g->xattrs && g->xattrs_len) {
+		EVP_DigestInit_ex(c, sha256_md, NULL);
+		hash_xattrs(c, g->xattrs, g->xattrs_len);
+		EVP_DigestFinal_ex(c, m->xattrs, NULL);
+	}
+	EVP_MD_CTX_free(c);
+	return 0;
+}
+
+bool strata_lz_meta_differ(const struct strata_lz_meta *a,
+			   const struct strata_lz_meta *b, char *why,
+			   size_t len)
+{
+#define NUM(f, fmt) \
+	if (a->f != b->f) { \
+		snprintf(why, len, #f " " fmt " in the table of contents, " \
+			 fmt " in the tar", (long long)a->f, (long long)b->f); \
+		return true; \
+	}
+	if (a->type != b->type) {
+		snprintf(why, len, "type '%c' in the table of contents, '%c' in "
+			 "the tar", a->type, b->type);
+		return true;
+	}
+	if (memcmp(a->name, b->name, 32)) {
+		snprintf(why, len, "the table of contents names another path");
+		return true;
+	}
+	NUM(mode, "0%llo")
+	NUM(uid, "%lld")
+	NUM(gid, "%lld")
+	NUM(size, "%lld")
+	NUM(devmajor, "%lld")
+	NUM(devminor, "%lld")
+	NUM(mtime_sec, "%lld")
+	NUM(mtime_nsec, "%lld")
+#undef NUM
+	if (memcmp(a->link, b->link, 32)) {
+		snprintf(why, len, "link target differs");
+		return true;
+	}
+	if (memcmp(a->xattrs, b->xattrs, 32)) {
+		snprintf(why, len, "extended attributes differ");
+		return true;
+	}
+	return false;
+}
+
+/* ---- reading the TOC ---- */
 
 static int add_rec(struct strata_toc_build *bd, const char *name, uint64_t off,
 		   uint64_t end, uint64_t size)
@@ -228,19 +411,6 @@ static const unsigned char *xr_name(const struct strata_toc_entry *e, size_t i,
 	return p + 6;
 }
 
-static const struct strata_toc_entry *xsort_e;
-
-static int xcmp(const void *a, const void *b)
-{
-	const unsigned char *pa = xsort_e->xr + *(const size_t *)a;
-	const unsigned char *pb = xsort_e->xr + *(const size_t *)b;
-	size_t la = (size_t)pa[0] | (size_t)pa[1] << 8;
-	size_t lb = (size_t)pb[0] | (size_t)pb[1] << 8;
-	int c = memcmp(pa + 6, pb + 6, la < lb ? la : lb);
-
-	return c ? c : la < lb ? -1 : la > lb;
-}
-
 /* Has the entry two xattrs of one name? (json-c would keep the last) */
 static bool xattr_dups(struct strata_toc_entry *e)
 {
@@ -249,8 +419,7 @@ static bool xattr_dups(struct strata_toc_entry *e)
 
 	if (e->n_xattrs < 2)
 		return false;
-	xsort_e = e;
-	qsort(e->xoff, e->n_xattrs, sizeof(*e->xoff), xcmp);
+	qsort_r(e->xoff, e->n_xattrs, sizeof(*e->xoff), xrec_cmp, e->xr);
 	for (i = 1; i < e->n_xattrs; i++) {
 		a = xr_name(e, i - 1, &la);
 		b = xr_name(e, i, &lb);
@@ -376,6 +545,115 @@ static int read_field(struct strata_toc_build *bd, struct strata_jp *jp,
 	}
 }
 
+/* Grow array *@p of *@cap elements of @size to hold @n + 1. */
+static int grow(void *p, size_t *cap, size_t n, size_t size)
+{
+	void *q;
+	size_t c;
+
+	if (n < *cap)
+		return 0;
+	c = *cap ? *cap * 2 : 256;
+	q = realloc(*(void **)p, c * size);
+	if (!q)
+		return -ENOMEM;
+	*(void **)p = q;
+	*cap = c;
+	return 0;
+}
+
+/* One chunk of the file being added (its "reg" entry or a "chunk"
+ * entry): it must start where the last one ended and lie inside the
+ * file; its chunkDigest is kept for the fill. */
+static int add_chunk(struct strata_toc_build *bd,
+		     const struct strata_toc_entry *e)
+{
+	const char *name = e->s[TE_NAME];
+	uint64_t uoff = TE_HAS(e, TE_CHUNK_OFFSET)
+			? (uint64_t)e->n[TE_CHUNK_OFFSET] : 0;
+	uint64_t size = TE_HAS(e, TE_CHUNK_SIZE)
+			? (uint64_t)e->n[TE_CHUNK_SIZE] : 0;
+	struct strata_lz_chunk *c;
+	uint8_t sha[32];
+	char why[160];
+
+	if (!TE_HAS(e, TE_CHUNK_DIGEST) ||
+	    strata_toc_sha256(e->s[TE_CHUNK_DIGEST], sha) < 0)
+		return strata_toc_entry_err(bd, name, "chunkDigest is not a "
+					    "sha256 digest");
+	if (uoff != bd->chunk_end) {
+		snprintf(why, sizeof(why), "chunk at offset %llu does not "
+			 "start where the file's previous chunk ends (%llu)",
+			 (unsigned long long)uoff,
+			 (unsigned long long)bd->chunk_end);
+		return strata_toc_entry_err(bd, name, why);
+	}
+	if (size == 0 && bd->chunk_rest && !TE_HAS(e, TE_CHUNK_SIZE))
+		size = bd->reg_size - uoff;
+	if (size == 0 || size > bd->reg_size - uoff) {
+		snprintf(why, sizeof(why), "chunk at offset %llu of %llu "
+			 "bytes runs past the file's %llu bytes (or is empty)",
+			 (unsigned long long)uoff, (unsigned long long)size,
+			 (unsigned long long)bd->reg_size);
+		return strata_toc_entry_err(bd, name, why);
+	}
+	bd->chunk_end = uoff + size;
+	if (bd->reg_rec == UINT32_MAX)
+		return 0;	/* a file without content of its own */
+	if (grow(&bd->chunks, &bd->cap_chunks, bd->n_chunks,
+		 sizeof(*bd->chunks)) < 0)
+		return -ENOMEM;
+	c = &bd->chunks[bd->n_chunks++];
+	memset(c, 0, sizeof(*c));
+	c->rec = bd->reg_rec;
+	c->uoff = uoff;
+	c->size = size;
+	memcpy(c->sha256, sha, 32);
+	return 0;
+}
+
+/* A "chunk" entry: the next part of the chunked regular file before it
+ * (where its bytes lie in the blob is the format's chunk() to check). */
+static int chunk_entry(struct strata_toc_build *bd,
+		       const struct strata_toc_entry *e)
+{
+	const char *name = e->s[TE_NAME];
+	int r;
+
+	if (!bd->reg_name || strcmp(name, bd->reg_name))
+		return strata_toc_entry_err(bd, name, "chunk of no file before "
+					    "it");
+	if (!bd->chunked)
+		return strata_toc_entry_err(bd, name, "chunk of a file whose "
+					    "entry has no chunkSize and "
+					    "chunkDigest");
+	r = bd->chunk(bd, e);
+	return r < 0 ? r : add_chunk(bd, e);
+}
+
+/* The end of a file's chunk list: do its chunks cover it? One chunk
+ * that is the whole file with the file's digest is not kept: the fill
+ * checks that digest anyway (most files: a third of a big TOC's chunk
+ * table otherwise). */
+static int end_chunks(struct strata_toc_build *bd)
+{
+	const struct strata_lz_chunk *c = bd->n_chunks
+					  ? &bd->chunks[bd->n_chunks - 1] : NULL;
+	char why[128];
+
+	if (!bd->chunked || bd->chunk_end == bd->reg_size) {
+		if (bd->chunked && c && c->rec == bd->reg_rec && c->uoff == 0 &&
+		    c->size == bd->reg_size && !memcmp(c->sha256, bd->sha256, 32))
+			bd->n_chunks--;
+		bd->chunked = false;
+		return 0;
+	}
+	snprintf(why, sizeof(why), "its chunks cover %llu of its %llu bytes",
+		 (unsigned long long)bd->chunk_end,
+		 (unsigned long long)bd->reg_size);
+	return strata_toc_entry_err(bd, bd->reg_name, why);
+}
+
 static int add_entry(struct strata_toc_build *bd, struct strata_toc_entry *e)
 {
 	struct strata_tar_entry g;
@@ -389,7 +667,11 @@ static int add_entry(struct strata_toc_build *bd, struct strata_toc_entry *e)
 				 "missing field \"name\"" :
 				 "missing field \"type\"");
 	if (!strcmp(type, "chunk"))
-		return bd->chunk(bd, e);
+		return chunk_entry(bd, e);
+	r = end_chunks(bd);
+	if (r < 0)
+		return r;
+	bd->reg_name = NULL;
 	memset(&g, 0, sizeof(g));
 	g.type = type_flag(type);
 	if (!g.type)
@@ -430,12 +712,32 @@ static int add_entry(struct strata_toc_build *bd, struct strata_toc_entry *e)
 		bd->reg_off = off;
 		bd->reg_end = end;
 	}
+	if (grow(&bd->metas, &bd->cap_metas, bd->n_metas,
+		 sizeof(*bd->metas)) < 0 ||
+	    strata_lz_meta_of(&g, &bd->metas[bd->n_metas++]) < 0)
+		return -ENOMEM;
 	r = strata_lxbuild_add(bd->b, &g, &data_id);
-	if (r < 0 || !data_id)
+	if (r < 0)
 		return r;
-	if (data_id != bd->n_recs + 1)
+	if (data_id && data_id != bd->n_recs + 1)
 		return -EINVAL;	/* content numbers are given in order */
-	return add_rec(bd, name, off, end, (uint64_t)g.size);
+	if (data_id) {
+		r = add_rec(bd, name, off, end, (uint64_t)g.size);
+		if (r < 0)
+			return r;
+	}
+	bd->reg_rec = data_id ? data_id - 1 : UINT32_MAX;
+	if (!TE_HAS(e, TE_CHUNK_SIZE) && !TE_HAS(e, TE_CHUNK_DIGEST))
+		return 0;
+	/* a chunked file: this entry names its first chunk */
+	if (g.type != '0' || g.size == 0)
+		return strata_toc_entry_err(bd, name, "chunk list on an entry "
+					    "that is not a non-empty regular "
+					    "file");
+	bd->chunked = true;
+	bd->reg_size = (uint64_t)g.size;
+	bd->chunk_end = 0;
+	return add_chunk(bd, e);
 }
 
 /* One element of "entries", its first token @t read. */
@@ -561,6 +863,28 @@ static int write_contents(struct strata_toc_build *bd, int dest_fd)
 	return 0;	/* not synced: lazy.c sums the entry */
 }
 
+/* "chunks" or "meta": a header and @n records of @size (not synced:
+ * lazy.c sums the entry) */
+static int write_table(int dest_fd, const char *name, const char *magic,
+		       const void *recs, size_t n, size_t size)
+{
+	struct strata_lz_tab h;
+	cleanup_fd int fd = -1;
+	int r;
+
+	memset(&h, 0, sizeof(h));
+	memcpy(h.magic, magic, 8);
+	h.n = n;
+	fd = openat(dest_fd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+		    0644);
+	if (fd < 0)
+		return -errno;
+	if ((r = strata_write_all(fd, &h, sizeof(h))) < 0 ||
+	    (r = strata_write_all(fd, recs ? recs : "", n * size)) < 0)
+		return r;
+	return 0;
+}
+
 int strata_toc_read(struct strata_toc_build *bd, char *json, size_t len,
 		    const char *digest, uint64_t max_entries, int dest_fd)
 {
@@ -589,9 +913,28 @@ int strata_toc_read(struct strata_toc_build *bd, char *json, size_t len,
 		strata_huge_hint(bd->recs, bd->cap_recs * sizeof(*bd->recs));
 		strata_huge_hint(bd->names, bd->names_cap);
 	}
+	if (!bd->metas && !bd->chunks) {	/* as the records, once */
+		bd->metas = malloc((expect + 1) * sizeof(*bd->metas));
+		bd->chunks = malloc((expect + 1) * sizeof(*bd->chunks));
+		if (!bd->metas || !bd->chunks) {
+			free(bd->metas);
+			free(bd->chunks);
+			bd->metas = NULL;
+			bd->chunks = NULL;
+		} else {
+			bd->cap_metas = bd->cap_chunks = expect + 1;
+			strata_huge_hint(bd->metas, bd->cap_metas *
+					 sizeof(*bd->metas));
+			strata_huge_hint(bd->chunks, bd->cap_chunks *
+					 sizeof(*bd->chunks));
+		}
+	}
+	bd->reg_rec = UINT32_MAX;
 	r = strata_lxbuild_new(digest, max_entries, expect, bd->err, &bd->b);
 	if (r == 0)
 		r = read_doc(bd, &jp, &version);
+	if (r == 0)
+		r = end_chunks(bd);
 	if (r == 0 && version != 1) {
 		strata_warn("layer %s: %s table of contents version %lld is "
 			    "unknown: unpacking the layer in full", bd->sd,
@@ -605,6 +948,12 @@ int strata_toc_read(struct strata_toc_build *bd, char *json, size_t len,
 	if (r == 0 && mkdirat(dest_fd, "data", 0755) < 0)
 		r = -errno;
 	if (r == 0)
+		r = write_table(dest_fd, "chunks", STRATA_LZC_MAGIC, bd->chunks,
+				bd->n_chunks, sizeof(*bd->chunks));
+	if (r == 0)
+		r = write_table(dest_fd, "meta", STRATA_LZM_MAGIC, bd->metas,
+				bd->n_metas, sizeof(*bd->metas));
+	if (r == 0)
 		r = write_contents(bd, dest_fd);
 	if (r < 0 && !strata_err_isset(bd->err))
 		strata_err_set(bd->err, r, "layer %s: table of contents: %s",
@@ -613,7 +962,11 @@ int strata_toc_read(struct strata_toc_build *bd, char *json, size_t len,
 	bd->b = NULL;
 	free(bd->recs);
 	free(bd->names);
+	free(bd->chunks);
+	free(bd->metas);
 	bd->recs = NULL;
 	bd->names = NULL;
+	bd->chunks = NULL;
+	bd->metas = NULL;
 	return r;
 }

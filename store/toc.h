@@ -48,6 +48,9 @@ struct strata_toc_build {
 		     const struct strata_toc_entry *e);
 	/* after the last entry, before the index is written, or NULL */
 	int (*finish)(struct strata_toc_build *bd);
+	/* a chunk without "chunkSize" runs to the end of its file (eStargz
+	 * writes none for a file's last or only chunk) */
+	bool chunk_rest;
 	/* state */
 	struct strata_lxbuild *b;
 	uint64_t prev_end;	/* of the last content range */
@@ -61,6 +64,15 @@ struct strata_toc_build {
 	const char *reg_name;	/* the regular file "chunk" entries follow */
 	uint8_t sha256[32];	/* the digest of the entry being added */
 	uint64_t reg_off, reg_end;
+	/* the chunk list of that file ("chunks", lazy.h) */
+	struct strata_lz_chunk *chunks;
+	size_t n_chunks, cap_chunks;
+	bool chunked;		/* its entry names a first chunk */
+	uint32_t reg_rec;	/* its content record, or UINT32_MAX */
+	uint64_t reg_size, chunk_end;
+	/* what the TOC says of each entry ("meta", lazy.h) */
+	struct strata_lz_meta *metas;
+	size_t n_metas, cap_metas;
 };
 
 /* An error about entry @name (NULL: it has none): -EBADMSG. */
@@ -70,11 +82,15 @@ int strata_toc_entry_err(struct strata_toc_build *bd, const char *name,
 /* "sha256:" and 64 lower-case hex digits into @out. 0 or -EINVAL. */
 int strata_toc_sha256(const char *digest, uint8_t out[32]);
 
+/* (toc.c also holds strata_lz_meta_of() and strata_lz_meta_differ(),
+ * declared in lazy.h for lazy.c's check after the fill.) */
+
 /*
  * Read the TOC document @json (@len bytes, NUL-terminated; the reader
- * unescapes strings in place) of layer
- * @digest into directory @dest_fd ("index", "contents", empty "data/"):
- * every entry is checked as a tar entry is (unpack.c). Frees what @bd
+ * unescapes strings in place) of layer @digest into directory @dest_fd
+ * ("index", "contents", "chunks", "meta", empty "data/"; not synced):
+ * every entry is checked as a tar entry is (unpack.c), and the chunks of
+ * a file must follow one another and cover it exactly. Frees what @bd
  * gathered. Return: 0, -EBADMSG (message in bd->err), -EOPNOTSUPP for a
  * version other than 1, or another negative errno.
  */

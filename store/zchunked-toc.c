@@ -5,7 +5,9 @@
  * file's content starts a new zstd frame, and a zstd skippable frame near
  * the end holds the TOC, zstd-compressed JSON (the fields in toc.c) in
  * which a regular file's frames lie between "offset" and "endOffset" and
- * "chunk" entries split a large file inside that range. The manifest's
+ * "chunk" entries split a large file inside that range (each chunk's
+ * frames from its "offset", in order; toc.c checks the chunk list and
+ * keeps each chunkDigest for the fill). The manifest's
  * layer descriptor locates the TOC ("…zstd-chunked.manifest-position":
  * offset:length:uncompressed length:1) and names its sha256
  * ("…zstd-chunked.manifest-checksum", of the compressed bytes): the
@@ -120,19 +122,18 @@ static int read_toc(struct strata_range_src *src, const struct strata_layer *l,
 	return r;
 }
 
-/* A "chunk" entry: part of the regular file before it, inside its range. */
+/* A "chunk" entry of the regular file before it (toc.c checks its place
+ * in the file and keeps its chunkDigest): its frames start inside the
+ * file's range, after the previous chunk's. */
 static int check_chunk(struct strata_toc_build *bd,
 		       const struct strata_toc_entry *e)
 {
-	const char *name = e->s[TE_NAME];
 	uint64_t off = TE_HAS(e, TE_OFFSET) ? (uint64_t)e->n[TE_OFFSET] : 0;
 
-	if (!bd->reg_name || strcmp(name, bd->reg_name))
-		return strata_toc_entry_err(bd, name, "chunk of no file before "
-					    "it");
-	if (off < bd->reg_off || off >= bd->reg_end)
-		return strata_toc_entry_err(bd, name, "chunk outside its file's "
-					    "range");
+	if (off < bd->reg_off || off >= bd->reg_end || off <= bd->last_off)
+		return strata_toc_entry_err(bd, e->s[TE_NAME], "chunk outside "
+					    "its file's range or out of order");
+	bd->last_off = off;
 	return 0;
 }
 
@@ -156,6 +157,7 @@ static int content_range(struct strata_toc_build *bd,
 					    "or comes before the previous "
 					    "file's");
 	bd->prev_end = *end;
+	bd->last_off = *off;	/* where its first chunk's frames start */
 	return 0;
 }
 

@@ -9,6 +9,7 @@ frame; Python's tarfile writes the tar; the layout follows the format
 containers/storage documents), so each test controls what a hostile
 image author controls: the TOC, its checksum annotation, the diff_id.
 """
+import base64
 import hashlib
 import json
 import os
@@ -63,9 +64,12 @@ def skippable(data):
     return SKIP_MAGIC + struct.pack("<I", len(data)) + data
 
 
-def chunked_blob(entries, tamper=None, prefix=PREFIX):
+def chunked_blob(entries, tamper=None, prefix=PREFIX, chunk=None):
     """A zstd:chunked layer of the tar @entries (conftest make_tar form):
-    every file's data in a frame of its own. @tamper(toc) may change the
+    every file's data in a frame of its own, or with @chunk, cut into
+    chunks of @chunk bytes, a frame and a TOC entry each (as
+    containers/storage writes a large file: the "reg" entry names the
+    first chunk, "chunk" entries the others). @tamper(toc) may change the
     TOC before it is written. Returns (blob, diff_id, annotations)."""
     import io
     import tarfile
@@ -74,7 +78,8 @@ def chunked_blob(entries, tamper=None, prefix=PREFIX):
     cuts, toc = [0], []
     for m in members:
         if m.isreg() and m.size:
-            cuts += [m.offset_data, m.offset_data + m.size]
+            cuts += list(range(m.offset_data, m.offset_data + m.size,
+                               chunk or m.size)) + [m.offset_data + m.size]
     cuts.append(len(raw))
     frames = zstd_each([raw[a:b] for a, b in zip(cuts, cuts[1:])])
     blob, starts = b"", {}
@@ -91,13 +96,31 @@ def chunked_blob(entries, tamper=None, prefix=PREFIX):
                                       time.gmtime(m.mtime))}
         if m.issym() or m.islnk():
             e["linkName"] = m.linkname
+        xattrs = {k[13:]: base64.b64encode(v.encode()).decode()
+                  for k, v in m.pax_headers.items()
+                  if k.startswith("SCHILY.xattr.")}
+        if xattrs:
+            e["xattrs"] = xattrs
         if m.isreg() and m.size:
             data = raw[m.offset_data:m.offset_data + m.size]
+            last = max(c for c in cuts if c < m.offset_data + m.size)
             e.update(size=m.size,
                      digest="sha256:" + hashlib.sha256(data).hexdigest(),
                      offset=starts[m.offset_data],
-                     endOffset=starts[(m.offset_data, "end")])
+                     endOffset=starts[(last, "end")])
         toc.append(e)
+        if chunk and m.isreg() and m.size:
+            for i, c in enumerate(range(0, m.size, chunk)):
+                part = data[c:c + chunk]
+                ce = {"type": "chunk", "name": m.name, "chunkOffset": c,
+                      "offset": starts[m.offset_data + c],
+                      "chunkSize": len(part), "chunkDigest": "sha256:" +
+                      hashlib.sha256(part).hexdigest()}
+                if i == 0:
+                    e.update({k: ce[k] for k in ("chunkSize",
+                                                 "chunkDigest")})
+                else:
+                    toc.append(ce)
     doc = {"version": 1, "entries": toc}
     if tamper:
         tamper(doc)

@@ -220,8 +220,9 @@ def test_lazy_mount_matches_umoci(esgz_image, mount, store, tmp_path):
 
 
 def test_wrong_chunk_is_eio(tmp_path, daemon, store):
-    """Bytes that do not hash to the TOC's digest are never served: EIO
-    and a log line naming image, layer and file; other files read."""
+    """Bytes that do not hash to the TOC's digests are never served: EIO
+    and a log line naming image, layer, file and the first chunk that
+    does not match its chunkDigest; other files read."""
     blob = esgz_blob(base_entries(), corrupt="usr/lib/big")
     ref = layout_with(tmp_path / "bad", [blob[:3]], media_type=GZ)
     p = daemon.start(ref, tmp_path / "m")
@@ -231,7 +232,8 @@ def test_wrong_chunk_is_eio(tmp_path, daemon, store):
     assert (tmp_path / "m/etc/hosts").read_bytes() == b"127.0.0.1 here\n"
     log = daemon.log(p)
     assert re.search(r"image oci:\S+: layer sha256:\S+: file usr/lib/big: "
-                     r"content does not match the table of contents", log), log
+                     r"chunk at offset 0 \(65536 bytes\) does not match "
+                     r"its chunkDigest", log), log
 
 
 def test_toc_not_matching_annotation_refused(tmp_path, mount, store):

@@ -73,6 +73,16 @@ static void test_locate(void)
 	"\"digest\":\"sha256:" "f2ca1bb6c7e907d06dafe4687e579fce76b37e4e93b7605022da52e6ccc26fd2" \
 	"\",\"offset\":10,\"endOffset\":40}"
 
+#define SHA "\"sha256:" \
+	"0000000000000000000000000000000000000000000000000000000000000000\""
+/* etc/a in two chunks of 2 and 3 bytes */
+#define E_CREG "{\"type\":\"reg\",\"name\":\"etc/a\",\"size\":5," \
+	"\"digest\":" SHA ",\"offset\":10,\"endOffset\":40," \
+	"\"chunkSize\":2,\"chunkDigest\":" SHA "}"
+#define E_CHUNK(coff, size) "{\"type\":\"chunk\",\"name\":\"etc/a\"," \
+	"\"offset\":20,\"chunkOffset\":" coff ",\"chunkSize\":" size "," \
+	"\"chunkDigest\":" SHA "}"
+
 /* A blob of 100 data bytes, then @json zstd-compressed in a skippable
  * frame, built into a fresh directory: strata_zc_build()'s return. */
 static int build_toc(const char *json, size_t jlen)
@@ -150,6 +160,19 @@ static void test_build(void)
 		{ "{\"version\":1,\"entries\":[" E_DIR ",", "cut short",
 		  -EBADMSG },
 		{ "[]", "not an object", -EBADMSG },
+		{ "{\"version\":1,\"entries\":[" E_DIR "," E_CREG ","
+		  E_CHUNK("2", "3") "]}", "a file in two chunks", 0 },
+		{ "{\"version\":1,\"entries\":[" E_DIR "," E_CREG ","
+		  E_CHUNK("2", "2") "]}", "chunks short of the file",
+		  -EBADMSG },
+		{ "{\"version\":1,\"entries\":[" E_DIR "," E_CREG ","
+		  E_CHUNK("3", "2") "]}", "a gap between chunks", -EBADMSG },
+		{ "{\"version\":1,\"entries\":[" E_DIR "," E_REG ","
+		  E_CHUNK("2", "3") "]}", "a chunk of an unchunked file",
+		  -EBADMSG },
+		{ "{\"version\":1,\"entries\":[" E_DIR "," E_CREG ","
+		  "{\"type\":\"dir\",\"name\":\"etc/d\"}," E_CHUNK("2", "3")
+		  "]}", "a chunk after another entry", -EBADMSG },
 	};
 	size_t i;
 
