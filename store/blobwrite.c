@@ -74,7 +74,7 @@ struct strata_blobw {
 	size_t buf_len;
 	unsigned char *zout;
 	size_t zout_cap;
-	/* zstd:chunked: zchunked.c compresses, out_write() writes */
+	/* zstd:chunked, eStargz: zchunked.c compresses, out_write() writes */
 	struct strata_zck *zck;
 };
 
@@ -363,10 +363,19 @@ int strata_blobw_entry(struct strata_blobw *w, const struct strata_tar_hdr *h,
 	return w->zck ? strata_zck_entry(w->zck, w, h, name) : 0;
 }
 
-int strata_blobw_toc(const struct strata_blobw *w, const char **position,
-		     const char **checksum)
+int strata_blobw_toc(const struct strata_blobw *w,
+		     const char *key[STRATA_TOC_ANNOTATIONS],
+		     const char *val[STRATA_TOC_ANNOTATIONS])
 {
-	return w->zck ? strata_zck_toc(w->zck, position, checksum) : -ENOENT;
+	return w->zck ? strata_zck_toc(w->zck, key, val) : -ENOENT;
+}
+
+int strata_blobw_toc_entry(struct strata_blobw *w, const char **text,
+			   size_t *len)
+{
+	*text = NULL;
+	*len = 0;
+	return w->zck ? strata_zck_toc_entry(w->zck, w, text, len) : 0;
 }
 
 int strata_blobw_new(int dir_fd, int compression, int threads,
@@ -405,8 +414,10 @@ int strata_blobw_new(int dir_fd, int compression, int threads,
 		w->crc = crc32(0, NULL, 0);
 		return out_write(w, gz_header, sizeof(gz_header));
 	}
-	if (compression == STRATA_COMP_ZSTD_CHUNKED)
-		return strata_zck_new(&w->zck);
+	if (compression == STRATA_COMP_ZSTD_CHUNKED ||
+	    compression == STRATA_COMP_ESTARGZ)
+		return strata_zck_new(&w->zck,
+				      compression == STRATA_COMP_ESTARGZ);
 	w->buf = malloc(CHUNK);
 	if (!w->buf)
 		return -ENOMEM;

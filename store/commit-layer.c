@@ -409,10 +409,14 @@ static int header(struct walk *wk, const char *path, const struct meta *m,
 	if (r == -EILSEQ)	/* zchunked.c */
 		return strata_err_set(wk->err, r, "layer: %s: its name, link "
 				      "target or an xattr name is not UTF-8, "
-				      "which a zstd:chunked table of contents "
-				      "cannot hold (Go readers change it); "
-				      "use --compression zstd",
-				      path[0] ? path : "/");
+				      "which a zstd:chunked or eStargz table "
+				      "of contents cannot hold (Go readers "
+				      "change it); use --compression zstd or "
+				      "gzip", path[0] ? path : "/");
+	if (r == -EEXIST)	/* zchunked.c */
+		return strata_err_set(wk->err, r, "layer: %s: eStargz keeps "
+				      "its table of contents under this name; "
+				      "use --compression gzip", path);
 	if (r < 0)
 		return strata_err_set(wk->err, r, "layer: writing %s: %s",
 				      path[0] ? path : "/", strerror(-r));

@@ -25,8 +25,6 @@
 #define MT_DOCKER_CONFIG "application/vnd.docker.container.image.v1+json"
 /* what Debian's skopeo 1.9 writes and podman 4.3 reads (newer ones use
  * io.github.containers.zstd-chunked.*) */
-#define ANN_ZCK_POSITION "io.containers.zstd-chunked.manifest-position"
-#define ANN_ZCK_CHECKSUM "io.containers.zstd-chunked.manifest-checksum"
 
 static const char *layer_type(bool docker, int comp)
 {
@@ -43,6 +41,8 @@ static const char *layer_type(bool docker, int comp)
 
 	if (comp == STRATA_COMP_ZSTD_CHUNKED)
 		comp = STRATA_COMP_ZSTD;
+	if (comp == STRATA_COMP_ESTARGZ)
+		comp = STRATA_COMP_GZIP;
 	if (comp < 0 || comp > STRATA_COMP_ZSTD)
 		comp = STRATA_COMP_NONE;
 	return docker ? dock[comp] : oci[comp];
@@ -438,8 +438,10 @@ struct ctx {
 	int64_t created;
 	int64_t config_size;
 	bool docker;
-	char toc_position[128];		/* zstd:chunked annotations */
-	char toc_checksum[STRATA_DIGEST_MAX];
+	/* the annotations naming the new layer's TOC (zstd:chunked,
+	 * eStargz), borrowed from the blob writer */
+	const char *toc_key[STRATA_TOC_ANNOTATIONS];
+	char toc_val[STRATA_TOC_ANNOTATIONS][128];
 	size_t n_base;		/* the base's layers kept: 0 in a squash */
 };
 
@@ -598,13 +600,12 @@ static int write_manifest(struct ctx *c, char *digest, int64_t *size)
 			layer_type(c->docker, c->o->compression),
 			c->res->layer_digest, c->res->layer_size);
 
-		if (c->toc_position[0]) {
+		if (c->toc_key[0]) {
 			struct json_object *a = json_object_new_object();
 
-			json_object_object_add(a, ANN_ZCK_CHECKSUM,
-				json_object_new_string(c->toc_checksum));
-			json_object_object_add(a, ANN_ZCK_POSITION,
-				json_object_new_string(c->toc_position));
+			for (i = 0; i < STRATA_TOC_ANNOTATIONS; i++)
+				json_object_object_add(a, c->toc_key[i],
+					json_object_new_string(c->toc_val[i]));
 			json_object_object_add(d, "annotations", a);
 		}
 		json_object_array_add(layers, d);
@@ -674,14 +675,17 @@ static int write_layer(struct ctx *c, char **volumes)
 		return strata_err_set(c->err, r, "%s: writing the layer: %s",
 				      c->d.lw->path, strerror(-r));
 	{
-		const char *pos, *sum;
+		const char *key[STRATA_TOC_ANNOTATIONS];
+		const char *val[STRATA_TOC_ANNOTATIONS];
+		size_t i;
 
-		if (strata_blobw_toc(w, &pos, &sum) == 0) {
-			snprintf(c->toc_position, sizeof(c->toc_position),
-				 "%s", pos);
-			snprintf(c->toc_checksum, sizeof(c->toc_checksum),
-				 "%s", sum);
-		}
+		/* the keys are static strings of zchunked.c */
+		if (strata_blobw_toc(w, key, val) == 0)
+			for (i = 0; i < STRATA_TOC_ANNOTATIONS; i++) {
+				c->toc_key[i] = key[i];
+				snprintf(c->toc_val[i], sizeof(c->toc_val[i]),
+					 "%s", val[i]);
+			}
 	}
 	c->res->tar_size = strata_blobw_bytes(w);
 	c->res->layer = true;
@@ -784,11 +788,14 @@ static int run(struct ctx *c)
 	if (r < 0)
 		return r;
 	c->docker = o->docker || c->d.kind == STRATA_REF_DOCKER_ARCHIVE;
-	if (c->docker && o->compression == STRATA_COMP_ZSTD_CHUNKED)
-		return strata_err_set(c->err, -EINVAL, "%s: zstd:chunked needs "
-				      "OCI media types (its TOC is named by "
-				      "layer annotations, which Docker "
-				      "manifests lack)", o->dest);
+	if (c->docker && (o->compression == STRATA_COMP_ZSTD_CHUNKED ||
+			  o->compression == STRATA_COMP_ESTARGZ))
+		return strata_err_set(c->err, -EINVAL, "%s: %s needs OCI media "
+				      "types (its TOC is named by layer "
+				      "annotations, which Docker manifests "
+				      "lack)", o->dest,
+				      o->compression == STRATA_COMP_ESTARGZ
+					      ? "estargz" : "zstd:chunked");
 	r = strata_image_resolve(c->st, o->from, o->platform, &c->img, c->err);
 	/* from a registry: its layers are pulled (the view and the new
 	 * manifest need them) */

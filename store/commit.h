@@ -12,7 +12,8 @@
  *   layout-write.c  writing into an OCI layout under its lock: blobs,
  *                 index.json tags
  *   commit.c      the upper-directory walk, config, manifest
- *   zchunked.c    zstd:chunked: a frame per file content chunk and a TOC
+ *   zchunked.c    zstd:chunked and eStargz: a frame (gzip member) per file
+ *                 content chunk and a TOC
  */
 #ifndef STRATA_COMMIT_H
 #define STRATA_COMMIT_H
@@ -33,7 +34,7 @@ struct strata_blobw;
 /*
  * Start a blob in the layout whose directory is @dir_fd (temporary file
  * there, renamed into @dir_fd/blobs/sha256/ by strata_blobw_finish()).
- * @compression is STRATA_COMP_NONE, _GZIP, _ZSTD or _ZSTD_CHUNKED; @threads is the number
+ * @compression is STRATA_COMP_NONE, _GZIP, _ZSTD, _ZSTD_CHUNKED or _ESTARGZ; @threads is the number
  * of gzip workers (0 = online CPUs, capped at 4).
  * Caller frees with strata_blobw_free() (removes the temporary file when the
  * blob was not finished).
@@ -328,29 +329,42 @@ struct strata_zck;
  * zstd:chunked blob, nothing for others. tarwrite.c calls it. */
 int strata_blobw_entry(struct strata_blobw *w, const struct strata_tar_hdr *h,
 		       const char *name);
-/* blobwrite.c: once a zstd:chunked blob is finished, the values of its
- * manifest annotations ...zstd-chunked.manifest-position and
- * ...manifest-checksum (borrowed until strata_blobw_free()); -ENOENT for
- * other blobs. */
-int strata_blobw_toc(const struct strata_blobw *w, const char **position,
-		     const char **checksum);
+#define STRATA_TOC_ANNOTATIONS 2
+/* blobwrite.c: once a zstd:chunked or eStargz blob is finished, the keys
+ * and values of the manifest annotations that name its TOC
+ * (...zstd-chunked.manifest-checksum and -position; containerd.io/
+ * snapshot/stargz/toc.digest and io.containers.estargz.uncompressed-size),
+ * borrowed until strata_blobw_free(); -ENOENT for other blobs. */
+int strata_blobw_toc(const struct strata_blobw *w,
+		     const char *key[STRATA_TOC_ANNOTATIONS],
+		     const char *val[STRATA_TOC_ANNOTATIONS]);
+/* blobwrite.c: before the tar's end-of-archive blocks, the JSON of a TOC
+ * that goes into the tar as its last entry (eStargz's stargz.index.json):
+ * @*text NULL for other blobs. tarwrite.c calls it. */
+int strata_blobw_toc_entry(struct strata_blobw *w, const char **text,
+			   size_t *len);
 /* blobwrite.c: append compressed bytes to the blob (hashed as its
  * digest). For zchunked.c. */
 int strata_blobw_out(struct strata_blobw *w, const void *buf, size_t n);
 
-/* The zstd:chunked compressor of a blob (format: zchunked.c). Caller
- * frees with strata_zck_free(). */
-int strata_zck_new(struct strata_zck **out);
+/* The zstd:chunked compressor of a blob, or with @estargz the eStargz one
+ * (formats: zchunked.c). Caller frees with strata_zck_free(). */
+int strata_zck_new(struct strata_zck **out, bool estargz);
 void strata_zck_free(struct strata_zck *z);
 /* Tar bytes, in order (compressed out through strata_blobw_out()). */
 int strata_zck_data(struct strata_zck *z, struct strata_blobw *w,
 		    const void *buf, size_t n);
 int strata_zck_entry(struct strata_zck *z, struct strata_blobw *w,
 		     const struct strata_tar_hdr *h, const char *name);
+/* eStargz: the TOC JSON to write as the tar entry stargz.index.json,
+ * right now (borrowed; a new member starts); NULL for zstd:chunked. */
+int strata_zck_toc_entry(struct strata_zck *z, struct strata_blobw *w,
+			 const char **text, size_t *len);
 /* The last frame, the TOC and the footer. */
 int strata_zck_finish(struct strata_zck *z, struct strata_blobw *w);
-int strata_zck_toc(const struct strata_zck *z, const char **position,
-		   const char **checksum);
+int strata_zck_toc(const struct strata_zck *z,
+		   const char *key[STRATA_TOC_ANNOTATIONS],
+		   const char *val[STRATA_TOC_ANNOTATIONS]);
 /* One image of an archive holding several (strata save). */
 struct strata_archive_img {
 	char *const *tags;		/* ref.name / RepoTags "NAME:TAG" */

@@ -258,6 +258,7 @@ enum strata_compression {
 	STRATA_COMP_ZSTD,
 	STRATA_COMP_SNIFF,	/* docker's ambiguous uncompressed types */
 	STRATA_COMP_ZSTD_CHUNKED,	/* commit only: zstd with a TOC */
+	STRATA_COMP_ESTARGZ,		/* commit only: gzip with a TOC */
 };
 
 /*
@@ -786,7 +787,7 @@ struct strata_commit_opts {
 	const char *const *tags;	/* extra tags in the destination */
 	size_t n_tags;
 	int compression;		/* STRATA_COMP_GZIP, _ZSTD, _NONE,
-					 * _ZSTD_CHUNKED */
+					 * _ZSTD_CHUNKED, _ESTARGZ */
 	bool docker;			/* Docker schema 2 media types */
 	const char *const *mask;	/* path prefixes left out */
 	size_t n_mask;

@@ -144,8 +144,14 @@ int strata_tar_file(struct strata_blobw *w, const char *name, const void *buf,
 int strata_tar_end(struct strata_blobw *w)
 {
 	static const char zero[2 * BLOCK];
+	const char *toc;
+	size_t len;
+	/* eStargz's TOC is the tar's last entry */
+	int r = strata_blobw_toc_entry(w, &toc, &len);
 
-	return strata_blobw_write(w, zero, sizeof(zero));
+	if (r == 0 && toc)
+		r = strata_tar_file(w, "stargz.index.json", toc, len, 0);
+	return r < 0 ? r : strata_blobw_write(w, zero, sizeof(zero));
 }
 
 static void build_pax(struct pax *p, const struct strata_tar_hdr *h,

@@ -34,6 +34,22 @@
  * Each frame is compressed in one call from a buffer (at most CHUNK_MAX
  * bytes of tar): the frame then records its size and small frames get
  * small tables. Same tar, same libzstd: same bytes.
+ *
+ * eStargz (stargz-snapshotter docs/estargz.md; read by estargz.c) is the
+ * same cutting with gzip members for frames: the blob is a gzip stream of
+ * members, every content chunk (fixed ESGZ_CHUNK bytes, as the estargz
+ * Go writer cuts them) one member of its own that holds nothing else, tar
+ * headers and padding in the members between. strata_tar_end() asks for
+ * the TOC before the end-of-archive blocks: {"version":1,"entries":[...]}
+ * as the tar entry stargz.index.json, which starts a member of its own
+ * (holding the end-of-archive blocks too), so it is part of the tar and
+ * of the diff_id; then the 51-byte footer, an empty gzip member whose
+ * Extra field "SG" holds "%016xSTARGZ", the TOC member's offset. The
+ * entries are the zstd:chunked ones without "endOffset": every file's
+ * first entry has its first chunk's "chunkDigest". The manifest carries
+ * containerd.io/snapshot/stargz/toc.digest (sha256 of the TOC JSON) and
+ * io.containers.estargz.uncompressed-size (the tar's length).
+ * Same tar, same zlib: same bytes.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -41,9 +57,11 @@
 #include <time.h>
 
 #include <openssl/evp.h>
+#include <zlib.h>
 #include <zstd.h>
 
 #include "commit.h"
+#include "unpack.h"
 
 #define ROLL_WINDOW 64
 #define ROLL_CHAR_OFFSET 31
@@ -55,6 +73,15 @@
 #define SKIPPABLE_MAGIC 0x184D2A50u
 #define FOOTER_LEN 40
 #define TOC_TYPE_CRFS 1
+
+#define ESGZ_CHUNK (4u << 20)	/* the estargz Go writer's default */
+#define ESGZ_FOOTER_LEN 51
+#define ESGZ_OUT (64u << 10)
+
+#define ANN_ZCK_POSITION "io.containers.zstd-chunked.manifest-position"
+#define ANN_ZCK_CHECKSUM "io.containers.zstd-chunked.manifest-checksum"
+#define ANN_ESGZ_DIGEST "containerd.io/snapshot/stargz/toc.digest"
+#define ANN_ESGZ_SIZE "io.containers.estargz.uncompressed-size"
 
 struct rollsum {
 	uint32_t s1, s2;
@@ -90,6 +117,17 @@ struct strata_zck {
 	struct chunk *chunks;
 	size_t n_chunks, cap_chunks;
 	uint64_t chunk_start;	/* file offset of the chunk being gathered */
+	/* eStargz: gzip members instead of zstd frames */
+	bool esgz;
+	z_stream zs;
+	bool zs_init;
+	bool member_open;
+	int64_t member_off;	/* where the open member starts */
+	bool in_toc;		/* stargz.index.json is being written */
+	int64_t toc_off;
+	char *toc_text;		/* the TOC JSON (eStargz) */
+	size_t toc_text_len;
+	uint64_t raw;		/* tar bytes */
 	/* after finish: the annotations' values */
 	char position[128];
 	char checksum[STRATA_DIGEST_MAX];
@@ -120,12 +158,76 @@ static bool roll(struct rollsum *r, unsigned char c)
 
 /* ---- frames ---- */
 
-/* Compress what was gathered as one frame, if anything was. */
+/* eStargz: deflate @n bytes (@flush Z_NO_FLUSH or Z_FINISH) into the
+ * open member, out to the blob. */
+static int deflate_out(struct strata_zck *z, struct strata_blobw *w,
+		       const unsigned char *p, size_t n, int flush)
+{
+	z->zs.next_in = (unsigned char *)p;
+	z->zs.avail_in = (uInt)n;
+	for (;;) {
+		int zr, r;
+		size_t got;
+
+		z->zs.next_out = z->zout;
+		z->zs.avail_out = (uInt)z->zout_cap;
+		zr = deflate(&z->zs, flush);
+		if (zr != Z_OK && zr != Z_STREAM_END && zr != Z_BUF_ERROR)
+			return -EIO;
+		got = z->zout_cap - z->zs.avail_out;
+		r = strata_blobw_out(w, z->zout, got);
+		if (r < 0)
+			return r;
+		z->blob_off += (int64_t)got;
+		if (flush == Z_FINISH ? zr == Z_STREAM_END
+				      : z->zs.avail_in == 0 && got < z->zout_cap)
+			return 0;
+	}
+}
+
+/* Tar bytes into the frame (zstd: the caller keeps a frame within
+ * CHUNK_MAX) or the member (eStargz: one is started if none is open). */
+static int put(struct strata_zck *z, struct strata_blobw *w,
+	       const unsigned char *p, size_t n)
+{
+	if (!z->esgz) {
+		memcpy(z->fbuf + z->flen, p, n);
+		z->flen += n;
+		return 0;
+	}
+	if (!n)
+		return 0;
+	if (!z->member_open) {
+		if (deflateReset(&z->zs) != Z_OK)
+			return -EIO;
+		z->member_open = true;
+		z->member_off = z->blob_off;
+	}
+	while (n > 0) {
+		size_t take = n > (1u << 30) ? 1u << 30 : n;
+		int r = deflate_out(z, w, p, take, Z_NO_FLUSH);
+
+		if (r < 0)
+			return r;
+		p += take;
+		n -= take;
+	}
+	return 0;
+}
+
+/* Compress what was gathered as one frame, if anything was (eStargz: end
+ * the open member). */
 static int frame_end(struct strata_zck *z, struct strata_blobw *w)
 {
 	size_t n;
 	int r;
 
+	if (z->esgz) {
+		if (!z->member_open)
+			return 0;
+		z->member_open = false;
+		return deflate_out(z, w, NULL, 0, Z_FINISH);
+	}
 	if (!z->flen)
 		return 0;
 	n = ZSTD_compress2(z->zc, z->zout, z->zout_cap, z->fbuf, z->flen);
@@ -142,6 +244,8 @@ static int frame_end(struct strata_zck *z, struct strata_blobw *w)
 static int gather(struct strata_zck *z, struct strata_blobw *w,
 		  const unsigned char *p, size_t n)
 {
+	if (z->esgz)	/* a member between contents may be any length */
+		return put(z, w, p, n);
 	while (n > 0) {
 		size_t take = CHUNK_MAX - z->flen;
 		int r;
@@ -312,7 +416,8 @@ static struct json_object *entry_new(const struct strata_tar_hdr *h,
 static int chunk_end(struct strata_zck *z, struct strata_blobw *w)
 {
 	struct chunk *c;
-	int64_t off = z->blob_off;
+	/* zstd: the frame is written below; eStargz: it was started */
+	int64_t off = z->esgz ? z->member_off : z->blob_off;
 	int r;
 
 	if (z->file_pos == z->chunk_start)
@@ -351,11 +456,12 @@ static int file_end(struct strata_zck *z)
 	strata_hasher_final(z->h_file, digest);
 	add_str(e, "digest", digest);
 	add_int(e, "offset", z->chunks[0].blob_off);
-	add_int(e, "endOffset", z->blob_off);
-	if (z->n_chunks > 1) {
+	if (!z->esgz)
+		add_int(e, "endOffset", z->blob_off);
+	if (z->n_chunks > 1)
 		add_int(e, "chunkSize", (int64_t)z->chunks[0].size);
+	if (z->n_chunks > 1 || z->esgz)
 		add_str(e, "chunkDigest", z->chunks[0].digest);
-	}
 	r = toc_add(z, e);
 	for (i = 1; r == 0 && i < z->n_chunks; i++) {
 		const struct chunk *c = &z->chunks[i];
@@ -389,16 +495,17 @@ static int content(struct strata_zck *z, struct strata_blobw *w,
 	int r;
 
 	for (i = 0; i < n; i++) {
-		bool cut = roll(&z->rs, p[i]) ||
-			   z->file_pos + (i + 1 - from) - z->chunk_start ==
-				   CHUNK_MAX;
+		uint64_t len = z->file_pos + (i + 1 - from) - z->chunk_start;
+		bool cut = z->esgz ? len == ESGZ_CHUNK
+				   : roll(&z->rs, p[i]) || len == CHUNK_MAX;
 
 		if (!cut)
 			continue;
 		strata_hasher_update(z->h_file, p + from, i + 1 - from);
 		strata_hasher_update(z->h_chunk, p + from, i + 1 - from);
-		memcpy(z->fbuf + z->flen, p + from, i + 1 - from);
-		z->flen += i + 1 - from;
+		r = put(z, w, p + from, i + 1 - from);
+		if (r < 0)
+			return r;
 		z->file_pos += i + 1 - from;
 		from = i + 1;
 		r = chunk_end(z, w);
@@ -407,10 +514,8 @@ static int content(struct strata_zck *z, struct strata_blobw *w,
 	}
 	strata_hasher_update(z->h_file, p + from, n - from);
 	strata_hasher_update(z->h_chunk, p + from, n - from);
-	memcpy(z->fbuf + z->flen, p + from, n - from);
-	z->flen += n - from;
 	z->file_pos += n - from;
-	return 0;
+	return put(z, w, p + from, n - from);
 }
 
 int strata_zck_data(struct strata_zck *z, struct strata_blobw *w,
@@ -419,6 +524,7 @@ int strata_zck_data(struct strata_zck *z, struct strata_blobw *w,
 	const unsigned char *p = buf;
 	int r;
 
+	z->raw += n;
 	while (n > 0 && z->left > 0) {
 		size_t take = n < z->left ? n : (size_t)z->left;
 
@@ -462,8 +568,12 @@ int strata_zck_entry(struct strata_zck *z, struct strata_blobw *w,
 
 	if (z->file)
 		return -EINVAL;	/* the last file's content is incomplete */
+	if (z->in_toc)
+		return 0;	/* stargz.index.json itself */
 	if (!go_safe(h, name))
 		return -EILSEQ;
+	if (z->esgz && strata_esgz_meta_name(name, 0))
+		return -EEXIST;	/* would be taken for the TOC */
 	e = entry_new(h, name);
 	if (!e)
 		return -ENOMEM;
@@ -489,9 +599,83 @@ int strata_zck_entry(struct strata_zck *z, struct strata_blobw *w,
 	return r;
 }
 
-int strata_zck_finish(struct strata_zck *z, struct strata_blobw *w)
+/* The TOC's JSON text, of @*len bytes (caller frees). */
+static char *toc_text(const struct strata_zck *z, size_t *len)
 {
 	static const char head[] = "{\"version\":1,\"entries\":[";
+	size_t tlen = strlen(head) + z->toc_len + 2;
+	char *text = malloc(tlen + 1);
+
+	if (text)
+		snprintf(text, tlen + 1, "%s%.*s]}", head, (int)z->toc_len,
+			 z->toc ? z->toc : "");
+	*len = tlen;
+	return text;
+}
+
+int strata_zck_toc_entry(struct strata_zck *z, struct strata_blobw *w,
+			 const char **text, size_t *len)
+{
+	int r;
+
+	*text = NULL;
+	*len = 0;
+	if (!z->esgz)
+		return 0;
+	if (z->file || z->in_toc)
+		return -EINVAL;
+	/* the TOC entry starts a member of its own */
+	r = frame_end(z, w);
+	if (r < 0)
+		return r;
+	z->toc_text = toc_text(z, &z->toc_text_len);
+	if (!z->toc_text)
+		return -ENOMEM;
+	z->in_toc = true;
+	z->toc_off = z->blob_off;
+	*text = z->toc_text;
+	*len = z->toc_text_len;
+	return 0;
+}
+
+/* eStargz: the TOC member is written (strata_zck_toc_entry(), then the
+ * tar's end): end it, and the footer. */
+static int esgz_finish(struct strata_zck *z, struct strata_blobw *w)
+{
+	unsigned char f[ESGZ_FOOTER_LEN] = {
+		0x1f, 0x8b, 8, 4, 0, 0, 0, 0, 0, 0xff,	/* FEXTRA, OS unknown */
+		26, 0, 'S', 'G', 22, 0,
+	};
+	char sub[24];
+	int r;
+
+	if (!z->in_toc || z->file)
+		return -EINVAL;
+	r = frame_end(z, w);
+	if (r < 0)
+		return r;
+	snprintf(sub, sizeof(sub), "%016llxSTARGZ",
+		 (unsigned long long)z->toc_off);
+	memcpy(f + 16, sub, 22);
+	/* an empty final stored block; CRC and length of nothing: 0 */
+	f[38] = 1;
+	f[39] = 0;
+	f[40] = 0;
+	f[41] = 0xff;
+	f[42] = 0xff;
+	r = strata_blobw_out(w, f, sizeof(f));
+	if (r < 0)
+		return r;
+	z->blob_off += ESGZ_FOOTER_LEN;
+	strata_sha256(z->toc_text, z->toc_text_len, z->checksum);
+	snprintf(z->position, sizeof(z->position), "%llu",
+		 (unsigned long long)z->raw);
+	z->finished = true;
+	return 0;
+}
+
+int strata_zck_finish(struct strata_zck *z, struct strata_blobw *w)
+{
 	unsigned char footer[FOOTER_LEN];
 	cleanup_free char *text = NULL;
 	cleanup_free unsigned char *ctoc = NULL;
@@ -500,19 +684,18 @@ int strata_zck_finish(struct strata_zck *z, struct strata_blobw *w)
 	int64_t toc_off;
 	int i, j, r;
 
+	if (z->esgz)
+		return esgz_finish(z, w);
 	if (z->file)
 		return -EINVAL;
 	r = frame_end(z, w);
 	if (r < 0)
 		return r;
-	tlen = strlen(head) + z->toc_len + 2;
-	text = malloc(tlen + 1);
+	text = toc_text(z, &tlen);
 	bound = ZSTD_compressBound(tlen);
 	ctoc = malloc(bound);
 	if (!text || !ctoc)
 		return -ENOMEM;
-	snprintf(text, tlen + 1, "%s%.*s]}", head, (int)z->toc_len,
-		 z->toc ? z->toc : "");
 	clen = ZSTD_compress2(z->zc, ctoc, bound, text, tlen);
 	if (ZSTD_isError(clen))
 		return -EIO;
@@ -538,23 +721,39 @@ int strata_zck_finish(struct strata_zck *z, struct strata_blobw *w)
 	return 0;
 }
 
-int strata_zck_toc(const struct strata_zck *z, const char **position,
-		   const char **checksum)
+int strata_zck_toc(const struct strata_zck *z,
+		   const char *key[STRATA_TOC_ANNOTATIONS],
+		   const char *val[STRATA_TOC_ANNOTATIONS])
 {
 	if (!z->finished)
 		return -ENOENT;
-	*position = z->position;
-	*checksum = z->checksum;
+	key[0] = z->esgz ? ANN_ESGZ_DIGEST : ANN_ZCK_CHECKSUM;
+	val[0] = z->checksum;
+	key[1] = z->esgz ? ANN_ESGZ_SIZE : ANN_ZCK_POSITION;
+	val[1] = z->position;
 	return 0;
 }
 
-int strata_zck_new(struct strata_zck **out)
+int strata_zck_new(struct strata_zck **out, bool estargz)
 {
 	struct strata_zck *z = calloc(1, sizeof(*z));
 
 	*out = z;
 	if (!z)
 		return -ENOMEM;
+	if (estargz) {
+		z->esgz = true;
+		z->zout_cap = ESGZ_OUT;
+		z->zout = malloc(z->zout_cap);
+		if (!z->zout)
+			return -ENOMEM;
+		/* a gzip wrapper: mtime 0, no name, the same bytes always */
+		if (deflateInit2(&z->zs, STRATA_GZIP_LEVEL, Z_DEFLATED, 16 + 15,
+				 8, Z_DEFAULT_STRATEGY) != Z_OK)
+			return -ENOMEM;
+		z->zs_init = true;
+		return 0;
+	}
 	z->zc = ZSTD_createCCtx();
 	z->fbuf = malloc(CHUNK_MAX);
 	z->zout_cap = ZSTD_compressBound(CHUNK_MAX);
@@ -572,6 +771,9 @@ void strata_zck_free(struct strata_zck *z)
 	if (!z)
 		return;
 	ZSTD_freeCCtx(z->zc);
+	if (z->zs_init)
+		deflateEnd(&z->zs);
+	free(z->toc_text);
 	free(z->fbuf);
 	free(z->zout);
 	free(z->toc);

@@ -34,7 +34,8 @@ static const char usage[] =
 	"  --tag TAG               also tag the result TAG (repeatable)\n"
 	"  --compression C         gzip (default, level 6), zstd (level 3),\n"
 	"                          zstd:chunked (zstd with a table of contents:\n"
-	"                          lazy or partial pulls), none\n"
+	"                          lazy or partial pulls), estargz (gzip with\n"
+	"                          a table of contents), none\n"
 	"  --format F              oci (default) or docker media types\n"
 	"  --mask-path PREFIX      leave PREFIX and below out (repeatable)\n"
 	"  --no-mask-volumes       keep the config's Volumes (left out by default)\n"
@@ -261,6 +262,8 @@ static int parse(int argc, char **argv, struct args *a,
 				a->o.compression = STRATA_COMP_ZSTD;
 			else if (!strcmp(v, "zstd:chunked"))
 				a->o.compression = STRATA_COMP_ZSTD_CHUNKED;
+			else if (!strcmp(v, "estargz"))
+				a->o.compression = STRATA_COMP_ESTARGZ;
 			else if (!strcmp(v, "none"))
 				a->o.compression = STRATA_COMP_NONE;
 			else
