@@ -138,8 +138,28 @@ def daemon_pid(mountpoint, exe_suffix):
         if not argv or not argv[0].endswith(exe_suffix):
             continue
         if any(os.path.realpath(a) == mp for a in argv[1:] if a.startswith("/")):
-            return int(d)
+            return serving_child(int(d))
     return None
+
+
+def serving_child(pid):
+    """stratafs supervising a read-only mount serves it from a child
+    named stratafs-serve (fs/resume.c): that child, else @pid. Also when
+    @pid is that child already (its argv is its parent's)."""
+    try:
+        if Path(f"/proc/{pid}/comm").read_text().strip() == "stratafs-serve":
+            return pid
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return pid
+    for k in kids:
+        try:
+            if Path(f"/proc/{k}/comm").read_text().strip() == \
+                    "stratafs-serve":
+                return int(k)
+        except OSError:
+            pass
+    return pid
 
 
 def proc_status(pid, key):

@@ -950,3 +950,22 @@ class BlobHandler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+
+def serving_pid(pid):
+    """The process that serves the mount of stratafs @pid: its child
+    stratafs-serve when it supervises a read-only mount (fs/resume.c),
+    else itself."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            kids = Path(f"/proc/{pid}/task/{tid}/children").read_text()
+        except OSError:
+            continue
+        for k in kids.split():
+            try:
+                if Path(f"/proc/{k}/comm").read_text().strip() == \
+                        "stratafs-serve":
+                    return int(k)
+            except OSError:
+                pass
+    return pid

@@ -24,7 +24,8 @@ import pytest
 
 from conftest import (STRATA, STRATAFS, assert_same_as_umoci, is_mounted,
                       make_tar, run, tar_dir, tar_file, tar_symlink,
-                      unmount, wait_port, write_blob, _json_bytes)
+                      serving_pid, unmount, wait_port, write_blob,
+                      _json_bytes)
 
 SKIP_MAGIC = b"\x50\x2a\x4d\x18"
 CHUNKED_MAGIC = b"GnUlInUx"
@@ -528,9 +529,10 @@ def test_content_stored_once_across_images(tmp_path, daemon, store):
     daemon.start(one, tmp_path / "m1")
     assert (tmp_path / "m1/x/shared").read_bytes() == shared
     p2 = daemon.start(two, tmp_path / "m2")
-    before = int(Path(f"/proc/{p2.pid}/io").read_text().split()[1])
+    io = Path(f"/proc/{serving_pid(p2.pid)}/io")
+    before = int(io.read_text().split()[1])
     assert (tmp_path / "m2/y/same").read_bytes() == shared
-    read = int(Path(f"/proc/{p2.pid}/io").read_text().split()[1]) - before
+    read = int(io.read_text().split()[1]) - before
     assert read < len(shared) // 4
     inodes = {os.stat(f).st_ino for d in lazy_dirs(store)
               for f in (d / "data").iterdir() if f.stat().st_size ==

@@ -22,7 +22,8 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import (STRATA, STRATAFS, BlobServer, Procs, Proxy, Servers,
-                      TokenServer, run, start_registry, token_signer)
+                      TokenServer, run, serving_pid, start_registry,
+                      token_signer)
 from test_lazy import daemon, filled  # noqa: F401 (daemon: a fixture)
 
 CREDS = ("bob", "t0ken")
@@ -294,8 +295,9 @@ def test_token_rotated_refreshed_with_login_creds(lreg, daemon, store,
 
 
 def futex_waiters(pid):
-    """Threads of process @pid sleeping on a futex (a mutex or condition
-    variable: a fetch waiting for a free slot)."""
+    """Threads of the process serving stratafs @pid sleeping on a futex
+    (a mutex or condition variable: a fetch waiting for a free slot)."""
+    pid = serving_pid(pid)
     n = 0
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
