@@ -243,6 +243,20 @@ static int finish(struct strata_diff *o)
 	return 0;
 }
 
+/* The end of a diff that returned @r: sorted, parents marked and
+ * counted, or cleared on an error. */
+static int conclude(struct strata_diff *out, int r, struct strata_err *err)
+{
+	if (r == 0)
+		r = finish(out);
+	if (r < 0) {
+		strata_diff_clear(out);
+		if (r == -ENOMEM)
+			strata_err_set(err, r, "diff: out of memory");
+	}
+	return r;
+}
+
 /* ---- paths ---- */
 
 static int path_push(struct diff *d, const char *name, size_t len,
@@ -785,18 +799,7 @@ int strata_diff_images(struct strata_store *st, struct strata_image *a,
 	free(ma.s);
 	free(mb.s);
 	diff_free(&d);
-	if (r < 0) {
-		strata_diff_clear(out);
-		if (r == -ENOMEM)
-			strata_err_set(err, r, "diff: out of memory");
-		return r;
-	}
-	r = finish(out);
-	if (r < 0) {
-		strata_diff_clear(out);
-		return strata_err_set(err, r, "diff: out of memory");
-	}
-	return 0;
+	return conclude(out, r, err);
 }
 
 /* ---- an image and an upper directory ---- */
@@ -1210,16 +1213,5 @@ int strata_diff_upper(struct strata_store *st, struct strata_image *img,
 		r = upper_changes(&u);
 	recs_free(&u);
 	diff_free(&d);
-	if (r < 0) {
-		strata_diff_clear(out);
-		if (r == -ENOMEM)
-			strata_err_set(err, r, "diff: out of memory");
-		return r;
-	}
-	r = finish(out);
-	if (r < 0) {
-		strata_diff_clear(out);
-		return strata_err_set(err, r, "diff: out of memory");
-	}
-	return 0;
+	return conclude(out, r, err);
 }

@@ -23,23 +23,6 @@
 
 #define OUT_MAX (1u << 20)	/* bounded work per input */
 
-struct mem {
-	const uint8_t *p;
-	size_t len;
-};
-
-static ssize_t mem_pread(void *ctx, void *buf, size_t len, uint64_t off)
-{
-	const struct mem *m = ctx;
-
-	if (off >= m->len)
-		return 0;
-	if (len > m->len - off)
-		len = m->len - (size_t)off;
-	memcpy(buf, m->p + off, len);
-	return (ssize_t)len;
-}
-
 /* zlib's answer: 1 and the output if the stream is whole gzip members,
  * 0 if not (or it makes more than OUT_MAX bytes: -1) */
 static int zlib_inflate(const uint8_t *in, size_t len, uint8_t *out,
@@ -142,8 +125,9 @@ static int gzdec_inflate(struct strata_zran_builder *b, const uint8_t *in,
 static void use_points(struct strata_zran_builder *b, const uint8_t *in,
 		       size_t len, const uint8_t *want, size_t usize)
 {
-	struct mem m = { in, len };
-	struct strata_zran_src src = { .fd = -1, .pread = mem_pread, .ctx = &m };
+	struct fuzz_mem m = { in, len };
+	struct strata_zran_src src = { .fd = -1, .pread = fuzz_mem_pread,
+				       .ctx = &m };
 	struct strata_zran *z = NULL;
 	unsigned char buf[512];
 	uint64_t step = usize / 7 + 1, off;

@@ -20,28 +20,12 @@
 #define SUM 64
 #define HDR 208
 
-struct mem {
-	const uint8_t *p;
-	size_t len;
-};
-
-static ssize_t mem_pread(void *ctx, void *buf, size_t len, uint64_t off)
-{
-	const struct mem *m = ctx;
-
-	if (off >= m->len)
-		return 0;
-	if (len > m->len - off)
-		len = m->len - (size_t)off;
-	memcpy(buf, m->p + off, len);
-	return (ssize_t)len;
-}
-
 static void use(const struct strata_zran *z, const uint8_t *data,
 		size_t size)
 {
-	struct mem m = { data, size };
-	struct strata_zran_src src = { .fd = -1, .pread = mem_pread, .ctx = &m };
+	struct fuzz_mem m = { data, size };
+	struct strata_zran_src src = { .fd = -1, .pread = fuzz_mem_pread,
+				       .ctx = &m };
 	struct strata_zran_info info;
 	unsigned char buf[256];
 	uint64_t offs[4], cs, ce;

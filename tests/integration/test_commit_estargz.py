@@ -32,8 +32,8 @@ import pytest
 from conftest import (STRATA, STRATAFS, assert_same_as_umoci, is_mounted,
                       run, umoci_rootfs, unmount)
 from test_commit_zstd_chunked import (assert_podman_tree, base_steps, blob,
-                                      edit, manifest_of, podman_partial,
-                                      top_layer)  # noqa
+                                      committed_image, edit, manifest_of,
+                                      podman_partial, top_layer)  # noqa
 from test_lazy import filled, lazy_dirs  # noqa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gotar"))
@@ -75,34 +75,12 @@ def footer_offset(data):
 
 @pytest.fixture(scope="module")
 def committed(tmp_path_factory):
-    """The base image, the mount with its edits, and its three commits."""
-    tmp = tmp_path_factory.mktemp("esgz")
-    layout, bundle = tmp / "img", tmp / "bundle"
-    run(["umoci", "init", "--layout", layout])
-    run(["umoci", "new", "--image", f"{layout}:t"])
-    run(["umoci", "unpack", "--image", f"{layout}:t", bundle])
-    base_steps(bundle / "rootfs")
-    run(["umoci", "repack", "--image", f"{layout}:t", bundle])
-    run(["umoci", "config", "--image", f"{layout}:t",
-         "--config.cmd", "/bin/sh"])
-    shutil.rmtree(bundle)
-    env = dict(os.environ, STRATA_ROOT=str(tmp / "store"))
-    mnt, upper = tmp / "mnt", tmp / "upper"
-    mnt.mkdir()
-    upper.mkdir()
-    try:
-        run([STRATAFS, "-o", f"upper={upper}", f"oci:{layout}:t", mnt],
-            env=env)
-        assert is_mounted(mnt)
-        edit(mnt)
-        (mnt / "usr/lib/huge.bin").write_bytes(HUGE)
-        for tag, comp in (("gz", "gzip"), ("es", "estargz"),
-                          ("es2", "estargz")):
-            run([STRATA, "commit", "--created", CREATED, "--compression",
-                 comp, mnt, f"oci:{layout}:{tag}"], env=env)
-        yield SimpleNamespace(layout=layout, mnt=mnt, tmp=tmp, env=env)
-    finally:
-        unmount(mnt)
+    """The base image, the mount with its edits (and a file of several
+    chunks), and its three commits."""
+    yield from committed_image(
+        tmp_path_factory.mktemp("esgz"),
+        (("gz", "gzip"), ("es", "estargz"), ("es2", "estargz")),
+        lambda mnt: (mnt / "usr/lib/huge.bin").write_bytes(HUGE))
 
 
 @pytest.fixture(scope="module")

@@ -125,10 +125,11 @@ def toc_of(data, desc=None):
     return json.loads(text), ctoc, (off, clen, ulen)
 
 
-@pytest.fixture(scope="module")
-def committed(tmp_path_factory):
-    """The base image, the mount with its edits, and its three commits."""
-    tmp = tmp_path_factory.mktemp("zck")
+def committed_image(tmp, commits, extra_edit=None):
+    """For a module fixture (yield from): the base image (umoci) in
+    tmp/img, mounted writable with edit() (and @extra_edit) applied, then
+    committed as each (tag, compression) of @commits; yields the layout,
+    mount, tmp and env, and unmounts after."""
     layout, bundle = tmp / "img", tmp / "bundle"
     run(["umoci", "init", "--layout", layout])
     run(["umoci", "new", "--image", f"{layout}:t"])
@@ -147,13 +148,21 @@ def committed(tmp_path_factory):
             env=env)
         assert is_mounted(mnt)
         edit(mnt)
-        for tag, comp in (("gz", "gzip"), ("zc", "zstd:chunked"),
-                          ("zc2", "zstd:chunked")):
+        if extra_edit:
+            extra_edit(mnt)
+        for tag, comp in commits:
             run([STRATA, "commit", "--created", CREATED, "--compression",
                  comp, mnt, f"oci:{layout}:{tag}"], env=env)
         yield SimpleNamespace(layout=layout, mnt=mnt, tmp=tmp, env=env)
     finally:
         unmount(mnt)
+
+
+@pytest.fixture(scope="module")
+def committed(tmp_path_factory):
+    """The base image, the mount with its edits, and its three commits."""
+    yield from committed_image(tmp_path_factory.mktemp("zck"), (
+        ("gz", "gzip"), ("zc", "zstd:chunked"), ("zc2", "zstd:chunked")))
 
 
 @pytest.fixture(scope="module")
