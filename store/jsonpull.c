@@ -294,13 +294,13 @@ enum strata_jp_tok strata_jp_next(struct strata_jp *jp)
 	case ST_ARR_FIRST:
 		if (jp->p < jp->end && *jp->p == ']')
 			return close_container(jp);
-		/* fall through */
+		return read_value(jp);
 	case ST_VALUE:
 		return read_value(jp);
 	case ST_OBJ_FIRST:
 		if (jp->p < jp->end && *jp->p == '}')
 			return close_container(jp);
-		/* fall through */
+		return read_key(jp);
 	case ST_KEY:
 		return read_key(jp);
 	case ST_AFTER:
