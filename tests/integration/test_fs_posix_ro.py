@@ -9,6 +9,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
@@ -512,6 +513,56 @@ def test_unprivileged_mount_from_layout(image, mount, ref_tree, nobody_home,
     t, _ = nobody_tree(mp)
     want, _ = tree(ref_tree)
     assert t == {k: repr(v) for k, v in want.items()}
+    # nobody's read-only mount is supervised as root's are (fs/resume.c):
+    # the worker killed, a file nobody holds open and its working directory
+    # keep reading, compared with umoci's tree
+    holder = subprocess.Popen(
+        ["/usr/bin/python3", "-c", WORKER_KILL_HOLDER, str(mp / "etc")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        preexec_fn=as_nobody, cwd="/")
+    try:
+        assert holder.stdout.readline() == "ready\n"
+        workers = [pid for pid in map(int, filter(str.isdigit,
+                                                  os.listdir("/proc")))
+                   if proc_is(pid, "stratafs-serve", mp)]
+        assert len(workers) == 1, workers
+        assert os.stat(f"/proc/{workers[0]}").st_uid == NOBODY
+        os.kill(workers[0], signal.SIGKILL)
+        holder.stdin.write("read\n")
+        holder.stdin.flush()
+        got = json.loads(holder.stdout.readline())
+    finally:
+        holder.kill()
+        holder.wait()
+    assert got == {"passwd": (ref_tree / "etc/passwd").read_text(),
+                   "ls": sorted(os.listdir(ref_tree / "etc"))}
+    assert nobody_tree(mp)[0] == t
+
+
+# Holds etc/passwd open and etc as its cwd; on "read" drops the cached
+# pages and listing, reads both again through the (new) worker.
+WORKER_KILL_HOLDER = r"""
+import json, os, sys
+fd = os.open(os.path.join(sys.argv[1], "passwd"), os.O_RDONLY)
+os.chdir(sys.argv[1])
+print("ready", flush=True)
+sys.stdin.readline()
+os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+dfd = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+os.posix_fadvise(dfd, 0, 0, os.POSIX_FADV_DONTNEED)
+print(json.dumps({"passwd": os.pread(fd, 1 << 20, 0).decode(),
+                  "ls": sorted(os.listdir("."))}), flush=True)
+"""
+
+
+def proc_is(pid, comm, mnt):
+    """Is @pid a live @comm process serving @mnt?"""
+    try:
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return name == comm and str(mnt).encode() in cmd
 
 
 def test_missing_store_name_nonempty_store(image, mount, strata):
