@@ -40,6 +40,7 @@ struct xfer {
 	size_t errlen;
 	int sink_ret;		/* the sink refused: final */
 	bool started;		/* first body byte of this response seen */
+	unsigned token_gen;	/* of the Bearer token sent, 0 if none */
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -407,26 +408,28 @@ static void backoff(long retry_after, int attempt)
 		sleep(s);
 }
 
-/* Our Authorization for handle @c: a Bearer header line added to @h, or
- * Basic credentials set on @c (libcurl copies them: a `strata login`
- * may replace reg's while this request runs). */
-static struct curl_slist *auth_header(struct strata_reg *reg, CURL *c,
+/* Our Authorization for handle @c: a Bearer header line added to @h
+ * (the token's generation in x->token_gen), or Basic credentials set on
+ * @c (libcurl copies them: a `strata login` may replace reg's while this
+ * request runs). */
+static struct curl_slist *auth_header(struct strata_reg *reg, struct xfer *x,
 				      struct curl_slist *h)
 {
 	char *line = NULL;
+	int auth;
 
 	pthread_mutex_lock(&reg->lock);
-	if (reg->auth == REG_AUTH_BEARER && reg->token &&
-	    time(NULL) < reg->token_expiry) {
-		if (asprintf(&line, "Authorization: Bearer %s", reg->token) < 0)
-			line = NULL;
-	} else if (reg->auth == REG_AUTH_BASIC && reg->user) {
-		curl_easy_setopt(c, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
-		curl_easy_setopt(c, CURLOPT_USERNAME, reg->user);
-		curl_easy_setopt(c, CURLOPT_PASSWORD,
+	auth = reg->auth;
+	if (auth == REG_AUTH_BASIC && reg->user) {
+		curl_easy_setopt(x->c, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
+		curl_easy_setopt(x->c, CURLOPT_USERNAME, reg->user);
+		curl_easy_setopt(x->c, CURLOPT_PASSWORD,
 				 reg->pass ? reg->pass : "");
 	}
 	pthread_mutex_unlock(&reg->lock);
+	x->token_gen = 0;
+	if (auth == REG_AUTH_BEARER)
+		line = strata_reg_bearer(reg, &x->token_gen);
 	if (line) {
 		h = curl_slist_append(h, line);
 		free(line);
@@ -528,7 +531,7 @@ static CURLcode perform(struct strata_reg *reg, struct xfer *x,
 		x->sink->ranged = false;
 	}
 	if (with_auth)
-		h = auth_header(reg, c, h);
+		h = auth_header(reg, x, h);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
 	cc = curl_easy_perform(c);
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &x->resp->status);
@@ -667,23 +670,25 @@ int strata_reg_request(struct strata_reg *reg, const struct strata_reg_req *q,
 
 			bool again;
 
-			/* credentials refused: maybe `strata login` has
-			 * stored new ones since they were read (a long
-			 * lazy mount): read again, and try them once */
-			pthread_mutex_lock(&reg->lock);
 			if (kind == REG_AUTH_BEARER) {
-				r = strata_reg_fetch_token(reg, err);
-				if (r == -EACCES &&
-				    strata_reg_reload_creds(reg) > 0)
-					r = strata_reg_fetch_token(reg, err);
+				/* a new token, unless another thread
+				 * fetched one since this one was sent */
+				r = strata_reg_token_refused(reg,
+							     x->token_gen,
+							     err);
 				again = r == 0;
 			} else {
+				/* credentials refused: maybe `strata
+				 * login` has stored new ones since they
+				 * were read (a long lazy mount): read
+				 * again, and try them once */
+				pthread_mutex_lock(&reg->lock);
 				again = kind == REG_AUTH_BASIC && reg->user &&
 					(auth_tries == 1 ||
 					 strata_reg_reload_creds(reg) > 0);
+				pthread_mutex_unlock(&reg->lock);
 				r = 0;
 			}
-			pthread_mutex_unlock(&reg->lock);
 			if (r < 0)
 				goto out;
 			if (again)

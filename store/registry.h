@@ -42,7 +42,16 @@ struct strata_reg {
 	bool push;		/* ask tokens for pull,push */
 	char *mount_from[8];	/* other repositories (pull) for mounts */
 	int n_mount_from;
-	time_t token_expiry;
+	/* the token's life, in CLOCK_MONOTONIC milliseconds: a new one is
+	 * fetched from @token_renew on, before it runs out at
+	 * @token_expires; while that fetch runs, other requests send the
+	 * old one until @token_last, then wait; @token_gen counts the
+	 * tokens held */
+	int64_t token_renew, token_last, token_expires;
+	unsigned token_gen;
+	bool renewing;		/* a thread is fetching a token */
+	bool renew_warned;	/* a failed renewal was logged */
+	pthread_cond_t renewed;	/* a fetch by another thread ended */
 	void *pool[8];		/* idle CURL handles */
 	int n_pool;
 };
@@ -160,10 +169,20 @@ int strata_reg_reload_creds(struct strata_reg *reg);
 /* Parse a WWW-Authenticate value; learn the scheme (and realm, service).
  * Return: REG_AUTH_BASIC, REG_AUTH_BEARER, or -EPROTO. */
 int strata_reg_challenge(struct strata_reg *reg, const char *value);
-/* Fetch a token from the realm for reg's scopes (with the credentials,
- * if any).
- * Called with reg->lock held. Return: 0 or negative errno. */
-int strata_reg_fetch_token(struct strata_reg *reg, struct strata_err *err);
+/* The Authorization line for a request to the registry while the
+ * scheme is Bearer ("Authorization: Bearer T"; NULL without a token),
+ * and the token's generation for strata_reg_token_refused(). A token due
+ * for renewal is renewed first, by one thread; the others use the old
+ * one meanwhile, or wait for the new one if it has run out. A renewal
+ * that fails (token server down) is logged and tried again later; the
+ * old token is used until the registry refuses it. Caller frees. */
+char *strata_reg_bearer(struct strata_reg *reg, unsigned *gen);
+/* The registry answered 401 to the token of generation @gen (0: none):
+ * fetch a new one (with credentials read again if the token server
+ * refuses them), unless another thread has got one since. Called
+ * without reg->lock. Return: 0 or negative errno. */
+int strata_reg_token_refused(struct strata_reg *reg, unsigned gen,
+			     struct strata_err *err);
 
 /* registry-conf.c */
 
