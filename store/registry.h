@@ -184,6 +184,27 @@ char *strata_reg_bearer(struct strata_reg *reg, unsigned *gen);
 int strata_reg_token_refused(struct strata_reg *reg, unsigned gen,
 			     struct strata_err *err);
 
+/* registry-parse.c: what an answer says, parsed */
+
+/* One header line @buf (@n bytes, not NUL-terminated, CRLF kept) into
+ * @r; a status line ("HTTP/...") starts @r over. Values are trimmed and
+ * cut to their field's size; numbers out of range are left unset. */
+void strata_reg_header(struct strata_reg_resp *r, const char *buf, size_t n);
+/* Content-Range "bytes START-END/TOTAL": does it start at @off? */
+bool strata_reg_range_starts_at(const char *cr, uint64_t off);
+/* The origin of @url, "scheme://host:port" lower-cased, into @out ("" if
+ * it is no URL): credentials go only where the registry itself is. */
+void strata_reg_origin(const char *url, char *out, size_t cap);
+/* @loc resolved against @base; NULL on a bad or non-http(s) location.
+ * Caller frees. */
+char *strata_reg_resolve(const char *base, const char *loc);
+/* An upload's Range, "0-END" (or "bytes=0-END"): *@next = END + 1, the
+ * bytes it holds. Return: 0 or -EPROTO. */
+int strata_reg_upload_range(const char *r, uint64_t *next);
+/* The URL of Link: <URL>; rel="next", or "" (also when it does not fit
+ * @cap). */
+void strata_reg_next_link(const char *link, char *out, size_t cap);
+
 /* registry-conf.c */
 
 /* Is @host[:port] marked insecure in registries.conf? */
