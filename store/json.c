@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "store-internal.h"
 
@@ -554,5 +555,32 @@ int strata_json_strv(struct json_object *obj, const char *key, char ***out,
 		}
 	}
 	*out = v;
+	return 0;
+}
+
+int strata_rfc3339_parse(const char *s, int64_t *sec, uint32_t *nsec)
+{
+	struct tm tm;
+	const char *p;
+	long off = 0;
+	uint32_t ns = 0, scale = 100000000;
+
+	memset(&tm, 0, sizeof(tm));
+	p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+	if (!p)
+		return -EINVAL;
+	if (*p == '.')
+		for (p++; *p >= '0' && *p <= '9'; p++, scale /= 10)
+			ns += (uint32_t)(*p - '0') * scale;
+	if ((*p == '+' || *p == '-') && strlen(p) == 6 && p[3] == ':') {
+		off = ((p[1] - '0') * 10 + (p[2] - '0')) * 3600 +
+		      ((p[4] - '0') * 10 + (p[5] - '0')) * 60;
+		if (*p == '-')
+			off = -off;
+	} else if (strcmp(p, "Z")) {
+		return -EINVAL;
+	}
+	*sec = (int64_t)timegm(&tm) - off;
+	*nsec = ns;
 	return 0;
 }

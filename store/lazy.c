@@ -28,8 +28,10 @@
  * file's sha256 against the TOC and only then links it
  * into data/ (an O_TMPFILE: a killed or concurrent fill never leaves a
  * half file under a content name; the data is synced once per layer,
- * and a file a crash cut short is fetched again). Content files present
- * are verified; a killed fill resumes with the others. A range that
+ * and a file a crash cut short or emptied is fetched again: its size,
+ * and once per boot its digest, are checked before it is used,
+ * lazy-check.c). Content files present are verified; a killed fill
+ * resumes with the others. A range that
  * cannot be fetched (a registry away, cut, lying) fails that read with
  * EIO and leaves nothing: no failure is remembered, the next read asks
  * again. The background fill (strata_lx_prefetch) fills every missing
@@ -56,7 +58,6 @@
 #include "zran.h"
 
 #define IO_SIZE (1u << 20)
-#define SUM_BUF (64u << 10)
 
 struct strata_lazy {
 	struct strata_range_src *src;
@@ -84,6 +85,9 @@ struct strata_lazy {
 	int blobfd;
 	bool gzip;		/* eStargz: gzip members, not zstd frames */
 	uint32_t prefetch;	/* the content table header's */
+	/* a bit per content number: its data/ file was found intact, or
+	 * filled, by this mount (where there are no xattrs to say so) */
+	atomic_uchar *intact;
 };
 
 /* ---- decompressing ---- */
@@ -310,26 +314,20 @@ static int entry_sum(int dfd, char *out)
 	static const char *const names[] = { "index", "contents", "chunks",
 					     "meta" };
 	cleanup_(strata_hasher_freep) struct strata_hasher *h = NULL;
-	/* small: a fresh 1 MiB mapping a call was 256 page faults */
-	cleanup_free unsigned char *buf = malloc(SUM_BUF);
 	size_t i;
+	int r;
 
-	if (!buf || strata_hasher_new_alg("sha256", &h) < 0)
+	if (strata_hasher_new_alg("sha256", &h) < 0)
 		return -ENOMEM;
 	for (i = 0; i < ARRAY_SIZE(names); i++) {
 		cleanup_fd int fd = openat(dfd, names[i], O_RDONLY | O_CLOEXEC |
 					   O_NOFOLLOW);
-		ssize_t n;
 
 		if (fd < 0)
 			return -errno;
-		while ((n = read(fd, buf, SUM_BUF)) != 0) {
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n < 0)
-				return -errno;
-			strata_hasher_update(h, buf, (size_t)n);
-		}
+		r = strata_hash_fd(h, fd);
+		if (r < 0)
+			return r;
 	}
 	strata_hasher_final(h, out);
 	return 0;
@@ -337,21 +335,13 @@ static int entry_sum(int dfd, char *out)
 
 /*
  * Only a crash tears an entry, and a crash means a new boot: "checked"
- * holds the boot id under which the entry was built or last found
- * intact, and within that boot it is not hashed again (15 ms of a warm
- * remount of the bench image otherwise).
+ * holds the boot id (lazy-check.c) under which the entry was built or
+ * last found intact, and within that boot it is not hashed again (15 ms
+ * of a warm remount of the bench image otherwise).
  */
-static void boot_id(char *out, size_t len)
+static void mark_checked(int dfd)
 {
-	cleanup_fd int fd = open("/proc/sys/kernel/random/boot_id",
-				 O_RDONLY | O_CLOEXEC);
-	ssize_t n = fd < 0 ? -1 : read(fd, out, len - 1);
-
-	out[n > 0 ? n : 0] = '\0';
-}
-
-static void mark_checked(int dfd, const char *boot)
-{
+	const char *boot = strata_boot_id();
 	cleanup_fd int fd = -1;
 
 	if (!*boot)
@@ -365,13 +355,13 @@ static void mark_checked(int dfd, const char *boot)
 static bool entry_intact(int dfd)
 {
 	cleanup_free char *want = NULL, *seen = NULL;
-	char got[STRATA_DIGEST_MAX], boot[64];
+	const char *boot = strata_boot_id();
+	char got[STRATA_DIGEST_MAX];
 	size_t len, slen;
 
 	if (faccessat(dfd, "meta", F_OK, AT_SYMLINK_NOFOLLOW))
 		return false;	/* an older strata's, without chunks and meta */
-	boot_id(boot, sizeof(boot));
-	if (*boot && strata_read_file(dfd, "checked", sizeof(boot), &seen,
+	if (*boot && strata_read_file(dfd, "checked", 64, &seen,
 				      &slen) == 0 &&
 	    slen == strlen(boot) && !memcmp(seen, boot, slen))
 		return true;
@@ -379,7 +369,7 @@ static bool entry_intact(int dfd)
 			     &len) < 0 || entry_sum(dfd, got) < 0 ||
 	    len != strlen(got) || memcmp(want, got, len))
 		return false;
-	mark_checked(dfd, boot);
+	mark_checked(dfd);
 	return true;
 }
 
@@ -402,12 +392,8 @@ static int publish_summed(struct strata_store *st, int r, int dest,
 		if (r < 0)
 			strata_err_set(err, r, "cache: %s", strerror(-r));
 	}
-	if (r == 0) {
-		char boot[64];
-
-		boot_id(boot, sizeof(boot));
-		mark_checked(dest, boot);
-	}
+	if (r == 0)
+		mark_checked(dest);
 	if (r == 0 && renameat(st->tmp_fd, tmpname, lazyfd, name) < 0)
 		r = strata_err_set(err, -errno, "cache: publishing lazy layer: "
 				   "%s", strerror(errno));
@@ -557,6 +543,7 @@ void strata_lazy_free(struct strata_lazy *z)
 	free(z->image);
 	free(z->digest);
 	free(z->diff_id);
+	free((void *)z->intact);
 	free(z);
 }
 
@@ -745,6 +732,11 @@ int strata_layer_open(struct strata_store *st, const struct strata_image *img,
 		r = strata_err_set(err, r, "%s", what);
 		goto fail;
 	}
+	z->intact = calloc(z->n / 8 + 1, 1);
+	if (!z->intact) {
+		r = -ENOMEM;
+		goto fail;
+	}
 	r = z->zran ? 0 : open_src(img, l, &z->src, err);
 	if (r < 0)
 		goto fail;
@@ -928,25 +920,86 @@ static void chunks_of(const struct strata_lazy *z, uint32_t rec,
 		k->n++;
 }
 
+static bool intact_bit(struct strata_lazy *z, uint32_t data_id)
+{
+	return atomic_load(&z->intact[data_id / 8]) & (1u << (data_id % 8));
+}
+
+static void set_intact(struct strata_lazy *z, uint32_t data_id)
+{
+	atomic_fetch_or(&z->intact[data_id / 8],
+			(unsigned char)(1u << (data_id % 8)));
+}
+
+/* Remove @dfd/@name if it is still the file @fd is open on. */
+static void unlink_same(int dfd, const char *name, int fd)
+{
+	struct stat a, b;
+
+	if (fstat(fd, &a) == 0 &&
+	    fstatat(dfd, name, &b, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+		unlinkat(dfd, name, 0);
+}
+
+/*
+ * Is the content file @fd of record @data_id intact: its size, then
+ * (lazy-check.c) its sha256, once per boot? A zran layer's records have
+ * no digest: its files are checked by size. One that is not intact is
+ * removed from @dfd/@name (a crash tore it), with a log line. Return:
+ * 1 intact, 0 not, negative errno (it could not be read).
+ */
+static int intact(struct strata_lazy *z, int fd, uint32_t data_id,
+		  int dfd, const char *name)
+{
+	const struct strata_lz_rec *r = &z->recs[data_id - 1];
+	struct stat sb;
+	bool sized = fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) &&
+		     (uint64_t)sb.st_size == r->size;
+	char p[300];
+	int v = 1;
+
+	if (!sized)
+		v = 0;
+	else if (!z->zran)
+		v = strata_lz_verify(fd, r->sha256);
+	if (v == 0) {
+		if (sized) {
+			strata_printable(z->names + r->name_off, SIZE_MAX, p,
+					 sizeof(p));
+			strata_warn("image %s: layer %s: file %s: stored "
+				    "content does not match its digest (torn "
+				    "by a crash?): fetched again", z->image,
+				    z->digest, p);
+		}
+		unlink_same(dfd, name, fd);
+	}
+	return v;
+}
+
 /*
  * Content is stored once per digest across lazy layers and images:
  * layers/lazy/content/HEX is a hardlink of the first content file
  * filled with that sha256 (verified then), and a later layer naming the
  * same digest links it instead of fetching (gc removes a content file
- * nothing else links). Return: 0 if linked.
+ * nothing else links), once it is found intact. Return: 0 if linked.
  */
-static int link_shared(struct strata_lazy *z, const struct strata_lz_rec *r,
+static int link_shared(struct strata_lazy *z, uint32_t data_id,
 		       const char *hex, const char *name)
 {
-	struct stat sb;
+	cleanup_fd int fd = -1;
+	char proc[64];
 
-	if (z->contentfd < 0 ||
-	    fstatat(z->contentfd, hex, &sb, AT_SYMLINK_NOFOLLOW) < 0 ||
-	    !S_ISREG(sb.st_mode) || (uint64_t)sb.st_size != r->size)
+	if (z->contentfd < 0)
 		return -ENOENT;
-	if (linkat(z->contentfd, hex, z->datafd, name, 0) < 0 &&
-	    errno != EEXIST)
-		return -errno;
+	fd = openat(z->contentfd, hex, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0 || intact(z, fd, data_id, z->contentfd, hex) != 1)
+		return -ENOENT;
+	/* the very file checked */
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	if (linkat(AT_FDCWD, proc, z->datafd, name, AT_SYMLINK_FOLLOW) < 0)
+		return errno == EEXIST ? 0 : -errno;
+	set_intact(z, data_id);
 	return 0;
 }
 
@@ -965,7 +1018,7 @@ static int fill_from(struct strata_lazy *z, struct strata_range_src *src,
 	snprintf(name, sizeof(name), "%u", data_id);
 	for (i = 0; i < 32; i++)
 		snprintf(hex + 2 * i, 3, "%02x", r->sha256[i]);
-	if (!z->zran && link_shared(z, r, hex, name) == 0)
+	if (!z->zran && link_shared(z, data_id, hex, name) == 0)
 		return 0;
 	fd = openat(z->datafd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
 	if (fd < 0)
@@ -1001,27 +1054,15 @@ static int fill_from(struct strata_lazy *z, struct strata_range_src *src,
 			    strerror(-ret));
 		return ret == -EIO ? -EIO : ret;
 	}
+	if (!z->zran)
+		strata_lz_mark(fd);	/* verified in this boot */
 	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
-	if (linkat(AT_FDCWD, proc, z->datafd, name, AT_SYMLINK_FOLLOW) < 0 &&
-	    errno != EEXIST)
-		return -errno;
+	if (linkat(AT_FDCWD, proc, z->datafd, name, AT_SYMLINK_FOLLOW) < 0)
+		return errno == EEXIST ? 0 : -errno;	/* another's fill */
+	set_intact(z, data_id);
 	if (z->contentfd >= 0 && !z->zran)
 		linkat(z->datafd, name, z->contentfd, hex, 0);	/* best effort */
 	return 0;
-}
-
-/*
- * Content files are not synced one by one (a fill of many small files
- * would wait on the disk for each): a file that lost its data in a crash
- * shows a wrong size and is fetched again; the layer's directory is
- * synced before its diff_id is recorded.
- */
-static bool complete(struct strata_lazy *z, int fd, uint32_t data_id)
-{
-	struct stat sb;
-
-	return data_id && data_id <= z->n && fstat(fd, &sb) == 0 &&
-	       (uint64_t)sb.st_size == z->recs[data_id - 1].size;
 }
 
 static int fill(struct strata_lazy *z, uint32_t data_id)
@@ -1117,11 +1158,29 @@ int strata_lx_content_open(struct strata_lindex *lx, uint32_t data_id)
 	}
 	fd = openat(strata_lx_datafd(lx), name, O_RDONLY | O_CLOEXEC |
 		    O_NOFOLLOW);
-	if (fd >= 0 && z && !complete(z, fd, data_id)) {
-		close(fd);	/* cut by a crash: fetched again */
-		unlinkat(strata_lx_datafd(lx), name, 0);
-		fd = -1;
-		errno = ENOENT;
+	/*
+	 * Content files are not synced one by one (a fill of many small
+	 * files would wait on the disk for each): one a crash cut short or
+	 * emptied is fetched again (intact()); the layer's directory is
+	 * synced before its diff_id is recorded.
+	 */
+	if (fd >= 0 && z && (data_id == 0 || data_id > z->n)) {
+		close(fd);
+		return -EIO;
+	}
+	if (fd >= 0 && z && !intact_bit(z, data_id)) {
+		r = intact(z, fd, data_id, z->datafd, name);
+		if (r < 0) {
+			close(fd);
+			return r == -ENOMEM ? r : -EIO;
+		}
+		if (r == 0) {
+			close(fd);
+			fd = -1;
+			errno = ENOENT;
+		} else {
+			set_intact(z, data_id);
+		}
 	}
 	if (fd >= 0)
 		return fd;

@@ -13,8 +13,13 @@
  * spec): Basic sends the credentials; Bearer fetches a token from the
  * challenge's realm for scope repository:REPO:pull (pull,push for a push,
  * plus repository:OTHER:pull for each repository a blob is mounted from;
- * no scope for a login check), with the credentials, if any, as Basic,
- * and keeps it until it expires or the registry answers 401. Refused
+ * no scope for a login check), with the credentials, if any, as Basic.
+ * The token's life (expires_in, 60 s when absent; issued_at) is kept: a
+ * new token is fetched before the old one runs out (half its life, at
+ * most 30 s, before), by one thread while the others go on with the old
+ * one, so that a long lazy mount never sends a token that has expired.
+ * A token server that is down then leaves the old token in use until
+ * the registry answers 401, which always fetches a new one. Refused
  * credentials from an auth file are read from it again (a `strata
  * login` since a long lazy mount began) and tried once more.
  */
@@ -288,40 +293,21 @@ static size_t mem_write(char *p, size_t size, size_t n, void *ctx)
 	return len;
 }
 
-int strata_reg_fetch_token(struct strata_reg *reg, struct strata_err *err)
+/* The token request's URL for reg's scopes: the scope (none for a login
+ * check), one more for each repository a cross-repository mount reads
+ * (distribution token spec), then the service. Called with reg->lock
+ * held. Return: the URL (caller frees) or NULL. */
+static char *token_url(struct strata_reg *reg, CURL *c)
 {
-	struct membuf m = { 0 };
-	struct json_object *o = NULL, *v;
-	cleanup_free char *url = NULL, *scope = NULL, *more = NULL;
-	char *esc_service = NULL, *esc_scope = NULL, pr[200];
-	long status = 0, expires = 60;
-	CURLcode cc;
-	CURL *c;
-	int r = 0;
+	cleanup_free char *scope = NULL, *more = NULL;
+	char *esc_service = NULL, *esc_scope = NULL, *url = NULL;
 
-	if (!reg->realm || (strncmp(reg->realm, "https://", 8) &&
-			    strncmp(reg->realm, "http://", 7)))
-		return strata_err_set(err, -EPROTO,
-				      "registry %s: Bearer challenge without "
-				      "a usable realm URL", reg->name);
-	c = curl_easy_init();
-	if (!c)
-		return -ENOMEM;
-	if (!*reg->repo) {
-		/* a login check: a token for no repository */
-		scope = NULL;
-	} else if (asprintf(&scope, "repository:%s:%s", reg->repo,
-		     reg->push ? "pull,push" : "pull") < 0) {
-		scope = NULL;
-		r = -ENOMEM;
-		goto out;
-	}
+	if (*reg->repo && asprintf(&scope, "repository:%s:%s", reg->repo,
+				   reg->push ? "pull,push" : "pull") < 0)
+		return NULL;
 	esc_scope = scope ? curl_easy_escape(c, scope, 0) : NULL;
 	esc_service = reg->service ? curl_easy_escape(c, reg->service, 0)
 				   : NULL;
-	/* the query: scope (none for a login check), then one more scope
-	 * for each repository a cross-repository mount reads (distribution
-	 * token spec), then service */
 	if (asprintf(&more, "%s%s", esc_scope ? "&scope=" : "",
 		     esc_scope ? esc_scope : "") < 0)
 		more = NULL;
@@ -336,12 +322,99 @@ int strata_reg_fetch_token(struct strata_reg *reg, struct strata_err *err)
 		free(more);
 		more = next;
 	}
-	if ((scope && !esc_scope) || !more ||
+	if ((scope && !esc_scope) || (reg->service && !esc_service) ||
+	    !more ||
 	    asprintf(&url, "%s%s%s%s%s", reg->realm,
 		     strchr(reg->realm, '?') ? "&" : "?", more[0] ? more + 1 : "",
 		     esc_service ? (more[0] ? "&service=" : "service=") : "",
-		     esc_service ? esc_service : "") < 0) {
+		     esc_service ? esc_service : "") < 0)
 		url = NULL;
+	curl_free(esc_scope);
+	curl_free(esc_service);
+	return url;
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * How long a token answered at @asked (monotonic ms, when the request
+ * was sent: the token cannot be older) stays good, from the answer @o:
+ * "expires_in" seconds (60 when absent, as the spec says; shorter ones
+ * are honoured: a registry that issues them refuses them when they run
+ * out), counted from "issued_at" (RFC 3339) when that is before @sent
+ * (wall clock, when the request was sent) by less than the lifetime (a
+ * token a server hands out again); a later or older issued_at is clock
+ * skew and is not believed. Sets reg's renew and expiry times: renewed
+ * when half its life or 30 s remain, whichever is less; while that runs,
+ * other requests send it during half that margin more.
+ */
+static void token_life(struct strata_reg *reg, struct json_object *o,
+		       int64_t asked, int64_t sent)
+{
+	struct json_object *v;
+	int64_t life = 60000, age = 0, at, margin;
+	uint32_t nsec;
+
+	if (json_object_object_get_ex(o, "expires_in", &v) &&
+	    json_object_is_type(v, json_type_int) &&
+	    json_object_get_int64(v) > 0 &&
+	    json_object_get_int64(v) < 86400 * 365)
+		life = json_object_get_int64(v) * 1000;
+	if (json_object_object_get_ex(o, "issued_at", &v) &&
+	    json_object_is_type(v, json_type_string) &&
+	    strata_rfc3339_parse(json_object_get_string(v), &at, &nsec) == 0 &&
+	    at <= sent && (sent - at) * 1000 < life)
+		age = (sent - at) * 1000;
+	life -= age;
+	margin = life / 2 < 30000 ? life / 2 : 30000;
+	reg->token_expires = asked + life;
+	reg->token_renew = reg->token_expires - margin;
+	/* a request sent just before the end may reach the registry after
+	 * it: leave it half the margin */
+	reg->token_last = reg->token_expires - margin / 2;
+}
+
+/* Fetch a token from the realm for reg's scopes (with the credentials,
+ * if any) and keep it. Called without reg->lock, by the one thread that
+ * set reg->renewing. Return: 0 or negative errno. */
+static int fetch_token(struct strata_reg *reg, struct strata_err *err)
+{
+	struct membuf m = { 0 };
+	struct json_object *o = NULL, *v;
+	cleanup_free char *url = NULL, *user = NULL, *pass = NULL;
+	cleanup_free char *token = NULL;
+	char pr[200];
+	long status = 0;
+	int64_t asked, sent;
+	CURLcode cc;
+	CURL *c;
+	int r = 0;
+
+	c = curl_easy_init();
+	if (!c)
+		return -ENOMEM;
+	pthread_mutex_lock(&reg->lock);
+	if (!reg->realm || (strncmp(reg->realm, "https://", 8) &&
+			    strncmp(reg->realm, "http://", 7))) {
+		pthread_mutex_unlock(&reg->lock);
+		curl_easy_cleanup(c);
+		return strata_err_set(err, -EPROTO,
+				      "registry %s: Bearer challenge without "
+				      "a usable realm URL", reg->name);
+	}
+	strata_printable(reg->realm, strlen(reg->realm), pr, sizeof(pr));
+	url = token_url(reg, c);
+	/* a `strata login` may replace them while the request runs */
+	user = reg->user ? strdup(reg->user) : NULL;
+	pass = reg->pass ? strdup(reg->pass) : NULL;
+	pthread_mutex_unlock(&reg->lock);
+	if (!url || (!user && reg->user) || (!pass && reg->pass)) {
 		r = -ENOMEM;
 		goto out;
 	}
@@ -354,14 +427,15 @@ int strata_reg_fetch_token(struct strata_reg *reg, struct strata_err *err)
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, mem_write);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, &m);
 	strata_reg_apply_tls(reg, c);
-	if (reg->user) {
+	if (user) {
 		curl_easy_setopt(c, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
-		curl_easy_setopt(c, CURLOPT_USERNAME, reg->user);
-		curl_easy_setopt(c, CURLOPT_PASSWORD, reg->pass ? reg->pass : "");
+		curl_easy_setopt(c, CURLOPT_USERNAME, user);
+		curl_easy_setopt(c, CURLOPT_PASSWORD, pass ? pass : "");
 	}
+	asked = now_ms();
+	sent = (int64_t)time(NULL);
 	cc = curl_easy_perform(c);
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-	strata_printable(reg->realm, strlen(reg->realm), pr, sizeof(pr));
 	if (cc != CURLE_OK) {
 		r = strata_err_set(err, m.too_big ? -EFBIG : -ECONNREFUSED,
 				   "registry %s: token server %s: %s", reg->name,
@@ -373,9 +447,9 @@ int strata_reg_fetch_token(struct strata_reg *reg, struct strata_err *err)
 		r = strata_err_set(err, -EACCES,
 				   "registry %s: token server %s refused %s "
 				   "(HTTP %ld)%s", reg->name, pr,
-				   reg->user ? "the credentials" : "an "
+				   user ? "the credentials" : "an "
 				   "anonymous pull", status,
-				   reg->user ? "" : ": give credentials with "
+				   user ? "" : ": give credentials with "
 				   "--creds USER:PASS or in an auth file");
 		goto out;
 	}
@@ -402,25 +476,116 @@ int strata_reg_fetch_token(struct strata_reg *reg, struct strata_err *err)
 					   reg->name, pr);
 			goto out;
 		}
-	free(reg->token);
-	reg->token = strdup(json_object_get_string(v));
-	if (!reg->token) {
+	token = strdup(json_object_get_string(v));
+	if (!token) {
 		r = -ENOMEM;
 		goto out;
 	}
-	if (json_object_object_get_ex(o, "expires_in", &v) &&
-	    json_object_is_type(v, json_type_int) &&
-	    json_object_get_int64(v) >= 60 &&
-	    json_object_get_int64(v) < 86400 * 365)
-		expires = (long)json_object_get_int64(v);
-	/* renewed a little before it runs out */
-	reg->token_expiry = time(NULL) + expires - 10;
+	pthread_mutex_lock(&reg->lock);
+	free(reg->token);
+	reg->token = take_ptr(&token);
+	reg->token_gen++;
+	token_life(reg, o, asked, sent);
+	pthread_mutex_unlock(&reg->lock);
 out:
 	if (o)
 		json_object_put(o);
 	free(m.buf);
-	curl_free(esc_scope);
-	curl_free(esc_service);
 	curl_easy_cleanup(c);
 	return r;
+}
+
+/* Become the thread that fetches a token, after any fetch under way.
+ * Called with reg->lock held. Return: false when a token newer than
+ * generation @gen came meanwhile (no fetch needed). */
+static bool renew_begin(struct strata_reg *reg, unsigned gen)
+{
+	while (reg->renewing)
+		pthread_cond_wait(&reg->renewed, &reg->lock);
+	if (reg->token_gen != gen)
+		return false;
+	reg->renewing = true;
+	return true;
+}
+
+static void renew_end(struct strata_reg *reg)
+{
+	reg->renewing = false;
+	pthread_cond_broadcast(&reg->renewed);
+}
+
+int strata_reg_token_refused(struct strata_reg *reg, unsigned gen,
+			     struct strata_err *err)
+{
+	int r;
+
+	pthread_mutex_lock(&reg->lock);
+	if (!renew_begin(reg, gen)) {
+		pthread_mutex_unlock(&reg->lock);
+		return 0;
+	}
+	pthread_mutex_unlock(&reg->lock);
+	r = fetch_token(reg, err);
+	pthread_mutex_lock(&reg->lock);
+	/* credentials refused: maybe `strata login` has stored new ones
+	 * since they were read (a long lazy mount): read again, and try
+	 * them once */
+	if (r == -EACCES && strata_reg_reload_creds(reg) > 0) {
+		pthread_mutex_unlock(&reg->lock);
+		r = fetch_token(reg, err);
+		pthread_mutex_lock(&reg->lock);
+	}
+	if (r == 0)
+		reg->renew_warned = false;
+	renew_end(reg);
+	pthread_mutex_unlock(&reg->lock);
+	return r;
+}
+
+/* A failed renewal is tried again after this long (ms), not on every
+ * request, while the old token lasts. */
+#define RENEW_RETRY 1000
+
+char *strata_reg_bearer(struct strata_reg *reg, unsigned *gen)
+{
+	struct strata_err e = { 0 };
+	char *line = NULL;
+	int64_t now;
+	int r;
+
+	pthread_mutex_lock(&reg->lock);
+	while (reg->token && (now = now_ms()) >= reg->token_renew) {
+		if (reg->renewing) {
+			/* another thread renews it: the old one serves
+			 * while it lasts, then wait for the new one */
+			if (now < reg->token_last)
+				break;
+			pthread_cond_wait(&reg->renewed, &reg->lock);
+			continue;
+		}
+		reg->renewing = true;
+		pthread_mutex_unlock(&reg->lock);
+		r = fetch_token(reg, &e);
+		pthread_mutex_lock(&reg->lock);
+		if (r < 0) {
+			/* keep the old token until the registry refuses it
+			 * (the 401 path then tries once more) */
+			reg->token_renew = now_ms() + RENEW_RETRY;
+			if (!reg->renew_warned)
+				strata_warn("%s; the token held is used until "
+					    "the registry refuses it",
+					    e.code ? e.msg : strerror(-r));
+			reg->renew_warned = true;
+		} else {
+			reg->renew_warned = false;
+		}
+		renew_end(reg);
+		break;
+	}
+	*gen = reg->token_gen;
+	if (reg->token &&
+	    asprintf(&line, "Authorization: Bearer %s", reg->token) < 0)
+		line = NULL;
+	pthread_mutex_unlock(&reg->lock);
+	return line;
 }

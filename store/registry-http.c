@@ -40,6 +40,7 @@ struct xfer {
 	size_t errlen;
 	int sink_ret;		/* the sink refused: final */
 	bool started;		/* first body byte of this response seen */
+	unsigned token_gen;	/* of the Bearer token sent, 0 if none */
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -83,103 +84,12 @@ void strata_reg_pool_free(struct strata_reg *reg)
 		curl_easy_cleanup(reg->pool[--reg->n_pool]);
 }
 
-static void copy_value(char *dst, size_t cap, const char *v, size_t n)
-{
-	while (n && (v[n - 1] == '\r' || v[n - 1] == '\n' || v[n - 1] == ' '))
-		n--;
-	while (n && (*v == ' ' || *v == '\t')) {
-		v++;
-		n--;
-	}
-	if (n >= cap)
-		n = cap - 1;
-	memcpy(dst, v, n);
-	dst[n] = '\0';
-}
-
 static size_t header_cb(char *buf, size_t size, size_t nitems, void *ctx)
 {
 	struct xfer *x = ctx;
-	struct strata_reg_resp *r = x->resp;
-	size_t n = size * nitems;
-	const char *colon = memchr(buf, ':', n);
-	size_t klen, vlen;
-	const char *v;
-	char tmp[64];
 
-	if (n >= 5 && !strncmp(buf, "HTTP/", 5)) {
-		/* a new response (after a 100 Continue, say): start over */
-		long keep = r->status;
-
-		memset(r, 0, sizeof(*r));
-		r->status = keep;
-		r->retry_after = -1;
-		r->content_length = -1;
-		return n;
-	}
-	if (!colon)
-		return n;
-	klen = (size_t)(colon - buf);
-	v = colon + 1;
-	vlen = n - klen - 1;
-#define IS(k) (klen == strlen(k) && !strncasecmp(buf, k, klen))
-	if (IS("Content-Type"))
-		copy_value(r->content_type, sizeof(r->content_type), v, vlen);
-	else if (IS("Docker-Content-Digest"))
-		copy_value(r->docker_digest, sizeof(r->docker_digest), v, vlen);
-	else if (IS("WWW-Authenticate"))
-		copy_value(r->www_auth, sizeof(r->www_auth), v, vlen);
-	else if (IS("Location"))
-		copy_value(r->location, sizeof(r->location), v, vlen);
-	else if (IS("Content-Range"))
-		copy_value(r->content_range, sizeof(r->content_range), v, vlen);
-	else if (IS("Link"))
-		copy_value(r->link, sizeof(r->link), v, vlen);
-	else if (IS("Range"))
-		copy_value(r->range, sizeof(r->range), v, vlen);
-	else if (IS("OCI-Chunk-Min-Length")) {
-		char *end;
-		long long l;
-
-		copy_value(tmp, sizeof(tmp), v, vlen);
-		errno = 0;
-		l = strtoll(tmp, &end, 10);
-		if (!errno && end != tmp && !*end && l > 0)
-			r->chunk_min = l;
-	}
-	else if (IS("Retry-After")) {
-		char *end;
-		long s;
-
-		copy_value(tmp, sizeof(tmp), v, vlen);
-		s = strtol(tmp, &end, 10);
-		if (end != tmp && !*end && s >= 0)
-			r->retry_after = s;
-	} else if (IS("Content-Length")) {
-		char *end;
-		long long l;
-
-		copy_value(tmp, sizeof(tmp), v, vlen);
-		errno = 0;
-		l = strtoll(tmp, &end, 10);
-		if (!errno && end != tmp && !*end && l >= 0)
-			r->content_length = l;
-	}
-#undef IS
-	return n;
-}
-
-/* "bytes START-END/TOTAL": does the 206 answer start where we asked? */
-static bool range_starts_at(const char *cr, uint64_t off)
-{
-	unsigned long long start;
-	char *end;
-
-	if (strncasecmp(cr, "bytes ", 6))
-		return false;
-	errno = 0;
-	start = strtoull(cr + 6, &end, 10);
-	return !errno && end != cr + 6 && *end == '-' && start == off;
+	strata_reg_header(x->resp, buf, size * nitems);
+	return size * nitems;
 }
 
 static size_t write_cb(char *buf, size_t size, size_t nmemb, void *ctx)
@@ -202,7 +112,8 @@ static size_t write_cb(char *buf, size_t size, size_t nmemb, void *ctx)
 	if (!x->started) {
 		x->started = true;
 		if (s->ranged && status == 206 &&
-		    !range_starts_at(x->resp->content_range, s->offset)) {
+		    !strata_reg_range_starts_at(x->resp->content_range,
+						s->offset)) {
 			x->sink_ret = strata_err_set(&s->err, -EPROTO,
 				"the server resumed at the wrong offset "
 				"(Content-Range not starting at %llu)",
@@ -228,53 +139,6 @@ static size_t write_cb(char *buf, size_t size, size_t nmemb, void *ctx)
 		s->offset += n - off;
 	}
 	return n;
-}
-
-/* The origin of @url, "scheme://host:port" lower-cased, into @out:
- * credentials go only where the registry itself is. */
-static void url_host(const char *url, char *out, size_t cap)
-{
-	CURLU *u = curl_url();
-	char *h = NULL, *p = NULL, *sc = NULL;
-
-	out[0] = '\0';
-	if (!u)
-		return;
-	if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
-	    curl_url_get(u, CURLUPART_SCHEME, &sc, 0) == CURLUE_OK &&
-	    curl_url_get(u, CURLUPART_HOST, &h, 0) == CURLUE_OK) {
-		if (curl_url_get(u, CURLUPART_PORT, &p, CURLU_DEFAULT_PORT)
-		    != CURLUE_OK)
-			p = NULL;
-		snprintf(out, cap, "%s://%s:%s", sc, h, p ? p : "");
-		for (char *c = out; *c; c++)
-			if (*c >= 'A' && *c <= 'Z')
-				*c = (char)(*c - 'A' + 'a');
-	}
-	curl_free(sc);
-	curl_free(h);
-	curl_free(p);
-	curl_url_cleanup(u);
-}
-
-/* @loc resolved against @base; NULL on a bad or non-http(s) location. */
-static char *resolve_location(const char *base, const char *loc)
-{
-	CURLU *u = curl_url();
-	char *out = NULL, *scheme = NULL, *res = NULL;
-
-	if (!u)
-		return NULL;
-	if (curl_url_set(u, CURLUPART_URL, base, 0) == CURLUE_OK &&
-	    curl_url_set(u, CURLUPART_URL, loc, 0) == CURLUE_OK &&
-	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
-	    (!strcmp(scheme, "https") || !strcmp(scheme, "http")) &&
-	    curl_url_get(u, CURLUPART_URL, &out, 0) == CURLUE_OK)
-		res = strdup(out);
-	curl_free(out);
-	curl_free(scheme);
-	curl_url_cleanup(u);
-	return res;
 }
 
 static CURLcode ssl_ctx_cb(CURL *c, void *ssl_ctx, void *dir)
@@ -407,26 +271,28 @@ static void backoff(long retry_after, int attempt)
 		sleep(s);
 }
 
-/* Our Authorization for handle @c: a Bearer header line added to @h, or
- * Basic credentials set on @c (libcurl copies them: a `strata login`
- * may replace reg's while this request runs). */
-static struct curl_slist *auth_header(struct strata_reg *reg, CURL *c,
+/* Our Authorization for handle @c: a Bearer header line added to @h
+ * (the token's generation in x->token_gen), or Basic credentials set on
+ * @c (libcurl copies them: a `strata login` may replace reg's while this
+ * request runs). */
+static struct curl_slist *auth_header(struct strata_reg *reg, struct xfer *x,
 				      struct curl_slist *h)
 {
 	char *line = NULL;
+	int auth;
 
 	pthread_mutex_lock(&reg->lock);
-	if (reg->auth == REG_AUTH_BEARER && reg->token &&
-	    time(NULL) < reg->token_expiry) {
-		if (asprintf(&line, "Authorization: Bearer %s", reg->token) < 0)
-			line = NULL;
-	} else if (reg->auth == REG_AUTH_BASIC && reg->user) {
-		curl_easy_setopt(c, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
-		curl_easy_setopt(c, CURLOPT_USERNAME, reg->user);
-		curl_easy_setopt(c, CURLOPT_PASSWORD,
+	auth = reg->auth;
+	if (auth == REG_AUTH_BASIC && reg->user) {
+		curl_easy_setopt(x->c, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
+		curl_easy_setopt(x->c, CURLOPT_USERNAME, reg->user);
+		curl_easy_setopt(x->c, CURLOPT_PASSWORD,
 				 reg->pass ? reg->pass : "");
 	}
 	pthread_mutex_unlock(&reg->lock);
+	x->token_gen = 0;
+	if (auth == REG_AUTH_BEARER)
+		line = strata_reg_bearer(reg, &x->token_gen);
 	if (line) {
 		h = curl_slist_append(h, line);
 		free(line);
@@ -528,7 +394,7 @@ static CURLcode perform(struct strata_reg *reg, struct xfer *x,
 		x->sink->ranged = false;
 	}
 	if (with_auth)
-		h = auth_header(reg, c, h);
+		h = auth_header(reg, x, h);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
 	cc = curl_easy_perform(c);
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &x->resp->status);
@@ -586,7 +452,7 @@ int strata_reg_request(struct strata_reg *reg, const struct strata_reg_req *q,
 	if (q->url) {
 		/* an upload's Location, resolved against the registry: its
 		 * query parameters are the registry's state, kept as given */
-		url = resolve_location(reg->base, q->url);
+		url = strata_reg_resolve(reg->base, q->url);
 		if (!url) {
 			char lp[200];
 
@@ -613,7 +479,7 @@ int strata_reg_request(struct strata_reg *reg, const struct strata_reg_req *q,
 			goto out;
 		}
 	}
-	url_host(url, home, sizeof(home));
+	strata_reg_origin(url, home, sizeof(home));
 	first = strdup(url);
 	if (!first) {
 		r = -ENOMEM;
@@ -623,7 +489,7 @@ int strata_reg_request(struct strata_reg *reg, const struct strata_reg_req *q,
 		CURLcode cc;
 		long st;
 
-		url_host(url, here, sizeof(here));
+		strata_reg_origin(url, here, sizeof(here));
 		cc = perform(reg, x, url, accept, !strcmp(here, home));
 		st = resp->status;
 		if (x->sink_ret < 0) {
@@ -641,7 +507,7 @@ int strata_reg_request(struct strata_reg *reg, const struct strata_reg_req *q,
 		}
 		if (cc == CURLE_OK && st >= 300 && st < 400 && st != 304 &&
 		    resp->location[0]) {
-			char *next = resolve_location(url, resp->location);
+			char *next = strata_reg_resolve(url, resp->location);
 			char lp[200];
 
 			if (!next || ++hops > MAX_REDIRECTS) {
@@ -667,23 +533,25 @@ int strata_reg_request(struct strata_reg *reg, const struct strata_reg_req *q,
 
 			bool again;
 
-			/* credentials refused: maybe `strata login` has
-			 * stored new ones since they were read (a long
-			 * lazy mount): read again, and try them once */
-			pthread_mutex_lock(&reg->lock);
 			if (kind == REG_AUTH_BEARER) {
-				r = strata_reg_fetch_token(reg, err);
-				if (r == -EACCES &&
-				    strata_reg_reload_creds(reg) > 0)
-					r = strata_reg_fetch_token(reg, err);
+				/* a new token, unless another thread
+				 * fetched one since this one was sent */
+				r = strata_reg_token_refused(reg,
+							     x->token_gen,
+							     err);
 				again = r == 0;
 			} else {
+				/* credentials refused: maybe `strata
+				 * login` has stored new ones since they
+				 * were read (a long lazy mount): read
+				 * again, and try them once */
+				pthread_mutex_lock(&reg->lock);
 				again = kind == REG_AUTH_BASIC && reg->user &&
 					(auth_tries == 1 ||
 					 strata_reg_reload_creds(reg) > 0);
+				pthread_mutex_unlock(&reg->lock);
 				r = 0;
 			}
-			pthread_mutex_unlock(&reg->lock);
 			if (r < 0)
 				goto out;
 			if (again)
@@ -740,7 +608,7 @@ out:
 	if (r == 0 && resp->location[0]) {
 		/* Location made absolute against the URL that answered (it
 		 * may be relative, with query parameters to keep) */
-		char *abs = resolve_location(url, resp->location);
+		char *abs = strata_reg_resolve(url, resp->location);
 
 		if (abs && strlen(abs) < sizeof(resp->location))
 			memcpy(resp->location, abs, strlen(abs) + 1);

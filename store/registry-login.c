@@ -292,18 +292,6 @@ static void page_reset(struct strata_reg_sink *s)
 	((struct pagesink *)s)->len = 0;
 }
 
-/* The URL of Link: <URL>; rel="next", or "" . */
-static void next_link(const char *link, char *out, size_t cap)
-{
-	const char *lt = strchr(link, '<'), *gt = lt ? strchr(lt, '>') : NULL;
-
-	out[0] = '\0';
-	if (!lt || !gt || !strstr(gt, "rel=\"next\"") || (size_t)(gt - lt) >= cap)
-		return;
-	memcpy(out, lt + 1, (size_t)(gt - lt - 1));
-	out[gt - lt - 1] = '\0';
-}
-
 static int page_tags(struct strata_reg *reg, const char *body, size_t len,
 		     int (*cb)(void *, const char *), void *ctx,
 		     struct strata_err *err)
@@ -380,7 +368,7 @@ int strata_registry_tags(const char *refs, const struct strata_reg_opts *o,
 				      ps.buf ? ps.len : 2, cb, ctx, err);
 		if (r < 0)
 			break;
-		next_link(resp.link, link, sizeof(link));
+		strata_reg_next_link(resp.link, link, sizeof(link));
 		if (!link[0])
 			break;
 		if (++pages > MAX_PAGES) {

@@ -229,26 +229,6 @@ static int chunk_size(void)
 	return *end || v < 1 || v > (1L << 30) ? CHUNK_DEFAULT : (int)v;
 }
 
-/* "0-END" (or "bytes=0-END"): the bytes the upload holds. */
-static int parse_range(const char *r, uint64_t *next)
-{
-	const char *dash;
-	char *end;
-	unsigned long long e;
-
-	if (!strncmp(r, "bytes=", 6))
-		r += 6;
-	dash = strchr(r, '-');
-	if (!dash || strncmp(r, "0-", 2))
-		return -EPROTO;
-	errno = 0;
-	e = strtoull(dash + 1, &end, 10);
-	if (errno || end == dash + 1 || *end)
-		return -EPROTO;
-	*next = e + 1;
-	return 0;
-}
-
 static int upload_chunked(struct job *j, int fd, char *loc, size_t loc_cap,
 			  int64_t min, const char *what, struct strata_err *err)
 {
@@ -293,7 +273,7 @@ static int upload_chunked(struct job *j, int fd, char *loc, size_t loc_cap,
 			r = strata_reg_request(reg, &g, &resp, what, err);
 			if (r < 0)
 				return r;
-			if (resp.range[0] && parse_range(resp.range, &next) < 0)
+			if (resp.range[0] && strata_reg_upload_range(resp.range, &next) < 0)
 				return strata_err_set(err, -EPROTO, "registry "
 					"%s: repository %s: %s: upload status "
 					"with a bad Range", reg->name,

@@ -49,6 +49,7 @@ void strata_reg_free(struct strata_reg *reg)
 	strata_reg_pool_free(reg);
 	pthread_mutex_destroy(&reg->lock);
 	pthread_mutex_destroy(&reg->connect_lock);
+	pthread_cond_destroy(&reg->renewed);
 	free(reg->name);
 	free(reg->host);
 	free(reg->repo);
@@ -103,6 +104,7 @@ int strata_reg_open(const struct strata_ref *ref,
 		return -ENOMEM;
 	pthread_mutex_init(&reg->lock, NULL);
 	pthread_mutex_init(&reg->connect_lock, NULL);
+	pthread_cond_init(&reg->renewed, NULL);
 	reg->name = strdup(ref->registry);
 	reg->repo = strdup(ref->path);
 	reg->host = strdup(!strcmp(ref->registry, "docker.io")

@@ -42,7 +42,16 @@ struct strata_reg {
 	bool push;		/* ask tokens for pull,push */
 	char *mount_from[8];	/* other repositories (pull) for mounts */
 	int n_mount_from;
-	time_t token_expiry;
+	/* the token's life, in CLOCK_MONOTONIC milliseconds: a new one is
+	 * fetched from @token_renew on, before it runs out at
+	 * @token_expires; while that fetch runs, other requests send the
+	 * old one until @token_last, then wait; @token_gen counts the
+	 * tokens held */
+	int64_t token_renew, token_last, token_expires;
+	unsigned token_gen;
+	bool renewing;		/* a thread is fetching a token */
+	bool renew_warned;	/* a failed renewal was logged */
+	pthread_cond_t renewed;	/* a fetch by another thread ended */
 	void *pool[8];		/* idle CURL handles */
 	int n_pool;
 };
@@ -160,10 +169,41 @@ int strata_reg_reload_creds(struct strata_reg *reg);
 /* Parse a WWW-Authenticate value; learn the scheme (and realm, service).
  * Return: REG_AUTH_BASIC, REG_AUTH_BEARER, or -EPROTO. */
 int strata_reg_challenge(struct strata_reg *reg, const char *value);
-/* Fetch a token from the realm for reg's scopes (with the credentials,
- * if any).
- * Called with reg->lock held. Return: 0 or negative errno. */
-int strata_reg_fetch_token(struct strata_reg *reg, struct strata_err *err);
+/* The Authorization line for a request to the registry while the
+ * scheme is Bearer ("Authorization: Bearer T"; NULL without a token),
+ * and the token's generation for strata_reg_token_refused(). A token due
+ * for renewal is renewed first, by one thread; the others use the old
+ * one meanwhile, or wait for the new one if it has run out. A renewal
+ * that fails (token server down) is logged and tried again later; the
+ * old token is used until the registry refuses it. Caller frees. */
+char *strata_reg_bearer(struct strata_reg *reg, unsigned *gen);
+/* The registry answered 401 to the token of generation @gen (0: none):
+ * fetch a new one (with credentials read again if the token server
+ * refuses them), unless another thread has got one since. Called
+ * without reg->lock. Return: 0 or negative errno. */
+int strata_reg_token_refused(struct strata_reg *reg, unsigned gen,
+			     struct strata_err *err);
+
+/* registry-parse.c: what an answer says, parsed */
+
+/* One header line @buf (@n bytes, not NUL-terminated, CRLF kept) into
+ * @r; a status line ("HTTP/...") starts @r over. Values are trimmed and
+ * cut to their field's size; numbers out of range are left unset. */
+void strata_reg_header(struct strata_reg_resp *r, const char *buf, size_t n);
+/* Content-Range "bytes START-END/TOTAL": does it start at @off? */
+bool strata_reg_range_starts_at(const char *cr, uint64_t off);
+/* The origin of @url, "scheme://host:port" lower-cased, into @out ("" if
+ * it is no URL): credentials go only where the registry itself is. */
+void strata_reg_origin(const char *url, char *out, size_t cap);
+/* @loc resolved against @base; NULL on a bad or non-http(s) location.
+ * Caller frees. */
+char *strata_reg_resolve(const char *base, const char *loc);
+/* An upload's Range, "0-END" (or "bytes=0-END"): *@next = END + 1, the
+ * bytes it holds. Return: 0 or -EPROTO. */
+int strata_reg_upload_range(const char *r, uint64_t *next);
+/* The URL of Link: <URL>; rel="next", or "" (also when it does not fit
+ * @cap). */
+void strata_reg_next_link(const char *link, char *out, size_t cap);
 
 /* registry-conf.c */
 

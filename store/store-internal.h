@@ -35,6 +35,9 @@ struct strata_store {
  */
 int strata_json_parse(const char *buf, size_t len, const char *what,
 		      struct json_object **out, struct strata_err *err);
+/* An RFC 3339 time ("2026-12-02T08:28:34.5Z", "...+02:00") as seconds
+ * since the epoch and nanoseconds. Return: 0 or -EINVAL. */
+int strata_rfc3339_parse(const char *s, int64_t *sec, uint32_t *nsec);
 /* Is the NUL-terminated @s valid UTF-8 (no overlongs, no surrogates)? */
 bool strata_utf8_valid(const char *s);
 /* The length of the valid UTF-8 sequence at @p (before @end), or -1. */

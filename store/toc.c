@@ -41,34 +41,6 @@
 #include "toc.h"
 #include "unpack.h"
 
-/* "2026-12-02T08:28:34.5Z", "…+02:00" -> seconds and nanoseconds */
-static int parse_time(const char *s, int64_t *sec, uint32_t *nsec)
-{
-	struct tm tm;
-	const char *p;
-	long off = 0;
-	uint32_t ns = 0, scale = 100000000;
-
-	memset(&tm, 0, sizeof(tm));
-	p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-	if (!p)
-		return -EINVAL;
-	if (*p == '.')
-		for (p++; *p >= '0' && *p <= '9'; p++, scale /= 10)
-			ns += (uint32_t)(*p - '0') * scale;
-	if ((*p == '+' || *p == '-') && strlen(p) == 6 && p[3] == ':') {
-		off = ((p[1] - '0') * 10 + (p[2] - '0')) * 3600 +
-		      ((p[4] - '0') * 10 + (p[5] - '0')) * 60;
-		if (*p == '-')
-			off = -off;
-	} else if (strcmp(p, "Z")) {
-		return -EINVAL;
-	}
-	*sec = (int64_t)timegm(&tm) - off;
-	*nsec = ns;
-	return 0;
-}
-
 static char type_flag(const char *t)
 {
 	static const struct {
@@ -686,8 +658,9 @@ static int add_entry(struct strata_toc_build *bd, struct strata_toc_entry *e)
 	g.gid = e->n[TE_GID];
 	g.devmajor = e->n[TE_MAJOR];
 	g.devminor = e->n[TE_MINOR];
-	if (e->s[TE_MODTIME] && parse_time(e->s[TE_MODTIME], &g.mtime_sec,
-					  &g.mtime_nsec) < 0)
+	if (e->s[TE_MODTIME] &&
+	    strata_rfc3339_parse(e->s[TE_MODTIME], &g.mtime_sec,
+				 &g.mtime_nsec) < 0)
 		return strata_toc_entry_err(bd, name, "modtime is not an RFC 3339 time");
 	if (e->n_xattrs) {
 		g.xattrs = e->xr;

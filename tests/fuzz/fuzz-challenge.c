@@ -29,6 +29,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	pthread_mutex_init(&r->lock, NULL);
 	pthread_mutex_init(&r->connect_lock, NULL);
+	pthread_cond_init(&r->renewed, NULL);
 	r->name = strdup("fuzz.example");
 	r->host = strdup("fuzz.example");
 	r->repo = strdup("library/x");

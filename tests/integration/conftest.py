@@ -9,6 +9,7 @@ import hashlib
 import http.client
 import http.server
 import json
+import math
 import os
 import shutil
 import signal
@@ -708,6 +709,13 @@ class TokenServer(http.server.ThreadingHTTPServer):
         self.service, self.creds = service, creds
         self.seen = []
         self.expires_in = 300   # what the answer says, and the JWT's exp
+        # the JWT's exp is ceil(now) + (valid_for or expires_in) - leeway:
+        # docker-registry accepts a token up to 60 s past its exp
+        # (distribution's Leeway), so leeway=60 has it refuse the token
+        # once expires_in has run out (within a second)
+        self.valid_for = None
+        self.leeway = 0
+        self.down = False       # answer 503: a token server that is down
 
 
 class TokenHandler(http.server.BaseHTTPRequestHandler):
@@ -724,6 +732,11 @@ class TokenHandler(http.server.BaseHTTPRequestHandler):
             if (u, p) == srv.creds:
                 user = u
         srv.seen.append((q.get("scope", []), q.get("service", []), user))
+        if srv.down:
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if user is None:
             self.send_response(401)
             self.end_headers()
@@ -734,10 +747,12 @@ class TokenHandler(http.server.BaseHTTPRequestHandler):
             access.append({"type": kind, "name": name,
                            "actions": actions.split(",")})
         now = int(time.time())
+        exp = math.ceil(time.time()) + (srv.valid_for or srv.expires_in) \
+            - srv.leeway
         header = {"typ": "JWT", "alg": "RS256",
                   "x5c": [base64.b64encode(srv.cert_der).decode()]}
         claims = {"iss": "strata-test-issuer", "sub": user,
-                  "aud": srv.service, "exp": now + srv.expires_in, "nbf": now - 10,
+                  "aud": srv.service, "exp": exp, "nbf": now - 10,
                   "iat": now, "jti": f"{now}-{len(srv.seen)}",
                   "access": access}
         signing = (b64url(json.dumps(header).encode()) + "." +
@@ -746,7 +761,10 @@ class TokenHandler(http.server.BaseHTTPRequestHandler):
                               str(srv.key)], input=signing.encode(),
                              capture_output=True, check=True).stdout
         body = json.dumps({"token": signing + "." + b64url(sig),
-                           "expires_in": srv.expires_in}).encode()
+                           "expires_in": srv.expires_in,
+                           "issued_at": time.strftime(
+                               "%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))}
+                          ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -764,7 +782,8 @@ class Proxy(http.server.ThreadingHTTPServer):
     self.other + path), "no-range" (sent upstream without its Range:
     a 200 with the whole blob, as a server ignoring Range answers).
     Blob requests in flight are counted (inflight, max_inflight, under
-    cond); while self.hold is clear they wait for it to be set."""
+    cond); while self.hold is clear they wait for it to be set.
+    self.statuses: (path, status) of each answer from upstream."""
     daemon_threads = True
 
     def __init__(self, upstream):
@@ -772,6 +791,7 @@ class Proxy(http.server.ThreadingHTTPServer):
         self.upstream = upstream
         self.faults = []
         self.log = []
+        self.statuses = []
         self.lock = threading.Lock()
         self.require_basic = None
         self.drop_range_for = set()
@@ -857,6 +877,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         if not srv.forward_auth:
             hdrs.pop("Authorization", None)
         r, body = self.fetch_upstream(path, hdrs)
+        with srv.lock:
+            srv.statuses.append((path, r.status))
         if action == "flip" and body:
             body = body[:len(body) // 2] + bytes([body[len(body) // 2] ^ 1]) \
                 + body[len(body) // 2 + 1:]

@@ -10,6 +10,7 @@ it, ignores Range, redirects to another host and holds requests to count
 how many are in flight; the registry restarts with a rotated token key.
 A registry that goes away and returns is in test_lazy.py
 (test_lazy_from_registry)."""
+import http.client
 import json
 import os
 import random
@@ -22,8 +23,8 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import (STRATA, STRATAFS, BlobServer, Procs, Proxy, Servers,
-                      TokenServer, run, serving_pid, start_registry,
-                      token_signer)
+                      TokenServer, assert_same_as_umoci, run, serving_pid,
+                      start_registry, token_signer)
 from test_lazy import daemon, filled  # noqa: F401 (daemon: a fixture)
 
 CREDS = ("bob", "t0ken")
@@ -41,6 +42,7 @@ def files_steps(contents):
 @pytest.fixture(scope="module")
 def lreg(tmp_path_factory):
     """The image pushed once: .contents (name -> bytes under /data),
+    .orig (the layout umoci made, before skopeo's conversion),
     .reg (conftest Registry, token auth), .tok (TokenServer), .px (Proxy
     in front of the registry), .layout (the zstd:chunked layout), .layer
     (its layer digest), .bundle (the certificate file the registry
@@ -88,7 +90,7 @@ def lreg(tmp_path_factory):
         px.forward_auth = True
         yield SimpleNamespace(contents=contents, reg=reg, tok=tok, px=px,
                               layout=dst, layer=man["layers"][0]["digest"],
-                              trusted=trusted, tmp=tmp)
+                              trusted=trusted, tmp=tmp, orig=layout)
     finally:
         servers.stop_all()
         procs.stop_all()
@@ -106,6 +108,9 @@ def clean(lreg, monkeypatch):
     px = lreg.px
     px.faults.clear()
     px.log.clear()
+    px.statuses.clear()
+    tok = lreg.tok
+    tok.expires_in, tok.valid_for, tok.leeway, tok.down = 300, None, 0, False
     px.hold.set()
     px.max_inflight = 0
     px.other = None
@@ -292,6 +297,78 @@ def test_token_rotated_refreshed_with_login_creds(lreg, daemon, store,
         lreg.tok.creds = CREDS
     log = daemon.log(p)
     assert "cannot fetch" not in log and "retrying" not in log, log
+
+
+def refused(lreg):
+    """Answers 401 the registry gave through the proxy to requests for
+    the image (not the API probe, /v2/, which asks for the challenge)."""
+    return [p for p, st in lreg.px.statuses if st == 401 and p != "/v2/"]
+
+
+def test_token_renewed_before_it_expires(lreg, daemon, store, tmp_path):
+    """Tokens that live 2 s (expires_in, and the JWT's exp, which the
+    registry enforces): reads across their lives, the last five at once
+    when the token is due for renewal. No request ever goes out with an
+    expired token (no 401 through the proxy), the five readers share
+    one new token, and the tree equals umoci's unpack. The first token
+    is refused by the registry by then: the test can see an expired
+    token used."""
+    tok, px = lreg.tok, lreg.px
+    tok.expires_in, tok.leeway = 2, 60
+    p, mnt = mount_proxied(lreg, daemon, tmp_path / "m")
+    before = len(tok.seen)
+    for name in NAMES[:2]:
+        time.sleep(1.05)    # past the renewal point (half its life)
+        assert (mnt / "data" / name).read_bytes() == lreg.contents[name]
+    assert len(tok.seen) - before >= 2, tok.seen[before:]
+    # the next tokens live long: one fetch serves all five readers
+    tok.expires_in, tok.leeway = 300, 0
+    time.sleep(1.05)
+    before = len(tok.seen)
+    got = {}
+    readers = [threading.Thread(target=lambda n=n: got.update(
+        {n: (mnt / "data" / n).read_bytes()})) for n in NAMES[2:] + ["big"]]
+    for t in readers:
+        t.start()
+    for t in readers:
+        t.join(60)
+    assert got == {n: lreg.contents[n] for n in NAMES[2:] + ["big"]}
+    assert len(tok.seen) - before == 1, tok.seen[before:]
+    assert not refused(lreg), refused(lreg)
+    assert_same_as_umoci(mnt, lreg.orig, "t", tmp_path / "u")
+    # the registry does refuse an expired token
+    first = next(h["Authorization"] for _, h in px.log
+                 if h.get("Authorization", "").startswith("Bearer "))
+    c = http.client.HTTPConnection("127.0.0.1", lreg.reg.port, timeout=30)
+    c.request("GET", "/v2/l/z/manifests/t", headers={"Authorization": first})
+    assert c.getresponse().status == 401
+    c.close()
+    log = daemon.log(p)
+    assert "token" not in log and "retrying" not in log, log
+
+
+def test_token_server_down_at_renewal(lreg, daemon, store, tmp_path):
+    """A token that says it lives 2 s (the registry would take it for
+    longer) and a token server that is down when it is due for renewal:
+    the read goes on with the token held, no 401, one log line; once the
+    token server is back, the next read renews it."""
+    tok = lreg.tok
+    tok.expires_in, tok.valid_for = 2, 300
+    p, mnt = mount_proxied(lreg, daemon, tmp_path / "m")
+    tok.down = True
+    before = len(tok.seen)
+    time.sleep(1.05)
+    assert (mnt / "data/f0").read_bytes() == lreg.contents["f0"]
+    assert len(tok.seen) > before, "no renewal was tried"
+    log = daemon.log(p)
+    assert log.count("token held is used") == 1, log
+    assert "HTTP 503" in log, log
+    tok.down = False
+    before = len(tok.seen)
+    time.sleep(1.05)
+    assert (mnt / "data/f1").read_bytes() == lreg.contents["f1"]
+    assert len(tok.seen) - before == 1, tok.seen[before:]
+    assert not refused(lreg), refused(lreg)
 
 
 def futex_waiters(pid):
