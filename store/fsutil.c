@@ -23,6 +23,19 @@ void strata_huge_hint(void *p, size_t len)
 		madvise((void *)a, e - a, MADV_HUGEPAGE);	/* a hint */
 }
 
+void strata_prefault(void *p, size_t len)
+{
+	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+	uintptr_t a = ((uintptr_t)p + page - 1) & ~(page - 1);
+	uintptr_t e = ((uintptr_t)p + len) & ~(page - 1);
+
+	strata_huge_hint(p, len);
+#ifdef MADV_POPULATE_WRITE
+	if (len >= STRATA_HUGE_MIN && e > a)
+		madvise((void *)a, e - a, MADV_POPULATE_WRITE);	/* a hint */
+#endif
+}
+
 #define HUGE_PAGE (2u << 20)
 
 static size_t page_round(size_t len)

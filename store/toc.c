@@ -914,8 +914,8 @@ int strata_toc_read(struct strata_toc_build *bd, char *json, size_t len,
 		}
 		bd->cap_recs = expect + 1;
 		bd->names_cap = len / 4 + 1;
-		strata_huge_hint(bd->recs, bd->cap_recs * sizeof(*bd->recs));
-		strata_huge_hint(bd->names, bd->names_cap);
+		strata_prefault(bd->recs, bd->cap_recs * sizeof(*bd->recs));
+		strata_prefault(bd->names, bd->names_cap);
 	}
 	if (!bd->chunks) {	/* as the records, once */
 		bd->chunks = malloc((expect + 1) * sizeof(*bd->chunks));
