@@ -287,3 +287,26 @@ int strata_esgz_build(struct strata_range_src *src,
 	return strata_toc_read(&bd, json, len, l->digest, max_entries,
 			       dest_fd);
 }
+
+int strata_esgz_metas(struct strata_range_src *src,
+		      const struct strata_layer *l,
+		      struct strata_lz_meta **metas, size_t *n,
+		      struct strata_err *err)
+{
+	cleanup_free unsigned char *buf = NULL;
+	struct strata_toc_build bd = {
+		.format = "eStargz", .err = err, .max_bytes = UINT64_MAX,
+		.content = content, .chunk = chunk, .chunk_rest = true,
+	};
+	char sd[32], *json = NULL;
+	size_t len = 0;
+	int r;
+
+	strata_short_digest(l->digest, sd, sizeof(sd));
+	bd.sd = sd;
+	r = read_toc(src, l, sd, &bd.toc_start, &buf, &json, &len, err);
+	if (r == -EOPNOTSUPP)
+		r = strata_err_set(err, -EBADMSG, "layer %s: the eStargz "
+				   "table of contents is gone", sd);
+	return r < 0 ? r : strata_toc_metas(&bd, json, len, metas, n);
+}

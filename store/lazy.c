@@ -7,9 +7,8 @@
  * metadata index, built from the TOC), "contents" (per content number:
  * the compressed range in the blob, the size and the sha256 of the
  * file), "chunks" (each chunk of a file the TOC splits: where it lies in
- * the file and its chunkDigest), "meta" (what the TOC says of each entry,
- * compared with the tar after the fill), "sum" (the sha256 of those four:
- * they are not synced, and an entry a crash tore is built again, see
+ * the file and its chunkDigest), "sum" (the sha256 of those three: they
+ * are not synced, and an entry a crash tore is built again, see
  * entry_sum()), "checked" (the boot it was last found intact in), data/
  * (the content files that have arrived) and, once the whole blob has
  * been read and checked, "diff_id" (what its uncompressed stream hashes
@@ -38,7 +37,10 @@
  * file in order (stopping at a range its source cannot read, for
  * stratafs to resume later), then streams the whole blob once to check
  * its digest and the diff_id, and the TOC's metadata against the tar's
- * headers: a mismatch makes the layer bad, and every
+ * headers (the TOC read again from the blob and checked against the
+ * manifest's digest of it, as at the mount: what each entry says is not
+ * kept in the cache, whose writing and summing were a fifth of the
+ * mount): a mismatch makes the layer bad, and every
  * later read of it fails with EIO and a log line; the next mount
  * refuses it.
  */
@@ -67,12 +69,15 @@ struct strata_lazy {
 	uint64_t names_len;
 	void *map;
 	size_t map_len;
-	/* "chunks" and "meta" of a TOC layer (toc.c) */
+	/* "chunks" of a TOC layer (toc.c) */
 	const struct strata_lz_chunk *chunks;
-	const struct strata_lz_meta *metas;
-	uint64_t n_chunks, n_metas;
-	void *chunkmap, *metamap;
-	size_t chunkmap_len, metamap_len;
+	uint64_t n_chunks;
+	void *chunkmap;
+	size_t chunkmap_len;
+	/* what the TOC says of each entry: only while verify_layer() runs */
+	struct strata_lz_meta *metas;
+	size_t n_metas;
+	char *toc_digest, *toc_position;	/* the layer's annotations */
 	int dirfd;		/* the layer's directory */
 	int datafd;		/* its data/ */
 	int contentfd;		/* layers/lazy/content, or -1 */
@@ -311,23 +316,32 @@ static int diff_id_state(int dirfd, const struct strata_layer *l,
  */
 static int entry_sum(int dfd, char *out)
 {
-	static const char *const names[] = { "index", "contents", "chunks",
-					     "meta" };
+	static const char *const names[] = { "index", "contents", "chunks" };
 	cleanup_(strata_hasher_freep) struct strata_hasher *h = NULL;
 	size_t i;
-	int r;
 
 	if (strata_hasher_new_alg("sha256", &h) < 0)
 		return -ENOMEM;
 	for (i = 0; i < ARRAY_SIZE(names); i++) {
 		cleanup_fd int fd = openat(dfd, names[i], O_RDONLY | O_CLOEXEC |
 					   O_NOFOLLOW);
+		struct stat sb;
+		void *p;
 
-		if (fd < 0)
+		if (fd < 0 || fstat(fd, &sb) < 0)
 			return -errno;
-		r = strata_hash_fd(h, fd);
-		if (r < 0)
-			return r;
+		if (!S_ISREG(sb.st_mode))
+			return -EBADMSG;
+		if (sb.st_size == 0)
+			continue;
+		/* hashed where the page cache holds it: read() copied the
+		 * 10 MB of a big image's entry first */
+		p = mmap(NULL, (size_t)sb.st_size, PROT_READ,
+			 MAP_PRIVATE | MAP_POPULATE, fd, 0);
+		if (p == MAP_FAILED)
+			return -errno;
+		strata_hasher_update(h, p, (size_t)sb.st_size);
+		munmap(p, (size_t)sb.st_size);
 	}
 	strata_hasher_final(h, out);
 	return 0;
@@ -359,8 +373,11 @@ static bool entry_intact(int dfd)
 	char got[STRATA_DIGEST_MAX];
 	size_t len, slen;
 
-	if (faccessat(dfd, "meta", F_OK, AT_SYMLINK_NOFOLLOW))
-		return false;	/* an older strata's, without chunks and meta */
+	/* an older strata's, without chunks (one with a "meta" file, which
+	 * is not read any more, is summed with it: built again unless it
+	 * was checked in this boot) */
+	if (faccessat(dfd, "chunks", F_OK, AT_SYMLINK_NOFOLLOW))
+		return false;
 	if (*boot && strata_read_file(dfd, "checked", 64, &seen,
 				      &slen) == 0 &&
 	    slen == strlen(boot) && !memcmp(seen, boot, slen))
@@ -530,8 +547,6 @@ void strata_lazy_free(struct strata_lazy *z)
 		munmap(z->map, z->map_len);
 	if (z->chunkmap)
 		munmap(z->chunkmap, z->chunkmap_len);
-	if (z->metamap)
-		munmap(z->metamap, z->metamap_len);
 	if (z->dirfd >= 0)
 		close(z->dirfd);
 	if (z->zran)
@@ -541,6 +556,9 @@ void strata_lazy_free(struct strata_lazy *z)
 	if (z->contentfd >= 0)
 		close(z->contentfd);
 	free(z->image);
+	free(z->toc_digest);
+	free(z->toc_position);
+	free(z->metas);
 	free(z->digest);
 	free(z->diff_id);
 	free((void *)z->intact);
@@ -635,10 +653,6 @@ static int map_chunks(struct strata_lazy *z)
 		    c->uoff > z->recs[c->rec].size - c->size)
 			r = -EBADMSG;
 	}
-	if (r == 0)
-		r = map_table(z, "meta", STRATA_LZM_MAGIC, sizeof(*z->metas),
-			      &z->metamap, &z->metamap_len,
-			      (const void **)&z->metas, &z->n_metas);
 	return r;
 }
 
@@ -712,12 +726,16 @@ int strata_layer_open(struct strata_store *st, const struct strata_image *img,
 	z->image = strdup(img->ref_text);
 	z->digest = strdup(l->digest);
 	z->diff_id = strdup(l->diff_id);
+	z->toc_digest = l->toc_digest ? strdup(l->toc_digest) : NULL;
+	z->toc_position = l->toc_position ? strdup(l->toc_position) : NULL;
 	if (z->dirfd < 0) {
 		r = strata_err_set(err, -errno, "layer %s: not in the cache",
 				   l->digest);
 		goto fail;
 	}
-	if (!z->image || !z->digest || !z->diff_id) {
+	if (!z->image || !z->digest || !z->diff_id ||
+	    (l->toc_digest && !z->toc_digest) ||
+	    (l->toc_position && !z->toc_position)) {
 		r = -ENOMEM;
 		goto fail;
 	}
@@ -1342,18 +1360,51 @@ static int hash_blob(struct strata_lazy *z, const atomic_bool *stop,
 	return ret;
 }
 
+/*
+ * What the TOC says of each entry, for the compare with the tar: read
+ * from the blob again and verified against the manifest's digest of it,
+ * as before the mount. Bytes that no longer match make the layer bad (as
+ * a blob that does not match its digest does); a source that cannot read
+ * them now leaves the check to the next fill.
+ */
+static int load_metas(struct strata_lazy *z)
+{
+	struct strata_layer l = {
+		.digest = z->digest, .size = z->size, .diff_id = z->diff_id,
+		.compression = z->gzip ? STRATA_COMP_GZIP : STRATA_COMP_ZSTD,
+		.toc_digest = z->toc_digest, .toc_position = z->toc_position,
+	};
+	struct strata_err err = { 0 };
+	int r = z->gzip ? strata_esgz_metas(z->src, &l, &z->metas,
+					    &z->n_metas, &err)
+			: strata_zc_metas(z->src, &l, &z->metas, &z->n_metas,
+					  &err);
+
+	if (r == -EBADMSG) {
+		atomic_store(&z->bad, true);
+		strata_warn("image %s: %s: the layer is bad, its files fail "
+			    "with EIO", z->image, err.msg);
+	}
+	return r;
+}
+
 static int verify_layer(struct strata_lazy *z, const atomic_bool *stop)
 {
 	char blob_got[STRATA_DIGEST_MAX], diff_got[STRATA_DIGEST_MAX];
 	char bad[1200];
-	struct meta_check m = { .ts = calloc(1, sizeof(*m.ts)) };
+	struct meta_check m = { 0 };
 	int r;
 
-	if (!m.ts)
-		return -ENOMEM;
-	r = hash_blob(z, stop, blob_got, diff_got, &m);
-	strata_tarscan_free(m.ts);
+	r = load_metas(z);
+	if (r < 0)
+		return r;
+	m.ts = calloc(1, sizeof(*m.ts));
+	r = m.ts ? hash_blob(z, stop, blob_got, diff_got, &m) : -ENOMEM;
+	if (m.ts)
+		strata_tarscan_free(m.ts);
 	free(m.ts);
+	free(z->metas);
+	z->metas = NULL;
 	if (r == 0 && m.err)
 		return m.err;	/* not checked: the next fill tries again */
 

@@ -82,7 +82,6 @@ struct strata_lz_rec {
  * decompressed. A file without chunks has none (its digest covers it).
  */
 #define STRATA_LZC_MAGIC "STRTLZC1"
-#define STRATA_LZM_MAGIC "STRTLZM1"
 
 struct strata_lz_tab {
 	char magic[8];
@@ -97,9 +96,10 @@ struct strata_lz_chunk {
 };
 
 /*
- * What a TOC says of each entry ("meta": a header with STRATA_LZM_MAGIC,
- * then one record per entry other than "chunk", in order), compared with
- * the tar's own headers once the fill has read the whole blob: names and
+ * What a TOC says of each entry (one record per entry other than "chunk",
+ * in order; made from the TOC again once the fill has read the whole
+ * blob, not kept in the cache), compared with the tar's own headers
+ * then: names and
  * link targets as paths are compared (leading "./" and "/", "//" and "."
  * dropped for names and hardlink targets), xattrs as a set (toc.c).
  * eStargz: modification times to the second, rounded as its writer
@@ -154,6 +154,14 @@ int strata_zc_build(struct strata_range_src *src, const struct strata_layer *l,
 		    const struct strata_zc_pos *pos, uint64_t max_bytes,
 		    uint64_t max_entries, int dest_fd, struct strata_err *err);
 
+/* What the TOC of @l (read from @src and verified again) says of each
+ * entry, in order, for the compare with the tar once the whole blob has
+ * been read: *@metas (*@n records; free()). Return: 0, -EBADMSG, or the
+ * source's error (message in @err). */
+int strata_zc_metas(struct strata_range_src *src, const struct strata_layer *l,
+		    struct strata_lz_meta **metas, size_t *n,
+		    struct strata_err *err);
+
 /* eStargz (estargz.c): is layer @l one strata can mount lazily (gzip,
  * with a toc.digest annotation)? 0 or -EOPNOTSUPP. */
 int strata_esgz_locate(const struct strata_layer *l);
@@ -162,6 +170,11 @@ int strata_esgz_locate(const struct strata_layer *l);
 int strata_esgz_build(struct strata_range_src *src,
 		      const struct strata_layer *l, uint64_t max_bytes,
 		      uint64_t max_entries, int dest_fd, struct strata_err *err);
+/* As strata_zc_metas(), for eStargz. */
+int strata_esgz_metas(struct strata_range_src *src,
+		      const struct strata_layer *l,
+		      struct strata_lz_meta **metas, size_t *n,
+		      struct strata_err *err);
 
 /*
  * Make layer @i of @img ready to mount lazily (layers/lazy/NAME, built

@@ -23,7 +23,6 @@
  * credentials from an auth file are read from it again (a `strata
  * login` since a long lazy mount began) and tried once more.
  */
-#include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -33,6 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "curl-dl.h"
 #include "registry.h"
 
 #define TOKEN_MAX (1u << 20)

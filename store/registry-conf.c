@@ -27,6 +27,7 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 
+#include "curl-dl.h"
 #include "registry.h"
 
 static char *trim(char *s)
@@ -209,7 +210,11 @@ char *strata_reg_certs_dir(const char *host)
  */
 static int add_cas(SSL_CTX *ctx, const char *dir)
 {
-	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+	/* libssl's, as libcurl loaded it: not linked (curl-dl.h) */
+	X509_STORE *(*get_store)(const SSL_CTX *) =
+		(X509_STORE *(*)(const SSL_CTX *))
+		strata_curl()->ssl_ctx_get_cert_store;
+	X509_STORE *store = get_store ? get_store(ctx) : NULL;
 	DIR *d = opendir(dir);
 	struct dirent *e;
 	int added = 0;

@@ -17,13 +17,13 @@
  * that is down fails at once, so a lazy read gives EIO without waiting
  * and the next read asks again.
  */
-#include <curl/curl.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
 
+#include "curl-dl.h"
 #include "registry.h"
 
 #define ERRBODY_MAX (16u << 10)

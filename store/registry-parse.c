@@ -5,7 +5,6 @@
  * and the upload Range, the Link of a paged list, URL origins. Pure
  * functions of the bytes a server sent, fuzzed by tests/fuzz/fuzz-http.c.
  */
-#include <curl/curl.h>
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -13,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "curl-dl.h"
 #include "registry.h"
 
 static void copy_value(char *dst, size_t cap, const char *v, size_t n)

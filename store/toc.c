@@ -16,9 +16,9 @@
  * "chunkDigest"; "offset" where its frames or member start, the
  * format's to check). A fill checks every chunk and then the whole file;
  * a chunk list that does not cover its file exactly, in order, is
- * refused. What each entry says of its metadata is kept ("meta") and
- * compared with the tar's headers once the whole blob has been read
- * (lazy.c). Read as a stream (jsonpull.c, no json-c tree: 3.5x less CPU
+ * refused. What each entry says of its metadata is compared with the
+ * tar's headers once the whole blob has been read (lazy.c reads the TOC
+ * again then: strata_toc_metas()). Read as a stream (jsonpull.c, no json-c tree: 3.5x less CPU
  * on a 22 MB TOC).
  *
  * The TOC is as hostile as a tar: each entry goes through the same checks
@@ -685,13 +685,17 @@ static int add_entry(struct strata_toc_build *bd, struct strata_toc_entry *e)
 		bd->reg_off = off;
 		bd->reg_end = end;
 	}
-	if (grow(&bd->metas, &bd->cap_metas, bd->n_metas,
-		 sizeof(*bd->metas)) < 0 ||
-	    strata_lz_meta_of(&g, &bd->metas[bd->n_metas++]) < 0)
-		return -ENOMEM;
-	r = strata_lxbuild_add(bd->b, &g, &data_id);
-	if (r < 0)
-		return r;
+	if (bd->meta_only) {	/* strata_toc_metas(): nothing built */
+		if (grow(&bd->metas, &bd->cap_metas, bd->n_metas,
+			 sizeof(*bd->metas)) < 0 ||
+		    strata_lz_meta_of(&g, &bd->metas[bd->n_metas++]) < 0)
+			return -ENOMEM;
+		data_id = 0;
+	} else {
+		r = strata_lxbuild_add(bd->b, &g, &data_id);
+		if (r < 0)
+			return r;
+	}
 	if (data_id && data_id != bd->n_recs + 1)
 		return -EINVAL;	/* content numbers are given in order */
 	if (data_id) {
@@ -883,21 +887,13 @@ int strata_toc_read(struct strata_toc_build *bd, char *json, size_t len,
 		}
 		bd->cap_recs = expect + 1;
 		bd->names_cap = len / 4 + 1;
-		strata_huge_hint(bd->recs, bd->cap_recs * sizeof(*bd->recs));
-		strata_huge_hint(bd->names, bd->names_cap);
+		strata_prefault(bd->recs, bd->cap_recs * sizeof(*bd->recs));
+		strata_prefault(bd->names, bd->names_cap);
 	}
-	if (!bd->metas && !bd->chunks) {	/* as the records, once */
-		bd->metas = malloc((expect + 1) * sizeof(*bd->metas));
+	if (!bd->chunks) {	/* as the records, once */
 		bd->chunks = malloc((expect + 1) * sizeof(*bd->chunks));
-		if (!bd->metas || !bd->chunks) {
-			free(bd->metas);
-			free(bd->chunks);
-			bd->metas = NULL;
-			bd->chunks = NULL;
-		} else {
-			bd->cap_metas = bd->cap_chunks = expect + 1;
-			strata_huge_hint(bd->metas, bd->cap_metas *
-					 sizeof(*bd->metas));
+		if (bd->chunks) {
+			bd->cap_chunks = expect + 1;
 			strata_huge_hint(bd->chunks, bd->cap_chunks *
 					 sizeof(*bd->chunks));
 		}
@@ -924,9 +920,6 @@ int strata_toc_read(struct strata_toc_build *bd, char *json, size_t len,
 		r = write_table(dest_fd, "chunks", STRATA_LZC_MAGIC, bd->chunks,
 				bd->n_chunks, sizeof(*bd->chunks));
 	if (r == 0)
-		r = write_table(dest_fd, "meta", STRATA_LZM_MAGIC, bd->metas,
-				bd->n_metas, sizeof(*bd->metas));
-	if (r == 0)
 		r = write_contents(bd, dest_fd);
 	if (r < 0 && !strata_err_isset(bd->err))
 		strata_err_set(bd->err, r, "layer %s: table of contents: %s",
@@ -936,10 +929,42 @@ int strata_toc_read(struct strata_toc_build *bd, char *json, size_t len,
 	free(bd->recs);
 	free(bd->names);
 	free(bd->chunks);
-	free(bd->metas);
 	bd->recs = NULL;
 	bd->names = NULL;
 	bd->chunks = NULL;
-	bd->metas = NULL;
 	return r;
+}
+
+int strata_toc_metas(struct strata_toc_build *bd, char *json, size_t len,
+		     struct strata_lz_meta **metas, size_t *n)
+{
+	struct strata_jp jp;
+	int64_t version = -1;
+	int r;
+
+	strata_jp_init(&jp, json, len);
+	bd->meta_only = true;
+	bd->reg_rec = UINT32_MAX;
+	bd->cap_metas = len / 320 + 1;
+	bd->metas = malloc(bd->cap_metas * sizeof(*bd->metas));
+	if (!bd->metas)
+		return -ENOMEM;
+	r = read_doc(bd, &jp, &version);
+	if (r == 0)
+		r = end_chunks(bd);
+	if (r == 0 && version != 1)
+		r = strata_err_set(bd->err, -EBADMSG, "layer %s: table of "
+				   "contents version %lld", bd->sd,
+				   (long long)version);
+	free(bd->chunks);
+	bd->chunks = NULL;
+	if (r < 0) {
+		free(bd->metas);
+		bd->metas = NULL;
+		return r;
+	}
+	*metas = bd->metas;
+	*n = bd->n_metas;
+	bd->metas = NULL;
+	return 0;
 }

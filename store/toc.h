@@ -70,7 +70,8 @@ struct strata_toc_build {
 	bool chunked;		/* its entry names a first chunk */
 	uint32_t reg_rec;	/* its content record, or UINT32_MAX */
 	uint64_t reg_size, chunk_end;
-	/* what the TOC says of each entry ("meta", lazy.h) */
+	/* strata_toc_metas(): what the TOC says of each entry (lazy.h) */
+	bool meta_only;
 	struct strata_lz_meta *metas;
 	size_t n_metas, cap_metas;
 };
@@ -88,7 +89,7 @@ int strata_toc_sha256(const char *digest, uint8_t out[32]);
 /*
  * Read the TOC document @json (@len bytes, NUL-terminated; the reader
  * unescapes strings in place) of layer @digest into directory @dest_fd
- * ("index", "contents", "chunks", "meta", empty "data/"; not synced):
+ * ("index", "contents", "chunks", empty "data/"; not synced):
  * every entry is checked as a tar entry is (unpack.c), and the chunks of
  * a file must follow one another and cover it exactly. Frees what @bd
  * gathered. Return: 0, -EBADMSG (message in bd->err), -EOPNOTSUPP for a
@@ -96,5 +97,16 @@ int strata_toc_sha256(const char *digest, uint8_t out[32]);
  */
 int strata_toc_read(struct strata_toc_build *bd, char *json, size_t len,
 		    const char *digest, uint64_t max_entries, int dest_fd);
+
+/*
+ * Read the TOC document @json again, once the whole blob is at hand,
+ * building nothing: only what each entry other than "chunk" says of its
+ * metadata, in order, into *@metas (*@n records, free() them) for the
+ * compare with the tar (lazy.c). The work of a sha256 or three an entry
+ * is done there, in the background, not before the mount is live.
+ * Return: 0, -EBADMSG (message in bd->err), -ENOMEM.
+ */
+int strata_toc_metas(struct strata_toc_build *bd, char *json, size_t len,
+		     struct strata_lz_meta **metas, size_t *n);
 
 #endif

@@ -1495,7 +1495,7 @@ static int write_index(struct tree *t, int dirfd, bool sync)
 		return -ENOMEM;
 	out = calloc(t->n, sizeof(*out));
 	if (out)
-		strata_huge_hint(out, t->n * sizeof(*out));
+		strata_prefault(out, t->n * sizeof(*out));
 	implied = malloc((size_t)t->n * sizeof(*implied));
 	xtable = malloc((size_t)t->n * sizeof(*xtable));
 	links = malloc((size_t)t->n * sizeof(*links));
@@ -1876,6 +1876,7 @@ int strata_lxbuild_new(const char *digest, uint64_t max_entries,
 		return -ENOMEM;
 	}
 	t->cap = (uint32_t)cap;
+	strata_prefault(t->nodes, cap * sizeof(*t->nodes));
 	t->n_str_slots = slots;
 	strata_short_digest(digest, b->layer, sizeof(b->layer));
 	b->u.layer = b->layer;

@@ -184,3 +184,31 @@ int strata_zc_build(struct strata_range_src *src, const struct strata_layer *l,
 	strata_big_free(toc, pos->ulen + 1);
 	return r;
 }
+
+int strata_zc_metas(struct strata_range_src *src, const struct strata_layer *l,
+		    struct strata_lz_meta **metas, size_t *n,
+		    struct strata_err *err)
+{
+	struct strata_toc_build bd = {
+		.format = "zstd:chunked", .err = err, .max_bytes = UINT64_MAX,
+		.content = content_range, .chunk = check_chunk,
+	};
+	struct strata_zc_pos pos;
+	char sd[32], *toc = NULL;
+	int r;
+
+	strata_short_digest(l->digest, sd, sizeof(sd));
+	bd.sd = sd;
+	r = strata_zc_locate(l, &pos, err);
+	if (r == -EOPNOTSUPP)
+		r = strata_err_set(err, -EBADMSG, "layer %s: zstd:chunked "
+				   "annotations are gone", sd);
+	if (r == 0)
+		r = read_toc(src, l, &pos, sd, &toc, err);
+	if (r < 0)
+		return r;
+	bd.toc_start = pos.off - 8;
+	r = strata_toc_metas(&bd, toc, pos.ulen, metas, n);
+	strata_big_free(toc, pos.ulen + 1);
+	return r;
+}

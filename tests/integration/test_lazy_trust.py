@@ -15,6 +15,7 @@
 
 Hostile layers come from test_lazy.py's writer (chunked_blob)."""
 import base64
+import hashlib
 import json
 import os
 import shutil
@@ -26,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (assert_same_as_umoci, assert_same_tree, make_tar, run,
-                      tar_dir, tar_file, tar_symlink, umoci_rootfs)
+                      tar_dir, tar_file, tar_symlink, umoci_rootfs, unmount)
 from test_commit_peers import podman, sweep_mounts  # noqa: F401
 from test_lazy import (Daemon, chunked_blob, chunked_image,  # noqa: F401
                        daemon, filled, kill_registry, layout_with,
@@ -213,6 +214,63 @@ def test_toc_lying_about_metadata_makes_layer_bad(tmp_path, daemon, mount,
     # the blob itself is sound: unpacked in full, it mounts as its tar
     mnt = mount(ref, opts="lazy=0")
     assert (mnt / "d/a").stat().st_mode & 0o777 == 0o644
+
+
+def test_toc_lie_caught_by_a_later_mounts_fill(tmp_path, daemon, store):
+    """What the TOC says of each entry is not kept in the cache entry: the
+    fill reads the TOC again. A first mount (no fill) builds the entry;
+    a second mount's fill still finds the TOC's mode for d/a (0600)
+    against the tar's header (0644, as Python's tarfile wrote it)."""
+    blob, diff_id, ann = chunked_blob(FILES, _mode)
+    ref = layout_with(tmp_path / "img", [(blob, diff_id, ann)])
+    p = daemon.start(ref, tmp_path / "mnt")
+    assert (tmp_path / "mnt/d/a").stat().st_mode & 0o777 == 0o600
+    unmount(tmp_path / "mnt")
+    p.wait(timeout=20)
+    [d] = lazy_dirs(store)
+    assert not (d / "diff_id").exists() and not (d / "bad").exists()
+    p = daemon.start(ref, tmp_path / "mnt2", opts="prefetch")
+    assert wait_for(lambda: (d / "bad").exists() or
+                    (d / "diff_id").exists())
+    assert not (d / "diff_id").exists()
+    assert "entry d/a: mode 0600 in the table of contents, 0644 in the " \
+        "tar" in daemon.log(p)
+    with pytest.raises(OSError) as e:
+        (tmp_path / "mnt2/top").read_bytes()
+    assert e.value.errno == 5
+
+
+def test_toc_changed_in_layout_before_fill_makes_layer_bad(tmp_path, daemon,
+                                                          store):
+    """The fill reads the TOC again and checks it against the manifest's
+    checksum as the mount did: a TOC changed in the layout's blob after
+    the cache entry was built (a byte of its compressed frame flipped in
+    place) makes the layer bad, the log giving what it hashes to now
+    (hashlib's sha256 of those bytes)."""
+    blob, diff_id, ann = chunked_blob(FILES)
+    ref = layout_with(tmp_path / "img", [(blob, diff_id, ann)])
+    p = daemon.start(ref, tmp_path / "mnt")
+    unmount(tmp_path / "mnt")
+    p.wait(timeout=20)
+    [pos] = [v for k, v in ann.items() if k.endswith("manifest-position")]
+    off, length = (int(x) for x in pos.split(":")[:2])
+    path = Path(ref.split(":")[1]) / "blobs/sha256" / blob_hex(ref)
+    data = bytearray(path.read_bytes())
+    data[off + length - 1] ^= 0xff      # the frame's checksum or last byte
+    os.chmod(path, 0o644)
+    path.write_bytes(data)
+    got = hashlib.sha256(data[off:off + length]).hexdigest()
+    p = daemon.start(ref, tmp_path / "mnt2", opts="prefetch")
+    [d] = lazy_dirs(store)
+    assert wait_for(lambda: "the layer is bad" in daemon.log(p))
+    assert not (d / "diff_id").exists()
+    log = daemon.log(p)
+    assert f"image {ref}: layer sha256:{blob_hex(ref)[:12]}: zstd:chunked " \
+        f"table of contents does not match the manifest's checksum" in log
+    assert f"(it hashes to sha256:{got})" in log, log
+    with pytest.raises(OSError) as e:
+        (tmp_path / "mnt2/top").read_bytes()
+    assert e.value.errno == 5
 
 
 # ---- 3. other users ----
