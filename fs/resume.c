@@ -42,8 +42,31 @@
  *    would not survive: the mount runs with no open/opendir (the kernel's
  *    no_open), and a worker that got handles asks for none of this.
  *
+ * On a kernel that resends, no request is copied at all (the copies
+ * are what the older kernels' path costs on every request).
+ *
  * No file is written: a restart needs no run directory to trust.
  * Forgets the dead worker had read are lost (a node kept until unmount).
+ *
+ * An upgrade (SIGUSR2) is the same takeover by another binary. All that
+ * a worker shares with the supervisor lives in one memfd (struct
+ * rs_shared: the INIT, the request copies, and the mount's command line,
+ * working directory, mount point, image digest and installed path), so
+ * handing it over is an exec that keeps two descriptors, the memfd's and
+ * /dev/fuse's (named to the new image in the environment). The binary is
+ * opened once and that descriptor is checked, probed and exec'd, so what
+ * was checked is what runs. The probe is the new binary run with the
+ * memfd read-only: it checks the protocol number and libfuse version,
+ * loads the image from the command line and compares its digest, and
+ * prints a line; only then does the supervisor exec it. Its worker keeps
+ * serving through the exec (the new image is still its parent, and an
+ * exec is no parent death), while the new image loads the image again;
+ * the new supervisor then kills it and forks its own, which replays INIT
+ * as after a crash. The new image never looks at the mount point (nobody
+ * might serve it): libfuse is given /dev/fd/N, and so does not know what
+ * to unmount; fs_resume_unmount() does. What can still lose the mount:
+ * the new image failing between the probe and its first worker (it then
+ * unmounts, logged), or answering INIT differently (as above).
  */
 #include <errno.h>
 #include <fcntl.h>
