@@ -16,9 +16,12 @@ imported once into a scratch store, times with the page cache dropped
                 every kernel's before this change)
 
 for `find . | wc -l` (lookups, getattr, readdir) and `tar cf - . | cat`
-(every file read), each on a fresh mount. Prints medians (min-max) and
-ratios to unsupervised; asserts nothing; not part of the test suite. Run
-as root.
+(every file read), each on a fresh mount, and the CPU time of the process
+that serves (the child when supervised). With --warm the page cache is
+not dropped: the store's files stay cached, a fresh mount's own pages are
+empty, so what is timed is FUSE's and the daemon's cost alone. Prints
+medians (min-max) and ratios to unsupervised; asserts nothing; not part
+of the test suite. Run as root.
 """
 import argparse
 import os
@@ -43,6 +46,14 @@ WORK = {
 }
 
 
+def cpu(pid):
+    """utime + stime of @pid, seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        st = f.read()
+    fields = st[st.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def timed(cmd, cwd):
     t = time.monotonic()
     subprocess.run(cmd, shell=True, cwd=cwd, check=True,
@@ -50,11 +61,23 @@ def timed(cmd, cwd):
     return time.monotonic() - t
 
 
+def row(name, times, base_kind):
+    out = f"{name:14}"
+    for work in WORK:
+        v = times[(name, work)]
+        base = statistics.median(times[(base_kind, work)])
+        med = statistics.median(v)
+        out += (f"{bench.fmt_s(med):>9} ({bench.fmt_s(min(v))}-"
+                f"{bench.fmt_s(max(v))}) x{med / base:.2f}")
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--build", default="build-bench")
+    ap.add_argument("--warm", action="store_true")
     a = ap.parse_args()
     stratafs = Path(a.build).resolve() / "fs" / "stratafs"
     layout, tag, _ = bench.build_image(a.quick)
@@ -63,6 +86,7 @@ def main():
     mnt = tmp / "mnt"
     mnt.mkdir()
     times = {(k, w): [] for k in KINDS for w in WORK}
+    cpus = {(k, w): [] for k in KINDS for w in WORK}
     try:
         for r in range(a.runs):
             for kind, (opts, extra) in KINDS.items():
@@ -71,25 +95,25 @@ def main():
                     bench.sh(args + [f"oci:{layout}:{tag}", mnt],
                              env=dict(env, **extra))
                     bench.MOUNTS.append(str(mnt))
-                    bench.drop_caches()
+                    pid = bench.daemon_pid(mnt, "stratafs")
+                    if not a.warm:
+                        bench.drop_caches()
+                    c = cpu(pid)
                     t = timed(cmd, mnt)
+                    c = cpu(pid) - c
                     times[(kind, work)].append(t)
+                    cpus[(kind, work)].append(c)
                     bench.unmount(mnt)
                     bench.log(f"run {r + 1} {kind:12} {work:4} "
-                              f"{bench.fmt_s(t)}")
+                              f"{bench.fmt_s(t)} daemon CPU "
+                              f"{bench.fmt_s(c)}")
     finally:
         bench.unmount_all()
         bench.rmtree(tmp)
-    print(f"\n{'':14}" + "".join(f"{w:>28}" for w in WORK))
-    for kind in KINDS:
-        row = f"{kind:14}"
-        for work in WORK:
-            v = times[(kind, work)]
-            base = statistics.median(times[("unsupervised", work)])
-            med = statistics.median(v)
-            row += (f"{bench.fmt_s(med):>9} ({bench.fmt_s(min(v))}-"
-                    f"{bench.fmt_s(max(v))}) x{med / base:.2f}")
-        print(row)
+    for title, t in (("wall", times), ("daemon CPU", cpus)):
+        print(f"\n{title:14}" + "".join(f"{w:>28}" for w in WORK))
+        for kind in KINDS:
+            print(row(kind, t, "unsupervised"))
 
 
 if __name__ == "__main__":
