@@ -124,3 +124,13 @@ def test_upgrade_keeps_open_files_and_refuses_bad_binaries(
             break
         time.sleep(0.01)
     assert not serving(mnt) and not is_mounted(mnt)
+
+
+def test_nosupervise_is_one_process(chunked_image, mount, tmp_path):
+    """-o nosupervise (the bench's baseline): the process that mounted
+    serves, no stratafs-serve child; what it serves is umoci's tree."""
+    layout, tag, _ = chunked_image
+    mnt = mount(f"oci:{layout}:{tag}", opts="nosupervise")
+    procs = serving(mnt)
+    assert [c for _, c in procs.values()] == ["stratafs"], procs
+    assert_same_as_umoci(mnt, layout, tag, tmp_path / "ref")
