@@ -671,23 +671,39 @@ static char **state_argv(void)
  * supervisor. Return: its fd, or -1 (said why). */
 static int upgrade_binary(void)
 {
-	const char *why = NULL;
-	struct stat st;
-	int fd;
+	const char *why = NULL, *slash;
+	struct stat st, dst;
+	char *dir;
+	int fd, dfd;
 
 	if (!sh->exe[0]) {
 		strata_warn("%s: not upgrading: where stratafs was installed "
 			    "is not known", sh->mountpoint);
 		return -1;
 	}
-	fd = open(sh->exe, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	/* root's: a directory only root can change (whoever else can
+	 * rename into it chooses what root runs) */
+	slash = strrchr(sh->exe, '/');
+	dir = slash && slash != sh->exe ? strndup(sh->exe, (size_t)(slash -
+							    sh->exe))
+	      : strdup("/");
+	dfd = dir ? open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC) : -1;
+	free(dir);
+	fd = dfd < 0 ? -1 : openat(dfd, slash ? slash + 1 : sh->exe,
+				   O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0 || fstat(fd, &st) < 0)
 		why = strerror(errno);
+	else if (geteuid() == 0 && (fstat(dfd, &dst) < 0 || dst.st_uid != 0 ||
+				    (dst.st_mode & (S_IWGRP | S_IWOTH))))
+		why = "its directory is not owned by root and writable by "
+		      "root alone";
 	else if (!S_ISREG(st.st_mode) || !(st.st_mode & S_IXUSR))
 		why = "not an executable regular file";
 	else if (geteuid() == 0 && (st.st_uid != 0 ||
 				    (st.st_mode & (S_IWGRP | S_IWOTH))))
 		why = "not owned by root and writable by root alone";
+	if (dfd >= 0)
+		close(dfd);
 	if (!why)
 		return fd;
 	strata_warn("%s: not upgrading to %s: %s; serving on", sh->mountpoint,

@@ -77,18 +77,23 @@ def test_upgrade_keeps_open_files_and_refuses_bad_binaries(
 
         # refused: a stratafs that speaks another handover protocol (a
         # wrapper, which a real binary could be), stratafs not owned by
-        # root, a program that is not stratafs. Each time the supervisor
+        # root, stratafs in a directory others can write to, a program
+        # that is not stratafs. Each time the supervisor
         # serves on; the worker it forks after (SIGUSR1, handled once
         # the upgrade was decided) is still the first binary.
         wrapper = tmp_path / "wrapper"
         wrapper.write_text("#!/bin/sh\nSTRATAFS_RESUME_PROTO=2 "
                            f"exec {STRATAFS} \"$@\"\n")
-        for bad, owner in ((wrapper, None), (STRATAFS, 65534),
-                           (shutil.which("echo"), None)):
+        for bad, owner, dirmode in ((wrapper, None, 0o755),
+                                    (STRATAFS, 65534, 0o755),
+                                    (STRATAFS, None, 0o1777),
+                                    (shutil.which("echo"), None, 0o755)):
             install(bad, exe, owner=owner)
+            os.chmod(bindir, dirmode)
             os.kill(sup, signal.SIGUSR2)
             os.kill(sup, signal.SIGUSR1)
             sup2, worker2 = served_by(mnt, worker)
+            os.chmod(bindir, 0o755)
             assert sup2 == sup, bad
             assert ino(f"/proc/{sup}/exe") == first, bad
             assert ino(f"/proc/{worker2}/exe") == first, bad
