@@ -46,6 +46,8 @@ struct options {
 	char *fetchers_s;		/* fetchers=N: Range requests in flight */
 	int fetchers;
 	char *prefetch_s;		/* prefetch=0|1|all */
+	int nosupervise;		/* served by the process that mounted */
+	char devfd[32];			/* "/dev/fd/N": a mount taken over */
 	int show_help, show_version;
 	char *ref, *mountpoint;
 	char **unknown;			/* options nobody takes */
@@ -78,6 +80,7 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("cert_dir=%s", cert_dir),
 	OPT("layer=%s", layer),
 	OPT("only", layer_only),
+	OPT("nosupervise", nosupervise),
 	OPT("-h", show_help),
 	OPT("--help", show_help),
 	OPT("-V", show_version),
@@ -134,7 +137,7 @@ static const char accepted[] =
 	"xattr_permissions=, root=, platform=, creds=, tls_verify=, "
 	"cert_dir=, squash_to_uid=, squash_to_gid=, uidmapping=, "
 	"gidmapping=, layer=, only, allow_other, lazy=, prefetch[=], "
-	"fetchers=, "
+	"fetchers=, nosupervise, "
 	"the FUSE options allow_root, auto_unmount, default_permissions, fsname=, "
 	"subtype=, max_read=, blksize=, max_threads=, max_idle_threads=, "
 	"clone_fd, kernel_cache, and the mount options ro, rw, [no]suid, "
@@ -177,7 +180,7 @@ static const char *near_option(const char *arg)
 		"platform=", "creds=", "tls_verify=", "cert_dir=",
 		"squash_to_uid=", "squash_to_gid=", "uidmapping=",
 		"gidmapping=", "allow_other", "layer=", "only", "lazy=",
-		"prefetch=", "fetchers=",
+		"prefetch=", "fetchers=", "nosupervise",
 	};
 	const char *eq = strchr(arg, '=');
 	size_t la = eq ? (size_t)(eq - arg) : strlen(arg), i;
@@ -232,6 +235,10 @@ static int opt_proc(void *data, const char *arg, int key,
 		}
 		if (!o->mountpoint) {
 			o->mountpoint = strdup(arg);
+			/* taken over from an upgrade: the mount point is
+			 * served by nobody yet, never to be looked at */
+			if (o->devfd[0])
+				return fuse_opt_add_arg(outargs, o->devfd);
 			return 1;	/* fuse_parse_cmdline wants it too */
 		}
 		fprintf(stderr, "stratafs: unexpected argument \"%s\"\n", arg);
@@ -371,6 +378,8 @@ static void usage(void)
 	       "  -o fetchers=N          Range requests in flight to a registry for\n"
 	       "                         a lazy mount (default 4)\n"
 	       "  -o prefetch=all        fill even layers that ask for none\n"
+	       "  -o nosupervise         a read-only mount served by one process:\n"
+	       "                         no restart after a crash, no upgrade\n"
 	       "  -o upper=DIR           writable: changes go to DIR (created if\n"
 	       "                         missing; overlay format, kept across mounts)\n"
 	       "  -o work=DIR            work directory, same filesystem as upper\n"
@@ -737,7 +746,7 @@ static int open_lowerdirs(const char *spec, struct lower **out)
 
 int main(int argc, char *argv[])
 {
-	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct fuse_args args;
 	struct fuse_cmdline_opts copts = { 0 };
 	struct options o = { .squash_uid = -1, .squash_gid = -1, .lazy = 1,
 			     .prefetch = 1 };
@@ -751,6 +760,7 @@ int main(int argc, char *argv[])
 	struct lower *lw = NULL;
 	bool wfs_ready = false, supervised = false;
 	unsigned nthreads;
+	int started;
 	cleanup_free char *ctl_mp = NULL;
 	cleanup_free char *ctl_ref = NULL;
 	char fsname[1200];
@@ -767,6 +777,14 @@ int main(int argc, char *argv[])
 	mallopt(M_TRIM_THRESHOLD, 256 * 1024);
 
 	strata_log_set_prog("stratafs");
+	/* a process an upgrade started takes its mount's command line */
+	started = fs_resume_start(&argc, &argv);
+	if (started < 0)
+		return 1;
+	args = (struct fuse_args)FUSE_ARGS_INIT(argc, argv);
+	if (started != FS_RESUME_NONE)
+		snprintf(o.devfd, sizeof(o.devfd), "/dev/fd/%d",
+			 fs_resume_fuse_fd());
 	if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) < 0)
 		return usage_error(&args, &o, NULL);
 	if (o.show_help || o.show_version) {
@@ -842,10 +860,11 @@ int main(int argc, char *argv[])
 		goto out;
 	ret = 1;
 	/* before libfuse's own terser check of the same */
-	if (check_mountpoint(o.mountpoint) < 0)
+	if (started == FS_RESUME_NONE && check_mountpoint(o.mountpoint) < 0)
 		goto out;
 	/* relative paths mean something only before daemonizing (cd /) */
-	ctl_mp = realpath(o.mountpoint, NULL);
+	ctl_mp = started != FS_RESUME_NONE ? strdup(fs_resume_mountpoint())
+		 : realpath(o.mountpoint, NULL);
 	if (!ctl_mp) {
 		fprintf(stderr, "stratafs: %s: %s\n", o.mountpoint,
 			strerror(errno));
@@ -863,6 +882,15 @@ int main(int argc, char *argv[])
 			goto out;
 		if (o.upper && lower_image_new(&fs, &lw) < 0)
 			goto out;
+	}
+	/* an upgrade's new binary: the same image, or not at all */
+	if (started != FS_RESUME_NONE &&
+	    (!img || !fs_resume_same_image(img->manifest_digest)))
+		goto out;
+	if (started == FS_RESUME_PROBE) {
+		fs_resume_probe_ok();
+		ret = 0;
+		goto out;
 	}
 	ctl_ref = o.lowerdir ? strdup("") : absolute_ref(o.ref,
 						img ? img->manifest_digest : NULL);
@@ -953,12 +981,15 @@ int main(int argc, char *argv[])
 	 * whose pid is the one to name */
 	if (wfs_ready && wfs.upperfd >= 0)
 		wfs_claim_mounted(&wfs);
-	if (fuse_daemonize(copts.foreground) != 0)
+	/* taken over from an upgrade: a daemon already */
+	if (started == FS_RESUME_UPGRADE && !copts.foreground &&
+	    chdir("/") < 0)
+		goto out_unmount;
+	if (started == FS_RESUME_NONE && fuse_daemonize(copts.foreground) != 0)
 		goto out_unmount;
 	/* what goes wrong from now on (a planted fifo, an upper entry
 	 * changed behind the mount) must reach someone */
-	if (!copts.foreground)
-		strata_log_set_syslog(true);
+	strata_log_set_syslog(!copts.foreground);
 	if (wfs_ready && wfs.upperfd >= 0 && !copts.foreground)
 		wfs_claim_mounted(&wfs);
 	/* threads do not survive daemonizing: start it only now */
@@ -974,10 +1005,16 @@ int main(int argc, char *argv[])
 	 * it ends, as it always did, with the process) */
 	nthreads = copts.singlethread ? 1 : copts.max_threads &&
 		   copts.max_threads <= 100000 ? copts.max_threads : 16;
-	if (!wfs_ready && !o.lowerdir) {
+	if (!wfs_ready && !o.lowerdir && !o.nosupervise) {
+		struct fs_resume_opts ro = {
+			.max_threads = nthreads,
+			.resumable = fs_resumable,
+			.arg = &fs,
+			.mountpoint = ctl_mp,
+			.manifest = img->manifest_digest,
+		};
 		int status = 1;
-		int r = fs_resume_supervise(se, nthreads, fs_resumable, &fs,
-					    &status);
+		int r = fs_resume_supervise(se, &ro, &status);
 
 		if (r > 0) {
 			ret = status;
@@ -1020,12 +1057,15 @@ int main(int argc, char *argv[])
 	if (wfs_ready)
 		wfs_claim_release(&wfs);
 out_unmount:
-	fuse_session_unmount(se);
+	fs_resume_unmount(se);
 out_control:
 	fs_control_stop();
 out_signals:
 	fuse_remove_signal_handlers(se);
 out:
+	/* a mount taken over that this process cannot serve */
+	if (started == FS_RESUME_UPGRADE)
+		fs_resume_unmount(se);
 	if (se)
 		fuse_session_destroy(se);
 	if (wfs_ready)

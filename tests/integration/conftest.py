@@ -78,22 +78,23 @@ def strata(store):
 
 @pytest.fixture
 def mount(tmp_path, store):
-    """mount(ref, opts=None, mnt=None, check=True, user=None) -> Path.
+    """mount(ref, opts=None, mnt=None, check=True, user=None,
+    binary=None) -> Path.
 
-    Runs `stratafs [-o opts] ref mnt`; returns the mountpoint, or the
+    Runs `stratafs [-o opts] ref mnt` (@binary: another stratafs); returns the mountpoint, or the
     CompletedProcess when check=False. Every mount is unmounted in the
     finalizer, whatever the test did."""
     made = []
     counter = [0]
 
     def do_mount(ref, opts=None, mnt=None, check=True, env=None,
-                 preexec_fn=None):
+                 preexec_fn=None, binary=None):
         if mnt is None:
             counter[0] += 1
             mnt = tmp_path / f"mnt{counter[0]}"
             mnt.mkdir()
         made.append(Path(mnt))
-        cmd = [STRATAFS]
+        cmd = [binary or STRATAFS]
         if opts:
             cmd += ["-o", opts]
         cmd += [ref, mnt]
