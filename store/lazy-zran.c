@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -113,6 +114,33 @@ static int write_contents(const struct pass *p, int dest)
 	return strata_write_atomic(dest, "contents", buf, h.file_size, 0644);
 }
 
+/* The store's copy of the blob (@size bytes of @blobfd), mapped for the
+ * pass: copied in the kernel (shared extents where the filesystem can),
+ * then read and verified where it stays, so the bytes verified are the
+ * bytes kept and no read() copies them again. *map is NULL for an empty
+ * blob (the pass then reads @copy). */
+static int copy_blob(int blobfd, int dest, int64_t size, int *copy,
+		     void **map)
+{
+	int r;
+
+	*map = NULL;
+	*copy = openat(dest, "blob", O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC,
+		       0444);
+	if (*copy < 0)
+		return -errno;
+	r = strata_copy_data(blobfd, *copy, (off_t)size);
+	if (r < 0 || size == 0)
+		return r;
+	*map = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, *copy, 0);
+	if (*map == MAP_FAILED) {
+		*map = NULL;
+		return -errno;
+	}
+	madvise(*map, (size_t)size, MADV_SEQUENTIAL);
+	return 0;
+}
+
 /* The pass, into the empty directory @dest. */
 static int run_pass(const struct strata_layer *l, int blobfd, int dest,
 		    const struct strata_unpack_opts *opts,
@@ -122,21 +150,22 @@ static int run_pass(const struct strata_layer *l, int blobfd, int dest,
 	struct strata_zran_builder *b = NULL;
 	struct strata_zran *z = NULL;
 	cleanup_fd int copy = -1;
+	void *map = NULL;
 	uint64_t usize = 0;
 	int r;
 
 	if (mkdirat(dest, "data", 0755) < 0)
 		return -errno;
-	copy = openat(dest, "blob", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
-		      0444);
-	if (copy < 0)
-		return -errno;
+	r = copy_blob(blobfd, dest, l->size, &copy, &map);
+	if (r < 0)
+		return strata_err_set(err, r, "layer %s: cache: copying the "
+				      "blob: %s", l->digest, strerror(-r));
 	r = strata_zran_builder_new(STRATA_ZRAN_SPAN, true, &b);
 	if (r < 0)
-		return r;
+		goto out;
 	{
 		struct strata_unpack_job job = {
-			.blob_fd = blobfd, .digest = l->digest,
+			.blob_fd = copy, .digest = l->digest,
 			.size = l->size, .diff_id = l->diff_id,
 			.compression = l->compression, .dest_fd = dest,
 			.max_bytes = opts && opts->max_layer_bytes
@@ -144,7 +173,10 @@ static int run_pass(const struct strata_layer *l, int blobfd, int dest,
 			.max_entries = opts && opts->max_entries
 				       ? opts->max_entries : 16u << 20,
 			.zran = b, .lazy_file = pass_file, .lazy_ctx = &p,
-			.copy_fd = copy, .usize = &usize,
+			.copy_fd = -1, .usize = &usize,
+			.map = map, .map_len = (uint64_t)l->size,
+			/* the fill hashes the stream (lazy.c) */
+			.diff_id_later = true,
 		};
 
 		r = strata_unpack_layer(&job, err);
@@ -161,14 +193,12 @@ static int run_pass(const struct strata_layer *l, int blobfd, int dest,
 	if (r == 0 && (r = write_contents(&p, dest)) < 0)
 		r = strata_err_set(err, r, "layer %s: cache: %s", l->digest,
 				   strerror(-r));
-	/* verified above: the pass compared it with the config's */
-	if (r == 0 && (r = strata_write_atomic(dest, "diff_id", l->diff_id,
-					       strlen(l->diff_id), 0644)) < 0)
-		r = strata_err_set(err, r, "layer %s: cache: %s", l->digest,
-				   strerror(-r));
 	if (r == 0 && fsync(copy) < 0)
 		r = strata_err_set(err, -errno, "layer %s: cache: %s",
 				   l->digest, strerror(errno));
+out:
+	if (map)
+		munmap(map, (size_t)l->size);
 	strata_zran_builder_free(b);
 	if (z)
 		strata_zran_free(z);
@@ -208,7 +238,9 @@ int strata_lazy_zran_prepare(struct strata_store *st, struct strata_image *img,
 			      O_NOFOLLOW);
 		if (blob < 0 && errno == ENOENT)
 			return -EOPNOTSUPP;
-		if (blob < 0 || fstat(blob, &sb) < 0 || !S_ISREG(sb.st_mode))
+		/* another size: the full unpack says what is wrong */
+		if (blob < 0 || fstat(blob, &sb) < 0 || !S_ISREG(sb.st_mode) ||
+		    sb.st_size != l->size)
 			return -EOPNOTSUPP;
 		snprintf(tmpname, sizeof(tmpname), "lazy-%s", name);
 		strata_rmtree_at(st->tmp_fd, tmpname);
@@ -227,8 +259,11 @@ int strata_lazy_zran_prepare(struct strata_store *st, struct strata_image *img,
 		if (dfd < 0)
 			return -errno;
 	}
-	if (strata_read_file(dfd, "diff_id", STRATA_DIGEST_MAX, &got,
-			     &len) < 0)
+	/* recorded by the first fill that read the whole stream */
+	r = strata_read_file(dfd, "diff_id", STRATA_DIGEST_MAX, &got, &len);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0)
 		return strata_err_set(err, -EBADMSG, "layer %s: lazy cache "
 				      "entry is corrupt; remove %s/layers/"
 				      "lazy/%s", l->digest, st->root, name);
@@ -360,7 +395,8 @@ static int seq_feed(struct seq *s, uint64_t pos, const unsigned char *p,
 
 int strata_lzr_fill_all(const struct strata_zran *z, int blobfd,
 			const struct strata_lz_rec *recs, uint32_t n,
-			int datafd, const atomic_bool *stop)
+			int datafd, struct strata_hasher *dh,
+			const atomic_bool *stop)
 {
 	struct strata_zran_info info;
 	struct seq s = { .recs = recs, .n = n, .datafd = datafd, .fd = -1 };
@@ -373,7 +409,8 @@ int strata_lzr_fill_all(const struct strata_zran *z, int blobfd,
 	if (!in || !out ||
 	    strata_dec_init(&d, info.kind != STRATA_ZRAN_ZSTD) < 0)
 		return -ENOMEM;
-	while (ret == 0 && cpos < info.csize && s.i < n) {
+	/* with @dh, on to the end of the stream: it is hashed whole */
+	while (ret == 0 && cpos < info.csize && (s.i < n || dh)) {
 		ssize_t got;
 		size_t ipos = 0;
 		bool more = true;	/* output may be pending */
@@ -398,11 +435,13 @@ int strata_lzr_fill_all(const struct strata_zran *z, int blobfd,
 			if (ret < 0 || (!produced && ipos == before))
 				break;
 			more = produced == IO_SIZE;
+			if (dh)
+				strata_hasher_update(dh, out, produced);
 			ret = seq_feed(&s, upos, out, produced);
 			upos += produced;
 		}
 	}
-	if (ret == 0 && s.i < n)
+	if (ret == 0 && (s.i < n || (dh && !d.done)))
 		ret = -EBADMSG;	/* the stream ended before its files */
 	if (s.fd >= 0)
 		close(s.fd);
