@@ -213,7 +213,9 @@ int fs_continue(struct wfs *w, struct strata_store *st, const struct fs *like,
 	if (r == 0)
 		r = strata_cache_ensure(st, g->img,
 					&(struct strata_unpack_opts){
-						.lazy = like->lazy }, err);
+						.lazy = like->lazy,
+						.lazy_plain = like->lazy },
+					err);
 	if (r == 0)
 		r = fs_image_load(&g->fs, st, g->img, err);
 	if (r == 0)
