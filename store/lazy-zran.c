@@ -117,8 +117,9 @@ static int write_contents(const struct pass *p, int dest)
 /* The store's copy of the blob (@size bytes of @blobfd), mapped for the
  * pass: copied in the kernel (shared extents where the filesystem can),
  * then read and verified where it stays, so the bytes verified are the
- * bytes kept and no read() copies them again. *map is NULL for an empty
- * blob (the pass then reads @copy). */
+ * bytes kept and no read() copies them again (mapped at once: the pages
+ * were just written, and a fault per page costs more). *map is NULL for
+ * an empty blob (the pass then reads @copy). */
 static int copy_blob(int blobfd, int dest, int64_t size, int *copy,
 		     void **map)
 {
@@ -132,7 +133,8 @@ static int copy_blob(int blobfd, int dest, int64_t size, int *copy,
 	r = strata_copy_data(blobfd, *copy, (off_t)size);
 	if (r < 0 || size == 0)
 		return r;
-	*map = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, *copy, 0);
+	*map = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED | MAP_POPULATE,
+		    *copy, 0);
 	if (*map == MAP_FAILED) {
 		*map = NULL;
 		return -errno;
