@@ -3,29 +3,34 @@
  * Lazy gzip and zstd layers: mounted after one metadata pass, filled from
  * access points (zran.h).
  *
- * The pass (strata_lazy_zran_prepare) reads the whole blob once, as a
- * full unpack does: it decompresses, checks the tar entries, hashes the
- * blob and the uncompressed stream and refuses the layer unless both
- * match the manifest and the config. So unlike a zstd:chunked layer,
- * everything is verified before the mount goes live. It writes no
+ * The pass (strata_lazy_zran_prepare) copies the blob into the store
+ * (copy_file_range: shared extents where the filesystem can) and reads
+ * that copy once, mapped, as a full unpack reads a blob: it decompresses,
+ * checks the tar entries and hashes the blob (on another thread), and
+ * refuses the layer unless the digest matches the manifest. It writes no
  * content: it records, for each non-empty regular file, the range of its
  * content in the uncompressed stream, and the access points of the blob.
+ * The diff_id is not hashed here: the blob determines the stream, so a
+ * wrong claim cannot change what is served; the background fill (lazy.c,
+ * fill_zran()) hashes the whole stream, records "diff_id" and makes the
+ * layer bad when the config claims another.
  *
  * Cache entry: layers/lazy/ALG-BLOBHEX.zran, beside the zstd:chunked ones
  * (same lock, same gc, same "index", "contents" and data/ as lazy.c), with
- * "zran" (the access points), "blob" and "diff_id". It is keyed by the
- * blob digest alone: the blob determines the uncompressed stream, and the
- * diff_id it hashed to is recorded, so a config claiming another diff_id
- * for the same blob is refused (as it would be by a full unpack) and can
- * poison nothing. It still never stands in for layers/ALG/DIFFID: a full
- * unpack of the same layer is a separate entry.
+ * "zran" (the access points), "blob" and, once a fill has hashed the
+ * stream, "diff_id". It is keyed by the blob digest alone: the blob
+ * determines the uncompressed stream, and the diff_id it hashed to is
+ * recorded, so a config claiming another diff_id for the same blob is
+ * refused at mount (as it would be by a full unpack) and can poison
+ * nothing. It still never stands in for layers/ALG/DIFFID: a full unpack
+ * of the same layer is a separate entry.
  *
- * "blob" is the store's own copy of the blob, written while it was hashed
- * (the bytes verified are the bytes kept): reads never go back to a
- * layout or archive another user could change after the check. It costs
- * the compressed size until the fill has filled every file: then it is
- * removed (lazy.c, drop_blob(): the files are synced first), and a later
- * mount of the layer finds every file filled and needs no blob.
+ * "blob" is the store's own copy of the blob, the bytes the pass hashed:
+ * reads never go back to a layout or archive another user could change
+ * after the check. It costs the compressed size until the fill has
+ * filled every file: then it is removed (lazy.c, drop_blob(): the files
+ * are synced first), and a later mount of the layer finds every file
+ * filled and needs no blob.
  *
  * A record in "contents" holds uncompressed offsets [off, end) and no
  * sha256 (the pass does not see content bytes): such files are not
