@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -278,70 +277,6 @@ static int copy_xattrs(struct wfs *w, struct wnode *n, const char *dst)
 	return r;
 }
 
-static int copy_data(int in, int out, off_t size)
-{
-	off_t done = 0;
-	char *buf = NULL;
-
-	while (done < size) {
-		ssize_t k = copy_file_range(in, NULL, out, NULL,
-					    (size_t)(size - done), 0);
-
-		if (k < 0 && (errno == EXDEV || errno == ENOSYS ||
-			      errno == EOPNOTSUPP || errno == EINVAL))
-			break;
-		if (k < 0)
-			return -errno;
-		if (k == 0)
-			return done == size ? 0 : -EIO;
-		done += k;
-	}
-	if (done == size)
-		return 0;
-	/* another filesystem: copy in the kernel (splice), not through a
-	 * buffer here */
-	while (done < size && lseek(out, done, SEEK_SET) == done) {
-		off_t pos = done;
-		ssize_t k = sendfile(out, in, &pos,
-				     (size_t)(size - done) < (1u << 30)
-				     ? (size_t)(size - done) : (1u << 30));
-
-		if (k < 0 && (errno == EINVAL || errno == ENOSYS))
-			break;
-		if (k < 0)
-			return -errno;
-		if (k == 0)
-			return -EIO;
-		done += k;
-	}
-	if (done == size)
-		return 0;
-	buf = malloc(1 << 20);
-	if (!buf)
-		return -ENOMEM;
-	while (done < size) {
-		ssize_t k = pread(in, buf, 1 << 20, done), o = 0;
-
-		if (k <= 0) {
-			free(buf);
-			return k < 0 ? -errno : -EIO;
-		}
-		while (o < k) {
-			ssize_t wr = pwrite(out, buf + o, (size_t)(k - o),
-					    done + o);
-
-			if (wr < 0) {
-				free(buf);
-				return -errno;
-			}
-			o += wr;
-		}
-		done += k;
-	}
-	free(buf);
-	return 0;
-}
-
 /* Owner, mode and times of @tmp (in the work dir) from @st. */
 static int set_meta(struct wfs *w, const char *tmp, const struct stat *st)
 {
@@ -470,7 +405,7 @@ static int fill_metacopy(struct wfs *w, struct wnode *n, int how)
 		r = ftruncate(fd, 0) < 0 ? -errno : 0;
 	} else if (st.st_size > 0) {
 		in = w->lw->ops->open(w->lw, n->lower);
-		r = in == -ENODATA ? 0 : in < 0 ? in : copy_data(in, fd,
+		r = in == -ENODATA ? 0 : in < 0 ? in : strata_copy_data(in, fd,
 								st.st_size);
 	}
 	/* filling in the data is a copy-up, not a change: the times stay
@@ -557,7 +492,7 @@ int wfs_copy_up(struct wfs *w, struct wnode *n, int how)
 			if (in < 0)
 				r = in;
 			else
-				r = copy_data(in, fd, st.st_size);
+				r = strata_copy_data(in, fd, st.st_size);
 		}
 		if (r == 0)
 			r = wfs_fsync_fd(w, fd);

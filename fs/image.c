@@ -210,6 +210,8 @@ int fs_continue(struct wfs *w, struct strata_store *st, const struct fs *like,
 	g->fs.n_uidmap = like->n_uidmap;
 	g->fs.n_gidmap = like->n_gidmap;
 	r = strata_image_resolve(st, ref, NULL, &g->img, err);
+	/* the continued image's gzip layers are unpacked in full (no
+	 * lazy_plain): the commit just wrote them from the mount */
 	if (r == 0)
 		r = strata_cache_ensure(st, g->img,
 					&(struct strata_unpack_opts){

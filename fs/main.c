@@ -42,7 +42,7 @@ struct options {
 	int allow_other;
 	int lazy, prefetch;		/* zstd:chunked layers: default 1;
 					 * prefetch=all: 2 */
-	char *lazy_s;			/* lazy=0|1|all (2: gzip, zstd too) */
+	char *lazy_s;			/* lazy=0|1|all (all: the same as 1) */
 	char *fetchers_s;		/* fetchers=N: Range requests in flight */
 	int fetchers;
 	char *prefetch_s;		/* prefetch=0|1|all */
@@ -368,12 +368,12 @@ static void usage(void)
 	       "  -o layer=N,only        layer N alone: whiteouts as character devices\n"
 	       "                         0:0, opaque directories with the xattr\n"
 	       "                         user.overlay.opaque (and trusted.*, as root)\n"
-	       "  -o lazy=0              unpack zstd:chunked and eStargz layers in\n"
-	       "                         full before mounting (default: mount from\n"
-	       "                         their table of contents, files fetched on\n"
-	       "                         first read)\n"
-	       "  -o lazy=all            also gzip and zstd layers: live after one\n"
-	       "                         verifying pass, files filled on first read\n"
+	       "  -o lazy=0              unpack every layer in full before mounting\n"
+	       "                         (default: zstd:chunked and eStargz layers\n"
+	       "                         mount from their table of contents, gzip\n"
+	       "                         and zstd layers of a local layout or\n"
+	       "                         archive after one verifying pass; files\n"
+	       "                         fetched or filled on first read)\n"
 	       "  -o prefetch=0          no background fill of lazy layers\n"
 	       "  -o fetchers=N          Range requests in flight to a registry for\n"
 	       "                         a lazy mount (default 4)\n"
@@ -596,7 +596,7 @@ static int open_image(struct fs *fs, struct options *o,
 	if (r == 0)
 		r = strata_cache_ensure(st, img, &(struct strata_unpack_opts){
 					.lazy = o->lazy != 0,
-					.lazy_plain = o->lazy == 2 }, &err);
+					.lazy_plain = o->lazy != 0 }, &err);
 	if (r == 0)
 		r = fs_image_load(fs, st, img, &err);
 	/* strata gc keeps what the mount shows while it lives, and may run

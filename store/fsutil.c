@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -272,4 +273,68 @@ int strata_rmtree_at(int dirfd, const char *name)
 	if (unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && r == 0)
 		r = -errno;
 	return r;
+}
+
+int strata_copy_data(int in, int out, off_t size)
+{
+	off_t done = 0;
+	char *buf = NULL;
+
+	while (done < size) {
+		ssize_t k = copy_file_range(in, NULL, out, NULL,
+					    (size_t)(size - done), 0);
+
+		if (k < 0 && (errno == EXDEV || errno == ENOSYS ||
+			      errno == EOPNOTSUPP || errno == EINVAL))
+			break;
+		if (k < 0)
+			return -errno;
+		if (k == 0)
+			return done == size ? 0 : -EIO;
+		done += k;
+	}
+	if (done == size)
+		return 0;
+	/* another filesystem: copy in the kernel (splice), not through a
+	 * buffer here */
+	while (done < size && lseek(out, done, SEEK_SET) == done) {
+		off_t pos = done;
+		ssize_t k = sendfile(out, in, &pos,
+				     (size_t)(size - done) < (1u << 30)
+				     ? (size_t)(size - done) : (1u << 30));
+
+		if (k < 0 && (errno == EINVAL || errno == ENOSYS))
+			break;
+		if (k < 0)
+			return -errno;
+		if (k == 0)
+			return -EIO;
+		done += k;
+	}
+	if (done == size)
+		return 0;
+	buf = malloc(1 << 20);
+	if (!buf)
+		return -ENOMEM;
+	while (done < size) {
+		ssize_t k = pread(in, buf, 1 << 20, done), o = 0;
+
+		if (k <= 0) {
+			free(buf);
+			return k < 0 ? -errno : -EIO;
+		}
+		while (o < k) {
+			ssize_t wr = pwrite(out, buf + o, (size_t)(k - o),
+					    done + o);
+
+			if (wr < 0) {
+				free(buf);
+				return -errno;
+			}
+			o += wr;
+		}
+		done += k;
+	}
+	free(buf);
+	return 0;
 }

@@ -164,6 +164,7 @@ static int run_isal(struct strata_gzdec *d, const unsigned char *in,
 {
 	struct inflate_state *is = d->is;
 	size_t ipos = 0, opos = 0, cand_at = 0;
+	size_t told = 0;	/* out[0, told) is in d->tail */
 	uint64_t cand_bit = 0;
 	unsigned char cand_win[WIN];
 	size_t cand_wlen = 0;
@@ -191,8 +192,6 @@ static int run_isal(struct strata_gzdec *d, const unsigned char *in,
 				 : "invalid deflate data");
 			return -EBADMSG;
 		}
-		if (d->b)
-			tail_add(d, out + before, opos - before);
 		if (seek && is->block_state == ISAL_BLOCK_HDR &&
 		    is->tmp_out_valid == is->tmp_out_processed &&
 		    (uint64_t)is->read_in_length <=
@@ -202,6 +201,11 @@ static int run_isal(struct strata_gzdec *d, const unsigned char *in,
 			cand_bit = 8 * (coff + ipos - (uint64_t)is->tmp_in_size)
 				   - (uint64_t)is->read_in_length;
 			cand_at = opos;
+			/* the window, brought up to date only here and at
+			 * the end: while seeking, each 64-byte slice would
+			 * otherwise move the whole 32 KiB tail */
+			tail_add(d, out + told, opos - told);
+			told = opos;
 			cand_wlen = d->tail_len;
 			memcpy(cand_win, d->tail, cand_wlen);
 			cand = true;
@@ -216,6 +220,8 @@ static int run_isal(struct strata_gzdec *d, const unsigned char *in,
 		if (ipos == in_len && is->avail_in == 0 && opos == before)
 			break;
 	}
+	if (d->b)
+		tail_add(d, out + told, opos - told);
 	if (cand) {
 		size_t want = opos - cand_at;
 

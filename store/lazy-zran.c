@@ -3,29 +3,34 @@
  * Lazy gzip and zstd layers: mounted after one metadata pass, filled from
  * access points (zran.h).
  *
- * The pass (strata_lazy_zran_prepare) reads the whole blob once, as a
- * full unpack does: it decompresses, checks the tar entries, hashes the
- * blob and the uncompressed stream and refuses the layer unless both
- * match the manifest and the config. So unlike a zstd:chunked layer,
- * everything is verified before the mount goes live. It writes no
+ * The pass (strata_lazy_zran_prepare) copies the blob into the store
+ * (copy_file_range: shared extents where the filesystem can) and reads
+ * that copy once, mapped, as a full unpack reads a blob: it decompresses,
+ * checks the tar entries and hashes the blob (on another thread), and
+ * refuses the layer unless the digest matches the manifest. It writes no
  * content: it records, for each non-empty regular file, the range of its
  * content in the uncompressed stream, and the access points of the blob.
+ * The diff_id is not hashed here: the blob determines the stream, so a
+ * wrong claim cannot change what is served; the background fill (lazy.c,
+ * fill_zran()) hashes the whole stream, records "diff_id" and makes the
+ * layer bad when the config claims another.
  *
  * Cache entry: layers/lazy/ALG-BLOBHEX.zran, beside the zstd:chunked ones
  * (same lock, same gc, same "index", "contents" and data/ as lazy.c), with
- * "zran" (the access points), "blob" and "diff_id". It is keyed by the
- * blob digest alone: the blob determines the uncompressed stream, and the
- * diff_id it hashed to is recorded, so a config claiming another diff_id
- * for the same blob is refused (as it would be by a full unpack) and can
- * poison nothing. It still never stands in for layers/ALG/DIFFID: a full
- * unpack of the same layer is a separate entry.
+ * "zran" (the access points), "blob" and, once a fill has hashed the
+ * stream, "diff_id". It is keyed by the blob digest alone: the blob
+ * determines the uncompressed stream, and the diff_id it hashed to is
+ * recorded, so a config claiming another diff_id for the same blob is
+ * refused at mount (as it would be by a full unpack) and can poison
+ * nothing. It still never stands in for layers/ALG/DIFFID: a full unpack
+ * of the same layer is a separate entry.
  *
- * "blob" is the store's own copy of the blob, written while it was hashed
- * (the bytes verified are the bytes kept): reads never go back to a
- * layout or archive another user could change after the check. It costs
- * the compressed size until the fill has filled every file: then it is
- * removed (lazy.c, drop_blob(): the files are synced first), and a later
- * mount of the layer finds every file filled and needs no blob.
+ * "blob" is the store's own copy of the blob, the bytes the pass hashed:
+ * reads never go back to a layout or archive another user could change
+ * after the check. It costs the compressed size until the fill has
+ * filled every file: then it is removed (lazy.c, drop_blob(): the files
+ * are synced first), and a later mount of the layer finds every file
+ * filled and needs no blob.
  *
  * A record in "contents" holds uncompressed offsets [off, end) and no
  * sha256 (the pass does not see content bytes): such files are not
@@ -36,6 +41,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -113,6 +119,35 @@ static int write_contents(const struct pass *p, int dest)
 	return strata_write_atomic(dest, "contents", buf, h.file_size, 0644);
 }
 
+/* The store's copy of the blob (@size bytes of @blobfd), mapped for the
+ * pass: copied in the kernel (shared extents where the filesystem can),
+ * then read and verified where it stays, so the bytes verified are the
+ * bytes kept and no read() copies them again (mapped at once: the pages
+ * were just written, and a fault per page costs more). *map is NULL for
+ * an empty blob (the pass then reads @copy). */
+static int copy_blob(int blobfd, int dest, int64_t size, int *copy,
+		     void **map)
+{
+	int r;
+
+	*map = NULL;
+	*copy = openat(dest, "blob", O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC,
+		       0444);
+	if (*copy < 0)
+		return -errno;
+	r = strata_copy_data(blobfd, *copy, (off_t)size);
+	if (r < 0 || size == 0)
+		return r;
+	*map = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED | MAP_POPULATE,
+		    *copy, 0);
+	if (*map == MAP_FAILED) {
+		*map = NULL;
+		return -errno;
+	}
+	madvise(*map, (size_t)size, MADV_SEQUENTIAL);
+	return 0;
+}
+
 /* The pass, into the empty directory @dest. */
 static int run_pass(const struct strata_layer *l, int blobfd, int dest,
 		    const struct strata_unpack_opts *opts,
@@ -122,21 +157,22 @@ static int run_pass(const struct strata_layer *l, int blobfd, int dest,
 	struct strata_zran_builder *b = NULL;
 	struct strata_zran *z = NULL;
 	cleanup_fd int copy = -1;
+	void *map = NULL;
 	uint64_t usize = 0;
 	int r;
 
 	if (mkdirat(dest, "data", 0755) < 0)
 		return -errno;
-	copy = openat(dest, "blob", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
-		      0444);
-	if (copy < 0)
-		return -errno;
+	r = copy_blob(blobfd, dest, l->size, &copy, &map);
+	if (r < 0)
+		return strata_err_set(err, r, "layer %s: cache: copying the "
+				      "blob: %s", l->digest, strerror(-r));
 	r = strata_zran_builder_new(STRATA_ZRAN_SPAN, true, &b);
 	if (r < 0)
-		return r;
+		goto out;
 	{
 		struct strata_unpack_job job = {
-			.blob_fd = blobfd, .digest = l->digest,
+			.blob_fd = copy, .digest = l->digest,
 			.size = l->size, .diff_id = l->diff_id,
 			.compression = l->compression, .dest_fd = dest,
 			.max_bytes = opts && opts->max_layer_bytes
@@ -144,7 +180,10 @@ static int run_pass(const struct strata_layer *l, int blobfd, int dest,
 			.max_entries = opts && opts->max_entries
 				       ? opts->max_entries : 16u << 20,
 			.zran = b, .lazy_file = pass_file, .lazy_ctx = &p,
-			.copy_fd = copy, .usize = &usize,
+			.copy_fd = -1, .usize = &usize,
+			.map = map, .map_len = (uint64_t)l->size,
+			/* the fill hashes the stream (lazy.c) */
+			.diff_id_later = true,
 		};
 
 		r = strata_unpack_layer(&job, err);
@@ -161,14 +200,12 @@ static int run_pass(const struct strata_layer *l, int blobfd, int dest,
 	if (r == 0 && (r = write_contents(&p, dest)) < 0)
 		r = strata_err_set(err, r, "layer %s: cache: %s", l->digest,
 				   strerror(-r));
-	/* verified above: the pass compared it with the config's */
-	if (r == 0 && (r = strata_write_atomic(dest, "diff_id", l->diff_id,
-					       strlen(l->diff_id), 0644)) < 0)
-		r = strata_err_set(err, r, "layer %s: cache: %s", l->digest,
-				   strerror(-r));
 	if (r == 0 && fsync(copy) < 0)
 		r = strata_err_set(err, -errno, "layer %s: cache: %s",
 				   l->digest, strerror(errno));
+out:
+	if (map)
+		munmap(map, (size_t)l->size);
 	strata_zran_builder_free(b);
 	if (z)
 		strata_zran_free(z);
@@ -208,7 +245,9 @@ int strata_lazy_zran_prepare(struct strata_store *st, struct strata_image *img,
 			      O_NOFOLLOW);
 		if (blob < 0 && errno == ENOENT)
 			return -EOPNOTSUPP;
-		if (blob < 0 || fstat(blob, &sb) < 0 || !S_ISREG(sb.st_mode))
+		/* another size: the full unpack says what is wrong */
+		if (blob < 0 || fstat(blob, &sb) < 0 || !S_ISREG(sb.st_mode) ||
+		    sb.st_size != l->size)
 			return -EOPNOTSUPP;
 		snprintf(tmpname, sizeof(tmpname), "lazy-%s", name);
 		strata_rmtree_at(st->tmp_fd, tmpname);
@@ -227,8 +266,11 @@ int strata_lazy_zran_prepare(struct strata_store *st, struct strata_image *img,
 		if (dfd < 0)
 			return -errno;
 	}
-	if (strata_read_file(dfd, "diff_id", STRATA_DIGEST_MAX, &got,
-			     &len) < 0)
+	/* recorded by the first fill that read the whole stream */
+	r = strata_read_file(dfd, "diff_id", STRATA_DIGEST_MAX, &got, &len);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0)
 		return strata_err_set(err, -EBADMSG, "layer %s: lazy cache "
 				      "entry is corrupt; remove %s/layers/"
 				      "lazy/%s", l->digest, st->root, name);
@@ -360,7 +402,8 @@ static int seq_feed(struct seq *s, uint64_t pos, const unsigned char *p,
 
 int strata_lzr_fill_all(const struct strata_zran *z, int blobfd,
 			const struct strata_lz_rec *recs, uint32_t n,
-			int datafd, const atomic_bool *stop)
+			int datafd, struct strata_hasher *dh,
+			const atomic_bool *stop)
 {
 	struct strata_zran_info info;
 	struct seq s = { .recs = recs, .n = n, .datafd = datafd, .fd = -1 };
@@ -373,7 +416,8 @@ int strata_lzr_fill_all(const struct strata_zran *z, int blobfd,
 	if (!in || !out ||
 	    strata_dec_init(&d, info.kind != STRATA_ZRAN_ZSTD) < 0)
 		return -ENOMEM;
-	while (ret == 0 && cpos < info.csize && s.i < n) {
+	/* with @dh, on to the end of the stream: it is hashed whole */
+	while (ret == 0 && cpos < info.csize && (s.i < n || dh)) {
 		ssize_t got;
 		size_t ipos = 0;
 		bool more = true;	/* output may be pending */
@@ -398,11 +442,13 @@ int strata_lzr_fill_all(const struct strata_zran *z, int blobfd,
 			if (ret < 0 || (!produced && ipos == before))
 				break;
 			more = produced == IO_SIZE;
+			if (dh)
+				strata_hasher_update(dh, out, produced);
 			ret = seq_feed(&s, upos, out, produced);
 			upos += produced;
 		}
 	}
-	if (ret == 0 && s.i < n)
+	if (ret == 0 && (s.i < n || (dh && !d.done)))
 		ret = -EBADMSG;	/* the stream ended before its files */
 	if (s.fd >= 0)
 		close(s.fd);

@@ -1451,6 +1451,59 @@ static int verify_layer(struct strata_lazy *z, const atomic_bool *stop)
 	return 0;
 }
 
+/* A gzip/zstd layer: its blob was verified before the mount; the files
+ * left are filled by one sequential decompress, which also hashes the
+ * whole stream the first time: the diff_id is recorded (a fact about the
+ * verified blob, so kept whatever this image's config claims) and
+ * compared with the config's. A mismatch makes the layer bad for this
+ * mount, and every later mount of an image claiming it is refused
+ * (lazy-zran.c). */
+static int fill_zran(struct strata_lazy *z, const atomic_bool *stop)
+{
+	cleanup_(strata_hasher_freep) struct strata_hasher *dh = NULL;
+	cleanup_free char *got = NULL;
+	char diff_got[STRATA_DIGEST_MAX];
+	size_t len;
+	int r;
+
+	if (z->blobfd < 0)
+		return 0;	/* all filled by an earlier fill */
+	r = strata_read_file(z->dirfd, "diff_id", STRATA_DIGEST_MAX, &got,
+			     &len);
+	if (r < 0 && r != -ENOENT)
+		return r;
+	if (r == 0 && (len != strlen(z->diff_id) ||
+		       memcmp(got, z->diff_id, len))) {
+		atomic_store(&z->bad, true);	/* refused at mount: a race */
+		return -EBADMSG;
+	}
+	if (r == -ENOENT && strata_hasher_new(z->diff_id, &dh) < 0)
+		return -ENOMEM;
+	r = strata_lzr_fill_all(z->zran, z->blobfd, z->recs, z->n,
+				z->datafd, dh, stop);
+	if (r < 0)
+		return r;
+	if (dh) {
+		strata_hasher_final(dh, diff_got);
+		if (syncfs(z->datafd) < 0)
+			return -errno;
+		r = strata_write_atomic(z->dirfd, "diff_id", diff_got,
+					strlen(diff_got), 0644);
+		if (r < 0)
+			return r;
+		if (strcmp(diff_got, z->diff_id)) {
+			atomic_store(&z->bad, true);
+			strata_warn("image %s: layer %s: diff_id mismatch: "
+				    "config says %s, uncompressed content "
+				    "hashes to %s: the layer is bad, its files "
+				    "fail with EIO", z->image, z->digest,
+				    z->diff_id, diff_got);
+			return -EBADMSG;
+		}
+	}
+	return drop_blob(z);
+}
+
 /* Fill the missing files 1..@limit in order. Return: 0 when done, 1 when
  * stopped (or the layer is bad), or the source's error (resume later). */
 static int fill_upto(struct strata_lazy *z, uint32_t limit,
@@ -1490,13 +1543,8 @@ int strata_lx_prefetch(struct strata_lindex *lx, int what,
 	}
 	if (z->prefetch == STRATA_LZ_NO_PREFETCH && what != STRATA_PREFETCH_ALL)
 		return 0;
-	if (z->zran) {	/* verified before the mount: only the files left */
-		if (z->blobfd < 0)
-			return 0;	/* all filled by an earlier fill */
-		r = strata_lzr_fill_all(z->zran, z->blobfd, z->recs, z->n,
-					z->datafd, stop);
-		return r < 0 ? r : drop_blob(z);
-	}
+	if (z->zran)
+		return fill_zran(z, stop);
 	r = fill_upto(z, z->n, stop);
 	if (r != 0)
 		return r < 0 ? r : 0;

@@ -220,10 +220,13 @@ int strata_lzr_check(const struct strata_zran *z,
 int strata_lzr_fill(const struct strata_zran *z, int blobfd,
 		    const struct strata_lz_rec *r, int fd);
 /* One sequential decompress of the blob filling every missing data/ file
- * of records @recs. Return: 0, -EINTR (*@stop), -EBADMSG, -errno. */
+ * of records @recs; with @dh (or NULL), to the end of the stream, every
+ * uncompressed byte hashed into @dh (the diff_id).
+ * Return: 0, -EINTR (*@stop), -EBADMSG, -errno. */
 int strata_lzr_fill_all(const struct strata_zran *z, int blobfd,
 			const struct strata_lz_rec *recs, uint32_t n,
-			int datafd, const atomic_bool *stop);
+			int datafd, struct strata_hasher *dh,
+			const atomic_bool *stop);
 
 /* lindex.c: open the index in directory @dfd (@what names it in
  * messages); attach and read lazy state. */

@@ -906,4 +906,12 @@ struct strata_export_opts {
 int strata_export(struct strata_store *st, const struct strata_export_opts *o,
 		  uint64_t *bytes, struct strata_err *err);
 
+/*
+ * Copy the first @size bytes of @in to @out (both at their file offset):
+ * copy_file_range (a reflink where the filesystem shares extents), else
+ * sendfile, else a buffer (store/fsutil.c). Return: 0, -EIO when @in is
+ * shorter, or negative errno.
+ */
+int strata_copy_data(int in, int out, off_t size);
+
 #endif

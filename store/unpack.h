@@ -31,6 +31,13 @@ struct strata_unpack_job {
 	void *lazy_ctx;
 	int copy_fd;
 	uint64_t *usize;
+	/* or NULL: the blob's bytes in memory (@map_len of them, blob_fd
+	 * unused), read in place instead of read() into a buffer */
+	const void *map;
+	uint64_t map_len;
+	/* the uncompressed stream is not hashed: the caller checks the
+	 * diff_id later (a lazy layer's fill, lazy-zran.c) */
+	bool diff_id_later;
 };
 
 /*

@@ -3,6 +3,7 @@
 
     /usr/bin/python3 tests/bench/lazy.py [--quick] [--runs N] [--build DIR]
     /usr/bin/python3 tests/bench/lazy.py --mount-only --build A --build B
+    /usr/bin/python3 tests/bench/lazy.py --gzip [--no-warm] --build A --build B
 
 
 Takes the benchmark image of run.py (built and cached by it in
@@ -33,10 +34,12 @@ rusage: the work before the daemon forks); each first into a fresh store
 (the TOCs read and the cache entries built), then again into that store
 (the entries there: a second mount of the image).
 
-With --gzip, the original gzip layout instead (store/lazy-zran.c):
+With --gzip, the original gzip layout instead (store/lazy-zran.c), each
+--build in turn in every run, with the command's CPU time:
 
   first ls   stratafs -o lazy=all,prefetch=0 then `ls /`: the metadata
-             pass (decompress, verify, index, access points, blob copy)
+             pass (blob copy, decompress, check entries, hash the blob,
+             index, access points)
   full gzip  stratafs -o lazy=0 then `ls /`: today's full import
   warm read  every file read (`tar c . | cat >/dev/null`) with a cold page
              cache, on a lazy layer the background fill has completed,
@@ -98,11 +101,11 @@ def mount_time(build, ref, opts, work, store=None):
     return dt, mnt
 
 
-def mount_cpu(build, ref, opts, work, fresh=True):
+def mount_cpu(build, ref, opts, work, store=None, fresh=True):
     """mount_time() with the command's (wall, user, sys) seconds; with
     fresh false, in the store as the last mount left it (the image's
     lazy cache entries already built)."""
-    store, mnt = work / "store", work / "mnt"
+    store, mnt = store or work / "store", work / "mnt"
     if fresh:
         bench.rmtree(store)
     mnt.mkdir(exist_ok=True)
@@ -195,18 +198,6 @@ def start_registry(work, zc, tag):
     return reg, ref
 
 
-def lazy_filled(store):
-    """Have all lazy layers of @store every content file?"""
-    import struct
-    d = store / "layers" / "lazy"
-    for p in d.iterdir():
-        if p.is_dir() and p.name != "content":
-            n = struct.unpack("<I", (p / "contents").read_bytes()[8:12])[0]
-            if len(os.listdir(p / "data")) < n:
-                return False
-    return True
-
-
 def first_ls(build, ref, opts, work, store=None):
     t = time.monotonic()
     dt, mnt = mount_time(build, ref, opts, work, store)
@@ -222,9 +213,25 @@ def read_all(mnt):
     return time.monotonic() - t
 
 
-def main_gzip(a, build, layout, tag):
-    times = {"first ls, lazy gzip": [], "first ls, full gzip": [],
-             "warm read, lazy filled": [], "warm read, unpacked": []}
+def lazy_filled(store):
+    """Have all lazy layers of @store every content file, and has the fill
+    checked their diff_id (it reads the whole stream)?"""
+    import struct
+    d = store / "layers" / "lazy"
+    for p in d.iterdir():
+        if p.is_dir() and p.name != "content":
+            n = struct.unpack("<I", (p / "contents").read_bytes()[8:12])[0]
+            if len(os.listdir(p / "data")) < n or \
+                    not (p / "diff_id").exists():
+                return False
+    return True
+
+
+def main_gzip(a, builds, layout, tag):
+    """Each run: for each build in turn, the full import then the lazy
+    pass (first ls, with the command's CPU time); the last build then
+    fills and reads everything warm, against its own unpacked store."""
+    times = {}
     ref = f"oci:{layout}:{tag}"
     with tempfile.TemporaryDirectory(dir="/var/tmp") as w:
         work = Path(w)
@@ -235,28 +242,39 @@ def main_gzip(a, build, layout, tag):
             ctx = argparse.Namespace(work=work)
             bench.make_scratch(ctx, 8)
             store = ctx.scratch / "store"
+            mnt = work / "mnt"
             for _ in range(a.runs):
-                dt, mnt = first_ls(build, ref, "lazy=0", work, store)
-                times["first ls, full gzip"].append(dt)
-                times["warm read, unpacked"].append(read_all(mnt))
-                bench.unmount(mnt)
-                dt, mnt = first_ls(build, ref, "lazy=all,prefetch=0", work,
-                                   store)
-                times["first ls, lazy gzip"].append(dt)
-                bench.unmount(mnt)
+                for b in builds:
+                    for case, opts in (("full gzip", "lazy=0"),
+                                       ("lazy gzip", "lazy=all,prefetch=0")):
+                        r = mount_cpu(b, ref, opts, work, store)
+                        t = time.monotonic()
+                        subprocess.run(["ls", mnt], stdout=subprocess.DEVNULL,
+                                       check=True)
+                        r = (r[0] + time.monotonic() - t,) + r[1:]
+                        times.setdefault((f"first ls, {case}", str(b)),
+                                         []).append(r)
+                        if case == "full gzip" and b == builds[-1] and \
+                                not a.no_warm:
+                            times.setdefault(("warm read, unpacked", str(b)),
+                                             []).append((read_all(mnt), 0, 0))
+                        bench.unmount(mnt)
+                if a.no_warm:
+                    continue
+                b = builds[-1]
                 # the fill, then a warm mount of the filled layers
-                env = dict(os.environ, STRATA_ROOT=str(store))
-                bench.sh([build / "fs/stratafs", "-o", "lazy=all", ref, mnt],
-                         env=env)
-                bench.MOUNTS.append(str(mnt))
+                mount_cpu(b, ref, "lazy=all", work, store)
                 t = time.monotonic()
                 while not lazy_filled(store):
                     time.sleep(0.2)
                 fill = time.monotonic() - t
                 bench.unmount(mnt)
-                bench.sh([build / "fs/stratafs", "-o", "lazy=all,prefetch=0",
+                env = dict(os.environ, STRATA_ROOT=str(store))
+                bench.sh([b / "fs/stratafs", "-o", "lazy=all,prefetch=0",
                           ref, mnt], env=env)
-                times["warm read, lazy filled"].append(read_all(mnt))
+                bench.MOUNTS.append(str(mnt))
+                times.setdefault(("warm read, lazy filled", str(b)),
+                                 []).append((read_all(mnt), 0, 0))
                 bench.unmount(mnt)
                 bench.log(f"background fill took {fill:.1f} s")
         finally:
@@ -264,16 +282,23 @@ def main_gzip(a, build, layout, tag):
     print(f"## lazy gzip mount ({'quick' if a.quick else 'full'} image, "
           f"{blob_bytes(layout, tag) / 2**20:.0f} MiB of gzip blobs, "
           f"{a.runs} runs, cold cache)\n")
-    print("| case | median | min-max |")
-    print("|---|---|---|")
-    for name, ts in times.items():
-        print(f"| {name} | {bench.fmt_s(statistics.median(ts))} | "
-              f"{bench.fmt_s(min(ts))}-{bench.fmt_s(max(ts))} |")
-    m = {k: statistics.median(v) for k, v in times.items()}
-    print(f"\nfirst ls lazy/full: "
-          f"{m['first ls, lazy gzip'] / m['first ls, full gzip']:.3f}; "
-          f"warm read lazy/unpacked: "
-          f"{m['warm read, lazy filled'] / m['warm read, unpacked']:.3f}")
+    print("| case | build | wall median | min-max | CPU (user+sys) median "
+          "| runs |")
+    print("|---|---|---|---|---|---|")
+    for (name, b), rs in times.items():
+        w = [r[0] for r in rs]
+        cpu = statistics.median(r[1] + r[2] for r in rs)
+        print(f"| {name} | {b} | {bench.fmt_s(statistics.median(w))} | "
+              f"{bench.fmt_s(min(w))}-{bench.fmt_s(max(w))} | "
+              f"{cpu:.2f} s | {', '.join(f'{x:.2f}' for x in w)} |")
+    base = ("first ls, full gzip", str(builds[0]))
+    print()
+    for (name, b), rs in times.items():
+        if name == "first ls, lazy gzip" and base in times:
+            f = times[base]
+            print(f"{b}: lazy first ls / full import of {builds[0]}: wall "
+                  f"{statistics.median(r[0] for r in rs) / statistics.median(r[0] for r in f):.3f}, "
+                  f"CPU {statistics.median(r[1] + r[2] for r in rs) / statistics.median(r[1] + r[2] for r in f):.3f}")
 
 
 def main():
@@ -284,6 +309,8 @@ def main():
     ap.add_argument("--mount-only", action="store_true",
                     help="only the lazy mounts, of each --build in turn")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--no-warm", action="store_true",
+                    help="with --gzip: first ls only, no fill and warm reads")
     ap.add_argument("--build", action="append", help="build directory "
                     "(several with --mount-only)")
     a = ap.parse_args()
@@ -292,7 +319,7 @@ def main():
     build = builds[0]
     layout, tag, _ = bench.build_image(a.quick)
     if a.gzip:
-        return main_gzip(a, build, layout, tag)
+        return main_gzip(a, builds, layout, tag)
     zc = convert(layout, tag, a.quick)
     if a.mount_only:
         return main_mount_only(a, builds, zc, tag)

@@ -397,12 +397,13 @@ class Hostile:
         return self.strata("images").stdout
 
     def refused(self, img, name="bad:1", args=(), names=(), diff_ids=None,
-                mount=True):
+                mount=True, mount_opts=None):
         """Import @img (an ocibuild.Image or reference) and assert it is
         refused: non-zero exit, one "strata: " line on stderr containing
         every string of @names, no tag, no layer published for @diff_ids
         (default: every layer of @img), nothing written outside. Then the
-        same for stratafs on the oci: reference. Return import's stderr."""
+        same for stratafs on the oci: reference (with -o @mount_opts).
+        Return import's stderr."""
         ref = img if isinstance(img, str) else img.ref
         r = self.strata("import", *args, ref, name, check=False)
         assert r.returncode != 0, f"import of {ref} was accepted: {r.stdout}"
@@ -419,7 +420,7 @@ class Hostile:
             if d and ":" in d:
                 assert not self.published(d), f"layer {d} was published"
         if mount and not args:
-            m = self.mount(ref, check=False)
+            m = self.mount(ref, opts=mount_opts, check=False)
             assert m.returncode != 0, f"stratafs mounted {ref}"
             assert m.stderr.strip().startswith("stratafs: "), m.stderr
             for s in names:

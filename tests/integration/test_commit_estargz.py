@@ -221,7 +221,11 @@ def test_strata_and_umoci_read_it(committed, parsed, umoci_tree, mount,
     assert_same_as_umoci(committed.mnt, copy, "es",
                          committed.tmp / "unpacked2", ignore=HIDDEN)
     got = mount(f"oci:{committed.layout}:es", opts="prefetch=0")
-    assert len(lazy_dirs(store)) == 1 and filled(store) == 0
+    # the estargz layer from its TOC (the base's gzip layer by the
+    # verifying pass of an ordinary gzip layer: a .zran entry)
+    assert len([d for d in lazy_dirs(store)
+                if not d.name.endswith(".zran")]) == 1
+    assert filled(store) == 0
     assert "stargz.index.json" not in os.listdir(got)
     assert_same_as_umoci(got, copy, "es", committed.tmp / "unpacked3",
                          ignore=HIDDEN)

@@ -250,15 +250,19 @@ def test_toc_not_matching_annotation_refused(tmp_path, mount, store):
     assert lazy_dirs(store) == []
 
 
-def test_no_annotation_unpacks_in_full(tmp_path, mount, store):
-    """A footer alone is not trusted: without the annotation the layer is
-    unpacked in full, and shows what the lazy mount would (the tar's
+@pytest.mark.parametrize("opts", ["lazy=0", None])
+def test_no_annotation_not_mounted_from_toc(opts, tmp_path, mount, store):
+    """A footer alone is not trusted: without the annotation the TOC is
+    not used; the layer is unpacked in full (lazy=0) or, by default, read
+    whole by the verifying pass of an ordinary gzip layer (a .zran cache
+    entry, no TOC entry), and shows what the lazy mount would (the tar's
     last entry is stargz.index.json: its files are hidden)."""
     layout = tmp_path / "img"
     ref = layout_with(layout, [esgz_blob(base_entries(), annotate=False)[:3]],
                       media_type=GZ)
-    mnt = mount(ref)
-    assert lazy_dirs(store) == []
+    mnt = mount(ref, opts=opts)
+    assert [d.name.split(".")[-1] for d in lazy_dirs(store)] == \
+        ([] if opts else ["zran"])
     assert_same_as_umoci(mnt, layout, "t", tmp_path / "u", ignore=HIDDEN)
     assert not set(os.listdir(mnt)) & {"stargz.index.json",
                                        ".prefetch.landmark"}
