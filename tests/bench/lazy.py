@@ -136,7 +136,7 @@ def main_mount_only(a, builds, zc, tag):
                     for b in builds:
                         for when in ("first", "second"):
                             r = mount_cpu(b, ref, opts, work,
-                                          when == "first")
+                                          fresh=when == "first")
                             res.setdefault((name, when, str(b)),
                                            []).append(r)
                             bench.unmount(work / "mnt")
