@@ -111,15 +111,48 @@ def mount(tmp_path, store):
         unmount(m)
 
 
+DEV_FUSE_LOCK = "/tmp/strata-tests-dev-fuse"
+
+
 @pytest.fixture
 def dev_fuse_open():
     """/dev/fuse opened to every user (0666) for the test, as users need
-    it to mount; its mode is put back afterwards."""
+    it to mount; its mode is put back afterwards, by the last test using
+    it when several run at once (pytest -n: a shared lock on
+    DEV_FUSE_LOCK.users is held while a test needs it; the mode it had
+    first is kept in DEV_FUSE_LOCK, under whose exclusive lock both
+    steps run)."""
+    import fcntl
     import stat
-    st = os.stat("/dev/fuse")
-    os.chmod("/dev/fuse", 0o666)
-    yield
-    os.chmod("/dev/fuse", stat.S_IMODE(st.st_mode))
+    mutex = os.open(DEV_FUSE_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW,
+                    0o600)
+    users = os.open(DEV_FUSE_LOCK + ".users",
+                    os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(mutex, fcntl.LOCK_EX)
+        fcntl.flock(users, fcntl.LOCK_SH)
+        saved = os.pread(mutex, 16, 0).decode().strip()
+        if not saved:
+            saved = oct(stat.S_IMODE(os.stat("/dev/fuse").st_mode))
+            os.pwrite(mutex, saved.encode() + b"\n", 0)
+        os.chmod("/dev/fuse", 0o666)
+        fcntl.flock(mutex, fcntl.LOCK_UN)
+        yield
+    finally:
+        fcntl.flock(mutex, fcntl.LOCK_EX)
+        fcntl.flock(users, fcntl.LOCK_UN)
+        try:
+            fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            last = True
+        except BlockingIOError:
+            last = False
+        if last:
+            saved = os.pread(mutex, 16, 0).decode().strip()
+            if saved:
+                os.chmod("/dev/fuse", int(saved, 8))
+            os.ftruncate(mutex, 0)
+        os.close(users)
+        os.close(mutex)
 
 
 @pytest.fixture
