@@ -16,6 +16,7 @@ import socket
 import subprocess
 import threading
 import time
+import types
 import urllib.parse
 from pathlib import Path
 
@@ -155,15 +156,49 @@ def dev_fuse_open():
         os.close(mutex)
 
 
+@pytest.fixture(scope="session")
+def umoci_built(tmp_path_factory):
+    """Layouts umoci_image already built in this session: {key: layout}
+    (see umoci_image), in a directory of their own that no test is given."""
+    return {"dir": tmp_path_factory.mktemp("umoci-built"), "layouts": {}}
+
+
+def _umoci_steps_key(steps, name, tag):
+    """A key for @steps when each is a function defined at the top level
+    of a module (so the same function object does the same thing every
+    time: no closure over a test's values), else None."""
+    for s in steps:
+        if not isinstance(s, types.FunctionType) or s.__closure__ or \
+                "<locals>" in s.__qualname__:
+            return None
+    return (tuple(steps), name, tag)
+
+
 @pytest.fixture
-def umoci_image(tmp_path):
+def umoci_image(tmp_path, umoci_built):
     """umoci_image(steps, name='img', tag='t') -> (layout_dir, 'tag').
 
     Build an image with umoci, one layer per step: each step is a callable
     given the rootfs Path to modify (umoci repack records the difference,
-    deletions as whiteouts). Returns the layout directory and tag."""
+    deletions as whiteouts). Returns the layout directory and tag.
+    When every step is a top-level function, umoci builds the image once
+    per session and each test gets its own copy of that layout (tests
+    commit into, tag in and damage their layouts)."""
     def build(steps, name="img", tag="t"):
-        return build_umoci_image(tmp_path, steps, name, tag)
+        key = _umoci_steps_key(steps, name, tag)
+        if key is None:
+            return build_umoci_image(tmp_path, steps, name, tag)
+        built = umoci_built["layouts"].get(key)
+        if built is None:
+            d = umoci_built["dir"] / str(len(umoci_built["layouts"]))
+            d.mkdir()
+            built, _ = build_umoci_image(d, steps, name, tag)
+            umoci_built["layouts"][key] = built
+        layout = tmp_path / name
+        if layout.exists():
+            raise AssertionError(f"umoci_image: {layout} exists already")
+        shutil.copytree(built, layout, symlinks=True)
+        return layout, tag
     return build
 
 
