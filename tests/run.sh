@@ -39,8 +39,21 @@ if [ "$fuzz_secs" -gt 0 ]; then
 		status=1
 	}
 fi
+# pytest-xdist (python3-pytest-xdist): STRATA_TEST_JOBS workers (default
+# 2), each taking whole files (--dist loadfile: a file's module fixtures are
+# made once); much of the time is spent waiting on podman, umoci, fsync.
+# STRATA_TEST_JOBS=0, or no xdist, runs the files one after another.
+jobs=${STRATA_TEST_JOBS:-2}
+xdist=
+if [ "$jobs" -gt 0 ]; then
+	if /usr/bin/python3 -c 'import xdist' 2>/dev/null; then
+		xdist="-n $jobs --dist loadfile"
+	else
+		echo "pytest-xdist is missing: the tests run one at a time" >&2
+	fi
+fi
 /usr/bin/python3 -m pytest tests/integration -q -p no:cacheprovider \
-	--durations=25 "$@" || {
+	--durations=25 $xdist "$@" || {
 	rc=$?
 	# 5 = no tests collected: that is a failure of the suite too
 	status=1
