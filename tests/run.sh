@@ -29,11 +29,12 @@ count_mounts() {
 before=$(count_mounts)
 status=0
 meson test -C "$build" --print-errorlogs || status=1
-# a short fuzzing run of every harness from its saved corpus (tests/fuzz)
+# a short fuzzing run of every harness from its saved corpus (tests/fuzz),
+# two harnesses at a time (one core each on a 2-core machine)
 fuzz_secs=${STRATA_FUZZ_SECONDS:-8}
 if [ "$fuzz_secs" -gt 0 ]; then
 	rm -rf build-fuzz/findings-run
-	FUZZ_SEED=1 FUZZ_FINDINGS=build-fuzz/findings-run \
+	FUZZ_SEED=1 FUZZ_FINDINGS=build-fuzz/findings-run FUZZ_PARALLEL=2 \
 		tests/fuzz/run.sh "$fuzz_secs" 2>"$TMPDIR/fuzz.log" || {
 		grep -v '^#' "$TMPDIR/fuzz.log" >&2
 		status=1
