@@ -1048,11 +1048,16 @@ def serving_pid(pid):
 
 LONGEST_FILES = [
     "test_hostile_layers.py",
+    "test_store_lifecycle.py",
+    "test_tar_differential.py",
     "test_commit_peers.py",
+    "test_podman_users.py",
+    "test_registry.py",
     "test_image_tools_save.py",
     "test_hostile_users.py",
     "test_fs_posix_ro.py",
-    "test_podman_users.py",
+    "test_verify.py",
+    "test_registry_push.py",
     "test_image_tools_layers.py",
 ]
 
