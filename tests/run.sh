@@ -29,18 +29,32 @@ count_mounts() {
 before=$(count_mounts)
 status=0
 meson test -C "$build" --print-errorlogs || status=1
-# a short fuzzing run of every harness from its saved corpus (tests/fuzz)
+# a short fuzzing run of every harness from its saved corpus (tests/fuzz),
+# two harnesses at a time (one core each on a 2-core machine)
 fuzz_secs=${STRATA_FUZZ_SECONDS:-8}
 if [ "$fuzz_secs" -gt 0 ]; then
 	rm -rf build-fuzz/findings-run
-	FUZZ_SEED=1 FUZZ_FINDINGS=build-fuzz/findings-run \
+	FUZZ_SEED=1 FUZZ_FINDINGS=build-fuzz/findings-run FUZZ_PARALLEL=2 \
 		tests/fuzz/run.sh "$fuzz_secs" 2>"$TMPDIR/fuzz.log" || {
 		grep -v '^#' "$TMPDIR/fuzz.log" >&2
 		status=1
 	}
 fi
+# pytest-xdist (python3-pytest-xdist): STRATA_TEST_JOBS workers (default
+# 2), each taking whole files (--dist loadfile: a file's module fixtures are
+# made once); much of the time is spent waiting on podman, umoci, fsync.
+# STRATA_TEST_JOBS=0, or no xdist, runs the files one after another.
+jobs=${STRATA_TEST_JOBS:-2}
+xdist=
+if [ "$jobs" -gt 0 ]; then
+	if /usr/bin/python3 -c 'import xdist' 2>/dev/null; then
+		xdist="-n $jobs --dist loadfile"
+	else
+		echo "pytest-xdist is missing: the tests run one at a time" >&2
+	fi
+fi
 /usr/bin/python3 -m pytest tests/integration -q -p no:cacheprovider \
-	--durations=25 "$@" || {
+	--durations=25 $xdist "$@" || {
 	rc=$?
 	# 5 = no tests collected: that is a failure of the suite too
 	status=1

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import STRATAFS, run
+from conftest import STRATAFS, build_umoci_image, run
 from test_commit_peers import (EUID_C, busybox_steps, podman,  # noqa: F401
                                sweep_mounts, unmount_below)
 
@@ -62,13 +62,16 @@ RUN_OPTS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
             "--network", "none"]
 
 
-@pytest.fixture
-def users_image(umoci_image, tmp_path):
-    """(layout, tag): busybox with more applets; /bin/euid, a static
+@pytest.fixture(scope="module")
+def users_image(tmp_path_factory):
+    """(layout, tag), built once for the module (every test only reads
+    it: podman pulls it, `rootless` copies it): busybox with more
+    applets; /bin/euid, a static
     setuid-root program printing its uid and euid; /bin/su, a setuid-root
     copy of busybox; /etc/secret (0600 root); users alice (1000, no
     password) and bob (1001, password "pw"), nobody (65534); /srv/shared
     (2775 root:bob) and /srv/bobs-group (0640 root:bob)."""
+    tmp_path = tmp_path_factory.mktemp("users")
     src = tmp_path / "euid.c"
     src.write_text(EUID_C)
     exe = tmp_path / "euid"
@@ -103,7 +106,7 @@ def users_image(umoci_image, tmp_path):
         (root / "home/bob/note").write_text("bob's\n")
         os.chown(root / "home/bob/note", 1001, 1001)
         os.chmod(root / "home/bob/note", 0o600)
-    return umoci_image([busybox_steps, extra], name="users")
+    return build_umoci_image(tmp_path, [busybox_steps, extra], name="users")
 
 
 # ---------------------------------------------------------------------------
