@@ -148,9 +148,12 @@ static int copy_blob(int blobfd, int dest, int64_t size, int *copy,
 	return 0;
 }
 
-/* The pass, into the empty directory @dest. */
-static int run_pass(const struct strata_layer *l, int blobfd, int dest,
-		    const struct strata_unpack_opts *opts,
+/* The pass, into the empty directory @dest: over the local blob @blobfd,
+ * or over a registry's download (@stream, a socket the blob source feeds
+ * while it hashes and stores the blob: the store's copy is linked in
+ * after the download, see stream_blob()). */
+static int run_pass(const struct strata_layer *l, int blobfd, bool stream,
+		    int dest, const struct strata_unpack_opts *opts,
 		    struct strata_err *err)
 {
 	struct pass p = { 0 };
@@ -163,7 +166,7 @@ static int run_pass(const struct strata_layer *l, int blobfd, int dest,
 
 	if (mkdirat(dest, "data", 0755) < 0)
 		return -errno;
-	r = copy_blob(blobfd, dest, l->size, &copy, &map);
+	r = stream ? 0 : copy_blob(blobfd, dest, l->size, &copy, &map);
 	if (r < 0)
 		return strata_err_set(err, r, "layer %s: cache: copying the "
 				      "blob: %s", l->digest, strerror(-r));
@@ -172,7 +175,7 @@ static int run_pass(const struct strata_layer *l, int blobfd, int dest,
 		goto out;
 	{
 		struct strata_unpack_job job = {
-			.blob_fd = copy, .digest = l->digest,
+			.blob_fd = stream ? blobfd : copy, .digest = l->digest,
 			.size = l->size, .diff_id = l->diff_id,
 			.compression = l->compression, .dest_fd = dest,
 			.max_bytes = opts && opts->max_layer_bytes
@@ -200,7 +203,7 @@ static int run_pass(const struct strata_layer *l, int blobfd, int dest,
 	if (r == 0 && (r = write_contents(&p, dest)) < 0)
 		r = strata_err_set(err, r, "layer %s: cache: %s", l->digest,
 				   strerror(-r));
-	if (r == 0 && fsync(copy) < 0)
+	if (r == 0 && copy >= 0 && fsync(copy) < 0)
 		r = strata_err_set(err, -errno, "layer %s: cache: %s",
 				   l->digest, strerror(errno));
 out:
@@ -212,6 +215,46 @@ out:
 	free(p.recs);
 	free(p.names);
 	return r;
+}
+
+/* The pass over a registry's download (@img's blob source): the source
+ * hashes the bytes as they arrive and stores the blob in the store's
+ * blobs/ once its digest matched; the pass reads the same bytes from its
+ * socket meanwhile (and hashes them too). The store's verified copy is
+ * then linked into the entry as "blob" (copied where it cannot be): the
+ * mount reads it, never the registry again. */
+static int stream_pass(struct strata_image *img, const struct strata_layer *l,
+		       int dest, const struct strata_unpack_opts *opts,
+		       struct strata_err *err)
+{
+	struct strata_blob_source *src = img->source;
+	struct strata_err perr = { 0 };
+	char rel[STRATA_DIGEST_MAX + 8];
+	cleanup_fd int in = -1, out = -1;
+	void *handle = NULL;
+	int sock, r, fr;
+
+	sock = src->open(src, l, &handle, err);
+	if (sock < 0)
+		return sock;
+	r = run_pass(l, sock, true, dest, opts, &perr);
+	close(sock);	/* a download still sending stops */
+	fr = src->finish(src, handle, r, err);
+	if (fr < 0)
+		return fr;	/* the download's failure explains the rest */
+	if (r < 0)
+		return strata_err_set(err, r, "%s", perr.msg);
+	strata_blob_relpath(l->digest, rel, sizeof(rel));
+	if (linkat(img->blobs_fd, rel, dest, "blob", 0) == 0)
+		return 0;
+	in = openat(img->blobs_fd, rel, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	out = openat(dest, "blob", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+		     0444);
+	r = in < 0 || out < 0 ? -errno : strata_copy_data(in, out, l->size);
+	if (r == 0 && fsync(out) < 0)
+		r = -errno;
+	return r < 0 ? strata_err_set(err, r, "layer %s: cache: storing the "
+				      "blob: %s", l->digest, strerror(-r)) : 0;
 }
 
 int strata_lazy_zran_prepare(struct strata_store *st, struct strata_image *img,
@@ -238,16 +281,18 @@ int strata_lazy_zran_prepare(struct strata_store *st, struct strata_image *img,
 	dfd = openat(lazyfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
 		     O_CLOEXEC);
 	if (dfd < 0) {
-		/* the blob must be local (a layout, an archive, the store's
-		 * blobs): a registry's is fetched by the full unpack */
+		/* local (a layout, an archive, the store's blobs), or
+		 * missing there: a registry's, read as it downloads */
 		strata_blob_relpath(l->digest, rel, sizeof(rel));
 		blob = openat(img->blobs_fd, rel, O_RDONLY | O_CLOEXEC |
 			      O_NOFOLLOW);
-		if (blob < 0 && errno == ENOENT)
+		/* not there, no registry; another size: the full unpack
+		 * says what is wrong */
+		if (blob < 0 && (errno != ENOENT || !img->source))
 			return -EOPNOTSUPP;
-		/* another size: the full unpack says what is wrong */
-		if (blob < 0 || fstat(blob, &sb) < 0 || !S_ISREG(sb.st_mode) ||
-		    sb.st_size != l->size)
+		if (blob >= 0 && (fstat(blob, &sb) < 0 ||
+				  !S_ISREG(sb.st_mode) ||
+				  sb.st_size != l->size))
 			return -EOPNOTSUPP;
 		snprintf(tmpname, sizeof(tmpname), "lazy-%s", name);
 		strata_rmtree_at(st->tmp_fd, tmpname);
@@ -256,7 +301,8 @@ int strata_lazy_zran_prepare(struct strata_store *st, struct strata_image *img,
 				  O_CLOEXEC)) < 0)
 			return strata_err_set(err, -errno, "cache: %s",
 					      strerror(errno));
-		r = run_pass(l, blob, tmp, opts, err);
+		r = blob >= 0 ? run_pass(l, blob, false, tmp, opts, err)
+			      : stream_pass(img, l, tmp, opts, err);
 		r = strata_lazy_publish(st, r, tmp, tmpname, lazyfd, name,
 					err);
 		if (r < 0)
