@@ -10,6 +10,9 @@
  * refuses the layer unless the digest matches the manifest. It writes no
  * content: it records, for each non-empty regular file, the range of its
  * content in the uncompressed stream, and the access points of the blob.
+ * A registry's blob (docker://, missing from the store) is read by the
+ * pass as it downloads (stream_pass()): the blob source hashes it and
+ * stores it in blobs/, and that verified file is linked in as "blob".
  * The diff_id is not hashed here: the blob determines the stream, so a
  * wrong claim cannot change what is served; the background fill (lazy.c,
  * fill_zran()) hashes the whole stream, records "diff_id" and makes the
@@ -27,10 +30,11 @@
  *
  * "blob" is the store's own copy of the blob, the bytes the pass hashed:
  * reads never go back to a layout or archive another user could change
- * after the check. It costs the compressed size until the fill has
- * filled every file: then it is removed (lazy.c, drop_blob(): the files
- * are synced first), and a later mount of the layer finds every file
- * filled and needs no blob.
+ * after the check, nor to a registry. It costs the compressed size (a
+ * registry's: nothing more, it is a link to the blob in blobs/) until
+ * the fill has filled every file: then it is removed (lazy.c,
+ * drop_blob(): the files are synced first), and a later mount of the
+ * layer finds every file filled and needs no blob.
  *
  * A record in "contents" holds uncompressed offsets [off, end) and no
  * sha256 (the pass does not see content bytes): such files are not
