@@ -152,13 +152,19 @@ static int copy_blob(int blobfd, int dest, int64_t size, int *copy,
 	return 0;
 }
 
+/* who is told the blob bytes read (cache.c's progress line), or NULL */
+struct progress {
+	void (*cb)(void *ctx, uint64_t bytes);
+	void *ctx;
+};
+
 /* The pass, into the empty directory @dest: over the local blob @blobfd,
  * or over a registry's download (@stream, a socket the blob source feeds
  * while it hashes and stores the blob: the store's copy is linked in
- * after the download, see stream_blob()). */
+ * after the download, see stream_pass()). */
 static int run_pass(const struct strata_layer *l, int blobfd, bool stream,
 		    int dest, const struct strata_unpack_opts *opts,
-		    struct strata_err *err)
+		    const struct progress *pg, struct strata_err *err)
 {
 	struct pass p = { 0 };
 	struct strata_zran_builder *b = NULL;
@@ -191,6 +197,7 @@ static int run_pass(const struct strata_layer *l, int blobfd, bool stream,
 			.map = map, .map_len = (uint64_t)l->size,
 			/* the fill hashes the stream (lazy.c) */
 			.diff_id_later = true,
+			.progress = pg->cb, .progress_ctx = pg->ctx,
 		};
 
 		r = strata_unpack_layer(&job, err);
@@ -229,7 +236,7 @@ out:
  * mount reads it, never the registry again. */
 static int stream_pass(struct strata_image *img, const struct strata_layer *l,
 		       int dest, const struct strata_unpack_opts *opts,
-		       struct strata_err *err)
+		       const struct progress *pg, struct strata_err *err)
 {
 	struct strata_blob_source *src = img->source;
 	struct strata_err perr = { 0 };
@@ -241,7 +248,7 @@ static int stream_pass(struct strata_image *img, const struct strata_layer *l,
 	sock = src->open(src, l, &handle, err);
 	if (sock < 0)
 		return sock;
-	r = run_pass(l, sock, true, dest, opts, &perr);
+	r = run_pass(l, sock, true, dest, opts, pg, &perr);
 	close(sock);	/* a download still sending stops */
 	fr = src->finish(src, handle, r, err);
 	if (fr < 0)
@@ -263,8 +270,10 @@ static int stream_pass(struct strata_image *img, const struct strata_layer *l,
 
 int strata_lazy_zran_prepare(struct strata_store *st, struct strata_image *img,
 			     size_t i, const struct strata_unpack_opts *opts,
-			     struct strata_err *err)
+			     void (*progress)(void *ctx, uint64_t bytes),
+			     void *progress_ctx, struct strata_err *err)
 {
+	struct progress pg = { progress, progress_ctx };
 	struct strata_layer *l = &img->layers[i];
 	char name[STRATA_DIGEST_MAX + 8];
 	char rel[STRATA_DIGEST_MAX + 8], tmpname[sizeof(name) + 8];
@@ -305,8 +314,8 @@ int strata_lazy_zran_prepare(struct strata_store *st, struct strata_image *img,
 				  O_CLOEXEC)) < 0)
 			return strata_err_set(err, -errno, "cache: %s",
 					      strerror(errno));
-		r = blob >= 0 ? run_pass(l, blob, false, tmp, opts, err)
-			      : stream_pass(img, l, tmp, opts, err);
+		r = blob >= 0 ? run_pass(l, blob, false, tmp, opts, &pg, err)
+			      : stream_pass(img, l, tmp, opts, &pg, err);
 		r = strata_lazy_publish(st, r, tmp, tmpname, lazyfd, name,
 					err);
 		if (r < 0)
