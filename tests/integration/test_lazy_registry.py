@@ -524,3 +524,15 @@ def test_gzip_from_registry_wrong_digest_refused(lreg, greg, store,
     assert r.returncode != 0
     assert greg in r.stderr, r.stderr
     assert lazy_dirs(store) == []
+
+
+def test_gzip_from_registry_lazy0_unpacks(lreg, greg, daemon, store,
+                                          tmp_path):
+    """-o lazy=0: the gzip layer is pulled and unpacked in full (no lazy
+    entry), the bytes umoci's."""
+    mnt = tmp_path / "m"
+    daemon.start(gzip_ref(lreg), mnt, opts=GZ_OPTS + ",lazy=0")
+    assert lazy_dirs(store) == []
+    assert any((Path(store) / "layers" / "sha256").iterdir())
+    for name, data in lreg.contents.items():
+        assert (mnt / "data" / name).read_bytes() == data, name
