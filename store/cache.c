@@ -316,6 +316,7 @@ static void *worker(void *arg)
 		if (j->ret == -EOPNOTSUPP && j->plain_lazy) /* lazy-zran.c */
 			j->ret = strata_lazy_zran_prepare(j->st, j->img,
 							  j->layer, j->opts,
+							  progress_cb, j,
 							  &j->err);
 		j->lazy_done = j->ret == 0 && (j->toc_lazy || j->plain_lazy);
 		if (j->ret == -EOPNOTSUPP) {	/* unpacked in full */

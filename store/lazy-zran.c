@@ -10,6 +10,9 @@
  * refuses the layer unless the digest matches the manifest. It writes no
  * content: it records, for each non-empty regular file, the range of its
  * content in the uncompressed stream, and the access points of the blob.
+ * A registry's blob (docker://, missing from the store) is read by the
+ * pass as it downloads (stream_pass()): the blob source hashes it and
+ * stores it in blobs/, and that verified file is linked in as "blob".
  * The diff_id is not hashed here: the blob determines the stream, so a
  * wrong claim cannot change what is served; the background fill (lazy.c,
  * fill_zran()) hashes the whole stream, records "diff_id" and makes the
@@ -27,10 +30,11 @@
  *
  * "blob" is the store's own copy of the blob, the bytes the pass hashed:
  * reads never go back to a layout or archive another user could change
- * after the check. It costs the compressed size until the fill has
- * filled every file: then it is removed (lazy.c, drop_blob(): the files
- * are synced first), and a later mount of the layer finds every file
- * filled and needs no blob.
+ * after the check, nor to a registry. It costs the compressed size (a
+ * registry's: nothing more, it is a link to the blob in blobs/) until
+ * the fill has filled every file: then it is removed (lazy.c,
+ * drop_blob(): the files are synced first), and a later mount of the
+ * layer finds every file filled and needs no blob.
  *
  * A record in "contents" holds uncompressed offsets [off, end) and no
  * sha256 (the pass does not see content bytes): such files are not
@@ -148,10 +152,19 @@ static int copy_blob(int blobfd, int dest, int64_t size, int *copy,
 	return 0;
 }
 
-/* The pass, into the empty directory @dest. */
-static int run_pass(const struct strata_layer *l, int blobfd, int dest,
-		    const struct strata_unpack_opts *opts,
-		    struct strata_err *err)
+/* who is told the blob bytes read (cache.c's progress line), or NULL */
+struct progress {
+	void (*cb)(void *ctx, uint64_t bytes);
+	void *ctx;
+};
+
+/* The pass, into the empty directory @dest: over the local blob @blobfd,
+ * or over a registry's download (@stream, a socket the blob source feeds
+ * while it hashes and stores the blob: the store's copy is linked in
+ * after the download, see stream_pass()). */
+static int run_pass(const struct strata_layer *l, int blobfd, bool stream,
+		    int dest, const struct strata_unpack_opts *opts,
+		    const struct progress *pg, struct strata_err *err)
 {
 	struct pass p = { 0 };
 	struct strata_zran_builder *b = NULL;
@@ -163,7 +176,7 @@ static int run_pass(const struct strata_layer *l, int blobfd, int dest,
 
 	if (mkdirat(dest, "data", 0755) < 0)
 		return -errno;
-	r = copy_blob(blobfd, dest, l->size, &copy, &map);
+	r = stream ? 0 : copy_blob(blobfd, dest, l->size, &copy, &map);
 	if (r < 0)
 		return strata_err_set(err, r, "layer %s: cache: copying the "
 				      "blob: %s", l->digest, strerror(-r));
@@ -172,7 +185,7 @@ static int run_pass(const struct strata_layer *l, int blobfd, int dest,
 		goto out;
 	{
 		struct strata_unpack_job job = {
-			.blob_fd = copy, .digest = l->digest,
+			.blob_fd = stream ? blobfd : copy, .digest = l->digest,
 			.size = l->size, .diff_id = l->diff_id,
 			.compression = l->compression, .dest_fd = dest,
 			.max_bytes = opts && opts->max_layer_bytes
@@ -184,6 +197,7 @@ static int run_pass(const struct strata_layer *l, int blobfd, int dest,
 			.map = map, .map_len = (uint64_t)l->size,
 			/* the fill hashes the stream (lazy.c) */
 			.diff_id_later = true,
+			.progress = pg->cb, .progress_ctx = pg->ctx,
 		};
 
 		r = strata_unpack_layer(&job, err);
@@ -200,7 +214,7 @@ static int run_pass(const struct strata_layer *l, int blobfd, int dest,
 	if (r == 0 && (r = write_contents(&p, dest)) < 0)
 		r = strata_err_set(err, r, "layer %s: cache: %s", l->digest,
 				   strerror(-r));
-	if (r == 0 && fsync(copy) < 0)
+	if (r == 0 && copy >= 0 && fsync(copy) < 0)
 		r = strata_err_set(err, -errno, "layer %s: cache: %s",
 				   l->digest, strerror(errno));
 out:
@@ -214,10 +228,52 @@ out:
 	return r;
 }
 
+/* The pass over a registry's download (@img's blob source): the source
+ * hashes the bytes as they arrive and stores the blob in the store's
+ * blobs/ once its digest matched; the pass reads the same bytes from its
+ * socket meanwhile (and hashes them too). The store's verified copy is
+ * then linked into the entry as "blob" (copied where it cannot be): the
+ * mount reads it, never the registry again. */
+static int stream_pass(struct strata_image *img, const struct strata_layer *l,
+		       int dest, const struct strata_unpack_opts *opts,
+		       const struct progress *pg, struct strata_err *err)
+{
+	struct strata_blob_source *src = img->source;
+	struct strata_err perr = { 0 };
+	char rel[STRATA_DIGEST_MAX + 8];
+	cleanup_fd int in = -1, out = -1;
+	void *handle = NULL;
+	int sock, r, fr;
+
+	sock = src->open(src, l, &handle, err);
+	if (sock < 0)
+		return sock;
+	r = run_pass(l, sock, true, dest, opts, pg, &perr);
+	close(sock);	/* a download still sending stops */
+	fr = src->finish(src, handle, r, err);
+	if (fr < 0)
+		return fr;	/* the download's failure explains the rest */
+	if (r < 0)
+		return strata_err_set(err, r, "%s", perr.msg);
+	strata_blob_relpath(l->digest, rel, sizeof(rel));
+	if (linkat(img->blobs_fd, rel, dest, "blob", 0) == 0)
+		return 0;
+	in = openat(img->blobs_fd, rel, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	out = openat(dest, "blob", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+		     0444);
+	r = in < 0 || out < 0 ? -errno : strata_copy_data(in, out, l->size);
+	if (r == 0 && fsync(out) < 0)
+		r = -errno;
+	return r < 0 ? strata_err_set(err, r, "layer %s: cache: storing the "
+				      "blob: %s", l->digest, strerror(-r)) : 0;
+}
+
 int strata_lazy_zran_prepare(struct strata_store *st, struct strata_image *img,
 			     size_t i, const struct strata_unpack_opts *opts,
-			     struct strata_err *err)
+			     void (*progress)(void *ctx, uint64_t bytes),
+			     void *progress_ctx, struct strata_err *err)
 {
+	struct progress pg = { progress, progress_ctx };
 	struct strata_layer *l = &img->layers[i];
 	char name[STRATA_DIGEST_MAX + 8];
 	char rel[STRATA_DIGEST_MAX + 8], tmpname[sizeof(name) + 8];
@@ -238,16 +294,18 @@ int strata_lazy_zran_prepare(struct strata_store *st, struct strata_image *img,
 	dfd = openat(lazyfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
 		     O_CLOEXEC);
 	if (dfd < 0) {
-		/* the blob must be local (a layout, an archive, the store's
-		 * blobs): a registry's is fetched by the full unpack */
+		/* local (a layout, an archive, the store's blobs), or
+		 * missing there: a registry's, read as it downloads */
 		strata_blob_relpath(l->digest, rel, sizeof(rel));
 		blob = openat(img->blobs_fd, rel, O_RDONLY | O_CLOEXEC |
 			      O_NOFOLLOW);
-		if (blob < 0 && errno == ENOENT)
+		/* not there, no registry; another size: the full unpack
+		 * says what is wrong */
+		if (blob < 0 && (errno != ENOENT || !img->source))
 			return -EOPNOTSUPP;
-		/* another size: the full unpack says what is wrong */
-		if (blob < 0 || fstat(blob, &sb) < 0 || !S_ISREG(sb.st_mode) ||
-		    sb.st_size != l->size)
+		if (blob >= 0 && (fstat(blob, &sb) < 0 ||
+				  !S_ISREG(sb.st_mode) ||
+				  sb.st_size != l->size))
 			return -EOPNOTSUPP;
 		snprintf(tmpname, sizeof(tmpname), "lazy-%s", name);
 		strata_rmtree_at(st->tmp_fd, tmpname);
@@ -256,7 +314,8 @@ int strata_lazy_zran_prepare(struct strata_store *st, struct strata_image *img,
 				  O_CLOEXEC)) < 0)
 			return strata_err_set(err, -errno, "cache: %s",
 					      strerror(errno));
-		r = run_pass(l, blob, tmp, opts, err);
+		r = blob >= 0 ? run_pass(l, blob, false, tmp, opts, &pg, err)
+			      : stream_pass(img, l, tmp, opts, &pg, err);
 		r = strata_lazy_publish(st, r, tmp, tmpname, lazyfd, name,
 					err);
 		if (r < 0)

@@ -203,14 +203,17 @@ int strata_lazy_lock(struct strata_store *st, const char *name, int *lazyfd,
 
 /*
  * lazy-zran.c: make gzip or zstd layer @i of @img ready to mount lazily
- * after one pass over its blob that verifies digest and diff_id, indexes
- * it and records access points (layers/lazy/ALG-BLOBHEX.zran). Return: 0;
- * -EOPNOTSUPP (not gzip/zstd, blob not local, a sparse file: unpack in
- * full); another negative errno with @err naming the layer.
+ * after one pass over its blob (local, or a registry's as it downloads)
+ * that verifies its digest, indexes it and records access points
+ * (layers/lazy/ALG-BLOBHEX.zran); @progress (or NULL) is told the blob
+ * bytes read. Return: 0; -EOPNOTSUPP (not gzip/zstd, no blob and no
+ * registry, a sparse file: unpack in full); another negative errno with
+ * @err naming the layer.
  */
 int strata_lazy_zran_prepare(struct strata_store *st, struct strata_image *img,
 			     size_t i, const struct strata_unpack_opts *opts,
-			     struct strata_err *err);
+			     void (*progress)(void *ctx, uint64_t bytes),
+			     void *progress_ctx, struct strata_err *err);
 struct strata_zran;
 /* Records of a zran layer in order, within the stream. 0 or -EBADMSG. */
 int strata_lzr_check(const struct strata_zran *z,

@@ -4,6 +4,7 @@
     /usr/bin/python3 tests/bench/lazy.py [--quick] [--runs N] [--build DIR]
     /usr/bin/python3 tests/bench/lazy.py --mount-only --build A --build B
     /usr/bin/python3 tests/bench/lazy.py --gzip [--no-warm] --build A --build B
+    /usr/bin/python3 tests/bench/lazy.py --gzip --registry [--build A]
 
 
 Takes the benchmark image of run.py (built and cached by it in
@@ -44,6 +45,11 @@ With --gzip, the original gzip layout instead (store/lazy-zran.c), each
   warm read  every file read (`tar c . | cat >/dev/null`) with a cold page
              cache, on a lazy layer the background fill has completed,
              against the same on the fully unpacked store
+
+With --gzip --registry, the same first ls (no warm reads) from docker://,
+the gzip layout pushed as it is by skopeo to Debian's docker-registry on
+127.0.0.1: the lazy pass reads the download as it arrives, the full pull
+unpacks it as it arrives.
 """
 import argparse
 import json
@@ -170,8 +176,9 @@ def fetched(mnt, cmd):
 
 
 def start_registry(work, zc, tag):
-    """docker-registry on a free port, the zstd:chunked image pushed to it
-    by skopeo; returns (process, docker:// reference)."""
+    """docker-registry on a free port, the layout @zc (the zstd:chunked
+    image, or the gzip one) pushed to it by skopeo; returns (process,
+    docker:// reference)."""
     import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -232,10 +239,13 @@ def main_gzip(a, builds, layout, tag):
     pass (first ls, with the command's CPU time); the last build then
     fills and reads everything warm, against its own unpacked store."""
     times = {}
-    ref = f"oci:{layout}:{tag}"
+    ref, extra, reg = f"oci:{layout}:{tag}", "", None
     with tempfile.TemporaryDirectory(dir="/var/tmp") as w:
         work = Path(w)
         try:
+            if a.registry:
+                reg, ref = start_registry(work, layout, tag)
+                extra, a.no_warm = ",tls_verify=false", True
             # the store on run.py's scratch ext4 (no discard): on a root
             # filesystem mounted with discard, the removal of the previous
             # run's store makes the next run's fsyncs wait
@@ -247,7 +257,7 @@ def main_gzip(a, builds, layout, tag):
                 for b in builds:
                     for case, opts in (("full gzip", "lazy=0"),
                                        ("lazy gzip", "lazy=all,prefetch=0")):
-                        r = mount_cpu(b, ref, opts, work, store)
+                        r = mount_cpu(b, ref, opts + extra, work, store)
                         t = time.monotonic()
                         subprocess.run(["ls", mnt], stdout=subprocess.DEVNULL,
                                        check=True)
@@ -279,7 +289,11 @@ def main_gzip(a, builds, layout, tag):
                 bench.log(f"background fill took {fill:.1f} s")
         finally:
             bench.unmount_all()
-    print(f"## lazy gzip mount ({'quick' if a.quick else 'full'} image, "
+            if reg:
+                os.killpg(reg.pid, 9)
+                reg.wait()
+    print(f"## lazy gzip mount{' from docker://' if a.registry else ''} "
+          f"({'quick' if a.quick else 'full'} image, "
           f"{blob_bytes(layout, tag) / 2**20:.0f} MiB of gzip blobs, "
           f"{a.runs} runs, cold cache)\n")
     print("| case | build | wall median | min-max | CPU (user+sys) median "
@@ -306,6 +320,8 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--gzip", action="store_true",
                     help="the gzip image: first ls and warm reads")
+    ap.add_argument("--registry", action="store_true",
+                    help="with --gzip: from docker:// (loopback registry)")
     ap.add_argument("--mount-only", action="store_true",
                     help="only the lazy mounts, of each --build in turn")
     ap.add_argument("--runs", type=int, default=3)

@@ -15,6 +15,7 @@ import json
 import os
 import random
 import shutil
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -24,8 +25,8 @@ import pytest
 
 from conftest import (STRATA, STRATAFS, BlobServer, Procs, Proxy, Servers,
                       TokenServer, assert_same_as_umoci, run, serving_pid,
-                      start_registry, token_signer)
-from test_lazy import daemon, filled  # noqa: F401 (daemon: a fixture)
+                      start_registry, token_signer, unmount)
+from test_lazy import daemon, filled, lazy_dirs  # noqa: F401 (daemon)
 
 CREDS = ("bob", "t0ken")
 NAMES = [f"f{i}" for i in range(6)]
@@ -454,3 +455,84 @@ def test_fetchers_usage_error(value, tmp_path):
     assert r.returncode == 2
     assert r.stderr.startswith("stratafs: fetchers= takes a number from "
                                "1 to 64\nusage: stratafs"), r.stderr
+
+
+# --- ordinary gzip layers from a registry (issue 13, scope 2) -----------
+
+@pytest.fixture(scope="module")
+def greg(lreg):
+    """umoci's own layout of the same files (one gzip layer), pushed by
+    skopeo as l/g:t: its layer digest."""
+    policy = lreg.tmp / "policy.json"
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    run(["skopeo", "--policy", policy, "copy", "-q",
+         "--dest-tls-verify=false", "--dest-creds", ":".join(CREDS),
+         f"oci:{lreg.orig}:t", f"docker://{lreg.reg.addr}/l/g:t"], env=env)
+    index = json.loads((lreg.orig / "index.json").read_text())
+    man = json.loads((lreg.orig / "blobs/sha256" / index["manifests"][0][
+        "digest"].split(":")[1]).read_text())
+    assert len(man["layers"]) == 1 and \
+        man["layers"][0]["mediaType"].endswith("+gzip")
+    return man["layers"][0]["digest"]
+
+
+def gzip_ref(lreg):
+    return f"docker://127.0.0.1:{lreg.px.server_address[1]}/l/g:t"
+
+
+GZ_OPTS = "prefetch=0,tls_verify=false,creds=" + ":".join(CREDS)
+
+
+def test_gzip_from_registry_is_lazy(lreg, greg, daemon, store, tmp_path):
+    """The gzip layer is live after the pass over its download: a .zran
+    entry holding the blob, no unpacked layer, no file filled; the tree
+    and bytes equal umoci unpack's; the registry stopped, every read is
+    served from the local blob."""
+    mnt = tmp_path / "m"
+    daemon.start(gzip_ref(lreg), mnt, opts=GZ_OPTS)
+    dirs = lazy_dirs(store)
+    assert [d.name for d in dirs] == \
+        [greg.replace(":", "-") + ".zran"], dirs
+    assert (dirs[0] / "blob").stat().st_size == \
+        (lreg.orig / "blobs/sha256" / greg.split(":")[1]).stat().st_size
+    sha = Path(store) / "layers" / "sha256"
+    assert not sha.exists() or not any(sha.iterdir())
+    assert filled(store) == 0
+    lreg.reg.stop()
+    try:
+        for name, data in lreg.contents.items():
+            assert (mnt / "data" / name).read_bytes() == data, name
+        assert_same_as_umoci(mnt, lreg.orig, "t", tmp_path / "umoci")
+    finally:
+        assert lreg.reg.start()
+
+
+def test_gzip_from_registry_wrong_digest_refused(lreg, greg, store,
+                                                 tmp_path):
+    """The registry's blob with one byte changed: the mount fails before
+    it is live, naming the blob; no lazy entry is published."""
+    lreg.px.faults += [(lambda p, n: p.endswith("/blobs/" + greg),
+                        "flip")] * 4
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    try:
+        r = subprocess.run([str(STRATAFS), "-o", GZ_OPTS, gzip_ref(lreg),
+                            str(mnt)], capture_output=True, text=True,
+                           timeout=120)
+    finally:
+        unmount(mnt)
+    assert r.returncode != 0
+    assert greg in r.stderr, r.stderr
+    assert lazy_dirs(store) == []
+
+
+def test_gzip_from_registry_lazy0_unpacks(lreg, greg, daemon, store,
+                                          tmp_path):
+    """-o lazy=0: the gzip layer is pulled and unpacked in full (no lazy
+    entry), the bytes umoci's."""
+    mnt = tmp_path / "m"
+    daemon.start(gzip_ref(lreg), mnt, opts=GZ_OPTS + ",lazy=0")
+    assert lazy_dirs(store) == []
+    assert any((Path(store) / "layers" / "sha256").iterdir())
+    for name, data in lreg.contents.items():
+        assert (mnt / "data" / name).read_bytes() == data, name
