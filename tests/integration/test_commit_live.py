@@ -37,12 +37,19 @@ def test_commit_continue_twice(umoci_image, mount, strata, tmp_path):
     log = open(mnt / "etc/log", "a")
     log.write("line1\n")
     log.flush()
+    # held open: the inode number stays for as long as the kernel keeps
+    # the inode (drop_caches elsewhere, e.g. test_store_lifecycle on the
+    # other xdist worker, would make a file nobody holds be looked up
+    # afresh, as a file of the committed layer with that layer's number)
+    held = open(mnt / "etc/one")
     ino = os.stat(mnt / "etc/one").st_ino
     strata("commit", "--continue", str(mnt), ":c1")
     # the upper directory is empty, the view is unchanged
     assert os.listdir(up) == []
     assert (mnt / "etc/one").read_text() == "one\n"
     assert os.stat(mnt / "etc/one").st_ino == ino
+    assert os.fstat(held.fileno()).st_ino == ino
+    held.close()
     # an open file goes on being written, a deletion is a new change
     log.write("line2\n")
     log.flush()
