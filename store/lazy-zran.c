@@ -60,18 +60,16 @@
 struct pass {
 	struct strata_lz_rec *recs;
 	uint32_t n, cap;
-	char *names;
-	size_t names_len, names_cap;
 };
 
 static int pass_file(void *ctx, uint32_t data_id, const char *name,
 		     uint64_t uoff, uint64_t size)
 {
 	struct pass *p = ctx;
-	size_t nl = strlen(name) + 1;
 	struct strata_lz_rec *r;
 
-	if (data_id != p->n + 1 || p->names_len + nl > UINT32_MAX)
+	(void)name;	/* lazy.c finds it in the index for messages */
+	if (data_id != p->n + 1)
 		return -EFBIG;
 	if (p->n == p->cap) {
 		uint32_t cap = p->cap ? 2 * p->cap : 1024;
@@ -82,23 +80,11 @@ static int pass_file(void *ctx, uint32_t data_id, const char *name,
 		p->recs = q;
 		p->cap = cap;
 	}
-	if (p->names_len + nl > p->names_cap) {
-		size_t cap = 2 * (p->names_len + nl) + 4096;
-		char *q = realloc(p->names, cap);
-
-		if (!q)
-			return -ENOMEM;
-		p->names = q;
-		p->names_cap = cap;
-	}
 	r = &p->recs[p->n++];
 	memset(r, 0, sizeof(*r));
 	r->off = uoff;
 	r->end = uoff + size;
 	r->size = size;
-	r->name_off = (uint32_t)p->names_len;
-	memcpy(p->names + p->names_len, name, nl);
-	p->names_len += nl;
 	return 0;
 }
 
@@ -109,17 +95,14 @@ static int write_contents(const struct pass *p, int dest)
 	cleanup_free char *buf = NULL;
 
 	memcpy(h.magic, STRATA_LZ_MAGIC, 8);
-	h.names_off = sizeof(h) + rl;
-	h.names_len = p->names_len;
-	h.file_size = h.names_off + h.names_len;
+	h.names_off = sizeof(h) + rl;	/* no names (lazy.h) */
+	h.file_size = h.names_off;
 	buf = malloc(h.file_size);
 	if (!buf)
 		return -ENOMEM;
 	memcpy(buf, &h, sizeof(h));
 	if (rl)
 		memcpy(buf + sizeof(h), p->recs, rl);
-	if (p->names_len)
-		memcpy(buf + h.names_off, p->names, p->names_len);
 	return strata_write_atomic(dest, "contents", buf, h.file_size, 0644);
 }
 
@@ -224,7 +207,6 @@ out:
 	if (z)
 		strata_zran_free(z);
 	free(p.recs);
-	free(p.names);
 	return r;
 }
 

@@ -65,8 +65,7 @@ struct strata_lazy {
 	struct strata_range_src *src;
 	const struct strata_lz_rec *recs;
 	uint32_t n;
-	const char *names;
-	uint64_t names_len;
+	const struct strata_lindex *lx;	/* the layer's, for path_of() */
 	void *map;
 	size_t map_len;
 	/* "chunks" of a TOC layer (toc.c) */
@@ -589,18 +588,15 @@ static int map_contents(struct strata_lazy *z)
 	    h->file_size != (uint64_t)sb.st_size ||
 	    h->names_off != sizeof(*h) + (uint64_t)h->n * sizeof(*z->recs) ||
 	    h->names_off > h->file_size ||
-	    h->names_len != h->file_size - h->names_off ||
-	    (h->names_len && ((const char *)z->map)[h->file_size - 1]))
+	    h->names_len != h->file_size - h->names_off)
 		return -EBADMSG;
 	z->n = h->n;
 	z->prefetch = h->prefetch;
 	z->recs = (const void *)((const char *)z->map + sizeof(*h));
-	z->names = (const char *)z->map + h->names_off;
-	z->names_len = h->names_len;
 	for (i = 0; i < z->n; i++) {
 		const struct strata_lz_rec *r = &z->recs[i];
 
-		if (r->name_off >= z->names_len || r->end <= r->off ||
+		if (r->end <= r->off ||
 		    (!z->zran && r->end > (uint64_t)z->size) ||
 		    r->size > STRATA_LX_MAX_SIZE)
 			return -EBADMSG;
@@ -775,6 +771,7 @@ int strata_layer_open(struct strata_store *st, const struct strata_image *img,
 		z->contentfd = openat(st->layers_fd, "lazy/content",
 				      O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
 				      O_CLOEXEC);
+	z->lx = lx;
 	strata_lindex_set_lazy(lx, z);
 	*out = lx;
 	return 0;
@@ -790,11 +787,70 @@ bool strata_lx_is_lazy(const struct strata_lindex *lx)
 
 /* ---- filling ---- */
 
-static void report_bad(struct strata_lazy *z, const char *file)
+/* The directory entry of the index whose children include entry @i, or
+ * UINT32_MAX. */
+static uint32_t parent_of(const struct strata_lindex *lx, uint32_t i)
+{
+	uint32_t j, n = strata_lx_count(lx);
+
+	for (j = 0; j < n; j++) {
+		const struct strata_lx_entry *d = strata_lx_entry(lx, j);
+
+		if (j != i && S_ISDIR(d->mode) && d->b && i >= d->a &&
+		    i - d->a < d->b)
+			return j;
+	}
+	return UINT32_MAX;
+}
+
+/*
+ * The path of content file @data_id, printable, into @out (@len bytes),
+ * for messages: the content table keeps no names (writing them was a
+ * tenth of a first mount's cache entry), so the index is searched for a
+ * regular file holding it and walked up to the root (slow, but only a
+ * message needs it). "?" when none is reachable.
+ */
+static void path_of(const struct strata_lazy *z, uint32_t data_id, char *out,
+		    size_t len)
+{
+	const struct strata_lindex *lx = z->lx;
+	uint32_t i, n = lx ? strata_lx_count(lx) : 0;
+	char path[4096];
+
+	for (i = 1; i < n; i++) {
+		const struct strata_lx_entry *e = strata_lx_entry(lx, i);
+		size_t o = sizeof(path) - 1;
+		uint32_t k = i, depth = 0;
+
+		if (!S_ISREG(e->mode) || e->a != data_id)
+			continue;
+		path[o] = '\0';
+		while (k != 0 && k != UINT32_MAX && depth++ < 2048) {
+			const struct strata_lx_entry *c = strata_lx_entry(lx, k);
+
+			if (c->name_len + 1u > o)
+				break;
+			if (o != sizeof(path) - 1)
+				path[--o] = '/';
+			o -= c->name_len;
+			memcpy(path + o, strata_lx_str(lx, c->name_off),
+			       c->name_len);
+			k = parent_of(lx, k);
+		}
+		if (k == 0) {
+			strata_printable(path + o, sizeof(path) - 1 - o, out,
+					 len);
+			return;
+		}
+	}
+	snprintf(out, len, "?");
+}
+
+static void report_bad(struct strata_lazy *z, uint32_t data_id)
 {
 	char p[300];
 
-	strata_printable(file, SIZE_MAX, p, sizeof(p));
+	path_of(z, data_id, p, sizeof(p));
 	strata_warn("image %s: layer %s is bad (its blob, diff_id or table "
 		    "of contents did not verify): %s: not served (EIO)",
 		    z->image, z->digest, p);
@@ -983,8 +1039,7 @@ static int intact(struct strata_lazy *z, int fd, uint32_t data_id,
 		v = strata_lz_verify(fd, r->sha256);
 	if (v == 0) {
 		if (sized) {
-			strata_printable(z->names + r->name_off, SIZE_MAX, p,
-					 sizeof(p));
+			path_of(z, data_id, p, sizeof(p));
 			strata_warn("image %s: layer %s: file %s: stored "
 				    "content does not match its digest (torn "
 				    "by a crash?): fetched again", z->image,
@@ -1048,7 +1103,7 @@ static int fill_from(struct strata_lazy *z, struct strata_range_src *src,
 	if (k.h)
 		strata_hasher_free(k.h);
 	if (ret == -EBADMSG && k.bad) {
-		strata_printable(z->names + r->name_off, SIZE_MAX, p, sizeof(p));
+		path_of(z, data_id, p, sizeof(p));
 		strata_warn("image %s: layer %s: file %s: chunk at offset %llu "
 			    "(%llu bytes) does not match its chunkDigest: not "
 			    "served (EIO)", z->image, z->digest, p,
@@ -1057,7 +1112,7 @@ static int fill_from(struct strata_lazy *z, struct strata_range_src *src,
 		return -EIO;
 	}
 	if (ret == -EBADMSG) {
-		strata_printable(z->names + r->name_off, SIZE_MAX, p, sizeof(p));
+		path_of(z, data_id, p, sizeof(p));
 		strata_warn("image %s: layer %s: file %s: content does not "
 			    "match the table of contents: not served (EIO)",
 			    z->image, z->digest, p);
@@ -1066,7 +1121,7 @@ static int fill_from(struct strata_lazy *z, struct strata_range_src *src,
 	if (ret < 0) {
 		/* the source's error, for the background fill to tell a
 		 * registry away from a bad file; a read gets EIO */
-		strata_printable(z->names + r->name_off, SIZE_MAX, p, sizeof(p));
+		path_of(z, data_id, p, sizeof(p));
 		strata_warn("image %s: layer %s: file %s: cannot fetch its "
 			    "content: %s", z->image, z->digest, p,
 			    strerror(-ret));
@@ -1171,7 +1226,7 @@ int strata_lx_content_open(struct strata_lindex *lx, uint32_t data_id)
 	snprintf(name, sizeof(name), "%u", data_id);
 	if (z && atomic_load(&z->bad)) {
 		if (data_id && data_id <= z->n)
-			report_bad(z, z->names + z->recs[data_id - 1].name_off);
+			report_bad(z, data_id);
 		return -EIO;
 	}
 	fd = openat(strata_lx_datafd(lx), name, O_RDONLY | O_CLOEXEC |

@@ -48,8 +48,10 @@ int strata_range_src_fd(int fd, struct strata_range_src **out);
 
 /*
  * The content table of a lazy layer ("contents" in its directory): a
- * header, one record per content number (record i is data/<i + 1>), then
- * the paths of the files for messages.
+ * header, one record per content number (record i is data/<i + 1>). The
+ * paths of the files, for messages, are found in the index (lazy.c):
+ * entries written before that still carry them after the records
+ * (names_off, names_len), ignored.
  */
 #define STRATA_LZ_MAGIC "STRTLZ01"
 
@@ -60,8 +62,8 @@ struct strata_lz_header {
 	 * (eStargz: the files before .prefetch.landmark); NO_PREFETCH: no
 	 * background fill (.no.prefetch.landmark) */
 	uint32_t prefetch;
-	uint64_t names_off;	/* NUL-terminated paths */
-	uint64_t names_len;
+	uint64_t names_off;	/* the end of the records */
+	uint64_t names_len;	/* 0 (older entries: paths, ignored) */
 	uint64_t file_size;
 };
 
@@ -70,7 +72,7 @@ struct strata_lz_header {
 struct strata_lz_rec {
 	uint64_t off, end;	/* compressed range in the blob */
 	uint64_t size;		/* uncompressed */
-	uint32_t name_off;	/* into names */
+	uint32_t pad0;		/* 0 (older entries: a name offset) */
 	uint32_t pad;
 	uint8_t sha256[32];	/* of the uncompressed content */
 };

@@ -272,11 +272,10 @@ bool strata_lz_meta_differ(const struct strata_lz_meta *a,
 
 /* ---- reading the TOC ---- */
 
-static int add_rec(struct strata_toc_build *bd, const char *name, uint64_t off,
-		   uint64_t end, uint64_t size)
+static int add_rec(struct strata_toc_build *bd, uint64_t off, uint64_t end,
+		   uint64_t size)
 {
 	struct strata_lz_rec *r;
-	size_t nlen = strlen(name);
 
 	if (bd->n_recs == bd->cap_recs) {
 		size_t c = bd->cap_recs ? bd->cap_recs * 2 : 256;
@@ -288,31 +287,13 @@ static int add_rec(struct strata_toc_build *bd, const char *name, uint64_t off,
 		bd->recs = p;
 		bd->cap_recs = c;
 	}
-	if (bd->names_len + nlen + 1 > bd->names_cap) {
-		size_t c = bd->names_cap ? bd->names_cap * 2 : 4096;
-		void *p;
-
-		while (c < bd->names_len + nlen + 1)
-			c *= 2;
-		p = realloc(bd->names, c);
-		if (!p)
-			return -ENOMEM;
-		strata_huge_hint(p, c);
-		bd->names = p;
-		bd->names_cap = c;
-	}
-	if (bd->names_len + nlen + 1 > UINT32_MAX)
-		return -EFBIG;
 	r = &bd->recs[bd->n_recs++];
 	memset(r, 0, sizeof(*r));
 	r->off = off;
 	r->end = end;
 	r->size = size;
-	r->name_off = (uint32_t)bd->names_len;
 	if (size)
 		memcpy(r->sha256, bd->sha256, 32);
-	memcpy(bd->names + bd->names_len, name, nlen + 1);
-	bd->names_len += nlen + 1;
 	return 0;
 }
 
@@ -699,7 +680,7 @@ static int add_entry(struct strata_toc_build *bd, struct strata_toc_entry *e)
 	if (data_id && data_id != bd->n_recs + 1)
 		return -EINVAL;	/* content numbers are given in order */
 	if (data_id) {
-		r = add_rec(bd, name, off, end, (uint64_t)g.size);
+		r = add_rec(bd, off, end, (uint64_t)g.size);
 		if (r < 0)
 			return r;
 	}
@@ -825,17 +806,14 @@ static int write_contents(struct strata_toc_build *bd, int dest_fd)
 	memcpy(h.magic, STRATA_LZ_MAGIC, 8);
 	h.n = (uint32_t)bd->n_recs;
 	h.prefetch = bd->prefetch;
-	h.names_off = sizeof(h) + rb;
-	h.names_len = bd->names_len;
-	h.file_size = h.names_off + h.names_len;
+	h.names_off = sizeof(h) + rb;	/* no names: lazy.c's path_of() */
+	h.file_size = h.names_off;
 	fd = openat(dest_fd, "contents", O_WRONLY | O_CREAT | O_TRUNC |
 		    O_CLOEXEC, 0644);
 	if (fd < 0)
 		return -errno;
 	if ((r = strata_write_all(fd, &h, sizeof(h))) < 0 ||
-	    (r = strata_write_all(fd, bd->recs ? (void *)bd->recs : "", rb)) < 0 ||
-	    (r = strata_write_all(fd, bd->names ? bd->names : "",
-				  bd->names_len)) < 0)
+	    (r = strata_write_all(fd, bd->recs ? (void *)bd->recs : "", rb)) < 0)
 		return r;
 	return 0;	/* not synced: lazy.c sums the entry */
 }
@@ -875,20 +853,12 @@ int strata_toc_read(struct strata_toc_build *bd, char *json, size_t len,
 	 * name: the tables sized once, not regrown and copied (pages not
 	 * written are never faulted in) */
 	expect = len / 320 < max_entries ? len / 320 : max_entries;
-	if (!bd->recs && !bd->names) {
+	if (!bd->recs) {
 		bd->recs = malloc((expect + 1) * sizeof(*bd->recs));
-		bd->names = malloc(len / 4 + 1);
-		if (!bd->recs || !bd->names) {
-			free(bd->recs);
-			free(bd->names);
-			bd->recs = NULL;
-			bd->names = NULL;
+		if (!bd->recs)
 			return -ENOMEM;
-		}
 		bd->cap_recs = expect + 1;
-		bd->names_cap = len / 4 + 1;
 		strata_prefault(bd->recs, bd->cap_recs * sizeof(*bd->recs));
-		strata_prefault(bd->names, bd->names_cap);
 	}
 	if (!bd->chunks) {	/* as the records, once */
 		bd->chunks = malloc((expect + 1) * sizeof(*bd->chunks));
@@ -927,10 +897,8 @@ int strata_toc_read(struct strata_toc_build *bd, char *json, size_t len,
 	strata_lxbuild_free(bd->b);
 	bd->b = NULL;
 	free(bd->recs);
-	free(bd->names);
 	free(bd->chunks);
 	bd->recs = NULL;
-	bd->names = NULL;
 	bd->chunks = NULL;
 	return r;
 }

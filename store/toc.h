@@ -59,8 +59,6 @@ struct strata_toc_build {
 	uint32_t prefetch;	/* the content table header's */
 	struct strata_lz_rec *recs;
 	size_t n_recs, cap_recs;
-	char *names;
-	size_t names_len, names_cap;
 	const char *reg_name;	/* the regular file "chunk" entries follow */
 	uint8_t sha256[32];	/* the digest of the entry being added */
 	uint64_t reg_off, reg_end;
