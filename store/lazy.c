@@ -1443,6 +1443,29 @@ static int load_metas(struct strata_lazy *z)
 	return r;
 }
 
+/* The whole layer was read, its content files synced after: record the
+ * diff_id it hashed to (@got, a fact about the verified blob) and compare
+ * it with the config's; a mismatch makes the layer bad. */
+static int record_diff_id(struct strata_lazy *z, const char *got)
+{
+	int r;
+
+	if (syncfs(z->datafd) < 0)
+		return -errno;
+	r = strata_write_atomic(z->dirfd, "diff_id", got, strlen(got), 0644);
+	if (r < 0)
+		return r;
+	if (strcmp(got, z->diff_id)) {
+		atomic_store(&z->bad, true);
+		strata_warn("image %s: layer %s: diff_id mismatch: config says "
+			    "%s, uncompressed content hashes to %s: the layer "
+			    "is bad, its files fail with EIO", z->image,
+			    z->digest, z->diff_id, got);
+		return -EBADMSG;
+	}
+	return 0;
+}
+
 static int verify_layer(struct strata_lazy *z, const atomic_bool *stop)
 {
 	char blob_got[STRATA_DIGEST_MAX], diff_got[STRATA_DIGEST_MAX];
@@ -1489,21 +1512,7 @@ static int verify_layer(struct strata_lazy *z, const atomic_bool *stop)
 					0644);
 		return r < 0 ? r : -EBADMSG;
 	}
-	if (syncfs(z->datafd) < 0)
-		return -errno;
-	r = strata_write_atomic(z->dirfd, "diff_id", diff_got,
-				strlen(diff_got), 0644);
-	if (r < 0)
-		return r;
-	if (strcmp(diff_got, z->diff_id)) {
-		atomic_store(&z->bad, true);
-		strata_warn("image %s: layer %s: diff_id mismatch: config says "
-			    "%s, uncompressed content hashes to %s: the layer "
-			    "is bad, its files fail with EIO", z->image,
-			    z->digest, z->diff_id, diff_got);
-		return -EBADMSG;
-	}
-	return 0;
+	return record_diff_id(z, diff_got);
 }
 
 /* A gzip/zstd layer: its blob was verified before the mount; the files
@@ -1540,21 +1549,9 @@ static int fill_zran(struct strata_lazy *z, const atomic_bool *stop)
 		return r;
 	if (dh) {
 		strata_hasher_final(dh, diff_got);
-		if (syncfs(z->datafd) < 0)
-			return -errno;
-		r = strata_write_atomic(z->dirfd, "diff_id", diff_got,
-					strlen(diff_got), 0644);
+		r = record_diff_id(z, diff_got);
 		if (r < 0)
 			return r;
-		if (strcmp(diff_got, z->diff_id)) {
-			atomic_store(&z->bad, true);
-			strata_warn("image %s: layer %s: diff_id mismatch: "
-				    "config says %s, uncompressed content "
-				    "hashes to %s: the layer is bad, its files "
-				    "fail with EIO", z->image, z->digest,
-				    z->diff_id, diff_got);
-			return -EBADMSG;
-		}
 	}
 	return drop_blob(z);
 }

@@ -115,10 +115,10 @@ def serving(mnt):
     return out
 
 
-def supervisor_and_worker(mnt, not_worker=None):
+def supervisor_and_worker(mnt, not_worker=None, tries=1000):
     """(supervisor pid, worker pid) once a worker other than @not_worker
-    serves @mnt."""
-    for _ in range(1000):
+    serves @mnt (polled @tries times, 10 ms apart)."""
+    for _ in range(tries):
         p = serving(mnt)
         sup = [pid for pid, (_, comm) in p.items() if comm == "stratafs"]
         work = [pid for pid, (pp, comm) in p.items()

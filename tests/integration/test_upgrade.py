@@ -16,12 +16,10 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from conftest import STRATAFS, assert_same_as_umoci, is_mounted, umoci_rootfs
 from test_lazy import chunked_image  # noqa: F401 (module fixture)
 from test_restart import (CWD, FILES, HELPER, ask, expected, kernel_resends,
-                          serving)
+                          serving, supervisor_and_worker)
 
 
 def ino(path):
@@ -43,17 +41,8 @@ def install(src, dest, mode=0o755, owner=None):
 
 def served_by(mnt, not_worker):
     """(supervisor, worker) of @mnt once a worker other than @not_worker
-    serves it."""
-    for _ in range(3000):
-        p = serving(mnt)
-        sup = [pid for pid, (_, comm) in p.items() if comm == "stratafs"]
-        work = [pid for pid, (pp, comm) in p.items()
-                if comm == "stratafs-serve" and pp in sup and
-                pid != not_worker]
-        if len(sup) == 1 and len(work) == 1:
-            return sup[0], work[0]
-        time.sleep(0.01)
-    raise AssertionError(f"no new worker for {mnt}: {serving(mnt)}")
+    serves it (an upgrade probes the new binary first: longer)."""
+    return supervisor_and_worker(mnt, not_worker, tries=3000)
 
 
 def test_upgrade_keeps_open_files_and_refuses_bad_binaries(
