@@ -265,27 +265,35 @@ static int finish(struct strata_toc_build *bd)
 	return 0;
 }
 
+/* The reader's callbacks in @bd, and the layer's TOC read into *@buf
+ * (*@json, *@len within it); @sd holds the short digest @bd names. */
+static int load_toc(struct strata_range_src *src,
+		    const struct strata_layer *l, struct strata_toc_build *bd,
+		    char sd[32], unsigned char **buf, char **json, size_t *len)
+{
+	bd->format = "eStargz";
+	bd->content = content;
+	bd->chunk = chunk;
+	bd->chunk_rest = true;
+	strata_short_digest(l->digest, sd, 32);
+	bd->sd = sd;
+	return read_toc(src, l, sd, &bd->toc_start, buf, json, len, bd->err);
+}
+
 int strata_esgz_build(struct strata_range_src *src,
 		      const struct strata_layer *l, uint64_t max_bytes,
 		      uint64_t max_entries, int dest_fd, struct strata_err *err)
 {
 	cleanup_free unsigned char *buf = NULL;
 	struct strata_toc_build bd = {
-		.format = "eStargz", .err = err, .max_bytes = max_bytes,
-		.content = content, .chunk = chunk, .finish = finish,
-		.chunk_rest = true,
+		.err = err, .max_bytes = max_bytes, .finish = finish,
 	};
 	char sd[32], *json = NULL;
 	size_t len = 0;
-	int r;
+	int r = load_toc(src, l, &bd, sd, &buf, &json, &len);
 
-	strata_short_digest(l->digest, sd, sizeof(sd));
-	bd.sd = sd;
-	r = read_toc(src, l, sd, &bd.toc_start, &buf, &json, &len, err);
-	if (r < 0)
-		return r;
-	return strata_toc_read(&bd, json, len, l->digest, max_entries,
-			       dest_fd);
+	return r < 0 ? r : strata_toc_read(&bd, json, len, l->digest,
+					   max_entries, dest_fd);
 }
 
 int strata_esgz_metas(struct strata_range_src *src,
@@ -294,17 +302,11 @@ int strata_esgz_metas(struct strata_range_src *src,
 		      struct strata_err *err)
 {
 	cleanup_free unsigned char *buf = NULL;
-	struct strata_toc_build bd = {
-		.format = "eStargz", .err = err, .max_bytes = UINT64_MAX,
-		.content = content, .chunk = chunk, .chunk_rest = true,
-	};
+	struct strata_toc_build bd = { .err = err, .max_bytes = UINT64_MAX };
 	char sd[32], *json = NULL;
 	size_t len = 0;
-	int r;
+	int r = load_toc(src, l, &bd, sd, &buf, &json, &len);
 
-	strata_short_digest(l->digest, sd, sizeof(sd));
-	bd.sd = sd;
-	r = read_toc(src, l, sd, &bd.toc_start, &buf, &json, &len, err);
 	if (r == -EOPNOTSUPP)
 		r = strata_err_set(err, -EBADMSG, "layer %s: the eStargz "
 				   "table of contents is gone", sd);

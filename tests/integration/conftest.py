@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import types
@@ -112,6 +113,21 @@ def mount(tmp_path, store):
     yield do_mount
     for m in reversed(made):
         unmount(m)
+
+
+@pytest.fixture
+def open_dir():
+    """A 0755 directory every user can reach (pytest's tmp_path is root's
+    alone), for what other users mount, read or write; whatever is left
+    mounted below it is unmounted, then it is removed. Ask for it before
+    `mount`, so that `mount` unmounts its own first."""
+    d = Path(tempfile.mkdtemp(prefix="strata-open-"))
+    os.chmod(d, 0o755)
+    yield d
+    for m in sorted((x.split()[4] for x in open("/proc/self/mountinfo")
+                     if x.split()[4].startswith(str(d) + "/")), reverse=True):
+        subprocess.run(["umount", "-l", m], capture_output=True)
+    shutil.rmtree(d, ignore_errors=True)
 
 
 DEV_FUSE_LOCK = "/tmp/strata-tests-dev-fuse"

@@ -8,10 +8,8 @@ who wrote an image (config and history authors, as umoci sets them)."""
 import hashlib
 import json
 import os
-import shutil
 import signal
 import socket
-import tempfile
 import threading
 from pathlib import Path
 
@@ -258,17 +256,6 @@ def test_inspect_shows_authors(image, strata, tmp_path):
 
 # ---------------------------------------------------------------------------
 # strata commit of a mount that is not the caller's
-
-@pytest.fixture
-def open_dir():
-    """A directory under /tmp every user can search (pytest's tmp_path is
-    root's alone), removed afterwards: ask for it before `mount`, so that
-    what is mounted in it is unmounted first."""
-    d = Path(tempfile.mkdtemp(prefix="strata-cli-", dir="/tmp"))
-    os.chmod(d, 0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
 
 def as_nobody(argv):
     return run(["setpriv", "--reuid=65534", "--regid=65534",

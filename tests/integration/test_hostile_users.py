@@ -24,7 +24,6 @@ import signal
 import stat
 import subprocess
 import tarfile
-import tempfile
 import time
 from pathlib import Path
 
@@ -315,16 +314,10 @@ class Env:
 
 
 @pytest.fixture
-def base_dir():
+def base_dir(open_dir):
     """A private 0755 directory (nobody can reach what is made 0755 inside
-    it: pytest's tmp_path may be 0700)."""
-    d = Path(tempfile.mkdtemp(prefix="strata-hu-"))
-    os.chmod(d, 0o755)
-    yield d
-    for m in sorted((x.split()[4] for x in open("/proc/self/mountinfo")
-                     if x.split()[4].startswith(str(d) + "/")), reverse=True):
-        subprocess.run(["umount", "-l", m], capture_output=True)
-    shutil.rmtree(d, ignore_errors=True)
+    it): conftest's open_dir."""
+    return open_dir
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -274,19 +273,6 @@ def test_toc_changed_in_layout_before_fill_makes_layer_bad(tmp_path, daemon,
 
 
 # ---- 3. other users ----
-
-@pytest.fixture
-def open_dir():
-    """A 0755 directory other users can reach (pytest's tmp_path may be
-    0700); whatever is left mounted below it is unmounted."""
-    d = Path(tempfile.mkdtemp(prefix="strata-lt-"))
-    os.chmod(d, 0o755)
-    yield d
-    for m in sorted((x.split()[4] for x in open("/proc/self/mountinfo")
-                     if x.split()[4].startswith(str(d) + "/")), reverse=True):
-        subprocess.run(["umount", "-l", m], capture_output=True)
-    shutil.rmtree(d, ignore_errors=True)
-
 
 def as_1000():
     os.setgroups([])
