@@ -676,7 +676,7 @@ static void sweep_shared(struct gc *g)
 }
 
 /*
- * Lazy layers (layers/lazy/ALG-BLOBHEX.TOCHEX, store/lazy.c) belong to
+ * Lazy layers (layers/lazy/ALG-BLOBHEX.TOCHEX, store/layer/lazy.c) belong to
  * their blob: kept while a named manifest or a live pin keeps the blob,
  * removed with it. A lock file goes when its layer does.
  */

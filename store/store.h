@@ -148,7 +148,7 @@ struct strata_reg_opts {
 void strata_store_set_reg_opts(struct strata_store *st,
 			       const struct strata_reg_opts *o);
 
-/* ---- login, logout, tags (store/registry-login.c) --------------------- */
+/* ---- login, logout, tags (store/image/registry/registry-login.c) --------------------- */
 
 /* The auth file login writes and logout edits ($REGISTRY_AUTH_FILE,
  * $XDG_RUNTIME_DIR/containers/auth.json, /run/containers/0/auth.json for
@@ -174,7 +174,7 @@ int strata_registry_tags(const char *ref, const struct strata_reg_opts *o,
 			 int page_size, int (*cb)(void *ctx, const char *tag),
 			 void *ctx, struct strata_err *err);
 
-/* ---- copy (store/copy.c) ---------------------------------------------- */
+/* ---- copy (store/image/copy.c) ---------------------------------------------- */
 
 struct strata_copy_opts {
 	const char *src;		/* any reference */
@@ -197,7 +197,7 @@ struct strata_copy_opts {
 int strata_copy(struct strata_store *st, const struct strata_copy_opts *o,
 		char *digest_out, struct strata_err *err);
 
-/* ---- push (store/registry-push.c) -------------------------------------- */
+/* ---- push (store/image/registry/registry-push.c) -------------------------------------- */
 
 struct strata_push_opts {
 	const char *dest;		/* docker://...; its tag is the first */
@@ -369,7 +369,7 @@ void strata_tags_free(struct strata_tag_info *tags, size_t n);
 int strata_store_untag(struct strata_store *st, const char *name,
 		       struct strata_err *err);
 
-/* ---- save and load (store/save.c, store/separated.c) ------------------ */
+/* ---- save and load (store/commit/save.c, store/commit/separated.c) ------------------ */
 
 /*
  * Write the images @images (references) into @dest, "docker-archive:FILE"
@@ -395,7 +395,7 @@ int strata_archive_load_each(struct strata_store *st, const char *ref,
 			     strata_archive_each_fn cb, void *ctx,
 			     struct strata_err *err);
 
-/* isula-build's separated images (store/separated.c). */
+/* isula-build's separated images (store/commit/separated.c). */
 struct strata_sep_save_opts {
 	const char *const *images;	/* store names of the app images */
 	size_t n_images;
@@ -479,10 +479,10 @@ struct strata_unpack_opts {
 	int jobs;			/* parallel layers; 0 = number of CPUs */
 	bool lazy;			/* zstd:chunked layers with a verified
 					 * table of contents are made lazy
-					 * (store/lazy.c), not unpacked */
+					 * (store/layer/lazy.c), not unpacked */
 	bool lazy_plain;		/* with lazy: gzip and zstd layers
 					 * too, after a verifying metadata
-					 * pass (store/lazy-zran.c) */
+					 * pass (store/layer/lazy-zran.c) */
 };
 
 /*
@@ -718,7 +718,7 @@ int strata_lx_set_children(struct strata_lindex *lx, uint32_t dir,
  */
 int strata_lx_graft(struct strata_lindex **lx, uint32_t n);
 
-/* ---- layer statistics (store/layerstat.c) ------------------------------ */
+/* ---- layer statistics (store/layer/layerstat.c) ------------------------------ */
 
 /*
  * What one layer does to the image below it. Entries are what the tar
@@ -748,7 +748,7 @@ struct strata_layer_stat {
 int strata_layer_stats(struct strata_store *st, const struct strata_image *img,
 		       struct strata_layer_stat *out, struct strata_err *err);
 
-/* ---- commit (store/commit.c) ------------------------------------------ */
+/* ---- commit (store/commit/commit.c) ------------------------------------------ */
 
 enum strata_cfg_edit_kind {
 	STRATA_EDIT_ENV,		/* "K=V" */
@@ -829,7 +829,7 @@ struct strata_commit_result {
 int strata_commit(struct strata_store *st, const struct strata_commit_opts *o,
 		  struct strata_commit_result *res, struct strata_err *err);
 
-/* ---- diff (store/imgdiff.c) ------------------------------------------- */
+/* ---- diff (store/commit/imgdiff.c) ------------------------------------------- */
 
 /* What a changed entry changed (strata_diff_entry.what). */
 enum {
@@ -885,7 +885,7 @@ void strata_diff_clear(struct strata_diff *d);
  * once). Return: 0, -ENOENT when not cached, or negative errno. */
 int strata_layer_data_bytes(struct strata_store *st, const char *diff_id,
 			    uint64_t *out);
-/* ---- export (store/export.c) ------------------------------------------ */
+/* ---- export (store/commit/export.c) ------------------------------------------ */
 
 struct strata_export_opts {
 	const char *ref;		/* the image */
@@ -901,7 +901,7 @@ struct strata_export_opts {
 };
 /*
  * The image's root filesystem as one PAX tar, reproducibly (see
- * store/export.c). *bytes gets the tar's size.
+ * store/commit/export.c). *bytes gets the tar's size.
  */
 int strata_export(struct strata_store *st, const struct strata_export_opts *o,
 		  uint64_t *bytes, struct strata_err *err);
@@ -909,7 +909,7 @@ int strata_export(struct strata_store *st, const struct strata_export_opts *o,
 /*
  * Copy the first @size bytes of @in to @out (both at their file offset):
  * copy_file_range (a reflink where the filesystem shares extents), else
- * sendfile, else a buffer (store/fsutil.c). Return: 0, -EIO when @in is
+ * sendfile, else a buffer (store/base/fsutil.c). Return: 0, -EIO when @in is
  * shorter, or negative errno.
  */
 int strata_copy_data(int in, int out, off_t size);

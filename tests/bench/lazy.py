@@ -35,7 +35,7 @@ rusage: the work before the daemon forks); each first into a fresh store
 (the TOCs read and the cache entries built), then again into that store
 (the entries there: a second mount of the image).
 
-With --gzip, the original gzip layout instead (store/lazy-zran.c), each
+With --gzip, the original gzip layout instead (store/layer/lazy-zran.c), each
 --build in turn in every run, with the command's CPU time:
 
   first ls   stratafs -o lazy=all,prefetch=0 then `ls /`: the metadata

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Access points into gzip/zstd layers (store/zran.c): what each spacing costs.
+"""Access points into gzip/zstd layers (store/layer/zran.c): what each spacing costs.
 
     /usr/bin/python3 tests/bench/zran.py [--quick] [--out FILE.md]
 

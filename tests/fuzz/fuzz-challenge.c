@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * What a registry sends about authentication (store/registry-auth.c): the
+ * What a registry sends about authentication (store/image/registry/registry-auth.c): the
  * bytes up to the first NUL as a WWW-Authenticate value through
  * strata_reg_challenge(). Besides memory safety: the answer is a scheme
  * or -EPROTO, and realm and service stay within their bound whatever the

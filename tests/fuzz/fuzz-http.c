@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * What a registry's answers say besides their bodies
- * (store/registry-parse.c). The input is lines; each line goes, with the
+ * (store/image/registry/registry-parse.c). The input is lines; each line goes, with the
  * CRLF curl keeps, to the header parser (one response, status lines
  * starting it over), and on its own to the Content-Range, upload Range,
  * Link, Location and origin parsers. Besides memory safety: every field

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The JSON documents of an image (store/json.c, store/layout.c): the
+ * The JSON documents of an image (store/image/json.c, store/image/layout.c): the
  * strict parser, the typed getters, descriptors, index.json's image pick,
  * and the walk index -> platform -> manifest -> config with each document
  * read back from a blob directory and checked against its descriptor.

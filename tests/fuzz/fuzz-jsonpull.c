@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * store/jsonpull.c, the streaming reader of zstd:chunked tables of
+ * store/image/jsonpull.c, the streaming reader of zstd:chunked tables of
  * contents, against json-c read through strata_json_parse(): both accept
  * or both refuse (a duplicate key is json-c's refusal only), and what both
  * accept has the same values (tests/unit/jsonpull-cmp.h).

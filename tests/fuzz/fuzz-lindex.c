@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The layer index reader (store/lindex.c): the input is the whole index
+ * The layer index reader (store/layer/lindex.c): the input is the whole index
  * file of a cached layer, as if the cache had been damaged or planted. It
  * is opened with strata_lindex_open() and, when accepted, read the way its
- * users read it (fs/, store/imgview.c, store/commit-layer.c): every
+ * users read it (fs/, store/commit/imgview.c, store/commit/commit-layer.c): every
  * entry's name, symlink target, owner, link count, xattr records and
  * children, each child looked up by name, the implied directories; then
- * two layers are grafted (store/graft.c), as an image open does, and read
+ * two layers are grafted (store/layer/graft.c), as an image open does, and read
  * again. Whatever open accepts must be safe to read.
  *
  * When the header's file_size is shorter than the input, the input is two

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Image references (store/ref.c): the bytes, up to the first NUL (a
+ * Image references (store/image/ref.c): the bytes, up to the first NUL (a
  * reference comes from argv), through strata_ref_parse(),
  * strata_store_name() and strata_platform_parse(). Besides memory safety
  * it checks what a parse promises: the parts put back together give the

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The tar type-flag watch (store/tarscan.h, public API only): the input is
+ * The tar type-flag watch (store/layer/tarscan.h, public API only): the input is
  * an uncompressed layer stream, fed once whole and once in chunks of
  * pseudo-random sizes (from a hash of the input, so a saved input replays
  * the same way). A stream arrives in chunks of any size, so the verdict

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The access point index reader (store/zran.c): the input is a whole
+ * The access point index reader (store/layer/zran.c): the input is a whole
  * index file, as if the cache had been damaged or planted. It is parsed
  * as it is (the checksum refuses almost everything), then again with its
  * trailing checksum recomputed, so that the checks behind the checksum

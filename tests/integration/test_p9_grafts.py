@@ -1,7 +1,7 @@
 """Grafts (OCI-RULES P9): an entry whose parent is only implied in its
 layer while a lower layer has a symlink at that path lands where `umoci
 unpack` puts it: through the symlink, resolved inside the image root, with
-the missing directories made and the symlink kept (store/graft.c).
+the missing directories made and the symlink kept (store/layer/graft.c).
 
 Every image is written byte by byte with ocibuild, so the upper layer has
 no tar entry for the symlinked directory; umoci's unpack of the same

@@ -1,4 +1,4 @@
-"""Access points into gzip and zstd blobs (store/zran.c), against the tools.
+"""Access points into gzip and zstd blobs (store/layer/zran.c), against the tools.
 
 Blobs are made by the gzip and zstd command-line tools from a tar of
 varied content (GNU tar), indexed by strata (tests/tools/zrantool.c), and

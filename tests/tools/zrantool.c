@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * zrantool: store/zran.c from the command line, for
+ * zrantool: store/layer/zran.c from the command line, for
  * tests/integration/test_zran.py and the timed parts of
  * tests/bench/zran.py; one JSON line of results per run. Test-only: built
  * by meson, never installed.

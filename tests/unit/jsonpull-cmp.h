@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * store/jsonpull.c against json-c (through strata_json_parse(), the
+ * store/image/jsonpull.c against json-c (through strata_json_parse(), the
  * project's strict reading): both readings of one input are written in
  * one canonical form, which must agree. Used by tests/unit/test-jsonpull.c
  * and tests/fuzz/fuzz-jsonpull.c.

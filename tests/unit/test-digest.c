@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* store/digest.c: the OCI digest grammar and hashing. Vectors were computed
+/* store/base/digest.c: the OCI digest grammar and hashing. Vectors were computed
  * with coreutils sha256sum/sha512sum. */
 #include <errno.h>
 #include <stdlib.h>

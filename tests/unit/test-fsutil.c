@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* store/fsutil.c: atomic writes, whole-file reads, mkdir -p, rm -rf. */
+/* store/base/fsutil.c: atomic writes, whole-file reads, mkdir -p, rm -rf. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* store/json.c: the strict JSON checker (OCI-RULES.md R10, R11) and the
+/* store/image/json.c: the strict JSON checker (OCI-RULES.md R10, R11) and the
  * typed getters. */
 #include <errno.h>
 #include <stdint.h>

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* store/jsonpull.c: the streaming reader of tables of contents accepts
+/* store/image/jsonpull.c: the streaming reader of tables of contents accepts
  * and refuses what json-c read through strata_json_parse() does, with the
  * same values (jsonpull-cmp.h), for valid documents and for the hostile
  * forms of OCI-RULES.md R11: trailing bytes, bad UTF-8, lone surrogates,

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * store/unpack.c + store/lindex.c: layers are written at test time with
+ * store/layer/unpack.c + store/layer/lindex.c: layers are written at test time with
  * libarchive's tar writer, unpacked with strata_unpack_layer() into
  * layers/<alg>/<hex> of a temporary store (where cache.c publishes them),
  * and read back with strata_lindex_open().

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* store/ref.c: containers-transports(5) references, store names,
+/* store/image/ref.c: containers-transports(5) references, store names,
  * platforms. Spellings from /work/contract.md "References". */
 #include <errno.h>
 #include <stdlib.h>

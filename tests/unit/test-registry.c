@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* store/registry-auth.c and registry-conf.c: the parts of the registry
+/* store/image/registry/registry-auth.c and registry-conf.c: the parts of the registry
  * client that read untrusted or user-written text (WWW-Authenticate
  * challenges, auth files, registries.conf, certs.d), no network. */
 #include <errno.h>

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Go's reading of a tar (store/tarscan.c): it follows ustar, pax and GNU
+ * Go's reading of a tar (store/layer/tarscan.c): it follows ustar, pax and GNU
  * framing to the end-of-archive blocks, refuses entry types a layer may
  * not hold naming the entry, reads numeric fields and pax records as Go's
  * archive/tar does, and refuses what Go refuses (it never stops watching). Archives are built here block by block, so each case

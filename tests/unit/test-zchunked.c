@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* store/zchunked-toc.c: locating a zstd:chunked table of contents from the
+/* store/layer/zchunked-toc.c: locating a zstd:chunked table of contents from the
  * layer descriptor's annotations ("offset:length:uncompressed:type", the
  * form containers/storage writes), each hostile or unknown form refused
  * with its exact errno; and building a layer's index from a TOC read with

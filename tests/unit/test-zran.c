@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * store/zran.c: access points into gzip and zstd blobs. Each blob is made
+ * store/layer/zran.c: access points into gzip and zstd blobs. Each blob is made
  * here from known bytes (zlib and libzstd called directly, and the gzip
  * and zstd command-line tools), indexed, and random ranges read through
  * the points are compared with the bytes that were compressed: the answer

@@ -2,8 +2,8 @@
 /*
  * Lazy layers (store-internal): a layer whose metadata index is built from
  * a table of contents (zstd:chunked, eStargz) and whose content files are
- * filled on first access from byte ranges of its blob (store/lazy.c), and
- * the tables of contents themselves (store/toc.c, zchunked-toc.c,
+ * filled on first access from byte ranges of its blob (store/layer/lazy.c), and
+ * the tables of contents themselves (store/layer/toc.c, zchunked-toc.c,
  * estargz.c).
  */
 #ifndef STRATA_LAZY_H

@@ -190,7 +190,7 @@ static int toc_annotations(struct strata_layer *l, struct strata_desc *d)
 		l->toc_position = strdup(pos);
 		return l->toc_digest && l->toc_position ? 0 : -ENOMEM;
 	}
-	/* eStargz: the digest of its TOC JSON (store/estargz.c) */
+	/* eStargz: the digest of its TOC JSON (store/layer/estargz.c) */
 	sum = annotation(d, "containerd.io/snapshot/stargz/toc.digest");
 	if (sum && l->compression == STRATA_COMP_GZIP) {
 		l->toc_digest = strdup(sum);

@@ -2,7 +2,7 @@
 /*
  * A layer's table of contents in JSON, as zstd:chunked and eStargz both
  * write it (the same entry fields, from the same stargz lineage), read
- * into a lazy layer's index and content table (store/toc.c). What differs
+ * into a lazy layer's index and content table (store/layer/toc.c). What differs
  * between the formats, where a file's bytes are in the blob and what a
  * "chunk" entry means, is in zchunked-toc.c and estargz.c.
  */

@@ -9,7 +9,7 @@
  * readers (fs/, graft.c, imgview.c, commit) take an entry's fields as
  * given. The accessors bounds-check what remains: table lookups.
  *
- * An open index can be patched in memory (store/graft.c moves a layer's
+ * An open index can be patched in memory (store/layer/graft.c moves a layer's
  * paths through the symlinks of the layers below): new entries and strings
  * go to extension arrays numbered on from the file's, and the few file
  * entries that change (a directory's child range) are written into the
@@ -350,7 +350,7 @@ uint32_t strata_lx_lookup(const struct strata_lindex *lx, uint32_t dir,
 	return UINT32_MAX;
 }
 
-/* ---- patching in memory (store/graft.c) ------------------------------- */
+/* ---- patching in memory (store/layer/graft.c) ------------------------------- */
 
 uint32_t strata_lx_add(struct strata_lindex *lx,
 		       const struct strata_lx_entry *e, uint32_t orig)

@@ -310,7 +310,7 @@ static void *worker(void *arg)
 		j = &p->jobs[i];
 		atomic_store(&j->active, true);
 		j->ret = -EOPNOTSUPP;
-		if (j->toc_lazy)	/* store/lazy.c: reads only the TOC */
+		if (j->toc_lazy)	/* store/layer/lazy.c: reads only the TOC */
 			j->ret = strata_lazy_prepare(j->st, j->img, j->layer,
 						     j->opts, &j->err);
 		if (j->ret == -EOPNOTSUPP && j->plain_lazy) /* lazy-zran.c */

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * A pull reader of strict JSON (store/jsonpull.c) for documents too big to
+ * A pull reader of strict JSON (store/image/jsonpull.c) for documents too big to
  * build a json-c tree of, such as a lazy layer's table of contents: the
  * caller asks for one token at a time. It accepts exactly what
  * strata_json_parse() accepts (RFC 8259, valid UTF-8, no lone surrogates,
