@@ -949,7 +949,7 @@ int main(int argc, char *argv[])
 			 ? ",default_permissions" : "");
 	fuse_opt_add_arg(&args, fsname);
 	/* a writable mount creates entries with the modes its callers ask
-	 * for, their umask applied (wops.c): never the daemon's own. The
+	 * for, their umask applied (wops-make.c): never the daemon's own. The
 	 * store files it writes name their modes (0644, 0755, 0700). */
 	if (wfs_ready)
 		umask(0);

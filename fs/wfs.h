@@ -154,7 +154,7 @@ int wfs_continue(struct wfs *w, struct lower *lw, struct strata_err *err);
 
 #endif
 
-/* ---- internals shared by wnode.c, copyup.c and wops.c ---- */
+/* ---- internals shared by wnode.c, copyup.c and wops*.c ---- */
 
 struct wfs_ctx {
 	uid_t uid;
