@@ -9,7 +9,8 @@
  * tar's end blocks are drained into the diff_id hash too, as umoci does;
  * bytes after the compressed stream (other than further gzip members or
  * zstd frames, which continue it) are refused, as Go's readers refuse
- * them.
+ * them. That reader is unpack-read.c; the in-memory tree and the index
+ * written from it are unpack-tree.c; this file applies the entries.
  *
  * Names from the tar never become host paths: a regular file's content goes
  * to data/<n> (n a counter), and names, owners, modes, times, xattrs,
@@ -30,551 +31,7 @@
 #include <zlib.h>
 #include <zstd.h>
 
-#include "tarscan.h"
-#include "unpack.h"
-#include "zran.h"
-
-#define BUF_SIZE (1u << 20)
-#define NONE UINT32_MAX
-#define PATH_MAX_BYTES 4096
-#define NAME_MAX_BYTES 255
-
-/* ---- the decompressing, hashing reader ---- */
-
-struct reader {
-	int fd;
-	int comp;
-	uint64_t want_size;
-	uint64_t compressed, uncompressed, max_uncompressed;
-	struct strata_hasher *blob_h, *diff_h;	/* diff_h may be NULL */
-	const unsigned char *in;	/* inbuf, or into map */
-	unsigned char *inbuf, *out;
-	const unsigned char *map;	/* or NULL: the blob in memory */
-	uint64_t map_len;
-	pthread_t map_hasher;	/* hashes map into blob_h (map_hashing) */
-	bool map_hashing;
-	size_t in_pos, in_len;
-	bool in_eof, stream_end;
-	struct strata_gzdec *gz;	/* gzdec.c */
-	ZSTD_DStream *zs;
-	int error;
-	char msg[256];
-	void (*progress)(void *ctx, uint64_t bytes);
-	void *progress_ctx;
-	struct strata_tarscan scan;	/* refuses unknown type flags */
-	struct strata_zran_builder *zran;	/* or NULL (zran.h) */
-	int copy_fd;		/* or -1: gets the blob's bytes */
-};
-
-static int fill_input(struct reader *r)
-{
-	ssize_t n;
-
-	if (r->in_pos < r->in_len || r->in_eof)
-		return 0;
-	if (r->map) {	/* one past the size: a longer blob is refused */
-		uint64_t left = r->want_size + 1 - r->compressed;
-
-		r->in = r->map + r->compressed;
-		n = (ssize_t)(left < BUF_SIZE ? left : BUF_SIZE);
-		if ((uint64_t)n > r->map_len - r->compressed)
-			n = (ssize_t)(r->map_len - r->compressed);
-	} else {
-		do {
-			n = read(r->fd, r->inbuf, BUF_SIZE);
-		} while (n < 0 && errno == EINTR);
-		r->in = r->inbuf;
-	}
-	if (n < 0) {
-		r->error = -errno;
-		snprintf(r->msg, sizeof(r->msg), "read: %s", strerror(errno));
-		return -1;
-	}
-	r->in_pos = 0;
-	r->in_len = (size_t)n;
-	if (n == 0) {
-		r->in_eof = true;
-		return 0;
-	}
-	r->compressed += (uint64_t)n;
-	if (r->compressed > r->want_size) {
-		r->error = -EBADMSG;
-		snprintf(r->msg, sizeof(r->msg),
-			 "size mismatch: descriptor says %llu bytes, blob is "
-			 "longer", (unsigned long long)r->want_size);
-		return -1;
-	}
-	if (!r->map_hashing)
-		strata_hasher_update(r->blob_h, r->in, (size_t)n);
-	if (r->copy_fd >= 0 &&
-	    strata_write_all(r->copy_fd, r->in, (size_t)n) < 0) {
-		r->error = -errno;
-		snprintf(r->msg, sizeof(r->msg), "cache: %s", strerror(errno));
-		return -1;
-	}
-	if (r->progress)
-		r->progress(r->progress_ctx, (uint64_t)n);
-	return 0;
-}
-
-static void fail(struct reader *r, int code, const char *msg)
-{
-	if (!r->error) {
-		r->error = code;
-		snprintf(r->msg, sizeof(r->msg), "%s", msg);
-	}
-}
-
-/* Produce the next chunk of uncompressed bytes. Return: length, 0 at the
- * end, -1 on error (r->error set). */
-static ssize_t next_chunk(struct reader *r, const void **buf)
-{
-	size_t produced = 0;
-
-	for (;;) {
-		if (fill_input(r) < 0)
-			return -1;
-		if (r->comp == STRATA_COMP_SNIFF) {
-			if (r->in_eof) {
-				r->comp = STRATA_COMP_NONE;
-			} else if (r->in_len - r->in_pos >= 4) {
-				const unsigned char *m = r->in + r->in_pos;
-
-				if (m[0] == 0x1f && m[1] == 0x8b)
-					r->comp = STRATA_COMP_GZIP;
-				else if (m[0] == 0x28 && m[1] == 0xb5 &&
-					 m[2] == 0x2f && m[3] == 0xfd)
-					r->comp = STRATA_COMP_ZSTD;
-				else
-					r->comp = STRATA_COMP_NONE;
-			} else {
-				r->comp = STRATA_COMP_NONE;
-			}
-		}
-		if (r->in_eof && !(r->comp == STRATA_COMP_GZIP && r->gz &&
-				   strata_gzdec_pending(r->gz)))
-			break;
-		if (r->comp == STRATA_COMP_NONE) {
-			*buf = r->in + r->in_pos;
-			produced = r->in_len - r->in_pos;
-			r->in_pos = r->in_len;
-			goto out;
-		}
-		if (r->comp == STRATA_COMP_GZIP) {
-			size_t used;
-			bool end;
-			char m[200] = "";
-
-			if (!r->gz && strata_gzdec_new(r->zran, &r->gz) < 0) {
-				fail(r, -ENOMEM, "gzip decoder init failed");
-				return -1;
-			}
-			if (r->stream_end && r->in_pos < r->in_len) {
-				/* RFC 1952 allows several members, and Go's
-				 * gzip reader (multistream by default) reads
-				 * them as one stream; it refuses anything else
-				 * after a member, and so does strata (whatever
-				 * the first byte: the header parser checks the
-				 * rest). */
-				if (r->in[r->in_pos] != 0x1f) {
-					fail(r, -EBADMSG, "bytes after the end "
-					     "of the gzip stream that are not "
-					     "a gzip member");
-					return -1;
-				}
-				r->stream_end = false;
-			}
-			if (strata_gzdec_run(r->gz, r->in + r->in_pos,
-					     r->in_len - r->in_pos,
-					     r->compressed - (r->in_len - r->in_pos),
-					     r->out, BUF_SIZE, r->uncompressed,
-					     &used, &produced, &end, m,
-					     sizeof(m)) < 0) {
-				fail(r, m[0] ? -EBADMSG : -ENOMEM,
-				     m[0] ? m : "recording access points failed");
-				return -1;
-			}
-			r->in_pos += used;
-			if (end)
-				r->stream_end = true;
-			if (r->in_eof && !produced)
-				break;
-		} else {
-			ZSTD_inBuffer ib = { r->in, r->in_len, r->in_pos };
-			ZSTD_outBuffer ob = { r->out, BUF_SIZE, 0 };
-			size_t zr;
-
-			if (!r->zs) {
-				r->zs = ZSTD_createDStream();
-				if (!r->zs || ZSTD_isError(ZSTD_initDStream(r->zs))) {
-					fail(r, -ENOMEM, "zstd init failed");
-					return -1;
-				}
-			}
-			zr = ZSTD_decompressStream(r->zs, &ob, &ib);
-			if (ZSTD_isError(zr)) {
-				char m[200];
-
-				snprintf(m, sizeof(m), "corrupt zstd data: %s",
-					 ZSTD_getErrorName(zr));
-				fail(r, -EBADMSG, m);
-				return -1;
-			}
-			r->stream_end = zr == 0;
-			r->in_pos = ib.pos;
-			produced = ob.pos;
-			if (r->zran && r->stream_end &&
-			    strata_zran_zstd_frame(r->zran, r->compressed -
-						   (r->in_len - r->in_pos),
-						   r->uncompressed + produced) < 0) {
-				fail(r, -ENOMEM, "recording access points failed");
-				return -1;
-			}
-		}
-		if (produced) {
-			*buf = r->out;
-			goto out;
-		}
-	}
-	/* end of input */
-	{
-		char m[sizeof(r->msg)];
-
-		if (strata_tarscan_finish(&r->scan, m, sizeof(m)) < 0) {
-			fail(r, -EBADMSG, m);
-			return -1;
-		}
-	}
-	if (r->comp == STRATA_COMP_GZIP && !r->stream_end) {
-		fail(r, -EBADMSG, "truncated gzip stream");
-		return -1;
-	}
-	if (r->comp == STRATA_COMP_ZSTD && !r->stream_end) {
-		fail(r, -EBADMSG, "truncated zstd stream");
-		return -1;
-	}
-	return 0;
-out:
-	r->uncompressed += produced;
-	if (r->uncompressed > r->max_uncompressed) {
-		char m[200];
-
-		snprintf(m, sizeof(m), "uncompressed layer exceeds the limit "
-			 "of %llu bytes (decompression bomb?)",
-			 (unsigned long long)r->max_uncompressed);
-		fail(r, -EFBIG, m);
-		return -1;
-	}
-	if (r->diff_h)
-		strata_hasher_update(r->diff_h, *buf, produced);
-	{
-		char m[sizeof(r->msg)];
-
-		if (strata_tarscan_feed(&r->scan, *buf, produced, m,
-					sizeof(m)) < 0) {
-			fail(r, -EBADMSG, m);
-			return -1;
-		}
-	}
-	return (ssize_t)produced;
-}
-
-static la_ssize_t archive_read_cb(struct archive *a, void *ctx,
-				  const void **buf)
-{
-	struct reader *r = ctx;
-	ssize_t n = next_chunk(r, buf);
-
-	if (n < 0) {
-		archive_set_error(a, EIO, "%s", r->msg);
-		return -1;
-	}
-	return n;
-}
-
-/* ---- the in-memory tree ---- */
-
-struct unode {
-	uint32_t parent;
-	uint32_t name_off;
-	uint16_t name_len;
-	uint16_t flags;
-	uint32_t mode;
-	uint16_t owner;		/* index of (uid, gid) in the owner table */
-	uint64_t size;
-	int64_t mtime_sec;
-	uint32_t mtime_nsec;
-	uint64_t rdev;
-	uint32_t leader;	/* hardlink leader */
-	uint32_t nlink;		/* group size, at the leader */
-	uint32_t link_off;	/* symlink target */
-	uint32_t xattr_off, xattr_len;
-	uint32_t data_id;
-	uint32_t first_child, next_sibling, n_children;
-	uint32_t final;
-};
-
-struct tree {
-	struct unode *nodes;
-	uint32_t n, cap;
-	char *str;
-	size_t str_len, str_cap;
-	uint32_t *str_slots;	/* hash of the strings -> offset + 1 */
-	size_t n_str_slots, n_strs;
-	uint8_t *xat;
-	size_t xat_len, xat_cap;
-	uint32_t *slots;	/* hash of (parent, name) -> node + 1 */
-	size_t n_slots;
-	uint32_t next_data;
-	uint64_t data_bytes;
-	uint64_t features;
-	struct strata_lx_owner *owners;	/* [0] is 0:0 */
-	size_t n_owners, owners_cap;
-	uint32_t *owner_slots;	/* hash of (uid, gid) -> owner + 1 */
-	size_t n_owner_slots;
-};
-
-static int grow(void **p, size_t *cap, size_t need, size_t elem)
-{
-	size_t c = *cap ? *cap : 1024;
-	void *n;
-
-	if (need <= *cap)
-		return 0;
-	while (c < need)
-		c *= 2;
-	n = realloc(*p, c * elem);
-	if (!n)
-		return -ENOMEM;
-	strata_huge_hint(n, c * elem);
-	*p = n;
-	*cap = c;
-	return 0;
-}
-
-static uint64_t hash_bytes(uint64_t h, const char *s, size_t len)
-{
-	size_t i;
-
-	for (i = 0; i < len; i++)
-		h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
-	return h ^ (h >> 29);
-}
-
-#define STR_SEED 1469598103934665603ull
-
-/* The tree's hash tables (nodes, strings, owners) are open-addressed
- * arrays of @n (a power of 2) slots holding value + 1. Put @v in the first
- * free slot for hash @h. */
-static void slot_put(uint32_t *slots, size_t n, uint64_t h, uint32_t v)
-{
-	size_t i = h & (n - 1);
-
-	while (slots[i])
-		i = (i + 1) & (n - 1);
-	slots[i] = v + 1;
-}
-
-/*
- * Offset of string @s in the string table, stored once: names repeat a lot
- * across directories (Makefile, __init__.py, *.h) and symlink targets too,
- * and the daemon maps these bytes for every mount.
- */
-static int add_str(struct tree *t, const char *s, size_t len, uint32_t *off)
-{
-	uint64_t h = hash_bytes(STR_SEED, s, len);
-	size_t i, mask;
-
-	if ((t->n_strs + 1) * 2 > t->n_str_slots) {
-		size_t n = t->n_str_slots ? t->n_str_slots * 2 : 4096;
-		uint32_t *slots = calloc(n, sizeof(*slots));
-
-		if (!slots)
-			return -ENOMEM;
-		for (i = 0; i < t->n_str_slots; i++) {
-			uint32_t o = t->str_slots[i];
-
-			if (o--)
-				slot_put(slots, n, hash_bytes(STR_SEED, t->str + o,
-							      strlen(t->str + o)), o);
-		}
-		free(t->str_slots);
-		t->str_slots = slots;
-		t->n_str_slots = n;
-	}
-	mask = t->n_str_slots - 1;
-	for (i = h & mask; t->str_slots[i]; i = (i + 1) & mask) {
-		size_t at = t->str_slots[i] - 1;
-		const char *o = t->str + at;
-
-		if (at + len < t->str_len && !memcmp(o, s, len) &&
-		    o[len] == '\0') {
-			*off = t->str_slots[i] - 1;
-			return 0;
-		}
-	}
-	if (t->str_len + len + 1 > UINT32_MAX)
-		return -EFBIG;
-	if (grow((void **)&t->str, &t->str_cap, t->str_len + len + 1, 1) < 0)
-		return -ENOMEM;
-	memcpy(t->str + t->str_len, s, len);
-	t->str[t->str_len + len] = '\0';
-	*off = (uint32_t)t->str_len;
-	t->str_slots[i] = *off + 1;
-	t->n_strs++;
-	t->str_len += len + 1;
-	return 0;
-}
-
-static size_t owner_hash(uint32_t uid, uint32_t gid)
-{
-	return (size_t)((((uint64_t)uid << 32 | gid) * 0x9e3779b97f4a7c15ull) >> 24);
-}
-
-/*
- * Index of (@uid, @gid) in the owner table, added if new. Entries name
- * their owner by a 16-bit index, which is plenty for any real layer.
- * Return: the index, -E2BIG past STRATA_LX_MAX_OWNERS pairs, or -ENOMEM.
- */
-static int owner_index(struct tree *t, uint32_t uid, uint32_t gid)
-{
-	size_t mask, i;
-	uint32_t k;
-
-	if (t->n_owners * 2 >= t->n_owner_slots) {
-		size_t n = t->n_owner_slots ? t->n_owner_slots * 2 : 64;
-		uint32_t *slots = calloc(n, sizeof(*slots));
-
-		if (!slots)
-			return -ENOMEM;
-		for (k = 0; k < t->n_owners; k++)
-			slot_put(slots, n, owner_hash(t->owners[k].uid,
-						      t->owners[k].gid), k);
-		free(t->owner_slots);
-		t->owner_slots = slots;
-		t->n_owner_slots = n;
-	}
-	mask = t->n_owner_slots - 1;
-	for (i = owner_hash(uid, gid) & mask; t->owner_slots[i];
-	     i = (i + 1) & mask) {
-		const struct strata_lx_owner *o =
-			&t->owners[t->owner_slots[i] - 1];
-
-		if (o->uid == uid && o->gid == gid)
-			return (int)(t->owner_slots[i] - 1);
-	}
-	if (t->n_owners >= STRATA_LX_MAX_OWNERS)
-		return -E2BIG;
-	if (grow((void **)&t->owners, &t->owners_cap, t->n_owners + 1,
-		 sizeof(*t->owners)) < 0)
-		return -ENOMEM;
-	t->owners[t->n_owners] = (struct strata_lx_owner){ uid, gid };
-	t->owner_slots[i] = (uint32_t)++t->n_owners;
-	return (int)t->n_owners - 1;
-}
-
-static uint64_t hash_key(uint32_t parent, const char *name, size_t len)
-{
-	return hash_bytes(STR_SEED ^ parent, name, len);
-}
-
-static uint32_t tree_find(struct tree *t, uint32_t parent, const char *name,
-			  size_t len)
-{
-	size_t mask = t->n_slots - 1;
-	size_t i = hash_key(parent, name, len) & mask;
-
-	for (;; i = (i + 1) & mask) {
-		uint32_t s = t->slots[i];
-		struct unode *u;
-
-		if (!s)
-			return NONE;
-		u = &t->nodes[s - 1];
-		if (u->parent == parent && u->name_len == len &&
-		    !memcmp(t->str + u->name_off, name, len) && s - 1 != 0)
-			return s - 1;
-	}
-}
-
-static void slot_insert(struct tree *t, uint32_t idx)
-{
-	struct unode *u = &t->nodes[idx];
-
-	slot_put(t->slots, t->n_slots,
-		 hash_key(u->parent, t->str + u->name_off, u->name_len), idx);
-}
-
-/* A table of @n slots (a power of 2) for the nodes. */
-static int rehash_to(struct tree *t, size_t n)
-{
-	uint32_t i;
-
-	free(t->slots);
-	t->slots = calloc(n, sizeof(*t->slots));
-	if (!t->slots)
-		return -ENOMEM;
-	t->n_slots = n;
-	for (i = 1; i < t->n; i++)
-		slot_insert(t, i);
-	return 0;
-}
-
-static int rehash(struct tree *t)
-{
-	return rehash_to(t, t->n_slots ? t->n_slots * 2 : 4096);
-}
-
-static int tree_add(struct tree *t, uint32_t parent, const char *name,
-		    size_t len, uint32_t *out)
-{
-	size_t cap = t->cap;
-	struct unode *u;
-	uint32_t idx;
-	int r;
-
-	if (grow((void **)&t->nodes, &cap, (size_t)t->n + 1, sizeof(*u)) < 0)
-		return -ENOMEM;
-	t->cap = (uint32_t)cap;
-	idx = t->n++;
-	u = &t->nodes[idx];
-	memset(u, 0, sizeof(*u));
-	r = add_str(t, name, len, &u->name_off);
-	if (r < 0)
-		return r;
-	u->name_len = (uint16_t)len;
-	u->parent = parent;
-	u->leader = idx;
-	u->nlink = 1;
-	u->first_child = NONE;
-	u->next_sibling = NONE;
-	if (idx) {
-		struct unode *p = &t->nodes[parent];
-
-		u->next_sibling = p->first_child;
-		p->first_child = idx;
-		p->n_children++;
-		if ((size_t)t->n * 2 > t->n_slots) {
-			r = rehash(t);
-			if (r < 0)
-				return r;
-		} else {
-			slot_insert(t, idx);
-		}
-	}
-	*out = idx;
-	return 0;
-}
-
-/* In-memory only: an implied dir that a same-layer whiteout also names;
- * settled in settle_implied(). */
-#define U_WHITED (1u << 15)
-
-static void make_implied_dir(struct unode *u)
-{
-	u->mode = S_IFDIR | 0755;
-	u->flags |= STRATA_LX_IMPLIED;
-}
+#include "unpack-int.h"
 
 /* ---- entry handling ---- */
 
@@ -678,7 +135,7 @@ static int walk_parent(struct unpack *u, const char *name,
 	int r;
 
 	for (i = 0; i + 1 < c->n; i++) {
-		uint32_t nx = tree_find(&u->t, cur, c->c[i], c->len[i]);
+		uint32_t nx = up_tree_find(&u->t, cur, c->c[i], c->len[i]);
 		struct unode *n;
 
 		if (c->len[i] >= 4 && !memcmp(c->c[i], ".wh.", 4))
@@ -686,16 +143,16 @@ static int walk_parent(struct unpack *u, const char *name,
 					   "whiteout prefix \".wh.\" on a "
 					   "directory component");
 		if (nx == NONE) {
-			r = tree_add(&u->t, cur, c->c[i], c->len[i], &nx);
+			r = up_tree_add(&u->t, cur, c->c[i], c->len[i], &nx);
 			if (r < 0)
 				return r;
-			make_implied_dir(&u->t.nodes[nx]);
+			up_make_implied_dir(&u->t.nodes[nx]);
 		}
 		n = &u->t.nodes[nx];
 		if (n->flags & STRATA_LX_WHITEOUT) {
 			/* whited out, then recreated in the same layer */
 			n->flags = STRATA_LX_OPAQUE | STRATA_LX_REPLACED;
-			make_implied_dir(n);
+			up_make_implied_dir(n);
 		}
 		if (S_ISLNK(n->mode))
 			return entry_error(u, name, -EPERM,
@@ -730,7 +187,7 @@ static bool whiteout_reachable(struct unpack *u, const struct comps *c)
 	size_t i;
 
 	for (i = 0; i + 1 < c->n; i++) {
-		cur = tree_find(&u->t, cur, c->c[i], c->len[i]);
+		cur = up_tree_find(&u->t, cur, c->c[i], c->len[i]);
 		if (cur == NONE)
 			return true;
 		if (!S_ISDIR(u->t.nodes[cur].mode) &&
@@ -746,7 +203,7 @@ static int lookup_path(struct unpack *u, const struct comps *c, uint32_t *out)
 	size_t i;
 
 	for (i = 0; i < c->n; i++) {
-		cur = tree_find(&u->t, cur, c->c[i], c->len[i]);
+		cur = up_tree_find(&u->t, cur, c->c[i], c->len[i]);
 		if (cur == NONE ||
 		    (i + 1 < c->n && !S_ISDIR(u->t.nodes[cur].mode)))
 			return -ENOENT;
@@ -776,7 +233,7 @@ static int handle_whiteout(struct unpack *u, const char *name, uint32_t parent,
 				   "whiteout of \".\" or \"..\"");
 	if (tlen >= 4 && !memcmp(target, ".wh.", 4))
 		return 0;	/* AUFS metadata (.wh..wh.plnk etc.): hidden */
-	idx = tree_find(&u->t, parent, target, tlen);
+	idx = up_tree_find(&u->t, parent, target, tlen);
 	if (idx != NONE) {
 		/* OCI: a whiteout never hides an entry of its own layer; a
 		 * directory of this layer with the same name hides what is
@@ -787,7 +244,7 @@ static int handle_whiteout(struct unpack *u, const char *name, uint32_t parent,
 				? U_WHITED : STRATA_LX_OPAQUE;
 		return 0;
 	}
-	r = tree_add(&u->t, parent, target, tlen, &idx);
+	r = up_tree_add(&u->t, parent, target, tlen, &idx);
 	if (r < 0)
 		return r;
 	u->t.nodes[idx].flags = STRATA_LX_WHITEOUT;
@@ -822,7 +279,7 @@ static int add_xattrs(struct unpack *u, const struct strata_tar_entry *g,
 	uint32_t start = (uint32_t)u->t.xat_len, total;
 
 	/* records follow a u32 total length, filled in at the end */
-	if (grow((void **)&u->t.xat, &u->t.xat_cap, u->t.xat_len + 4, 1) < 0)
+	if (up_grow((void **)&u->t.xat, &u->t.xat_cap, u->t.xat_len + 4, 1) < 0)
 		return -ENOMEM;
 	u->t.xat_len += 4;
 	while (x && x + 6 <= xend) {
@@ -850,8 +307,8 @@ static int add_xattrs(struct unpack *u, const struct strata_tar_entry *g,
 					   "invalid extended attribute");
 		if (u->t.xat_len + need > UINT32_MAX)
 			return -EFBIG;
-		if (grow((void **)&u->t.xat, &u->t.xat_cap,
-			 u->t.xat_len + need, 1) < 0)
+		if (up_grow((void **)&u->t.xat, &u->t.xat_cap,
+			    u->t.xat_len + need, 1) < 0)
 			return -ENOMEM;
 		p = u->t.xat + u->t.xat_len;
 		memcpy(p, x - need, need);
@@ -1230,7 +687,7 @@ static int apply_entry(struct unpack *u, const struct strata_tar_entry *g,
 		r = handle_whiteout(u, name, parent, base, blen);
 		goto out;
 	}
-	idx = tree_find(&u->t, parent, base, blen);
+	idx = up_tree_find(&u->t, parent, base, blen);
 	if (idx != NONE) {
 		n = &u->t.nodes[idx];
 		if (n->flags & STRATA_LX_WHITEOUT) {
@@ -1243,7 +700,7 @@ static int apply_entry(struct unpack *u, const struct strata_tar_entry *g,
 			replace_node(u, idx, type == AE_IFDIR && !hl, name);
 		}
 	} else {
-		r = tree_add(&u->t, parent, base, blen, &idx);
+		r = up_tree_add(&u->t, parent, base, blen, &idx);
 		if (r < 0)
 			goto out;
 		n = &u->t.nodes[idx];
@@ -1274,7 +731,7 @@ attrs:
 	n->mode = (uint32_t)(type | (type == AE_IFLNK ? 0777
 					: ((uint32_t)g->mode & 07777)));
 	n->flags &= ~STRATA_LX_IMPLIED;
-	r = owner_index(&u->t, (uint32_t)g->uid, (uint32_t)g->gid);
+	r = up_owner_index(&u->t, (uint32_t)g->uid, (uint32_t)g->gid);
 	if (r < 0) {
 		r = r == -E2BIG ? entry_error(u, name, -EBADMSG, "more than "
 					      "65535 different owners "
@@ -1318,7 +775,7 @@ attrs:
 					     : "empty symlink target");
 			goto out;
 		}
-		r = add_str(&u->t, target, tlen, &u->t.nodes[idx].link_off);
+		r = up_add_str(&u->t, target, tlen, &u->t.nodes[idx].link_off);
 		if (r < 0)
 			goto out;
 		n = &u->t.nodes[idx];
@@ -1382,7 +839,7 @@ static void hide_esgz_meta(struct unpack *u)
 	size_t i;
 
 	for (i = 0; i < ARRAY_SIZE(esgz_meta); i++) {
-		uint32_t idx = tree_find(t, 0, esgz_meta[i], strlen(esgz_meta[i]));
+		uint32_t idx = up_tree_find(t, 0, esgz_meta[i], strlen(esgz_meta[i]));
 		uint32_t *link = &t->nodes[0].first_child;
 
 		if (idx == NONE || !S_ISREG(t->nodes[idx].mode) ||
@@ -1427,275 +884,6 @@ static int handle_entry(struct unpack *u, struct archive_entry *e)
 				      strerror(-r)) : 0;
 }
 
-/* ---- writing the index ---- */
-
-static int cmp_nodes_by_name(const void *a, const void *b, void *ctx)
-{
-	const struct tree *t = ctx;
-	const struct unode *x = &t->nodes[*(const uint32_t *)a];
-	const struct unode *y = &t->nodes[*(const uint32_t *)b];
-
-	return strata_lx_namecmp(t->str + x->name_off, x->name_len,
-				 t->str + y->name_off, y->name_len);
-}
-
-/* Append the path of node @idx (parents first) to the string table. */
-static int add_path(struct tree *t, uint32_t idx, uint32_t *off)
-{
-	char path[PATH_MAX_BYTES + 1];
-	uint32_t chain[PATH_MAX_BYTES / 2];
-	size_t n = 0, o = 0;
-
-	for (; idx != 0 && n < ARRAY_SIZE(chain); idx = t->nodes[idx].parent)
-		chain[n++] = idx;
-	while (n-- > 0) {
-		const struct unode *u = &t->nodes[chain[n]];
-
-		if (o + u->name_len + 2 > sizeof(path))
-			return -ENAMETOOLONG;
-		if (o)
-			path[o++] = '/';
-		memcpy(path + o, t->str + u->name_off, u->name_len);
-		o += u->name_len;
-	}
-	return add_str(t, path, o, off);
-}
-
-/*
- * Implied directories that hold nothing but whiteouts (W4, W8: a whiteout
- * under a directory this layer never listed) are ghosts: they apply their
- * whiteouts to a lower directory of that name and are otherwise invisible.
- * One the layer also whites out is a whiteout (that deletes the lower
- * directory; its inner whiteouts have nothing left to do); if it holds
- * real entries it was recreated, so it is opaque. Children come after their
- * parents in the node array, so one backward pass sees children first.
- */
-static void settle_implied(struct tree *t)
-{
-	cleanup_free uint8_t *real = calloc(t->n, 1);
-	uint32_t i;
-
-	if (!real)
-		return;
-	for (i = t->n; i-- > 1;) {
-		struct unode *n = &t->nodes[i];
-		bool implied = (n->flags & STRATA_LX_IMPLIED) && S_ISDIR(n->mode);
-
-		if (!(n->flags & STRATA_LX_WHITEOUT) && (!implied || real[i]))
-			real[i] = 1;
-		if (implied && !real[i])
-			n->flags |= (n->flags & U_WHITED) ? STRATA_LX_WHITEOUT
-							  : STRATA_LX_GHOST;
-		else if (n->flags & U_WHITED)
-			n->flags |= STRATA_LX_OPAQUE | STRATA_LX_REPLACED;
-		n->flags &= (uint16_t)~U_WHITED;
-		if (real[i] && n->parent < t->n)
-			real[n->parent] = 1;
-	}
-}
-
-/* @sync: fsync it (a lazy layer's index is checked by its sum instead) */
-static int write_index(struct tree *t, int dirfd, bool sync)
-{
-	cleanup_free uint32_t *order = malloc((size_t)t->n * sizeof(uint32_t));
-	cleanup_free struct strata_lx_entry *out = NULL;
-	cleanup_free struct strata_lx_xref *implied = NULL, *xtable = NULL;
-	cleanup_free struct strata_lx_xref *links = NULL;
-	size_t n_implied = 0, n_xattr = 0, n_links = 0;
-	static const char zeros[8];
-	struct strata_lx_header h;
-	uint32_t head = 0, tail = 1, i;
-	size_t entries_bytes;
-	cleanup_fd int fd = -1;
-	int r;
-
-	if (!order)
-		return -ENOMEM;
-	out = calloc(t->n, sizeof(*out));
-	if (out)
-		strata_prefault(out, t->n * sizeof(*out));
-	implied = malloc((size_t)t->n * sizeof(*implied));
-	xtable = malloc((size_t)t->n * sizeof(*xtable));
-	links = malloc((size_t)t->n * sizeof(*links));
-	if (!out || !implied || !xtable || !links)
-		return -ENOMEM;
-	/* Breadth first: each directory's children get consecutive
-	 * indexes, sorted by name. */
-	order[0] = 0;
-	t->nodes[0].final = 0;
-	while (head < tail) {
-		struct unode *d = &t->nodes[order[head++]];
-		uint32_t first = tail, c;
-
-		if (!S_ISDIR(d->mode))
-			continue;
-		for (c = d->first_child; c != NONE; c = t->nodes[c].next_sibling)
-			order[tail++] = c;
-		qsort_r(order + first, tail - first, sizeof(uint32_t),
-			cmp_nodes_by_name, t);
-		for (c = first; c < tail; c++)
-			t->nodes[order[c]].final = c;
-		d->first_child = first;	/* now a final index */
-	}
-	/* nodes a later entry replaced are not reachable: left out */
-	entries_bytes = (size_t)tail * sizeof(*out);
-	for (i = 0; i < tail; i++) {
-		const struct unode *u = &t->nodes[order[i]];
-		const struct unode *l = &t->nodes[u->leader];
-		struct strata_lx_entry *e = &out[i];
-
-		e->name_off = u->name_off;
-		e->name_len = (uint8_t)u->name_len;
-		e->flags = (uint8_t)u->flags;
-		if (i && (u->flags & STRATA_LX_IMPLIED)) {
-			implied[n_implied].entry = i;
-			r = add_path(t, order[i], &implied[n_implied].off);
-			if (r < 0)
-				return r;
-			n_implied++;
-		}
-		if (u->leader != order[i] || l->nlink > 1)
-			e->flags |= STRATA_LX_HARDLINK;
-		if (l->xattr_len) {
-			e->flags |= STRATA_LX_XATTRS;
-			xtable[n_xattr].entry = i;
-			xtable[n_xattr].off = l->xattr_off;
-			n_xattr++;
-		}
-		e->mode = (uint16_t)l->mode;
-		e->owner = l->owner;
-		e->mtime = ((uint64_t)(l->mtime_sec + STRATA_LX_SEC_BIAS) << 30) |
-			   l->mtime_nsec;
-		if (S_ISDIR(u->mode)) {
-			uint32_t c, dirs = 0;
-
-			e->a = u->n_children ? u->first_child : 0;
-			e->b = u->n_children;
-			for (c = 0; c < u->n_children; c++)
-				if (S_ISDIR(t->nodes[order[u->first_child + c]].mode))
-					dirs++;
-			e->size = 2 + dirs;	/* a directory's nlink */
-			continue;
-		}
-		if (u->leader == order[i] && l->nlink > 1) {
-			links[n_links].entry = i;
-			links[n_links].off = l->nlink;
-			n_links++;
-		}
-		e->b = l->final;
-		if (S_ISREG(l->mode)) {
-			e->size = l->size;
-			e->a = l->data_id;
-		} else if (S_ISLNK(l->mode)) {
-			e->size = l->size;
-			e->a = l->link_off;
-		} else if (S_ISCHR(l->mode) || S_ISBLK(l->mode)) {
-			e->size = l->rdev;
-		}
-	}
-	memset(&h, 0, sizeof(h));
-	memcpy(h.magic, STRATA_LX_MAGIC, 8);
-	h.version = 1;
-	h.n_entries = tail;
-	h.entries_off = (sizeof(h) + 7) & ~7ull;
-	h.strings_off = h.entries_off + entries_bytes;
-	h.strings_len = t->str_len;
-	h.xtable_off = (h.strings_off + t->str_len + 7) & ~7ull;
-	h.n_xattr = n_xattr;
-	h.xattrs_off = h.xtable_off + n_xattr * sizeof(*xtable);
-	h.xattrs_len = t->xat_len;
-	h.implied_off = (h.xattrs_off + t->xat_len + 7) & ~7ull;
-	h.n_implied = n_implied;
-	h.owners_off = h.implied_off + n_implied * sizeof(*implied);
-	h.n_owners = t->n_owners;
-	h.links_off = h.owners_off + t->n_owners * sizeof(*t->owners);
-	h.n_links = n_links;
-	h.data_bytes = t->data_bytes;
-	h.features = t->features;
-	h.file_size = h.links_off + n_links * sizeof(*links);
-	fd = openat(dirfd, "index", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return -errno;
-	if ((r = strata_write_all(fd, &h, sizeof(h))) < 0 ||
-	    (r = strata_write_all(fd, zeros, h.entries_off - sizeof(h))) < 0 ||
-	    (r = strata_write_all(fd, out, entries_bytes)) < 0 ||
-	    (r = strata_write_all(fd, t->str, t->str_len)) < 0 ||
-	    (r = strata_write_all(fd, zeros, h.xtable_off - h.strings_off - t->str_len)) < 0 ||
-	    (r = strata_write_all(fd, xtable, n_xattr * sizeof(*xtable))) < 0 ||
-	    (r = strata_write_all(fd, t->xat ? (void *)t->xat : (void *)"", t->xat_len)) < 0 ||
-	    (r = strata_write_all(fd, zeros, h.implied_off - h.xattrs_off - t->xat_len)) < 0 ||
-	    (r = strata_write_all(fd, implied, n_implied * sizeof(*implied))) < 0 ||
-	    (r = strata_write_all(fd, t->owners, t->n_owners * sizeof(*t->owners))) < 0 ||
-	    (r = strata_write_all(fd, links, n_links * sizeof(*links))) < 0)
-		return r;
-	if (sync && fsync(fd) < 0)
-		return -errno;
-	return 0;
-}
-
-static void tree_free(struct tree *t)
-{
-	free(t->nodes);
-	free(t->str);
-	free(t->xat);
-	free(t->slots);
-	free(t->owners);
-	free(t->owner_slots);
-	free(t->str_slots);
-}
-
-/* Read @rd to the end of the blob (what follows the tar's end blocks is
- * hashed and checked like the rest). Return: 0 or negative errno. */
-static int drain(struct reader *rd, const char *sd, struct strata_err *err)
-{
-	for (;;) {
-		const void *b;
-		ssize_t n = next_chunk(rd, &b);
-
-		if (n == 0)
-			return 0;
-		if (n < 0)
-			return strata_err_set(err, rd->error, "layer %s: %s", sd,
-					      rd->msg);
-	}
-}
-
-/* A blob in memory is hashed on its own thread, beside the decompression
- * (the blob digest costs about a fifth of a lazy layer's pass). */
-static void *hash_map(void *arg)
-{
-	struct reader *r = arg;
-	uint64_t n = r->map_len < r->want_size ? r->map_len : r->want_size;
-
-	for (uint64_t off = 0; off < n; off += BUF_SIZE)
-		strata_hasher_update(r->blob_h, r->map + off,
-				     n - off < BUF_SIZE ? (size_t)(n - off)
-							: BUF_SIZE);
-	return NULL;
-}
-
-static void map_hash_join(struct reader *r)
-{
-	if (r->map_hashing)
-		pthread_join(r->map_hasher, NULL);
-	r->map_hashing = false;
-}
-
-/* What a reader holds: decompressors, the tar watch, hashers, buffers. */
-static void reader_release(struct reader *rd)
-{
-	map_hash_join(rd);
-	strata_gzdec_free(rd->gz);
-	if (rd->zs)
-		ZSTD_freeDStream(rd->zs);
-	strata_tarscan_free(&rd->scan);
-	if (rd->blob_h)
-		strata_hasher_free(rd->blob_h);
-	if (rd->diff_h)
-		strata_hasher_free(rd->diff_h);
-	free(rd->inbuf);
-	free(rd->out);
-}
 
 int strata_unpack_layer(const struct strata_unpack_job *job,
 			struct strata_err *err)
@@ -1741,17 +929,18 @@ int strata_unpack_layer(const struct strata_unpack_job *job,
 		rd.diff_h = NULL;
 	}
 	if (rd.map && rd.map_len &&
-	    pthread_create(&rd.map_hasher, NULL, hash_map, &rd) == 0)
+	    pthread_create(&rd.map_hasher, NULL, up_hash_map, &rd) == 0)
 		rd.map_hashing = true;
 	u.datafd = openat(job->dest_fd, "data", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (u.datafd < 0) {
 		r = -errno;
 		goto out;
 	}
-	if ((r = tree_add(&u.t, 0, "", 0, &root)) < 0 || (r = rehash(&u.t)) < 0 ||
-	    (r = owner_index(&u.t, 0, 0)) < 0)	/* index 0: 0:0 */
+	if ((r = up_tree_add(&u.t, 0, "", 0, &root)) < 0 ||
+	    (r = up_rehash(&u.t)) < 0 ||
+	    (r = up_owner_index(&u.t, 0, 0)) < 0)	/* index 0: 0:0 */
 		goto out;
-	make_implied_dir(&u.t.nodes[0]);
+	up_make_implied_dir(&u.t.nodes[0]);
 	u.a = archive_read_new();
 	if (!u.a) {
 		r = -ENOMEM;
@@ -1759,7 +948,7 @@ int strata_unpack_layer(const struct strata_unpack_job *job,
 	}
 	archive_read_support_format_tar(u.a);
 	archive_read_support_format_gnutar(u.a);
-	if (archive_read_open(u.a, &rd, NULL, archive_read_cb, NULL) != ARCHIVE_OK) {
+	if (archive_read_open(u.a, &rd, NULL, up_archive_read_cb, NULL) != ARCHIVE_OK) {
 		r = rd.error ? strata_err_set(err, rd.error, "layer %s: %s", sd, rd.msg)
 			     : strata_err_set(err, -EBADMSG, "layer %s: not a tar "
 					      "archive: %s", sd,
@@ -1778,8 +967,8 @@ int strata_unpack_layer(const struct strata_unpack_job *job,
 					      "%s", sd, strata_archive_error(u.a));
 		goto out;
 	}
-	/* drain padding and junk after the end-of-archive blocks */
-	r = drain(&rd, sd, err);
+	/* up_drain padding and junk after the end-of-archive blocks */
+	r = up_drain(&rd, sd, err);
 	if (r < 0)
 		goto out;
 	{
@@ -1802,7 +991,7 @@ int strata_unpack_layer(const struct strata_unpack_job *job,
 				   (unsigned long long)rd.compressed);
 		goto out;
 	}
-	map_hash_join(&rd);
+	up_map_hash_join(&rd);
 	strata_hasher_final(rd.blob_h, got);
 	if (strcmp(got, job->digest)) {
 		r = strata_err_set(err, -EBADMSG, "layer %s: digest mismatch: "
@@ -1826,8 +1015,8 @@ int strata_unpack_layer(const struct strata_unpack_job *job,
 		*job->usize = rd.uncompressed;
 	if (u.esgz_last)
 		hide_esgz_meta(&u);
-	settle_implied(&u.t);
-	r = write_index(&u.t, job->dest_fd, true);
+	up_settle_implied(&u.t);
+	r = up_write_index(&u.t, job->dest_fd, true);
 	if (r < 0)
 		r = strata_err_set(err, r, "layer %s: writing the index: %s",
 				   sd, strerror(-r));
@@ -1836,56 +1025,8 @@ out:
 		archive_read_free(u.a);
 	if (u.datafd >= 0)
 		close(u.datafd);
-	tree_free(&u.t);
-	reader_release(&rd);
-	return r;
-}
-
-int strata_blob_diff_id(int fd, const char *digest, int64_t size,
-			int compression, uint64_t max_bytes, char *diff_id,
-			int *comp_out, int64_t *size_out,
-			struct strata_err *err)
-{
-	struct reader rd = { .fd = fd, .comp = compression,
-			     .max_uncompressed = max_bytes, .copy_fd = -1 };
-	char got[STRATA_DIGEST_MAX], sd[32];
-	int r = 0;
-
-	strata_short_digest(digest, sd, sizeof(sd));
-	rd.want_size = size < 0 ? UINT64_MAX : (uint64_t)size;
-	rd.inbuf = malloc(BUF_SIZE);
-	rd.out = malloc(BUF_SIZE);
-	if (!rd.inbuf || !rd.out) {
-		r = -ENOMEM;
-		goto out;
-	}
-	if ((r = strata_hasher_new(digest, &rd.blob_h)) < 0 ||
-	    (r = strata_hasher_new_alg("sha256", &rd.diff_h)) < 0) {
-		r = strata_err_set(err, r, "layer %s: cannot verify this "
-				   "digest algorithm", digest);
-		goto out;
-	}
-	r = drain(&rd, sd, err);
-	if (r < 0)
-		goto out;
-	if (size >= 0 && rd.compressed != (uint64_t)size) {
-		r = strata_err_set(err, -EBADMSG, "layer %s: size mismatch: "
-				   "descriptor says %lld bytes, blob has %llu",
-				   digest, (long long)size,
-				   (unsigned long long)rd.compressed);
-		goto out;
-	}
-	strata_hasher_final(rd.blob_h, got);
-	if (strcmp(got, digest)) {
-		r = strata_err_set(err, -EBADMSG, "layer %s: digest mismatch: "
-				   "content hashes to %s", digest, got);
-		goto out;
-	}
-	strata_hasher_final(rd.diff_h, diff_id);
-	*comp_out = rd.comp;
-	*size_out = (int64_t)rd.compressed;
-out:
-	reader_release(&rd);
+	up_tree_free(&u.t);
+	up_reader_release(&rd);
 	return r;
 }
 
@@ -1909,7 +1050,7 @@ int strata_lxbuild_new(const char *digest, uint64_t max_entries,
 	if (!b)
 		return -ENOMEM;
 	t = &b->u.t;
-	/* sized once for @expect entries: no rehash and regrowth of 64K
+	/* sized once for @expect entries: no up_rehash and regrowth of 64K
 	 * nodes on the way (5% of a big layer's mount). Only a hint, and
 	 * tables but a few bytes an entry: capped at the entry limit */
 	if (expect > max_entries)
@@ -1920,9 +1061,10 @@ int strata_lxbuild_new(const char *digest, uint64_t max_entries,
 		slots *= 2;
 	cap = 0;
 	t->str_slots = calloc(slots, sizeof(*t->str_slots));
-	if (!t->str_slots || grow((void **)&t->nodes, &cap, (size_t)expect + 1,
-				  sizeof(*t->nodes)) < 0 ||
-	    grow((void **)&t->str, &t->str_cap, (size_t)expect * 24, 1) < 0) {
+	if (!t->str_slots ||
+	    up_grow((void **)&t->nodes, &cap, (size_t)expect + 1,
+		    sizeof(*t->nodes)) < 0 ||
+	    up_grow((void **)&t->str, &t->str_cap, (size_t)expect * 24, 1) < 0) {
 		strata_lxbuild_free(b);
 		return -ENOMEM;
 	}
@@ -1935,13 +1077,13 @@ int strata_lxbuild_new(const char *digest, uint64_t max_entries,
 	b->u.datafd = -1;
 	b->u.lazy = true;
 	b->u.max_entries = max_entries;
-	if ((r = tree_add(t, 0, "", 0, &root)) < 0 ||
-	    (r = rehash_to(t, slots)) < 0 ||
-	    (r = owner_index(t, 0, 0)) < 0) {
+	if ((r = up_tree_add(t, 0, "", 0, &root)) < 0 ||
+	    (r = up_rehash_to(t, slots)) < 0 ||
+	    (r = up_owner_index(t, 0, 0)) < 0) {
 		strata_lxbuild_free(b);
 		return r;
 	}
-	make_implied_dir(&b->u.t.nodes[0]);
+	up_make_implied_dir(&b->u.t.nodes[0]);
 	*out = b;
 	return 0;
 }
@@ -1966,8 +1108,8 @@ int strata_lxbuild_finish(struct strata_lxbuild *b, int dest_fd)
 			    "(first: %s); the later entry of each is kept",
 			    b->layer, (unsigned long long)b->u.dups,
 			    b->u.dups > 1 ? "s" : "", b->u.first_dup);
-	settle_implied(&b->u.t);
-	r = write_index(&b->u.t, dest_fd, false);
+	up_settle_implied(&b->u.t);
+	r = up_write_index(&b->u.t, dest_fd, false);
 	if (r < 0)
 		return strata_err_set(b->u.err, r, "layer %s: writing the "
 				      "index: %s", b->layer, strerror(-r));
@@ -1978,6 +1120,6 @@ void strata_lxbuild_free(struct strata_lxbuild *b)
 {
 	if (!b)
 		return;
-	tree_free(&b->u.t);
+	up_tree_free(&b->u.t);
 	free(b);
 }
