@@ -14,7 +14,7 @@
  * pass as it downloads (stream_pass()): the blob source hashes it and
  * stores it in blobs/, and that verified file is linked in as "blob".
  * The diff_id is not hashed here: the blob determines the stream, so a
- * wrong claim cannot change what is served; the background fill (lazy.c,
+ * wrong claim cannot change what is served; the background fill (lazy-fill.c,
  * fill_zran()) hashes the whole stream, records "diff_id" and makes the
  * layer bad when the config claims another.
  *
@@ -33,7 +33,7 @@
  * after the check, nor to a registry. It costs the compressed size (a
  * registry's: nothing more, it is a link to the blob in blobs/) until
  * the fill has filled every file: then it is removed (lazy.c,
- * drop_blob(): the files are synced first), and a later mount of the
+ * lz_drop_blob(): the files are synced first), and a later mount of the
  * layer finds every file filled and needs no blob.
  *
  * A record in "contents" holds uncompressed offsets [off, end) and no
@@ -68,7 +68,7 @@ static int pass_file(void *ctx, uint32_t data_id, const char *name,
 	struct pass *p = ctx;
 	struct strata_lz_rec *r;
 
-	(void)name;	/* lazy.c finds it in the index for messages */
+	(void)name;	/* lazy-fill.c finds it in the index for messages */
 	if (data_id != p->n + 1)
 		return -EFBIG;
 	if (p->n == p->cap) {
@@ -178,7 +178,7 @@ static int run_pass(const struct strata_layer *l, int blobfd, bool stream,
 			.zran = b, .lazy_file = pass_file, .lazy_ctx = &p,
 			.copy_fd = -1, .usize = &usize,
 			.map = map, .map_len = (uint64_t)l->size,
-			/* the fill hashes the stream (lazy.c) */
+			/* the fill hashes the stream (lazy-fill.c) */
 			.diff_id_later = true,
 			.progress = pg->cb, .progress_ctx = pg->ctx,
 		};

@@ -28,7 +28,7 @@ struct strata_range_src {
 
 /*
  * A stream of zstd frames or gzip members, decompressed piece by piece
- * (lazy.c): step() makes up to @cap bytes into @out from @in, whose first
+ * (lazy-src.c): step() makes up to @cap bytes into @out from @in, whose first
  * *@ipos bytes are used already; *@made says how many, and @done whether
  * a frame or member has just ended (a stream cut there is complete).
  * Return: 0 or -EBADMSG.
@@ -45,11 +45,15 @@ void strata_dec_free(struct strata_dec *d);
 
 /* A source reading the open file @fd (ownership taken). */
 int strata_range_src_fd(int fd, struct strata_range_src **out);
+/* A registry's blob @digest, read with Range requests through @bs
+ * (borrowed: it must outlive the source). -EOPNOTSUPP if it cannot. */
+int strata_range_src_reg(struct strata_blob_source *bs, const char *digest,
+			 struct strata_range_src **out);
 
 /*
  * The content table of a lazy layer ("contents" in its directory): a
  * header, one record per content number (record i is data/<i + 1>). The
- * paths of the files, for messages, are found in the index (lazy.c):
+ * paths of the files, for messages, are found in the index (lazy-fill.c):
  * entries written before that still carry them after the records
  * (names_off, names_len), ignored.
  */

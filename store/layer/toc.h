@@ -82,7 +82,7 @@ int strata_toc_entry_err(struct strata_toc_build *bd, const char *name,
 int strata_toc_sha256(const char *digest, uint8_t out[32]);
 
 /* (toc.c also holds strata_lz_meta_of() and strata_lz_meta_differ(),
- * declared in lazy.h for lazy.c's check after the fill.) */
+ * declared in lazy.h for lazy-fill.c's check after the fill.) */
 
 /*
  * Read the TOC document @json (@len bytes, NUL-terminated; the reader
@@ -100,7 +100,7 @@ int strata_toc_read(struct strata_toc_build *bd, char *json, size_t len,
  * Read the TOC document @json again, once the whole blob is at hand,
  * building nothing: only what each entry other than "chunk" says of its
  * metadata, in order, into *@metas (*@n records, free() them) for the
- * compare with the tar (lazy.c). The work of a sha256 or three an entry
+ * compare with the tar (lazy-fill.c). The work of a sha256 or three an entry
  * is done there, in the background, not before the mount is live.
  * Return: 0, -EBADMSG (message in bd->err), -ENOMEM.
  */
