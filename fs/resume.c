@@ -872,8 +872,10 @@ static void upgrade(pid_t pid)
 }
 
 /* Wait for worker @pid; forward the end of the session (a signal to the
- * supervisor) and restart and upgrade requests. Return: its wait status. */
-static int wait_worker(struct fuse_session *se, pid_t pid, bool *asked_end)
+ * supervisor) and restart and upgrade requests (*@asked_kill: it was
+ * killed as asked). Return: its wait status. */
+static int wait_worker(struct fuse_session *se, pid_t pid, bool *asked_end,
+		       bool *asked_kill)
 {
 	int ws;
 
@@ -889,7 +891,7 @@ static int wait_worker(struct fuse_session *se, pid_t pid, bool *asked_end)
 		}
 		if (restart_asked) {
 			restart_asked = 0;
-			kill(pid, SIGKILL);
+			*asked_kill = kill(pid, SIGKILL) == 0;
 		}
 		if (waitpid(pid, &ws, 0) == pid)
 			return ws;
@@ -991,6 +993,7 @@ int fs_resume_supervise(struct fuse_session *se,
 	handover_signals(SIG_UNBLOCK);
 	for (;;) {
 		pid_t self = getpid(), pid = fork();
+		bool asked_kill = false;
 		int ws;
 
 		if (pid == 0) {
@@ -1004,7 +1007,7 @@ int fs_resume_supervise(struct fuse_session *se,
 			*status = 1;
 			return 1;
 		}
-		ws = wait_worker(se, pid, &asked_end);
+		ws = wait_worker(se, pid, &asked_end, &asked_kill);
 		if (WIFEXITED(ws)) {
 			*status = WEXITSTATUS(ws) == FS_RESUME_GIVE_UP ? 1
 				  : WEXITSTATUS(ws);
@@ -1022,6 +1025,13 @@ int fs_resume_supervise(struct fuse_session *se,
 			*status = 1;
 			return 1;
 		}
+		restarts++;
+		/* a restart asked for (SIGUSR1) is no crash: not counted */
+		if (asked_kill && WTERMSIG(ws) == SIGKILL) {
+			strata_warn("worker %d replaced as asked (restart %u)",
+				    (int)pid, restarts);
+			continue;
+		}
 		memmove(deaths, deaths + 1, sizeof(deaths) - sizeof(deaths[0]));
 		deaths[RS_BURST - 1] = time(NULL);
 		if (deaths[0] && deaths[RS_BURST - 1] - deaths[0] < RS_WINDOW) {
@@ -1031,7 +1041,6 @@ int fs_resume_supervise(struct fuse_session *se,
 			*status = 1;
 			return 1;
 		}
-		restarts++;
 		strata_warn("worker %d killed by signal %d; serving on from a "
 			    "new one (restart %u)", (int)pid, WTERMSIG(ws),
 			    restarts);
