@@ -90,6 +90,10 @@
 
 #include "resume.h"
 
+#ifndef STRATA_FUSERMOUNT
+#define STRATA_FUSERMOUNT "/usr/bin/fusermount3"
+#endif
+
 /* Read-only requests are small: a header, an argument struct and a name
  * of at most 255 bytes (lookup, getxattr). Longer ones are not kept. */
 #define RS_REQ_MAX 1024
@@ -1080,8 +1084,12 @@ void fs_resume_unmount(struct fuse_session *se)
 		return;
 	pid = fork();
 	if (pid == 0) {
-		execlp("fusermount3", "fusermount3", "-u", "-q", "-z", "--",
-		       sh->mountpoint, (char *)NULL);
+		char *av[] = { "fusermount3", "-u", "-q", "-z", "--",
+			       sh->mountpoint, NULL };
+
+		/* as libfuse does: its own, then $PATH's */
+		execv(STRATA_FUSERMOUNT, av);
+		execvp("fusermount3", av);
 		_exit(127);
 	}
 	while (pid > 0 && waitpid(pid, NULL, 0) < 0 && errno == EINTR)

@@ -308,8 +308,11 @@ def test_user_upgrade_allow_other_then_sigterm(
     """nobody's allow_other mount upgrades to root's binary installed in
     nobody's directory; another user reads umoci's tree before and after;
     SIGTERM to the upgraded supervisor unmounts (through fusermount3: a
-    user cannot umount2) and both processes end."""
+    user cannot umount2) and both processes end. fusermount3 is not on
+    the daemon's PATH: libfuse mounts with its own, and so must the
+    upgraded daemon unmount."""
     u = user_home
+    u.env["PATH"] = str(u.bindir)
     mnt, sup, worker = user_mount(mount, u, opts="allow_other")
     assert_same_as_umoci(mnt, u.layout, u.tag, tmp_path / "ref", uid=OTHER)
     second = install(STRATAFS, u.exe, owner=0)
