@@ -90,6 +90,10 @@
 
 #include "resume.h"
 
+#ifndef STRATA_FUSERMOUNT
+#define STRATA_FUSERMOUNT "/usr/bin/fusermount3"
+#endif
+
 /* Read-only requests are small: a header, an argument struct and a name
  * of at most 255 bytes (lookup, getxattr). Longer ones are not kept. */
 #define RS_REQ_MAX 1024
@@ -667,41 +671,84 @@ static char **state_argv(void)
 	return av;
 }
 
+/* Why the file or directory @st, at @path on the way to the binary,
+ * may not choose what this process runs, or NULL. It must be root's or
+ * this user's (the one stratafs runs as: root's binary, or the user's
+ * own) and writable by its owner alone: else another user can replace
+ * it, or rename something else in its place, and run code in this
+ * daemon. A directory @above the binary's own may be writable by all
+ * when sticky, as /tmp is: others cannot rename there what is not
+ * theirs, and the next one down is checked in turn. */
+static const char *untrusted(const struct stat *st, const char *path,
+			     bool above, char *buf, size_t len)
+{
+	uid_t me = geteuid();
+	const char *what = S_ISDIR(st->st_mode) ? "directory " : "";
+
+	if (st->st_uid != 0 && st->st_uid != me)
+		snprintf(buf, len, "%s%s is owned by uid %u, not by root%s",
+			 what, path, (unsigned)st->st_uid,
+			 me ? " or this user" : "");
+	else if ((st->st_mode & (S_IWGRP | S_IWOTH)) &&
+		 !(above && (st->st_mode & S_ISVTX)))
+		snprintf(buf, len, "%s%s is writable by %s", what, path,
+			 st->st_mode & S_IWOTH ? "others" : "its group");
+	else
+		return NULL;
+	return buf;
+}
+
 /* The installed binary, opened for an upgrade if it may run as the
- * supervisor. Return: its fd, or -1 (said why). */
+ * supervisor: each directory from / down, then the file, opened below
+ * the one before (no path looked up twice, no symbolic link followed)
+ * and judged by untrusted(). Return: its fd, or -1 (said why). */
 static int upgrade_binary(void)
 {
-	const char *why = NULL, *slash;
-	struct stat st, dst;
-	char *dir;
-	int fd, dfd;
+	char path[RS_PATH], why_buf[RS_PATH + 128];
+	const char *why = NULL;
+	struct stat st;
+	char *name, *next;
+	int dfd, fd = -1;
 
-	if (!sh->exe[0]) {
+	if (sh->exe[0] != '/') {
 		strata_warn("%s: not upgrading: where stratafs was installed "
 			    "is not known", sh->mountpoint);
 		return -1;
 	}
-	/* root's: a directory only root can change (whoever else can
-	 * rename into it chooses what root runs) */
-	slash = strrchr(sh->exe, '/');
-	dir = slash && slash != sh->exe ? strndup(sh->exe, (size_t)(slash -
-							    sh->exe))
-	      : strdup("/");
-	dfd = dir ? open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC) : -1;
-	free(dir);
-	fd = dfd < 0 ? -1 : openat(dfd, slash ? slash + 1 : sh->exe,
-				   O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0 || fstat(fd, &st) < 0)
+	snprintf(path, sizeof(path), "%s", sh->exe);
+	dfd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0 || fstat(dfd, &st) < 0)
 		why = strerror(errno);
-	else if (geteuid() == 0 && (fstat(dfd, &dst) < 0 || dst.st_uid != 0 ||
-				    (dst.st_mode & (S_IWGRP | S_IWOTH))))
-		why = "its directory is not owned by root and writable by "
-		      "root alone";
-	else if (!S_ISREG(st.st_mode) || !(st.st_mode & S_IXUSR))
-		why = "not an executable regular file";
-	else if (geteuid() == 0 && (st.st_uid != 0 ||
-				    (st.st_mode & (S_IWGRP | S_IWOTH))))
-		why = "not owned by root and writable by root alone";
+	else
+		why = untrusted(&st, "/", strchr(path + 1, '/'), why_buf,
+				sizeof(why_buf));
+	name = path + 1;
+	while (!why && (next = strchr(name, '/'))) {
+		int sub;
+
+		*next = '\0';
+		sub = openat(dfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW |
+			     O_CLOEXEC);
+		if (sub < 0 || fstat(sub, &st) < 0)
+			why = strerror(errno);
+		else
+			why = untrusted(&st, path, strchr(next + 1, '/'),
+					why_buf, sizeof(why_buf));
+		*next = '/';
+		close(dfd);
+		dfd = sub;
+		name = next + 1;
+	}
+	if (!why) {
+		fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd < 0 || fstat(fd, &st) < 0)
+			why = strerror(errno);
+		else if (!S_ISREG(st.st_mode) || !(st.st_mode & S_IXUSR))
+			why = "not an executable regular file";
+		else
+			why = untrusted(&st, path, false, why_buf,
+					sizeof(why_buf));
+	}
 	if (dfd >= 0)
 		close(dfd);
 	if (!why)
@@ -829,8 +876,10 @@ static void upgrade(pid_t pid)
 }
 
 /* Wait for worker @pid; forward the end of the session (a signal to the
- * supervisor) and restart and upgrade requests. Return: its wait status. */
-static int wait_worker(struct fuse_session *se, pid_t pid, bool *asked_end)
+ * supervisor) and restart and upgrade requests (*@asked_kill: it was
+ * killed as asked). Return: its wait status. */
+static int wait_worker(struct fuse_session *se, pid_t pid, bool *asked_end,
+		       bool *asked_kill)
 {
 	int ws;
 
@@ -846,7 +895,7 @@ static int wait_worker(struct fuse_session *se, pid_t pid, bool *asked_end)
 		}
 		if (restart_asked) {
 			restart_asked = 0;
-			kill(pid, SIGKILL);
+			*asked_kill = kill(pid, SIGKILL) == 0;
 		}
 		if (waitpid(pid, &ws, 0) == pid)
 			return ws;
@@ -948,6 +997,7 @@ int fs_resume_supervise(struct fuse_session *se,
 	handover_signals(SIG_UNBLOCK);
 	for (;;) {
 		pid_t self = getpid(), pid = fork();
+		bool asked_kill = false;
 		int ws;
 
 		if (pid == 0) {
@@ -961,7 +1011,7 @@ int fs_resume_supervise(struct fuse_session *se,
 			*status = 1;
 			return 1;
 		}
-		ws = wait_worker(se, pid, &asked_end);
+		ws = wait_worker(se, pid, &asked_end, &asked_kill);
 		if (WIFEXITED(ws)) {
 			*status = WEXITSTATUS(ws) == FS_RESUME_GIVE_UP ? 1
 				  : WEXITSTATUS(ws);
@@ -979,6 +1029,13 @@ int fs_resume_supervise(struct fuse_session *se,
 			*status = 1;
 			return 1;
 		}
+		restarts++;
+		/* a restart asked for (SIGUSR1) is no crash: not counted */
+		if (asked_kill && WTERMSIG(ws) == SIGKILL) {
+			strata_warn("worker %d replaced as asked (restart %u)",
+				    (int)pid, restarts);
+			continue;
+		}
 		memmove(deaths, deaths + 1, sizeof(deaths) - sizeof(deaths[0]));
 		deaths[RS_BURST - 1] = time(NULL);
 		if (deaths[0] && deaths[RS_BURST - 1] - deaths[0] < RS_WINDOW) {
@@ -988,7 +1045,6 @@ int fs_resume_supervise(struct fuse_session *se,
 			*status = 1;
 			return 1;
 		}
-		restarts++;
 		strata_warn("worker %d killed by signal %d; serving on from a "
 			    "new one (restart %u)", (int)pid, WTERMSIG(ws),
 			    restarts);
@@ -1028,8 +1084,12 @@ void fs_resume_unmount(struct fuse_session *se)
 		return;
 	pid = fork();
 	if (pid == 0) {
-		execlp("fusermount3", "fusermount3", "-u", "-q", "-z", "--",
-		       sh->mountpoint, (char *)NULL);
+		char *av[] = { "fusermount3", "-u", "-q", "-z", "--",
+			       sh->mountpoint, NULL };
+
+		/* as libfuse does: its own, then $PATH's */
+		execv(STRATA_FUSERMOUNT, av);
+		execvp("fusermount3", av);
 		_exit(127);
 	}
 	while (pid > 0 && waitpid(pid, NULL, 0) < 0 && errno == EINTR)

@@ -552,13 +552,33 @@ def hostile(tmp_path, store, strata, mount):
             os.unlink(h.outside)
 
 
-def assert_same_as_umoci(mnt, layout, tag, dest, ignore=()):
+def tree_as(root, uid):
+    """tree(@root) as user @uid sees it (its group too, no others): root
+    cannot enter a FUSE mount another user made without allow_other."""
+    import ast
+    import inspect
+
+    def become():
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+    src = ("import os\nfrom pathlib import Path\n" +
+           inspect.getsource(tree) +
+           "\nprint(repr(tree(Path(%r))))\n" % str(root))
+    r = subprocess.run(["/usr/bin/python3", "-c", src], capture_output=True,
+                       text=True, preexec_fn=become, cwd="/")
+    assert r.returncode == 0, r.stderr
+    return ast.literal_eval(r.stdout)
+
+
+def assert_same_as_umoci(mnt, layout, tag, dest, ignore=(), uid=None):
     """Compare the mount with `umoci unpack` of the same layout, entry by
     entry; directory mtimes are left out (umoci stamps implied directories
-    and directories it removed whiteouts from with the current time)."""
+    and directories it removed whiteouts from with the current time).
+    @uid: the mount as that user reads it (tree_as())."""
     import stat
     ref = umoci_rootfs(layout, tag, dest)
-    ta, la = tree(mnt)
+    ta, la = tree(mnt) if uid is None else tree_as(mnt, uid)
     tb, lb = tree(ref)
     for t in (ta, tb):
         for k in list(t):
