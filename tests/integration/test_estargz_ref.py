@@ -87,8 +87,11 @@ def ref_verify(tool, path, toc_digest):
 
 
 def hot_entries():
-    """The top layer: its prioritized files, an opaque directory, files of
-    exactly one and two chunks, one of several, a long UTF-8 name."""
+    """The top layer: its prioritized files, an opaque directory (whose
+    marker the reference moves after the prioritized usr/lib/one: it
+    still hides only the layers below), files of exactly one and two
+    chunks, one of several, a long UTF-8 name in directories the tar does
+    not list."""
     deep = "deep/" + "d" * 120 + "/\u00e9t\u00e9 \u2603"
     return [tar_dir("hot"), tar_file("hot/a", b"a" * 3000),
             tar_file("hot/b", os.urandom(CHUNK + 10)),
@@ -107,7 +110,7 @@ def ref_image(esgzref, tmp_path_factory):
     chunks, a hardlink, an xattr, a device, a .prefetch.landmark the
     reference drops) without prioritized files, the layer of 600 files
     and a whiteout over it with etc/new prioritized, and hot_entries()
-    with hot/a and hot/b prioritized."""
+    with hot/a, hot/b and usr/lib/one prioritized."""
     tmp = tmp_path_factory.mktemp("esgzref-img")
     layers = [
         ref_build(esgzref, tmp, "base", base_entries()),
@@ -115,7 +118,7 @@ def ref_image(esgzref, tmp_path_factory):
             tar_dir("var"), tar_file("var/rest", os.urandom(2 * CHUNK))],
             prioritize=["etc/new"]),
         ref_build(esgzref, tmp, "top", hot_entries(),
-                  prioritize=["hot/a", "hot/b"])]
+                  prioritize=["hot/a", "hot/b", "usr/lib/one"])]
     layout = tmp / "img"
     layout_with(layout, [x[:3] for x in layers], media_type=GZ)
     tocs = {}
@@ -196,6 +199,7 @@ def test_prefetch_takes_prioritized_files_first(ref_image, daemon, store,
 
 
 HUGE = random.Random(5).randbytes(2 * ESGZ_CHUNK + 12345)	# three chunks
+EXACT = random.Random(6).randbytes(4096) * (2 * ESGZ_CHUNK // 4096)
 CREATED = "4102444800"		# 2100-01-01: no file time is clamped
 
 
@@ -218,6 +222,7 @@ def make_upper(up):
     os.chmod(up / "bin/tool", 0o4755)
     (up / "usr/lib").mkdir(parents=True)
     (up / "usr/lib/huge.bin").write_bytes(HUGE)
+    (up / "usr/lib/exact.bin").write_bytes(EXACT)
     (up / "usr/share/doc").mkdir(parents=True)
     os.setxattr(up / "usr/share/doc", "trusted.overlay.opaque", b"y")
     (up / "usr/share/doc/NEW").write_text("new doc\n")
@@ -227,6 +232,8 @@ def make_upper(up):
     os.setxattr(up / "srv", "user.dir", b"on a directory")
     os.mknod(up / "srv/null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
     os.mknod(up / "srv/loop", stat.S_IFBLK | 0o660, os.makedev(7, 0))
+    (up / "srv" / ("n" * 150)).mkdir()
+    (up / "srv" / ("n" * 150) / "\u00e9t\u00e9 \u2603").write_text("utf-8\n")
 
 
 def upper_names(up):
@@ -277,6 +284,8 @@ def test_reference_verifies_strata_commit(committed):
     assert set(entries) == upper_names(up)
     assert entries["usr/lib/huge.bin"]["chunks"] == 3
     assert entries["usr/lib/huge.bin"]["sha256"] == sha(HUGE)
+    assert entries["usr/lib/exact.bin"]["chunks"] == 2
+    assert entries["usr/lib/exact.bin"]["sha256"] == sha(EXACT)
     assert entries["etc/motd"]["nlink"] == entries["etc/motd.hard"]["nlink"] \
         == 2
 
