@@ -73,7 +73,9 @@ def ref_build(tool, tmp, name, entries, prioritize=()):
     tar = gzip.decompress(data)
     assert out["diff_id"] == sha(tar) and out["size"] == len(data)
     with tarfile.open(fileobj=io.BytesIO(tar)) as t:
-        toc = json.load(t.extractfile("stargz.index.json"))
+        text = t.extractfile("stargz.index.json").read()
+    assert sha(text) == out["toc_digest"]
+    toc = json.loads(text)
     ann = {TOC_ANN: out["toc_digest"], USIZE_ANN: str(len(tar))}
     return data, out["diff_id"], ann, toc
 
