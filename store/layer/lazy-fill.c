@@ -412,14 +412,15 @@ bool lz_missing(struct strata_lazy *z, uint32_t id)
 }
 
 /* Fill the missing files from @first on (to @limit at most) that fit
- * one read; the next content number to look at goes to *@next. Return:
+ * one read of @src; the next content number to look at goes to *@next.
+ * Return:
  * 0, or the source's error when it cannot be read at all (a registry
  * away: the fill stops rather than fail every file in turn); a file whose
  * bytes do not match the TOC has said so and the fill goes on. */
-static int fill_batch(struct strata_lazy *z, uint32_t first, uint32_t limit,
-		      uint32_t *next)
+static int fill_batch(struct strata_lazy *z, struct strata_range_src *src,
+		      uint32_t first, uint32_t limit, uint32_t *next)
 {
-	struct batch b = { .s.read = batch_read, .next = z->src };
+	struct batch b = { .s.read = batch_read, .next = src };
 	uint32_t last = first, i;
 	int r = 0;
 
@@ -432,8 +433,7 @@ static int fill_batch(struct strata_lazy *z, uint32_t first, uint32_t limit,
 	b.len = z->recs[last - 1].end - b.off;
 	if (last > first && b.len <= BATCH_BYTES) {
 		b.buf = malloc(b.len);
-		if (b.buf && (r = z->src->read(z->src, b.buf, b.len,
-					       b.off)) < 0) {
+		if (b.buf && (r = src->read(src, b.buf, b.len, b.off)) < 0) {
 			free(b.buf);
 			return r;
 		}
@@ -595,9 +595,11 @@ static void meta_finish(struct strata_lazy *z, struct meta_check *m)
 }
 
 /* Stream the whole blob: its digest and its uncompressed stream's, and
- * the tar's headers against the TOC's (@m). */
+ * the tar's headers against the TOC's (@m); with @keep >= 0, the bytes
+ * read are written there too. */
 static int hash_blob(struct strata_lazy *z, const atomic_bool *stop,
-		     char *blob_got, char *diff_got, struct meta_check *m)
+		     char *blob_got, char *diff_got, struct meta_check *m,
+		     int keep)
 {
 	cleanup_free unsigned char *in = malloc(IO_SIZE), *out = malloc(IO_SIZE);
 	cleanup_(strata_hasher_freep) struct strata_hasher *bh = NULL, *dh = NULL;
@@ -622,6 +624,11 @@ static int hash_blob(struct strata_lazy *z, const atomic_bool *stop,
 		ret = z->src->read(z->src, in, len, pos);
 		if (ret < 0)
 			break;
+		if (keep >= 0 && pwrite(keep, in, len, (off_t)pos) !=
+				 (ssize_t)len) {
+			ret = errno ? -errno : -ENOSPC;
+			break;
+		}
 		pos += len;
 		strata_hasher_update(bh, in, len);
 		while (ret == 0 && ipos < len) {
@@ -699,9 +706,14 @@ static int record_diff_id(struct strata_lazy *z, const char *got)
 	return 0;
 }
 
-static int verify_layer(struct strata_lazy *z, const atomic_bool *stop)
+/* Read the whole blob once (@keep: see hash_blob()) and check it: its
+ * digest, and the TOC against its tar. Return: 0 with the diff_id it
+ * hashed to in @diff_got, -EBADMSG (the layer is bad, said), or the
+ * source's error (-EINTR when stopped: the next fill tries again). */
+static int verify_stream(struct strata_lazy *z, const atomic_bool *stop,
+			 int keep, char *diff_got)
 {
-	char blob_got[STRATA_DIGEST_MAX], diff_got[STRATA_DIGEST_MAX];
+	char blob_got[STRATA_DIGEST_MAX];
 	char bad[1200];
 	struct meta_check m = { 0 };
 	int r;
@@ -710,7 +722,7 @@ static int verify_layer(struct strata_lazy *z, const atomic_bool *stop)
 	if (r < 0)
 		return r;
 	m.ts = calloc(1, sizeof(*m.ts));
-	r = m.ts ? hash_blob(z, stop, blob_got, diff_got, &m) : -ENOMEM;
+	r = m.ts ? hash_blob(z, stop, blob_got, diff_got, &m, keep) : -ENOMEM;
 	if (m.ts)
 		strata_tarscan_free(m.ts);
 	free(m.ts);
@@ -745,7 +757,15 @@ static int verify_layer(struct strata_lazy *z, const atomic_bool *stop)
 					0644);
 		return r < 0 ? r : -EBADMSG;
 	}
-	return record_diff_id(z, diff_got);
+	return 0;
+}
+
+static int verify_layer(struct strata_lazy *z, const atomic_bool *stop)
+{
+	char diff_got[STRATA_DIGEST_MAX];
+	int r = verify_stream(z, stop, -1, diff_got);
+
+	return r < 0 ? r : record_diff_id(z, diff_got);
 }
 
 /* A gzip/zstd layer: its blob was verified before the mount; the files
@@ -789,10 +809,11 @@ static int fill_zran(struct strata_lazy *z, const atomic_bool *stop)
 	return lz_drop_blob(z);
 }
 
-/* Fill the missing files 1..@limit in order. Return: 0 when done, 1 when
- * stopped (or the layer is bad), or the source's error (resume later). */
-static int fill_upto(struct strata_lazy *z, uint32_t limit,
-		     const atomic_bool *stop)
+/* Fill the missing files 1..@limit in order from @src. Return: 0 when
+ * done, 1 when stopped (or the layer is bad), or the source's error
+ * (resume later). */
+static int fill_upto(struct strata_lazy *z, struct strata_range_src *src,
+		     uint32_t limit, const atomic_bool *stop)
 {
 	uint32_t i;
 	int r;
@@ -804,11 +825,55 @@ static int fill_upto(struct strata_lazy *z, uint32_t limit,
 			i++;
 			continue;
 		}
-		r = fill_batch(z, i, limit, &i);
+		r = fill_batch(z, src, i, limit, &i);
 		if (r < 0)
 			return r;
 	}
 	return 0;
+}
+
+/* Has a fill read and checked the whole layer already ("diff_id")? */
+static bool checked(struct strata_lazy *z)
+{
+	cleanup_free char *got = NULL;
+	size_t len;
+
+	return strata_read_file(z->dirfd, "diff_id", STRATA_DIGEST_MAX, &got,
+				&len) == 0 &&
+	       len == strlen(z->diff_id) && !memcmp(got, z->diff_id, len);
+}
+
+/*
+ * A registry's layer, not checked yet: the check reads the whole blob
+ * anyway, so the files still missing are filled from that one download
+ * rather than fetched by range first (which downloaded the layer twice).
+ * The blob is kept in an unnamed file of the layer's directory while it
+ * streams by (its size, until the fill ends; nothing after a crash), and
+ * once blob and TOC have checked out, each missing file is filled from
+ * it and checked against the TOC as a range from the registry is.
+ */
+static int fill_by_stream(struct strata_lazy *z, const atomic_bool *stop)
+{
+	struct strata_range_src *copy = NULL;
+	char diff_got[STRATA_DIGEST_MAX];
+	int keep, r;
+
+	keep = openat(z->dirfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (keep < 0)
+		return -EOPNOTSUPP;	/* by range, then the check */
+	r = verify_stream(z, stop, keep, diff_got);
+	if (r < 0) {
+		close(keep);
+		return r;
+	}
+	r = strata_range_src_fd(keep, &copy);	/* keep is copy's now */
+	if (r < 0)
+		return r;
+	r = fill_upto(z, copy, z->n, stop);
+	copy->free(copy);
+	if (r != 0)
+		return r < 0 ? r : 0;
+	return record_diff_id(z, diff_got);
 }
 
 int strata_lx_prefetch(struct strata_lindex *lx, int what,
@@ -822,26 +887,21 @@ int strata_lx_prefetch(struct strata_lindex *lx, int what,
 	if (what == STRATA_PREFETCH_FIRST) {
 		if (z->zran || z->prefetch == STRATA_LZ_NO_PREFETCH)
 			return 0;
-		r = fill_upto(z, z->prefetch < z->n ? z->prefetch : z->n,
-			      stop);
+		r = fill_upto(z, z->src, z->prefetch < z->n ? z->prefetch
+							  : z->n, stop);
 		return r < 0 ? r : 0;
 	}
 	if (z->prefetch == STRATA_LZ_NO_PREFETCH && what != STRATA_PREFETCH_ALL)
 		return 0;
 	if (z->zran)
 		return fill_zran(z, stop);
-	r = fill_upto(z, z->n, stop);
+	if (!checked(z) && z->src->remote &&
+	    (r = fill_by_stream(z, stop)) != -EOPNOTSUPP)
+		return r;
+	r = fill_upto(z, z->src, z->n, stop);
 	if (r != 0)
 		return r < 0 ? r : 0;
-	{
-		cleanup_free char *got = NULL;
-		size_t len;
-
-		r = strata_read_file(z->dirfd, "diff_id", STRATA_DIGEST_MAX,
-				     &got, &len);
-		if (r == 0 && len == strlen(z->diff_id) &&
-		    !memcmp(got, z->diff_id, len))
-			return 0;	/* checked by an earlier fill */
-	}
+	if (checked(z))
+		return 0;	/* by an earlier fill */
 	return verify_layer(z, stop);
 }

@@ -165,6 +165,7 @@ int strata_range_src_reg(struct strata_blob_source *bs, const char *digest,
 		return -ENOMEM;
 	r->s.read = reg_read;
 	r->s.free = reg_free;
+	r->s.remote = true;
 	r->bs = bs;
 	snprintf(r->digest, sizeof(r->digest), "%s", digest);
 	*out = &r->s;

@@ -35,7 +35,9 @@
  * EIO and leaves nothing: no failure is remembered, the next read asks
  * again. The background fill (strata_lx_prefetch) fills every missing
  * file in order (stopping at a range its source cannot read, for
- * stratafs to resume later), then streams the whole blob once to check
+ * stratafs to resume later; from a registry, out of the check's own
+ * download instead, lazy-fill.c fill_by_stream()), then streams the
+ * whole blob once to check
  * its digest and the diff_id, and the TOC's metadata against the tar's
  * headers (the TOC read again from the blob and checked against the
  * manifest's digest of it, as at the mount: what each entry says is not

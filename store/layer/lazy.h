@@ -24,6 +24,7 @@ struct strata_range_src {
 	int (*read)(struct strata_range_src *s, void *buf, size_t len,
 		    uint64_t off);
 	void (*free)(struct strata_range_src *s);
+	bool remote;	/* a registry's: each read is a request */
 };
 
 /*

@@ -157,9 +157,11 @@ def test_reference_layers_mount_lazily_as_umoci_unpacks(ref_image, mount,
 def test_prefetch_takes_prioritized_files_first(ref_image, daemon, store,
                                                 tmp_path, monkeypatch):
     """The background fill fetches every layer's prioritized files (those
-    before .prefetch.landmark) first, then the rest, layer by layer; the
-    .no.prefetch.landmark layer is not filled. Observed in the order of
-    the Range requests a registry serving the layout gets, no timing."""
+    before .prefetch.landmark) first, by range; then each layer is read
+    whole, once, to be checked, and the rest of its files are filled from
+    that read (no range of them is asked for); the .no.prefetch.landmark
+    layer is not filled. Observed in the order of the Range requests a
+    registry serving the layout gets, no timing."""
     for v in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
         monkeypatch.delenv(v, raising=False)
     layout, tocs, digests = ref_image
@@ -181,22 +183,31 @@ def test_prefetch_takes_prioritized_files_first(ref_image, daemon, store,
                       if e.get("offset")) for d in digests}
     # content requests (the footer and TOC reads lie past the last
     # file's member), each named by its layer and whether it is before
-    # the landmark
-    seq, verifying = [], set()
-    for d, a in srv.ranges:
+    # the landmark; a filled layer is then read whole from its start (no
+    # content offset is 0: a header is), once, in order
+    seq, streams = [], {}
+    for d, a, end in srv.pieces:
         toc, mark = tocs[d]
         ends = max(e["offset"] for e in toc["entries"] if e.get("offset"))
-        # a filled layer is then read whole from its start, by pieces,
-        # to check its digests (no content offset is 0: a header is)
-        if a == 0:
-            verifying.add(d)
-        if a > ends or a < toc_off[d] or d in verifying:
+        if a == 0 or d in streams:
+            streams.setdefault(d, []).append((a, end))
+            continue
+        if a > ends or a < toc_off[d]:
             continue
         x = (digests.index(d), "hot" if a < mark["offset"] else "rest")
         if not seq or seq[-1] != x:
             seq.append(x)
-    assert seq == [(1, "hot"), (2, "hot"), (1, "rest"), (2, "rest")], \
-        srv.ranges
+    assert seq == [(1, "hot"), (2, "hot")], srv.pieces
+    for d in digests[1:]:
+        size = (layout / "blobs/sha256" / d[7:]).stat().st_size
+        s = streams[d]
+        assert s[0][0] == 0 and s[-1][1] == size, s
+        assert all(x[1] == y[0] for x, y in zip(s, s[1:])), s
+    assert digests[0] not in streams
+    for d in digests[1:]:
+        n = sum(1 for e in tocs[d][0]["entries"]
+                if e["type"] == "reg" and e.get("size"))
+        assert len(os.listdir(dirs[d] / "data")) == n
     assert not os.listdir(dirs[digests[0]] / "data")
 
 

@@ -313,10 +313,11 @@ def test_lazy_from_registry(esgz_image, registry, mount, store, tmp_path,
 
 class Registry(http.server.ThreadingHTTPServer):
     """Serves an OCI layout as a registry, and keeps the Range requests
-    in the order they came: (blob digest, first byte)."""
+    in the order they came: .ranges (blob digest, first byte), .pieces
+    (blob digest, first byte, end)."""
 
     def __init__(self, layout):
-        self.layout, self.ranges = Path(layout), []
+        self.layout, self.ranges, self.pieces = Path(layout), [], []
         super().__init__(("127.0.0.1", 0), Handler)
 
 
@@ -349,6 +350,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             a, b = re.fullmatch(r"bytes=(\d+)-(\d*)", rng).groups()
             a, b = int(a), int(b) if b else total - 1
             self.server.ranges.append((m.group(2), a))
+            self.server.pieces.append((m.group(2), a, min(b + 1, total)))
             data, status = data[a:b + 1], 206
         self.send_response(status)
         self.send_header("Content-Type", ctype)

@@ -448,6 +448,45 @@ def test_background_fill_pauses_when_registry_fails(lreg, daemon, store,
     assert (tmp_path / "m/data/f1").read_bytes() == lreg.contents["f1"]
 
 
+def test_background_fill_downloads_the_layer_once(lreg, daemon, store,
+                                                  tmp_path):
+    """The background fill of a registry's layer (prefetch=all) checks
+    the whole blob anyway: it fills the files from that one download
+    instead of fetching each by range first. The layer's blob requests
+    are the mount's (the footer and the table of contents, a small part
+    of the blob) and then the blob once, [0, size) in order, nothing
+    else (before, every file by range came first: the blob twice). The
+    config's diff_id is recorded, every file is filled, and reads then
+    give the bytes the test wrote with no request to the registry."""
+    addr = f"127.0.0.1:{lreg.px.server_address[1]}"
+    lreg.px.log.clear()
+    p = daemon.start(f"docker://{addr}/l/z:t", tmp_path / "m",
+                     opts="prefetch=all,tls_verify=false,creds="
+                     + ":".join(CREDS))
+    (entry,) = lazy_dirs(store)
+    for _ in range(1200):
+        if (entry / "diff_id").exists():
+            break
+        time.sleep(0.05)
+    assert (entry / "diff_id").exists(), daemon.log(p)
+    size = (lreg.layout / "blobs/sha256" / lreg.layer[7:]).stat().st_size
+    pieces = []
+    for path, h in lreg.px.log:
+        if path.endswith("/blobs/" + lreg.layer):
+            a, b = h["Range"].split("=")[1].split("-")
+            pieces.append((int(a), int(b) + 1))
+    start = [a for a, _ in pieces].index(0)
+    before, stream = pieces[:start], pieces[start:]
+    assert sum(b - a for a, b in before) < size // 4, pieces
+    assert stream[-1][1] == size, pieces
+    assert all(x[1] == y[0] for x, y in zip(stream, stream[1:])), pieces
+    assert len(os.listdir(entry / "data")) == len(lreg.contents)
+    lreg.px.log.clear()
+    for name, data in lreg.contents.items():
+        assert (tmp_path / "m/data" / name).read_bytes() == data
+    assert not [q for q, _ in lreg.px.log if "/blobs/" in q]
+
+
 @pytest.mark.parametrize("value", ["0", "65", "x", ""])
 def test_fetchers_usage_error(value, tmp_path):
     r = run([STRATAFS, "-o", f"fetchers={value}", "docker://h/r:t",
