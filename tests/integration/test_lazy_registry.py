@@ -10,6 +10,7 @@ it, ignores Range, redirects to another host and holds requests to count
 how many are in flight; the registry restarts with a rotated token key.
 A registry that goes away and returns is in test_lazy.py
 (test_lazy_from_registry)."""
+import base64
 import http.client
 import json
 import os
@@ -337,9 +338,14 @@ def test_token_renewed_before_it_expires(lreg, daemon, store, tmp_path):
     assert len(tok.seen) - before == 1, tok.seen[before:]
     assert not refused(lreg), refused(lreg)
     assert_same_as_umoci(mnt, lreg.orig, "t", tmp_path / "u")
-    # the registry does refuse an expired token
+    # the registry does refuse an expired token: the first one used, once
+    # the registry's 60 s of leeway past its exp (less the token server's
+    # 60) have run out (how long the reads took decided it before)
     first = next(h["Authorization"] for _, h in px.log
                  if h.get("Authorization", "").startswith("Bearer "))
+    claims = json.loads(base64.urlsafe_b64decode(
+        first.split()[1].split(".")[1] + "=="))
+    time.sleep(max(0.0, claims["exp"] + 60 + 1 - time.time()))
     c = http.client.HTTPConnection("127.0.0.1", lreg.reg.port, timeout=30)
     c.request("GET", "/v2/l/z/manifests/t", headers={"Authorization": first})
     assert c.getresponse().status == 401
