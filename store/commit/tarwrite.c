@@ -154,6 +154,26 @@ int strata_tar_end(struct strata_blobw *w)
 	return r < 0 ? r : strata_blobw_write(w, zero, sizeof(zero));
 }
 
+/* Go's formatPAXTime: seconds, then the fraction without its trailing
+ * zeros; a time before 1970 is its magnitude with a '-' (@sec, @nsec:
+ * the floor second and the nanoseconds after it, as struct timespec). */
+static void pax_time(char *buf, size_t len, int64_t sec, uint32_t nsec)
+{
+	/* |sec| - 1, without overflow at INT64_MIN */
+	uint64_t below = sec < 0 ? (uint64_t)-(sec + 1) : 0;
+	uint64_t mag = sec >= 0 ? (uint64_t)sec : nsec ? below : below + 1;
+	int n;
+
+	if (sec < 0 && nsec)
+		nsec = 1000000000u - nsec;	/* -(below + 1 - nsec/1e9) */
+	n = snprintf(buf, len, "%s%llu.%09u", sec < 0 ? "-" : "",
+		     (unsigned long long)mag, nsec);
+	while (n > 0 && buf[n - 1] == '0')
+		buf[--n] = '\0';
+	if (n > 0 && buf[n - 1] == '.')
+		buf[--n] = '\0';
+}
+
 static void build_pax(struct pax *p, const struct strata_tar_hdr *h,
 		      const char *name, uint64_t mtime)
 {
@@ -176,14 +196,10 @@ static void build_pax(struct pax *p, const struct strata_tar_hdr *h,
 		snprintf(num, sizeof(num), "%u", h->gid);
 		pax_str(p, "gid", num);
 	}
-	if (h->mtime_nsec || !fits_octal(mtime, 12)) {
-		int n = snprintf(num, sizeof(num), "%llu.%09u",
-				 (unsigned long long)mtime, h->mtime_nsec);
-
-		while (n > 0 && num[n - 1] == '0')
-			num[--n] = '\0';
-		if (n > 0 && num[n - 1] == '.')
-			num[--n] = '\0';
+	/* before 1970 (the header's field says 0), a fraction, or past the
+	 * octal field: the exact time in a PAX record, as Go writes it */
+	if (h->mtime_sec < 0 || h->mtime_nsec || !fits_octal(mtime, 12)) {
+		pax_time(num, sizeof(num), h->mtime_sec, h->mtime_nsec);
 		pax_str(p, "mtime", num);
 	}
 	for (i = 0; i < h->n_xattrs; i++) {

@@ -328,7 +328,8 @@ static void add_time(struct json_object *e, const char *k, int64_t sec,
 	char buf[64];
 	size_t n;
 
-	if (!gmtime_r(&t, &tm) || tm.tm_year + 1900 > 9999)
+	if (!gmtime_r(&t, &tm) || tm.tm_year + 1900 > 9999 ||
+	    tm.tm_year + 1900 < 0)
 		return;		/* Go cannot read it: leave it out */
 	n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
 	if (nsec) {
@@ -397,9 +398,8 @@ static struct json_object *entry_new(const struct strata_tar_hdr *h,
 		add_int(e, "size", (int64_t)h->size);
 	add_int(e, "uid", h->uid);
 	add_int(e, "gid", h->gid);
-	/* the tar's mtime: negative times are written as 0 */
-	add_time(e, "modtime", h->mtime_sec > 0 ? h->mtime_sec : 0,
-		 h->mtime_nsec);
+	/* the tar's mtime (before 1970 too: its PAX record has it) */
+	add_time(e, "modtime", h->mtime_sec, h->mtime_nsec);
 	if (h->type == '3' || h->type == '4') {
 		add_int(e, "devMajor", h->devmajor);
 		add_int(e, "devMinor", h->devminor);

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -13,6 +14,9 @@ import pytest
 
 from conftest import (STRATA, assert_same_tree, is_mounted, run, umoci_rootfs,
                       unmount)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gotar"))
+import difftar  # noqa: E402
 
 
 def base_steps(root):
@@ -159,6 +163,48 @@ def test_round_trip(base, overlay, strata, mount, tmp_path, opts):
         assert os.getxattr(upper / "etc/chmod", "trusted.overlay.metacopy") \
             is not None
         assert t_read(blob, "etc/chmod") == b"chmod me\n" * 1000
+
+
+OLD_TIMES = {"etc/half": (-86401, 500000000),      # 1969-12-31 00:00:00.5
+             "etc/whole": (-3600 * 24 * 365, 0),      # 1969-01-01
+             "etc/late": (-1, 999999999)}             # 1 ns before 1970
+
+
+def test_times_before_1970(base, overlay, strata, mount, tmp_path):
+    """Files dated before 1970 keep their times to the nanosecond: the
+    layer carries each in a PAX mtime record, as Go's tar writer does
+    (they were written as 0, with the fraction kept). Python's tarfile
+    and Go's archive/tar read the committed layer's times, and umoci's
+    unpack of the image sets them, as the overlay's lstat gave them."""
+    layout, tag, rootfs = base
+    merged, upper = overlay(rootfs)
+    for name, (sec, ns) in OLD_TIMES.items():
+        (merged / name).write_text(name + "\n")
+        os.utime(merged / name, ns=(0, sec * 10**9 + ns), follow_symlinks=False)
+    want = {n: os.lstat(merged / n).st_mtime_ns for n in OLD_TIMES}
+    assert want == {n: s * 10**9 + ns for n, (s, ns) in OLD_TIMES.items()}
+    commit(strata, "--upper", upper, "--from", f"oci:{layout}:{tag}",
+           f"oci:{layout}:old")
+    _, _, blob = layer_tar(layout, "old")
+    with tarfile.open(blob) as t:
+        py = {m.name: m.pax_headers.get("mtime") for m in t.getmembers()
+              if m.name in OLD_TIMES}
+    assert py == {"etc/half": "-86400.5", "etc/whole": "-31536000",
+                  "etc/late": "-0.000000001"}, py
+    go, end = difftar.read_go(difftar.build_gotar(tmp_path / "go"), blob,
+                              True)
+    assert end.get("ok", True), end
+    got = {e["name"]: e["mtime_sec"] * 10**9 + e["mtime_nsec"] for e in go
+           if e["name"] in OLD_TIMES}
+    assert got == want, got
+    out = umoci_rootfs(layout, "old", tmp_path / "unpacked")
+    assert {n: os.lstat(out / n).st_mtime_ns for n in OLD_TIMES} == want
+    # zstd:chunked: its table of contents gives the same times (a lazy
+    # mount serves the TOC's word before any fill)
+    commit(strata, "--upper", upper, "--from", f"oci:{layout}:{tag}",
+           "--compression", "zstd:chunked", f"oci:{layout}:oldz")
+    mnt = mount(f"oci:{layout}:oldz", opts="prefetch=0")
+    assert {n: os.lstat(mnt / n).st_mtime_ns for n in OLD_TIMES} == want
 
 
 def t_read(blob, name):
