@@ -601,7 +601,9 @@ static int hash_blob(struct strata_lazy *z, const atomic_bool *stop,
 		     char *blob_got, char *diff_got, struct meta_check *m,
 		     int keep)
 {
-	cleanup_free unsigned char *in = malloc(IO_SIZE), *out = malloc(IO_SIZE);
+	/* a registry's blob in fewer requests: one per round trip counts */
+	size_t io = z->src->remote ? REMOTE_IO_SIZE : IO_SIZE;
+	cleanup_free unsigned char *in = malloc(io), *out = malloc(IO_SIZE);
 	cleanup_(strata_hasher_freep) struct strata_hasher *bh = NULL, *dh = NULL;
 	struct strata_dec d;
 	uint64_t pos = 0, total = 0;
@@ -613,8 +615,8 @@ static int hash_blob(struct strata_lazy *z, const atomic_bool *stop,
 		return -ENOMEM;
 	ret = 0;
 	while (ret == 0 && pos < (uint64_t)z->size) {
-		size_t len = (uint64_t)z->size - pos > IO_SIZE
-			     ? IO_SIZE : (size_t)((uint64_t)z->size - pos);
+		size_t len = (uint64_t)z->size - pos > io
+			     ? io : (size_t)((uint64_t)z->size - pos);
 		size_t ipos = 0, made, before;
 
 		if (stop && atomic_load(stop)) {

@@ -15,6 +15,8 @@
 #include "zran.h"
 
 #define IO_SIZE (1u << 20)
+/* what the check after the fill asks a registry for at a time */
+#define REMOTE_IO_SIZE (8u << 20)
 
 /* An open lazy layer (strata_layer_open(); the index's lazy part). */
 struct strata_lazy {
