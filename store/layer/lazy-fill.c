@@ -159,7 +159,13 @@ static int decompress_to(struct strata_range_src *src, bool gzip,
 			 const struct strata_lz_rec *r,
 			 struct chunk_check *k, int fd)
 {
-	cleanup_free unsigned char *in = malloc(IO_SIZE), *out = malloc(IO_SIZE);
+	/* buffers the file's size (most are small: a 1 MiB buffer is an
+	 * mmap, its page faults and a munmap for each) */
+	size_t icap = r->end - r->off < IO_SIZE ? (size_t)(r->end - r->off)
+						: IO_SIZE;
+	size_t ocap = r->size < IO_SIZE ? (size_t)r->size + 1 : IO_SIZE;
+	cleanup_free unsigned char *in = malloc(icap ? icap : 1);
+	cleanup_free unsigned char *out = malloc(ocap);
 	cleanup_(strata_hasher_freep) struct strata_hasher *h = NULL;
 	char got[STRATA_DIGEST_MAX], want[STRATA_DIGEST_MAX];
 	struct strata_dec d;
@@ -171,15 +177,15 @@ static int decompress_to(struct strata_range_src *src, bool gzip,
 		return -ENOMEM;
 	ret = 0;
 	while (ret == 0 && pos < r->end && total < r->size + !gzip) {
-		size_t len = r->end - pos > IO_SIZE ? IO_SIZE
-						   : (size_t)(r->end - pos);
+		size_t len = r->end - pos > icap ? icap
+						: (size_t)(r->end - pos);
 		size_t ipos = 0, made, before;
 
 		ret = src->read(src, in, len, pos);
 		pos += len;
 		while (ret == 0 && ipos < len) {
 			before = ipos;
-			ret = strata_dec_step(&d, in, len, &ipos, out, IO_SIZE,
+			ret = strata_dec_step(&d, in, len, &ipos, out, ocap,
 					      &made);
 			if (ret == 0 && !made && ipos == before)
 				break;

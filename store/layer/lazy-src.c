@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,12 +19,55 @@
 
 /* ---- decompressing ---- */
 
+/*
+ * A zstd decoder is a few hundred KiB that its first frame also has to
+ * fault in: made and freed for every file, it was most of the time a
+ * fill of many small files took. Each thread keeps the last one freed
+ * (reset), freed in turn when the thread ends.
+ */
+static pthread_key_t spare_key;
+static pthread_once_t spare_once = PTHREAD_ONCE_INIT;
+
+static void spare_free(void *zs)
+{
+	ZSTD_freeDStream(zs);
+}
+
+static void spare_init(void)
+{
+	if (pthread_key_create(&spare_key, spare_free) != 0)
+		spare_key = (pthread_key_t)-1;
+}
+
+static ZSTD_DStream *dstream_get(void)
+{
+	ZSTD_DStream *zs = NULL;
+
+	pthread_once(&spare_once, spare_init);
+	if (spare_key != (pthread_key_t)-1 &&
+	    (zs = pthread_getspecific(spare_key)) != NULL) {
+		pthread_setspecific(spare_key, NULL);
+		return zs;
+	}
+	return ZSTD_createDStream();
+}
+
+static void dstream_put(ZSTD_DStream *zs)
+{
+	if (zs && spare_key != (pthread_key_t)-1 &&
+	    !pthread_getspecific(spare_key) &&
+	    !ZSTD_isError(ZSTD_DCtx_reset(zs, ZSTD_reset_session_only)) &&
+	    pthread_setspecific(spare_key, zs) == 0)
+		return;
+	ZSTD_freeDStream(zs);
+}
+
 int strata_dec_init(struct strata_dec *d, bool gzip)
 {
 	memset(d, 0, sizeof(*d));
 	d->gzip = gzip;
 	if (!gzip) {
-		d->zs = ZSTD_createDStream();
+		d->zs = dstream_get();
 		return d->zs ? 0 : -ENOMEM;
 	}
 	if (inflateInit2(&d->gz, 16 + MAX_WBITS) != Z_OK)
@@ -69,7 +113,7 @@ int strata_dec_step(struct strata_dec *d, const void *in, size_t len,
 
 void strata_dec_free(struct strata_dec *d)
 {
-	ZSTD_freeDStream(d->zs);
+	dstream_put(d->zs);
 	d->zs = NULL;
 	if (d->gz_ready)
 		inflateEnd(&d->gz);

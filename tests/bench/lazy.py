@@ -5,6 +5,7 @@
     /usr/bin/python3 tests/bench/lazy.py --mount-only --build A --build B
     /usr/bin/python3 tests/bench/lazy.py --gzip [--no-warm] --build A --build B
     /usr/bin/python3 tests/bench/lazy.py --gzip --registry [--build A]
+    /usr/bin/python3 tests/bench/lazy.py --fill --build A --build B
 
 
 Takes the benchmark image of run.py (built and cached by it in
@@ -34,6 +35,12 @@ noisy machine), with the mount command's user and system CPU time (its
 rusage: the work before the daemon forks); each first into a fresh store
 (the TOCs read and the cache entries built), then again into that store
 (the entries there: a second mount of the image).
+
+With --fill, the background fill of the zstd:chunked image from the
+loopback registry (prefetch=all), each --build in turn in every run: the
+time from the mount command until every file is filled and every layer
+checked (diff_id recorded), and the bytes the registry sent meanwhile
+(its wchar) against the blobs' size.
 
 With --gzip, the original gzip layout instead (store/layer/lazy-zran.c), each
 --build in turn in every run, with the command's CPU time:
@@ -165,6 +172,62 @@ def main_mount_only(a, builds, zc, tag):
               f"{statistics.median(r[1] for r in rs):.2f} s | "
               f"{statistics.median(r[2] for r in rs):.2f} s | "
               f"{', '.join(f'{x:.2f}' for x in w)} |")
+
+
+def wchar(pid):
+    """Bytes process @pid wrote (a registry: what it sent)."""
+    with open(f"/proc/{pid}/io") as f:
+        for line in f:
+            if line.startswith("wchar:"):
+                return int(line.split()[1])
+    return 0
+
+
+def main_fill(a, builds, zc, tag):
+    """--fill: the background fill of the zstd:chunked image from the
+    loopback registry, each --build in turn: from the mount command to
+    every file filled and every layer checked (its diff_id recorded),
+    and the bytes the registry sent meanwhile (its /proc/PID/io wchar),
+    against the blobs' total size."""
+    res = {}
+    total = blob_bytes(zc, tag)
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as w:
+        work = Path(w)
+        reg = None
+        try:
+            reg, rref = start_registry(work, zc, tag)
+            ctx = argparse.Namespace(work=work)
+            bench.make_scratch(ctx, 8)
+            store = ctx.scratch / "store"
+            for _ in range(a.runs):
+                for b in builds:
+                    sent = wchar(reg.pid)
+                    t = time.monotonic()
+                    mount_cpu(b, rref, "prefetch=all,tls_verify=false",
+                              work, store)
+                    while not lazy_filled(store):
+                        time.sleep(0.1)
+                    res.setdefault(str(b), []).append(
+                        (time.monotonic() - t, wchar(reg.pid) - sent))
+                    bench.unmount(work / "mnt")
+        finally:
+            bench.unmount_all()
+            if reg:
+                os.killpg(reg.pid, 9)
+                reg.wait()
+    size = "quick" if a.quick else "full"
+    print(f"## background fill from docker:// ({size} image, "
+          f"{total / 2**20:.0f} MiB of zstd:chunked blobs, {a.runs} "
+          f"interleaved runs, prefetch=all)\n")
+    print("| build | mount to filled and checked, median | min-max | "
+          "registry sent (median) | sent / blobs |")
+    print("|---|---|---|---|---|")
+    for b, rs in res.items():
+        w = [r[0] for r in rs]
+        rd = statistics.median(r[1] for r in rs)
+        print(f"| {b} | {bench.fmt_s(statistics.median(w))} | "
+              f"{bench.fmt_s(min(w))}-{bench.fmt_s(max(w))} | "
+              f"{rd / 2**20:.0f} MiB | {rd / total:.2f} |")
 
 
 def fetched(mnt, cmd):
@@ -324,6 +387,9 @@ def main():
                     help="with --gzip: from docker:// (loopback registry)")
     ap.add_argument("--mount-only", action="store_true",
                     help="only the lazy mounts, of each --build in turn")
+    ap.add_argument("--fill", action="store_true",
+                    help="the background fill from docker://, each "
+                    "--build in turn")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--no-warm", action="store_true",
                     help="with --gzip: first ls only, no fill and warm reads")
@@ -339,6 +405,8 @@ def main():
     zc = convert(layout, tag, a.quick)
     if a.mount_only:
         return main_mount_only(a, builds, zc, tag)
+    if a.fill:
+        return main_fill(a, builds, zc, tag)
     total = blob_bytes(zc, tag)
     times = {"lazy": [], "full zstd": [], "full gzip": [], "lazy reg": [],
              "full reg": []}
