@@ -217,11 +217,117 @@ static int detach(struct wfs *w, struct wnode *n)
 	return wfs_copy_up(w, n, CU_DATA);
 }
 
+/* The moved node no longer reads from a lower object (its inode number
+ * stays). */
+static void drop_lower(struct wfs *w, struct wnode *n)
+{
+	if (n->lower) {
+		w->lw->ops->put(w->lw, n->lower);
+		n->lower = NULL;
+	}
+}
+
+/* May @src be renamed over @dst (NULL: nothing there) with @flags? */
+static int rename_allowed(struct wfs *w, struct wnode *src, struct wnode *dst,
+			  unsigned flags)
+{
+	if ((flags & RENAME_NOREPLACE) && dst)
+		return -EEXIST;
+	if ((flags & RENAME_EXCHANGE) && !dst)
+		return -ENOENT;
+	if (!dst || (flags & RENAME_EXCHANGE))
+		return 0;
+	if (S_ISDIR(src->type) && !S_ISDIR(dst->type))
+		return -ENOTDIR;
+	if (!S_ISDIR(src->type) && S_ISDIR(dst->type))
+		return -EISDIR;
+	return S_ISDIR(dst->type) ? dir_is_empty(w, dst) : 0;
+}
+
+/* RENAME_EXCHANGE of @src at (@p, @name) and @dst at (@np, @newname),
+ * both detached, the upper directories open as @pfd and @npfd. */
+static int rename_exchange(struct wfs *w, struct wnode *p, const char *name,
+			   int pfd, struct wnode *np, const char *newname,
+			   int npfd, struct wnode *src, struct wnode *dst)
+{
+	int r;
+
+	if (renameat2(pfd, name, npfd, newname, RENAME_EXCHANGE) < 0)
+		return -errno;
+	r = hide_lower_at(w, np, newname, npfd, src);
+	if (r == 0)
+		r = hide_lower_at(w, p, name, pfd, dst);
+	wn_hash_del(w, src);
+	wn_hash_del(w, dst);
+	if (r == 0)
+		r = wn_move(w, src, np, newname);
+	if (r == 0)
+		r = wn_move(w, dst, p, name);
+	if (r == 0) {
+		drop_lower(w, src);
+		drop_lower(w, dst);
+	}
+	return r;
+}
+
+/* Move @src from (@p, @name) to (@np, @newname), over @dst (or NULL),
+ * leaving a whiteout where a lower entry showed through (@src_lower)
+ * and making a moved directory opaque where the new name has one. */
+static int rename_move(struct wfs *w, struct wnode *p, const char *name,
+		       int pfd, struct wnode *np, const char *newname,
+		       int npfd, struct wnode *src, struct wnode *dst,
+		       bool src_lower)
+{
+	bool dst_lower_name = false;
+	int r = 0;
+
+	/* the target: an upper dir holding only whiteouts is emptied; a
+	 * whiteout there means a lower entry is hidden at that name */
+	if (dst && dst->upper && S_ISDIR(dst->type) &&
+	    (r = wfs_clear_dir(w, npfd, newname)) < 0)
+		return r;
+	if (dst && !S_ISDIR(dst->type) && (r = split_name(w, dst)) < 0)
+		return r;
+	if (dst)
+		dst_lower_name = lower_has(w, np, newname);
+	if (!dst && wfs_has_whiteout(npfd, newname)) {
+		dst_lower_name = true;
+		r = wfs_clear_whiteout(w, npfd, newname);
+		if (r < 0)
+			return r;
+	}
+	if (src_lower && w->priv_wh &&
+	    renameat2(pfd, name, npfd, newname, RENAME_WHITEOUT) == 0)
+		src_lower = false;	/* the kernel left the whiteout */
+	else if (renameat(pfd, name, npfd, newname) < 0)
+		return -errno;
+	if (src_lower)
+		r = wfs_whiteout(w, pfd, name);
+	if (r == 0 && S_ISDIR(src->type) && dst_lower_name && !src->opaque) {
+		r = wfs_set_opaque(w, npfd, newname);
+		if (r == 0)
+			src->opaque = true;
+	}
+	if (r == 0)
+		r = hide_lower_at(w, np, newname, npfd, src);
+	if (dst) {
+		wn_hash_del(w, dst);
+		dst->deleted = true;
+		wops_note_peers(w, dst);
+	}
+	wn_hash_del(w, src);
+	if (r == 0)
+		r = wn_move(w, src, np, newname);
+	if (r == 0)
+		drop_lower(w, src);
+	return r;
+}
+
 static int do_rename(struct wfs *w, struct wnode *p, const char *name,
 		     struct wnode *np, const char *newname, unsigned flags)
 {
 	struct wnode *src = NULL, *dst = NULL;
-	bool src_lower, dst_lower_name = false, wh_at_dst;
+	bool src_lower;
 	int pfd = -1, npfd = -1, r;
 
 	if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE))
@@ -240,28 +346,11 @@ static int do_rename(struct wfs *w, struct wnode *p, const char *name,
 		wn_ref(dst);
 	else if (r == -ENOENT)
 		dst = NULL, r = 0;
+	if (r < 0 || dst == src)
+		goto out;
+	r = rename_allowed(w, src, dst, flags);
 	if (r < 0)
 		goto out;
-	if (dst == src)
-		goto out;
-	if ((flags & RENAME_NOREPLACE) && dst) {
-		r = -EEXIST;
-		goto out;
-	}
-	if ((flags & RENAME_EXCHANGE) && !dst) {
-		r = -ENOENT;
-		goto out;
-	}
-	if (dst && !(flags & RENAME_EXCHANGE)) {
-		if (S_ISDIR(src->type) && !S_ISDIR(dst->type))
-			r = -ENOTDIR;
-		else if (!S_ISDIR(src->type) && S_ISDIR(dst->type))
-			r = -EISDIR;
-		else if (S_ISDIR(dst->type))
-			r = dir_is_empty(w, dst);
-		if (r < 0)
-			goto out;
-	}
 	src_lower = lower_has(w, p, name);
 	r = wfs_copy_up(w, np, CU_META);
 	if (r == 0)
@@ -274,88 +363,14 @@ static int do_rename(struct wfs *w, struct wnode *p, const char *name,
 		goto out;
 	pfd = wn_upper_dirfd(w, p);
 	npfd = pfd < 0 ? -1 : wn_upper_dirfd(w, np);
-	if (pfd < 0 || npfd < 0) {
+	if (pfd < 0 || npfd < 0)
 		r = pfd < 0 ? pfd : npfd;
-		goto out;
-	}
-	if (flags & RENAME_EXCHANGE) {
-		if (renameat2(pfd, name, npfd, newname, RENAME_EXCHANGE) < 0) {
-			r = -errno;
-			goto out;
-		}
-		r = hide_lower_at(w, np, newname, npfd, src);
-		if (r == 0)
-			r = hide_lower_at(w, p, name, pfd, dst);
-		wn_hash_del(w, src);
-		wn_hash_del(w, dst);
-		if (r == 0)
-			r = wn_move(w, src, np, newname);
-		if (r == 0)
-			r = wn_move(w, dst, p, name);
-		if (r == 0 && src->lower) {
-			w->lw->ops->put(w->lw, src->lower);
-			src->lower = NULL;
-		}
-		if (r == 0 && dst->lower) {
-			w->lw->ops->put(w->lw, dst->lower);
-			dst->lower = NULL;
-		}
-		goto out;
-	}
-	/* the target: an upper dir holding only whiteouts is emptied; a
-	 * whiteout there means a lower entry is hidden at that name */
-	if (dst && dst->upper && S_ISDIR(dst->type)) {
-		r = wfs_clear_dir(w, npfd, newname);
-		if (r < 0)
-			goto out;
-	}
-	if (dst && !S_ISDIR(dst->type)) {
-		r = split_name(w, dst);
-		if (r < 0)
-			goto out;
-	}
-	if (dst)
-		dst_lower_name = lower_has(w, np, newname);
-	wh_at_dst = !dst && wfs_has_whiteout(npfd, newname);
-	if (wh_at_dst) {
-		dst_lower_name = true;
-		r = wfs_clear_whiteout(w, npfd, newname);
-		if (r < 0)
-			goto out;
-	}
-	if (dst && !dst->upper) {
-		/* lower only: nothing to replace in the upper dir */
-	}
-	if (src_lower && w->priv_wh &&
-	    renameat2(pfd, name, npfd, newname, RENAME_WHITEOUT) == 0) {
-		src_lower = false;	/* the kernel left the whiteout */
-	} else if (renameat(pfd, name, npfd, newname) < 0) {
-		r = -errno;
-		goto out;
-	}
-	if (src_lower)
-		r = wfs_whiteout(w, pfd, name);
-	if (r == 0 && S_ISDIR(src->type) && dst_lower_name && !src->opaque) {
-		r = wfs_set_opaque(w, npfd, newname);
-		if (r == 0)
-			src->opaque = true;
-	}
-	if (r == 0)
-		r = hide_lower_at(w, np, newname, npfd, src);
-	if (dst) {
-		wn_hash_del(w, dst);
-		dst->deleted = true;
-		wops_note_peers(w, dst);
-	}
-	wn_hash_del(w, src);
-	if (r == 0)
-		r = wn_move(w, src, np, newname);
-	/* the moved entry no longer reads from a lower object (its inode
-	 * number stays) */
-	if (r == 0 && src->lower) {
-		w->lw->ops->put(w->lw, src->lower);
-		src->lower = NULL;
-	}
+	else if (flags & RENAME_EXCHANGE)
+		r = rename_exchange(w, p, name, pfd, np, newname, npfd, src,
+				    dst);
+	else
+		r = rename_move(w, p, name, pfd, np, newname, npfd, src, dst,
+				src_lower);
 out:
 	if (pfd >= 0)
 		close(pfd);
