@@ -552,21 +552,26 @@ def hostile(tmp_path, store, strata, mount):
             os.unlink(h.outside)
 
 
+def as_uid(uid):
+    """A preexec_fn: the child runs as user @uid, group @uid, no others."""
+    def become():
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+    return become
+
+
 def tree_as(root, uid):
     """tree(@root) as user @uid sees it (its group too, no others): root
     cannot enter a FUSE mount another user made without allow_other."""
     import ast
     import inspect
 
-    def become():
-        os.setgroups([])
-        os.setgid(uid)
-        os.setuid(uid)
     src = ("import os\nfrom pathlib import Path\n" +
            inspect.getsource(tree) +
            "\nprint(repr(tree(Path(%r))))\n" % str(root))
     r = subprocess.run(["/usr/bin/python3", "-c", src], capture_output=True,
-                       text=True, preexec_fn=become, cwd="/")
+                       text=True, preexec_fn=as_uid(uid), cwd="/")
     assert r.returncode == 0, r.stderr
     return ast.literal_eval(r.stdout)
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 import conftest
-from conftest import (STRATA, STRATAFS, assert_same_tree, is_mounted, run,
-                      tree, umoci_rootfs, unmount)
+from conftest import (STRATA, STRATAFS, as_uid, assert_same_tree, is_mounted,
+                      run, tree, umoci_rootfs, unmount)
 
 N_MANY = 3000
 
@@ -432,10 +432,7 @@ def test_bad_reference(image, mount, strata, bad):
 NOBODY = 65534
 
 
-def as_nobody():
-    os.setgroups([])
-    os.setgid(NOBODY)
-    os.setuid(NOBODY)
+as_nobody = as_uid(NOBODY)
 
 
 @pytest.fixture

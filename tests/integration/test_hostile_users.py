@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import STRATA, is_mounted, run
+from conftest import STRATA, as_uid, is_mounted, run
 import ocibuild as ob
 import overlaydiff as od
 
@@ -58,10 +58,7 @@ TREE += [(f"pub/a/sub/g{i}", "f", 0o644, NOBODY, NOBODY, b"sub %d\n" % i)
          for i in range(NFILES)]
 
 
-def as_nobody():
-    os.setgroups([])
-    os.setgid(NOBODY)
-    os.setuid(NOBODY)
+as_nobody = as_uid(NOBODY)
 
 
 def nobody(*cmd, timeout=60):

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (assert_same_as_umoci, assert_same_tree, make_tar, run,
-                      tar_dir, tar_file, tar_symlink, umoci_rootfs, unmount)
+from conftest import (as_uid, assert_same_as_umoci, assert_same_tree,
+                      make_tar, run, tar_dir, tar_file, tar_symlink,
+                      umoci_rootfs, unmount)
 from test_commit_peers import podman, sweep_mounts  # noqa: F401
 from test_lazy import (Daemon, chunked_blob, chunked_image,  # noqa: F401
                        daemon, filled, kill_registry, layout_with,
@@ -274,10 +275,7 @@ def test_toc_changed_in_layout_before_fill_makes_layer_bad(tmp_path, daemon,
 
 # ---- 3. other users ----
 
-def as_1000():
-    os.setgroups([])
-    os.setgid(1000)
-    os.setuid(1000)
+as_1000 = as_uid(1000)
 
 
 USERS = [tar_file("pub", b"pub\n"), tar_file("priv", b"root's\n", mode=0o600),

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (STRATAFS, assert_same_as_umoci, is_mounted, run,
-                      umoci_rootfs)
+from conftest import (STRATAFS, as_uid, assert_same_as_umoci, is_mounted,
+                      run, umoci_rootfs)
 from test_lazy import chunked_image  # noqa: F401 (module fixture)
 from test_restart import (CWD, FILES, HELPER, ask, expected, kernel_resends,
                           serving, supervisor_and_worker)
@@ -143,14 +143,6 @@ def test_nosupervise_is_one_process(chunked_image, mount, tmp_path):
 
 NOBODY = 65534
 OTHER = 1000	# another user: need not exist
-
-
-def as_uid(uid):
-    def become():
-        os.setgroups([])
-        os.setgid(uid)
-        os.setuid(uid)
-    return become
 
 
 @pytest.fixture(scope="module")
