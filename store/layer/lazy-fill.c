@@ -632,11 +632,9 @@ static int hash_blob(struct strata_lazy *z, const atomic_bool *stop,
 		ret = z->src->read(z->src, in, len, pos);
 		if (ret < 0)
 			break;
-		if (keep >= 0 && pwrite(keep, in, len, (off_t)pos) !=
-				 (ssize_t)len) {
-			ret = errno ? -errno : -ENOSPC;
+		/* in order from 0: the copy's offsets are the blob's */
+		if (keep >= 0 && (ret = strata_write_all(keep, in, len)) < 0)
 			break;
-		}
 		pos += len;
 		strata_hasher_update(bh, in, len);
 		while (ret == 0 && ipos < len) {
