@@ -304,6 +304,11 @@ static int add_gzip_point(struct strata_zran_builder *b, z_stream *z,
 	return 0;
 }
 
+uint64_t strata_zran_next_due(const struct strata_zran_builder *b)
+{
+	return b->z.n == 0 ? 0 : b->z.pts[b->z.n - 1].uoff + b->z.span;
+}
+
 bool strata_zran_point_due(const struct strata_zran_builder *b,
 			   uint64_t uoff)
 {
