@@ -21,12 +21,13 @@
  * Cache entry: layers/lazy/ALG-BLOBHEX.zran, beside the zstd:chunked ones
  * (same lock, same gc, same "index", "contents" and data/ as lazy.c), with
  * "zran" (the access points), "blob" (and "blob.synced", below) and,
- * once a fill has hashed the stream, "diff_id". It is keyed by the blob digest alone: the blob
- * determines the uncompressed stream, and the diff_id it hashed to is
- * recorded, so a config claiming another diff_id for the same blob is
- * refused at mount (as it would be by a full unpack) and can poison
- * nothing. It still never stands in for layers/ALG/DIFFID: a full unpack
- * of the same layer is a separate entry.
+ * once a fill has hashed the stream, "diff_id". It is keyed by the blob
+ * digest alone: the blob determines the uncompressed stream, and the
+ * diff_id it hashed to is recorded, so a config claiming another
+ * diff_id for the same blob is refused at mount (as it would be by a
+ * full unpack) and can poison nothing. It still never stands in for
+ * layers/ALG/DIFFID: a full unpack of the same layer is a separate
+ * entry.
  *
  * "blob" is the store's own copy of the blob, the bytes the pass hashed:
  * reads never go back to a layout or archive another user could change
@@ -67,8 +68,6 @@
 #include "zran.h"
 
 #define IO_SIZE (1u << 20)
-/* in an entry: its blob is on disk (blob_intact()) */
-#define SYNCED_NAME "blob.synced"
 /* one strata_zran_read() at most: each starts again at an access point */
 #define READ_MAX (64u << 20)
 
@@ -154,14 +153,14 @@ static int copy_blob(int blobfd, int dest, int64_t size, int *copy,
  * verified? It is not synced before the mount (run_pass()): in the boot
  * that wrote it, the page cache has its bytes; after a crash, they may
  * not have reached the disk, so the first use in a later boot hashes it
- * again (then it has survived a reboot, and SYNCED_NAME saves the next
- * boots that hash). Return: 1 intact, 0 not, negative errno. */
+ * again (then it has survived a reboot, and STRATA_LZR_SYNCED saves the
+ * next boots that hash). Return: 1 intact, 0 not, negative errno. */
 static int blob_intact(int dfd, const char *digest)
 {
 	cleanup_fd int fd = -1;
 	int r;
 
-	if (faccessat(dfd, SYNCED_NAME, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+	if (faccessat(dfd, STRATA_LZR_SYNCED, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
 		return 1;
 	fd = openat(dfd, "blob", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
@@ -170,7 +169,7 @@ static int blob_intact(int dfd, const char *digest)
 		return 1;
 	r = strata_lz_verify_digest(fd, digest);
 	if (r == 1 && fsync(fd) == 0)
-		strata_write_atomic(dfd, SYNCED_NAME, "", 0, 0644);
+		strata_write_atomic(dfd, STRATA_LZR_SYNCED, "", 0, 0644);
 	return r;
 }
 
@@ -239,11 +238,14 @@ static int run_pass(const struct strata_layer *l, int blobfd, bool stream,
 	/* the copy is not synced on the way to the mount: it hashed to its
 	 * digest in this boot, and a later boot hashes it again before use
 	 * (blob_intact()). Where the mark cannot be kept, synced here. */
-	if (r == 0 && copy >= 0 && strata_lz_mark(copy) < 0 &&
-	    (fsync(copy) < 0 || strata_write_atomic(dest, SYNCED_NAME, "", 0,
-						    0644) < 0))
-		r = strata_err_set(err, -errno, "layer %s: cache: %s",
-				   l->digest, strerror(errno));
+	if (r == 0 && copy >= 0 && strata_lz_mark(copy) < 0) {
+		r = fsync(copy) < 0 ? -errno
+				    : strata_write_atomic(dest, STRATA_LZR_SYNCED,
+							  "", 0, 0644);
+		if (r < 0)
+			r = strata_err_set(err, r, "layer %s: cache: %s",
+					   l->digest, strerror(-r));
+	}
 out:
 	if (map)
 		munmap(map, (size_t)l->size);
@@ -284,7 +286,7 @@ static int stream_pass(struct strata_image *img, const struct strata_layer *l,
 	strata_blob_relpath(l->digest, rel, sizeof(rel));
 	/* the store's blobs are synced when stored */
 	if (linkat(img->blobs_fd, rel, dest, "blob", 0) == 0)
-		return strata_write_atomic(dest, SYNCED_NAME, "", 0, 0644);
+		return strata_write_atomic(dest, STRATA_LZR_SYNCED, "", 0, 0644);
 	in = openat(img->blobs_fd, rel, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	out = openat(dest, "blob", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
 		     0444);
@@ -292,7 +294,7 @@ static int stream_pass(struct strata_image *img, const struct strata_layer *l,
 	if (r == 0 && fsync(out) < 0)
 		r = -errno;
 	if (r == 0)
-		r = strata_write_atomic(dest, SYNCED_NAME, "", 0, 0644);
+		r = strata_write_atomic(dest, STRATA_LZR_SYNCED, "", 0, 0644);
 	return r < 0 ? strata_err_set(err, r, "layer %s: cache: storing the "
 				      "blob: %s", l->digest, strerror(-r)) : 0;
 }

@@ -248,6 +248,9 @@ void strata_lindex_set_lazy(struct strata_lindex *lx, struct strata_lazy *z);
 struct strata_lazy *strata_lindex_lazy(const struct strata_lindex *lx);
 void strata_lazy_free(struct strata_lazy *z);
 
+/* In a gzip/zstd layer's entry (lazy-zran.c): its "blob" is on disk. */
+#define STRATA_LZR_SYNCED "blob.synced"
+
 /* lazy-check.c: what a crash may have torn, checked once per boot */
 
 /* This boot's id ($STRATA_BOOT_ID if set), "" if unknown. */
