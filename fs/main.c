@@ -593,12 +593,14 @@ static int open_image(struct fs *fs, struct options *o,
 		strata_store_set_reg_opts(st, NULL);	/* @ro ends here */
 	if (r == 0 && o->layer)
 		r = pick_layers(fs, o, img, &err);
+	strata_malloc_bulk(true);	/* until the image is loaded */
 	if (r == 0)
 		r = strata_cache_ensure(st, img, &(struct strata_unpack_opts){
 					.lazy = o->lazy != 0,
 					.lazy_plain = o->lazy != 0 }, &err);
 	if (r == 0)
 		r = fs_image_load(fs, st, img, &err);
+	strata_malloc_bulk(false);
 	/* strata gc keeps what the mount shows while it lives, and may run
 	 * meanwhile */
 	if (r == 0)

@@ -486,6 +486,14 @@ struct strata_unpack_opts {
 };
 
 /*
+ * malloc tuned for reading layers (on) or back to a long-running
+ * process's (off): strata_cache_ensure() does it around its pool; a caller
+ * that goes on to load what it unpacked may hold it on longer (nested
+ * calls count). store/layer/cache.c says why.
+ */
+void strata_malloc_bulk(bool on);
+
+/*
  * Make sure every layer of @img is unpacked in the cache: missing layers are
  * unpacked in parallel, each verified (size, digest, diff_id) before it is
  * published under layers/<alg>/<hex>. Concurrent callers are serialised per

@@ -78,36 +78,53 @@ int strata_hash_fd(struct strata_hasher *h, int fd)
 	return 0;
 }
 
-void strata_lz_mark(int fd)
+int strata_lz_mark(int fd)
 {
 	const char *b = strata_boot_id();
 
-	if (*b)
-		fsetxattr(fd, CHECKED_XATTR, b, strlen(b), 0); /* best effort */
+	if (!*b)
+		return -ENOTSUP;
+	return fsetxattr(fd, CHECKED_XATTR, b, strlen(b), 0) < 0 ? -errno : 0;
 }
 
-int strata_lz_verify(int fd, const uint8_t sha256[32])
+bool strata_lz_marked(int fd)
 {
-	cleanup_(strata_hasher_freep) struct strata_hasher *h = NULL;
 	const char *b = strata_boot_id();
-	char seen[64], got[STRATA_DIGEST_MAX], want[STRATA_DIGEST_MAX];
+	char seen[64];
 	ssize_t n;
-	int r, i;
 
 	n = *b ? fgetxattr(fd, CHECKED_XATTR, seen, sizeof(seen)) : -1;
-	if (n > 0 && (size_t)n == strlen(b) && !memcmp(seen, b, (size_t)n))
+	return n > 0 && (size_t)n == strlen(b) && !memcmp(seen, b, (size_t)n);
+}
+
+int strata_lz_verify_digest(int fd, const char *digest)
+{
+	cleanup_(strata_hasher_freep) struct strata_hasher *h = NULL;
+	char got[STRATA_DIGEST_MAX];
+	int r;
+
+	if (strata_lz_marked(fd))
 		return 1;
-	if (strata_hasher_new_alg("sha256", &h) < 0)
-		return -ENOMEM;
+	r = strata_hasher_new(digest, &h);
+	if (r < 0)
+		return r;
 	r = strata_hash_fd(h, fd);
 	if (r < 0)
 		return r;
 	strata_hasher_final(h, got);
+	if (strcmp(got, digest))
+		return 0;
+	strata_lz_mark(fd);	/* best effort: else hashed at each open */
+	return 1;
+}
+
+int strata_lz_verify(int fd, const uint8_t sha256[32])
+{
+	char want[STRATA_DIGEST_MAX];
+	int i;
+
 	strcpy(want, "sha256:");
 	for (i = 0; i < 32; i++)
 		snprintf(want + 7 + 2 * i, 3, "%02x", sha256[i]);
-	if (strcmp(got, want))
-		return 0;
-	strata_lz_mark(fd);
-	return 1;
+	return strata_lz_verify_digest(fd, want);
 }

@@ -20,13 +20,14 @@
  *
  * Cache entry: layers/lazy/ALG-BLOBHEX.zran, beside the zstd:chunked ones
  * (same lock, same gc, same "index", "contents" and data/ as lazy.c), with
- * "zran" (the access points), "blob" and, once a fill has hashed the
- * stream, "diff_id". It is keyed by the blob digest alone: the blob
- * determines the uncompressed stream, and the diff_id it hashed to is
- * recorded, so a config claiming another diff_id for the same blob is
- * refused at mount (as it would be by a full unpack) and can poison
- * nothing. It still never stands in for layers/ALG/DIFFID: a full unpack
- * of the same layer is a separate entry.
+ * "zran" (the access points), "blob" (and "blob.synced", below) and,
+ * once a fill has hashed the stream, "diff_id". It is keyed by the blob
+ * digest alone: the blob determines the uncompressed stream, and the
+ * diff_id it hashed to is recorded, so a config claiming another
+ * diff_id for the same blob is refused at mount (as it would be by a
+ * full unpack) and can poison nothing. It still never stands in for
+ * layers/ALG/DIFFID: a full unpack of the same layer is a separate
+ * entry.
  *
  * "blob" is the store's own copy of the blob, the bytes the pass hashed:
  * reads never go back to a layout or archive another user could change
@@ -35,6 +36,19 @@
  * the fill has filled every file: then it is removed (lazy.c,
  * lz_drop_blob(): the files are synced first), and a later mount of the
  * layer finds every file filled and needs no blob.
+ *
+ * The copy is not synced before the mount goes live: on the bench image
+ * that fsync kept each worker waiting on the disk for 0.15-0.2 s, a
+ * tenth of the time to a live mount. It carries instead the mark of the
+ * boot it was hashed in (user.strata.checked, lazy-check.c), as a
+ * fill's content files do: in that boot the page cache holds its bytes;
+ * after a crash they may not have reached the disk, so the first mount
+ * of a later boot hashes it again (blob_intact()). A torn copy is
+ * removed with its entry and the layer read again; an intact one has
+ * survived a reboot and is marked "blob.synced". Where no user xattr
+ * can be kept, the pass syncs the copy and writes "blob.synced" itself;
+ * a registry's blob (a link to blobs/, synced when stored) is marked so
+ * at once.
  *
  * A record in "contents" holds uncompressed offsets [off, end) and no
  * sha256 (the pass does not see content bytes): such files are not
@@ -135,6 +149,30 @@ static int copy_blob(int blobfd, int dest, int64_t size, int *copy,
 	return 0;
 }
 
+/* Is the entry's blob (@dfd's "blob", if still there) what the pass
+ * verified? It is not synced before the mount (run_pass()): in the boot
+ * that wrote it, the page cache has its bytes; after a crash, they may
+ * not have reached the disk, so the first use in a later boot hashes it
+ * again (then it has survived a reboot, and STRATA_LZR_SYNCED saves the
+ * next boots that hash). Return: 1 intact, 0 not, negative errno. */
+static int blob_intact(int dfd, const char *digest)
+{
+	cleanup_fd int fd = -1;
+	int r;
+
+	if (faccessat(dfd, STRATA_LZR_SYNCED, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+		return 1;
+	fd = openat(dfd, "blob", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 1 : -errno;	/* all filled */
+	if (strata_lz_marked(fd))
+		return 1;
+	r = strata_lz_verify_digest(fd, digest);
+	if (r == 1 && fsync(fd) == 0)
+		strata_write_atomic(dfd, STRATA_LZR_SYNCED, "", 0, 0644);
+	return r;
+}
+
 /* who is told the blob bytes read (cache.c's progress line), or NULL */
 struct progress {
 	void (*cb)(void *ctx, uint64_t bytes);
@@ -197,9 +235,17 @@ static int run_pass(const struct strata_layer *l, int blobfd, bool stream,
 	if (r == 0 && (r = write_contents(&p, dest)) < 0)
 		r = strata_err_set(err, r, "layer %s: cache: %s", l->digest,
 				   strerror(-r));
-	if (r == 0 && copy >= 0 && fsync(copy) < 0)
-		r = strata_err_set(err, -errno, "layer %s: cache: %s",
-				   l->digest, strerror(errno));
+	/* the copy is not synced on the way to the mount: it hashed to its
+	 * digest in this boot, and a later boot hashes it again before use
+	 * (blob_intact()). Where the mark cannot be kept, synced here. */
+	if (r == 0 && copy >= 0 && strata_lz_mark(copy) < 0) {
+		r = fsync(copy) < 0 ? -errno
+				    : strata_write_atomic(dest, STRATA_LZR_SYNCED,
+							  "", 0, 0644);
+		if (r < 0)
+			r = strata_err_set(err, r, "layer %s: cache: %s",
+					   l->digest, strerror(-r));
+	}
 out:
 	if (map)
 		munmap(map, (size_t)l->size);
@@ -238,14 +284,17 @@ static int stream_pass(struct strata_image *img, const struct strata_layer *l,
 	if (r < 0)
 		return strata_err_set(err, r, "%s", perr.msg);
 	strata_blob_relpath(l->digest, rel, sizeof(rel));
+	/* the store's blobs are synced when stored */
 	if (linkat(img->blobs_fd, rel, dest, "blob", 0) == 0)
-		return 0;
+		return strata_write_atomic(dest, STRATA_LZR_SYNCED, "", 0, 0644);
 	in = openat(img->blobs_fd, rel, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	out = openat(dest, "blob", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
 		     0444);
 	r = in < 0 || out < 0 ? -errno : strata_copy_data(in, out, l->size);
 	if (r == 0 && fsync(out) < 0)
 		r = -errno;
+	if (r == 0)
+		r = strata_write_atomic(dest, STRATA_LZR_SYNCED, "", 0, 0644);
 	return r < 0 ? strata_err_set(err, r, "layer %s: cache: storing the "
 				      "blob: %s", l->digest, strerror(-r)) : 0;
 }
@@ -275,6 +324,24 @@ int strata_lazy_zran_prepare(struct strata_store *st, struct strata_image *img,
 		return r;
 	dfd = openat(lazyfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
 		     O_CLOEXEC);
+	if (dfd >= 0 && (r = blob_intact(dfd, l->digest)) <= 0) {
+		if (r < 0)
+			return strata_err_set(err, r, "layer %s: lazy cache: "
+					      "checking the blob: %s",
+					      l->digest, strerror(-r));
+		/* torn by a crash before it reached the disk */
+		strata_warn("layer %s: the cached blob does not match its "
+			    "digest (a crash before it was written out?): "
+			    "reading the layer again", l->digest);
+		close(dfd);
+		dfd = -1;
+		r = strata_rmtree_at(lazyfd, name);
+		if (r < 0)
+			return strata_err_set(err, r, "layer %s: cache: "
+					      "removing %s/layers/lazy/%s: %s",
+					      l->digest, st->root, name,
+					      strerror(-r));
+	}
 	if (dfd < 0) {
 		/* local (a layout, an archive, the store's blobs), or
 		 * missing there: a registry's, read as it downloads */

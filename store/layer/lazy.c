@@ -504,6 +504,8 @@ int lz_drop_blob(struct strata_lazy *z)
 		return -EBADMSG;
 	if (unlinkat(z->dirfd, "blob", 0) < 0 && errno != ENOENT)
 		return -errno;
+	if (unlinkat(z->dirfd, STRATA_LZR_SYNCED, 0) < 0 && errno != ENOENT)
+		return -errno;
 	return fsync(z->dirfd) < 0 ? -errno : 0;
 }
 

@@ -248,16 +248,25 @@ void strata_lindex_set_lazy(struct strata_lindex *lx, struct strata_lazy *z);
 struct strata_lazy *strata_lindex_lazy(const struct strata_lindex *lx);
 void strata_lazy_free(struct strata_lazy *z);
 
+/* In a gzip/zstd layer's entry (lazy-zran.c): its "blob" is on disk. */
+#define STRATA_LZR_SYNCED "blob.synced"
+
 /* lazy-check.c: what a crash may have torn, checked once per boot */
 
 /* This boot's id ($STRATA_BOOT_ID if set), "" if unknown. */
 const char *strata_boot_id(void);
 /* Feed all of @fd (pread from 0) to @h. Return: 0 or negative errno. */
 int strata_hash_fd(struct strata_hasher *h, int fd);
-/* Mark content file @fd as checked in this boot (best effort). */
-void strata_lz_mark(int fd);
+/* Mark content file @fd as checked in this boot. Return: 0, or negative
+ * errno (no user xattrs there, no boot id). */
+int strata_lz_mark(int fd);
+/* Is @fd marked as checked in this boot? */
+bool strata_lz_marked(int fd);
 /* Is content file @fd intact: marked in this boot, or hashing to
  * @sha256 (then marked)? Return: 1 yes, 0 no, negative errno. */
 int strata_lz_verify(int fd, const uint8_t sha256[32]);
+/* The same for a file named by its digest ("ALG:HEX"), such as the blob
+ * of a lazy gzip layer. */
+int strata_lz_verify_digest(int fd, const char *digest);
 
 #endif

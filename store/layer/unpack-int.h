@@ -19,6 +19,7 @@
 #include "zran.h"
 
 #define BUF_SIZE (1u << 20)
+#define HASH_IO (256u << 10)
 #define NONE UINT32_MAX
 #define PATH_MAX_BYTES 4096
 #define NAME_MAX_BYTES 255

@@ -67,7 +67,8 @@
  * inside the area and no longer than the output before them); a window
  * that does not inflate to its length fails the read that needs it.
  *
- * Windows are stored deflated (level 1): on the bench image's layers that
+ * Windows are stored deflated (level 1, ISA-L's where strata has it, else
+ * zlib's): on the bench image's layers that
  * makes the index 2.4 times smaller (3.3 against 7.9 MiB per GiB of tar at
  * a 4 MiB span) for about 0.3 ms of CPU per point when recording; a read
  * inflates one window, 32 KiB, next to the megabytes it inflates anyway.
@@ -103,7 +104,12 @@
 #include <unistd.h>
 #include <zstd.h>
 
+#include "config.h"
 #include "zran.h"
+
+#ifdef STRATA_HAVE_ISAL
+#include <isa-l/igzip_lib.h>
+#endif
 
 #define WINSIZE 32768u
 #define MAGIC "STRATAZR"
@@ -140,6 +146,10 @@ struct strata_zran_builder {
 	z_stream def;
 	bool def_ready;
 	unsigned char dict[WINSIZE];
+#ifdef STRATA_HAVE_ISAL
+	struct isal_zstream *isal;	/* deflates windows where it can */
+	unsigned char *isal_level_buf;
+#endif
 };
 
 /* ---- little-endian fields ---- */
@@ -195,6 +205,10 @@ void strata_zran_builder_free(struct strata_zran_builder *b)
 		return;
 	if (b->def_ready)
 		deflateEnd(&b->def);
+#ifdef STRATA_HAVE_ISAL
+	free(b->isal);
+	free(b->isal_level_buf);
+#endif
 	free(b->z.pts);
 	free(b->z.win);
 	free(b);
@@ -245,6 +259,43 @@ static int win_reserve(struct strata_zran_builder *b, size_t more)
 	return 0;
 }
 
+#ifdef STRATA_HAVE_ISAL
+/* Deflate a window with ISA-L (level 1, raw deflate, read back by zlib
+ * like zlib's own): on the bench image about four times as fast as
+ * zlib's level 1 (0.09 against 0.37 ms a window), for the same size
+ * within 1%. -ENOSPC when it does not fit the bound (zlib
+ * then does it), -ENOMEM. */
+static int isal_window(struct strata_zran_builder *b, struct point *p,
+		       const unsigned char *w, size_t len)
+{
+	struct isal_zstream *s;
+	size_t bound = len + len / 8 + 1024;
+
+	if (!b->isal) {
+		b->isal = malloc(sizeof(*b->isal));
+		b->isal_level_buf = malloc(ISAL_DEF_LVL1_DEFAULT);
+		if (!b->isal || !b->isal_level_buf)
+			return -ENOMEM;
+	}
+	if (win_reserve(b, bound) < 0)
+		return -ENOMEM;
+	s = b->isal;
+	isal_deflate_stateless_init(s);
+	s->level = 1;
+	s->level_buf = b->isal_level_buf;
+	s->level_buf_size = ISAL_DEF_LVL1_DEFAULT;
+	s->next_in = (uint8_t *)w;
+	s->avail_in = (uint32_t)len;
+	s->next_out = b->z.win + b->z.win_len;
+	s->avail_out = (uint32_t)bound;
+	if (isal_deflate_stateless(s) != COMP_OK)
+		return -ENOSPC;
+	p->wclen = (uint32_t)(bound - s->avail_out);
+	b->z.win_len += p->wclen;
+	return 0;
+}
+#endif
+
 /* Store @len bytes of window for point @p, deflated or raw. */
 static int store_window(struct strata_zran_builder *b, struct point *p,
 			const unsigned char *w, size_t len)
@@ -263,6 +314,10 @@ static int store_window(struct strata_zran_builder *b, struct point *p,
 		b->z.win_len += len;
 		return 0;
 	}
+#ifdef STRATA_HAVE_ISAL
+	if (isal_window(b, p, w, len) == 0)
+		return 0;
+#endif
 	if (!b->def_ready) {
 		if (deflateInit2(&b->def, 1, Z_DEFLATED, -MAX_WBITS, 8,
 				 Z_DEFAULT_STRATEGY) != Z_OK)
@@ -302,6 +357,11 @@ static int add_gzip_point(struct strata_zran_builder *b, z_stream *z,
 		return -ENOMEM;
 	b->z.n++;
 	return 0;
+}
+
+uint64_t strata_zran_next_due(const struct strata_zran_builder *b)
+{
+	return b->z.n == 0 ? 0 : b->z.pts[b->z.n - 1].uoff + b->z.span;
 }
 
 bool strata_zran_point_due(const struct strata_zran_builder *b,

@@ -75,6 +75,8 @@ int strata_zran_inflate(struct strata_zran_builder *b, z_stream *z,
  */
 bool strata_zran_point_due(const struct strata_zran_builder *b,
 			   uint64_t uoff);
+/* The uncompressed offset from which the next point is due. */
+uint64_t strata_zran_next_due(const struct strata_zran_builder *b);
 
 /*
  * Record a gzip point found by another decoder (gzdec.c): the deflate

@@ -8,6 +8,7 @@ tarfile reads from that stream.
 """
 import hashlib
 import io
+import json
 import random
 import subprocess
 import tarfile
@@ -118,3 +119,32 @@ def test_damaged_index_refused(blobs, tmp_path):
     idx.write_bytes(bytes(data[:100]))
     r = run([ZRANTOOL, "read", blob, idx], check=False, input="0 1\n")
     assert r.returncode == 1 and "not a strata access point index" in r.stderr
+
+
+@pytest.mark.parametrize("name", ["gzip -6", "gzip -1", "gzip -9, two members"])
+def test_pass_points_equal_the_tools_output(blobs, name, tmp_path):
+    """The points the metadata pass records with its own decoder
+    (gzdec.c: ISA-L, which stops at block boundaries only when its input
+    runs out inside a block header, searched for by halving an input
+    slice) at a span of 64 KiB: ranges read through them are what
+    `gzip -dc` writes, and a point is found near each span, not a block
+    or more later: about as many points as zlib's index (inflate() with
+    Z_BLOCK stops at every block boundary) records at the same span."""
+    blob, stream = blobs[name]
+    n = len(stream)
+    idx = tmp_path / "pass.zran"
+    out = run([ZRANTOOL, "unpack", blob,
+               "sha256:" + hashlib.sha256(blob.read_bytes()).hexdigest(),
+               "sha256:" + hashlib.sha256(stream).hexdigest(), "gzip",
+               SPAN, tmp_path / "dir", idx])
+    points = json.loads(out.stdout)["points"]
+    every = json.loads(run([ZRANTOOL, "index", blob, SPAN, "deflated",
+                            tmp_path / "zlib.zran"]).stdout)["points"]
+    assert every >= 10 and points >= every * 3 // 4, (points, every)
+    rnd = random.Random(n + 1)
+    ranges = [(0, n), (n - 1, 1)] + \
+        [(o, rnd.randrange(0, min(70000, n - o)))
+         for o in (rnd.randrange(n) for _ in range(40))]
+    got = read(blob, idx, ranges)
+    want = [hashlib.sha256(stream[o:o + k]).hexdigest() for o, k in ranges]
+    assert got == want

@@ -12,9 +12,11 @@
  *   zrantool plain BLOB
  *       the same pass with plain inflate()/ZSTD_decompressStream() and no
  *       points: {"seconds", "usize"}
- *   zrantool unpack BLOB DIGEST DIFF_ID gzip|zstd SPAN|0 DIR
+ *   zrantool unpack BLOB DIGEST DIFF_ID gzip|zstd SPAN|0 DIR [OUT]
  *       strata_unpack_layer() into DIR (emptied first), with access
- *       points recorded at SPAN or none: {"seconds", "points"}
+ *       points recorded at SPAN or none (by the pass's own decoder,
+ *       gzdec.c: ISA-L where built with it), the index written to OUT
+ *       if given: {"seconds", "points"}
  *   zrantool read BLOB INDEX
  *       reads "OFFSET LENGTH" lines from stdin, each with
  *       strata_zran_read(); prints "SECONDS CPU_SECONDS SHA256" per line
@@ -186,6 +188,7 @@ static int cmd_unpack(char **argv)
 	struct strata_zran *z = NULL;
 	struct strata_zran_info info = { 0 };
 	unsigned long long span = strtoull(argv[4], NULL, 0);
+	uint64_t usize = 0;
 	struct stat stb;
 	int dest, r;
 	double t, c;
@@ -212,16 +215,20 @@ static int cmd_unpack(char **argv)
 	job.zran = b;
 	t = now();
 	c = cpu();
+	job.usize = &usize;
 	r = strata_unpack_layer(&job, &err);
 	if (r == 0 && b)
 		r = strata_zran_builder_finish(b, (uint64_t)stb.st_size,
-					       (uint64_t)1 << 62, &z);
+					       usize, &z);
 	t = now() - t;
 	c = cpu() - c;
 	if (r < 0)
 		return die(argv[0], r, &err);
 	if (z)
 		strata_zran_info(z, &info);
+	if (z && argv[6] && (r = strata_zran_write(z, "sha256:bench", AT_FDCWD,
+						    argv[6])) < 0)
+		return die(argv[6], r, NULL);
 	printf("{\"seconds\": %.6f, \"cpu\": %.6f, \"points\": %llu}\n", t,
 	       c, (unsigned long long)info.n_points);
 	strata_zran_free(z);
@@ -270,7 +277,7 @@ int main(int argc, char **argv)
 		return cmd_index(argv + 2) ? 1 : 0;
 	if (argc == 3 && !strcmp(argv[1], "plain"))
 		return cmd_plain(argv + 2);
-	if (argc == 8 && !strcmp(argv[1], "unpack"))
+	if ((argc == 8 || argc == 9) && !strcmp(argv[1], "unpack"))
 		return cmd_unpack(argv + 2);
 	if (argc == 4 && !strcmp(argv[1], "read"))
 		return cmd_read(argv + 2);
