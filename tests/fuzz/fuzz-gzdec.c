@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The gzip decoder of the unpack pass (store/layer/gzdec.c: ISA-L's inflate,
- * with access points found by feeding it slices and checked with zlib),
- * against zlib's own inflate of the same bytes: the input is a gzip
+ * with access points where it stops inside a block header, checked with
+ * zlib), against zlib's own inflate of the same bytes: the input is a gzip
  * stream (one or more members), fed to the decoder in slices whose size
  * the first byte picks, with access points recorded every 1 KiB.
  *
