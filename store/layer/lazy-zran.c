@@ -285,8 +285,11 @@ static int stream_pass(struct strata_image *img, const struct strata_layer *l,
 		return strata_err_set(err, r, "%s", perr.msg);
 	strata_blob_relpath(l->digest, rel, sizeof(rel));
 	/* the store's blobs are synced when stored */
-	if (linkat(img->blobs_fd, rel, dest, "blob", 0) == 0)
-		return strata_write_atomic(dest, STRATA_LZR_SYNCED, "", 0, 0644);
+	if (linkat(img->blobs_fd, rel, dest, "blob", 0) == 0) {
+		r = strata_write_atomic(dest, STRATA_LZR_SYNCED, "", 0, 0644);
+		return r < 0 ? strata_err_set(err, r, "layer %s: cache: %s",
+					      l->digest, strerror(-r)) : 0;
+	}
 	in = openat(img->blobs_fd, rel, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	out = openat(dest, "blob", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
 		     0444);

@@ -530,9 +530,10 @@ GZ_OPTS = "prefetch=0,tls_verify=false,creds=" + ":".join(CREDS)
 
 def test_gzip_from_registry_is_lazy(lreg, greg, daemon, store, tmp_path):
     """The gzip layer is live after the pass over its download: a .zran
-    entry holding the blob, no unpacked layer, no file filled; the tree
-    and bytes equal umoci unpack's; the registry stopped, every read is
-    served from the local blob."""
+    entry holding the blob (the store's stored blob, synced when stored,
+    so marked blob.synced: no hash again after a reboot), no unpacked
+    layer, no file filled; the tree and bytes equal umoci unpack's; the
+    registry stopped, every read is served from the local blob."""
     mnt = tmp_path / "m"
     daemon.start(gzip_ref(lreg), mnt, opts=GZ_OPTS)
     dirs = lazy_dirs(store)
@@ -540,6 +541,7 @@ def test_gzip_from_registry_is_lazy(lreg, greg, daemon, store, tmp_path):
         [greg.replace(":", "-") + ".zran"], dirs
     assert (dirs[0] / "blob").stat().st_size == \
         (lreg.orig / "blobs/sha256" / greg.split(":")[1]).stat().st_size
+    assert (dirs[0] / "blob.synced").exists()
     sha = Path(store) / "layers" / "sha256"
     assert not sha.exists() or not any(sha.iterdir())
     assert filled(store) == 0
