@@ -132,8 +132,10 @@ static int copy_blob(int blobfd, int dest, int64_t size, int *copy,
 	int r;
 
 	*map = NULL;
+	/* writable until run_pass() has marked it: a user may not set a
+	 * user xattr on a file it cannot write */
 	*copy = openat(dest, "blob", O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC,
-		       0444);
+		       0600);
 	if (*copy < 0)
 		return -errno;
 	r = strata_copy_data(blobfd, *copy, (off_t)size);
@@ -246,6 +248,9 @@ static int run_pass(const struct strata_layer *l, int blobfd, bool stream,
 			r = strata_err_set(err, r, "layer %s: cache: %s",
 					   l->digest, strerror(-r));
 	}
+	if (r == 0 && copy >= 0 && fchmod(copy, 0444) < 0)
+		r = strata_err_set(err, -errno, "layer %s: cache: %s",
+				   l->digest, strerror(errno));
 out:
 	if (map)
 		munmap(map, (size_t)l->size);

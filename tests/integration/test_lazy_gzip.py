@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (STRATAFS, assert_same_as_umoci, make_tar, run,
+from conftest import (STRATAFS, as_uid, assert_same_as_umoci, make_tar, run,
                       tar_dir, tar_file, unmount, write_blob, _json_bytes)
 from test_lazy import (Daemon, busybox_steps, second_steps, filled,
                        lazy_dirs, zstd, zstd_each)
@@ -322,3 +322,39 @@ def test_blob_torn_by_a_crash_read_again(raw_tar, daemon, store, tmp_path,
     assert (entry / "blob.synced").exists()
     for name in names[20:40]:
         assert (tmp_path / "m3" / name).read_bytes() == want[name], name
+
+
+def test_user_store_blob_marked_too(raw_tar, open_dir, dev_fuse_open, mount,
+                                    tmp_path):
+    """nobody mounts a gzip layout into nobody's own store: the blob copy
+    ends read-only (0444) as root's does, and carries the boot mark too
+    (set before it is made read-only: a user may not set a user xattr on a
+    file it cannot write), so a user's mount does not wait on the disk
+    for it either. The files read as nobody equal tarfile's."""
+    nobody = 65534
+    want = tar_files(raw_tar)
+    blob = run_gzip(raw_tar)
+    home = open_dir / "home"
+    (home / "mnt").mkdir(parents=True)
+    for p in (home, home / "mnt"):
+        os.chown(p, nobody, nobody)
+    ref = layout_of(open_dir / "img", blob,
+                    "sha256:" + hashlib.sha256(raw_tar).hexdigest(), "gzip")
+    env = dict(os.environ, HOME=str(home), STRATA_ROOT=str(home / "store"))
+    env.pop("XDG_DATA_HOME", None)
+    mnt = mount(ref, mnt=home / "mnt", opts="lazy=all,prefetch=0", env=env,
+                preexec_fn=as_uid(nobody))
+    [entry] = lazy_dirs(home / "store")
+    st = (entry / "blob").stat()
+    assert (st.st_uid, st.st_mode & 0o7777) == (nobody, 0o444)
+    assert os.getxattr(entry / "blob", "user.strata.checked")
+    assert not (entry / "blob.synced").exists()
+    names = sorted(want)[:15]
+    r = run(["/usr/bin/python3", "-c",
+             "import hashlib, sys\n"
+             "for n in sys.argv[2:]:\n"
+             "    print(hashlib.sha256(open(sys.argv[1] + '/' + n, 'rb')"
+             ".read()).hexdigest())", mnt, *names],
+            preexec_fn=as_uid(nobody))
+    assert r.stdout.split() == [hashlib.sha256(want[n]).hexdigest()
+                                for n in names]
