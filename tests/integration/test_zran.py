@@ -121,7 +121,8 @@ def test_damaged_index_refused(blobs, tmp_path):
     assert r.returncode == 1 and "not a strata access point index" in r.stderr
 
 
-@pytest.mark.parametrize("name", ["gzip -6", "gzip -1", "gzip -9, two members"])
+@pytest.mark.parametrize("name", ["gzip -6", "gzip -1",
+                                  "gzip -9, two members"])
 def test_pass_points_equal_the_tools_output(blobs, name, tmp_path):
     """The points the metadata pass records with its own decoder
     (gzdec.c: ISA-L, which stops at block boundaries only when its input
