@@ -43,6 +43,9 @@ struct strata_hasher;	/* streaming sha256 or sha512 */
 int strata_hasher_new(const char *digest, struct strata_hasher **out);
 int strata_hasher_new_alg(const char *alg, struct strata_hasher **out);
 void strata_hasher_update(struct strata_hasher *h, const void *buf, size_t n);
+/* Feed all of @fd (pread from 0 to its end) to @h. Return: 0 or negative
+ * errno. */
+int strata_hash_fd(struct strata_hasher *h, int fd);
 /* Write "alg:hex" into @out (STRATA_DIGEST_MAX bytes). */
 void strata_hasher_final(struct strata_hasher *h, char *out);
 void strata_hasher_free(struct strata_hasher *h);

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/evp.h>
 
@@ -151,4 +152,28 @@ void strata_sha256(const void *buf, size_t n, char *out)
 	strata_hasher_update(h, buf, n);
 	strata_hasher_final(h, out);
 	strata_hasher_free(h);
+}
+
+/* 256 KiB: a read each is cheap next to the hashing (pread of 207 MB took
+ * 0.150 s at 64 KiB, 0.139 s at 256 KiB); a 1 MiB buffer, freshly mapped
+ * at each call, was 256 page faults. */
+#define HASH_FD_BUF (256u << 10)
+
+int strata_hash_fd(struct strata_hasher *h, int fd)
+{
+	cleanup_free unsigned char *buf = malloc(HASH_FD_BUF);
+	off_t off = 0;
+	ssize_t n;
+
+	if (!buf)
+		return -ENOMEM;
+	while ((n = pread(fd, buf, HASH_FD_BUF, off)) != 0) {
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		strata_hasher_update(h, buf, (size_t)n);
+		off += n;
+	}
+	return 0;
 }

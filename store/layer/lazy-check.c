@@ -32,7 +32,6 @@
 #include "lazy.h"
 
 #define CHECKED_XATTR "user.strata.checked"
-#define HASH_BUF (64u << 10)
 
 static char boot[64];
 static pthread_once_t boot_once = PTHREAD_ONCE_INIT;
@@ -56,26 +55,6 @@ const char *strata_boot_id(void)
 {
 	pthread_once(&boot_once, boot_read);
 	return boot;
-}
-
-int strata_hash_fd(struct strata_hasher *h, int fd)
-{
-	/* small: a fresh 1 MiB mapping a call was 256 page faults */
-	cleanup_free unsigned char *buf = malloc(HASH_BUF);
-	off_t off = 0;
-	ssize_t n;
-
-	if (!buf)
-		return -ENOMEM;
-	while ((n = pread(fd, buf, HASH_BUF, off)) != 0) {
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		strata_hasher_update(h, buf, (size_t)n);
-		off += n;
-	}
-	return 0;
 }
 
 int strata_lz_mark(int fd)

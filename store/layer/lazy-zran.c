@@ -151,6 +151,12 @@ static int copy_blob(int blobfd, int dest, int64_t size, int *copy,
 	return 0;
 }
 
+/* Record in entry @dfd that its blob is on disk. */
+static int mark_synced(int dfd)
+{
+	return strata_write_atomic(dfd, STRATA_LZR_SYNCED, "", 0, 0644);
+}
+
 /* Is the entry's blob (@dfd's "blob", if still there) what the pass
  * verified? It is not synced before the mount (run_pass()): in the boot
  * that wrote it, the page cache has its bytes; after a crash, they may
@@ -171,7 +177,7 @@ static int blob_intact(int dfd, const char *digest)
 		return 1;
 	r = strata_lz_verify_digest(fd, digest);
 	if (r == 1 && fsync(fd) == 0)
-		strata_write_atomic(dfd, STRATA_LZR_SYNCED, "", 0, 0644);
+		mark_synced(dfd);
 	return r;
 }
 
@@ -241,9 +247,7 @@ static int run_pass(const struct strata_layer *l, int blobfd, bool stream,
 	 * digest in this boot, and a later boot hashes it again before use
 	 * (blob_intact()). Where the mark cannot be kept, synced here. */
 	if (r == 0 && copy >= 0 && strata_lz_mark(copy) < 0) {
-		r = fsync(copy) < 0 ? -errno
-				    : strata_write_atomic(dest, STRATA_LZR_SYNCED,
-							  "", 0, 0644);
+		r = fsync(copy) < 0 ? -errno : mark_synced(dest);
 		if (r < 0)
 			r = strata_err_set(err, r, "layer %s: cache: %s",
 					   l->digest, strerror(-r));
@@ -291,7 +295,7 @@ static int stream_pass(struct strata_image *img, const struct strata_layer *l,
 	strata_blob_relpath(l->digest, rel, sizeof(rel));
 	/* the store's blobs are synced when stored */
 	if (linkat(img->blobs_fd, rel, dest, "blob", 0) == 0) {
-		r = strata_write_atomic(dest, STRATA_LZR_SYNCED, "", 0, 0644);
+		r = mark_synced(dest);
 		return r < 0 ? strata_err_set(err, r, "layer %s: cache: %s",
 					      l->digest, strerror(-r)) : 0;
 	}
@@ -302,7 +306,7 @@ static int stream_pass(struct strata_image *img, const struct strata_layer *l,
 	if (r == 0 && fsync(out) < 0)
 		r = -errno;
 	if (r == 0)
-		r = strata_write_atomic(dest, STRATA_LZR_SYNCED, "", 0, 0644);
+		r = mark_synced(dest);
 	return r < 0 ? strata_err_set(err, r, "layer %s: cache: storing the "
 				      "blob: %s", l->digest, strerror(-r)) : 0;
 }

@@ -255,8 +255,6 @@ void strata_lazy_free(struct strata_lazy *z);
 
 /* This boot's id ($STRATA_BOOT_ID if set), "" if unknown. */
 const char *strata_boot_id(void);
-/* Feed all of @fd (pread from 0) to @h. Return: 0 or negative errno. */
-int strata_hash_fd(struct strata_hasher *h, int fd);
 /* Mark content file @fd as checked in this boot. Return: 0, or negative
  * errno (no user xattrs there, no boot id). */
 int strata_lz_mark(int fd);

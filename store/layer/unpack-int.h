@@ -19,7 +19,6 @@
 #include "zran.h"
 
 #define BUF_SIZE (1u << 20)
-#define HASH_IO (256u << 10)
 #define NONE UINT32_MAX
 #define PATH_MAX_BYTES 4096
 #define NAME_MAX_BYTES 255
@@ -36,7 +35,7 @@ struct reader {
 	unsigned char *inbuf, *out;
 	const unsigned char *map;	/* or NULL: the blob in memory */
 	uint64_t map_len;
-	pthread_t map_hasher;	/* hashes map into blob_h (map_hashing) */
+	pthread_t map_hasher;	/* hashes fd, the mapped file, into blob_h */
 	bool map_hashing;
 	size_t in_pos, in_len;
 	bool in_eof, stream_end;

@@ -274,23 +274,11 @@ int up_drain(struct reader *rd, const char *sd, struct strata_err *err)
 void *up_hash_map(void *arg)
 {
 	struct reader *r = arg;
-	uint64_t n = r->map_len < r->want_size ? r->map_len : r->want_size;
-	unsigned char *buf = malloc(HASH_IO);
 
-	for (uint64_t off = 0; off < n;) {
-		size_t len = n - off < HASH_IO ? (size_t)(n - off) : HASH_IO;
-		ssize_t got = buf ? pread(r->fd, buf, len, (off_t)off) : -1;
-
-		if (got <= 0) {
-			/* the mapping then: the same pages */
-			strata_hasher_update(r->blob_h, r->map + off,
-					     (size_t)(n - off));
-			break;
-		}
-		strata_hasher_update(r->blob_h, buf, (size_t)got);
-		off += (uint64_t)got;
-	}
-	free(buf);
+	/* the store's copy, exactly the blob's size (lazy-zran.c), read
+	 * with pread: hashing a fresh 200 MB mapping took 0.21 s, against
+	 * 0.14 s. A read that fails leaves the digest wrong: refused. */
+	strata_hash_fd(r->blob_h, r->fd);
 	return NULL;
 }
 
