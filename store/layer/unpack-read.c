@@ -271,14 +271,26 @@ int up_drain(struct reader *rd, const char *sd, struct strata_err *err)
 
 /* A blob in memory is hashed on its own thread, beside the decompression
  * (the blob digest costs about a fifth of a lazy layer's pass). */
+/* the hasher's steps through the mapping */
+#define HASH_STEP (256u << 10)
+
 void *up_hash_map(void *arg)
 {
 	struct reader *r = arg;
+	const unsigned char *m = r->map;
+	uint64_t o;
+	size_t n;
 
-	/* the store's copy, exactly the blob's size (lazy-zran.c), read
-	 * with pread: hashing a fresh 200 MB mapping took 0.21 s, against
-	 * 0.14 s. A read that fails leaves the digest wrong: refused. */
-	strata_hash_fd(r->blob_h, r->fd);
+	/* the store's copy, exactly the blob's size, mapped and populated
+	 * by lazy-zran.c's copy_blob(): hashed where it is mapped, the bytes
+	 * the inflater reads, with no read() to copy them again (207 MB:
+	 * 0.13 s, against 0.15 s with pread into a buffer; an unpopulated
+	 * mapping took 0.21 s, its page faults) */
+	for (o = 0; o < r->map_len; o += n) {
+		n = r->map_len - o < HASH_STEP ? (size_t)(r->map_len - o)
+					       : HASH_STEP;
+		strata_hasher_update(r->blob_h, m + o, n);
+	}
 	return NULL;
 }
 
