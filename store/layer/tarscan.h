@@ -9,9 +9,10 @@
  * as it goes by with Go's rules (reader.go, strconv.go of Go 1.19: numeric
  * fields, checksums, ustar prefix, pax records, GNU long names, the end of
  * the archive) and queues, for each entry, what Go makes of it. unpack.c
- * takes each entry's metadata from this queue, checks that libarchive saw
- * the same entry (name, type, link) at the same place, and refuses the
- * layer where they differ.
+ * takes each entry's metadata from this queue; unpacking in full, it checks
+ * that libarchive saw the same entry (name, type, link) at the same place,
+ * and refuses the layer where they differ. A lazy layer's metadata pass
+ * reads with this scanner alone (unpack.c, read_go_only).
  *
  * Whatever Go's archive/tar refuses (a bad checksum, a numeric field it
  * cannot read, a pax record out of grammar, an extended header over 1 MiB,

@@ -98,6 +98,7 @@ struct tree {
 /* unpack-read.c */
 void up_reader_release(struct reader *rd);
 void *up_hash_map(void *arg);
+ssize_t up_next_chunk(struct reader *r, const void **buf);
 la_ssize_t up_archive_read_cb(struct archive *a, void *ctx,
 			      const void **buf);
 int up_drain(struct reader *rd, const char *sd, struct strata_err *err);

@@ -3,7 +3,8 @@
  * The reader a layer is unpacked through: it counts and hashes the
  * compressed bytes (descriptor size and digest), decompresses them here
  * (gzip through gzdec.c, so the trailer CRC is checked; zstd), hashes the
- * tar (diff_id) and feeds libarchive and the tar watch (tarscan.c).
+ * tar (diff_id) and feeds the tar watch (tarscan.c), and libarchive
+ * where a layer is unpacked in full.
  */
 #include <archive.h>
 #include <archive_entry.h>
@@ -85,9 +86,10 @@ static void fail(struct reader *r, int code, const char *msg)
 	}
 }
 
-/* Produce the next chunk of uncompressed bytes. Return: length, 0 at the
- * end, -1 on error (r->error set). */
-static ssize_t next_chunk(struct reader *r, const void **buf)
+/* Produce the next chunk of uncompressed bytes (hashed for the diff_id,
+ * fed to the tar watch). Return: length, 0 at the end, -1 on error
+ * (r->error set). */
+ssize_t up_next_chunk(struct reader *r, const void **buf)
 {
 	size_t produced = 0;
 
@@ -243,7 +245,7 @@ la_ssize_t up_archive_read_cb(struct archive *a, void *ctx,
 			      const void **buf)
 {
 	struct reader *r = ctx;
-	ssize_t n = next_chunk(r, buf);
+	ssize_t n = up_next_chunk(r, buf);
 
 	if (n < 0) {
 		archive_set_error(a, EIO, "%s", r->msg);
@@ -259,7 +261,7 @@ int up_drain(struct reader *rd, const char *sd, struct strata_err *err)
 {
 	for (;;) {
 		const void *b;
-		ssize_t n = next_chunk(rd, &b);
+		ssize_t n = up_next_chunk(rd, &b);
 
 		if (n == 0)
 			return 0;

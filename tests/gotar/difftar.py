@@ -67,12 +67,14 @@ def read_go(gotar, path, gz):
     return [x for x in lines if x["kind"] == "entry"], lines[-1]
 
 
-def read_strata(lxdump, path, gz, tmpdir):
+def read_strata(lxdump, path, gz, tmpdir, lazy=False):
     """strata's reading: {"ok": True, "entries": [...]} or {"ok": False,
-    "errno": N, "message": str}. A crash or sanitizer report is raised."""
+    "errno": N, "message": str}. A crash or sanitizer report is raised.
+    With @lazy, the metadata pass of a lazy layer (lxdump --lazy)."""
     env = dict(os.environ, TMPDIR=str(tmpdir))
     env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
-    r = subprocess.run([str(lxdump)] + (["--gzip"] if gz else []) + [str(path)],
+    r = subprocess.run([str(lxdump)] + (["--gzip"] if gz else []) +
+                       (["--lazy"] if lazy else []) + [str(path)],
                        capture_output=True, text=True, timeout=120, env=env)
     if r.returncode not in (0, 1) or "Sanitizer" in r.stderr or \
             "runtime error" in r.stderr:
@@ -456,16 +458,17 @@ def _check_message(strata, entry=None):
 
 # ---- one input through both readers ------------------------------------
 
-def check(data, gotar, lxdump, workdir, name="input", refusal_ok=False):
-    """Write @data to @workdir, read it both ways. Return (diffs, go_end,
-    strata)."""
+def check(data, gotar, lxdump, workdir, name="input", refusal_ok=False,
+          lazy=False):
+    """Write @data to @workdir, read it both ways (strata's way: the lazy
+    pass with @lazy). Return (diffs, go_end, strata)."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / name
     path.write_bytes(data)
     gz = is_gzip(data)
     headers, end = read_go(gotar, path, gz)
-    st = read_strata(lxdump, path, gz, workdir)
+    st = read_strata(lxdump, path, gz, workdir, lazy)
     return compare(headers, end, st, refusal_ok), end, st
 
 
@@ -623,7 +626,7 @@ def gzip_variant(rng, tar):
 
 
 def fuzz(seeds, gotar, lxdump, workdir, seconds=None, seed=0, iters=None,
-         on_diff=None):
+         on_diff=None, lazy=False):
     """Mutate @seeds (plain tars) until @seconds pass (None: forever) or
     @iters inputs were tried. For each input the readers disagree on, call
     @on_diff(data, description, diffs) and collect (path, description,
@@ -645,7 +648,7 @@ def fuzz(seeds, gotar, lxdump, workdir, seconds=None, seed=0, iters=None,
             desc.append(d)
         n += 1
         diffs, _, _ = check(data, gotar, lxdump, workdir / "run",
-                            refusal_ok=True)
+                            refusal_ok=True, lazy=lazy)
         if diffs:
             path = Path(str(workdir / f"diff-{n:05d}") +
                         (".tar.gz" if is_gzip(data) else ".tar"))

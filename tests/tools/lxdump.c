@@ -3,7 +3,7 @@
  * lxdump: strata's reading of one layer tar, for the differential test
  * against Go's archive/tar (tests/gotar, test_tar_differential.py).
  *
- *   lxdump [--gzip] FILE
+ *   lxdump [--gzip] [--lazy] FILE
  *
  * Runs the unpacker import uses (strata_unpack_layer) on FILE into a
  * private cache directory under $TMPDIR, opens the index it wrote as
@@ -14,6 +14,13 @@
  * hardlink group. When strata
  * refuses the layer it prints one "error" line (errno and message) and
  * exits 1. Test-only: built by meson, never installed.
+ *
+ * With --lazy, the metadata pass of a lazy layer instead (what stratafs
+ * -o lazy runs, store/layer/lazy-zran.c): the index is Go's reading alone,
+ * no content is written, and each file's content is hashed from the
+ * uncompressed tar at the offset the pass recorded for it, which is where
+ * the mount reads it. A layer the pass leaves to a full unpack (a sparse
+ * file: -EOPNOTSUPP) is unpacked in full, as stratafs does.
  *
  * The unpacker checks the diff_id, which for a gzip layer is the hash of
  * the stream strata decompresses; rather than decompress a second way
@@ -29,8 +36,91 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <zlib.h>
+
 #include "store-internal.h"
 #include "unpack.h"
+
+/* --lazy: where the pass found each content (by content number), and the
+ * uncompressed tar to read it from */
+struct lazy_rec {
+	uint64_t off, size;
+};
+
+static struct lazy_rec *lazy_recs;
+static size_t lazy_n;
+static int lazy_tar = -1;
+
+static int lazy_file(void *ctx, uint32_t id, const char *name,
+		     uint64_t off, uint64_t size)
+{
+	(void)ctx;
+	(void)name;
+	if (id >= lazy_n) {
+		size_t n = (size_t)id * 2 + 16;
+		struct lazy_rec *p = realloc(lazy_recs, n * sizeof(*p));
+
+		if (!p)
+			return -ENOMEM;
+		memset(p + lazy_n, 0, (n - lazy_n) * sizeof(*p));
+		lazy_recs = p;
+		lazy_n = n;
+	}
+	lazy_recs[id].off = off;
+	lazy_recs[id].size = size;
+	return 0;
+}
+
+/* The tar of @fd (gzip when @gz: its members as one stream) in the file
+ * @path, for --lazy. */
+static int lazy_tar_open(int fd, bool gz, const char *path)
+{
+	char buf[65536];
+	cleanup_fd int out = -1;
+	gzFile z;
+	int n;
+
+	if (!gz)
+		return dup(fd);
+	out = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (out < 0 || lseek(fd, 0, SEEK_SET) < 0)
+		return -1;
+	z = gzdopen(dup(fd), "rb");
+	if (!z)
+		return -1;
+	while ((n = gzread(z, buf, sizeof(buf))) > 0)
+		if (strata_write_all(out, buf, (size_t)n) < 0)
+			break;
+	gzclose(z);
+	if (n != 0)	/* the pass refused what zlib cannot read */
+		return -1;
+	n = out;
+	out = -1;
+	return n;
+}
+
+/* Hash @len bytes at @off of the lazy tar. */
+static int hash_range(uint64_t off, uint64_t len, char *out)
+{
+	cleanup_(strata_hasher_freep) struct strata_hasher *h = NULL;
+	char buf[65536];
+	int r = strata_hasher_new_alg("sha256", &h);
+
+	if (r < 0)
+		return r;
+	while (len) {
+		ssize_t n = pread(lazy_tar, buf, len < sizeof(buf) ?
+				  (size_t)len : sizeof(buf), (off_t)off);
+
+		if (n <= 0)
+			return -EIO;
+		strata_hasher_update(h, buf, (size_t)n);
+		off += (uint64_t)n;
+		len -= (uint64_t)n;
+	}
+	strata_hasher_final(h, out);
+	return 0;
+}
 
 /* Bytes as the Go reader prints them: printable ASCII but '\' as is,
  * others \xNN (written as a JSON string, so the backslash doubles). */
@@ -172,6 +262,10 @@ static int dump_entry(struct dump *d, uint32_t i, const char *path)
 		printf(",\"size\":%llu", (unsigned long long)e->size);
 		if (e->size > MAX_HASHED) {
 			strcpy(sum, "sha256:skipped");
+		} else if (e->a && lazy_tar >= 0) {
+			if (e->a >= lazy_n || lazy_recs[e->a].size != e->size ||
+			    hash_range(lazy_recs[e->a].off, e->size, sum) < 0)
+				return -EIO;
 		} else if (e->a) {
 			snprintf(fname, sizeof(fname), "%u", e->a);
 			fd = openat(strata_lx_datafd(d->lx), fname,
@@ -258,7 +352,7 @@ static int dump_index(struct strata_store *st, const char *diff_id)
 
 /* Unpack @file into a fresh layers/<diff_id> of @st. */
 static int unpack(struct strata_store *st, int fd, int64_t size,
-		  const char *digest, const char *diff_id, bool gz,
+		  const char *digest, const char *diff_id, bool gz, bool lazy,
 		  struct strata_err *err)
 {
 	char rel[STRATA_DIGEST_MAX + 16];
@@ -283,10 +377,15 @@ static int unpack(struct strata_store *st, int fd, int64_t size,
 	job.dest_fd = dest;
 	job.max_bytes = 64ull << 30;	/* import's defaults (cache.c) */
 	job.max_entries = 16u << 20;
+	job.copy_fd = -1;
+	if (lazy) {
+		job.lazy_file = lazy_file;
+		job.diff_id_later = true;
+	}
 	return strata_unpack_layer(&job, err);
 }
 
-static int run(const char *file, bool gz, const char *tmp)
+static int run(const char *file, bool gz, bool lazy, const char *tmp)
 {
 	struct strata_store st = { .root = (char *)tmp, .layers_fd = -1 };
 	struct strata_err err = { 0 };
@@ -306,13 +405,35 @@ static int run(const char *file, bool gz, const char *tmp)
 		return 2;
 	}
 	strcpy(diff_id, digest);
-	r = unpack(&st, fd, sb.st_size, digest, diff_id, gz, &err);
+	if (lazy) {
+		r = unpack(&st, fd, sb.st_size, digest, diff_id, gz, true,
+			   &err);
+		if (r == 0) {
+			char tar[4200];
+
+			snprintf(tar, sizeof(tar), "%s/lazy.tar", tmp);
+			lazy_tar = lazy_tar_open(fd, gz, tar);
+			if (lazy_tar < 0) {
+				perror("lxdump: the tar for --lazy");
+				return 2;
+			}
+			goto dump;
+		}
+		if (r != -EOPNOTSUPP)
+			goto dump;
+		/* as stratafs: unpacked in full instead */
+		strata_rmtree_at(st.layers_fd, "sha256");
+		memset(&err, 0, sizeof(err));
+	}
+	r = unpack(&st, fd, sb.st_size, digest, diff_id, gz, false, &err);
 	p = strstr(err.msg, "uncompressed content hashes to sha256:");
 	if (r == -EBADMSG && gz && p && strstr(err.msg, "diff_id mismatch")) {
 		snprintf(diff_id, sizeof(diff_id), "%.71s", strstr(p, "sha256:"));
 		memset(&err, 0, sizeof(err));
-		r = unpack(&st, fd, sb.st_size, digest, diff_id, gz, &err);
+		r = unpack(&st, fd, sb.st_size, digest, diff_id, gz, false,
+			   &err);
 	}
+dump:
 	if (r == 0)
 		r = dump_index(&st, diff_id);
 	else {
@@ -328,15 +449,19 @@ int main(int argc, char **argv)
 {
 	const char *base = getenv("TMPDIR");
 	char tmp[4096];
-	bool gz = false;
+	bool gz = false, lazy = false;
 	int rc, i = 1;
 
-	if (argc > 1 && !strcmp(argv[1], "--gzip")) {
-		gz = true;
-		i++;
+	for (; i < argc && argv[i][0] == '-'; i++) {
+		if (!strcmp(argv[i], "--gzip"))
+			gz = true;
+		else if (!strcmp(argv[i], "--lazy"))
+			lazy = true;
+		else
+			break;
 	}
 	if (argc != i + 1) {
-		fprintf(stderr, "usage: lxdump [--gzip] FILE\n");
+		fprintf(stderr, "usage: lxdump [--gzip] [--lazy] FILE\n");
 		return 2;
 	}
 	snprintf(tmp, sizeof(tmp), "%s/lxdump.XXXXXX", base ? base : "/tmp");
@@ -344,7 +469,10 @@ int main(int argc, char **argv)
 		perror("mkdtemp");
 		return 2;
 	}
-	rc = run(argv[i], gz, tmp);
+	rc = run(argv[i], gz, lazy, tmp);
+	if (lazy_tar >= 0)
+		close(lazy_tar);
+	free(lazy_recs);
 	strata_rmtree_at(AT_FDCWD, tmp);
 	fflush(stdout);
 	return rc;
