@@ -918,11 +918,13 @@ int strata_export(struct strata_store *st, const struct strata_export_opts *o,
 		  uint64_t *bytes, struct strata_err *err);
 
 /*
- * Copy the first @size bytes of @in to @out (both at their file offset):
+ * Copy bytes @off to @off + @len of @in to the same place in @out:
  * copy_file_range (a reflink where the filesystem shares extents), else
  * sendfile, else a buffer (store/base/fsutil.c). Return: 0, -EIO when @in is
  * shorter, or negative errno.
  */
+int strata_copy_range(int in, int out, off_t off, off_t len);
+/* The first @size bytes: strata_copy_range(@in, @out, 0, @size). */
 int strata_copy_data(int in, int out, off_t size);
 
 #endif

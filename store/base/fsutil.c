@@ -275,14 +275,15 @@ int strata_rmtree_at(int dirfd, const char *name)
 	return r;
 }
 
-int strata_copy_data(int in, int out, off_t size)
+int strata_copy_range(int in, int out, off_t off, off_t len)
 {
 	off_t done = 0;
 	char *buf = NULL;
 
-	while (done < size) {
-		ssize_t k = copy_file_range(in, NULL, out, NULL,
-					    (size_t)(size - done), 0);
+	while (done < len) {
+		loff_t io = off + done, oo = off + done;
+		ssize_t k = copy_file_range(in, &io, out, &oo,
+					    (size_t)(len - done), 0);
 
 		if (k < 0 && (errno == EXDEV || errno == ENOSYS ||
 			      errno == EOPNOTSUPP || errno == EINVAL))
@@ -290,18 +291,18 @@ int strata_copy_data(int in, int out, off_t size)
 		if (k < 0)
 			return -errno;
 		if (k == 0)
-			return done == size ? 0 : -EIO;
+			return -EIO;
 		done += k;
 	}
-	if (done == size)
+	if (done == len)
 		return 0;
 	/* another filesystem: copy in the kernel (splice), not through a
 	 * buffer here */
-	while (done < size && lseek(out, done, SEEK_SET) == done) {
-		off_t pos = done;
+	while (done < len && lseek(out, off + done, SEEK_SET) == off + done) {
+		off_t pos = off + done;
 		ssize_t k = sendfile(out, in, &pos,
-				     (size_t)(size - done) < (1u << 30)
-				     ? (size_t)(size - done) : (1u << 30));
+				     (size_t)(len - done) < (1u << 30)
+				     ? (size_t)(len - done) : (1u << 30));
 
 		if (k < 0 && (errno == EINVAL || errno == ENOSYS))
 			break;
@@ -311,13 +312,15 @@ int strata_copy_data(int in, int out, off_t size)
 			return -EIO;
 		done += k;
 	}
-	if (done == size)
+	if (done == len)
 		return 0;
 	buf = malloc(1 << 20);
 	if (!buf)
 		return -ENOMEM;
-	while (done < size) {
-		ssize_t k = pread(in, buf, 1 << 20, done), o = 0;
+	while (done < len) {
+		size_t want = (size_t)(len - done) < (1u << 20)
+			      ? (size_t)(len - done) : 1u << 20;
+		ssize_t k = pread(in, buf, want, off + done), o = 0;
 
 		if (k <= 0) {
 			free(buf);
@@ -325,7 +328,7 @@ int strata_copy_data(int in, int out, off_t size)
 		}
 		while (o < k) {
 			ssize_t wr = pwrite(out, buf + o, (size_t)(k - o),
-					    done + o);
+					    off + done + o);
 
 			if (wr < 0) {
 				free(buf);
@@ -337,4 +340,9 @@ int strata_copy_data(int in, int out, off_t size)
 	}
 	free(buf);
 	return 0;
+}
+
+int strata_copy_data(int in, int out, off_t size)
+{
+	return strata_copy_range(in, out, 0, size);
 }

@@ -35,6 +35,8 @@ struct reader {
 	unsigned char *inbuf, *out;
 	const unsigned char *map;	/* or NULL: the blob in memory */
 	uint64_t map_len;
+	int (*map_wait)(void *ctx, uint64_t end);	/* unpack.h */
+	void *map_wait_ctx;
 	pthread_t map_hasher;	/* hashes fd, the mapped file, into blob_h */
 	bool map_hashing;
 	size_t in_pos, in_len;

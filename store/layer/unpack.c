@@ -997,6 +997,8 @@ int strata_unpack_layer(const struct strata_unpack_job *job,
 	}
 	rd.map = job->map;
 	rd.map_len = job->map_len;
+	rd.map_wait = job->map_wait;
+	rd.map_wait_ctx = job->map_wait_ctx;
 	rd.inbuf = malloc(BUF_SIZE);
 	rd.out = malloc(BUF_SIZE);
 	if (!rd.inbuf || !rd.out) {

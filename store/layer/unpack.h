@@ -35,6 +35,12 @@ struct strata_unpack_job {
 	 * unused), read in place instead of read() into a buffer */
 	const void *map;
 	uint64_t map_len;
+	/* or NULL: the mapped bytes are still arriving (the store's copy
+	 * being made, lazy-zran.c): before reading up to byte @end of the
+	 * map, the reader calls map_wait, which returns once they are there
+	 * (0) or will never be (a negative errno) */
+	int (*map_wait)(void *ctx, uint64_t end);
+	void *map_wait_ctx;
 	/* the uncompressed stream is not hashed: the caller checks the
 	 * diff_id later (a lazy layer's fill, lazy-zran.c) */
 	bool diff_id_later;

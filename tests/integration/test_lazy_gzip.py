@@ -14,6 +14,7 @@ import json
 import os
 import random
 import signal
+import subprocess
 import tarfile
 import time
 from pathlib import Path
@@ -358,3 +359,38 @@ def test_user_store_blob_marked_too(raw_tar, open_dir, dev_fuse_open, mount,
             preexec_fn=as_uid(nobody))
     assert r.stdout.split() == [hashlib.sha256(want[n]).hexdigest()
                                 for n in names]
+
+
+@pytest.fixture
+def small_store(store):
+    """The test store on a 6 MiB tmpfs, unmounted after the test (after
+    the mount fixture's finalizer, which is set up later)."""
+    store.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m,mode=0755",
+                    "tmpfs", str(store)], check=True)
+    yield store
+    subprocess.run(["umount", "-l", str(store)], check=False)
+
+
+def test_store_full_while_copying(small_store, tmp_path):
+    """The store's copy of the blob is made while the pass reads it: when
+    the store fills up halfway through the copy, the pass (which waits for
+    the copy) and the hash thread stop, the mount fails naming the layer
+    and the cause, within the timeout, and no cache entry is left."""
+    raw = make_tar([tar_dir("d"), tar_file("d/a", os.urandom(12 << 20))])
+    blob = compress(raw, "gzip")
+    ref = layout_of(tmp_path / "img", blob,
+                    "sha256:" + hashlib.sha256(raw).hexdigest(), "gzip")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    try:
+        r = subprocess.run([str(STRATAFS), "-o", "lazy=all", ref, str(mnt)],
+                           capture_output=True, text=True, timeout=120)
+    finally:
+        unmount(mnt)
+    assert r.returncode != 0, r
+    short = hashlib.sha256(blob).hexdigest()[:12]
+    assert f"layer sha256:{short}: cache: copying the blob" in r.stderr, \
+        r.stderr
+    assert "copying the blob: No space left on device" in r.stderr, r.stderr
+    assert lazy_dirs(small_store) == []
