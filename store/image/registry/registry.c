@@ -424,7 +424,24 @@ struct pull {
 	bool started;
 	int ret;
 	struct strata_err err;
+	uint64_t flushed;		/* writeback started up to here */
 };
+
+/* Writeback of a download is started every WRITEBACK_STEP bytes as they
+ * arrive (sync_file_range, which does not wait), so the fsync before the
+ * blob is stored waits for the last step, not for the whole blob: the
+ * bench image's 217 MB layer waited 0.6 s in that fsync, its mount with
+ * it. Where the call is refused, the fsync does it all, as before. */
+#define WRITEBACK_STEP (8u << 20)
+
+static void start_writeback(struct pull *p, uint64_t end)
+{
+	if (end - p->flushed < WRITEBACK_STEP)
+		return;
+	sync_file_range(p->file, (off_t)p->flushed,
+			(off_t)(end - p->flushed), SYNC_FILE_RANGE_WRITE);
+	p->flushed = end;
+}
 
 static int send_all(int sock, const void *buf, size_t n)
 {
@@ -458,6 +475,7 @@ static int pull_write(struct strata_reg_sink *s, const void *buf, size_t n)
 				      "writing %s: %s", p->partial,
 				      strerror(errno ? errno : EIO));
 	strata_hasher_update(p->h, buf, n);
+	start_writeback(p, s->offset + n);
 	if (p->sock >= 0) {
 		r = send_all(p->sock, buf, n);
 		if (r < 0)
