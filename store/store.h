@@ -267,10 +267,13 @@ enum strata_compression {
 /*
  * Where layer blobs that are not in blobs_fd come from (a registry).
  * open() starts fetching @l into the store and returns an fd delivering
- * its bytes from the start (the fetch verifies and stores them; the
- * reader verifies what it reads too); finish() waits for that fetch
- * after the reader closed the fd, @reader_ret being the reader's status,
- * and returns the fetch's. fetch() stores @l without a reader.
+ * its bytes from the start; finish() waits for that fetch after the
+ * reader closed the fd, @reader_ret being the reader's status, and
+ * returns the fetch's. It returns 0 only when the bytes delivered hash to
+ * @l's digest (a registry's fetch hashes what it sends; dir: delivers the
+ * store's copy, verified as it was stored), so a reader whose result is
+ * kept only after finish() need not hash them again (lazy-zran.c,
+ * stream_pass()). fetch() stores @l without a reader.
  */
 struct strata_blob_source {
 	int (*open)(struct strata_blob_source *s, const struct strata_layer *l,

@@ -338,6 +338,9 @@ static int run_pass(const struct strata_layer *l, int blobfd, bool stream,
 			.map_wait_ctx = &bc,
 			/* the fill hashes the stream (lazy-fill.c) */
 			.diff_id_later = true,
+			/* a download: the blob source hashes what it sends,
+			 * and stream_pass() keeps nothing unless it matched */
+			.digest_checked = stream,
 			.progress = pg->cb, .progress_ctx = pg->ctx,
 		};
 

@@ -76,7 +76,7 @@ static int fill_input(struct reader *r)
 			 "longer", (unsigned long long)r->want_size);
 		return -1;
 	}
-	if (!r->map_hashing)
+	if (!r->map_hashing && r->blob_h)
 		strata_hasher_update(r->blob_h, r->in, (size_t)n);
 	if (r->copy_fd >= 0 &&
 	    strata_write_all(r->copy_fd, r->in, (size_t)n) < 0) {

@@ -1015,7 +1015,11 @@ int strata_unpack_layer(const struct strata_unpack_job *job,
 		strata_hasher_free(rd.diff_h);
 		rd.diff_h = NULL;
 	}
-	if (rd.map && rd.map_len &&
+	if (job->digest_checked) {
+		strata_hasher_free(rd.blob_h);
+		rd.blob_h = NULL;
+	}
+	if (rd.map && rd.map_len && rd.blob_h &&
 	    pthread_create(&rd.map_hasher, NULL, up_hash_map, &rd) == 0)
 		rd.map_hashing = true;
 	u.datafd = openat(job->dest_fd, "data", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -1039,8 +1043,9 @@ int strata_unpack_layer(const struct strata_unpack_job *job,
 		goto out;
 	}
 	up_map_hash_join(&rd);
-	strata_hasher_final(rd.blob_h, got);
-	if (strcmp(got, job->digest)) {
+	if (rd.blob_h)
+		strata_hasher_final(rd.blob_h, got);
+	if (rd.blob_h && strcmp(got, job->digest)) {
 		r = strata_err_set(err, -EBADMSG, "layer %s: digest mismatch: "
 				   "content hashes to %s", job->digest, got);
 		goto out;

@@ -44,6 +44,11 @@ struct strata_unpack_job {
 	/* the uncompressed stream is not hashed: the caller checks the
 	 * diff_id later (a lazy layer's fill, lazy-zran.c) */
 	bool diff_id_later;
+	/* the blob is not hashed either: whoever delivers its bytes on
+	 * blob_fd has checked, or checks before the caller uses the result,
+	 * that they hash to the digest (a registry's download, which hashes
+	 * what it sends: lazy-zran.c, stream_pass()) */
+	bool digest_checked;
 };
 
 /*

@@ -889,7 +889,9 @@ class Proxy(http.server.ThreadingHTTPServer):
     "cut" (half the body, then close), "cut-ignore-range" (cut, and the
     next request for the path is sent upstream without its Range),
     "stall" (half, then silence), "429", "500", "flip" (one byte
-    changed), "long" (body + 100 bytes), "redirect" (307 to
+    changed), "flip-mtime" (byte 4 changed: in a gzip blob, its header's
+    MTIME, so the stream still inflates to the same tar), "long" (body +
+    100 bytes), "redirect" (307 to
     self.other + path), "no-range" (sent upstream without its Range:
     a 200 with the whole blob, as a server ignoring Range answers).
     Blob requests in flight are counted (inflight, max_inflight, under
@@ -993,6 +995,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         if action == "flip" and body:
             body = body[:len(body) // 2] + bytes([body[len(body) // 2] ^ 1]) \
                 + body[len(body) // 2 + 1:]
+        if action == "flip-mtime" and len(body) > 4:
+            body = body[:4] + bytes([body[4] ^ 0x40]) + body[5:]
         if action == "long":
             body = body + b"x" * 100
         if action == "huge":

@@ -573,6 +573,32 @@ def test_gzip_from_registry_wrong_digest_refused(lreg, greg, store,
     assert lazy_dirs(store) == []
 
 
+def test_gzip_from_registry_sound_stream_wrong_digest(lreg, greg, store,
+                                                     tmp_path):
+    """The blob's gzip header changed (its MTIME): the stream inflates to
+    the same tar, so only the download's digest check can refuse it (the
+    pass does not hash a registry's bytes a second time). The mount fails
+    naming the blob and the mismatch; nothing is kept, in the lazy cache
+    or in blobs/."""
+    lreg.px.faults += [(lambda p, n: p.endswith("/blobs/" + greg),
+                        "flip-mtime")] * 4
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    try:
+        r = subprocess.run([str(STRATAFS), "-o", GZ_OPTS, gzip_ref(lreg),
+                            str(mnt)], capture_output=True, text=True,
+                           timeout=120)
+    finally:
+        unmount(mnt)
+    assert r.returncode != 0
+    assert f"{greg}: digest mismatch" in r.stderr, r.stderr
+    assert lazy_dirs(store) == []
+    algo, hexd = greg.split(":")
+    blobs = store / "images" / "blobs" / algo
+    assert blobs.is_dir()  # the manifest and config were stored
+    assert not (blobs / hexd).exists()
+
+
 def test_gzip_from_registry_lazy0_unpacks(lreg, greg, daemon, store,
                                           tmp_path):
     """-o lazy=0: the gzip layer is pulled and unpacked in full (no lazy
