@@ -554,20 +554,26 @@ def test_gzip_from_registry_is_lazy(lreg, greg, daemon, store, tmp_path):
         assert lreg.reg.start()
 
 
+def mount_gzip_refused(lreg, tmp_path):
+    """stratafs on the registry's gzip image, expected to fail (a mount
+    made anyway is undone): its CompletedProcess."""
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    try:
+        return subprocess.run([str(STRATAFS), "-o", GZ_OPTS,
+                               gzip_ref(lreg), str(mnt)],
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        unmount(mnt)
+
+
 def test_gzip_from_registry_wrong_digest_refused(lreg, greg, store,
                                                  tmp_path):
     """The registry's blob with one byte changed: the mount fails before
     it is live, naming the blob; no lazy entry is published."""
     lreg.px.faults += [(lambda p, n: p.endswith("/blobs/" + greg),
                         "flip")] * 4
-    mnt = tmp_path / "m"
-    mnt.mkdir()
-    try:
-        r = subprocess.run([str(STRATAFS), "-o", GZ_OPTS, gzip_ref(lreg),
-                            str(mnt)], capture_output=True, text=True,
-                           timeout=120)
-    finally:
-        unmount(mnt)
+    r = mount_gzip_refused(lreg, tmp_path)
     assert r.returncode != 0
     assert greg in r.stderr, r.stderr
     assert lazy_dirs(store) == []
@@ -582,14 +588,7 @@ def test_gzip_from_registry_sound_stream_wrong_digest(lreg, greg, store,
     or in blobs/."""
     lreg.px.faults += [(lambda p, n: p.endswith("/blobs/" + greg),
                         "flip-mtime")] * 4
-    mnt = tmp_path / "m"
-    mnt.mkdir()
-    try:
-        r = subprocess.run([str(STRATAFS), "-o", GZ_OPTS, gzip_ref(lreg),
-                            str(mnt)], capture_output=True, text=True,
-                           timeout=120)
-    finally:
-        unmount(mnt)
+    r = mount_gzip_refused(lreg, tmp_path)
     assert r.returncode != 0
     assert f"{greg}: digest mismatch" in r.stderr, r.stderr
     assert lazy_dirs(store) == []

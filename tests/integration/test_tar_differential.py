@@ -185,25 +185,33 @@ def test_seed_read_like_go(name, gotar, lxdump, tmp_path):
     assert not diffs, report(name, data, diffs)
 
 
-def test_fuzz_bounded(gotar, lxdump, tmp_path):
-    """20 s (by default) of seeded mutations (STRATA_TARFUZZ_SECONDS,
-    STRATA_TARFUZZ_SEED); every differing input is kept in tmp_path and
-    reported with its first headers, grouped by kind of difference."""
+def fuzz_bounded(gotar, lxdump, tmp_path, seed, lazy=False):
+    """The bounded run (STRATA_TARFUZZ_SECONDS) from @seed, over the plain
+    seeds; fails listing every differing input (kept in tmp_path) with
+    its first headers, grouped by kind of difference."""
     plain = [v for v in SEEDS.values()
              if not difftar.is_gzip(v) and len(v) <= 1 << 16]
     n, found = difftar.fuzz(plain, gotar, lxdump, tmp_path,
-                            seconds=FUZZ_SECONDS, seed=FUZZ_SEED)
+                            seconds=FUZZ_SECONDS, seed=seed, lazy=lazy)
     assert n > 0
     groups = defaultdict(list)
     for f in found:
         groups[difftar.signature(f[2])].append(f)
-    lines = [f"{len(found)} of {n} mutated inputs read differently "
-             f"(seed {FUZZ_SEED}), {len(groups)} kinds:"]
+    lines = [f"{len(found)} of {n} mutated inputs read differently"
+             f"{' by the lazy pass' if lazy else ''} (seed {seed}), "
+             f"{len(groups)} kinds:"]
     for sig, fs in sorted(groups.items(), key=lambda g: -len(g[1])):
         path, desc, diffs, hexd = fs[0]
         lines += [f"\n== {len(fs)} x {sig}", f"  e.g. {path} ({desc})",
                   *("  " + d[:300] for d in diffs[:4]), hexd]
     assert not found, "\n".join(lines)
+
+
+def test_fuzz_bounded(gotar, lxdump, tmp_path):
+    """20 s (by default) of seeded mutations (STRATA_TARFUZZ_SECONDS,
+    STRATA_TARFUZZ_SEED); every differing input is kept in tmp_path and
+    reported with its first headers, grouped by kind of difference."""
+    fuzz_bounded(gotar, lxdump, tmp_path, FUZZ_SEED)
 
 
 # ---- the lazy pass: Go's reading alone ----------------------------------
@@ -242,19 +250,4 @@ def test_fuzz_bounded_lazy_pass(gotar, lxdump, tmp_path):
     """The bounded mutation run again (another seed), through the lazy
     pass: a tree read otherwise than Go reads it fails; a refusal passes,
     as in test_fuzz_bounded."""
-    plain = [v for v in SEEDS.values()
-             if not difftar.is_gzip(v) and len(v) <= 1 << 16]
-    n, found = difftar.fuzz(plain, gotar, lxdump, tmp_path,
-                            seconds=FUZZ_SECONDS, seed=FUZZ_SEED + 1,
-                            lazy=True)
-    assert n > 0
-    groups = defaultdict(list)
-    for f in found:
-        groups[difftar.signature(f[2])].append(f)
-    lines = [f"{len(found)} of {n} mutated inputs read differently by the "
-             f"lazy pass (seed {FUZZ_SEED + 1}), {len(groups)} kinds:"]
-    for sig, fs in sorted(groups.items(), key=lambda g: -len(g[1])):
-        path, desc, diffs, hexd = fs[0]
-        lines += [f"\n== {len(fs)} x {sig}", f"  e.g. {path} ({desc})",
-                  *("  " + d[:300] for d in diffs[:4]), hexd]
-    assert not found, "\n".join(lines)
+    fuzz_bounded(gotar, lxdump, tmp_path, FUZZ_SEED + 1, lazy=True)
