@@ -325,6 +325,52 @@ def test_blob_torn_by_a_crash_read_again(raw_tar, daemon, store, tmp_path,
         assert (tmp_path / "m3" / name).read_bytes() == want[name], name
 
 
+NO_USER_XATTRS = r"""
+#include <errno.h>
+#include <stddef.h>
+int fsetxattr(int fd, const char *name, const void *value, size_t size,
+              int flags)
+{
+        (void)fd, (void)name, (void)value, (void)size, (void)flags;
+        errno = ENOTSUP;
+        return -1;
+}
+"""
+
+
+def test_store_without_user_xattrs_syncs_the_copy(raw_tar, daemon, store,
+                                                  tmp_path, monkeypatch):
+    """A store on a filesystem that keeps no user xattrs (every fsetxattr
+    fails with ENOTSUP, by an LD_PRELOAD shim here): the copy of the blob
+    cannot carry the boot mark, so the pass syncs it and records
+    "blob.synced" before the mount goes live. In a later boot the copy is
+    used as it is, without the mark, and the files read equal tarfile's
+    reading."""
+    src, shim = tmp_path / "noxattr.c", tmp_path / "noxattr.so"
+    src.write_text(NO_USER_XATTRS)
+    run(["cc", "-shared", "-fPIC", "-o", shim, src])
+    want = tar_files(raw_tar)
+    names = sorted(want)
+    ref = layout_of(tmp_path / "img", run_gzip(raw_tar),
+                    "sha256:" + hashlib.sha256(raw_tar).hexdigest(), "gzip")
+    monkeypatch.setenv("LD_PRELOAD", str(shim))
+    monkeypatch.setenv("ASAN_OPTIONS", os.environ.get("ASAN_OPTIONS", "") +
+                       ":verify_asan_link_order=0")
+    for boot, mnt in (("boot-one", tmp_path / "m1"),
+                      ("boot-two", tmp_path / "m2")):
+        monkeypatch.setenv("STRATA_BOOT_ID", boot)
+        p = daemon.start(ref, mnt, opts="lazy=all,prefetch=0")
+        [entry] = lazy_dirs(store)
+        assert (entry / "blob.synced").exists()
+        with pytest.raises(OSError):
+            os.getxattr(entry / "blob", "user.strata.checked")
+        for name in names[:20] if boot == "boot-one" else names[20:40]:
+            assert (mnt / name).read_bytes() == want[name], name
+        assert "does not match" not in daemon.log(p)
+        unmount(mnt)
+        p.wait(20)
+
+
 def test_user_store_blob_marked_too(raw_tar, open_dir, dev_fuse_open, mount,
                                     tmp_path):
     """nobody mounts a gzip layout into nobody's own store: the blob copy
