@@ -11,6 +11,7 @@ how many are in flight; the registry restarts with a rotated token key.
 A registry that goes away and returns is in test_lazy.py
 (test_lazy_from_registry)."""
 import base64
+import hashlib
 import http.client
 import json
 import os
@@ -25,8 +26,8 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import (STRATA, STRATAFS, BlobServer, Procs, Proxy, Servers,
-                      TokenServer, assert_same_as_umoci, run, serving_pid,
-                      start_registry, token_signer, unmount)
+                      TokenServer, as_uid, assert_same_as_umoci, run,
+                      serving_pid, start_registry, token_signer, unmount)
 from test_lazy import daemon, filled, lazy_dirs  # noqa: F401 (daemon)
 
 CREDS = ("bob", "t0ken")
@@ -608,3 +609,52 @@ def test_gzip_from_registry_lazy0_unpacks(lreg, greg, daemon, store,
     assert any((Path(store) / "layers" / "sha256").iterdir())
     for name, data in lreg.contents.items():
         assert (mnt / "data" / name).read_bytes() == data, name
+
+
+@pytest.mark.parametrize("kind", ["gzip", "zstd:chunked"])
+def test_user_mount_and_fill_from_registry(kind, lreg, greg, open_dir,
+                                           dev_fuse_open, mount):
+    """uid nobody mounts the registry's image into its own store, the
+    background fill on (prefetch=all): the gzip layer by the pass over its
+    download, the zstd:chunked one by its TOC, then filled from one
+    download of the blob. The fill completes (diff_id recorded, every
+    file filled), the cache entry is nobody's, and every file nobody
+    reads equals the bytes the test wrote."""
+    nobody = 65534
+    home = open_dir / "home"
+    (home / "mnt").mkdir(parents=True)
+    for p in (home, home / "mnt"):
+        os.chown(p, nobody, nobody)
+    env = dict(os.environ, HOME=str(home), STRATA_ROOT=str(home / "store"))
+    env.pop("XDG_DATA_HOME", None)
+    addr = f"127.0.0.1:{lreg.px.server_address[1]}"
+    ref = gzip_ref(lreg) if kind == "gzip" else f"docker://{addr}/l/z:t"
+    digest = greg if kind == "gzip" else lreg.layer
+    lreg.px.log.clear()
+    mnt = mount(ref, mnt=home / "mnt", env=env, preexec_fn=as_uid(nobody),
+                opts="prefetch=all,tls_verify=false,creds=" +
+                ":".join(CREDS))
+    (entry,) = lazy_dirs(home / "store")
+    assert entry.name.endswith(".zran") == (kind == "gzip"), entry
+    for _ in range(1200):
+        if (entry / "diff_id").exists():
+            break
+        time.sleep(0.05)
+    assert (entry / "diff_id").exists()
+    assert len(os.listdir(entry / "data")) == len(lreg.contents)
+    assert entry.stat().st_uid == nobody
+    gets = [h.get("Range") for path, h in lreg.px.log
+            if path.endswith("/blobs/" + digest)]
+    if kind == "gzip":	# downloaded once, whole
+        assert gets == [None], gets
+    else:			# TOC, then the blob once from its start
+        assert [r for r in gets if r.startswith("bytes=0-")], gets
+    names = sorted(lreg.contents)
+    r = run(["/usr/bin/python3", "-c",
+             "import hashlib, sys\n"
+             "for n in sys.argv[2:]:\n"
+             "    print(hashlib.sha256(open(sys.argv[1] + '/data/' + n, "
+             "'rb').read()).hexdigest())", mnt, *names],
+            preexec_fn=as_uid(nobody))
+    assert r.stdout.split() == [hashlib.sha256(lreg.contents[n]).hexdigest()
+                                for n in names]
