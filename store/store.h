@@ -278,6 +278,17 @@ enum strata_compression {
 struct strata_blob_source {
 	int (*open)(struct strata_blob_source *s, const struct strata_layer *l,
 		    void **handle, struct strata_err *err);
+	/* or NULL: open(), but the bytes are delivered in the file the
+	 * fetch writes, returned (read-only use, from offset 0): before
+	 * reading up to byte @end of it, the reader calls *@wait(*@handle,
+	 * @end), which returns 0 once they are written, or the fetch's
+	 * negative errno when it ended short. No copy through a socket:
+	 * the reader may map the file (lazy-zran.c). finish() as for
+	 * open(); a reader_ret < 0 stops the fetch. */
+	int (*open_file)(struct strata_blob_source *s,
+			 const struct strata_layer *l, void **handle,
+			 int (**wait)(void *ctx, uint64_t end),
+			 struct strata_err *err);
 	int (*finish)(struct strata_blob_source *s, void *handle,
 		      int reader_ret, struct strata_err *err);
 	int (*fetch)(struct strata_blob_source *s, const struct strata_layer *l,

@@ -37,6 +37,7 @@ struct reader {
 	uint64_t map_len;
 	int (*map_wait)(void *ctx, uint64_t end);	/* unpack.h */
 	void *map_wait_ctx;
+	const char *map_what;
 	pthread_t map_hasher;	/* hashes fd, the mapped file, into blob_h */
 	bool map_hashing;
 	size_t in_pos, in_len;

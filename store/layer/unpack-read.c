@@ -46,8 +46,8 @@ static int fill_input(struct reader *r)
 
 			if (e < 0) {
 				r->error = e;
-				snprintf(r->msg, sizeof(r->msg), "cache: "
-					 "copying the blob: %s", strerror(-e));
+				snprintf(r->msg, sizeof(r->msg), "%s: %s",
+					 r->map_what, strerror(-e));
 				return -1;
 			}
 		}

@@ -999,6 +999,7 @@ int strata_unpack_layer(const struct strata_unpack_job *job,
 	rd.map_len = job->map_len;
 	rd.map_wait = job->map_wait;
 	rd.map_wait_ctx = job->map_wait_ctx;
+	rd.map_what = job->map_what ? job->map_what : "reading the blob";
 	rd.inbuf = malloc(BUF_SIZE);
 	rd.out = malloc(BUF_SIZE);
 	if (!rd.inbuf || !rd.out) {

@@ -41,6 +41,7 @@ struct strata_unpack_job {
 	 * (0) or will never be (a negative errno) */
 	int (*map_wait)(void *ctx, uint64_t end);
 	void *map_wait_ctx;
+	const char *map_what;	/* what failed when map_wait fails */
 	/* the uncompressed stream is not hashed: the caller checks the
 	 * diff_id later (a lazy layer's fill, lazy-zran.c) */
 	bool diff_id_later;

@@ -658,3 +658,22 @@ def test_user_mount_and_fill_from_registry(kind, lreg, greg, open_dir,
             preexec_fn=as_uid(nobody))
     assert r.stdout.split() == [hashlib.sha256(lreg.contents[n]).hexdigest()
                                 for n in names]
+
+
+def test_gzip_download_cut_for_good(lreg, greg, store, tmp_path,
+                                    monkeypatch):
+    """The pass reads the download's file as the pull writes it: when the
+    registry cuts every answer for the blob halfway (no retry left), the
+    pass, waiting for bytes that never come, stops with the pull; the
+    mount fails within the timeout naming the registry and the blob, and
+    nothing is kept in the lazy cache or in blobs/."""
+    monkeypatch.setenv("STRATA_REGISTRY_RETRIES", "1")
+    lreg.px.faults += [(lambda p, n: p.endswith("/blobs/" + greg),
+                        "cut")] * 8
+    r = mount_gzip_refused(lreg, tmp_path)
+    lreg.px.faults.clear()
+    assert r.returncode != 0
+    assert greg in r.stderr and "registry" in r.stderr, r.stderr
+    assert lazy_dirs(store) == []
+    algo, hexd = greg.split(":")
+    assert not (store / "images" / "blobs" / algo / hexd).exists()

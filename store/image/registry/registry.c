@@ -27,6 +27,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -425,6 +426,13 @@ struct pull {
 	int ret;
 	struct strata_err err;
 	uint64_t flushed;		/* writeback started up to here */
+	/* open_file(): the reader reads the file as it is written */
+	bool file_mode;
+	pthread_mutex_t mu;
+	pthread_cond_t more;
+	_Atomic uint64_t avail;		/* bytes of the file written */
+	bool ended;			/* under mu: ret is set */
+	atomic_bool cancelled;		/* the reader stopped */
 };
 
 /* Writeback of a download is started every WRITEBACK_STEP bytes as they
@@ -461,6 +469,37 @@ static int send_all(int sock, const void *buf, size_t n)
 	return 0;
 }
 
+#define PUBLISH_STEP (1u << 20)
+
+/* The first @end bytes of the file are written: tell open_file()'s
+ * reader. */
+static void publish(struct pull *p, uint64_t end)
+{
+	pthread_mutex_lock(&p->mu);
+	atomic_store_explicit(&p->avail, end, memory_order_release);
+	pthread_cond_broadcast(&p->more);
+	pthread_mutex_unlock(&p->mu);
+}
+
+/* The wait open_file() hands out: are the first @end bytes written?
+ * Return: 0, or the pull's error once it has ended short of @end. */
+static int file_wait(void *ctx, uint64_t end)
+{
+	struct pull *p = ctx;
+	int r = 0;
+
+	if (atomic_load_explicit(&p->avail, memory_order_acquire) >= end)
+		return 0;
+	pthread_mutex_lock(&p->mu);
+	while (atomic_load_explicit(&p->avail, memory_order_acquire) < end &&
+	       !p->ended)
+		pthread_cond_wait(&p->more, &p->mu);
+	if (atomic_load_explicit(&p->avail, memory_order_acquire) < end)
+		r = p->ret < 0 ? p->ret : -EIO;
+	pthread_mutex_unlock(&p->mu);
+	return r;
+}
+
 static int pull_write(struct strata_reg_sink *s, const void *buf, size_t n)
 {
 	struct pull *p = (struct pull *)s;
@@ -476,6 +515,19 @@ static int pull_write(struct strata_reg_sink *s, const void *buf, size_t n)
 				      strerror(errno ? errno : EIO));
 	strata_hasher_update(p->h, buf, n);
 	start_writeback(p, s->offset + n);
+	if (p->file_mode) {
+		uint64_t end = s->offset + n;
+
+		if (atomic_load(&p->cancelled))
+			return strata_err_set(&s->err, -ECANCELED,
+					      "the reader stopped");
+		/* told in steps (a write is some 16 KiB: the reader waits
+		 * for a MiB), and at the end */
+		if (end - atomic_load_explicit(&p->avail,
+					       memory_order_relaxed) >=
+		    PUBLISH_STEP || end == (uint64_t)p->size)
+			publish(p, end);
+	}
 	if (p->sock >= 0) {
 		r = send_all(p->sock, buf, n);
 		if (r < 0)
@@ -519,6 +571,8 @@ static int replay_partial(struct pull *p)
 	}
 	free(buf);
 	p->s.offset = off;
+	if (r == 0 && p->file_mode)
+		publish(p, off);
 	return r;
 }
 
@@ -574,6 +628,12 @@ static void *pull_thread(void *arg)
 	struct pull *p = arg;
 
 	p->ret = pull_run(p);
+	if (p->file_mode) {
+		pthread_mutex_lock(&p->mu);
+		p->ended = true;
+		pthread_cond_broadcast(&p->more);
+		pthread_mutex_unlock(&p->mu);
+	}
 	if (p->sock >= 0) {
 		close(p->sock);	/* the reader sees the end */
 		p->sock = -1;
@@ -591,6 +651,8 @@ static void pull_free(struct pull *p)
 		close(p->lock);
 	if (p->h)
 		strata_hasher_free(p->h);
+	pthread_mutex_destroy(&p->mu);
+	pthread_cond_destroy(&p->more);
 	free(p);
 }
 
@@ -604,6 +666,8 @@ static int pull_new(struct reg_source *src, const struct strata_layer *l,
 	if (!p)
 		return -ENOMEM;
 	p->sock = p->file = p->lock = -1;
+	pthread_mutex_init(&p->mu, NULL);
+	pthread_cond_init(&p->more, NULL);
 	p->src = src;
 	p->s.write = pull_write;
 	p->s.resumable = true;
@@ -666,6 +730,37 @@ static int src_open(struct strata_blob_source *bs, const struct strata_layer *l,
 	return sv[1];
 }
 
+/* open(), the bytes delivered in the file the pull writes (store.h) */
+static int src_open_file(struct strata_blob_source *bs,
+			 const struct strata_layer *l, void **handle,
+			 int (**wait)(void *ctx, uint64_t end),
+			 struct strata_err *err)
+{
+	struct reg_source *src = (struct reg_source *)bs;
+	struct pull *p;
+	int r, fd;
+
+	r = pull_new(src, l, &p, err);
+	if (r < 0)
+		return r;
+	p->file_mode = true;
+	fd = fcntl(p->file, F_DUPFD_CLOEXEC, 3);
+	if (fd < 0) {
+		r = -errno;
+		pull_free(p);
+		return r;
+	}
+	if (pthread_create(&p->thread, NULL, pull_thread, p) != 0) {
+		close(fd);
+		pull_free(p);
+		return -EAGAIN;
+	}
+	p->started = true;
+	*handle = p;
+	*wait = file_wait;
+	return fd;
+}
+
 static int src_finish(struct strata_blob_source *bs, void *handle,
 		      int reader_ret, struct strata_err *err)
 {
@@ -673,6 +768,8 @@ static int src_finish(struct strata_blob_source *bs, void *handle,
 	int r;
 
 	(void)bs;
+	if (reader_ret < 0)	/* a pull into a file is told to stop */
+		atomic_store(&p->cancelled, true);
 	pthread_join(p->thread, NULL);
 	r = p->ret;
 	if (r == -ECANCELED && reader_ret < 0)
@@ -971,6 +1068,7 @@ int strata_registry_resolve(struct strata_store *st,
 	src->max_fetch = st->reg_opts && st->reg_opts->fetchers > 0
 			 ? st->reg_opts->fetchers : STRATA_FETCHERS_DEFAULT;
 	src->base.open = src_open;
+	src->base.open_file = src_open_file;
 	src->base.finish = src_finish;
 	src->base.fetch = src_fetch;
 	src->base.read_range = src_read_range;
