@@ -4,6 +4,10 @@
 #define STRATA_STORE_INTERNAL_H
 
 #include <json-c/json.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
 
 #include "store.h"
 
@@ -93,6 +97,25 @@ int strata_mkdirat_p(int dirfd, const char *path, mode_t mode);
  * for a symlink on the way).
  */
 int strata_open_beneath(int dirfd, const char *path);
+/*
+ * Bytes arriving in order (store/base/arrival.c): one thread writes a file
+ * from its start and says how far it is (advance), then that it ended
+ * (end, with a negative errno if it stopped short); others wait until the
+ * first @end bytes are there (wait: 0, or that errno, -EIO for none).
+ */
+struct strata_arrival {
+	pthread_mutex_t lock;
+	pthread_cond_t more;
+	_Atomic uint64_t have;
+	bool ended;		/* under lock */
+	int error;		/* under lock */
+};
+void strata_arrival_init(struct strata_arrival *a);
+void strata_arrival_destroy(struct strata_arrival *a);
+void strata_arrival_advance(struct strata_arrival *a, uint64_t have);
+void strata_arrival_end(struct strata_arrival *a, int error);
+uint64_t strata_arrival_have(struct strata_arrival *a);
+int strata_arrival_wait(struct strata_arrival *a, uint64_t end);
 /* rm -rf @name below @dirfd, never following symlinks. */
 int strata_rmtree_at(int dirfd, const char *name);
 /* Write all of @buf to @fd. */

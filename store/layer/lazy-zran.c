@@ -60,7 +60,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -141,10 +140,8 @@ struct blob_copy {
 	unsigned char *map;	/* the copy, @size bytes, or NULL */
 	pthread_t thread;
 	bool running;
-	pthread_mutex_t lock;
-	pthread_cond_t more;
-	_Atomic uint64_t copied;	/* bytes in the copy, from the start */
-	int error;		/* under lock: the copy failed */
+	struct strata_arrival copied;	/* bytes in the copy */
+	int error;		/* the copier's, read after the join */
 };
 
 /* a step of the copy: the pass waits for at most this much at its start */
@@ -166,18 +163,10 @@ static void *copier(void *arg)
 		 * older kernels fault the pages in as before) */
 		madvise(c->map + off, (size_t)n, MADV_POPULATE_READ);
 #endif
-		pthread_mutex_lock(&c->lock);
-		atomic_store_explicit(&c->copied, off + n,
-				      memory_order_release);
-		pthread_cond_broadcast(&c->more);
-		pthread_mutex_unlock(&c->lock);
+		strata_arrival_advance(&c->copied, off + n);
 	}
-	if (r < 0) {
-		pthread_mutex_lock(&c->lock);
-		c->error = r;
-		pthread_cond_broadcast(&c->more);
-		pthread_mutex_unlock(&c->lock);
-	}
+	c->error = r;
+	strata_arrival_end(&c->copied, r);
 	return NULL;
 }
 
@@ -185,20 +174,8 @@ static void *copier(void *arg)
 static int copy_wait(void *ctx, uint64_t end)
 {
 	struct blob_copy *c = ctx;
-	int r = 0;
 
-	if (end > c->size)
-		end = c->size;
-	if (atomic_load_explicit(&c->copied, memory_order_acquire) >= end)
-		return 0;
-	pthread_mutex_lock(&c->lock);
-	while (atomic_load_explicit(&c->copied, memory_order_acquire) < end &&
-	       !c->error)
-		pthread_cond_wait(&c->more, &c->lock);
-	if (atomic_load_explicit(&c->copied, memory_order_acquire) < end)
-		r = c->error;
-	pthread_mutex_unlock(&c->lock);
-	return r;
+	return strata_arrival_wait(&c->copied, end < c->size ? end : c->size);
 }
 
 /* Start the store's copy of the blob (@size bytes of @blobfd) as "blob" in
@@ -228,11 +205,9 @@ static int copy_start(int blobfd, int dest, int64_t size, int *copy,
 	c->out = *copy;
 	c->size = (uint64_t)size;
 	c->map = map;
-	pthread_mutex_init(&c->lock, NULL);
-	pthread_cond_init(&c->more, NULL);
+	strata_arrival_init(&c->copied);
 	if (pthread_create(&c->thread, NULL, copier, c) != 0) {
-		pthread_mutex_destroy(&c->lock);
-		pthread_cond_destroy(&c->more);
+		strata_arrival_destroy(&c->copied);
 		munmap(map, (size_t)size);
 		c->map = NULL;
 		return -EAGAIN;
@@ -251,8 +226,7 @@ static int copy_end(struct blob_copy *c)
 		pthread_join(c->thread, NULL);
 		c->running = false;
 		r = c->error;
-		pthread_mutex_destroy(&c->lock);
-		pthread_cond_destroy(&c->more);
+		strata_arrival_destroy(&c->copied);
 	}
 	if (c->map)
 		munmap(c->map, (size_t)c->size);

@@ -561,6 +561,17 @@ def as_uid(uid):
     return become
 
 
+def sha256s_as(uid, root, names):
+    """The sha256 (hex) of each file @root/NAME as user @uid reads it."""
+    r = run(["/usr/bin/python3", "-c",
+             "import hashlib, sys\n"
+             "for n in sys.argv[2:]:\n"
+             "    print(hashlib.sha256(open(sys.argv[1] + '/' + n, 'rb')"
+             ".read()).hexdigest())", root, *names],
+            preexec_fn=as_uid(uid))
+    return r.stdout.split()
+
+
 def tree_as(root, uid):
     """tree(@root) as user @uid sees it (its group too, no others): root
     cannot enter a FUSE mount another user made without allow_other."""

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from conftest import (STRATAFS, as_uid, assert_same_as_umoci, make_tar, run,
-                      tar_dir, tar_file, unmount, write_blob, _json_bytes)
+                      sha256s_as, tar_dir, tar_file, unmount, write_blob,
+                      _json_bytes)
 from test_lazy import (Daemon, busybox_steps, second_steps, filled,
                        lazy_dirs, zstd, zstd_each)
 from test_lazy_trust import wait_for
@@ -397,14 +398,8 @@ def test_user_store_blob_marked_too(raw_tar, open_dir, dev_fuse_open, mount,
     assert os.getxattr(entry / "blob", "user.strata.checked")
     assert not (entry / "blob.synced").exists()
     names = sorted(want)[:15]
-    r = run(["/usr/bin/python3", "-c",
-             "import hashlib, sys\n"
-             "for n in sys.argv[2:]:\n"
-             "    print(hashlib.sha256(open(sys.argv[1] + '/' + n, 'rb')"
-             ".read()).hexdigest())", mnt, *names],
-            preexec_fn=as_uid(nobody))
-    assert r.stdout.split() == [hashlib.sha256(want[n]).hexdigest()
-                                for n in names]
+    assert sha256s_as(nobody, mnt, names) == \
+        [hashlib.sha256(want[n]).hexdigest() for n in names]
 
 
 @pytest.fixture

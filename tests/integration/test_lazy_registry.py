@@ -27,7 +27,8 @@ import pytest
 
 from conftest import (STRATA, STRATAFS, BlobServer, Procs, Proxy, Servers,
                       TokenServer, as_uid, assert_same_as_umoci, run,
-                      serving_pid, start_registry, token_signer, unmount)
+                      serving_pid, sha256s_as, start_registry, token_signer,
+                      unmount)
 from test_lazy import daemon, filled, lazy_dirs  # noqa: F401 (daemon)
 
 CREDS = ("bob", "t0ken")
@@ -650,14 +651,8 @@ def test_user_mount_and_fill_from_registry(kind, lreg, greg, open_dir,
     else:			# TOC, then the blob once from its start
         assert [r for r in gets if r.startswith("bytes=0-")], gets
     names = sorted(lreg.contents)
-    r = run(["/usr/bin/python3", "-c",
-             "import hashlib, sys\n"
-             "for n in sys.argv[2:]:\n"
-             "    print(hashlib.sha256(open(sys.argv[1] + '/data/' + n, "
-             "'rb').read()).hexdigest())", mnt, *names],
-            preexec_fn=as_uid(nobody))
-    assert r.stdout.split() == [hashlib.sha256(lreg.contents[n]).hexdigest()
-                                for n in names]
+    assert sha256s_as(nobody, mnt / "data", names) == \
+        [hashlib.sha256(lreg.contents[n]).hexdigest() for n in names]
 
 
 def test_gzip_download_cut_for_good(lreg, greg, store, tmp_path,

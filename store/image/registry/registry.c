@@ -428,10 +428,7 @@ struct pull {
 	uint64_t flushed;		/* writeback started up to here */
 	/* open_file(): the reader reads the file as it is written */
 	bool file_mode;
-	pthread_mutex_t mu;
-	pthread_cond_t more;
-	_Atomic uint64_t avail;		/* bytes of the file written */
-	bool ended;			/* under mu: ret is set */
+	struct strata_arrival written;	/* bytes of the file */
 	atomic_bool cancelled;		/* the reader stopped */
 };
 
@@ -469,35 +466,14 @@ static int send_all(int sock, const void *buf, size_t n)
 	return 0;
 }
 
+/* open_file()'s reader is told of the bytes written in steps (a write
+ * is some 16 KiB; the pass waits for a MiB at a time), and at the end */
 #define PUBLISH_STEP (1u << 20)
 
-/* The first @end bytes of the file are written: tell open_file()'s
- * reader. */
-static void publish(struct pull *p, uint64_t end)
-{
-	pthread_mutex_lock(&p->mu);
-	atomic_store_explicit(&p->avail, end, memory_order_release);
-	pthread_cond_broadcast(&p->more);
-	pthread_mutex_unlock(&p->mu);
-}
-
-/* The wait open_file() hands out: are the first @end bytes written?
- * Return: 0, or the pull's error once it has ended short of @end. */
+/* The wait open_file() hands out (store.h). */
 static int file_wait(void *ctx, uint64_t end)
 {
-	struct pull *p = ctx;
-	int r = 0;
-
-	if (atomic_load_explicit(&p->avail, memory_order_acquire) >= end)
-		return 0;
-	pthread_mutex_lock(&p->mu);
-	while (atomic_load_explicit(&p->avail, memory_order_acquire) < end &&
-	       !p->ended)
-		pthread_cond_wait(&p->more, &p->mu);
-	if (atomic_load_explicit(&p->avail, memory_order_acquire) < end)
-		r = p->ret < 0 ? p->ret : -EIO;
-	pthread_mutex_unlock(&p->mu);
-	return r;
+	return strata_arrival_wait(&((struct pull *)ctx)->written, end);
 }
 
 static int pull_write(struct strata_reg_sink *s, const void *buf, size_t n)
@@ -521,12 +497,9 @@ static int pull_write(struct strata_reg_sink *s, const void *buf, size_t n)
 		if (atomic_load(&p->cancelled))
 			return strata_err_set(&s->err, -ECANCELED,
 					      "the reader stopped");
-		/* told in steps (a write is some 16 KiB: the reader waits
-		 * for a MiB), and at the end */
-		if (end - atomic_load_explicit(&p->avail,
-					       memory_order_relaxed) >=
-		    PUBLISH_STEP || end == (uint64_t)p->size)
-			publish(p, end);
+		if (end - strata_arrival_have(&p->written) >= PUBLISH_STEP ||
+		    end == (uint64_t)p->size)
+			strata_arrival_advance(&p->written, end);
 	}
 	if (p->sock >= 0) {
 		r = send_all(p->sock, buf, n);
@@ -572,7 +545,7 @@ static int replay_partial(struct pull *p)
 	free(buf);
 	p->s.offset = off;
 	if (r == 0 && p->file_mode)
-		publish(p, off);
+		strata_arrival_advance(&p->written, off);
 	return r;
 }
 
@@ -628,12 +601,8 @@ static void *pull_thread(void *arg)
 	struct pull *p = arg;
 
 	p->ret = pull_run(p);
-	if (p->file_mode) {
-		pthread_mutex_lock(&p->mu);
-		p->ended = true;
-		pthread_cond_broadcast(&p->more);
-		pthread_mutex_unlock(&p->mu);
-	}
+	if (p->file_mode)
+		strata_arrival_end(&p->written, p->ret);
 	if (p->sock >= 0) {
 		close(p->sock);	/* the reader sees the end */
 		p->sock = -1;
@@ -651,8 +620,7 @@ static void pull_free(struct pull *p)
 		close(p->lock);
 	if (p->h)
 		strata_hasher_free(p->h);
-	pthread_mutex_destroy(&p->mu);
-	pthread_cond_destroy(&p->more);
+	strata_arrival_destroy(&p->written);
 	free(p);
 }
 
@@ -666,8 +634,7 @@ static int pull_new(struct reg_source *src, const struct strata_layer *l,
 	if (!p)
 		return -ENOMEM;
 	p->sock = p->file = p->lock = -1;
-	pthread_mutex_init(&p->mu, NULL);
-	pthread_cond_init(&p->more, NULL);
+	strata_arrival_init(&p->written);
 	p->src = src;
 	p->s.write = pull_write;
 	p->s.resumable = true;
