@@ -282,11 +282,11 @@ int up_drain(struct reader *rd, const char *sd, struct strata_err *err)
 	}
 }
 
-/* A blob in memory is hashed on its own thread, beside the decompression
- * (the blob digest costs about a fifth of a lazy layer's pass). */
 /* the hasher's steps through the mapping */
 #define HASH_STEP (256u << 10)
 
+/* A blob in memory is hashed on its own thread, beside the decompression
+ * (the blob digest costs about a fifth of a lazy layer's pass). */
 void *up_hash_map(void *arg)
 {
 	struct reader *r = arg;

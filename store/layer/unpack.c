@@ -894,6 +894,17 @@ static int handle_entry(struct unpack *u, struct archive_entry *e)
 	return r < 0 ? r : take_entry(u, g);
 }
 
+/* The reading stopped: the reader's error where it has one (the blob, its
+ * decompression, Go's rules), else libarchive's, saying @what it found. */
+static int read_failed(struct unpack *u, struct reader *rd, const char *what)
+{
+	if (rd->error)
+		return strata_err_set(u->err, rd->error, "layer %s: %s",
+				      u->layer, rd->msg);
+	return strata_err_set(u->err, -EBADMSG, "layer %s: %s: %s", u->layer,
+			      what, strata_archive_error(u->a));
+}
+
 /*
  * A lazy layer is read with Go's rules alone. Nothing of it comes from
  * libarchive: its files are found later at the offsets Go's reading gives
@@ -913,9 +924,8 @@ static int read_go_only(struct unpack *u, struct reader *rd)
 		ssize_t n = up_next_chunk(rd, &b);
 		int r;
 
-		if (n < 0)
-			return strata_err_set(u->err, rd->error, "layer %s: %s",
-					      u->layer, rd->msg);
+		if (n < 0)	/* the reader's error, or Go's rules' */
+			return read_failed(u, rd, "reading the layer");
 		while ((g = strata_tarscan_next(&rd->scan)))
 			if ((r = take_entry(u, g)) < 0)
 				return r;
@@ -939,12 +949,7 @@ static int read_libarchive(struct unpack *u, struct reader *rd)
 	archive_read_support_format_gnutar(u->a);
 	if (archive_read_open(u->a, rd, NULL, up_archive_read_cb,
 			      NULL) != ARCHIVE_OK)
-		return rd->error
-		       ? strata_err_set(u->err, rd->error, "layer %s: %s",
-					u->layer, rd->msg)
-		       : strata_err_set(u->err, -EBADMSG, "layer %s: not a tar "
-					"archive: %s", u->layer,
-					strata_archive_error(u->a));
+		return read_failed(u, rd, "not a tar archive");
 	while ((ar = archive_read_next_header(u->a, &e)) == ARCHIVE_OK ||
 	       ar == ARCHIVE_WARN) {
 		r = handle_entry(u, e);
@@ -952,12 +957,7 @@ static int read_libarchive(struct unpack *u, struct reader *rd)
 			return r;
 	}
 	if (ar != ARCHIVE_EOF)
-		return rd->error
-		       ? strata_err_set(u->err, rd->error, "layer %s: %s",
-					u->layer, rd->msg)
-		       : strata_err_set(u->err, -EBADMSG, "layer %s: corrupt "
-					"tar: %s", u->layer,
-					strata_archive_error(u->a));
+		return read_failed(u, rd, "corrupt tar");
 	/* padding and junk after the end-of-archive blocks */
 	r = up_drain(rd, u->layer, u->err);
 	if (r < 0)
